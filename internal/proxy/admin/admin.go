@@ -1,0 +1,101 @@
+// Package admin serves the proxy's admin API: health and readiness probes,
+// Prometheus metrics, and the JSON endpoints under /v1 that show links and
+// routes and let the vehicle's connectivity manager set a link's state.
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/misaki-io/misaki/internal/proxy/health"
+	"github.com/misaki-io/misaki/internal/proxy/link"
+)
+
+// Links is what the admin API needs of the link monitor.
+type Links interface {
+	Snapshot() []link.State
+	Set(name string, o link.Override) (link.State, error)
+}
+
+// RouteStatus is one route as shown at GET /v1/routes.
+type RouteStatus struct {
+	Name     string        `json:"name"`
+	Hosts    []string      `json:"hosts"`
+	Upstream string        `json:"upstream"`
+	Usable   bool          `json:"usable"`
+	Reason   string        `json:"reason,omitempty"`
+	Links    []string      `json:"links,omitempty"`
+	Hold     string        `json:"hold"`
+	Health   health.Status `json:"upstreamHealth"`
+	Held     int           `json:"heldRequests"`
+	HeldB    int64         `json:"heldBytes"`
+}
+
+// Options wires the admin API to the rest of the proxy.
+type Options struct {
+	Links    Links
+	Routes   func() []RouteStatus
+	Ready    func() error // nil error means ready
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+}
+
+// Handler returns the admin API.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := o.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"links": o.Links.Snapshot()})
+	})
+	mux.HandleFunc("PUT /v1/links/{name}", func(w http.ResponseWriter, r *http.Request) {
+		var ov link.Override
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ov); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf(`body must be JSON like {"state":"down"} (state up, down or auto; optional metered, roaming): %v`, err))
+			return
+		}
+		st, err := o.Links.Set(r.PathValue("name"), ov)
+		switch {
+		case errors.Is(err, link.ErrUnknownLink):
+			writeError(w, http.StatusNotFound, err.Error())
+		case err != nil:
+			writeError(w, http.StatusBadRequest, err.Error())
+		default:
+			o.Log.Info("link set by admin API", "link", st.Name, "state", ov.State, "up", st.Up)
+			writeJSON(w, http.StatusOK, st)
+		}
+	})
+	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"routes": o.Routes()})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,465 @@
+// Package config is the edge proxy's configuration model: the typed structs
+// read from the YAML file (and, later, built from xDS), their documented
+// defaults, and validation whose errors name the field and the fix.
+//
+// The zero value of every field means its documented default; SetDefaults is
+// the one place that fills them in. Validate does no I/O.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is the whole proxy configuration.
+type Config struct {
+	// Listen is the address apps send mesh traffic to (HTTP/1.1 and h2c).
+	Listen string `yaml:"listen"`
+	// Admin is the address of the admin API (/healthz, /readyz, /metrics, /v1/...).
+	Admin string `yaml:"admin"`
+	// Log sets the log level and format.
+	Log Log `yaml:"log"`
+	// Limits protect the listener from oversized or slow clients.
+	Limits Limits `yaml:"limits"`
+	// HoldLimit bounds all held requests together, across routes.
+	HoldLimit HoldLimit `yaml:"holdLimit"`
+	// LinkScan tunes how links are watched.
+	LinkScan LinkScan `yaml:"linkScan"`
+	// Links are the vehicle's network paths, matched to kernel interfaces.
+	Links []Link `yaml:"links"`
+	// Routes map mesh host names to upstreams with an offline policy.
+	Routes []Route `yaml:"routes"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+}
+
+// Limits bound what one client may send.
+type Limits struct {
+	// MaxHeaderBytes caps the request line plus headers; larger gets 431. Default 64KiB.
+	MaxHeaderBytes ByteSize `yaml:"maxHeaderBytes"`
+	// MaxBodyBytes caps a request body unless the route sets its own; larger gets 413.
+	// Default 64MiB.
+	MaxBodyBytes ByteSize `yaml:"maxBodyBytes"`
+	// ReadHeaderTimeout cuts clients that do not finish their headers in time. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"readHeaderTimeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
+	IdleTimeout Duration `yaml:"idleTimeout"`
+	// MaxConnections caps concurrent client connections; more are answered 503
+	// and closed. Default 4096.
+	MaxConnections int `yaml:"maxConnections"`
+}
+
+// HoldLimit bounds held requests in count and bytes (headers plus body).
+type HoldLimit struct {
+	// Requests is the maximum number held at once. Default 10000 globally,
+	// unlimited (within the global limit) per route.
+	Requests int `yaml:"requests"`
+	// Bytes is the maximum memory held at once. Default 64MiB globally,
+	// unlimited (within the global limit) per route.
+	Bytes ByteSize `yaml:"bytes"`
+}
+
+// LinkScan tunes the link monitor.
+type LinkScan struct {
+	// PollInterval is how often interfaces are rescanned when netlink events
+	// are unavailable, and as a safety net when they are. Default 5s.
+	PollInterval Duration `yaml:"pollInterval"`
+}
+
+// Link classes known to the proxy. Others are accepted if they are valid
+// names, so a fleet may add its own (for example "v2x").
+const (
+	ClassEthernet  = "ethernet"
+	ClassWiFi      = "wifi"
+	ClassCellular  = "cellular"
+	ClassSatellite = "satellite"
+)
+
+// Link is one network path of the vehicle.
+type Link struct {
+	// Name identifies the link in the admin API and metrics.
+	Name string `yaml:"name"`
+	// Match is a glob over kernel interface names (wlan*, wwan0). Empty means
+	// the link is driven only through the admin API (PUT /v1/links/{name}).
+	Match string `yaml:"match"`
+	// Class is ethernet, wifi, cellular, satellite or a name of your own.
+	Class string `yaml:"class"`
+	// Metered marks a link that costs per byte.
+	Metered bool `yaml:"metered"`
+	// Roaming marks a link roaming on a foreign network.
+	Roaming bool `yaml:"roaming"`
+}
+
+// Route maps host names to one upstream.
+type Route struct {
+	// Name identifies the route in metrics, logs and the admin API.
+	Name string `yaml:"name"`
+	// Hosts are the mesh names apps call (exact, or *.suffix wildcards).
+	Hosts []string `yaml:"hosts"`
+	// Upstream is http://, https:// (HTTP/2 or HTTP/1.1 by ALPN) or
+	// h2c:// (HTTP/2 without TLS, prior knowledge), with host and port.
+	Upstream string `yaml:"upstream"`
+	// TLS configures https:// upstreams.
+	TLS UpstreamTLS `yaml:"tls"`
+	// Timeouts for the upstream exchange.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// MaxBodyBytes caps request bodies on this route. Default limits.maxBodyBytes.
+	MaxBodyBytes ByteSize `yaml:"maxBodyBytes"`
+	// Probe checks that the upstream is reachable.
+	Probe Probe `yaml:"probe"`
+	// Offline is what happens when the route has no usable link.
+	Offline Offline `yaml:"offline"`
+}
+
+// UpstreamTLS configures TLS to an https:// upstream.
+type UpstreamTLS struct {
+	// CAFile is a PEM bundle of roots to trust instead of the system's.
+	CAFile string `yaml:"caFile"`
+	// ServerName overrides the name checked in the upstream's certificate.
+	ServerName string `yaml:"serverName"`
+	// CertFile and KeyFile are the proxy's client certificate (mTLS).
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// Timeouts for one route's upstream exchanges.
+type Timeouts struct {
+	// Connect bounds dialing the upstream (TCP and TLS). Default 5s.
+	Connect Duration `yaml:"connect"`
+	// ResponseHeader bounds the wait for the upstream's response headers after
+	// the request is sent. Default 60s.
+	ResponseHeader Duration `yaml:"responseHeader"`
+	// Request bounds the whole exchange, body streaming included, from the
+	// moment the request is forwarded; time spent held does not count.
+	// Default 0: no limit (streams and WebSockets may last).
+	Request Duration `yaml:"request"`
+	// Idle closes pooled upstream connections idle this long. Default 90s.
+	Idle Duration `yaml:"idle"`
+}
+
+// Probe types.
+const (
+	ProbeTCP  = "tcp"
+	ProbeHTTP = "http"
+	ProbeNone = "none"
+)
+
+// Probe checks an upstream's reachability actively. Failures of real
+// requests to connect mark it unreachable at once, probe or not.
+type Probe struct {
+	// Type is tcp (connect), http (GET Path, any status below 500) or none.
+	// Default tcp.
+	Type string `yaml:"type"`
+	// Path is the URL path for http probes. Default /.
+	Path string `yaml:"path"`
+	// Interval between probes while the upstream is reachable. Default 10s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one probe. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// Backoff between probes while the upstream is unreachable.
+	Backoff Backoff `yaml:"backoff"`
+}
+
+// Backoff is exponential with full jitter between Initial and Max.
+type Backoff struct {
+	// Initial delay after the first failure. Default 500ms.
+	Initial Duration `yaml:"initial"`
+	// Max delay. Default 10s.
+	Max Duration `yaml:"max"`
+}
+
+// Policy values for metered and roaming links.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+)
+
+// Offline is a route's policy when it has no usable link.
+type Offline struct {
+	// Hold is how long a request waits in memory for a usable link before the
+	// proxy answers 503. An app may ask for less with "Prefer: wait=N".
+	// Default 0: no holding.
+	Hold Duration `yaml:"hold"`
+	// Links are the link classes the route may use. Empty means any.
+	Links []string `yaml:"links"`
+	// Metered is allow or deny: whether metered links may carry the route.
+	// Default allow.
+	Metered string `yaml:"metered"`
+	// Roaming is allow or deny: whether roaming links may carry the route.
+	// Default allow.
+	Roaming string `yaml:"roaming"`
+	// HoldLimit bounds this route's held requests. Default: only the global limit.
+	HoldLimit HoldLimit `yaml:"holdLimit"`
+	// RetryAfter is the Retry-After sent with 503 answers. Default: the hold
+	// window, at least 1s.
+	RetryAfter Duration `yaml:"retryAfter"`
+}
+
+// Defaults, written once here and in docs/config.md.
+const (
+	DefaultListen            = "127.0.0.1:15001"
+	DefaultAdmin             = "127.0.0.1:15000"
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBodyBytes      = 64 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxConnections    = 4096
+	DefaultHoldRequests      = 10000
+	DefaultHoldBytes         = 64 << 20
+	DefaultPollInterval      = 5 * time.Second
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultResponseHeader    = 60 * time.Second
+	DefaultUpstreamIdle      = 90 * time.Second
+	DefaultProbeInterval     = 10 * time.Second
+	DefaultProbeTimeout      = 2 * time.Second
+	DefaultBackoffInitial    = 500 * time.Millisecond
+	DefaultBackoffMax        = 10 * time.Second
+)
+
+// SetDefaults fills every zero field with its documented default.
+func (c *Config) SetDefaults() {
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.Admin, DefaultAdmin)
+	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&c.Limits.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.Limits.ReadHeaderTimeout, Duration(DefaultReadHeaderTimeout))
+	setDefault(&c.Limits.IdleTimeout, Duration(DefaultIdleTimeout))
+	setDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
+	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
+	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
+	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		setDefault(&r.MaxBodyBytes, c.Limits.MaxBodyBytes)
+		setDefault(&r.Timeouts.Connect, Duration(DefaultConnectTimeout))
+		setDefault(&r.Timeouts.ResponseHeader, Duration(DefaultResponseHeader))
+		setDefault(&r.Timeouts.Idle, Duration(DefaultUpstreamIdle))
+		setDefault(&r.Probe.Type, ProbeTCP)
+		setDefault(&r.Probe.Path, "/")
+		setDefault(&r.Probe.Interval, Duration(DefaultProbeInterval))
+		setDefault(&r.Probe.Timeout, Duration(DefaultProbeTimeout))
+		setDefault(&r.Probe.Backoff.Initial, Duration(DefaultBackoffInitial))
+		setDefault(&r.Probe.Backoff.Max, Duration(DefaultBackoffMax))
+		setDefault(&r.Offline.Metered, Allow)
+		setDefault(&r.Offline.Roaming, Allow)
+		setDefault(&r.Offline.RetryAfter, max(r.Offline.Hold, Duration(time.Second)))
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Validate checks the configuration after SetDefaults. Every error names the
+// field by its YAML path and says how to fix it; all problems are reported
+// together.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(field, addr string) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(field, "%q is not host:port; write it like 127.0.0.1:15001", addr)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin", c.Admin)
+	if c.Listen == c.Admin {
+		bad("admin", "must differ from listen (%s); pick another port", c.Listen)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
+	}
+	if c.Limits.MaxConnections < 0 {
+		bad("limits.maxConnections", "must not be negative")
+	}
+	if c.HoldLimit.Requests < 0 || c.HoldLimit.Bytes < 0 {
+		bad("holdLimit", "requests and bytes must not be negative")
+	}
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"limits.readHeaderTimeout", c.Limits.ReadHeaderTimeout},
+		{"limits.idleTimeout", c.Limits.IdleTimeout},
+		{"linkScan.pollInterval", c.LinkScan.PollInterval},
+	} {
+		if d.v < 0 {
+			bad(d.field, "must not be negative")
+		}
+	}
+
+	linkNames := map[string]bool{}
+	for i, l := range c.Links {
+		f := fmt.Sprintf("links[%d]", i)
+		if !validName(l.Name) {
+			bad(f+".name", "%q is not a valid name; use lower-case letters, digits and '-' (at most 63)", l.Name)
+		} else if linkNames[l.Name] {
+			bad(f+".name", "%q is used by another link; names must be unique", l.Name)
+		}
+		linkNames[l.Name] = true
+		if !validName(l.Class) {
+			bad(f+".class", "%q is not a valid class; use ethernet, wifi, cellular, satellite or a lower-case name of your own", l.Class)
+		}
+		if _, err := path.Match(l.Match, ""); err != nil {
+			bad(f+".match", "%q is not a valid glob: %v", l.Match, err)
+		}
+	}
+
+	routeNames := map[string]bool{}
+	hostOwner := map[string]string{}
+	for i, r := range c.Routes {
+		f := fmt.Sprintf("routes[%d]", i)
+		if !validName(r.Name) {
+			bad(f+".name", "%q is not a valid name; use lower-case letters, digits and '-' (at most 63)", r.Name)
+		} else if routeNames[r.Name] {
+			bad(f+".name", "%q is used by another route; names must be unique", r.Name)
+		}
+		routeNames[r.Name] = true
+		if len(r.Hosts) == 0 {
+			bad(f+".hosts", "is empty; list the mesh names apps call, like [telemetry.cloud.misaki]")
+		}
+		for j, h := range r.Hosts {
+			hf := fmt.Sprintf("%s.hosts[%d]", f, j)
+			h = strings.ToLower(h)
+			if !validHost(h) {
+				bad(hf, "%q is not a host name; write a DNS name without port or scheme, or *.suffix", r.Hosts[j])
+				continue
+			}
+			if other, ok := hostOwner[h]; ok {
+				bad(hf, "%q is already served by route %q; a host belongs to one route", h, other)
+			}
+			hostOwner[h] = r.Name
+		}
+		validateUpstream(f, r, bad)
+		if r.MaxBodyBytes < 0 {
+			bad(f+".maxBodyBytes", "must not be negative")
+		}
+		for _, d := range []struct {
+			field string
+			v     Duration
+		}{
+			{"timeouts.connect", r.Timeouts.Connect},
+			{"timeouts.responseHeader", r.Timeouts.ResponseHeader},
+			{"timeouts.request", r.Timeouts.Request},
+			{"timeouts.idle", r.Timeouts.Idle},
+			{"probe.interval", r.Probe.Interval},
+			{"probe.timeout", r.Probe.Timeout},
+			{"probe.backoff.initial", r.Probe.Backoff.Initial},
+			{"probe.backoff.max", r.Probe.Backoff.Max},
+			{"offline.hold", r.Offline.Hold},
+			{"offline.retryAfter", r.Offline.RetryAfter},
+		} {
+			if d.v < 0 {
+				bad(f+"."+d.field, "must not be negative")
+			}
+		}
+		switch r.Probe.Type {
+		case ProbeTCP, ProbeNone:
+		case ProbeHTTP:
+			if !strings.HasPrefix(r.Probe.Path, "/") {
+				bad(f+".probe.path", "%q must start with /", r.Probe.Path)
+			}
+		default:
+			bad(f+".probe.type", "%q is not a probe type; use tcp, http or none", r.Probe.Type)
+		}
+		if r.Probe.Backoff.Max < r.Probe.Backoff.Initial {
+			bad(f+".probe.backoff.max", "%v is below backoff.initial %v; raise it", r.Probe.Backoff.Max, r.Probe.Backoff.Initial)
+		}
+		for j, cl := range r.Offline.Links {
+			if !validName(cl) {
+				bad(fmt.Sprintf("%s.offline.links[%d]", f, j), "%q is not a link class; use ethernet, wifi, cellular, satellite or a class named in links", cl)
+			}
+		}
+		for _, p := range []struct{ field, v string }{{"offline.metered", r.Offline.Metered}, {"offline.roaming", r.Offline.Roaming}} {
+			if p.v != Allow && p.v != Deny {
+				bad(f+"."+p.field, "%q must be allow or deny", p.v)
+			}
+		}
+		if r.Offline.HoldLimit.Requests < 0 || r.Offline.HoldLimit.Bytes < 0 {
+			bad(f+".offline.holdLimit", "requests and bytes must not be negative")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateUpstream(f string, r Route, bad func(field, format string, args ...any)) {
+	u, err := url.Parse(r.Upstream)
+	switch {
+	case r.Upstream == "":
+		bad(f+".upstream", "is empty; write the upstream URL, like http://127.0.0.1:9000")
+		return
+	case err != nil:
+		bad(f+".upstream", "%q is not a URL: %v", r.Upstream, err)
+		return
+	}
+	switch u.Scheme {
+	case "http", "https", "h2c":
+	default:
+		bad(f+".upstream", "scheme %q is not supported; use http://, https:// or h2c://", u.Scheme)
+		return
+	}
+	if u.Hostname() == "" {
+		bad(f+".upstream", "%q has no host; write it like http://127.0.0.1:9000", r.Upstream)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		bad(f+".upstream", "%q must be scheme://host[:port] only; paths, queries and user info are not supported", r.Upstream)
+	}
+	tlsSet := r.TLS != (UpstreamTLS{})
+	if tlsSet && u.Scheme != "https" {
+		bad(f+".tls", "is set but the upstream is %s://; use an https:// upstream or remove tls", u.Scheme)
+	}
+	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+		bad(f+".tls", "certFile and keyFile go together; set both or neither")
+	}
+}
+
+// validName reports whether s is a DNS-label-like name (RFC 1123).
+func validName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether s is a lower-case DNS name, optionally with a
+// leading "*." wildcard.
+func validHost(s string) bool {
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	return !slices.ContainsFunc(strings.Split(s, "."), func(l string) bool {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return true
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -1,0 +1,265 @@
+// Package forward sends a request to a route's upstream and streams the
+// response back: HTTP/1.1, HTTP/2 over TLS (ALPN) or h2c to the upstream,
+// bodies streamed both ways, trailers passed, hop-by-hop headers dropped,
+// Via and X-Forwarded-* set, WebSocket upgrades tunnelled.
+//
+// It is built on net/http/httputil.ReverseProxy, which already does the
+// hop-by-hop, trailer, flushing and upgrade work correctly; this package adds
+// the transport per upstream scheme, timeouts, and one thing ReverseProxy
+// cannot tell its caller: that a request failed to connect before any of it
+// was sent (ErrNotSent), so the caller may hold it and try again instead of
+// failing it.
+package forward
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/health"
+)
+
+// Response headers Misaki adds.
+const (
+	HeaderDelivery = "Misaki-Delivery"
+)
+
+// ErrNotSent wraps a connection failure that happened before any byte of the
+// request was sent or any byte of the response written: the request is intact
+// and may be retried.
+var ErrNotSent = errors.New("forward: upstream not reached")
+
+// Upstream forwards to one route's upstream.
+type Upstream struct {
+	target     *url.URL // scheme http or https
+	transport  *http.Transport
+	proxy      *httputil.ReverseProxy
+	reqTimeout time.Duration
+	log        *slog.Logger
+}
+
+// LoadTLS builds the client TLS configuration for an https upstream from the
+// route's files. It returns nil for other schemes.
+func LoadTLS(r config.Route) (*tls.Config, error) {
+	if !strings.HasPrefix(r.Upstream, "https://") {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.TLS.ServerName}
+	if r.TLS.CAFile != "" {
+		pem, err := os.ReadFile(r.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: tls.caFile: %w", r.Name, err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("route %s: tls.caFile %s: no PEM certificates found", r.Name, r.TLS.CAFile)
+		}
+	}
+	if r.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(r.TLS.CertFile, r.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: tls.certFile/keyFile: %w", r.Name, err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+var bufPool = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+// bufferPool recycles the 32 KiB copy buffers ReverseProxy uses per request.
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+
+// New returns a forwarder for route r. tlsConf comes from LoadTLS.
+func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, error) {
+	u, err := url.Parse(r.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: upstream: %w", r.Name, err)
+	}
+	target := &url.URL{Scheme: u.Scheme, Host: u.Host}
+	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext:           dialer.DialContext,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       r.Timeouts.Idle.D(),
+		ResponseHeaderTimeout: r.Timeouts.ResponseHeader.D(),
+		TLSHandshakeTimeout:   r.Timeouts.Connect.D(),
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       tlsConf,
+		// A proxy must not add Accept-Encoding and decode on the app's behalf.
+		DisableCompression: true,
+	}
+	var protos http.Protocols
+	switch target.Scheme {
+	case "h2c":
+		target.Scheme = "http"
+		protos.SetUnencryptedHTTP2(true)
+	case "https":
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+	default:
+		protos.SetHTTP1(true)
+	}
+	tr.Protocols = &protos
+	f := &Upstream{
+		target:     target,
+		transport:  tr,
+		reqTimeout: r.Timeouts.Request.D(),
+		log:        log.With("component", "forward", "route", r.Name),
+	}
+	f.proxy = &httputil.ReverseProxy{
+		Rewrite:        f.rewrite,
+		Transport:      tr,
+		BufferPool:     bufPool,
+		ModifyResponse: f.modifyResponse,
+		ErrorHandler:   f.errorHandler,
+		ErrorLog:       slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
+	}
+	return f, nil
+}
+
+// BaseURL is the upstream's base URL for probes (scheme http or https).
+func (f *Upstream) BaseURL() string { return f.target.String() }
+
+// Addr is the upstream's host:port.
+func (f *Upstream) Addr() string {
+	if f.target.Port() != "" {
+		return f.target.Host
+	}
+	if f.target.Scheme == "https" {
+		return net.JoinHostPort(f.target.Hostname(), "443")
+	}
+	return net.JoinHostPort(f.target.Hostname(), "80")
+}
+
+// Client is an HTTP client over the same transport, for probes.
+func (f *Upstream) Client() *http.Client { return &http.Client{Transport: f.transport} }
+
+// Close drops idle upstream connections.
+func (f *Upstream) Close() { f.transport.CloseIdleConnections() }
+
+type attemptKey struct{}
+
+// attempt carries per-request state between Forward and the ReverseProxy hooks.
+type attempt struct {
+	delivery string
+	body     *trackedBody
+	err      error
+}
+
+// Forward proxies r to the upstream and writes the response to w, marked
+// with delivery (direct or held). It returns nil once a response (or an
+// error status) was written; an error wrapping ErrNotSent when nothing was
+// sent or written and the request may be retried; or another error that was
+// already answered with 502/504.
+func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery string) error {
+	a := &attempt{delivery: delivery}
+	if r.Body != nil && r.Body != http.NoBody {
+		a.body = &trackedBody{r: r.Body}
+		r.Body = a.body
+	}
+	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	if f.reqTimeout > 0 && r.Header.Get("Upgrade") == "" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.reqTimeout)
+		defer cancel()
+	}
+	f.proxy.ServeHTTP(w, r.WithContext(ctx))
+	if a.body != nil {
+		r.Body = a.body.r
+	}
+	return a.err
+}
+
+func (f *Upstream) rewrite(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = f.target.Scheme
+	pr.Out.URL.Host = f.target.Host
+	// The Host header stays the mesh name the app called, as Envoy and Caddy do.
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	pr.Out.Header.Add("Via", via(pr.In))
+}
+
+func via(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "2 misaki"
+	case 1:
+		if r.ProtoMinor == 0 {
+			return "1.0 misaki"
+		}
+	}
+	return "1.1 misaki"
+}
+
+func (f *Upstream) modifyResponse(resp *http.Response) error {
+	resp.Header.Add("Via", via(resp.Request))
+	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
+		resp.Header.Set(HeaderDelivery, a.delivery)
+	}
+	return nil
+}
+
+func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	a, _ := r.Context().Value(attemptKey{}).(*attempt)
+	if a != nil && health.IsDialError(err) && (a.body == nil || !a.body.touched.Load()) {
+		a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
+		return
+	}
+	if a != nil {
+		a.err = err
+	}
+	switch {
+	case r.Context().Err() == context.Canceled:
+		// The client went away; there is no one to answer.
+		return
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		f.log.Warn("upstream timeout", "err", err)
+		http.Error(w, "misaki: upstream timed out: "+err.Error(), http.StatusGatewayTimeout)
+	default:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, fmt.Sprintf("misaki: request body larger than %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+			return
+		}
+		f.log.Warn("upstream error", "err", err)
+		http.Error(w, "misaki: upstream error: "+err.Error(), http.StatusBadGateway)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// trackedBody records whether the transport read the body, and keeps the
+// server's body open when the transport closes it after a failed dial, so the
+// request can be retried intact.
+type trackedBody struct {
+	r       io.ReadCloser
+	touched atomic.Bool // the transport reads on its own goroutine
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.touched.Store(true)
+	return b.r.Read(p)
+}
+
+func (b *trackedBody) Close() error { return nil }

@@ -1,0 +1,234 @@
+// Package health tells whether an upstream is reachable, from active probes
+// (a TCP connect or an HTTP GET on an interval, with jittered exponential
+// backoff while it fails) and from passive failures (a real request that could
+// not connect marks the upstream unreachable at once and wakes the prober).
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+// Status is an upstream's reachability as shown in the admin API.
+type Status struct {
+	Reachable bool      `json:"reachable"`
+	Since     time.Time `json:"since"`
+	// LastError is the most recent probe or dial failure while unreachable.
+	LastError string `json:"lastError,omitempty"`
+	// Source says what set the state: start, probe or request.
+	Source string `json:"source"`
+}
+
+// Prober performs one active check.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// ProberFunc adapts a function to Prober.
+type ProberFunc func(ctx context.Context) error
+
+// Probe calls f.
+func (f ProberFunc) Probe(ctx context.Context) error { return f(ctx) }
+
+// Upstream is the reachability of one upstream address.
+type Upstream struct {
+	name     string
+	cfg      config.Probe
+	prober   Prober
+	clock    clock.Clock
+	log      *slog.Logger
+	onChange func()
+	kick     chan struct{}
+
+	mu     sync.Mutex // guards status
+	status Status
+}
+
+// New returns an upstream starting as reachable (optimistic: the first real
+// request or probe corrects it). prober may be nil for probe type none.
+// onChange is called without locks held whenever reachability flips.
+func New(name string, cfg config.Probe, prober Prober, clk clock.Clock, log *slog.Logger, onChange func()) *Upstream {
+	return &Upstream{
+		name: name, cfg: cfg, prober: prober, clock: clk, onChange: onChange,
+		log:    log.With("component", "health", "upstream", name),
+		kick:   make(chan struct{}, 1),
+		status: Status{Reachable: true, Since: clk.Now(), Source: "start"},
+	}
+}
+
+// NewProber builds the prober a route's probe config asks for, or nil for none.
+// target is the upstream URL (http, https or h2c); client is used for http probes.
+func NewProber(cfg config.Probe, addr, baseURL string, connect time.Duration, client *http.Client) Prober {
+	switch cfg.Type {
+	case config.ProbeNone:
+		return nil
+	case config.ProbeHTTP:
+		url := baseURL + cfg.Path
+		return ProberFunc(func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("User-Agent", "misaki-probe")
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 500 {
+				return fmt.Errorf("probe %s: status %d", url, resp.StatusCode)
+			}
+			return nil
+		})
+	default:
+		d := net.Dialer{Timeout: connect}
+		return ProberFunc(func(ctx context.Context) error {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		})
+	}
+}
+
+// Reachable reports the current state.
+func (u *Upstream) Reachable() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.status.Reachable
+}
+
+// Status returns the current state.
+func (u *Upstream) Status() Status {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.status
+}
+
+// Kick asks for a probe now (for example when a link comes up).
+func (u *Upstream) Kick() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Failed records a passive failure: a request could not connect.
+func (u *Upstream) Failed(err error) {
+	u.set(false, "request", err)
+	u.Kick()
+}
+
+func (u *Upstream) set(ok bool, source string, err error) {
+	u.mu.Lock()
+	changed := u.status.Reachable != ok
+	if changed {
+		u.status = Status{Reachable: ok, Since: u.clock.Now(), Source: source}
+	}
+	if err != nil {
+		u.status.LastError = err.Error()
+	} else if ok {
+		u.status.LastError = ""
+	}
+	u.mu.Unlock()
+	if !changed {
+		return
+	}
+	if ok {
+		u.log.Info("upstream reachable", "source", source)
+	} else {
+		u.log.Warn("upstream unreachable", "source", source, "err", err)
+	}
+	if u.onChange != nil {
+		u.onChange()
+	}
+}
+
+// Run probes until ctx ends: every Interval while reachable, with backoff
+// from Backoff.Initial to Backoff.Max (full jitter) while not, and at once
+// when kicked. With no prober, a passive failure holds for one backoff step
+// and then real requests try again, so a route never stays down forever.
+func (u *Upstream) Run(ctx context.Context) error {
+	fails := 0
+	for {
+		delay := u.cfg.Interval.D()
+		if fails > 0 {
+			delay = Backoff(u.cfg.Backoff.Initial.D(), u.cfg.Backoff.Max.D(), fails)
+		}
+		t := u.clock.NewTimer(delay)
+		kicked := false
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-u.kick:
+			t.Stop()
+			kicked = true
+		case <-t.C():
+		}
+		if u.prober == nil {
+			// Without probes, a passive failure is trusted for one backoff
+			// step, then the upstream is tried again by real requests.
+			switch {
+			case kicked:
+				fails++
+			case u.Reachable():
+				fails = 0
+			default:
+				u.set(true, "retry", nil)
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout.D())
+		err := u.prober.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fails++
+			u.set(false, "probe", err)
+			continue
+		}
+		fails = 0
+		u.set(true, "probe", nil)
+	}
+}
+
+// Backoff returns the delay before retry number n (n ≥ 1): a random duration
+// in [initial/2, min(max, initial·2^(n-1))] ("equal jitter", so retries neither
+// synchronise nor collapse to zero).
+func Backoff(initial, maxDelay time.Duration, n int) time.Duration {
+	d := initial
+	for i := 1; i < n && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	lo := initial / 2
+	if d <= lo {
+		return d
+	}
+	return lo + rand.N(d-lo+1)
+}
+
+// IsDialError reports whether err is a failure to connect (refused, timed
+// out, no route, DNS), as opposed to a failure after the request was sent.
+func IsDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}

@@ -1,0 +1,293 @@
+// Package link tracks the vehicle's network links: which are up, with which
+// addresses, and of which class, so that routes can tell whether they have a
+// usable path.
+//
+// State comes from three places. The kernel: interfaces whose names match a
+// link's glob are rescanned whenever a netlink event (RTMGRP_LINK, IPv4/IPv6
+// address groups) arrives on Linux, and on a polling interval everywhere as a
+// safety net. Netlink events are used only as a wake-up; the state itself is
+// always read afresh with net.Interfaces, so a lost or reordered event cannot
+// leave a stale view. That is why this package opens the netlink socket with
+// x/sys/unix instead of importing a full netlink library: it needs one socket
+// and no message parsing. Configuration: a link without a glob is driven only
+// by the admin API and starts up. The vehicle's connectivity manager:
+// Set overrides a link's state (and flags) until it is set back to auto.
+package link
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+// State is one link's view, as shown at GET /v1/links.
+type State struct {
+	Name    string `json:"name"`
+	Class   string `json:"class"`
+	Metered bool   `json:"metered"`
+	Roaming bool   `json:"roaming"`
+	Up      bool   `json:"up"`
+	// Source says what decided Up: kernel, admin (an override) or config
+	// (a link with no interface glob).
+	Source     string      `json:"source"`
+	Interfaces []Interface `json:"interfaces,omitempty"`
+	Since      time.Time   `json:"since"`
+}
+
+// Interface is a kernel interface matched by a link's glob.
+type Interface struct {
+	Name    string   `json:"name"`
+	Up      bool     `json:"up"`
+	Running bool     `json:"running"`
+	Addrs   []string `json:"addrs,omitempty"`
+}
+
+// usable reports whether the interface can carry traffic: administratively
+// up, with carrier, and with an address that is not link-local.
+func (i Interface) usable() bool { return i.Up && i.Running && len(i.Addrs) > 0 }
+
+// Override is what the connectivity manager sets with PUT /v1/links/{name}.
+type Override struct {
+	// State is up, down or auto (back to the kernel's view).
+	State string `json:"state"`
+	// Metered and Roaming, when present, replace the configured flags.
+	Metered *bool `json:"metered,omitempty"`
+	Roaming *bool `json:"roaming,omitempty"`
+}
+
+// ErrUnknownLink is returned by Set for a name no link has.
+var ErrUnknownLink = fmt.Errorf("link: unknown link")
+
+// Scanner lists interfaces; the default reads the kernel.
+type Scanner func() ([]Interface, error)
+
+// Monitor watches the configured links.
+type Monitor struct {
+	log      *slog.Logger
+	clock    clock.Clock
+	scan     Scanner
+	poll     time.Duration
+	onChange func()
+
+	mu        sync.Mutex // guards fields below
+	links     []*linkState
+	scanned   bool
+	overrides map[string]Override
+}
+
+type linkState struct {
+	cfg   config.Link
+	state State
+}
+
+// NewMonitor returns a monitor for links. onChange, if not nil, is called
+// (without locks held) after any link's state changes. It does no I/O.
+func NewMonitor(links []config.Link, poll time.Duration, log *slog.Logger, clk clock.Clock, onChange func()) *Monitor {
+	m := &Monitor{
+		log:       log.With("component", "link"),
+		clock:     clk,
+		scan:      ScanKernel,
+		poll:      poll,
+		onChange:  onChange,
+		overrides: map[string]Override{},
+	}
+	now := clk.Now()
+	for _, l := range links {
+		m.links = append(m.links, &linkState{cfg: l, state: State{
+			Name: l.Name, Class: l.Class, Metered: l.Metered, Roaming: l.Roaming,
+			Up: l.Match == "", Source: sourceFor(l, nil), Since: now,
+		}})
+	}
+	return m
+}
+
+// SetScanner replaces the kernel scanner (tests use it). Call before Run.
+func (m *Monitor) SetScanner(s Scanner) { m.scan = s }
+
+func sourceFor(l config.Link, o *Override) string {
+	switch {
+	case o != nil && o.State != "auto":
+		return "admin"
+	case l.Match == "":
+		return "config"
+	default:
+		return "kernel"
+	}
+}
+
+// Run scans once, then rescans on netlink events and every poll interval
+// until ctx ends.
+func (m *Monitor) Run(ctx context.Context) error {
+	m.Rescan()
+	events := make(chan struct{}, 1)
+	if err := watchNetlink(ctx, events); err != nil {
+		m.log.Warn("netlink events unavailable; polling only", "interval", m.poll, "err", err)
+	}
+	for {
+		t := m.clock.NewTimer(m.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-events:
+			t.Stop()
+		case <-t.C():
+		}
+		m.Rescan()
+	}
+}
+
+// Scanned reports whether the first kernel scan has completed.
+func (m *Monitor) Scanned() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scanned
+}
+
+// Rescan reads the kernel's interfaces and updates every link.
+func (m *Monitor) Rescan() {
+	ifs, err := m.scan()
+	if err != nil {
+		m.log.Error("scan interfaces", "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.scanned = true
+	changed := m.applyLocked(ifs)
+	m.mu.Unlock()
+	if changed && m.onChange != nil {
+		m.onChange()
+	}
+}
+
+func (m *Monitor) applyLocked(ifs []Interface) bool {
+	changed := false
+	for _, l := range m.links {
+		next := l.state
+		next.Up = l.cfg.Match == "" // links without a glob are up unless overridden
+		if l.cfg.Match != "" {
+			next.Interfaces = nil
+			for _, i := range ifs {
+				if ok, _ := path.Match(l.cfg.Match, i.Name); ok {
+					next.Interfaces = append(next.Interfaces, i)
+					next.Up = next.Up || i.usable()
+				}
+			}
+		}
+		next.Metered, next.Roaming = l.cfg.Metered, l.cfg.Roaming
+		if o, ok := m.overrides[l.cfg.Name]; ok {
+			if o.State != "auto" {
+				next.Up = o.State == "up"
+			}
+			if o.Metered != nil {
+				next.Metered = *o.Metered
+			}
+			if o.Roaming != nil {
+				next.Roaming = *o.Roaming
+			}
+			next.Source = sourceFor(l.cfg, &o)
+		} else {
+			next.Source = sourceFor(l.cfg, nil)
+		}
+		if next.Up != l.state.Up || next.Metered != l.state.Metered || next.Roaming != l.state.Roaming {
+			next.Since = m.clock.Now()
+			changed = true
+			m.log.Info("link state", "link", next.Name, "class", next.Class, "up", next.Up,
+				"metered", next.Metered, "roaming", next.Roaming, "source", next.Source,
+				"interfaces", ifaceNames(next.Interfaces))
+		}
+		l.state = next
+	}
+	return changed
+}
+
+func ifaceNames(ifs []Interface) []string {
+	var s []string
+	for _, i := range ifs {
+		s = append(s, i.Name)
+	}
+	return s
+}
+
+// Set applies the connectivity manager's override for one link.
+func (m *Monitor) Set(name string, o Override) (State, error) {
+	switch o.State {
+	case "up", "down", "auto":
+	default:
+		return State{}, fmt.Errorf("link: state %q: use up, down or auto", o.State)
+	}
+	m.mu.Lock()
+	i := slices.IndexFunc(m.links, func(l *linkState) bool { return l.cfg.Name == name })
+	if i < 0 {
+		m.mu.Unlock()
+		return State{}, fmt.Errorf("%w %q", ErrUnknownLink, name)
+	}
+	if o.State == "auto" && o.Metered == nil && o.Roaming == nil {
+		delete(m.overrides, name)
+	} else {
+		m.overrides[name] = o
+	}
+	m.mu.Unlock()
+	// Re-read the kernel so that "auto" takes the current truth.
+	ifs, err := m.scan()
+	if err != nil {
+		ifs = nil
+	}
+	m.mu.Lock()
+	changed := m.applyLocked(ifs)
+	st := m.links[i].state
+	m.mu.Unlock()
+	if changed && m.onChange != nil {
+		m.onChange()
+	}
+	return st, nil
+}
+
+// Snapshot returns every link's state in configuration order.
+func (m *Monitor) Snapshot() []State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]State, len(m.links))
+	for i, l := range m.links {
+		out[i] = l.state
+		out[i].Interfaces = slices.Clone(l.state.Interfaces)
+	}
+	return out
+}
+
+// ScanKernel lists the kernel's interfaces with their flags and addresses.
+// Link-local addresses do not count: they cannot reach an upstream.
+func ScanKernel() ([]Interface, error) {
+	nifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("link: list interfaces: %w", err)
+	}
+	out := make([]Interface, 0, len(nifs))
+	for _, ni := range nifs {
+		i := Interface{
+			Name:    ni.Name,
+			Up:      ni.Flags&net.FlagUp != 0,
+			Running: ni.Flags&net.FlagRunning != 0,
+		}
+		addrs, err := ni.Addrs()
+		if err == nil {
+			for _, a := range addrs {
+				ipn, ok := a.(*net.IPNet)
+				if !ok || ipn.IP.IsLinkLocalUnicast() {
+					continue
+				}
+				i.Addrs = append(i.Addrs, ipn.String())
+			}
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}

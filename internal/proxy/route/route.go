@@ -1,0 +1,115 @@
+// Package route finds the route for a request's host and decides, from the
+// links' state, whether a route's offline policy lets it use any link now.
+// Both are pure: the server calls them and acts on the answer.
+package route
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/link"
+)
+
+// Table maps host names to route indexes. It is immutable once built.
+type Table struct {
+	exact map[string]int
+	wild  []wildcard // longest suffix first
+}
+
+type wildcard struct {
+	suffix string // ".example.com"
+	route  int
+}
+
+// NewTable indexes the routes' hosts (already validated: lower-case, unique).
+func NewTable(routes []config.Route) *Table {
+	t := &Table{exact: map[string]int{}}
+	for i, r := range routes {
+		for _, h := range r.Hosts {
+			h = strings.ToLower(h)
+			if s, ok := strings.CutPrefix(h, "*"); ok {
+				t.wild = append(t.wild, wildcard{suffix: s, route: i})
+				continue
+			}
+			t.exact[h] = i
+		}
+	}
+	slices.SortStableFunc(t.wild, func(a, b wildcard) int { return len(b.suffix) - len(a.suffix) })
+	return t
+}
+
+// Match returns the index of the route serving host (which may carry a port
+// and a trailing dot), or -1.
+func (t *Table) Match(host string) int {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	if i, ok := t.exact[host]; ok {
+		return i
+	}
+	if hasUpper(host) {
+		host = strings.ToLower(host)
+		if i, ok := t.exact[host]; ok {
+			return i
+		}
+	}
+	for _, w := range t.wild {
+		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) {
+			return w.route
+		}
+	}
+	return -1
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// LinkUsable reports whether policy p may use any of links now, and if not,
+// why, in words for the admin API and logs. With no links configured at all
+// the proxy has no link model and every route may proceed.
+func LinkUsable(p config.Offline, links []link.State) (bool, string) {
+	if len(links) == 0 {
+		return true, ""
+	}
+	var up, wrongClass, metered, roaming []string
+	for _, l := range links {
+		if !l.Up {
+			continue
+		}
+		up = append(up, l.Name)
+		switch {
+		case len(p.Links) > 0 && !slices.Contains(p.Links, l.Class):
+			wrongClass = append(wrongClass, fmt.Sprintf("%s (%s)", l.Name, l.Class))
+		case l.Metered && p.Metered == config.Deny:
+			metered = append(metered, l.Name)
+		case l.Roaming && p.Roaming == config.Deny:
+			roaming = append(roaming, l.Name)
+		default:
+			return true, ""
+		}
+	}
+	if len(up) == 0 {
+		return false, "no link is up"
+	}
+	var why []string
+	if len(wrongClass) > 0 {
+		why = append(why, fmt.Sprintf("up but not of an allowed class %v: %s", p.Links, strings.Join(wrongClass, ", ")))
+	}
+	if len(metered) > 0 {
+		why = append(why, "metered and the route denies metered links: "+strings.Join(metered, ", "))
+	}
+	if len(roaming) > 0 {
+		why = append(why, "roaming and the route denies roaming: "+strings.Join(roaming, ", "))
+	}
+	return false, "no usable link; " + strings.Join(why, "; ")
+}

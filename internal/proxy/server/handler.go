@@ -1,0 +1,190 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/proxy/hold"
+)
+
+// maxNotSentRetries bounds how often one request is re-sent after failed
+// dials while its route keeps flapping back to usable.
+const maxNotSentRetries = 8
+
+// ServeHTTP serves one app request: match the route, forward it at once if
+// the route is usable, otherwise hold it until the route is usable, the hold
+// window passes, or the app goes away.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	i := s.table.Match(r.Host)
+	if i < 0 {
+		s.metrics.requests.WithLabelValues("", outcomeNoRoute).Inc()
+		http.Error(w, fmt.Sprintf("misaki: no route for host %q", r.Host), http.StatusNotFound)
+		return
+	}
+	rt := s.routes[i]
+	start := time.Now()
+	maxBody := int64(rt.cfg.MaxBodyBytes)
+	if r.ContentLength > maxBody {
+		rt.count[outcomeTooLarge].Inc()
+		http.Error(w, fmt.Sprintf("misaki: request body of %d bytes is larger than the route's limit of %d", r.ContentLength, maxBody), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	}
+
+	delivery := outcomeDirect
+	var (
+		body      []byte
+		buffered  bool
+		holdUntil time.Time
+	)
+	for attempt := 0; ; attempt++ {
+		if !rt.queue.Usable() {
+			if holdUntil.IsZero() {
+				holdUntil = s.clock.Now().Add(holdWindow(rt.cfg.Offline.Hold.D(), r.Header))
+			}
+			if !buffered {
+				// A held request's body is read now: it is counted against
+				// the hold limits, and only once the body is consumed does
+				// the server notice a client that hangs up while waiting.
+				var err error
+				if body, err = io.ReadAll(r.Body); err != nil {
+					s.bodyError(w, rt, err)
+					return
+				}
+				buffered = true
+			}
+			if !s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil) {
+				return
+			}
+			delivery = outcomeHeld
+		}
+		if buffered {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		err := rt.fwd.Forward(w, r, delivery)
+		if errors.Is(err, forward.ErrNotSent) && attempt < maxNotSentRetries {
+			// The upstream could not be reached and nothing was sent: mark
+			// it down (this re-evaluates the route) and go round to hold.
+			rt.health.Failed(err)
+			s.evaluate()
+			continue
+		}
+		switch {
+		case err == nil:
+			rt.count[delivery].Inc()
+			rt.duration[delivery].Observe(time.Since(start).Seconds())
+		case isTooLarge(err):
+			rt.count[outcomeTooLarge].Inc()
+		case r.Context().Err() != nil:
+			rt.count[outcomeClientGone].Inc()
+		default:
+			rt.count[outcomeUpstreamError].Inc()
+		}
+		return
+	}
+}
+
+// hold waits for rt to become usable. It reports true when the request should
+// be forwarded; otherwise it has answered the app (or the app is gone).
+func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size int64, until time.Time) bool {
+	begin := s.clock.Now()
+	window := until.Sub(begin)
+	o, err := rt.queue.Wait(r.Context(), size, window)
+	if err != nil { // hold.ErrFull
+		rt.count[outcomeHoldFull].Inc()
+		s.unavailable(w, rt, "hold limit reached; too many requests are already waiting")
+		return false
+	}
+	if window > 0 && !(o == hold.Released && s.clock.Now().Equal(begin)) {
+		s.metrics.holdWait.WithLabelValues(rt.cfg.Name, o.String()).Observe(s.clock.Now().Sub(begin).Seconds())
+	}
+	switch o {
+	case hold.Released:
+		return true
+	case hold.Canceled:
+		rt.count[outcomeClientGone].Inc()
+	case hold.Closed:
+		rt.count[outcomeShutdown].Inc()
+		s.unavailable(w, rt, "the proxy is shutting down")
+	case hold.Expired:
+		if window <= 0 {
+			rt.count[outcomeUnavailable].Inc()
+			s.unavailable(w, rt, "no usable link")
+		} else {
+			rt.count[outcomeHoldExpired].Inc()
+			s.unavailable(w, rt, fmt.Sprintf("no usable link within the hold window of %v", window.Round(time.Millisecond)))
+		}
+	}
+	return false
+}
+
+func (s *Server) unavailable(w http.ResponseWriter, rt *routeRT, what string) {
+	s.evalMu.Lock()
+	reason := rt.reason
+	s.evalMu.Unlock()
+	secs := int(max(1, rt.cfg.Offline.RetryAfter.D().Round(time.Second)/time.Second))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	msg := fmt.Sprintf("misaki: route %s: %s", rt.cfg.Name, what)
+	if reason != "" {
+		msg += " (" + reason + ")"
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
+
+func (s *Server) bodyError(w http.ResponseWriter, rt *routeRT, err error) {
+	if isTooLarge(err) {
+		rt.count[outcomeTooLarge].Inc()
+		http.Error(w, fmt.Sprintf("misaki: request body larger than the route's limit of %d bytes", rt.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+		return
+	}
+	rt.count[outcomeClientGone].Inc()
+}
+
+func isTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+// holdWindow is the route's hold, shortened by the app's "Prefer: wait=N"
+// (RFC 7240 §4.3) when it asks for less.
+func holdWindow(route time.Duration, h http.Header) time.Duration {
+	for _, v := range h.Values("Prefer") {
+		for p := range strings.SplitSeq(v, ",") {
+			p = strings.TrimSpace(p)
+			name, val, ok := strings.Cut(p, "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				continue
+			}
+			val, _, _ = strings.Cut(val, ";")
+			n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
+			if err != nil || n < 0 {
+				continue
+			}
+			if d := time.Duration(n) * time.Second; d < route {
+				return d
+			}
+		}
+	}
+	return route
+}
+
+// headerSize estimates the memory a request's line and headers take.
+func headerSize(r *http.Request) int64 {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Host) + 16
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return int64(n)
+}

@@ -1,0 +1,266 @@
+// Package server assembles the edge proxy from its parts (links, upstream
+// health, hold queues, forwarders, admin API) and runs it: it binds the mesh
+// and admin listeners, decides for each route whether it is usable whenever a
+// link or an upstream changes, and serves apps' requests.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/admin"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/proxy/health"
+	"github.com/misaki-io/misaki/internal/proxy/hold"
+	"github.com/misaki-io/misaki/internal/proxy/link"
+	"github.com/misaki-io/misaki/internal/proxy/route"
+)
+
+// ShutdownGrace is how long in-flight requests may finish after the proxy is
+// told to stop.
+const ShutdownGrace = 10 * time.Second
+
+// Server is one edge proxy.
+type Server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	clock   clock.Clock
+	reg     *prometheus.Registry
+	metrics *metrics
+	links   *link.Monitor
+	budget  *hold.Budget
+	table   *route.Table
+	routes  []*routeRT
+
+	evalMu sync.Mutex // serialises evaluate
+
+	meshLn, adminLn net.Listener
+	stopping        atomic.Bool
+	rejectedConns   prometheus.Counter
+}
+
+// routeRT is a route's runtime: its config and the parts that serve it.
+type routeRT struct {
+	cfg    config.Route
+	fwd    *forward.Upstream
+	health *health.Upstream
+	queue  *hold.Queue
+
+	// Per-outcome counters, resolved once so the hot path does no label lookup.
+	count    map[string]prometheus.Counter
+	duration map[string]prometheus.Observer // by delivery
+
+	// guarded by Server.evalMu
+	linkOK bool
+	reason string
+}
+
+// Options are optional dependencies; the zero value uses real ones.
+type Options struct {
+	Clock clock.Clock
+	// LinkScanner replaces reading the kernel's interfaces (tests).
+	LinkScanner link.Scanner
+}
+
+// New builds a server from a validated config. It reads the TLS files the
+// routes name and does no other I/O.
+func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
+	clk := opt.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		clock:  clk,
+		reg:    prometheus.NewRegistry(),
+		budget: hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
+		table:  route.NewTable(cfg.Routes),
+	}
+	s.links = link.NewMonitor(cfg.Links, cfg.LinkScan.PollInterval.D(), log, clk, s.evaluate)
+	if opt.LinkScanner != nil {
+		s.links.SetScanner(opt.LinkScanner)
+	}
+	s.metrics = newMetrics(s.reg, s)
+	s.rejectedConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "misaki_proxy_connections_rejected_total",
+		Help: "Client connections refused with 503 because limits.maxConnections was reached.",
+	})
+	s.reg.MustRegister(s.rejectedConns)
+	for _, rc := range cfg.Routes {
+		tlsConf, err := forward.LoadTLS(rc)
+		if err != nil {
+			return nil, err
+		}
+		fwd, err := forward.New(rc, tlsConf, log)
+		if err != nil {
+			return nil, err
+		}
+		rt := &routeRT{
+			cfg:      rc,
+			fwd:      fwd,
+			queue:    hold.NewQueue(s.budget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, clk),
+			count:    map[string]prometheus.Counter{},
+			duration: map[string]prometheus.Observer{},
+			linkOK:   true,
+		}
+		prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), rc.Timeouts.Connect.D(), fwd.Client())
+		rt.health = health.New(rc.Name, rc.Probe, prober, clk, log, s.evaluate)
+		for _, o := range allOutcomes {
+			rt.count[o] = s.metrics.requests.WithLabelValues(rc.Name, o)
+		}
+		for _, d := range []string{outcomeDirect, outcomeHeld} {
+			rt.duration[d] = s.metrics.duration.WithLabelValues(rc.Name, d)
+		}
+		s.routes = append(s.routes, rt)
+	}
+	return s, nil
+}
+
+// Listen binds the mesh and admin listeners. Addresses with port 0 get a free
+// port; MeshAddr and AdminAddr tell which.
+func (s *Server) Listen() error {
+	var err error
+	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin); err != nil {
+		s.meshLn.Close()
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
+}
+
+// MeshAddr is the bound mesh listener address (after Listen).
+func (s *Server) MeshAddr() string { return s.meshLn.Addr().String() }
+
+// AdminAddr is the bound admin listener address (after Listen).
+func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// Run serves until ctx ends, then drains for up to ShutdownGrace. It calls
+// Listen if the caller has not.
+func (s *Server) Run(ctx context.Context) error {
+	if s.meshLn == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	lim := s.cfg.Limits
+	mesh := &http.Server{
+		Handler:           s,
+		Protocols:         &protos,
+		MaxHeaderBytes:    int(lim.MaxHeaderBytes),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
+		IdleTimeout:       lim.IdleTimeout.D(),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	adminSrv := &http.Server{
+		Handler: admin.Handler(admin.Options{
+			Links: s.links, Routes: s.routeStatus, Ready: s.ready, Gatherer: s.reg, Log: s.log,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "routes", len(s.routes), "links", len(s.cfg.Links))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.links.Run(gctx) })
+	for _, rt := range s.routes {
+		g.Go(func() error { return rt.health.Run(gctx) })
+	}
+	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
+	g.Go(func() error { return serve(mesh, meshLn) })
+	g.Go(func() error { return serve(adminSrv, s.adminLn) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stopping.Store(true)
+		s.log.Info("shutting down", "grace", ShutdownGrace)
+		// Held requests are answered now rather than cut at the deadline.
+		for _, rt := range s.routes {
+			rt.queue.Close()
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		defer cancel()
+		err := errors.Join(mesh.Shutdown(sctx), adminSrv.Shutdown(sctx))
+		for _, rt := range s.routes {
+			rt.fwd.Close()
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) ready() error {
+	switch {
+	case s.stopping.Load():
+		return errors.New("shutting down")
+	case !s.links.Scanned():
+		return errors.New("links not scanned yet")
+	}
+	return nil
+}
+
+// evaluate decides, for every route, whether it is usable now, and releases
+// or holds its queue accordingly. Link and upstream changes call it, and so
+// does the request path after a failed dial, so it is synchronous.
+func (s *Server) evaluate() {
+	s.evalMu.Lock()
+	defer s.evalMu.Unlock()
+	links := s.links.Snapshot()
+	for _, rt := range s.routes {
+		ok, reason := route.LinkUsable(rt.cfg.Offline, links)
+		if ok && !rt.linkOK {
+			// A link came back: check the upstream now rather than at the
+			// next backoff step.
+			rt.health.Kick()
+		}
+		rt.linkOK = ok
+		hs := rt.health.Status()
+		if ok && !hs.Reachable {
+			reason = "upstream unreachable: " + hs.LastError
+		}
+		usable := ok && hs.Reachable
+		if usable != rt.queue.Usable() {
+			s.log.Info("route state", "route", rt.cfg.Name, "usable", usable, "reason", reason)
+		}
+		rt.reason = reason
+		rt.queue.SetUsable(usable)
+	}
+}
+
+func (s *Server) routeStatus() []admin.RouteStatus {
+	s.evalMu.Lock()
+	defer s.evalMu.Unlock()
+	out := make([]admin.RouteStatus, 0, len(s.routes))
+	for _, rt := range s.routes {
+		n, b := rt.queue.Held()
+		out = append(out, admin.RouteStatus{
+			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
+			Usable: rt.queue.Usable(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
+			Hold: rt.cfg.Offline.Hold.String(), Health: rt.health.Status(), Held: n, HeldB: b,
+		})
+	}
+	return out
+}
