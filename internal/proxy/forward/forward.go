@@ -193,6 +193,11 @@ func (f *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = f.target.Host
 	// The Host header stays the mesh name the app called, as Envoy and Caddy do.
 	pr.Out.Host = pr.In.Host
+	// ReverseProxy clones the trailer map before the body is read, so the
+	// values the server fills in at the body's end would never be sent.
+	// Sharing the map passes request trailers on; the transport reads it
+	// only after the body, on the goroutine that read the body.
+	pr.Out.Trailer = pr.In.Trailer
 	pr.SetXForwarded()
 	pr.Out.Header.Add("Via", via(pr.In))
 }

@@ -38,6 +38,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if r.ProtoMajor == 1 {
+			// Stream both ways at once, as Envoy does: the upstream may
+			// answer while the app is still sending (HTTP/2 always can).
+			http.NewResponseController(w).EnableFullDuplex()
+		}
 	}
 
 	delivery := outcomeDirect

@@ -1,0 +1,237 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+// upstream is a real HTTP server on loopback that counts requests by their
+// X-Req-Id header.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen map[string]int
+	last *http.Request
+}
+
+func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{seen: map[string]int{}}
+	if h == nil {
+		h = func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "hello %s", r.Header.Get("X-Req-Id"))
+		}
+	}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen[r.Header.Get("X-Req-Id")]++
+		u.last = r.Clone(context.Background())
+		u.mu.Unlock()
+		h(w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) count(id string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[id]
+}
+
+func (u *upstream) total() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, c := range u.seen {
+		n += c
+	}
+	return n
+}
+
+func (u *upstream) lastRequest() *http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.last
+}
+
+// proxy is a running Server with its addresses.
+type proxy struct {
+	*Server
+	mesh, admin string
+	clock       *clock.Fake // nil with the real clock
+}
+
+// testLinks are driven through the admin API, as a connectivity manager would.
+const testLinks = `
+links:
+  - {name: wlan, class: wifi}
+  - {name: modem, class: cellular, metered: true}
+`
+
+func startProxy(t *testing.T, yaml string, fake bool) *proxy {
+	t.Helper()
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n" + yaml))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	p := &proxy{}
+	opt := Options{}
+	if fake {
+		p.clock = clock.NewFake(time.Unix(1_700_000_000, 0))
+		opt.Clock = p.clock
+	}
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	p.Server, err = New(cfg, log, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	p.mesh, p.admin = p.MeshAddr(), p.AdminAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, "ready", func() bool {
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+// setLink drives a link through the real admin API.
+func (p *proxy) setLink(t *testing.T, name, state string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+p.admin+"/v1/links/"+name, strings.NewReader(`{"state":"`+state+`"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("PUT link %s: %d %s", name, resp.StatusCode, b)
+	}
+}
+
+// held returns how many requests route holds now, from the admin API.
+func (p *proxy) held(t *testing.T, routeName string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/v1/routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Routes []struct {
+			Name string `json:"name"`
+			Held int    `json:"heldRequests"`
+		} `json:"routes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range body.Routes {
+		if r.Name == routeName {
+			return r.Held
+		}
+	}
+	t.Fatalf("route %s not in /v1/routes", routeName)
+	return 0
+}
+
+type result struct {
+	status   int
+	body     string
+	header   http.Header
+	err      error
+	duration time.Duration
+}
+
+// send makes one request through the proxy to host, tagged with id.
+func (p *proxy) send(ctx context.Context, host, id string, hdr map[string]string, body []byte) result {
+	var rb io.Reader
+	method := http.MethodGet
+	if body != nil {
+		rb, method = bytes.NewReader(body), http.MethodPost
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, "http://"+p.mesh+"/x", rb)
+	req.Host = host
+	req.Header.Set("X-Req-Id", id)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return result{err: err, duration: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return result{status: resp.StatusCode, body: string(b), header: resp.Header, err: err, duration: time.Since(start)}
+}
+
+// waitFor polls cond until it holds or 10 s pass. It synchronises on
+// observable state, never on a fixed sleep.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newUpstreamOn starts a counting upstream on a given address.
+func newUpstreamOn(t *testing.T, addr string) *upstream {
+	t.Helper()
+	u := &upstream{seen: map[string]int{}}
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen[r.Header.Get("X-Req-Id")]++
+		u.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "hello %s", r.Header.Get("X-Req-Id"))
+	}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Listener = ln
+	u.Start()
+	t.Cleanup(u.Close)
+	return u
+}

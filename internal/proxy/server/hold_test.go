@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func routeYAML(upstreamURL, extra string) string {
+	return testLinks + fmt.Sprintf(`
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: %s
+    probe: {type: none}
+    offline: {hold: 30s%s}
+`, upstreamURL, extra)
+}
+
+func TestOutageShorterThanHoldDeliversEveryRequestOnce(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ""), false)
+
+	if r := p.send(context.Background(), "telemetry.cloud.misaki", "before", nil, nil); r.status != 200 || r.header.Get("Misaki-Delivery") != "direct" {
+		t.Fatalf("online: %d %q delivery=%q", r.status, r.body, r.header.Get("Misaki-Delivery"))
+	}
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+
+	const n = 20
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var body []byte
+			if i%2 == 0 {
+				body = []byte(strings.Repeat("x", 1000+i))
+			}
+			results[i] = p.send(context.Background(), "telemetry.cloud.misaki", fmt.Sprint("r", i), nil, body)
+		})
+	}
+	waitFor(t, "all requests held", func() bool { return p.held(t, "telemetry") == n })
+	if got := up.total(); got != 1 {
+		t.Fatalf("upstream saw %d requests during the outage, want only the one before it", got)
+	}
+	p.setLink(t, "wlan", "up")
+	wg.Wait()
+	for i, r := range results {
+		id := fmt.Sprint("r", i)
+		if r.err != nil || r.status != 200 || r.body != "hello "+id {
+			t.Errorf("%s: status %d body %q err %v", id, r.status, r.body, r.err)
+		}
+		if d := r.header.Get("Misaki-Delivery"); d != "held" {
+			t.Errorf("%s: Misaki-Delivery %q, want held", id, d)
+		}
+		if c := up.count(id); c != 1 {
+			t.Errorf("%s reached the upstream %d times, want exactly once", id, c)
+		}
+	}
+}
+
+func TestOutageLongerThanHoldAnswers503AndNeverForwards(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ", retryAfter: 7s"), true)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+
+	done := make(chan result, 1)
+	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "late", nil, []byte("payload")) }()
+	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+
+	p.clock.Advance(29 * time.Second)
+	select {
+	case r := <-done:
+		t.Fatalf("answered before the window passed: %d %q", r.status, r.body)
+	default:
+	}
+	p.clock.Advance(time.Second)
+	r := <-done
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("status %d %q, want 503", r.status, r.body)
+	}
+	if ra := r.header.Get("Retry-After"); ra != "7" {
+		t.Errorf("Retry-After %q, want 7", ra)
+	}
+	if !strings.Contains(r.body, "hold window of 30s") || !strings.Contains(r.body, "no link is up") {
+		t.Errorf("body %q does not say why", r.body)
+	}
+	p.setLink(t, "wlan", "up")
+	if r := p.send(context.Background(), "telemetry.cloud.misaki", "after", nil, nil); r.status != 200 {
+		t.Fatalf("after the outage: %d", r.status)
+	}
+	if c := up.count("late"); c != 0 {
+		t.Fatalf("the expired request reached the upstream %d times", c)
+	}
+}
+
+func TestRouteAllowedOnlyOnWiFiWaitsForWiFi(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ", links: [wifi]"), false)
+	p.setLink(t, "wlan", "down") // the modem (cellular) stays up
+
+	done := make(chan result, 1)
+	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "video", nil, nil) }()
+	waitFor(t, "request held while only cellular is up", func() bool { return p.held(t, "telemetry") == 1 })
+	if up.total() != 0 {
+		t.Fatal("the request went over cellular")
+	}
+	p.setLink(t, "wlan", "up")
+	r := <-done
+	if r.status != 200 || r.header.Get("Misaki-Delivery") != "held" {
+		t.Fatalf("status %d delivery %q", r.status, r.header.Get("Misaki-Delivery"))
+	}
+}
+
+func TestMeteredDenyHoldsOnModem(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ", metered: deny"), true)
+	p.setLink(t, "wlan", "down")
+	r := p.send(context.Background(), "telemetry.cloud.misaki", "m", map[string]string{"Prefer": "wait=0"}, nil)
+	if r.status != 503 || !strings.Contains(r.body, "metered") {
+		t.Fatalf("got %d %q, want 503 naming the metered link", r.status, r.body)
+	}
+}
+
+func TestClientGoneWhileHeldIsNeverForwarded(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ""), false)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() { done <- p.send(ctx, "telemetry.cloud.misaki", "gone", nil, []byte("body")) }()
+	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	cancel()
+	<-done
+	waitFor(t, "proxy noticed the client left", func() bool { return p.held(t, "telemetry") == 0 })
+	p.setLink(t, "wlan", "up")
+	if r := p.send(context.Background(), "telemetry.cloud.misaki", "next", nil, nil); r.status != 200 {
+		t.Fatalf("next: %d", r.status)
+	}
+	if c := up.count("gone"); c != 0 {
+		t.Fatalf("a request whose client left was forwarded %d times", c)
+	}
+}
+
+func TestPreferWaitShortensHold(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ""), true)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+	done := make(chan result, 1)
+	go func() {
+		done <- p.send(context.Background(), "telemetry.cloud.misaki", "w", map[string]string{"Prefer": "respond-async, wait=5"}, nil)
+	}()
+	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	p.clock.Advance(5 * time.Second)
+	if r := <-done; r.status != 503 || !strings.Contains(r.body, "5s") {
+		t.Fatalf("got %d %q, want 503 after wait=5", r.status, r.body)
+	}
+}
+
+func TestHoldLimitAnswers503AtOnce(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ", holdLimit: {requests: 2}"), false)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { p.send(context.Background(), "telemetry.cloud.misaki", fmt.Sprint("h", i), nil, nil) })
+	}
+	waitFor(t, "two held", func() bool { return p.held(t, "telemetry") == 2 })
+	r := p.send(context.Background(), "telemetry.cloud.misaki", "third", nil, nil)
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "hold limit") {
+		t.Fatalf("third: %d %q retry-after=%q", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	p.setLink(t, "wlan", "up")
+	wg.Wait()
+	if up.count("h0") != 1 || up.count("h1") != 1 || up.count("third") != 0 {
+		t.Fatalf("upstream saw h0=%d h1=%d third=%d", up.count("h0"), up.count("h1"), up.count("third"))
+	}
+}
+
+func TestUnreachableUpstreamIsHeldUntilItReturns(t *testing.T) {
+	// A port with nothing listening: take one from a server and close it.
+	up := newUpstream(t, nil)
+	addr := up.Listener.Addr().String()
+	up.Close()
+	p := startProxy(t, testLinks+fmt.Sprintf(`
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: http://%s
+    probe: {type: tcp, interval: 1s, backoff: {initial: 20ms, max: 50ms}}
+    offline: {hold: 30s}
+`, addr), false)
+
+	done := make(chan result, 1)
+	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "u", nil, []byte("data")) }()
+	waitFor(t, "request held after the dial failed", func() bool { return p.held(t, "telemetry") == 1 })
+
+	// Bring a server up on the same address; the prober finds it.
+	again := newUpstreamOn(t, addr)
+	r := <-done
+	if r.status != 200 || r.header.Get("Misaki-Delivery") != "held" || again.count("u") != 1 {
+		t.Fatalf("status %d delivery %q upstream count %d", r.status, r.header.Get("Misaki-Delivery"), again.count("u"))
+	}
+}
