@@ -1,0 +1,174 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const example = `
+listen: 127.0.0.1:15001      # apps' mesh traffic (HTTP/1.1 and h2c)
+admin: 127.0.0.1:15000       # /healthz /readyz /metrics /v1/links /v1/routes
+links:
+  - {name: wlan,  match: "wlan*", class: wifi}
+  - {name: modem, match: "wwan*", class: cellular, metered: true}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: http://127.0.0.1:9000
+    offline: {hold: 30s, links: [wifi, cellular, ethernet]}
+`
+
+func TestIssueExampleParsesWithDefaults(t *testing.T) {
+	c, err := Parse([]byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	want := Route{
+		Name: "telemetry", Hosts: []string{"telemetry.cloud.misaki"}, Upstream: "http://127.0.0.1:9000",
+		MaxBodyBytes: DefaultMaxBodyBytes,
+		Timeouts: Timeouts{Connect: Duration(DefaultConnectTimeout), ResponseHeader: Duration(DefaultResponseHeader),
+			Idle: Duration(DefaultUpstreamIdle)},
+		Probe: Probe{Type: ProbeTCP, Path: "/", Interval: Duration(DefaultProbeInterval), Timeout: Duration(DefaultProbeTimeout),
+			Backoff: Backoff{Initial: Duration(DefaultBackoffInitial), Max: Duration(DefaultBackoffMax)}},
+		Offline: Offline{Hold: Duration(30 * time.Second), Links: []string{"wifi", "cellular", "ethernet"},
+			Metered: Allow, Roaming: Allow, RetryAfter: Duration(30 * time.Second)},
+	}
+	if d := cmp.Diff(want, r); d != "" {
+		t.Errorf("route (-want +got):\n%s", d)
+	}
+	if c.Limits.MaxConnections != DefaultMaxConnections || c.HoldLimit.Requests != DefaultHoldRequests {
+		t.Errorf("defaults not set: %+v %+v", c.Limits, c.HoldLimit)
+	}
+	if !c.Links[1].Metered || c.Links[1].Class != ClassCellular {
+		t.Errorf("links: %+v", c.Links)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	route := func(extra string) string {
+		return "routes:\n  - name: r\n    hosts: [a.mesh]\n    upstream: http://127.0.0.1:1\n" + extra
+	}
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings of the error; empty means valid
+	}{
+		{"minimal", route(""), nil},
+		{"empty file", "", []string{"empty"}},
+		{"not a mapping", "- a\n- b\n", []string{"top level must be a mapping"}},
+		{"two documents", route("") + "---\nlisten: x\n", []string{"more than one YAML document"}},
+		{"unknown top-level field", "lsiten: 1.2.3.4:5\n", []string{`lsiten: unknown field (line 1); did you mean "listen"?`}},
+		{"unknown nested field", route("    offline: {hodl: 3s}\n"), []string{`routes[0].offline.hodl: unknown field`, `did you mean "hold"?`}},
+		{"unknown far field", "zzzzzz: 1\n", []string{"known fields here: listen, admin"}},
+		{"bad listen", "listen: nope\n", []string{"listen:", "not host:port"}},
+		{"same listen and admin", "listen: 127.0.0.1:1\nadmin: 127.0.0.1:1\n", []string{"admin: must differ from listen"}},
+		{"bad log level", "log: {level: loud}\n", []string{"log.level"}},
+		{"duration without unit", route("    offline: {hold: 30}\n"), []string{`"30" has no unit; write it like 30s`}},
+		{"bad duration", route("    offline: {hold: soon}\n"), []string{"not a duration"}},
+		{"bad size", "limits: {maxBodyBytes: lots}\n", []string{"not a size"}},
+		{"sizes with units", "limits: {maxBodyBytes: 16MiB, maxHeaderBytes: 8KB}\n", nil},
+		{"list where mapping", "limits: [1]\n", []string{"limits: want a mapping"}},
+		{"mapping where list", "routes: {a: 1}\n", []string{"routes: want a list"}},
+		{"bad link name", "links: [{name: WLAN, class: wifi}]\n", []string{"links[0].name"}},
+		{"duplicate link", "links: [{name: a, class: wifi}, {name: a, class: wifi}]\n", []string{"links[1].name", "unique"}},
+		{"bad link class", "links: [{name: a, class: Wi-Fi}]\n", []string{"links[0].class"}},
+		{"bad glob", "links: [{name: a, class: wifi, match: \"[\"}]\n", []string{"links[0].match", "glob"}},
+		{"custom class", "links: [{name: a, class: v2x}]\n", nil},
+		{"no hosts", "routes: [{name: r, upstream: http://x:1}]\n", []string{"routes[0].hosts: is empty"}},
+		{"host with port", "routes: [{name: r, hosts: [\"a:80\"], upstream: http://x:1}]\n", []string{"routes[0].hosts[0]", "not a host name"}},
+		{"wildcard host", "routes: [{name: r, hosts: [\"*.a.mesh\"], upstream: http://x:1}]\n", nil},
+		{"duplicate host", "routes: [{name: r, hosts: [a], upstream: http://x:1}, {name: s, hosts: [A], upstream: http://x:1}]\n",
+			[]string{"routes[1].hosts[0]", `already served by route "r"`}},
+		{"duplicate route", "routes: [{name: r, hosts: [a], upstream: http://x:1}, {name: r, hosts: [b], upstream: http://x:1}]\n", []string{"routes[1].name"}},
+		{"no upstream", "routes: [{name: r, hosts: [a]}]\n", []string{"routes[0].upstream: is empty"}},
+		{"bad scheme", "routes: [{name: r, hosts: [a], upstream: \"ftp://x\"}]\n", []string{"scheme \"ftp\""}},
+		{"upstream path", "routes: [{name: r, hosts: [a], upstream: \"http://x/p\"}]\n", []string{"paths, queries"}},
+		{"h2c upstream", "routes: [{name: r, hosts: [a], upstream: \"h2c://x:1\"}]\n", nil},
+		{"tls on http", route("    tls: {caFile: /x}\n"), []string{"routes[0].tls", "https://"}},
+		{"cert without key", "routes: [{name: r, hosts: [a], upstream: \"https://x\", tls: {certFile: c}}]\n", []string{"certFile and keyFile go together"}},
+		{"negative timeout", route("    timeouts: {connect: -1s}\n"), []string{"routes[0].timeouts.connect: must not be negative"}},
+		{"bad probe", route("    probe: {type: icmp}\n"), []string{"routes[0].probe.type"}},
+		{"probe path", route("    probe: {type: http, path: health}\n"), []string{"routes[0].probe.path"}},
+		{"backoff order", route("    probe: {backoff: {initial: 5s, max: 1s}}\n"), []string{"backoff.max"}},
+		{"bad offline class", route("    offline: {links: [Wifi]}\n"), []string{"routes[0].offline.links[0]"}},
+		{"bad metered", route("    offline: {metered: maybe}\n"), []string{"routes[0].offline.metered", "allow or deny"}},
+		{"negative hold limit", route("    offline: {holdLimit: {requests: -1}}\n"), []string{"routes[0].offline.holdLimit"}},
+		{"all errors at once", "listen: x\nadmin: y\n", []string{"listen:", "admin:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want one containing %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(p, []byte("listen: nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("error %v does not name %s", err, p)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"0": 0, "1024": 1024, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GiB": 1 << 30, "10MB": 10e6, "5 KB": 5000, "7B": 7} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5MiB", "10XB", "99999999999999999999GiB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}
+
+// FuzzParse checks that no input makes the loader panic, and that whatever
+// it accepts is valid and survives its own defaults again unchanged.
+func FuzzParse(f *testing.F) {
+	f.Add(example)
+	f.Add("routes: [{name: r, hosts: [\"*.a\"], upstream: \"h2c://x:1\", offline: {hold: 1s, holdLimit: {bytes: 1KiB}}}]\n")
+	f.Add("limits: {maxBodyBytes: 1KiB}\nlinks: [{name: a, class: wifi, match: \"w*\"}]\n")
+	f.Add("a: &x [*x]\n")
+	f.Add("routes:\n  - {}\n  - null\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := Parse([]byte(in))
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+		before := *c
+		c.SetDefaults()
+		if d := cmp.Diff(before, *c); d != "" {
+			t.Fatalf("SetDefaults is not idempotent:\n%s", d)
+		}
+	})
+}

@@ -1,0 +1,114 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestBackoffBounds(t *testing.T) {
+	for n := 1; n < 20; n++ {
+		for range 100 {
+			d := Backoff(500*time.Millisecond, 10*time.Second, n)
+			ceil := min(10*time.Second, 500*time.Millisecond<<(n-1))
+			if d < 250*time.Millisecond || d > ceil {
+				t.Fatalf("Backoff(n=%d) = %v, want in [250ms, %v]", n, d, ceil)
+			}
+		}
+	}
+}
+
+func TestProbeFailureAndRecovery(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	var fail atomic.Bool
+	var flips atomic.Int32
+	probes := make(chan struct{}, 100)
+	prober := ProberFunc(func(context.Context) error {
+		defer func() { probes <- struct{}{} }()
+		if fail.Load() {
+			return errors.New("refused")
+		}
+		return nil
+	})
+	cfg := config.Probe{Interval: config.Duration(10 * time.Second), Timeout: config.Duration(time.Second),
+		Backoff: config.Backoff{Initial: config.Duration(time.Second), Max: config.Duration(4 * time.Second)}}
+	u := New("up", cfg, prober, clk, quiet, func() { flips.Add(1) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go u.Run(ctx)
+
+	fail.Store(true)
+	u.Kick()
+	<-probes
+	waitUntil(t, func() bool { return !u.Reachable() })
+	if s := u.Status(); s.LastError != "refused" || s.Source != "probe" {
+		t.Fatalf("status %+v", s)
+	}
+	fail.Store(false)
+	// The next probe comes within the first backoff step (≤ 1s), not the 10s interval.
+	for clk.Timers() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	clk.Advance(time.Second)
+	<-probes
+	waitUntil(t, func() bool { return flips.Load() == 2 })
+	if !u.Reachable() {
+		t.Fatal("not reachable after a successful probe")
+	}
+}
+
+func TestPassiveFailureWithoutProber(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	cfg := config.Probe{Interval: config.Duration(10 * time.Second),
+		Backoff: config.Backoff{Initial: config.Duration(time.Second), Max: config.Duration(4 * time.Second)}}
+	u := New("up", cfg, nil, clk, quiet, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go u.Run(ctx)
+	u.Failed(&net.OpError{Op: "dial", Err: errors.New("refused")})
+	if u.Reachable() {
+		t.Fatal("a failed dial must mark the upstream unreachable at once")
+	}
+	// After the backoff step real requests may try again.
+	waitUntil(t, func() bool {
+		clk.Advance(time.Second)
+		return u.Reachable()
+	})
+}
+
+func TestTCPProber(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	p := NewProber(config.Probe{Type: config.ProbeTCP}, addr, "", time.Second, nil)
+	if err := p.Probe(context.Background()); err != nil {
+		t.Fatalf("listening: %v", err)
+	}
+	ln.Close()
+	if err := p.Probe(context.Background()); err == nil || !IsDialError(err) {
+		t.Fatalf("closed: %v, want a dial error", err)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,68 @@
+package route
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/link"
+)
+
+func TestMatch(t *testing.T) {
+	tb := NewTable([]config.Route{
+		{Name: "a", Hosts: []string{"api.mesh", "*.svc.mesh"}},
+		{Name: "b", Hosts: []string{"*.deep.svc.mesh", "x.svc.mesh"}},
+	})
+	for host, want := range map[string]int{
+		"api.mesh": 0, "API.Mesh": 0, "api.mesh:8080": 0, "api.mesh.": 0,
+		"foo.svc.mesh": 0, "x.svc.mesh": 1, "a.deep.svc.mesh": 1,
+		"svc.mesh": -1, ".svc.mesh": -1, "other": -1, "": -1, "[::1]:80": -1,
+	} {
+		if got := tb.Match(host); got != want {
+			t.Errorf("Match(%q) = %d, want %d", host, got, want)
+		}
+	}
+}
+
+func TestLinkUsable(t *testing.T) {
+	wifi := link.State{Name: "wlan", Class: "wifi", Up: true}
+	cell := link.State{Name: "modem", Class: "cellular", Up: true, Metered: true}
+	roam := link.State{Name: "modem", Class: "cellular", Up: true, Roaming: true}
+	down := func(s link.State) link.State { s.Up = false; return s }
+	allow := config.Offline{Metered: config.Allow, Roaming: config.Allow}
+	only := func(classes ...string) config.Offline { p := allow; p.Links = classes; return p }
+	deny := func(metered, roaming bool) config.Offline {
+		p := allow
+		if metered {
+			p.Metered = config.Deny
+		}
+		if roaming {
+			p.Roaming = config.Deny
+		}
+		return p
+	}
+	tests := []struct {
+		name   string
+		policy config.Offline
+		links  []link.State
+		ok     bool
+		reason string
+	}{
+		{"no link model", allow, nil, true, ""},
+		{"any link", allow, []link.State{down(wifi), cell}, true, ""},
+		{"all down", allow, []link.State{down(wifi), down(cell)}, false, "no link is up"},
+		{"wifi only, cellular up", only("wifi"), []link.State{down(wifi), cell}, false, "not of an allowed class"},
+		{"wifi only, wifi up", only("wifi"), []link.State{wifi, cell}, true, ""},
+		{"metered denied", deny(true, false), []link.State{down(wifi), cell}, false, "metered"},
+		{"metered denied, wifi up", deny(true, false), []link.State{wifi, cell}, true, ""},
+		{"roaming denied", deny(false, true), []link.State{roam}, false, "roaming"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, reason := LinkUsable(tt.policy, tt.links)
+			if ok != tt.ok || !strings.Contains(reason, tt.reason) {
+				t.Errorf("got %v %q, want %v containing %q", ok, reason, tt.ok, tt.reason)
+			}
+		})
+	}
+}
