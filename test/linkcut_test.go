@@ -1,0 +1,203 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRealLinkCut cuts a real link: a veth pair whose vehicle end sits in this
+// namespace (watched by the proxy as link "wlan") and whose cloud end sits in
+// a network namespace the test creates, where the upstream listens. Taking
+// the vehicle end down must hold requests; bringing it up must release them.
+// The proxy polls only every 60s, so the quick reaction comes from netlink.
+func TestRealLinkCut(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace and a veth pair (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	id := os.Getpid() % 100000
+	ns := fmt.Sprintf("misaki-t%d", id)
+	veh, cloud := fmt.Sprintf("mskw%d", id), fmt.Sprintf("mskc%d", id)
+	subnet := fmt.Sprintf("10.199.%d", id%250)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip("link", "add", veh, "type", "veth", "peer", "name", cloud)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veh).Run() })
+	ip("link", "set", cloud, "netns", ns)
+	ip("addr", "add", subnet+".1/30", "dev", veh)
+	ip("link", "set", veh, "up")
+	ip("-n", ns, "addr", "add", subnet+".2/30", "dev", cloud)
+	ip("-n", ns, "link", "set", cloud, "up")
+	ip("-n", ns, "link", "set", "lo", "up")
+
+	ln := listenInNetns(t, "/var/run/netns/"+ns, subnet+".2:0")
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, "cloud saw %s", r.Header.Get("X-Req-Id"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	p := startProxyBinary(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+linkScan: {pollInterval: 60s}
+links:
+  - {name: wlan, match: "%s", class: wifi}
+routes:
+  - name: cloud
+    hosts: [cloud.misaki]
+    upstream: http://%s
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 20s, links: [wifi]}
+`, veh, ln.Addr()))
+
+	get := func(id string) (*http.Response, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.mesh+"/", nil)
+		req.Host = "cloud.misaki"
+		req.Header.Set("X-Req-Id", id)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b), nil
+	}
+	waitLink := func(up bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var body struct {
+				Links []struct {
+					Name string `json:"name"`
+					Up   bool   `json:"up"`
+				} `json:"links"`
+			}
+			if resp, err := http.Get("http://" + p.admin + "/v1/links"); err == nil {
+				json.NewDecoder(resp.Body).Decode(&body)
+				resp.Body.Close()
+				if len(body.Links) == 1 && body.Links[0].Up == up {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("link wlan did not become up=%v within 5s (netlink events not seen)", up)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitLink(true)
+	if resp, body, err := get("online"); err != nil || resp.StatusCode != 200 || resp.Header.Get("Misaki-Delivery") != "direct" {
+		t.Fatalf("online: %v %v %q", resp, err, body)
+	}
+
+	ip("link", "set", veh, "down")
+	waitLink(false)
+	type res struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		resp, body, err := get("during-cut")
+		done <- res{resp, body, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for heldRequests(t, p.admin) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("request not held after the link went down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("upstream saw %d requests during the cut", hits.Load())
+	}
+	restored := time.Now()
+	ip("link", "set", veh, "up")
+	r := <-done
+	if r.err != nil || r.resp.StatusCode != 200 || r.resp.Header.Get("Misaki-Delivery") != "held" || r.body != "cloud saw during-cut" {
+		t.Fatalf("after the link returned: %+v %v %q", r.resp, r.err, r.body)
+	}
+	t.Logf("held request answered %v after the link came back", time.Since(restored).Round(time.Millisecond))
+	if hits.Load() != 2 {
+		t.Fatalf("upstream saw %d requests, want 2", hits.Load())
+	}
+}
+
+// listenInNetns opens a TCP listener inside the named network namespace. The
+// socket keeps its namespace; the thread that entered it is discarded.
+func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen in %s: %v", nsPath, r.err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	return r.ln
+}
+
+func heldRequests(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/v1/routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Routes []struct {
+			Held int `json:"heldRequests"`
+		} `json:"routes"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	n := 0
+	for _, r := range body.Routes {
+		n += r.Held
+	}
+	return n
+}

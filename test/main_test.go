@@ -1,0 +1,105 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binDir holds the binaries built once for the whole package.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "misaki-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build misaki-proxy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runningProxy is a misaki-proxy process started from a config string.
+type runningProxy struct {
+	cmd         *exec.Cmd
+	mesh, admin string
+	logs        *strings.Builder
+}
+
+// startProxyBinary writes cfg (which should listen on port 0) and starts the
+// binary, reading the bound addresses from its "listening" log line.
+func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append(wrap, filepath.Join(binDir, "misaki-proxy"), "--config", path)
+	cmd := exec.Command(args[0], args[1:]...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &runningProxy{cmd: cmd, logs: &strings.Builder{}}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("proxy logs:\n%s", p.logs.String())
+		}
+	})
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		announced := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.logs.WriteString(line + "\n")
+			if announced {
+				continue
+			}
+			var rec struct {
+				Msg   string `json:"msg"`
+				Mesh  string `json:"mesh"`
+				Admin string `json:"admin"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				p.mesh, p.admin = rec.Mesh, rec.Admin
+				announced = true
+				close(found)
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case <-found:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("proxy did not start; logs:\n%s", p.logs.String())
+	}
+	return p
+}
