@@ -1,0 +1,55 @@
+# Misaki — make help lists the targets.
+GO        ?= go
+BIN       := bin
+LDFLAGS   := -s -w
+PKGS      := ./...
+export CGO_ENABLED ?= 0
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the binaries into bin/
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+.PHONY: cross
+cross: ## Cross-compile stripped misaki-proxy for linux/amd64 and linux/arm64 and print sizes
+	@for arch in amd64 arm64; do \
+	  GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-$$arch/misaki-proxy ./cmd/misaki-proxy || exit 1; \
+	  printf '%-28s %s bytes\n' "$(BIN)/linux-$$arch/misaki-proxy" "$$(stat -c %s $(BIN)/linux-$$arch/misaki-proxy)"; \
+	done
+
+.PHONY: test
+test: lint ## Run every test with the race detector (as CI does)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: test-short
+test-short: ## Quick tests without the race detector and slow end-to-end runs
+	$(GO) test -short -count=1 $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/config/
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: demo
+demo: build ## Run the demo: upstream, proxy, vehicle app and a link that drops and returns
+	$(BIN)/misaki-demo run --proxy-bin $(BIN)/misaki-proxy
+
+.PHONY: bench
+bench: ## Side-by-side benchmarks (installs nginx, wrk, h2load, Caddy, fortio on first run)
+	hack/bench-tools.sh
+	REBUILD=1 bench/proxy.sh
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/...
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)
