@@ -46,10 +46,13 @@ var ErrNotSent = errors.New("forward: upstream not reached")
 // Upstream forwards to one route's upstream.
 type Upstream struct {
 	target     *url.URL // scheme http or https
+	h1         *h1Pool  // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
 	reqTimeout time.Duration
-	log        *slog.Logger
+	// respHeaderTimeout bounds the wait for response headers on the fast path.
+	respHeaderTimeout time.Duration
+	log               *slog.Logger
 }
 
 // LoadTLS builds the client TLS configuration for an https upstream from the
@@ -119,10 +122,14 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 	}
 	tr.Protocols = &protos
 	f := &Upstream{
-		target:     target,
-		transport:  tr,
-		reqTimeout: r.Timeouts.Request.D(),
-		log:        log.With("component", "forward", "route", r.Name),
+		target:            target,
+		transport:         tr,
+		reqTimeout:        r.Timeouts.Request.D(),
+		respHeaderTimeout: r.Timeouts.ResponseHeader.D(),
+		log:               log.With("component", "forward", "route", r.Name),
+	}
+	if u.Scheme == "http" {
+		f.h1 = &h1Pool{addr: f.Addr(), dialer: dialer, idleTTL: r.Timeouts.Idle.D(), maxIdle: 1024}
 	}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite:        f.rewrite,
@@ -153,7 +160,12 @@ func (f *Upstream) Addr() string {
 func (f *Upstream) Client() *http.Client { return &http.Client{Transport: f.transport} }
 
 // Close drops idle upstream connections.
-func (f *Upstream) Close() { f.transport.CloseIdleConnections() }
+func (f *Upstream) Close() {
+	f.transport.CloseIdleConnections()
+	if f.h1 != nil {
+		f.h1.closeIdle()
+	}
+}
 
 type attemptKey struct{}
 
@@ -170,6 +182,9 @@ type attempt struct {
 // sent or written and the request may be retried; or another error that was
 // already answered with 502/504.
 func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery string) error {
+	if f.fastEligible(r) {
+		return f.forwardFast(w, r, delivery)
+	}
 	a := &attempt{delivery: delivery}
 	if r.Body != nil && r.Body != http.NoBody {
 		a.body = &trackedBody{r: r.Body}
@@ -231,6 +246,12 @@ func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	if a != nil {
 		a.err = err
 	}
+	f.writeError(w, r, err)
+}
+
+// writeError answers the app for a failed exchange: nothing if it has gone,
+// 504 for timeouts, 413 for an oversized body, 502 otherwise.
+func (f *Upstream) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case r.Context().Err() == context.Canceled:
 		// The client went away; there is no one to answer.
@@ -268,3 +289,6 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (b *trackedBody) Close() error { return nil }
+
+// IsNotSent reports whether err means the request never left the proxy.
+func IsNotSent(err error) bool { return errors.Is(err, ErrNotSent) }

@@ -47,7 +47,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 	reg.MustRegister(m.requests, m.duration, m.holdWait, stateCollector{s},
 		// The prometheus package's own constructors: the collectors package
 		// would link database/sql into the sidecar for its DB-stats collector.
-		prometheus.NewGoCollector(), //nolint:staticcheck // see above
+		prometheus.NewGoCollector(),                                       //nolint:staticcheck // see above
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})) //nolint:staticcheck
 	return m
 }

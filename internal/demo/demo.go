@@ -1,0 +1,347 @@
+// Package demo runs Misaki's demo: real processes on loopback (a cloud
+// upstream, the misaki-proxy binary and a vehicle app) while a scenario of
+// timed steps drops and restores the vehicle's links. It prints a live
+// summary every second and ends with a report and PASS/FAIL checks.
+//
+// The orchestrator builds nothing: it runs the proxy binary it is given and
+// re-executes its own binary for the upstream and app subcommands.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/demo/vehicle"
+)
+
+// ErrChecksFailed is returned by Run when the demo ran to the end but at
+// least one check failed; the report says which.
+var ErrChecksFailed = errors.New("demo: checks failed")
+
+// Config configures a demo run. The zero value runs the offline-hold
+// scenario at full speed with bin/misaki-proxy.
+type Config struct {
+	// ProxyBin is the misaki-proxy binary. Default bin/misaki-proxy.
+	ProxyBin string
+	// Speed multiplies every scenario time; 0.5 runs twice as fast.
+	// Default 1.
+	Speed float64
+	// Keep leaves the temporary directory (config, logs, stats) in place.
+	Keep bool
+	// Self is the binary that serves the upstream and app subcommands.
+	// Default: the running executable.
+	Self string
+}
+
+func (c *Config) setDefaults() {
+	if c.ProxyBin == "" {
+		c.ProxyBin = filepath.Join("bin", "misaki-proxy")
+	}
+	if c.Speed == 0 {
+		c.Speed = 1
+	}
+}
+
+// Validate checks the configuration without doing I/O.
+func (c *Config) Validate() error {
+	if c.Speed < 0.1 || c.Speed > 10 {
+		return fmt.Errorf("demo: --speed %v: use a factor between 0.1 and 10 (0.5 runs twice as fast)", c.Speed)
+	}
+	return nil
+}
+
+// How long children get to start and to stop.
+const (
+	startTimeout = 15 * time.Second
+	stopGrace    = 5 * time.Second
+)
+
+// Run runs the offline-hold scenario, printing to out, until it ends or ctx
+// does. Every child is stopped and the temporary directory removed (unless
+// Keep) before it returns, whatever happened.
+func Run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return RunScenario(ctx, log, cfg, OfflineHold(cfg.Speed), out)
+}
+
+// RunScenario runs sc; see Run.
+func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario, out io.Writer) (err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.ProxyBin); err != nil {
+		return fmt.Errorf("demo: proxy binary: %w; build it with: go build -o bin/misaki-proxy ./cmd/misaki-proxy (or pass --proxy-bin)", err)
+	}
+	if cfg.Self == "" {
+		if cfg.Self, err = os.Executable(); err != nil {
+			return fmt.Errorf("demo: find own executable: %w", err)
+		}
+	}
+	con := &console{w: out}
+
+	dir, err := os.MkdirTemp("", "misaki-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer func() {
+		if cfg.Keep {
+			con.printf("kept %s (config, logs, app stats)\n", dir)
+			return
+		}
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			log.Warn("removing temporary directory", "dir", dir, "err", rerr)
+		}
+	}()
+	ps := &procs{dir: dir}
+	defer func() {
+		if serr := ps.stopAll(stopGrace); serr != nil {
+			log.Warn("stopping children", "err", serr)
+		}
+	}()
+
+	addrs, err := freeAddrs()
+	if err != nil {
+		return err
+	}
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4},
+	}
+	defer client.CloseIdleConnections()
+
+	con.printf("misaki demo: %s (speed %v); files in %s\n", sc.Name, cfg.Speed, dir)
+
+	up, err := ps.start("upstream", cfg.Self, "upstream", "--listen", addrs.Upstream)
+	if err != nil {
+		return err
+	}
+	if err := waitOK(ctx, client, "http://"+addrs.Upstream+"/stats", up); err != nil {
+		return err
+	}
+	con.printf("  upstream  http://%s  (log %s)\n", addrs.Upstream, up.log)
+
+	cfgPath := filepath.Join(dir, "proxy.yaml")
+	if err := os.WriteFile(cfgPath, []byte(sc.ProxyConfig(addrs)), 0o600); err != nil {
+		return fmt.Errorf("demo: write proxy config: %w", err)
+	}
+	proxy, err := ps.start("proxy", cfg.ProxyBin, "--config", cfgPath)
+	if err != nil {
+		return err
+	}
+	admin := "http://" + addrs.Admin
+	if err := waitOK(ctx, client, admin+"/readyz", proxy); err != nil {
+		return err
+	}
+	con.printf("  proxy     mesh %s, admin %s  (config %s, log %s)\n", addrs.Mesh, addrs.Admin, cfgPath, proxy.log)
+	for _, l := range sc.Intro {
+		con.printf("  %s\n", l)
+	}
+
+	statsPath := filepath.Join(dir, "app-stats.json")
+	env := &Env{start: time.Now(), out: con, admin: admin, client: client, marks: make(map[string]time.Time)}
+	app, err := ps.start("app", cfg.Self, "app",
+		"--proxy", addrs.Mesh, "--host", sc.Host,
+		"--rate", strconv.Itoa(sc.Rate), "--duration", sc.Duration.String(),
+		"--stats-file", statsPath)
+	if err != nil {
+		return err
+	}
+
+	liveCtx, stopLive := context.WithCancel(ctx)
+	var live sync.WaitGroup
+	live.Go(func() { showLive(liveCtx, env, sc.Route, statsPath) })
+	defer func() { stopLive(); live.Wait() }()
+
+	if err := runSteps(ctx, env, sc.Steps, up, proxy); err != nil {
+		return err
+	}
+	// The app stops sending after sc.Duration and exits once every request
+	// has an answer; the client timeout (30s) bounds the wait.
+	select {
+	case <-app.done:
+	case <-ctx.Done():
+		return fmt.Errorf("demo: interrupted: %w", ctx.Err())
+	case <-proxy.done:
+		return exitedEarly(proxy)
+	}
+	stopLive()
+	live.Wait()
+	if app.err != nil {
+		return fmt.Errorf("demo: app failed: %w; see %s", app.err, app.log)
+	}
+
+	r := &Result{Start: env.start, Marks: env.snapshotMarks()}
+	if r.App, err = vehicle.ReadStats(statsPath); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	if !r.App.Done {
+		return fmt.Errorf("demo: the app exited without final stats; see %s", app.log)
+	}
+	if err := getJSON(ctx, client, "http://"+addrs.Upstream+"/stats", &r.Upstream); err != nil {
+		return fmt.Errorf("demo: upstream stats: %w", err)
+	}
+	if !report(con, r, sc.Checks) {
+		return ErrChecksFailed
+	}
+	return nil
+}
+
+// runSteps runs each step at its time, failing early if the proxy or the
+// upstream exits.
+func runSteps(ctx context.Context, e *Env, steps []Step, watch ...*proc) error {
+	for _, st := range steps {
+		t := time.NewTimer(time.Until(e.start.Add(st.At)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("demo: interrupted: %w", ctx.Err())
+		case <-anyDone(watch):
+			t.Stop()
+		}
+		for _, p := range watch {
+			if p.exited() {
+				return exitedEarly(p)
+			}
+		}
+		if err := st.Do(ctx, e); err != nil {
+			return fmt.Errorf("demo: step at %v: %w", st.At, err)
+		}
+	}
+	return nil
+}
+
+// anyDone returns a channel closed when any of ps has exited.
+func anyDone(ps []*proc) <-chan struct{} {
+	c := make(chan struct{})
+	var once sync.Once
+	for _, p := range ps {
+		go func() {
+			<-p.done
+			once.Do(func() { close(c) })
+		}()
+	}
+	return c
+}
+
+func exitedEarly(p *proc) error {
+	return fmt.Errorf("demo: %s exited unexpectedly (%v); see %s", p.name, p.err, p.log)
+}
+
+// waitOK polls url until it answers 200, p exits, or startTimeout passes.
+func waitOK(ctx context.Context, c *http.Client, url string, p *proc) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("demo: wait for %s: %w", p.name, err)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-p.done:
+			return exitedEarly(p)
+		case <-ctx.Done():
+			return fmt.Errorf("demo: %s not ready at %s: %w; see %s", p.name, url, ctx.Err(), p.log)
+		}
+	}
+}
+
+// freeAddrs picks three free loopback ports. They are released before the
+// children bind them, so another process could take one in between; the
+// child then fails to start and says so.
+func freeAddrs() (Addrs, error) {
+	var addrs [3]string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return Addrs{}, fmt.Errorf("demo: pick a free port: %w", err)
+		}
+		defer ln.Close() // hold all three until all are picked, so they differ
+		addrs[i] = ln.Addr().String()
+	}
+	return Addrs{Mesh: addrs[0], Admin: addrs[1], Upstream: addrs[2]}, nil
+}
+
+// console serialises the demo's output lines.
+type console struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (c *console) printf(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(c.w, format, args...)
+}
+
+// showLive prints a one-line summary every second until ctx ends.
+func showLive(ctx context.Context, e *Env, route, statsPath string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		line := fmt.Sprintf("t=%.1fs ", e.Elapsed().Seconds())
+		if s, err := vehicle.ReadStats(statsPath); err == nil {
+			line += fmt.Sprintf("sent=%d direct=%d held=%d failed=%d lost=%d in-flight=%d",
+				s.Sent, s.Direct, s.Held, s.Failed, s.Lost, s.InFlight)
+		} else {
+			line += "app: no stats yet"
+		}
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		routes, err := e.Routes(rctx)
+		cancel()
+		line += " | route " + route + ": "
+		switch rs := findRoute(routes, route); {
+		case err != nil:
+			line += "unknown (" + err.Error() + ")"
+		case rs == nil:
+			line += "not in /v1/routes"
+		default:
+			line += fmt.Sprintf("usable=%v held=%d", rs.Usable, rs.Held)
+			if rs.Reason != "" {
+				line += " (" + rs.Reason + ")"
+			}
+		}
+		if ctx.Err() == nil {
+			e.out.printf("%s\n", line)
+		}
+	}
+}
+
+func findRoute(routes []RouteStatus, name string) *RouteStatus {
+	for i := range routes {
+		if routes[i].Name == name {
+			return &routes[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package demo
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// report prints the result table and the checks, and reports whether every
+// check passed.
+func report(con *console, r *Result, checks []Check) bool {
+	a, u := r.App, r.Upstream
+	var b strings.Builder
+	b.WriteString("\n== report ==\n")
+	row := func(name string, n int64, note string) {
+		fmt.Fprintf(&b, "  %-22s %6d", name, n)
+		if note != "" {
+			b.WriteString("   " + note)
+		}
+		b.WriteString("\n")
+	}
+	row("sent", a.Sent, "")
+	row("direct", a.Direct, "2xx, Misaki-Delivery: direct")
+	row("held", a.Held, fmt.Sprintf("2xx, Misaki-Delivery: held; waited up to %v", a.MaxHeldWait.Round(100*time.Millisecond)))
+	failedNote := ""
+	if a.Failed > 0 {
+		failedNote = fmt.Sprintf("%s; %d with Retry-After; sent %s–%s", byStatus(a.FailedByStatus), a.RetryAfter, r.T(a.FirstFailedSent), r.T(a.LastFailedSent))
+	}
+	row("failed (503)", a.Failed, failedNote)
+	row("lost", a.Lost, "no answer at all")
+	if a.Bad > 0 {
+		row("bad answers", a.Bad, "2xx without a delivery header or seq echo")
+	}
+	row("upstream received", u.Received, fmt.Sprintf("%d unique", u.Unique))
+	row("upstream duplicates", u.Duplicates, "")
+	b.WriteString("\nchecks\n")
+	all := true
+	for _, c := range checks {
+		ok, detail := c.Eval(r)
+		all = all && ok
+		verdict := "PASS"
+		if !ok {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(&b, "  %s  %s", verdict, c.Name)
+		if detail != "" {
+			fmt.Fprintf(&b, "  (%s)", detail)
+		}
+		b.WriteString("\n")
+	}
+	if all {
+		b.WriteString("\nall checks passed\n")
+	} else {
+		b.WriteString("\nsome checks FAILED\n")
+	}
+	con.printf("%s", b.String())
+	return all
+}
+
+// byStatus writes counts per status like "503×80".
+func byStatus(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s×%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package forward
+
+import "net"
+
+func alive(net.Conn) bool { return true }

@@ -1,0 +1,277 @@
+package forward
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// front serves apps through f on a real loopback server.
+func front(t *testing.T, f *Upstream) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.Forward(w, r, "direct")
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+func newForwarder(t *testing.T, upstreamURL string, mod func(*config.Route)) *Upstream {
+	t.Helper()
+	c := config.Config{Routes: []config.Route{{Name: "r", Hosts: []string{"svc.mesh"}, Upstream: upstreamURL}}}
+	c.SetDefaults()
+	if mod != nil {
+		mod(&c.Routes[0])
+	}
+	f, err := New(c.Routes[0], nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+func do(t *testing.T, method, url string, hdr http.Header, body string) (*http.Response, string) {
+	t.Helper()
+	var rb io.Reader
+	if body != "" {
+		rb = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, url, rb)
+	req.Host = "svc.mesh"
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestFastPathMatchesReverseProxy sends the same requests through the fast
+// path and through ReverseProxy and compares what the upstream and the app see.
+func TestFastPathMatchesReverseProxy(t *testing.T) {
+	type seen struct {
+		Method, URI, Host, Body string
+		Header                  http.Header
+	}
+	got := make(chan seen, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		h := r.Header.Clone()
+		got <- seen{r.Method, r.RequestURI, r.Host, string(b), h}
+		w.Header().Set("X-Up", "1")
+		w.Header().Set("Connection", "X-Up-Hop")
+		w.Header().Set("X-Up-Hop", "dropped")
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		w.WriteHeader(201)
+		fmt.Fprint(w, "created")
+	}))
+	defer up.Close()
+	fast := newForwarder(t, up.URL, nil)
+	slow := newForwarder(t, up.URL, nil)
+	slow.h1 = nil // force ReverseProxy
+	fastURL, slowURL := front(t, fast), front(t, slow)
+
+	cases := []struct {
+		name, method, path, body string
+		hdr                      http.Header
+	}{
+		{"get", "GET", "/a/b?x=1&y=%20z", "", http.Header{"Accept": {"*/*"}, "X-Multi": {"1", "2"}}},
+		{"post", "POST", "/submit", `{"k":"v"}`, http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {"k1"}}},
+		{"hop-by-hop", "PUT", "/h", "x", http.Header{"Connection": {"X-Secret, keep-alive"}, "X-Secret": {"s"}, "Keep-Alive": {"5"},
+			"Te": {"trailers, deflate"}, "Proxy-Authorization": {"p"}, "X-Forwarded-For": {"6.6.6.6"}, "Forwarded": {"for=6.6.6.6"}}},
+		{"empty post", "POST", "/e", "", nil},
+		{"delete", "DELETE", "/d", "", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ups [2]seen
+			var apps [2]http.Header
+			var bodies [2]string
+			for i, base := range []string{fastURL, slowURL} {
+				resp, body := do(t, tc.method, base+tc.path, tc.hdr, tc.body)
+				ups[i] = <-got
+				resp.Header.Del("Date")
+				apps[i], bodies[i] = resp.Header, body
+				if resp.StatusCode != 201 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			for _, s := range ups {
+				s.Header.Del("Accept-Encoding") // the test client's own
+				s.Header.Del("User-Agent")
+			}
+			if d := cmp.Diff(ups[1], ups[0]); d != "" {
+				t.Errorf("upstream view differs (-reverseproxy +fast):\n%s", d)
+			}
+			if d := cmp.Diff(apps[1], apps[0]); d != "" {
+				t.Errorf("app view differs (-reverseproxy +fast):\n%s", d)
+			}
+			if bodies[0] != bodies[1] || apps[0].Get("X-Up-Hop") != "" || apps[0].Get("Misaki-Delivery") != "direct" {
+				t.Errorf("bodies %q %q, headers %v", bodies[0], bodies[1], apps[0])
+			}
+		})
+	}
+}
+
+func TestFastPathReusesAndRecoversConnections(t *testing.T) {
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	f := newForwarder(t, up.URL, nil)
+	url := front(t, f)
+	for range 5 {
+		if resp, body := do(t, "GET", url+"/", nil, ""); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("5 sequential requests used %d upstream connections, want 1", n)
+	}
+	do(t, "GET", url+"/close", nil, "")
+	do(t, "GET", url+"/", nil, "")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("after Connection: close, %d connections, want 2", n)
+	}
+	// The upstream drops its idle connections (as a keep-alive timeout does):
+	// the pooled one is found dead and a new one is dialed, for a POST too.
+	up.CloseClientConnections()
+	waitUntil(t, func() bool {
+		f.h1.mu.Lock()
+		defer f.h1.mu.Unlock()
+		return len(f.h1.idle) == 1 && !alive(f.h1.idle[0].c)
+	})
+	if resp, body := do(t, "POST", url+"/", nil, "data"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("after the upstream closed idle connections: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestFastPathResponseShapes(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Checksum")
+			w.Write([]byte("part1 "))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("part2"))
+			w.Header().Set("X-Checksum", "42")
+		case "/early":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			fmt.Fprint(w, "final")
+		case "/head":
+			w.Header().Set("Content-Length", "1000")
+		}
+	}))
+	defer up.Close()
+	url := front(t, newForwarder(t, up.URL, nil))
+
+	resp, body := do(t, "GET", url+"/trailers", nil, "")
+	if body != "part1 part2" || resp.Trailer.Get("X-Checksum") != "42" {
+		t.Errorf("trailers: body %q trailer %v", body, resp.Trailer)
+	}
+	if resp, body := do(t, "GET", url+"/early", nil, ""); resp.StatusCode != 200 || body != "final" {
+		t.Errorf("after 103: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := do(t, "HEAD", url+"/head", nil, ""); resp.StatusCode != 200 || body != "" || resp.ContentLength != 1000 {
+		t.Errorf("HEAD: %d %q length %d", resp.StatusCode, body, resp.ContentLength)
+	}
+}
+
+func TestFastPathTimeoutsAndDepartures(t *testing.T) {
+	release := make(chan struct{})
+	upstreamSawCancel := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			upstreamSawCancel <- struct{}{}
+		}
+	}))
+	defer up.Close()
+	defer close(release)
+
+	t.Run("response header timeout is 504", func(t *testing.T) {
+		url := front(t, newForwarder(t, up.URL, func(r *config.Route) { r.Timeouts.ResponseHeader = config.Duration(100 * time.Millisecond) }))
+		resp, body := do(t, "GET", url+"/", nil, "")
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+		<-upstreamSawCancel
+	})
+	t.Run("an app that leaves closes the upstream exchange", func(t *testing.T) {
+		url := front(t, newForwarder(t, up.URL, nil))
+		c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: svc.mesh\r\n\r\n")
+		bufio.NewReader(c).Peek(0)
+		time.Sleep(50 * time.Millisecond) // let the request reach the upstream
+		c.Close()
+		select {
+		case <-upstreamSawCancel:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream exchange outlived the app's connection")
+		}
+	})
+}
+
+func TestFastPathDialFailureLeavesBodyForRetry(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	f := newForwarder(t, "http://"+addr, nil)
+	var fwdErr error
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fwdErr = f.Forward(w, r, "direct")
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Body-Left", string(b))
+	}))
+	defer s.Close()
+	resp, _ := do(t, "POST", s.URL+"/", nil, "keep me")
+	if !IsNotSent(fwdErr) || resp.Header.Get("X-Body-Left") != "keep me" {
+		t.Fatalf("err %v, body left %q", fwdErr, resp.Header.Get("X-Body-Left"))
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

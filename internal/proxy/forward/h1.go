@@ -1,0 +1,380 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The HTTP/1.1 fast path.
+//
+// Most vehicle traffic is small requests to plain-HTTP upstreams (the cloud
+// gateway's local side, services in the pod's cluster). For those,
+// ReverseProxy plus http.Transport spend more CPU on bookkeeping than on the
+// exchange: a cloned request and header map, per-request contexts and
+// timers, and hand-offs between the caller and the transport's read and write
+// goroutines (about a hundred allocations per request). The fast path writes
+// the request straight from the app's request onto a pooled upstream
+// connection and reads the response on the calling goroutine.
+//
+// It takes only what it can do exactly as ReverseProxy would: an http://
+// upstream, no upgrade, no Expect, and no body or a body of known length up to
+// fastBodyMax (read in full first, so the exchange is a plain write then
+// read). Streams, chunked and large bodies, WebSockets, TLS and HTTP/2 take
+// the general path.
+
+// fastBodyMax is the largest request body the fast path takes. Larger bodies
+// stream through ReverseProxy, where the upstream may answer while the app
+// is still sending.
+const fastBodyMax = 16 << 10
+
+// hopHeaders are dropped in both directions (RFC 9110 §7.6.1), as ReverseProxy does.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// Request headers the fast path writes itself, or drops as ReverseProxy's
+// Rewrite mode does (the app's X-Forwarded-* and Forwarded are not trusted).
+var ownRequestHeaders = map[string]bool{
+	"Host": true, "Content-Length": true, "X-Forwarded-For": true,
+	"X-Forwarded-Host": true, "X-Forwarded-Proto": true, "Forwarded": true,
+}
+
+// fastEligible reports whether r can take the fast path.
+func (f *Upstream) fastEligible(r *http.Request) bool {
+	if f.h1 == nil || r.ContentLength < 0 || r.ContentLength > fastBodyMax {
+		return false
+	}
+	for _, k := range [...]string{"Upgrade", "Expect", "Trailer"} {
+		if _, ok := r.Header[k]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// h1Pool keeps idle connections to one upstream, most recently used first.
+type h1Pool struct {
+	addr    string
+	dialer  *net.Dialer
+	idleTTL time.Duration
+	maxIdle int
+
+	mu   sync.Mutex // guards idle
+	idle []*h1Conn
+}
+
+type h1Conn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	idleFrom time.Time
+}
+
+func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		pc = p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(pc.idleFrom) < p.idleTTL {
+			break
+		}
+		pc.c.Close()
+		pc = nil
+	}
+	p.mu.Unlock()
+	if pc != nil {
+		if alive(pc.c) {
+			return pc, true, nil
+		}
+		pc.c.Close()
+	}
+	c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+}
+
+func (p *h1Pool) put(pc *h1Conn) {
+	pc.idleFrom = time.Now()
+	p.mu.Lock()
+	if len(p.idle) < p.maxIdle {
+		p.idle = append(p.idle, pc)
+		pc = nil
+	}
+	p.mu.Unlock()
+	if pc != nil {
+		pc.c.Close()
+	}
+}
+
+func (p *h1Pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.c.Close()
+	}
+}
+
+// errStale means a reused connection turned out closed before any byte of
+// a response arrived.
+var errStale = errors.New("forward: reused upstream connection was closed")
+
+// forwardFast proxies an eligible request. Its error contract is Forward's.
+func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery string) error {
+	ctx := r.Context()
+	if f.reqTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.reqTimeout)
+		defer cancel()
+	}
+	bufp := bufPool.pool.Get().(*[]byte)
+	defer bufPool.pool.Put(bufp)
+	buf := *bufp
+
+	var body []byte
+	for attempt := 0; ; attempt++ {
+		pc, reused, err := f.h1.get(ctx)
+		if err != nil {
+			if isDial(err) {
+				return fmt.Errorf("%w: %w", ErrNotSent, err)
+			}
+			return f.fail(w, r, err)
+		}
+		if body == nil && r.ContentLength > 0 {
+			// Read the body once the upstream is reached: a failed dial
+			// leaves it untouched for the caller's hold-and-retry.
+			body = buf[:r.ContentLength]
+			if _, err := io.ReadFull(r.Body, body); err != nil {
+				f.h1.put(pc)
+				return f.fail(w, r, err)
+			}
+		}
+		// If the app leaves (or the request times out), unblock whatever
+		// read or write is in progress on the upstream connection.
+		stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(time.Unix(1, 0)) })
+		resp, err := f.exchange(ctx, pc, r, body)
+		if err != nil {
+			stop()
+			pc.c.Close()
+			if errors.Is(err, errStale) && attempt == 0 && reused && replayable(r) {
+				continue
+			}
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return f.fail(w, r, err)
+		}
+		return f.respond(w, r, pc, resp, delivery, stop)
+	}
+}
+
+// replayable reports whether r may be sent again after a reused connection
+// failed before answering: the rule http.Transport uses.
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := r.Header["Idempotency-Key"]
+	_, b := r.Header["X-Idempotency-Key"]
+	return a || b
+}
+
+// exchange writes the request and reads the response headers.
+func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, body []byte) (*http.Response, error) {
+	if d := f.respHeaderTimeout; d > 0 {
+		pc.c.SetDeadline(time.Now().Add(d))
+	}
+	writeRequestHead(pc.bw, r, len(body))
+	pc.bw.Write(body)
+	if err := pc.bw.Flush(); err != nil {
+		return nil, fmt.Errorf("%w: %w", errStale, err)
+	}
+	for {
+		resp, err := http.ReadResponse(pc.br, r)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%w: %w", errStale, err)
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				return nil, errors.New("forward: upstream switched protocols without an upgrade request")
+			}
+			continue // 1xx informational: wait for the final response
+		}
+		// The body may stream for as long as the request timeout allows.
+		dl, _ := ctx.Deadline()
+		pc.c.SetDeadline(dl)
+		return resp, nil
+	}
+}
+
+// writeRequestHead writes the request line and headers the way ReverseProxy
+// with SetXForwarded would send them.
+func writeRequestHead(bw *bufio.Writer, r *http.Request, bodyLen int) {
+	uri := r.RequestURI
+	if uri == "" || (uri[0] != '/' && uri != "*") {
+		uri = r.URL.RequestURI()
+	}
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(r.Host)
+	bw.WriteString("\r\n")
+	conn := r.Header["Connection"]
+	for k, vs := range r.Header {
+		if hopHeaders[k] || ownRequestHeaders[k] || (len(conn) > 0 && namedIn(conn, k)) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if te := r.Header["Te"]; len(te) > 0 && headerHasToken(te, "trailers") {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		bw.WriteString("X-Forwarded-For: ")
+		bw.WriteString(host)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("X-Forwarded-Host: ")
+	bw.WriteString(r.Host)
+	if r.TLS == nil {
+		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	} else {
+		bw.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+	}
+	bw.WriteString("Via: ")
+	bw.WriteString(via(r))
+	bw.WriteString("\r\n")
+	if bodyLen > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.Itoa(bodyLen))
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// respond copies the upstream response to the app and returns the
+// connection to the pool once its body is read to the end.
+func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, resp *http.Response, delivery string, stop func() bool) error {
+	h := w.Header()
+	conn := resp.Header["Connection"]
+	for k, vs := range resp.Header {
+		if hopHeaders[k] || (len(conn) > 0 && namedIn(conn, k)) {
+			continue
+		}
+		h[k] = vs
+	}
+	h["Via"] = append(h["Via"], via(r))
+	h[HeaderDelivery] = []string{delivery}
+	w.WriteHeader(resp.StatusCode)
+
+	bufp := bufPool.pool.Get().(*[]byte)
+	defer bufPool.pool.Put(bufp)
+	buf := *bufp
+	var flusher http.Flusher
+	if resp.ContentLength < 0 {
+		// Unknown length: a stream (server-sent events, chunked progress);
+		// pass each piece on at once, as ReverseProxy does.
+		flusher, _ = w.(http.Flusher)
+	}
+	var werr error
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr = w.Write(buf[:n]); werr != nil {
+				break
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			werr = rerr
+			break
+		}
+	}
+	intact := stop() // false: the deadline was poked, the connection is spoiled
+	if werr != nil {
+		// The app went away or the upstream broke off mid-body: the
+		// connection cannot be reused, and the app's response is cut.
+		pc.c.Close()
+		if r.Context().Err() == nil {
+			f.log.Warn("upstream response body", "err", werr)
+			panic(http.ErrAbortHandler)
+		}
+		return werr
+	}
+	for k, vs := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+	if resp.Close || !intact {
+		pc.c.Close()
+		return nil
+	}
+	pc.c.SetDeadline(time.Time{})
+	f.h1.put(pc)
+	return nil
+}
+
+// fail answers a request the fast path could not complete.
+func (f *Upstream) fail(w http.ResponseWriter, r *http.Request, err error) error {
+	f.writeError(w, r, err)
+	return err
+}
+
+func isDial(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || errors.As(err, new(*net.DNSError))
+}
+
+// namedIn reports whether header name k is listed in Connection values.
+func namedIn(connection []string, k string) bool {
+	for _, v := range connection {
+		for tok := range strings.SplitSeq(v, ",") {
+			if textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func headerHasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
