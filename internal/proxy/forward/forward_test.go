@@ -171,6 +171,9 @@ func TestFastPathReusesAndRecoversConnections(t *testing.T) {
 		defer f.h1.mu.Unlock()
 		return len(f.h1.idle) == 1 && !alive(f.h1.idle[0].c)
 	})
+	f.h1.mu.Lock()
+	f.h1.idle[0].idleFrom = time.Now().Add(-peekAfter) // idle long enough to be checked
+	f.h1.mu.Unlock()
 	if resp, body := do(t, "POST", url+"/", nil, "data"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("after the upstream closed idle connections: %d %q", resp.StatusCode, body)
 	}

@@ -64,6 +64,10 @@ func (f *Upstream) fastEligible(r *http.Request) bool {
 	return true
 }
 
+// peekAfter is how long a connection may sit idle before get checks that
+// the upstream has not closed it.
+const peekAfter = time.Second
+
 // h1Pool keeps idle connections to one upstream, most recently used first.
 type h1Pool struct {
 	addr    string
@@ -97,7 +101,10 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 	}
 	p.mu.Unlock()
 	if pc != nil {
-		if alive(pc.c) {
+		// Upstreams close idle connections after seconds (nginx: 75s,
+		// Go: 90s, some 5s), so one back in the pool for less than
+		// peekAfter is trusted without the extra syscall.
+		if now.Sub(pc.idleFrom) < peekAfter || alive(pc.c) {
 			return pc, true, nil
 		}
 		pc.c.Close()
