@@ -45,10 +45,11 @@ demo: build ## Run the demo: upstream, proxy, vehicle app and a link that drops 
 	$(BIN)/misaki-demo run --proxy-bin $(BIN)/misaki-proxy
 
 .PHONY: bench
-bench: ## Side-by-side benchmarks (installs nginx, wrk, h2load, Caddy, fortio on first run)
+bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2load, Caddy, fortio on first run)
 	hack/bench-tools.sh
 	REBUILD=1 bench/proxy.sh
-	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/...
+	$(GO) test -run '^$$' -bench Hold10k -benchtime 1x -v ./bench/holdbench/ | tee bench/results/hold-$$(date +%Y%m%d-%H%M%S).txt
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/...
 
 .PHONY: clean
 clean: ## Remove build output

@@ -278,3 +278,9 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func benchRoute(upstreamURL string) config.Route {
+	c := config.Config{Routes: []config.Route{{Name: "r", Hosts: []string{"svc.mesh"}, Upstream: upstreamURL}}}
+	c.SetDefaults()
+	return c.Routes[0]
+}
