@@ -115,6 +115,10 @@ type Route struct {
 	Timeouts Timeouts `yaml:"timeouts"`
 	// MaxBodyBytes caps request bodies on this route. Default limits.maxBodyBytes.
 	MaxBodyBytes ByteSize `yaml:"maxBodyBytes"`
+	// MaxUpstreamConnections caps concurrent connections to the upstream, as
+	// Envoy's circuit breaker does; requests past it wait for a free one.
+	// Default 1024.
+	MaxUpstreamConnections int `yaml:"maxUpstreamConnections"`
 	// Probe checks that the upstream is reachable.
 	Probe Probe `yaml:"probe"`
 	// Offline is what happens when the route has no usable link.
@@ -220,6 +224,7 @@ const (
 	DefaultConnectTimeout    = 5 * time.Second
 	DefaultResponseHeader    = 60 * time.Second
 	DefaultUpstreamIdle      = 90 * time.Second
+	DefaultUpstreamConns     = 1024
 	DefaultProbeInterval     = 10 * time.Second
 	DefaultProbeTimeout      = 2 * time.Second
 	DefaultBackoffInitial    = 500 * time.Millisecond
@@ -242,6 +247,7 @@ func (c *Config) SetDefaults() {
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setDefault(&r.MaxBodyBytes, c.Limits.MaxBodyBytes)
+		setDefault(&r.MaxUpstreamConnections, DefaultUpstreamConns)
 		setDefault(&r.Timeouts.Connect, Duration(DefaultConnectTimeout))
 		setDefault(&r.Timeouts.ResponseHeader, Duration(DefaultResponseHeader))
 		setDefault(&r.Timeouts.Idle, Duration(DefaultUpstreamIdle))
@@ -351,6 +357,9 @@ func (c *Config) Validate() error {
 		validateUpstream(f, r, bad)
 		if r.MaxBodyBytes < 0 {
 			bad(f+".maxBodyBytes", "must not be negative")
+		}
+		if r.MaxUpstreamConnections < 0 {
+			bad(f+".maxUpstreamConnections", "must not be negative")
 		}
 		for _, d := range []struct {
 			field string

@@ -31,7 +31,7 @@ func TestIssueExampleParsesWithDefaults(t *testing.T) {
 	r := c.Routes[0]
 	want := Route{
 		Name: "telemetry", Hosts: []string{"telemetry.cloud.misaki"}, Upstream: "http://127.0.0.1:9000",
-		MaxBodyBytes: DefaultMaxBodyBytes,
+		MaxBodyBytes: DefaultMaxBodyBytes, MaxUpstreamConnections: DefaultUpstreamConns,
 		Timeouts: Timeouts{Connect: Duration(DefaultConnectTimeout), ResponseHeader: Duration(DefaultResponseHeader),
 			Idle: Duration(DefaultUpstreamIdle)},
 		Probe: Probe{Type: ProbeTCP, Path: "/", Interval: Duration(DefaultProbeInterval), Timeout: Duration(DefaultProbeTimeout),

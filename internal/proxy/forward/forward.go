@@ -82,9 +82,19 @@ func LoadTLS(r config.Route) (*tls.Config, error) {
 	return c, nil
 }
 
-var bufPool = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+// Copy buffers: large ones for streams and big bodies, small ones for the
+// common small message, so that a burst of released requests does not pin
+// 32 KiB each.
+var (
+	bufPool      = newBufferPool(32 << 10)
+	smallBufPool = newBufferPool(4 << 10)
+)
 
-// bufferPool recycles the 32 KiB copy buffers ReverseProxy uses per request.
+func newBufferPool(size int) *bufferPool {
+	return &bufferPool{sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
+}
+
+// bufferPool recycles copy buffers; it is also ReverseProxy's BufferPool.
 type bufferPool struct{ pool sync.Pool }
 
 func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
@@ -100,7 +110,8 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		DialContext:           dialer.DialContext,
-		MaxIdleConnsPerHost:   1024,
+		MaxIdleConnsPerHost:   r.MaxUpstreamConnections,
+		MaxConnsPerHost:       r.MaxUpstreamConnections,
 		IdleConnTimeout:       r.Timeouts.Idle.D(),
 		ResponseHeaderTimeout: r.Timeouts.ResponseHeader.D(),
 		TLSHandshakeTimeout:   r.Timeouts.Connect.D(),
@@ -129,7 +140,8 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 		log:               log.With("component", "forward", "route", r.Name),
 	}
 	if u.Scheme == "http" {
-		f.h1 = &h1Pool{addr: f.Addr(), dialer: dialer, idleTTL: r.Timeouts.Idle.D(), maxIdle: 1024}
+		f.h1 = &h1Pool{addr: f.Addr(), dialer: dialer, idleTTL: r.Timeouts.Idle.D(),
+			slots: make(chan struct{}, r.MaxUpstreamConnections)}
 	}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite:        f.rewrite,

@@ -284,3 +284,63 @@ func benchRoute(upstreamURL string) config.Route {
 	c.SetDefaults()
 	return c.Routes[0]
 }
+
+// TestUpstreamConnectionCap releases a burst (as a hold release does) against
+// a cap of 2: every request completes and the upstream never sees more than
+// 2 connections.
+func TestUpstreamConnectionCap(t *testing.T) {
+	var open, peak atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		fmt.Fprint(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			n := open.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	for _, path := range []string{"fast", "reverseproxy"} {
+		t.Run(path, func(t *testing.T) {
+			peak.Store(0)
+			f := newForwarder(t, up.URL, func(r *config.Route) { r.MaxUpstreamConnections = 2 })
+			if path == "reverseproxy" {
+				f.h1 = nil
+			}
+			url := front(t, f)
+			errs := make(chan string, 10)
+			for i := range 10 {
+				go func() {
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/%d", url, i), nil)
+					req.Host = "svc.mesh"
+					resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+					if err != nil {
+						errs <- err.Error()
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || string(b) != "ok" {
+						errs <- fmt.Sprintf("%d %q", resp.StatusCode, b)
+						return
+					}
+					errs <- ""
+				}()
+			}
+			for range 10 {
+				if e := <-errs; e != "" {
+					t.Error(e)
+				}
+			}
+			if p := peak.Load(); p > 2 {
+				t.Fatalf("upstream saw %d connections at once, cap is 2", p)
+			}
+		})
+	}
+}

@@ -73,10 +73,13 @@ type h1Pool struct {
 	addr    string
 	dialer  *net.Dialer
 	idleTTL time.Duration
-	maxIdle int
+	// slots holds a token for every open connection, idle or busy: its
+	// capacity is the upstream's connection cap.
+	slots chan struct{}
 
-	mu   sync.Mutex // guards idle
-	idle []*h1Conn
+	mu   sync.Mutex    // guards fields below
+	idle []*h1Conn     // most recently used last
+	wake chan struct{} // closed when a connection is freed; nil if no one waits
 }
 
 type h1Conn struct {
@@ -87,46 +90,86 @@ type h1Conn struct {
 }
 
 func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
-	now := time.Now()
-	p.mu.Lock()
-	for len(p.idle) > 0 {
-		pc = p.idle[len(p.idle)-1]
-		p.idle[len(p.idle)-1] = nil
-		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(pc.idleFrom) < p.idleTTL {
-			break
-		}
-		pc.c.Close()
-		pc = nil
-	}
-	p.mu.Unlock()
-	if pc != nil {
-		// Upstreams close idle connections after seconds (nginx: 75s,
-		// Go: 90s, some 5s), so one back in the pool for less than
-		// peekAfter is trusted without the extra syscall.
-		if now.Sub(pc.idleFrom) < peekAfter || alive(pc.c) {
+	for {
+		if pc, ok := p.takeIdle(); ok {
 			return pc, true, nil
 		}
-		pc.c.Close()
+		select {
+		case p.slots <- struct{}{}:
+			c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+			if err != nil {
+				<-p.slots
+				return nil, false, err
+			}
+			return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+		default:
+		}
+		// At the cap: wait for a connection to come back or close.
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-p.freed():
+		}
 	}
-	c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return nil, false, err
+}
+
+// takeIdle pops the most recently used idle connection that is still good.
+func (p *h1Pool) takeIdle() (*h1Conn, bool) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		if len(p.idle) == 0 {
+			p.mu.Unlock()
+			return nil, false
+		}
+		pc := p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		p.mu.Unlock()
+		// Upstreams close idle connections after seconds (nginx: 75s, Go:
+		// 90s, some 5s), so one back in the pool for less than peekAfter is
+		// trusted without the extra syscall.
+		idle := now.Sub(pc.idleFrom)
+		if idle < p.idleTTL && (idle < peekAfter || alive(pc.c)) {
+			return pc, true
+		}
+		p.discard(pc)
 	}
-	return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+}
+
+// freed returns a channel closed the next time a connection goes idle or
+// closes; waiters at the cap select on it.
+func (p *h1Pool) freed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.wake == nil {
+		p.wake = make(chan struct{})
+	}
+	return p.wake
+}
+
+func (p *h1Pool) signalLocked() {
+	if p.wake != nil {
+		close(p.wake)
+		p.wake = nil
+	}
 }
 
 func (p *h1Pool) put(pc *h1Conn) {
 	pc.idleFrom = time.Now()
 	p.mu.Lock()
-	if len(p.idle) < p.maxIdle {
-		p.idle = append(p.idle, pc)
-		pc = nil
-	}
+	p.idle = append(p.idle, pc)
+	p.signalLocked()
 	p.mu.Unlock()
-	if pc != nil {
-		pc.c.Close()
-	}
+}
+
+// discard closes a connection and frees its slot.
+func (p *h1Pool) discard(pc *h1Conn) {
+	pc.c.Close()
+	<-p.slots
+	p.mu.Lock()
+	p.signalLocked()
+	p.mu.Unlock()
 }
 
 func (p *h1Pool) closeIdle() {
@@ -135,7 +178,7 @@ func (p *h1Pool) closeIdle() {
 	p.idle = nil
 	p.mu.Unlock()
 	for _, pc := range idle {
-		pc.c.Close()
+		p.discard(pc)
 	}
 }
 
@@ -151,10 +194,6 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 		ctx, cancel = context.WithTimeout(ctx, f.reqTimeout)
 		defer cancel()
 	}
-	bufp := bufPool.pool.Get().(*[]byte)
-	defer bufPool.pool.Put(bufp)
-	buf := *bufp
-
 	var body []byte
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := f.h1.get(ctx)
@@ -167,7 +206,10 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 		if body == nil && r.ContentLength > 0 {
 			// Read the body once the upstream is reached: a failed dial
 			// leaves it untouched for the caller's hold-and-retry.
-			body = buf[:r.ContentLength]
+			pool := pickPool(r.ContentLength)
+			bufp := pool.pool.Get().(*[]byte)
+			defer pool.pool.Put(bufp)
+			body = (*bufp)[:r.ContentLength]
 			if _, err := io.ReadFull(r.Body, body); err != nil {
 				f.h1.put(pc)
 				return f.fail(w, r, err)
@@ -179,7 +221,7 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 		resp, err := f.exchange(ctx, pc, r, body)
 		if err != nil {
 			stop()
-			pc.c.Close()
+			f.h1.discard(pc)
 			if errors.Is(err, errStale) && attempt == 0 && reused && replayable(r) {
 				continue
 			}
@@ -301,8 +343,9 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	h[HeaderDelivery] = []string{delivery}
 	w.WriteHeader(resp.StatusCode)
 
-	bufp := bufPool.pool.Get().(*[]byte)
-	defer bufPool.pool.Put(bufp)
+	pool := pickPool(resp.ContentLength)
+	bufp := pool.pool.Get().(*[]byte)
+	defer pool.pool.Put(bufp)
 	buf := *bufp
 	var flusher http.Flusher
 	if resp.ContentLength < 0 {
@@ -333,7 +376,7 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	if werr != nil {
 		// The app went away or the upstream broke off mid-body: the
 		// connection cannot be reused, and the app's response is cut.
-		pc.c.Close()
+		f.h1.discard(pc)
 		if r.Context().Err() == nil {
 			f.log.Warn("upstream response body", "err", werr)
 			panic(http.ErrAbortHandler)
@@ -344,12 +387,20 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 		h[http.TrailerPrefix+k] = vs
 	}
 	if resp.Close || !intact {
-		pc.c.Close()
+		f.h1.discard(pc)
 		return nil
 	}
 	pc.c.SetDeadline(time.Time{})
 	f.h1.put(pc)
 	return nil
+}
+
+// pickPool returns the small buffer pool for messages known to fit in it.
+func pickPool(contentLength int64) *bufferPool {
+	if contentLength >= 0 && contentLength <= 4<<10 {
+		return smallBufPool
+	}
+	return bufPool
 }
 
 // fail answers a request the fast path could not complete.
