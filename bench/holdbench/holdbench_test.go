@@ -29,7 +29,7 @@ const (
 	bodySize    = 256              // request body bytes
 	deadline    = 3 * time.Minute  // whole benchmark, build included
 	settleLimit = 30 * time.Second // goroutines must return to baseline within this
-	gcWait      = 5 * time.Second  // optional wait for GC cycles after the drain
+	gcWait      = 8 * time.Second  // wait for GC cycles (the proxy trims ~3s after a drain)
 	maxGoLeak   = 10               // goroutines allowed above baseline after the drain
 	dialSlots   = 512              // concurrent client dials, to stay under the listen backlog
 	pollEvery   = 50 * time.Millisecond
@@ -95,12 +95,23 @@ func BenchmarkHold10k(b *testing.B) {
 	up := startUpstream(b)
 	px := startProxy(ctx, b, bin, up.addr)
 
-	var r result
+	// Several hold-and-drain cycles: the first grows the heap and pools to
+	// their working size; later ones must not grow past it.
+	var cycles []result
 	for b.Loop() {
-		r, err = cycle(ctx, px, up)
-		if err != nil {
-			b.Fatalf("%v\nproxy log tail:\n%s", err, px.log.tail())
+		cycles = cycles[:0]
+		for range cyclesPerRun {
+			r, err := cycle(ctx, px, up)
+			if err != nil {
+				b.Fatalf("%v\nproxy log tail:\n%s", err, px.log.tail())
+			}
+			cycles = append(cycles, r)
 		}
+	}
+	r := cycles[0]
+	first, last := cycles[1], cycles[len(cycles)-1]
+	if grow := float64(last.drained.RSS) / float64(first.drained.RSS); grow > 1.10 {
+		b.Errorf("RSS after drain grew from %d to %d bytes between cycle 2 and %d", first.drained.RSS, last.drained.RSS, len(cycles))
 	}
 
 	perHeld := func(after, before int64) float64 { return float64(after-before) / held }
@@ -112,7 +123,9 @@ func BenchmarkHold10k(b *testing.B) {
 	b.ReportMetric(float64(r.drained.HeapInuse-r.base.HeapInuse), "heap-B-after-drain")
 	b.ReportMetric(r.drainTime.Seconds(), "drain-s")
 
-	table := summary(r)
+	b.ReportMetric(float64(last.drained.RSS-first.drained.RSS), "RSS-B-growth-cycle2-to-last")
+
+	table := summary(r) + cycleTable(cycles)
 	b.Logf("\n%s", table)
 	fmt.Print(table)
 }
@@ -190,15 +203,13 @@ func cycle(ctx context.Context, px *proxy, up *upstream) (r result, err error) {
 	if err != nil {
 		return r, fmt.Errorf("%w: %d goroutines after the drain, baseline %d (allowed +%d)", err, last.Goroutines, r.base.Goroutines, maxGoLeak)
 	}
-	// Give the proxy's GC a chance to run twice after the drain so the heap
-	// figure is not just garbage. Nothing forces it, so an idle proxy may not
-	// collect at all within gcWait; the summary says how many cycles ran.
-	settled := last.GCCount
+	// The proxy returns a burst's memory a few seconds after the drain;
+	// wait for that (at most gcWait) before the after-drain sample.
+	settled, trims := last.GCCount, px.log.trimCount()
 	gcCtx, cancelGC := context.WithTimeout(ctx, gcWait)
 	defer cancelGC()
-	_ = poll(gcCtx, "two GC cycles", func() (bool, error) {
-		s, err := px.sample(gcCtx)
-		return err == nil && s.GCCount >= settled+2, err
+	_ = poll(gcCtx, "the proxy's trim after the burst", func() (bool, error) {
+		return px.log.trimCount() > trims, nil
 	})
 	r.gcAfterDrain = -settled
 	if ctx.Err() != nil {
@@ -585,6 +596,14 @@ type logWatch struct {
 	partial []byte
 	last    []string
 	found   bool
+	trims   int // "returned memory after a burst" lines seen
+}
+
+// trimCount reports how many times the proxy returned memory after a burst.
+func (w *logWatch) trimCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.trims
 }
 
 func newLogWatch() *logWatch { return &logWatch{listening: make(chan [2]string, 1)} }
@@ -604,6 +623,9 @@ func (w *logWatch) Write(p []byte) (int, error) {
 			w.last = w.last[1:]
 		}
 		w.last = append(w.last, line)
+		if strings.Contains(line, `"msg":"returned memory after a burst of held requests"`) {
+			w.trims++
+		}
 		if w.found {
 			continue
 		}
@@ -683,9 +705,23 @@ func summary(r result) string {
 	fmt.Fprintf(&sb, "| goroutines | %d | %d | %d | %.2f |\n", r.base.Goroutines, r.held.Goroutines, r.drained.Goroutines, float64(r.held.Goroutines-r.base.Goroutines)/held)
 	fmt.Fprintf(&sb, "| heldBytes (proxy's count) | %d | %d | %d | %.0f B |\n", r.base.HeldBytes, r.held.HeldBytes, r.drained.HeldBytes, float64(r.held.HeldBytes)/held)
 	fmt.Fprintf(&sb, "\nPeak RSS (VmHWM) %s. All %d held in %s; all delivered (200, `Misaki-Delivery: held`, each id once upstream) %s after the link came up; "+
-		"goroutines back to baseline %+d within %s of the drain; heap after drain %+.1f MiB over baseline (%d GC cycles after the drain, none forced).\n",
+		"goroutines back to baseline %+d within %s of the drain; heap after drain %+.1f MiB over baseline (%d GC cycles after the drain, including the proxy's own collection when it returns a burst's memory).\n",
 		mib(r.drained.HWM), held, r.holdTime.Round(time.Millisecond), r.drainTime.Round(time.Millisecond),
 		r.drained.Goroutines-r.base.Goroutines, r.settleTime.Round(time.Millisecond),
 		float64(r.drained.HeapInuse-r.base.HeapInuse)/(1<<20), r.gcAfterDrain)
+	return sb.String()
+}
+
+// cyclesPerRun is how many hold-and-drain cycles one benchmark run does.
+const cyclesPerRun = 3
+
+// cycleTable shows the proxy after each drain, to show it does not grow.
+func cycleTable(cycles []result) string {
+	var sb strings.Builder
+	mib := func(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
+	fmt.Fprintf(&sb, "\n| after drain of cycle | RSS | Go heap in use | goroutines | held requests |\n|---:|---:|---:|---:|---:|\n")
+	for i, c := range cycles {
+		fmt.Fprintf(&sb, "| %d | %s | %s | %d | %d |\n", i+1, mib(c.drained.RSS), mib(c.drained.HeapInuse), c.drained.Goroutines, c.drained.HeldReqs)
+	}
 	return sb.String()
 }

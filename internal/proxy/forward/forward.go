@@ -110,7 +110,7 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		DialContext:           dialer.DialContext,
-		MaxIdleConnsPerHost:   r.MaxUpstreamConnections,
+		MaxIdleConnsPerHost:   min(r.MaxUpstreamConnections, maxIdleConns),
 		MaxConnsPerHost:       r.MaxUpstreamConnections,
 		IdleConnTimeout:       r.Timeouts.Idle.D(),
 		ResponseHeaderTimeout: r.Timeouts.ResponseHeader.D(),

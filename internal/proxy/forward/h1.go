@@ -68,6 +68,11 @@ func (f *Upstream) fastEligible(r *http.Request) bool {
 // the upstream has not closed it.
 const peekAfter = time.Second
 
+// maxIdleConns is how many idle connections one upstream's pool keeps (as
+// nginx's "keepalive N" and Go's MaxIdleConnsPerHost); connections opened
+// past it for a burst are closed when the burst ends.
+const maxIdleConns = 256
+
 // h1Pool keeps idle connections to one upstream, most recently used first.
 type h1Pool struct {
 	addr    string
@@ -158,6 +163,11 @@ func (p *h1Pool) signalLocked() {
 func (p *h1Pool) put(pc *h1Conn) {
 	pc.idleFrom = time.Now()
 	p.mu.Lock()
+	if len(p.idle) >= maxIdleConns {
+		p.mu.Unlock()
+		p.discard(pc)
+		return
+	}
 	p.idle = append(p.idle, pc)
 	p.signalLocked()
 	p.mu.Unlock()

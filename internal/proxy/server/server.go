@@ -180,6 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
+	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	for _, rt := range s.routes {
 		g.Go(func() error { return rt.health.Run(gctx) })
 	}
