@@ -258,8 +258,10 @@ func replayable(r *http.Request) bool {
 
 // exchange writes the request and reads the response headers.
 func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, body []byte) (*http.Response, error) {
+	// Small requests fit the socket buffer, so only the wait for the
+	// response needs a deadline.
 	if d := f.respHeaderTimeout; d > 0 {
-		pc.c.SetDeadline(time.Now().Add(d))
+		pc.c.SetReadDeadline(time.Now().Add(d))
 	}
 	writeRequestHead(pc.bw, r, len(body))
 	pc.bw.Write(body)
@@ -282,7 +284,7 @@ func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, bo
 		}
 		// The body may stream for as long as the request timeout allows.
 		dl, _ := ctx.Deadline()
-		pc.c.SetDeadline(dl)
+		pc.c.SetReadDeadline(dl)
 		return resp, nil
 	}
 }
@@ -350,7 +352,7 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 		h[k] = vs
 	}
 	h["Via"] = append(h["Via"], via(r))
-	h[HeaderDelivery] = []string{delivery}
+	h[HeaderDelivery] = deliveryValue(delivery)
 	w.WriteHeader(resp.StatusCode)
 
 	pool := pickPool(resp.ContentLength)
@@ -400,9 +402,22 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 		f.h1.discard(pc)
 		return nil
 	}
-	pc.c.SetDeadline(time.Time{})
+	if f.reqTimeout > 0 {
+		pc.c.SetReadDeadline(time.Time{})
+	}
 	f.h1.put(pc)
 	return nil
+}
+
+var deliveryValues = map[string][]string{"direct": {"direct"}, "held": {"held"}, "spooled": {"spooled"}}
+
+// deliveryValue returns a shared header value for the common deliveries;
+// header slices are never appended to in place, so sharing is safe.
+func deliveryValue(d string) []string {
+	if v, ok := deliveryValues[d]; ok {
+		return v
+	}
+	return []string{d}
 }
 
 // pickPool returns the small buffer pool for messages known to fit in it.
