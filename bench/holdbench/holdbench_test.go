@@ -169,6 +169,7 @@ func cycle(ctx context.Context, px *proxy, up *upstream) (r result, err error) {
 		return r, fmt.Errorf("upstream saw %d requests while the link was down", n)
 	}
 
+	trims := px.log.trimCount() // the proxy trims once after this burst drains
 	if err := px.setLink(ctx, "up"); err != nil {
 		return r, err
 	}
@@ -205,7 +206,7 @@ func cycle(ctx context.Context, px *proxy, up *upstream) (r result, err error) {
 	}
 	// The proxy returns a burst's memory a few seconds after the drain;
 	// wait for that (at most gcWait) before the after-drain sample.
-	settled, trims := last.GCCount, px.log.trimCount()
+	settled := last.GCCount
 	gcCtx, cancelGC := context.WithTimeout(ctx, gcWait)
 	defer cancelGC()
 	_ = poll(gcCtx, "the proxy's trim after the burst", func() (bool, error) {

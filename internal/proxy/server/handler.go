@@ -29,6 +29,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := s.routes[i]
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	start := time.Now()
 	maxBody := int64(rt.cfg.MaxBodyBytes)
 	if r.ContentLength > maxBody {

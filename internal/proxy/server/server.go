@@ -48,6 +48,7 @@ type Server struct {
 
 	meshLn, adminLn net.Listener
 	stopping        atomic.Bool
+	active          atomic.Int64 // requests being served now
 	rejectedConns   prometheus.Counter
 }
 

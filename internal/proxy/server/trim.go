@@ -17,6 +17,10 @@ const (
 	trimMinBurst  = 1000     // held requests at the burst's peak
 	trimMinBytes  = 16 << 20 // or held bytes at the peak
 	trimQuietTime = 2 * time.Second
+	// trimMaxActive is the most requests in progress that still count as
+	// quiet: released held requests are forwarded after the hold count
+	// reaches zero, and trimming during that drain would be wasted.
+	trimMaxActive = 64
 )
 
 // trimAfterBursts runs until ctx ends.
@@ -35,7 +39,7 @@ func (s *Server) trimAfterBursts(ctx context.Context) error {
 		n, b := s.budget.Held()
 		peakReqs, peakBytes = max(peakReqs, n), max(peakBytes, b)
 		switch {
-		case n > 0:
+		case n > 0 || s.active.Load() > trimMaxActive:
 			emptySince = time.Time{}
 		case emptySince.IsZero():
 			emptySince = time.Now()
