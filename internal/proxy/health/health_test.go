@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +112,32 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestHTTPProber(t *testing.T) {
+	status := atomic.Int32{}
+	status.Store(200)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" || r.Header.Get("User-Agent") != "misaki-probe" {
+			w.WriteHeader(400)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	p := NewProber(config.Probe{Type: config.ProbeHTTP, Path: "/healthz"}, "", srv.URL, time.Second, srv.Client())
+	for code, ok := range map[int32]bool{200: true, 404: true, 503: false, 500: false} {
+		status.Store(code)
+		if err := p.Probe(context.Background()); (err == nil) != ok {
+			t.Errorf("status %d: probe error %v, want reachable=%v", code, err, ok)
+		}
+	}
+	srv.Close()
+	if err := p.Probe(context.Background()); err == nil {
+		t.Error("a closed server probed as reachable")
+	}
+	if NewProber(config.Probe{Type: config.ProbeNone}, "", "", time.Second, nil) != nil {
+		t.Error("probe type none must have no prober")
 	}
 }

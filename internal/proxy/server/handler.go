@@ -112,7 +112,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 		s.unavailable(w, rt, "hold limit reached; too many requests are already waiting")
 		return false
 	}
-	if window > 0 && !(o == hold.Released && s.clock.Now().Equal(begin)) {
+	if window > 0 {
 		s.metrics.holdWait.WithLabelValues(rt.cfg.Name, o.String()).Observe(s.clock.Now().Sub(begin).Seconds())
 	}
 	switch o {
