@@ -25,16 +25,19 @@ type Links interface {
 
 // RouteStatus is one route as shown at GET /v1/routes.
 type RouteStatus struct {
-	Name     string        `json:"name"`
-	Hosts    []string      `json:"hosts"`
-	Upstream string        `json:"upstream"`
-	Usable   bool          `json:"usable"`
-	Reason   string        `json:"reason,omitempty"`
-	Links    []string      `json:"links,omitempty"`
-	Hold     string        `json:"hold"`
-	Health   health.Status `json:"upstreamHealth"`
-	Held     int           `json:"heldRequests"`
-	HeldB    int64         `json:"heldBytes"`
+	Name     string   `json:"name"`
+	Hosts    []string `json:"hosts"`
+	Upstream string   `json:"upstream"`
+	Usable   bool     `json:"usable"`
+	Reason   string   `json:"reason,omitempty"`
+	Links    []string `json:"links,omitempty"`
+	// Interface is the interface the route's connections are bound to when
+	// a link that is up must not carry it; empty when the kernel chooses.
+	Interface string        `json:"interface,omitempty"`
+	Hold      string        `json:"hold"`
+	Health    health.Status `json:"upstreamHealth"`
+	Held      int           `json:"heldRequests"`
+	HeldB     int64         `json:"heldBytes"`
 }
 
 // Options wires the admin API to the rest of the proxy.

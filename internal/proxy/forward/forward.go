@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/proxy/config"
@@ -46,6 +47,8 @@ var ErrNotSent = errors.New("forward: upstream not reached")
 // Upstream forwards to one route's upstream.
 type Upstream struct {
 	target     *url.URL // scheme http or https
+	dialer     *net.Dialer
+	iface      atomic.Pointer[string] // interface new connections leave by; "" lets the kernel choose
 	h1         *h1Pool  // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
@@ -107,7 +110,8 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 		return nil, fmt.Errorf("route %s: upstream: %w", r.Name, err)
 	}
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host}
-	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second}
+	f := &Upstream{}
+	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second, Control: f.control}
 	tr := &http.Transport{
 		DialContext:           dialer.DialContext,
 		MaxIdleConnsPerHost:   min(r.MaxUpstreamConnections, maxIdleConns),
@@ -132,8 +136,9 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 		protos.SetHTTP1(true)
 	}
 	tr.Protocols = &protos
-	f := &Upstream{
+	*f = Upstream{
 		target:            target,
+		dialer:            dialer,
 		transport:         tr,
 		reqTimeout:        r.Timeouts.Request.D(),
 		respHeaderTimeout: r.Timeouts.ResponseHeader.D(),
@@ -166,6 +171,31 @@ func (f *Upstream) Addr() string {
 		return net.JoinHostPort(f.target.Hostname(), "443")
 	}
 	return net.JoinHostPort(f.target.Hostname(), "80")
+}
+
+// Dial connects to addr the way forwarded requests do (same timeout and
+// interface), for probes.
+func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return f.dialer.DialContext(ctx, network, addr)
+}
+
+// SetInterface makes new upstream connections leave by iface ("" lets the
+// kernel's routing table choose) and drops idle connections made the other
+// way. It reports whether the choice changed.
+func (f *Upstream) SetInterface(iface string) bool {
+	old := f.iface.Swap(&iface)
+	if (old == nil && iface == "") || (old != nil && *old == iface) {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+func (f *Upstream) control(_, _ string, c syscall.RawConn) error {
+	if p := f.iface.Load(); p != nil && *p != "" {
+		return bindToDevice(c, *p)
+	}
+	return nil
 }
 
 // Client is an HTTP client over the same transport, for probes.

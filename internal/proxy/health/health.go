@@ -66,9 +66,11 @@ func New(name string, cfg config.Probe, prober Prober, clk clock.Clock, log *slo
 	}
 }
 
-// NewProber builds the prober a route's probe config asks for, or nil for none.
-// target is the upstream URL (http, https or h2c); client is used for http probes.
-func NewProber(cfg config.Probe, addr, baseURL string, connect time.Duration, client *http.Client) Prober {
+// NewProber builds the prober a route's probe config asks for, or nil for
+// none. TCP probes connect to addr with dial and HTTP probes GET baseURL+path
+// with client, so both take the same path (timeouts, interface) as real
+// requests.
+func NewProber(cfg config.Probe, addr, baseURL string, dial func(ctx context.Context, network, addr string) (net.Conn, error), client *http.Client) Prober {
 	switch cfg.Type {
 	case config.ProbeNone:
 		return nil
@@ -91,9 +93,8 @@ func NewProber(cfg config.Probe, addr, baseURL string, connect time.Duration, cl
 			return nil
 		})
 	default:
-		d := net.Dialer{Timeout: connect}
 		return ProberFunc(func(ctx context.Context) error {
-			c, err := d.DialContext(ctx, "tcp", addr)
+			c, err := dial(ctx, "tcp", addr)
 			if err != nil {
 				return err
 			}

@@ -94,7 +94,8 @@ func TestTCPProber(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	p := NewProber(config.Probe{Type: config.ProbeTCP}, addr, "", time.Second, nil)
+	d := &net.Dialer{Timeout: time.Second}
+	p := NewProber(config.Probe{Type: config.ProbeTCP}, addr, "", d.DialContext, nil)
 	if err := p.Probe(context.Background()); err != nil {
 		t.Fatalf("listening: %v", err)
 	}
@@ -126,7 +127,7 @@ func TestHTTPProber(t *testing.T) {
 		w.WriteHeader(int(status.Load()))
 	}))
 	defer srv.Close()
-	p := NewProber(config.Probe{Type: config.ProbeHTTP, Path: "/healthz"}, "", srv.URL, time.Second, srv.Client())
+	p := NewProber(config.Probe{Type: config.ProbeHTTP, Path: "/healthz"}, "", srv.URL, nil, srv.Client())
 	for code, ok := range map[int32]bool{200: true, 404: true, 503: false, 500: false} {
 		status.Store(code)
 		if err := p.Probe(context.Background()); (err == nil) != ok {
@@ -137,7 +138,7 @@ func TestHTTPProber(t *testing.T) {
 	if err := p.Probe(context.Background()); err == nil {
 		t.Error("a closed server probed as reachable")
 	}
-	if NewProber(config.Probe{Type: config.ProbeNone}, "", "", time.Second, nil) != nil {
+	if NewProber(config.Probe{Type: config.ProbeNone}, "", "", nil, nil) != nil {
 		t.Error("probe type none must have no prober")
 	}
 }

@@ -50,9 +50,9 @@ type Interface struct {
 	Addrs   []string `json:"addrs,omitempty"`
 }
 
-// usable reports whether the interface can carry traffic: administratively
+// Usable reports whether the interface can carry traffic: administratively
 // up, with carrier, and with an address that is not link-local.
-func (i Interface) usable() bool { return i.Up && i.Running && len(i.Addrs) > 0 }
+func (i Interface) Usable() bool { return i.Up && i.Running && len(i.Addrs) > 0 }
 
 // Override is what the connectivity manager sets with PUT /v1/links/{name}.
 type Override struct {
@@ -178,7 +178,7 @@ func (m *Monitor) applyLocked(ifs []Interface) bool {
 			for _, i := range ifs {
 				if ok, _ := path.Match(l.cfg.Match, i.Name); ok {
 					next.Interfaces = append(next.Interfaces, i)
-					next.Up = next.Up || i.usable()
+					next.Up = next.Up || i.Usable()
 				}
 			}
 		}

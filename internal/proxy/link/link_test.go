@@ -110,7 +110,7 @@ func TestScanKernelSeesLoopback(t *testing.T) {
 	}
 	for _, i := range ifs {
 		if i.Name == "lo" {
-			if !i.usable() {
+			if !i.Usable() {
 				t.Fatalf("lo not usable: %+v", i)
 			}
 			return

@@ -113,3 +113,41 @@ func LinkUsable(p config.Offline, links []link.State) (bool, string) {
 	}
 	return false, "no usable link; " + strings.Join(why, "; ")
 }
+
+// Steer picks the interface a route's upstream connections must leave by.
+// When every link that is up may carry the route, it returns "" and the
+// kernel's routing table chooses. When some link that is up must not (a
+// metered modem for a Wi-Fi-only route), it returns the first usable
+// interface of the first allowed link, in configuration order, so the
+// packets cannot take the forbidden path. Links without an interface glob
+// cannot be steered onto; then it returns "" too.
+func Steer(p config.Offline, links []link.State) string {
+	restricted := false
+	iface := ""
+	for _, l := range links {
+		if !l.Up {
+			continue
+		}
+		if !allowed(p, l) {
+			restricted = true
+			continue
+		}
+		if iface == "" {
+			for _, i := range l.Interfaces {
+				if i.Usable() {
+					iface = i.Name
+					break
+				}
+			}
+		}
+	}
+	if !restricted {
+		return ""
+	}
+	return iface
+}
+
+func allowed(p config.Offline, l link.State) bool {
+	return (len(p.Links) == 0 || slices.Contains(p.Links, l.Class)) &&
+		!(l.Metered && p.Metered == config.Deny) && !(l.Roaming && p.Roaming == config.Deny)
+}

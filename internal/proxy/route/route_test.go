@@ -66,3 +66,43 @@ func TestLinkUsable(t *testing.T) {
 		})
 	}
 }
+
+func TestSteer(t *testing.T) {
+	iface := func(name string, ok bool) link.Interface {
+		i := link.Interface{Name: name, Up: true, Running: true}
+		if ok {
+			i.Addrs = []string{"192.0.2.1/24"}
+		}
+		return i
+	}
+	wifi := link.State{Name: "wlan", Class: "wifi", Up: true, Interfaces: []link.Interface{iface("wlan0", false), iface("wlan1", true)}}
+	cell := link.State{Name: "modem", Class: "cellular", Up: true, Metered: true, Interfaces: []link.Interface{iface("wwan0", true)}}
+	eth := link.State{Name: "eth", Class: "ethernet", Up: true, Interfaces: []link.Interface{iface("eth0", true)}}
+	adminOnly := link.State{Name: "sat", Class: "satellite", Up: true}
+	down := func(s link.State) link.State { s.Up = false; return s }
+	allow := config.Offline{Metered: config.Allow, Roaming: config.Allow}
+	only := func(classes ...string) config.Offline { p := allow; p.Links = classes; return p }
+	noMetered := allow
+	noMetered.Metered = config.Deny
+	tests := []struct {
+		name   string
+		policy config.Offline
+		links  []link.State
+		want   string
+	}{
+		{"every up link allowed: kernel chooses", allow, []link.State{wifi, cell}, ""},
+		{"wifi only with the modem up: first usable wifi interface", only("wifi"), []link.State{wifi, cell}, "wlan1"},
+		{"first allowed link in config order", only("wifi", "ethernet"), []link.State{eth, wifi, cell}, "eth0"},
+		{"metered denied", noMetered, []link.State{cell, wifi}, "wlan1"},
+		{"forbidden link down: nothing to avoid", only("wifi"), []link.State{wifi, down(cell)}, ""},
+		{"allowed link has no interface: cannot steer", only("satellite"), []link.State{adminOnly, cell}, ""},
+		{"no allowed link up: route is held anyway", only("wifi"), []link.State{down(wifi), cell}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Steer(tt.policy, tt.links); got != tt.want {
+				t.Errorf("Steer = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -66,6 +66,7 @@ type routeRT struct {
 	// guarded by Server.evalMu
 	linkOK bool
 	reason string
+	iface  string // interface the route is steered onto; "" when the kernel chooses
 }
 
 // Options are optional dependencies; the zero value uses real ones.
@@ -117,7 +118,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 			duration: map[string]prometheus.Observer{},
 			linkOK:   true,
 		}
-		prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), rc.Timeouts.Connect.D(), fwd.Client())
+		prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
 		rt.health = health.New(rc.Name, rc.Probe, prober, clk, log, s.evaluate)
 		for _, o := range allOutcomes {
 			rt.count[o] = s.metrics.requests.WithLabelValues(rc.Name, o)
@@ -239,6 +240,12 @@ func (s *Server) evaluate() {
 			rt.health.Kick()
 		}
 		rt.linkOK = ok
+		if iface := route.Steer(rt.cfg.Offline, links); rt.fwd.SetInterface(iface) {
+			// New connections take the new path; check it at once.
+			rt.iface = iface
+			s.log.Info("route steered", "route", rt.cfg.Name, "interface", iface)
+			rt.health.Kick()
+		}
 		hs := rt.health.Status()
 		if ok && !hs.Reachable {
 			reason = "upstream unreachable: " + hs.LastError
@@ -262,6 +269,7 @@ func (s *Server) routeStatus() []admin.RouteStatus {
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
 			Usable: rt.queue.Usable(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
 			Hold: rt.cfg.Offline.Hold.String(), Health: rt.health.Status(), Held: n, HeldB: b,
+			Interface: rt.iface,
 		})
 	}
 	return out

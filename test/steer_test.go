@@ -1,0 +1,172 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestRouteSteeredOntoAllowedLink builds two real links to a cloud
+// namespace: "wifi" and a metered "cellular" whose route to the upstream the
+// kernel prefers. A route allowed on any link goes the kernel's way (over
+// cellular); a Wi-Fi-only route must leave by the Wi-Fi interface although
+// cellular is up, and is held, not sent over cellular, when Wi-Fi goes down.
+func TestRouteSteeredOntoAllowedLink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces, veth pairs and routes (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	id := (os.Getpid() + 1) % 100000
+	ns := fmt.Sprintf("misaki-s%d", id)
+	wifi, cell := fmt.Sprintf("mskw%d", id), fmt.Sprintf("mskm%d", id)
+	wifiPeer, cellPeer := fmt.Sprintf("mska%d", id), fmt.Sprintf("mskb%d", id)
+	n := id % 250
+	wifiNet, cellNet, cloudIP := fmt.Sprintf("10.196.%d", n), fmt.Sprintf("10.195.%d", n), fmt.Sprintf("10.194.%d.1", n)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	for _, l := range []struct{ dev, peer, net string }{{wifi, wifiPeer, wifiNet}, {cell, cellPeer, cellNet}} {
+		ip("link", "add", l.dev, "type", "veth", "peer", "name", l.peer)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", l.dev).Run() })
+		ip("link", "set", l.peer, "netns", ns)
+		ip("addr", "add", l.net+".1/30", "dev", l.dev)
+		ip("link", "set", l.dev, "up")
+		ip("-n", ns, "addr", "add", l.net+".2/30", "dev", l.peer)
+		ip("-n", ns, "link", "set", l.peer, "up")
+	}
+	ip("-n", ns, "link", "set", "lo", "up")
+	ip("-n", ns, "addr", "add", cloudIP+"/32", "dev", "lo")
+	// The kernel prefers cellular for the cloud; Wi-Fi is the fallback route.
+	ip("route", "add", cloudIP+"/32", "via", cellNet+".2", "dev", cell, "metric", "10")
+	ip("route", "add", cloudIP+"/32", "via", wifiNet+".2", "dev", wifi, "metric", "20")
+
+	ln := listenInNetns(t, "/var/run/netns/"+ns, cloudIP+":0")
+	var mu sync.Mutex
+	from := map[string]string{} // request id → source address
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		mu.Lock()
+		from[r.Header.Get("X-Req-Id")] = host
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	source := func(id string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return from[id]
+	}
+
+	p := startProxyBinary(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+linkScan: {pollInterval: 60s}
+links:
+  - {name: wlan,  match: "%s", class: wifi}
+  - {name: modem, match: "%s", class: cellular, metered: true}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud]
+    upstream: http://%s
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 20s}
+  - name: video
+    hosts: [video.cloud]
+    upstream: http://%s
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 20s, links: [wifi]}
+`, wifi, cell, ln.Addr(), ln.Addr()))
+
+	get := func(host, id string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.mesh+"/", nil)
+		req.Host = host
+		req.Header.Set("X-Req-Id", id)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, resp.Header.Get("Misaki-Delivery")
+	}
+	steered := func() string {
+		resp, err := http.Get("http://" + p.admin + "/v1/routes")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Routes []struct{ Name, Interface string } `json:"routes"`
+		}
+		json.NewDecoder(resp.Body).Decode(&body)
+		for _, r := range body.Routes {
+			if r.Name == "video" {
+				return r.Interface
+			}
+		}
+		return ""
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for steered() != wifi {
+		if time.Now().After(deadline) {
+			t.Fatalf("video route not steered onto %s: /v1/routes says %q", wifi, steered())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if code, d := get("telemetry.cloud", "t1"); code != 200 || d != "direct" || source("t1") != cellNet+".1" {
+		t.Fatalf("telemetry: %d %s from %q; want the kernel's choice, cellular %s.1", code, d, source("t1"), cellNet)
+	}
+	if code, d := get("video.cloud", "v1"); code != 200 || d != "direct" || source("v1") != wifiNet+".1" {
+		t.Fatalf("video: %d %s from %q; want Wi-Fi %s.1 although the kernel prefers cellular", code, d, source("v1"), wifiNet)
+	}
+
+	// Wi-Fi goes down: video waits; it does not fall back to cellular. (A
+	// request sent before the proxy sees the link go is already in flight on
+	// the Wi-Fi connection and rides on it; the test sends after.)
+	ip("link", "set", wifi, "down")
+	deadline = time.Now().Add(5 * time.Second)
+	for steered() != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not see Wi-Fi go down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan [2]string, 1)
+	go func() {
+		code, d := get("video.cloud", "v2")
+		done <- [2]string{fmt.Sprint(code), d}
+	}()
+	deadline = time.Now().Add(5 * time.Second)
+	for heldRequests(t, p.admin) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("video request not held while only cellular is up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _ := get("telemetry.cloud", "t2"); code != 200 || source("t2") != cellNet+".1" {
+		t.Fatalf("telemetry during the Wi-Fi outage: %d from %q", code, source("t2"))
+	}
+	ip("link", "set", wifi, "up")
+	if r := <-done; r != [2]string{"200", "held"} || source("v2") != wifiNet+".1" {
+		t.Fatalf("video after Wi-Fi returned: %v from %q", r, source("v2"))
+	}
+}
