@@ -49,7 +49,7 @@ type Upstream struct {
 	target     *url.URL // scheme http or https
 	dialer     *net.Dialer
 	iface      atomic.Pointer[string] // interface new connections leave by; "" lets the kernel choose
-	h1         *h1Pool  // the fast path's pool; nil unless the upstream is http://
+	h1         *h1Pool                // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
 	reqTimeout time.Duration
