@@ -154,6 +154,20 @@ func (q *Queue) releaseLocked(w *waiter) {
 	q.budget.give(w.size)
 }
 
+// Fits reports whether a request of size bytes would be admitted now. It
+// reserves nothing (Wait decides); callers use it to refuse a request whose
+// declared length cannot fit before reading its body.
+func (q *Queue) Fits(size int64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.limit.admits(q.requests+1, q.bytes+size) {
+		return false
+	}
+	q.budget.mu.Lock()
+	defer q.budget.mu.Unlock()
+	return q.budget.limit.admits(q.budget.requests+1, q.budget.bytes+size)
+}
+
 // Held returns what the queue holds now.
 func (q *Queue) Held() (requests int, bytes int64) {
 	q.mu.Lock()

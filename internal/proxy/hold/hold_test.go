@@ -167,3 +167,20 @@ func TestBudgetIsShared(t *testing.T) {
 		t.Fatalf("budget holds %d after cancel", n)
 	}
 }
+
+func TestFits(t *testing.T) {
+	q, _, _ := newTestQueue(Limit{Bytes: 100}, Limit{Requests: 1})
+	if !q.Fits(100) || q.Fits(101) {
+		t.Fatal("global byte limit not applied")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go q.Wait(ctx, 10, time.Hour)
+	waitHeld(t, q, 1)
+	if q.Fits(1) {
+		t.Fatal("route request limit not applied")
+	}
+	if n, _ := q.Held(); n != 1 {
+		t.Fatal("Fits reserved something")
+	}
+}

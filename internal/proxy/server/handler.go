@@ -58,6 +58,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if holdUntil.IsZero() {
 				holdUntil = s.clock.Now().Add(holdWindow(rt.cfg.Offline.Hold.D(), r.Header))
 			}
+			if !buffered && !rt.queue.Fits(max(r.ContentLength, 0)+headerSize(r)) {
+				// Its declared length cannot fit: refuse before reading it.
+				rt.count[outcomeHoldFull].Inc()
+				s.unavailable(w, rt, "hold limit reached; the request is larger than the room left for held requests")
+				return
+			}
 			if !buffered {
 				// A held request's body is read now: it is counted against
 				// the hold limits, and only once the body is consumed does

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -209,5 +211,27 @@ routes:
 	r := <-done
 	if r.status != 200 || r.header.Get("Misaki-Delivery") != "held" || again.count("u") != 1 {
 		t.Fatalf("status %d delivery %q upstream count %d", r.status, r.header.Get("Misaki-Delivery"), again.count("u"))
+	}
+}
+
+func TestHeldBodyThatCannotFitIsRefusedBeforeReading(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, "holdLimit: {bytes: 1MiB}\n"+routeYAML(up.URL, ""), false)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+	// Declare 8 MiB but send nothing: the answer must come without the body.
+	c, err := net.Dial("tcp", p.mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: telemetry.cloud.misaki\r\nContent-Length: 8388608\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
