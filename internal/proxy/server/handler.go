@@ -93,6 +93,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		switch {
+		case errors.Is(err, forward.ErrNotSent):
+			// Still not reached after every retry (the upstream keeps
+			// passing probes yet refusing requests): nothing was written.
+			rt.count[outcomeUpstreamError].Inc()
+			http.Error(w, "misaki: upstream not reachable: "+err.Error(), http.StatusBadGateway)
 		case err == nil:
 			rt.count[delivery].Inc()
 			rt.duration[delivery].Observe(time.Since(start).Seconds())

@@ -235,3 +235,39 @@ func TestHeldBodyThatCannotFitIsRefusedBeforeReading(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
+
+// TestUpstreamThatPassesProbesButRefusesRequests: a prober that always says
+// reachable while every real connection is refused must end in a 502, not
+// in an empty answer or an endless loop.
+func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
+	up := newUpstream(t, nil)
+	addr := up.Listener.Addr().String()
+	up.Close()
+	p := startProxy(t, testLinks+fmt.Sprintf(`
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: http://%s
+    probe: {type: none}
+    offline: {hold: 1h}
+`, addr), true)
+	// Without a prober the upstream is retried after each backoff step; drive
+	// the fake clock so every retry is due at once.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				p.clock.Advance(time.Second)
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	r := p.send(context.Background(), "telemetry.cloud.misaki", "r", nil, nil)
+	if r.status != http.StatusBadGateway || !strings.Contains(r.body, "not reachable") {
+		t.Fatalf("status %d %q, want 502 after the retries", r.status, r.body)
+	}
+}
