@@ -76,6 +76,7 @@ type proxy struct {
 	*Server
 	mesh, admin string
 	clock       *clock.Fake // nil with the real clock
+	stop        func()      // ends Run (as SIGTERM does) and waits for it
 }
 
 // testLinks are driven through the admin API, as a connectivity manager would.
@@ -113,12 +114,16 @@ func startProxy(t *testing.T, yaml string, fake bool) *proxy {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(p.stop)
 	waitFor(t, "ready", func() bool {
 		resp, err := http.Get("http://" + p.admin + "/readyz")
 		if err != nil {

@@ -271,3 +271,25 @@ routes:
 		t.Fatalf("status %d %q, want 502 after the retries", r.status, r.body)
 	}
 }
+
+func TestShutdownAnswersHeldRequests(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, routeYAML(up.URL, ""), false)
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+	done := make(chan result, 1)
+	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "s", nil, []byte("b")) }()
+	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	start := time.Now()
+	go p.stop()
+	r := <-done
+	if r.status != 503 || !strings.Contains(r.body, "shutting down") || r.header.Get("Retry-After") == "" {
+		t.Fatalf("held request at shutdown: %d %q", r.status, r.body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("answered after %v; held requests must not wait for the shutdown grace", d)
+	}
+	if up.count("s") != 0 {
+		t.Fatal("a request held at shutdown was forwarded")
+	}
+}
