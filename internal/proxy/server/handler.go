@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -112,12 +113,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// clientWatcher is implemented by response writers whose request context does
+// not end by itself when the client hangs up (internal/proxy/h1).
+type clientWatcher interface {
+	WatchClient(ctx context.Context) (context.Context, func())
+}
+
 // hold waits for rt to become usable. It reports true when the request should
 // be forwarded; otherwise it has answered the app (or the app is gone).
 func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size int64, until time.Time) bool {
 	begin := s.clock.Now()
 	window := until.Sub(begin)
-	o, err := rt.queue.Wait(r.Context(), size, window)
+	ctx := r.Context()
+	if cw, ok := w.(clientWatcher); ok {
+		// The lean HTTP/1.1 server watches for the app hanging up only
+		// while a request is held; net/http always does.
+		var stop func()
+		ctx, stop = cw.WatchClient(ctx)
+		defer stop()
+	}
+	o, err := rt.queue.Wait(ctx, size, window)
 	if err != nil { // hold.ErrFull
 		rt.count[outcomeHoldFull].Inc()
 		s.unavailable(w, rt, "hold limit reached; too many requests are already waiting")
@@ -131,6 +146,10 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 		return true
 	case hold.Canceled:
 		rt.count[outcomeClientGone].Inc()
+		if r.Context().Err() == nil {
+			// Only the watch saw the app leave: the response goes nowhere.
+			panic(http.ErrAbortHandler)
+		}
 	case hold.Closed:
 		rt.count[outcomeShutdown].Inc()
 		s.unavailable(w, rt, "the proxy is shutting down")

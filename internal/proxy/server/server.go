@@ -22,6 +22,7 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/proxy/h1"
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
 	"github.com/misaki-io/misaki/internal/proxy/link"
@@ -187,7 +188,16 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return rt.health.Run(gctx) })
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
-	g.Go(func() error { return serve(mesh, meshLn) })
+	lean := &h1.Server{
+		Handler: s, Fallback: mesh, MaxHeaderBytes: int(lim.MaxHeaderBytes),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), IdleTimeout: lim.IdleTimeout.D(), Log: s.log,
+	}
+	g.Go(func() error {
+		if err := lean.Serve(meshLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error { return serve(adminSrv, s.adminLn) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -199,7 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 		defer cancel()
-		err := errors.Join(mesh.Shutdown(sctx), adminSrv.Shutdown(sctx))
+		err := errors.Join(lean.Shutdown(sctx), adminSrv.Shutdown(sctx))
 		for _, rt := range s.routes {
 			rt.fwd.Close()
 		}

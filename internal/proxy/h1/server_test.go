@@ -1,0 +1,253 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// start serves h on loopback through a lean server whose fallback is
+// net/http with the same handler, and returns the address.
+func start(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s := &Server{
+		Handler: h, Fallback: &http.Server{Handler: h, Protocols: &protos},
+		MaxHeaderBytes: 4096, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// which reports which server answered: the lean one or net/http.
+func which(w http.ResponseWriter) string {
+	if _, ok := w.(*responseWriter); ok {
+		return "lean"
+	}
+	return "net/http"
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-Server", which(w))
+	fmt.Fprintf(w, "%s %s %s body=%q", r.Method, r.URL.RequestURI(), r.Proto, b)
+}
+
+func raw(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, req)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+func TestWhoServesWhat(t *testing.T) {
+	addr := start(t, http.HandlerFunc(echo))
+	for _, tc := range []struct {
+		name, req, server, body string
+	}{
+		{"simple GET", "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "lean", `GET /a?b=1 HTTP/1.1 body=""`},
+		{"small POST", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", "lean", `body="abc"`},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: x\r\n\r\n", "net/http", "HTTP/1.0"},
+		{"chunked body", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "net/http", `body="abc"`},
+		{"large body", "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("z", 20000), "net/http", "body="},
+		{"expect", "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\nConnection: close\r\n\r\nq", "net/http", `body="q"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := raw(t, addr, tc.req)
+			if !strings.Contains(got, "X-Server: "+tc.server) || !strings.Contains(got, tc.body) {
+				t.Fatalf("got %q, want server %s and %q", got, tc.server, tc.body)
+			}
+		})
+	}
+	t.Run("malformed is 400 from net/http", func(t *testing.T) {
+		// Longer than the h2c preface, which net/http waits for first.
+		if got := raw(t, addr, "GARBAGE REQUEST LINE HTTP/9.9\r\nHost: x\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400") {
+			t.Fatalf("got %q", got)
+		}
+	})
+	t.Run("head too large is 431", func(t *testing.T) {
+		got := raw(t, addr, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 16<<10)+"\r\n\r\n")
+		if !strings.HasPrefix(got, "HTTP/1.1 431") {
+			t.Fatalf("got %.80q", got)
+		}
+	})
+}
+
+func TestKeepAliveAndPipelining(t *testing.T) {
+	addr := start(t, http.HandlerFunc(echo))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Three requests in one write, the last one upgrading to net/http's
+	// care (HTTP/1.0): answered in order on one connection.
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.0\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i, want := range []string{"GET /1 HTTP/1.1", `POST /2 HTTP/1.1 body="hi"`, "GET /3 HTTP/1.0"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i+1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.HasPrefix(string(b), want) {
+			t.Fatalf("response %d: %q, want %q", i+1, b, want)
+		}
+	}
+}
+
+func TestResponseFraming(t *testing.T) {
+	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/length":
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "part1 ")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "part2")
+			w.Header().Set("X-Sum", "11")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/empty":
+		}
+	}))
+	client := &http.Client{}
+	get := func(method, path string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, b := get("GET", "/length"); b != "hello" || resp.ContentLength != 5 || resp.Header.Get("Date") == "" {
+		t.Errorf("length: %q %d %v", b, resp.ContentLength, resp.Header)
+	}
+	if resp, b := get("HEAD", "/length"); b != "" || resp.ContentLength != 5 {
+		t.Errorf("HEAD: %q %d", b, resp.ContentLength)
+	}
+	resp, b := get("GET", "/chunked")
+	if b != "part1 part2" || resp.Trailer.Get("X-Sum") != "11" || resp.Trailer.Get("X-Late") != "yes" {
+		t.Errorf("chunked: %q trailers %v", b, resp.Trailer)
+	}
+	if resp, b := get("GET", "/nocontent"); resp.StatusCode != 204 || b != "" {
+		t.Errorf("204: %d %q", resp.StatusCode, b)
+	}
+	if resp, b := get("GET", "/empty"); resp.StatusCode != 200 || b != "" {
+		t.Errorf("empty: %d %q", resp.StatusCode, b)
+	}
+}
+
+// TestWatchClient: the watch ends the context when the client hangs up, and
+// hands back a pipelined byte intact when the client stays.
+func TestWatchClient(t *testing.T) {
+	gone := make(chan bool, 1)
+	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		ctx, stop := w.(interface {
+			WatchClient(context.Context) (context.Context, func())
+		}).WatchClient(r.Context())
+		defer stop()
+		select {
+		case <-ctx.Done():
+			gone <- true
+		case <-time.After(300 * time.Millisecond):
+			fmt.Fprintf(w, "stayed %s", r.URL.Path)
+		}
+	}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /leave HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	select {
+	case <-gone:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the watch did not see the client leave")
+	}
+
+	c, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // the first request is being watched
+	io.WriteString(c, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	for _, want := range []string{"stayed /one", "stayed /two"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+	}
+}
+
+// FuzzConnection feeds arbitrary bytes to a live server: it must neither
+// panic nor hang, and must still serve a well-formed request afterwards.
+func FuzzConnection(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Add([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
+	f.Add([]byte("\r\n\r\n\r\nGET"))
+	addr := start(f, http.HandlerFunc(echo))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(in)
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		io.Copy(io.Discard, c)
+		c.Close()
+		resp, err := http.Get("http://" + addr + "/after")
+		if err != nil {
+			t.Fatalf("server unusable after %q: %v", in, err)
+		}
+		resp.Body.Close()
+	})
+}
