@@ -14,10 +14,10 @@ var errHeadTooLarge = errors.New("h1: request head too large")
 // head is read it keeps a copy of every byte (for a hand-off to net/http) and
 // caps how many bytes the head may take.
 type recordingReader struct {
-	r     io.Reader
-	rec   bool
-	buf   []byte
-	limit int // bytes left while reading a head; < 0: no limit
+	r       io.Reader
+	rec     bool
+	buf     []byte
+	limit   int  // bytes left while reading a head; < 0: no limit
 	tripped bool // the head limit was reached
 	// pending is a byte the client watch read ahead; it is returned first.
 	pending    byte
