@@ -7,10 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,36 +21,14 @@ import (
 // the vehicle end down must hold requests; bringing it up must release them.
 // The proxy polls only every 60s, so the quick reaction comes from netlink.
 func TestRealLinkCut(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace and a veth pair (CI runs as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	id := os.Getpid() % 100000
-	ns := fmt.Sprintf("misaki-t%d", id)
-	veh, cloud := fmt.Sprintf("mskw%d", id), fmt.Sprintf("mskc%d", id)
+	id, sid := testID(0)
+	ns := newCloudNS(t, "misaki-t"+sid)
+	veh, cloud := "mskw"+sid, "mskc"+sid
 	subnet := fmt.Sprintf("10.199.%d", id%250)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace here: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ip("link", "add", veh, "type", "veth", "peer", "name", cloud)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", veh).Run() })
-	ip("link", "set", cloud, "netns", ns)
-	ip("addr", "add", subnet+".1/30", "dev", veh)
-	ip("link", "set", veh, "up")
-	ip("-n", ns, "addr", "add", subnet+".2/30", "dev", cloud)
-	ip("-n", ns, "link", "set", cloud, "up")
-	ip("-n", ns, "link", "set", "lo", "up")
+	ns.link(veh, cloud, subnet)
+	ip := ns.ip
 
-	ln := listenInNetns(t, "/var/run/netns/"+ns, subnet+".2:0")
+	ln := listenInNetns(t, ns.path(), subnet+".2:0")
 	var hits atomic.Int32
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)

@@ -6,9 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,44 +17,20 @@ import (
 // cellular); a Wi-Fi-only route must leave by the Wi-Fi interface although
 // cellular is up, and is held, not sent over cellular, when Wi-Fi goes down.
 func TestRouteSteeredOntoAllowedLink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces, veth pairs and routes (CI runs as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	id := (os.Getpid() + 1) % 100000
-	ns := fmt.Sprintf("misaki-s%d", id)
-	wifi, cell := fmt.Sprintf("mskw%d", id), fmt.Sprintf("mskm%d", id)
-	wifiPeer, cellPeer := fmt.Sprintf("mska%d", id), fmt.Sprintf("mskb%d", id)
+	id, sid := testID(1)
+	ns := newCloudNS(t, "misaki-s"+sid)
+	wifi, cell := "mskw"+sid, "mskm"+sid
 	n := id % 250
 	wifiNet, cellNet, cloudIP := fmt.Sprintf("10.196.%d", n), fmt.Sprintf("10.195.%d", n), fmt.Sprintf("10.194.%d.1", n)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace here: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	for _, l := range []struct{ dev, peer, net string }{{wifi, wifiPeer, wifiNet}, {cell, cellPeer, cellNet}} {
-		ip("link", "add", l.dev, "type", "veth", "peer", "name", l.peer)
-		t.Cleanup(func() { exec.Command("ip", "link", "del", l.dev).Run() })
-		ip("link", "set", l.peer, "netns", ns)
-		ip("addr", "add", l.net+".1/30", "dev", l.dev)
-		ip("link", "set", l.dev, "up")
-		ip("-n", ns, "addr", "add", l.net+".2/30", "dev", l.peer)
-		ip("-n", ns, "link", "set", l.peer, "up")
-	}
-	ip("-n", ns, "link", "set", "lo", "up")
-	ip("-n", ns, "addr", "add", cloudIP+"/32", "dev", "lo")
+	ns.link(wifi, "mska"+sid, wifiNet)
+	ns.link(cell, "mskb"+sid, cellNet)
+	ip := ns.ip
+	ip("-n", ns.name, "addr", "add", cloudIP+"/32", "dev", "lo")
 	// The kernel prefers cellular for the cloud; Wi-Fi is the fallback route.
 	ip("route", "add", cloudIP+"/32", "via", cellNet+".2", "dev", cell, "metric", "10")
 	ip("route", "add", cloudIP+"/32", "via", wifiNet+".2", "dev", wifi, "metric", "20")
 
-	ln := listenInNetns(t, "/var/run/netns/"+ns, cloudIP+":0")
+	ln := listenInNetns(t, ns.path(), cloudIP+":0")
 	var mu sync.Mutex
 	from := map[string]string{} // request id → source address
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,8 +3,10 @@ package h1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -193,8 +195,10 @@ func (w *responseWriter) WatchClient(ctx context.Context) (context.Context, func
 			wt.got, wt.gotByte = b[0], true // a pipelined request: still there
 			return
 		}
-		if err != nil && !wt.stopping.Load() {
-			cancel() // EOF or reset: the app has gone
+		// EOF or reset: the app has gone. A deadline (stopWatch, or the
+		// server's Shutdown waking idle connections) is not a hang-up.
+		if err != nil && !wt.stopping.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel()
 		}
 	}()
 	return ctx, w.stopWatch

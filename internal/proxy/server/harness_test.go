@@ -150,6 +150,13 @@ func (p *proxy) setLink(t *testing.T, name, state string) {
 	}
 }
 
+// offline takes every test link down: no route has a usable link.
+func (p *proxy) offline(t *testing.T) {
+	t.Helper()
+	p.setLink(t, "wlan", "down")
+	p.setLink(t, "modem", "down")
+}
+
 // held returns how many requests route holds now, from the admin API.
 func (p *proxy) held(t *testing.T, routeName string) int {
 	t.Helper()

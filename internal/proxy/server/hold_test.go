@@ -30,8 +30,7 @@ func TestOutageShorterThanHoldDeliversEveryRequestOnce(t *testing.T) {
 	if r := p.send(context.Background(), "telemetry.cloud.misaki", "before", nil, nil); r.status != 200 || r.header.Get("Misaki-Delivery") != "direct" {
 		t.Fatalf("online: %d %q delivery=%q", r.status, r.body, r.header.Get("Misaki-Delivery"))
 	}
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 
 	const n = 20
 	results := make([]result, n)
@@ -68,8 +67,7 @@ func TestOutageShorterThanHoldDeliversEveryRequestOnce(t *testing.T) {
 func TestOutageLongerThanHoldAnswers503AndNeverForwards(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ", retryAfter: 7s"), true)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 
 	done := make(chan result, 1)
 	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "late", nil, []byte("payload")) }()
@@ -132,8 +130,7 @@ func TestMeteredDenyHoldsOnModem(t *testing.T) {
 func TestClientGoneWhileHeldIsNeverForwarded(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), false)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
@@ -154,8 +151,7 @@ func TestClientGoneWhileHeldIsNeverForwarded(t *testing.T) {
 func TestPreferWaitShortensHold(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), true)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 	done := make(chan result, 1)
 	go func() {
 		done <- p.send(context.Background(), "telemetry.cloud.misaki", "w", map[string]string{"Prefer": "respond-async, wait=5"}, nil)
@@ -170,8 +166,7 @@ func TestPreferWaitShortensHold(t *testing.T) {
 func TestHoldLimitAnswers503AtOnce(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ", holdLimit: {requests: 2}"), false)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Go(func() { p.send(context.Background(), "telemetry.cloud.misaki", fmt.Sprint("h", i), nil, nil) })
@@ -217,8 +212,7 @@ routes:
 func TestHeldBodyThatCannotFitIsRefusedBeforeReading(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, "holdLimit: {bytes: 1MiB}\n"+routeYAML(up.URL, ""), false)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 	// Declare 8 MiB but send nothing: the answer must come without the body.
 	c, err := net.Dial("tcp", p.mesh)
 	if err != nil {
@@ -275,8 +269,7 @@ routes:
 func TestShutdownAnswersHeldRequests(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), false)
-	p.setLink(t, "wlan", "down")
-	p.setLink(t, "modem", "down")
+	p.offline(t)
 	done := make(chan result, 1)
 	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "s", nil, []byte("b")) }()
 	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })

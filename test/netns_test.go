@@ -1,0 +1,66 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// cloudNS is a network namespace a test creates to play the cloud, joined to
+// this namespace (the vehicle) by veth pairs. It is removed with the test.
+type cloudNS struct {
+	t    *testing.T
+	name string
+}
+
+// newCloudNS creates the namespace, or skips the test where that cannot be
+// done (not root, no iproute2, no namespaces).
+func newCloudNS(t *testing.T, name string) *cloudNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces and veth pairs (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	n := &cloudNS{t: t, name: name}
+	n.ip("-n", name, "link", "set", "lo", "up")
+	return n
+}
+
+// path is the namespace's file, for setns.
+func (n *cloudNS) path() string { return "/var/run/netns/" + n.name }
+
+// ip runs the ip command and fails the test if it fails.
+func (n *cloudNS) ip(args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		n.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// link adds a veth pair: dev here with subnet.1/30, peer in the namespace with
+// subnet.2/30, both up.
+func (n *cloudNS) link(dev, peer, subnet string) {
+	n.t.Helper()
+	n.ip("link", "add", dev, "type", "veth", "peer", "name", peer)
+	n.t.Cleanup(func() { exec.Command("ip", "link", "del", dev).Run() })
+	n.ip("link", "set", peer, "netns", n.name)
+	n.ip("addr", "add", subnet+".1/30", "dev", dev)
+	n.ip("link", "set", dev, "up")
+	n.ip("-n", n.name, "addr", "add", subnet+".2/30", "dev", peer)
+	n.ip("-n", n.name, "link", "set", peer, "up")
+}
+
+// testID keeps interface names (at most 15 bytes) and subnets apart between
+// concurrent test binaries.
+func testID(offset int) (int, string) {
+	id := (os.Getpid() + offset) % 100000
+	return id, fmt.Sprint(id)
+}
