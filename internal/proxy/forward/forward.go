@@ -331,6 +331,3 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (b *trackedBody) Close() error { return nil }
-
-// IsNotSent reports whether err means the request never left the proxy.
-func IsNotSent(err error) bool { return errors.Is(err, ErrNotSent) }

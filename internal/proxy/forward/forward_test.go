@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -263,7 +264,7 @@ func TestFastPathDialFailureLeavesBodyForRetry(t *testing.T) {
 	}))
 	defer s.Close()
 	resp, _ := do(t, "POST", s.URL+"/", nil, "keep me")
-	if !IsNotSent(fwdErr) || resp.Header.Get("X-Body-Left") != "keep me" {
+	if !errors.Is(fwdErr, ErrNotSent) || resp.Header.Get("X-Body-Left") != "keep me" {
 		t.Fatalf("err %v, body left %q", fwdErr, resp.Header.Get("X-Body-Left"))
 	}
 }

@@ -8,11 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/proxy/health"
 )
 
 // The HTTP/1.1 fast path.
@@ -208,7 +209,7 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := f.h1.get(ctx)
 		if err != nil {
-			if isDial(err) {
+			if health.IsDialError(err) {
 				return fmt.Errorf("%w: %w", ErrNotSent, err)
 			}
 			return f.fail(w, r, err)
@@ -304,7 +305,7 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, bodyLen int) {
 	bw.WriteString("\r\n")
 	conn := r.Header["Connection"]
 	for k, vs := range r.Header {
-		if hopHeaders[k] || ownRequestHeaders[k] || (len(conn) > 0 && namedIn(conn, k)) {
+		if hopHeaders[k] || ownRequestHeaders[k] || (len(conn) > 0 && headerHasToken(conn, k)) {
 			continue
 		}
 		for _, v := range vs {
@@ -346,7 +347,7 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	h := w.Header()
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {
-		if hopHeaders[k] || (len(conn) > 0 && namedIn(conn, k)) {
+		if hopHeaders[k] || (len(conn) > 0 && headerHasToken(conn, k)) {
 			continue
 		}
 		h[k] = vs
@@ -409,7 +410,7 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	return nil
 }
 
-var deliveryValues = map[string][]string{"direct": {"direct"}, "held": {"held"}, "spooled": {"spooled"}}
+var deliveryValues = map[string][]string{"direct": {"direct"}, "held": {"held"}}
 
 // deliveryValue returns a shared header value for the common deliveries;
 // header slices are never appended to in place, so sharing is safe.
@@ -434,23 +435,8 @@ func (f *Upstream) fail(w http.ResponseWriter, r *http.Request, err error) error
 	return err
 }
 
-func isDial(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" || errors.As(err, new(*net.DNSError))
-}
-
-// namedIn reports whether header name k is listed in Connection values.
-func namedIn(connection []string, k string) bool {
-	for _, v := range connection {
-		for tok := range strings.SplitSeq(v, ",") {
-			if textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok)) == k {
-				return true
-			}
-		}
-	}
-	return false
-}
-
+// headerHasToken reports whether the comma-separated values hold token,
+// case-insensitively (as header names listed in Connection are).
 func headerHasToken(vs []string, token string) bool {
 	for _, v := range vs {
 		for tok := range strings.SplitSeq(v, ",") {
