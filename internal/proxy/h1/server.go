@@ -46,7 +46,6 @@ type Server struct {
 	conns    map[net.Conn]struct{}
 	closed   bool
 	wg       sync.WaitGroup
-	fallDone chan error
 }
 
 // Serve accepts connections on ln until Shutdown or an accept error.
@@ -55,9 +54,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.conns = map[net.Conn]struct{}{}
 	s.handoff = newChanListener(ln.Addr())
-	s.fallDone = make(chan error, 1)
 	s.mu.Unlock()
-	go func() { s.fallDone <- s.Fallback.Serve(s.handoff) }()
+	go func() {
+		// It ends only when Shutdown closes the hand-off listener.
+		if err := s.Fallback.Serve(s.handoff); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.Log.Error("fallback HTTP server stopped", "err", err)
+		}
+	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
