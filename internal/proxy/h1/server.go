@@ -40,12 +40,12 @@ type Server struct {
 	IdleTimeout       time.Duration
 	Log               *slog.Logger
 
-	handoff  *chanListener
-	ln       net.Listener
-	mu       sync.Mutex // guards conns and closed
-	conns    map[net.Conn]struct{}
-	closed   bool
-	wg       sync.WaitGroup
+	handoff *chanListener
+	ln      net.Listener
+	mu      sync.Mutex // guards conns and closed
+	conns   map[net.Conn]struct{}
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // Serve accepts connections on ln until Shutdown or an accept error.
