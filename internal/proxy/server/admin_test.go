@@ -60,15 +60,12 @@ func TestAdminAPIAndMetrics(t *testing.T) {
 	// direct, then held (released by wifi), then expired.
 	p.send(context.Background(), "telemetry.cloud.misaki", "d", nil, nil)
 	p.setLink(t, "wlan", "down")
-	done := make(chan result, 1)
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "h", nil, nil) }()
-	waitFor(t, "held", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "h", nil, nil)
 	_, metricsHeld := get("/metrics")
 	p.setLink(t, "wlan", "up")
 	<-done
 	p.setLink(t, "wlan", "down")
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "x", nil, nil) }()
-	waitFor(t, "held", func() bool { return p.held(t, "telemetry") == 1 })
+	done = p.sendHeld(t, context.Background(), "x", nil, nil)
 	p.clock.Advance(30 * 1e9)
 	<-done
 	p.send(context.Background(), "nowhere.mesh", "n", nil, nil)

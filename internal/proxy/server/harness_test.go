@@ -157,6 +157,16 @@ func (p *proxy) offline(t *testing.T) {
 	p.setLink(t, "modem", "down")
 }
 
+// sendHeld sends a request to the telemetry route in the background and
+// returns once the proxy holds it; its result arrives on the channel.
+func (p *proxy) sendHeld(t *testing.T, ctx context.Context, id string, hdr map[string]string, body []byte) <-chan result {
+	t.Helper()
+	done := make(chan result, 1)
+	go func() { done <- p.send(ctx, "telemetry.cloud.misaki", id, hdr, body) }()
+	waitFor(t, "request "+id+" held", func() bool { return p.held(t, "telemetry") == 1 })
+	return done
+}
+
 // held returns how many requests route holds now, from the admin API.
 func (p *proxy) held(t *testing.T, routeName string) int {
 	t.Helper()

@@ -69,9 +69,7 @@ func TestOutageLongerThanHoldAnswers503AndNeverForwards(t *testing.T) {
 	p := startProxy(t, routeYAML(up.URL, ", retryAfter: 7s"), true)
 	p.offline(t)
 
-	done := make(chan result, 1)
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "late", nil, []byte("payload")) }()
-	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "late", nil, []byte("payload"))
 
 	p.clock.Advance(29 * time.Second)
 	select {
@@ -104,9 +102,7 @@ func TestRouteAllowedOnlyOnWiFiWaitsForWiFi(t *testing.T) {
 	p := startProxy(t, routeYAML(up.URL, ", links: [wifi]"), false)
 	p.setLink(t, "wlan", "down") // the modem (cellular) stays up
 
-	done := make(chan result, 1)
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "video", nil, nil) }()
-	waitFor(t, "request held while only cellular is up", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "video", nil, nil)
 	if up.total() != 0 {
 		t.Fatal("the request went over cellular")
 	}
@@ -133,9 +129,7 @@ func TestClientGoneWhileHeldIsNeverForwarded(t *testing.T) {
 	p.offline(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan result, 1)
-	go func() { done <- p.send(ctx, "telemetry.cloud.misaki", "gone", nil, []byte("body")) }()
-	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, ctx, "gone", nil, []byte("body"))
 	cancel()
 	<-done
 	waitFor(t, "proxy noticed the client left", func() bool { return p.held(t, "telemetry") == 0 })
@@ -152,11 +146,7 @@ func TestPreferWaitShortensHold(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), true)
 	p.offline(t)
-	done := make(chan result, 1)
-	go func() {
-		done <- p.send(context.Background(), "telemetry.cloud.misaki", "w", map[string]string{"Prefer": "respond-async, wait=5"}, nil)
-	}()
-	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "w", map[string]string{"Prefer": "respond-async, wait=5"}, nil)
 	p.clock.Advance(5 * time.Second)
 	if r := <-done; r.status != 503 || !strings.Contains(r.body, "5s") {
 		t.Fatalf("got %d %q, want 503 after wait=5", r.status, r.body)
@@ -197,9 +187,7 @@ routes:
     offline: {hold: 30s}
 `, addr), false)
 
-	done := make(chan result, 1)
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "u", nil, []byte("data")) }()
-	waitFor(t, "request held after the dial failed", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "u", nil, []byte("data"))
 
 	// Bring a server up on the same address; the prober finds it.
 	again := newUpstreamOn(t, addr)
@@ -270,9 +258,7 @@ func TestShutdownAnswersHeldRequests(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), false)
 	p.offline(t)
-	done := make(chan result, 1)
-	go func() { done <- p.send(context.Background(), "telemetry.cloud.misaki", "s", nil, []byte("b")) }()
-	waitFor(t, "request held", func() bool { return p.held(t, "telemetry") == 1 })
+	done := p.sendHeld(t, context.Background(), "s", nil, []byte("b"))
 	start := time.Now()
 	go p.stop()
 	r := <-done
