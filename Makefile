@@ -25,6 +25,9 @@ cross: ## Cross-compile stripped misaki-proxy for linux/amd64 and linux/arm64 an
 .PHONY: test
 test: lint ## Run every test with the race detector (as CI does)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@# Race builds read and write sockets through syscall.Read/Write
+	@# (internal/sockio); the release build's raw calls are tested here.
+	$(GO) test -count=1 ./internal/sockio/ ./internal/proxy/h1/ ./internal/proxy/forward/ ./internal/proxy/server/
 
 .PHONY: test-short
 test-short: ## Quick tests without the race detector and slow end-to-end runs

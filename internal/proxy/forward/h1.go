@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/proxy/health"
+	"github.com/misaki-io/misaki/internal/sockio"
 )
 
 // The HTTP/1.1 fast path.
@@ -107,6 +108,7 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 				<-p.slots
 				return nil, false, err
 			}
+			c = sockio.Wrap(c)
 			return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
 		default:
 		}

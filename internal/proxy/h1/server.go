@@ -26,6 +26,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/sockio"
 )
 
 // MaxSimpleBody is the largest request body this server takes itself.
@@ -132,9 +134,10 @@ func (s *Server) forget(c net.Conn) {
 // serveConn serves requests on c until it closes, fails, or is handed off.
 func (s *Server) serveConn(c net.Conn) {
 	defer s.forget(c)
-	rec := &recordingReader{r: c, limit: -1}
+	sc := sockio.Wrap(c) // for reads and writes; deadlines and Close work on either
+	rec := &recordingReader{r: sc, limit: -1}
 	br := bufio.NewReaderSize(rec, 4096)
-	bw := bufio.NewWriterSize(c, 4096)
+	bw := bufio.NewWriterSize(sc, 4096)
 	for {
 		// Wait for the next request up to the idle timeout, then give its
 		// head the read-header timeout.
@@ -176,7 +179,7 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		c.SetReadDeadline(time.Time{})
-		if !s.serveRequest(c, rec, br, bw, req) || s.closing() {
+		if !s.serveRequest(sc, rec, br, bw, req) || s.closing() {
 			c.Close()
 			return
 		}

@@ -53,6 +53,9 @@ type limitConn struct {
 	release func()
 }
 
+// NetConn returns the accepted connection.
+func (c *limitConn) NetConn() net.Conn { return c.Conn }
+
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
