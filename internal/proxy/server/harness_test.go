@@ -86,7 +86,7 @@ links:
   - {name: modem, class: cellular, metered: true}
 `
 
-func startProxy(t *testing.T, yaml string, fake bool) *proxy {
+func startProxy(t testing.TB, yaml string, fake bool) *proxy {
 	t.Helper()
 	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n" + yaml))
 	if err != nil {
@@ -226,7 +226,7 @@ func (p *proxy) send(ctx context.Context, host, id string, hdr map[string]string
 
 // waitFor polls cond until it holds or 10 s pass. It synchronises on
 // observable state, never on a fixed sleep.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
