@@ -25,6 +25,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -34,6 +35,19 @@ import (
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
+	r  op // the read in progress
+	w  op // the write in progress
+}
+
+// op is the state of one read or write, kept in the Conn so that the
+// callback handed to the raw connection (bound once, in Wrap) allocates
+// nothing per call. mu serializes callers, as the fd's own lock would.
+type op struct {
+	mu   sync.Mutex
+	fn   func(fd uintptr) bool
+	p    []byte
+	n    int
+	errn syscall.Errno
 }
 
 // Wrap returns c as a *Conn when it is, or wraps, a *net.TCPConn on a
@@ -58,7 +72,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{Conn: c, rc: rc}
+	sc := &Conn{Conn: c, rc: rc}
+	sc.r.fn, sc.w.fn = sc.read, sc.write
+	return sc
 }
 
 // SyscallConn returns the raw connection of the TCP socket.
@@ -70,16 +86,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n    int
-		serr syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, serr = rawRead(fd, p)
-		return serr != syscall.EAGAIN
-	})
-	if err == nil && serr != 0 {
-		err = os.NewSyscallError("read", serr)
+	o := &c.r
+	o.mu.Lock()
+	o.p, o.n, o.errn = p, 0, 0
+	err := c.rc.Read(o.fn)
+	n, errn := o.n, o.errn
+	o.p = nil
+	o.mu.Unlock()
+	if err == nil && errn != 0 {
+		err = os.NewSyscallError("read", errn)
 	}
 	if err != nil {
 		return 0, c.opError("read", err)
@@ -90,31 +105,45 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is the raw read callback: false asks the poller to wait.
+func (c *Conn) read(fd uintptr) bool {
+	o := &c.r
+	o.n, o.errn = rawRead(fd, o.p)
+	return o.errn != syscall.EAGAIN
+}
+
 // Write writes all of p, waiting on the network poller while the socket
 // buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
-	var (
-		n    int
-		serr syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			var m int
-			m, serr = rawWrite(fd, p[n:])
-			if serr != 0 {
-				return serr != syscall.EAGAIN
-			}
-			n += m
-		}
-		return true
-	})
-	if err == nil && serr != 0 {
-		err = os.NewSyscallError("write", serr)
+	o := &c.w
+	o.mu.Lock()
+	o.p, o.n, o.errn = p, 0, 0
+	err := c.rc.Write(o.fn)
+	n, errn := o.n, o.errn
+	o.p = nil
+	o.mu.Unlock()
+	if err == nil && errn != 0 {
+		err = os.NewSyscallError("write", errn)
 	}
 	if err != nil {
 		return n, c.opError("write", err)
 	}
 	return n, nil
+}
+
+// write is the raw write callback: false asks the poller to wait for room.
+func (c *Conn) write(fd uintptr) bool {
+	o := &c.w
+	for o.n < len(o.p) {
+		m, errn := rawWrite(fd, o.p[o.n:])
+		if errn != 0 {
+			o.errn = errn
+			return errn != syscall.EAGAIN
+		}
+		o.n += m
+	}
+	o.errn = 0
+	return true
 }
 
 // opError returns err as net.TCPConn's Read and Write would, so that
