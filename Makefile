@@ -52,6 +52,8 @@ demo: build ## Run the demo: upstream, proxy, vehicle app and a link that drops 
 bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2load, Caddy, fortio on first run)
 	hack/bench-tools.sh
 	REBUILD=1 bench/proxy.sh
+	@# The latency runs again with everything on one CPU: no cross-vCPU wake-ups.
+	PROXY_CPU=1 LOAD_CPU=1 LOADS=fortio SIZES=0 bench/proxy.sh
 	$(GO) test -run '^$$' -bench Hold10k -benchtime 1x -v ./bench/holdbench/ | tee bench/results/hold-$$(date +%Y%m%d-%H%M%S).txt
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/...
 

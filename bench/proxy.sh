@@ -13,6 +13,12 @@
 #   QPS=1000              fortio open-loop rate
 #   FORTIO_DURATION=20s   fortio run length
 #   FORTIO_CONNS=16       fortio connections (-c)
+#   ARRIVALS=uniform,step fortio arrival patterns: uniform (-uniform: the
+#                         connections' requests evenly spread, one every
+#                         1/QPS s) and step (fortio's default: all
+#                         connections send at the same instant, bursts of
+#                         FORTIO_CONNS requests)
+#   LOADS=wrk,h2load,fortio  which loads to run
 #   ONLY=direct,nginx,caddy,misaki   peers to run (comma list, default all)
 #   MISAKI_PROXY=bin/misaki-proxy    Misaki binary (built from ./cmd/misaki-proxy if missing)
 #   IDLE_SECS=3           idle seconds before the idle RSS reading
@@ -31,6 +37,8 @@ WARMUP="${WARMUP:-2s}"
 QPS="${QPS:-1000}"
 FORTIO_DURATION="${FORTIO_DURATION:-20s}"
 FORTIO_CONNS="${FORTIO_CONNS:-16}"
+ARRIVALS="${ARRIVALS:-uniform,step}"
+LOADS="${LOADS:-wrk,h2load,fortio}"
 ONLY="${ONLY:-direct,nginx,caddy,misaki}"
 MISAKI_PROXY="${MISAKI_PROXY:-bin/misaki-proxy}"
 IDLE_SECS="${IDLE_SECS:-3}"
@@ -66,6 +74,13 @@ for p in ${ONLY//,/ }; do
   case " ${ALL_PEERS[*]} " in *" $p "*) ;; *) die "unknown peer in ONLY: $p (known: ${ALL_PEERS[*]})";; esac
 done
 want() { case ",$ONLY," in *",$1,"*) return 0;; *) return 1;; esac; }
+load_on() { case ",$LOADS," in *",$1,"*) return 0;; *) return 1;; esac; }
+for a in ${ARRIVALS//,/ }; do
+  case "$a" in uniform|step) ;; *) die "unknown arrival pattern in ARRIVALS: $a (known: uniform, step)";; esac
+done
+for l in ${LOADS//,/ }; do
+  case "$l" in wrk|h2load|fortio) ;; *) die "unknown load in LOADS: $l (known: wrk, h2load, fortio)";; esac
+done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/misaki-bench.XXXXXX")"
 RES="$WORK/res"; mkdir -p "$RES"
@@ -219,7 +234,7 @@ parse_h2load() { # file -> "rps failed non2xx proto"
   echo "${rps:-0} ${failed:-0} ${non2xx:-0} ${proto:-none}"
 }
 
-parse_fortio() { # json -> "actual_qps p50ms p90ms p99ms count non200"
+parse_fortio() { # json -> "actual_qps p50ms p90ms p99ms count non200 p99.9ms"
   python3 - "$1" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -227,8 +242,9 @@ h = d["DurationHistogram"]
 pc = {round(p["Percentile"], 1): p["Value"] * 1000 for p in h.get("Percentiles") or []}
 codes = d.get("RetCodes") or {}
 ok = sum(v for k, v in codes.items() if str(k) == "200")
-print("%.1f %.3f %.3f %.3f %d %d" % (d.get("ActualQPS", 0), pc.get(50.0, 0), pc.get(90.0, 0),
-                                     pc.get(99.0, 0), h.get("Count", 0), h.get("Count", 0) - ok))
+print("%.1f %.3f %.3f %.3f %d %d %.3f" % (d.get("ActualQPS", 0), pc.get(50.0, 0), pc.get(90.0, 0),
+                                          pc.get(99.0, 0), h.get("Count", 0), h.get("Count", 0) - ok,
+                                          pc.get(99.9, 0)))
 PY
 }
 
@@ -238,32 +254,44 @@ run_loads() {
   local peer="$1" h1="$2" h2="$3" host="$4" ppid="${5:-}" hdr=() proto
   [ -n "$host" ] && hdr=(-H "Host: $host")
 
-  log "$peer: wrk warm-up ($WARMUP)"
-  run_cmd taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"$WARMUP" "${hdr[@]}" "$h1" >"$WORK/$peer.wrk-warm.txt" 2>&1
-  log "$peer: wrk -t1 -c50 -d$DURATION"
-  run_cmd taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"$DURATION" --latency "${hdr[@]}" "$h1" >"$WORK/$peer.wrk.txt" 2>&1
-  parse_wrk "$WORK/$peer.wrk.txt" >"$RES/$peer.wrk"
-
-  local h2hdr=()
-  [ -n "$host" ] && h2hdr=(-H ":authority: $host")
-  log "$peer: h2load -c10 -m10 -D $DURATION (h2c)"
-  run_cmd taskset -c "$LOAD_CPU" h2load -c10 -m10 -t1 --warm-up-time="$WARMUP" -D "$DURATION" "${h2hdr[@]}" "$h2" \
-    >"$WORK/$peer.h2load.txt" 2>&1 || log "$peer: h2load exited non-zero"
-  parse_h2load "$WORK/$peer.h2load.txt" >"$RES/$peer.h2load"
-  read -r _ _ _ proto <"$RES/$peer.h2load"
-  [ "$proto" = h2c ] || note "$peer: h2load negotiated '$proto', not h2c"
-
-  log "$peer: fortio $QPS qps x $FORTIO_DURATION"
-  local t0 t1 c0 c1
-  if [ -n "$ppid" ]; then t0="$(now_s)"; c0="$(cpu_ticks "$ppid")"; fi
-  run_cmd taskset -c "$LOAD_CPU" fortio load -quiet -qps "$QPS" -c "$FORTIO_CONNS" -t "$FORTIO_DURATION" \
-    -p 50,90,99 -json "$WORK/$peer.fortio.json" "${hdr[@]}" "$h1" >"$WORK/$peer.fortio.txt" 2>&1
-  if [ -n "$ppid" ]; then
-    c1="$(cpu_ticks "$ppid")"; t1="$(now_s)"
-    echo "$(rss_kb "$ppid") $(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
-      'BEGIN{printf "%.3f", (b-a)/hz/(t1-t0)}') $(nprocs "$ppid")" >"$RES/$peer.load"
+  if load_on wrk; then
+    log "$peer: wrk warm-up ($WARMUP)"
+    run_cmd taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"$WARMUP" "${hdr[@]}" "$h1" >"$WORK/$peer.wrk-warm.txt" 2>&1
+    log "$peer: wrk -t1 -c50 -d$DURATION"
+    run_cmd taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"$DURATION" --latency "${hdr[@]}" "$h1" >"$WORK/$peer.wrk.txt" 2>&1
+    parse_wrk "$WORK/$peer.wrk.txt" >"$RES/$peer.wrk"
   fi
-  parse_fortio "$WORK/$peer.fortio.json" >"$RES/$peer.fortio"
+
+  if load_on h2load; then
+    local h2hdr=()
+    [ -n "$host" ] && h2hdr=(-H ":authority: $host")
+    log "$peer: h2load -c10 -m10 -D $DURATION (h2c)"
+    run_cmd taskset -c "$LOAD_CPU" h2load -c10 -m10 -t1 --warm-up-time="$WARMUP" -D "$DURATION" "${h2hdr[@]}" "$h2" \
+      >"$WORK/$peer.h2load.txt" 2>&1 || log "$peer: h2load exited non-zero"
+    parse_h2load "$WORK/$peer.h2load.txt" >"$RES/$peer.h2load"
+    read -r _ _ _ proto <"$RES/$peer.h2load"
+    [ "$proto" = h2c ] || note "$peer: h2load negotiated '$proto', not h2c"
+  fi
+
+  load_on fortio || return 0
+  local mode t0 t1 c0 c1 extra
+  for mode in ${ARRIVALS//,/ }; do
+    extra=()
+    [ "$mode" = uniform ] && extra=(-uniform)
+    log "$peer: fortio $QPS qps x $FORTIO_DURATION, $mode arrivals"
+    if [ -n "$ppid" ]; then t0="$(now_s)"; c0="$(cpu_ticks "$ppid")"; fi
+    # -r: 10 µs histogram buckets (the default, 1 ms, interpolates every
+    # sub-millisecond latency linearly inside one bucket).
+    run_cmd taskset -c "$LOAD_CPU" fortio load -quiet -qps "$QPS" -c "$FORTIO_CONNS" -t "$FORTIO_DURATION" \
+      "${extra[@]}" -r 0.00001 -p 50,90,99,99.9 -json "$WORK/$peer.fortio.$mode.json" "${hdr[@]}" "$h1" \
+      >"$WORK/$peer.fortio.$mode.txt" 2>&1
+    if [ -n "$ppid" ]; then
+      c1="$(cpu_ticks "$ppid")"; t1="$(now_s)"
+      echo "$(rss_kb "$ppid") $(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
+        'BEGIN{printf "%.3f", (b-a)/hz/(t1-t0)}') $(nprocs "$ppid")" >"$RES/$peer.load.$mode"
+    fi
+    parse_fortio "$WORK/$peer.fortio.$mode.json" >"$RES/$peer.fortio.$mode"
+  done
 }
 
 idle_rss() { # peer pid
@@ -539,7 +567,7 @@ report() {
   echo "  - fortio $(fortio version 2>&1 | head -n1)"
   echo "  - misaki $(misaki_version)"
   echo "  - $(go version)"
-  echo "- Knobs: DURATION=$DURATION WARMUP=$WARMUP QPS=$QPS FORTIO_DURATION=$FORTIO_DURATION FORTIO_CONNS=$FORTIO_CONNS ONLY=$ONLY"
+  echo "- Knobs: DURATION=$DURATION WARMUP=$WARMUP QPS=$QPS FORTIO_DURATION=$FORTIO_DURATION FORTIO_CONNS=$FORTIO_CONNS ARRIVALS=$ARRIVALS LOADS=$LOADS ONLY=$ONLY"
   echo
   echo "<details><summary>Exact commands</summary>"
   echo
@@ -558,6 +586,7 @@ report() {
   done
   echo "</details>"
   echo
+  if load_on wrk || load_on h2load; then
   echo "### Throughput (closed loop)"
   echo
   echo "| peer | wrk h1 req/s | wrk p50 ms | wrk p99 ms | wrk errors | h2load h2c req/s | h2load failed / non-2xx |"
@@ -572,31 +601,53 @@ report() {
   echo
   echo "wrk: \`-t1 -c50 -d$DURATION --latency\` after a $WARMUP warm-up; h2load: \`-t1 -c10 -m10 --warm-up-time=$WARMUP -D $DURATION\` (h2c prior knowledge)."
   echo
-  echo "### Open-loop latency at $QPS req/s (fortio, $FORTIO_CONNS connections, $FORTIO_DURATION)"
-  echo
-  echo "| peer | actual req/s | p50 ms | p90 ms | p99 ms | p99 added vs direct ms | requests | non-200 |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-  local dp99="" q f50 f90 f99 cnt bad add
-  [ -f "$RES/direct.fortio" ] && read -r _ _ _ dp99 _ _ <"$RES/direct.fortio"
-  for peer in "${ALL_PEERS[@]}"; do
-    [ -f "$RES/$peer.fortio" ] || continue
-    read -r q f50 f90 f99 cnt bad <"$RES/$peer.fortio"
-    if [ "$peer" = direct ]; then add="—"
-    elif [ -n "$dp99" ]; then add="$(awk -v a="$f99" -v b="$dp99" 'BEGIN{printf "%+.3f", a-b}')"
-    else add="n/a"; fi
-    echo "| $(label "$peer") | $q | $f50 | $f90 | $f99 | $add | $cnt | $bad |"
+  fi
+  local mode what
+  for mode in ${ARRIVALS//,/ }; do
+    case "$mode" in
+      uniform) what="uniform arrivals (\`-uniform\`: one request every $(awk -v q="$QPS" 'BEGIN{printf "%g", 1000/q}') ms across the connections)";;
+      step) what="arrivals in step (fortio's default: the $FORTIO_CONNS connections send together, a burst of $FORTIO_CONNS every $(awk -v q="$QPS" -v c="$FORTIO_CONNS" 'BEGIN{printf "%g", 1000*c/q}') ms)";;
+    esac
+    echo "### Open-loop latency at $QPS req/s, $what"
+    echo
+    echo "fortio, $FORTIO_CONNS connections, $FORTIO_DURATION, 10 µs histogram resolution (\`-r 0.00001\`)."
+    echo
+    echo "| peer | actual req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 added vs direct ms | requests | non-200 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local dp99="" q f50 f90 f99 cnt bad f999 add
+    [ -f "$RES/direct.fortio.$mode" ] && read -r _ _ _ dp99 _ _ _ <"$RES/direct.fortio.$mode"
+    for peer in "${ALL_PEERS[@]}"; do
+      [ -f "$RES/$peer.fortio.$mode" ] || continue
+      read -r q f50 f90 f99 cnt bad f999 <"$RES/$peer.fortio.$mode"
+      if [ "$peer" = direct ]; then add="—"
+      elif [ -n "$dp99" ]; then add="$(awk -v a="$f99" -v b="$dp99" 'BEGIN{printf "%+.3f", a-b}')"
+      else add="n/a"; fi
+      echo "| $(label "$peer") | $q | $f50 | $f90 | $f99 | $f999 | $add | $cnt | $bad |"
+    done
+    echo
   done
-  echo
   echo "### Footprint of the proxy under test"
   echo
-  echo "| peer | processes | pinned CPUs | RSS idle MiB | RSS after $QPS req/s MiB | CPU during $QPS req/s (cores) |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  local idle rssl cores np
+  local hdr="| peer | processes | pinned CPUs | RSS idle MiB |" sep="|---|---:|---:|---:|"
+  for mode in ${ARRIVALS//,/ }; do
+    hdr="$hdr RSS after $QPS req/s $mode MiB | CPU at $QPS req/s $mode (cores) |"; sep="$sep---:|---:|"
+  done
+  echo "$hdr"
+  echo "$sep"
+  local idle rssl cores np row
   for peer in nginx caddy misaki; do
-    [ -f "$RES/$peer.load" ] || continue
+    [ -f "$RES/$peer.idle" ] || continue
     idle="$(cat "$RES/$peer.idle" 2>/dev/null || echo 0)"
-    read -r rssl cores np <"$RES/$peer.load"
-    echo "| $(label "$peer") | $np | $(cat "$RES/$peer.cpus" 2>/dev/null || echo '?') | $(fmt_mib "$idle") | $(fmt_mib "$rssl") | $cores |"
+    row="" np="?"
+    for mode in ${ARRIVALS//,/ }; do
+      if [ -f "$RES/$peer.load.$mode" ]; then
+        read -r rssl cores np <"$RES/$peer.load.$mode"
+        row="$row $(fmt_mib "$rssl") | $cores |"
+      else
+        row="$row - | - |"
+      fi
+    done
+    echo "| $(label "$peer") | $np | $(cat "$RES/$peer.cpus" 2>/dev/null || echo '?') | $(fmt_mib "$idle") |$row"
   done
   echo
   echo "RSS: VmRSS from /proc/PID/status summed over the process and its children (nginx master + worker), idle reading after ${IDLE_SECS}s with no traffic. CPU: utime+stime from /proc/PID/stat across the fortio run, divided by wall time and CLK_TCK=$CLK_TCK."
