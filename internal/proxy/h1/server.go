@@ -17,12 +17,14 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -178,12 +180,34 @@ func (s *Server) serveConn(c net.Conn) {
 			s.handOff(c, start, raw, br)
 			return
 		}
+		if req.ContentLength > 0 && !readBody(c, req) {
+			return
+		}
 		c.SetReadDeadline(time.Time{})
 		if !s.serveRequest(sc, rec, br, bw, req) || s.closing() {
 			c.Close()
 			return
 		}
 	}
+}
+
+// readBody reads a simple request's body (at most MaxSimpleBody bytes)
+// still under the read-header deadline, so that an app trickling it cannot
+// keep a handler, and the pooled upstream connection the handler may have
+// taken, waiting. A body that does not arrive in time is answered 408 and
+// the connection closed; one cut short just closes it. It reports whether
+// the request can be served.
+func readBody(c net.Conn, req *http.Request) bool {
+	b := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, b); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			writeStatus(c, http.StatusRequestTimeout, "request body not received within limits.readHeaderTimeout")
+		}
+		c.Close()
+		return false
+	}
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	return true
 }
 
 // simple reports whether this server takes req itself.

@@ -9,13 +9,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // start serves h on loopback through a lean server whose fallback is
 // net/http with the same handler, and returns the address.
-func start(t testing.TB, h http.Handler) string {
+func start(t testing.TB, h http.Handler, opts ...func(*Server)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,6 +29,9 @@ func start(t testing.TB, h http.Handler) string {
 		Handler: h, Fallback: &http.Server{Handler: h, Protocols: &protos},
 		MaxHeaderBytes: 4096, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
@@ -250,4 +254,46 @@ func FuzzConnection(f *testing.F) {
 		}
 		resp.Body.Close()
 	})
+}
+
+// A small body is read before the handler runs, within the read-header
+// timeout: a body split across packets arrives whole, and an app that
+// trickles its body gets 408 and never reaches the handler (nor holds a
+// pooled upstream connection through it).
+func TestBodyWithinReadHeaderTimeout(t *testing.T) {
+	var calls atomic.Int32
+	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		echo(w, r)
+	}), func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+	time.Sleep(50 * time.Millisecond)
+	io.WriteString(c, "world")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("X-Server") != "lean" || !strings.Contains(string(b), `body="helloworld"`) {
+		t.Fatalf("split body: %s %q from %s", resp.Status, b, resp.Header.Get("X-Server"))
+	}
+
+	began := time.Now()
+	got := raw(t, addr, "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+	if !strings.HasPrefix(got, "HTTP/1.1 408 ") || !strings.Contains(got, "Connection: close") {
+		t.Fatalf("trickled body: got %q, want 408 and close", got)
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("408 after %v, want about the 300ms read-header timeout", d)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1 (never for the trickled body)", n)
+	}
 }
