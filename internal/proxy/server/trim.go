@@ -25,9 +25,7 @@ const (
 
 // trimAfterBursts runs until ctx ends.
 func (s *Server) trimAfterBursts(ctx context.Context) error {
-	var peakReqs int
-	var peakBytes int64
-	var emptySince time.Time
+	var tr trimmer
 	t := time.NewTicker(trimCheck)
 	defer t.Stop()
 	for {
@@ -37,20 +35,38 @@ func (s *Server) trimAfterBursts(ctx context.Context) error {
 		case <-t.C:
 		}
 		n, b := s.budget.Held()
-		peakReqs, peakBytes = max(peakReqs, n), max(peakBytes, b)
-		switch {
-		case n > 0 || s.active.Load() > trimMaxActive:
-			emptySince = time.Time{}
-		case emptySince.IsZero():
-			emptySince = time.Now()
-		case (peakReqs >= trimMinBurst || peakBytes >= trimMinBytes) && time.Since(emptySince) >= trimQuietTime:
+		if peakReqs, peakBytes, ok := tr.observe(s.clock.Now(), n, b, s.active.Load()); ok {
 			start := time.Now()
 			// Two collections: sync.Pool contents (net/http's per-connection
 			// bufio buffers, copy buffers) survive one in the victim cache.
 			runtime.GC()
 			debug.FreeOSMemory()
 			s.log.Info("returned memory after a burst of held requests", "peakHeld", peakReqs, "peakHeldBytes", peakBytes, "took", time.Since(start))
-			peakReqs, peakBytes = 0, 0
 		}
 	}
+}
+
+// trimmer decides when a burst has drained: it sees the held count and bytes
+// and the requests in progress once per check.
+type trimmer struct {
+	peakReqs   int
+	peakBytes  int64
+	emptySince time.Time // zero: not quiet
+}
+
+// observe records one check and reports whether to return memory now, with
+// the burst's peak. It says so once per burst.
+func (t *trimmer) observe(now time.Time, held int, heldBytes, active int64) (peakReqs int, peakBytes int64, trim bool) {
+	t.peakReqs, t.peakBytes = max(t.peakReqs, held), max(t.peakBytes, heldBytes)
+	switch {
+	case held > 0 || active > trimMaxActive:
+		t.emptySince = time.Time{}
+	case t.emptySince.IsZero():
+		t.emptySince = now
+	case (t.peakReqs >= trimMinBurst || t.peakBytes >= trimMinBytes) && now.Sub(t.emptySince) >= trimQuietTime:
+		peakReqs, peakBytes = t.peakReqs, t.peakBytes
+		t.peakReqs, t.peakBytes = 0, 0
+		return peakReqs, peakBytes, true
+	}
+	return 0, 0, false
 }
