@@ -229,8 +229,12 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 			}
 		}
 		// If the app leaves (or the request times out), unblock whatever
-		// read or write is in progress on the upstream connection.
-		stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(time.Unix(1, 0)) })
+		// read or write is in progress on the upstream connection. A
+		// context that can never end (the lean server's) needs no watch.
+		stop := neverStopped
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { pc.c.SetDeadline(time.Unix(1, 0)) })
+		}
 		resp, err := f.exchange(ctx, pc, r, body)
 		if err != nil {
 			stop()
@@ -246,6 +250,10 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 		return f.respond(w, r, pc, resp, delivery, stop)
 	}
 }
+
+// neverStopped stands in for context.AfterFunc's stop when there is nothing
+// to stop: the connection's deadline was never poked.
+func neverStopped() bool { return true }
 
 // replayable reports whether r may be sent again after a reused connection
 // failed before answering: the rule http.Transport uses.
@@ -354,7 +362,11 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 		}
 		h[k] = vs
 	}
-	h["Via"] = append(h["Via"], via(r))
+	if vs := h["Via"]; len(vs) == 0 {
+		h["Via"] = viaValue(r)
+	} else {
+		h["Via"] = append(vs[:len(vs):len(vs)], via(r))
+	}
 	h[HeaderDelivery] = deliveryValue(delivery)
 	w.WriteHeader(resp.StatusCode)
 
@@ -410,6 +422,24 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	}
 	f.h1.put(pc)
 	return nil
+}
+
+// Shared Via values for responses that had none; header slices are never
+// appended to in place, so sharing is safe.
+var (
+	via11 = []string{"1.1 misaki"}
+	via10 = []string{"1.0 misaki"}
+	via2  = []string{"2 misaki"}
+)
+
+func viaValue(r *http.Request) []string {
+	switch {
+	case r.ProtoMajor == 2:
+		return via2
+	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+		return via10
+	}
+	return via11
 }
 
 var deliveryValues = map[string][]string{"direct": {"direct"}, "held": {"held"}}

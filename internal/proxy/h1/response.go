@@ -41,6 +41,12 @@ var _ http.Flusher = (*responseWriter)(nil)
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
+// reset readies w for the connection's next request.
+func (w *responseWriter) reset(req *http.Request) {
+	clear(w.header)
+	*w = responseWriter{conn: w.conn, bw: w.bw, br: w.br, rec: w.rec, req: req, header: w.header}
+}
+
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader || code < 200 {
 		// Informational answers are not relayed on this path (simple

@@ -140,6 +140,8 @@ func (s *Server) serveConn(c net.Conn) {
 	rec := &recordingReader{r: sc, limit: -1}
 	br := bufio.NewReaderSize(rec, 4096)
 	bw := bufio.NewWriterSize(sc, 4096)
+	remote := c.RemoteAddr().String()
+	w := &responseWriter{conn: sc, bw: bw, br: br, rec: rec, header: make(http.Header, 8)}
 	for {
 		// Wait for the next request up to the idle timeout, then give its
 		// head the read-header timeout.
@@ -184,7 +186,9 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		c.SetReadDeadline(time.Time{})
-		if !s.serveRequest(sc, rec, br, bw, req) || s.closing() {
+		req.RemoteAddr = remote
+		w.reset(req)
+		if !s.serveRequest(w, req) || s.closing() {
 			c.Close()
 			return
 		}
@@ -240,12 +244,13 @@ func (s *Server) handOff(c net.Conn, start, raw []byte, br *bufio.Reader) {
 
 // serveRequest runs the handler for one simple request and reports whether
 // the connection may carry another.
-func (s *Server) serveRequest(c net.Conn, rec *recordingReader, br *bufio.Reader, bw *bufio.Writer, req *http.Request) (keep bool) {
-	req.RemoteAddr = c.RemoteAddr().String()
+// The connection's one responseWriter is reset for each request: the
+// handler must not keep it, or its Header, after it returns (none of
+// Misaki's do; net/http asks the same).
+func (s *Server) serveRequest(w *responseWriter, req *http.Request) (keep bool) {
 	if req.Body == nil {
 		req.Body = http.NoBody
 	}
-	w := &responseWriter{conn: c, bw: bw, br: br, rec: rec, req: req, header: make(http.Header, 8)}
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {

@@ -297,3 +297,40 @@ func TestBodyWithinReadHeaderTimeout(t *testing.T) {
 		t.Fatalf("handler ran %d times, want 1 (never for the trickled body)", n)
 	}
 }
+
+// The connection's response writer is reused: nothing of one response may
+// leak into the next.
+func TestNoLeakBetweenRequests(t *testing.T) {
+	var n atomic.Int32
+	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("X-First", "1")
+			w.WriteHeader(http.StatusTeapot)
+			io.WriteString(w, "first")
+			return
+		}
+		io.WriteString(w, "second") // no Content-Length: chunked
+	}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	for i, want := range []struct {
+		status int
+		body   string
+		first  string
+	}{{http.StatusTeapot, "first", "1"}, {http.StatusOK, "second", ""}} {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want.status || string(b) != want.body || resp.Header.Get("X-First") != want.first {
+			t.Fatalf("response %d: %d %q X-First=%q, want %d %q %q", i, resp.StatusCode, b, resp.Header.Get("X-First"), want.status, want.body, want.first)
+		}
+	}
+}

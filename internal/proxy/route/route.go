@@ -41,12 +41,23 @@ func NewTable(routes []config.Route) *Table {
 	return t
 }
 
+// stripPort returns host without a ":port" suffix, as net.SplitHostPort
+// would, without allocating an error for the common host with no port.
+func stripPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return host // no port: "a.b", "[::1]"
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
 // Match returns the index of the route serving host (which may carry a port
 // and a trailing dot), or -1.
 func (t *Table) Match(host string) int {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
+	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
 	if i, ok := t.exact[host]; ok {
 		return i

@@ -106,3 +106,19 @@ func TestSteer(t *testing.T) {
 		})
 	}
 }
+
+func TestStripPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"api.mesh": "api.mesh", "api.mesh:8080": "api.mesh", "api.mesh.:80": "api.mesh.",
+		"[::1]": "[::1]", "[::1]:80": "::1", "10.0.0.1:443": "10.0.0.1",
+		"a:b:c": "a:b:c", // not host:port: left for the lookup to miss
+		"":      "",
+	} {
+		if got := stripPort(in); got != want {
+			t.Errorf("stripPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { stripPort("api.mesh") }); n != 0 {
+		t.Errorf("stripPort without a port allocates %v times", n)
+	}
+}
