@@ -61,6 +61,7 @@ routes:
     upstream: http://127.0.0.1:$UP
 C
 
+ROWS="$W/rows"; : >"$ROWS"
 echo "| arrivals | build | rep | CPU (cores) | syscalls / req | context switches / req | p99 ms |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for mode in ${ARRIVALS//,/ }; do
@@ -80,7 +81,7 @@ for mode in ${ARRIVALS//,/ }; do
       out="$(perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "$m" -- sleep "$SECS" 2>&1)"
       wait "$f"
       kill "$m"; wait "$m" 2>/dev/null || true
-      python3 - "$W/f.json" "$mode" "$rev" "$r" "$SECS" "$QPS" "$out" <<'PY'
+      python3 - "$W/f.json" "$mode" "$rev" "$r" "$SECS" "$QPS" "$out" <<'PY' | tee -a "$ROWS"
 import json, sys
 f, mode, rev, rep, secs, qps, out = sys.argv[1:]
 ev = {}
@@ -97,3 +98,18 @@ PY
     done
   done
 done
+
+# Medians per arrival pattern and build.
+echo
+echo "| arrivals | build | runs | median CPU (cores) | median syscalls / req | median context switches / req | median p99 ms |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+python3 - "$ROWS" <<'PY'
+import statistics, sys
+groups = {}
+for line in open(sys.argv[1]):
+    f = [x.strip() for x in line.strip().strip("|").split("|")]
+    groups.setdefault((f[0], f[1]), []).append([float(x) for x in f[3:7]])
+for (mode, rev), rows in groups.items():
+    med = [statistics.median(c) for c in zip(*rows)]
+    print("| %s | %s | %d | %.3f | %.2f | %.2f | %.3f |" % (mode, rev, len(rows), *med))
+PY
