@@ -148,6 +148,17 @@ func (s *Server) serveConn(c net.Conn) {
 		if s.IdleTimeout > 0 {
 			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		}
+		// Remember every byte from the start of this request, for a
+		// hand-off: with nothing buffered (no pipelining, the usual case)
+		// the recording starts with the read that brings its first byte;
+		// otherwise the bytes already buffered are copied first. As
+		// net/http, the head may take MaxHeaderBytes plus one buffer.
+		headLimit := s.MaxHeaderBytes + 4096
+		var start []byte
+		fresh := br.Buffered() == 0
+		if fresh {
+			rec.start(headLimit)
+		}
 		if _, err := br.Peek(1); err != nil || s.closing() {
 			c.Close()
 			return
@@ -155,11 +166,11 @@ func (s *Server) serveConn(c net.Conn) {
 		if s.ReadHeaderTimeout > 0 {
 			c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
 		}
-		// Remember every byte from the start of this request, for a hand-off.
-		pending, _ := br.Peek(br.Buffered())
-		start := append([]byte(nil), pending...)
-		// As net/http: the head may take MaxHeaderBytes plus one buffer.
-		rec.start(max(s.MaxHeaderBytes+4096-len(start), 1))
+		if !fresh {
+			pending, _ := br.Peek(br.Buffered())
+			start = append([]byte(nil), pending...)
+			rec.start(max(headLimit-len(start), 1))
+		}
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			if rec.tripped {
