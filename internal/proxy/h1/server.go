@@ -221,9 +221,21 @@ func readBody(c net.Conn, req *http.Request) bool {
 		c.Close()
 		return false
 	}
-	req.Body = io.NopCloser(bytes.NewReader(b))
+	req.Body = &readBodyReader{Reader: bytes.NewReader(b), b: b}
 	return true
 }
+
+// readBodyReader is a request body read in full before the handler ran.
+type readBodyReader struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (*readBodyReader) Close() error { return nil }
+
+// Bytes returns the whole body, so that a handler that keeps it (the hold
+// path) need not copy it. The handler must not also read it.
+func (r *readBodyReader) Bytes() []byte { return r.b }
 
 // simple reports whether this server takes req itself.
 func simple(r *http.Request) bool {

@@ -39,7 +39,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("misaki: request body of %d bytes is larger than the route's limit of %d", r.ContentLength, maxBody), http.StatusRequestEntityTooLarge)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	// A body the lean server has already read in full (a known length
+	// within the limit just checked) is taken as it is.
+	var read []byte
+	if rb, ok := r.Body.(interface{ Bytes() []byte }); ok {
+		read = rb.Bytes()
+	} else if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if r.ProtoMajor == 1 {
 			// Stream both ways at once, as Envoy does: the upstream may
@@ -69,10 +74,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// A held request's body is read now: it is counted against
 				// the hold limits, and only once the body is consumed does
 				// the server notice a client that hangs up while waiting.
-				var err error
-				if body, err = io.ReadAll(r.Body); err != nil {
-					s.bodyError(w, rt, err)
-					return
+				if read != nil {
+					body = read
+				} else {
+					var err error
+					if body, err = io.ReadAll(r.Body); err != nil {
+						s.bodyError(w, rt, err)
+						return
+					}
 				}
 				buffered = true
 			}
