@@ -290,26 +290,27 @@ func benchRoute(upstreamURL string) config.Route {
 // a cap of 2: every request completes and the upstream never sees more than
 // 2 connections.
 func TestUpstreamConnectionCap(t *testing.T) {
-	var open, peak atomic.Int32
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(20 * time.Millisecond)
-		fmt.Fprint(w, "ok")
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			n := open.Add(1)
-			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-			}
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
-	}
-	up.Start()
-	defer up.Close()
 	for _, path := range []string{"fast", "reverseproxy"} {
 		t.Run(path, func(t *testing.T) {
-			peak.Store(0)
+			// An upstream per path: connections of the other path still
+			// closing must not count here.
+			var open, peak atomic.Int32
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(20 * time.Millisecond)
+				fmt.Fprint(w, "ok")
+			}))
+			up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateNew:
+					n := open.Add(1)
+					for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+					}
+				case http.StateClosed, http.StateHijacked:
+					open.Add(-1)
+				}
+			}
+			up.Start()
+			defer up.Close()
 			f := newForwarder(t, up.URL, func(r *config.Route) { r.MaxUpstreamConnections = 2 })
 			if path == "reverseproxy" {
 				f.h1 = nil
