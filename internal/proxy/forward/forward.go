@@ -259,16 +259,24 @@ func (f *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Add("Via", via(pr.In))
 }
 
-func via(r *http.Request) string {
-	switch r.ProtoMajor {
-	case 2:
-		return "2 misaki"
-	case 1:
-		if r.ProtoMinor == 0 {
-			return "1.0 misaki"
-		}
+func via(r *http.Request) string { return viaValue(r)[0] }
+
+// Via values by the protocol the app spoke, shared: header slices are never
+// appended to in place, so a response without Via can take one as it is.
+var (
+	via11 = []string{"1.1 misaki"}
+	via10 = []string{"1.0 misaki"}
+	via2  = []string{"2 misaki"}
+)
+
+func viaValue(r *http.Request) []string {
+	switch {
+	case r.ProtoMajor == 2:
+		return via2
+	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+		return via10
 	}
-	return "1.1 misaki"
+	return via11
 }
 
 func (f *Upstream) modifyResponse(resp *http.Response) error {

@@ -424,24 +424,6 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	return nil
 }
 
-// Shared Via values for responses that had none; header slices are never
-// appended to in place, so sharing is safe.
-var (
-	via11 = []string{"1.1 misaki"}
-	via10 = []string{"1.0 misaki"}
-	via2  = []string{"2 misaki"}
-)
-
-func viaValue(r *http.Request) []string {
-	switch {
-	case r.ProtoMajor == 2:
-		return via2
-	case r.ProtoMajor == 1 && r.ProtoMinor == 0:
-		return via10
-	}
-	return via11
-}
-
 var deliveryValues = map[string][]string{"direct": {"direct"}, "held": {"held"}}
 
 // deliveryValue returns a shared header value for the common deliveries;
