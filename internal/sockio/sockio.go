@@ -86,21 +86,37 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	o := &c.r
+	n, err := c.do(&c.r, p, false)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// do runs one read or write of p through the raw connection and returns
+// the bytes moved and the error as net.TCPConn would.
+func (c *Conn) do(o *op, p []byte, write bool) (int, error) {
 	o.mu.Lock()
 	o.p, o.n, o.errn = p, 0, 0
-	err := c.rc.Read(o.fn)
+	var err error
+	name := "read"
+	if write {
+		name = "write"
+		err = c.rc.Write(o.fn)
+	} else {
+		err = c.rc.Read(o.fn)
+	}
 	n, errn := o.n, o.errn
 	o.p = nil
 	o.mu.Unlock()
 	if err == nil && errn != 0 {
-		err = os.NewSyscallError("read", errn)
+		err = os.NewSyscallError(name, errn)
 	}
 	if err != nil {
-		return 0, c.opError("read", err)
-	}
-	if n == 0 {
-		return 0, io.EOF
+		return n, c.opError(name, err)
 	}
 	return n, nil
 }
@@ -114,22 +130,7 @@ func (c *Conn) read(fd uintptr) bool {
 
 // Write writes all of p, waiting on the network poller while the socket
 // buffer is full.
-func (c *Conn) Write(p []byte) (int, error) {
-	o := &c.w
-	o.mu.Lock()
-	o.p, o.n, o.errn = p, 0, 0
-	err := c.rc.Write(o.fn)
-	n, errn := o.n, o.errn
-	o.p = nil
-	o.mu.Unlock()
-	if err == nil && errn != 0 {
-		err = os.NewSyscallError("write", errn)
-	}
-	if err != nil {
-		return n, c.opError("write", err)
-	}
-	return n, nil
-}
+func (c *Conn) Write(p []byte) (int, error) { return c.do(&c.w, p, true) }
 
 // write is the raw write callback: false asks the poller to wait for room.
 func (c *Conn) write(fd uintptr) bool {
