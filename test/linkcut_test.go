@@ -1,18 +1,13 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestRealLinkCut cuts a real link: a veth pair whose vehicle end sits in this
@@ -28,14 +23,11 @@ func TestRealLinkCut(t *testing.T) {
 	ns.link(veh, cloud, subnet)
 	ip := ns.ip
 
-	ln := listenInNetns(t, ns.path(), subnet+".2:0")
 	var hits atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upAddr := ns.serve(subnet+".2:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		fmt.Fprintf(w, "cloud saw %s", r.Header.Get("X-Req-Id"))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 
 	p := startProxyBinary(t, fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -49,7 +41,7 @@ routes:
     upstream: http://%s
     probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
     offline: {hold: 20s, links: [wifi]}
-`, veh, ln.Addr()))
+`, veh, upAddr))
 
 	get := func(id string) (*http.Response, string, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+p.mesh+"/", nil)
@@ -65,26 +57,21 @@ routes:
 	}
 	waitLink := func(up bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		waitFor(t, fmt.Sprintf("link wlan up=%v (netlink events not seen)", up), func() bool {
 			var body struct {
 				Links []struct {
 					Name string `json:"name"`
 					Up   bool   `json:"up"`
 				} `json:"links"`
 			}
-			if resp, err := http.Get("http://" + p.admin + "/v1/links"); err == nil {
-				json.NewDecoder(resp.Body).Decode(&body)
-				resp.Body.Close()
-				if len(body.Links) == 1 && body.Links[0].Up == up {
-					return
-				}
+			resp, err := http.Get("http://" + p.admin + "/v1/links")
+			if err != nil {
+				return false
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("link wlan did not become up=%v within 5s (netlink events not seen)", up)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			return len(body.Links) == 1 && body.Links[0].Up == up
+		})
 	}
 	waitLink(true)
 	if resp, body, err := get("online"); err != nil || resp.StatusCode != 200 || resp.Header.Get("Misaki-Delivery") != "direct" {
@@ -103,13 +90,7 @@ routes:
 		resp, body, err := get("during-cut")
 		done <- res{resp, body, err}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for heldRequests(t, p.admin) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("request not held after the link went down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "request held after the link went down", func() bool { return heldRequests(t, p.admin) == 1 })
 	if hits.Load() != 1 {
 		t.Fatalf("upstream saw %d requests during the cut", hits.Load())
 	}
@@ -123,38 +104,6 @@ routes:
 	if hits.Load() != 2 {
 		t.Fatalf("upstream saw %d requests, want 2", hits.Load())
 	}
-}
-
-// listenInNetns opens a TCP listener inside the named network namespace. The
-// socket keeps its namespace; the thread that entered it is discarded.
-func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
-	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
-		ch <- result{ln, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen in %s: %v", nsPath, r.err)
-	}
-	t.Cleanup(func() { r.ln.Close() })
-	return r.ln
 }
 
 func heldRequests(t *testing.T, admin string) int {

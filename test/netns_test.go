@@ -1,11 +1,18 @@
 package test
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cloudNS is a network namespace a test creates to play the cloud, joined to
@@ -63,4 +70,60 @@ func (n *cloudNS) link(dev, peer, subnet string) {
 func testID(offset int) (int, string) {
 	id := (os.Getpid() + offset) % 100000
 	return id, fmt.Sprint(id)
+}
+
+// listenInNetns opens a TCP listener inside the named network namespace. The
+// socket keeps its namespace; the thread that entered it is discarded.
+func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen in %s: %v", nsPath, r.err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	return r.ln
+}
+
+// serve runs an HTTP server with h inside the namespace on addr until the
+// test ends, and returns its address.
+func (n *cloudNS) serve(addr string, h http.Handler) net.Addr {
+	n.t.Helper()
+	ln := listenInNetns(n.t, n.path(), addr)
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	n.t.Cleanup(func() { srv.Close() })
+	return ln.Addr()
+}
+
+// waitFor polls cond every 10ms for up to 5s, and fails the test naming what
+// did not happen.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("within 5s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

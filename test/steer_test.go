@@ -30,18 +30,15 @@ func TestRouteSteeredOntoAllowedLink(t *testing.T) {
 	ip("route", "add", cloudIP+"/32", "via", cellNet+".2", "dev", cell, "metric", "10")
 	ip("route", "add", cloudIP+"/32", "via", wifiNet+".2", "dev", wifi, "metric", "20")
 
-	ln := listenInNetns(t, ns.path(), cloudIP+":0")
 	var mu sync.Mutex
 	from := map[string]string{} // request id → source address
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upAddr := ns.serve(cloudIP+":0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		mu.Lock()
 		from[r.Header.Get("X-Req-Id")] = host
 		mu.Unlock()
 		fmt.Fprint(w, "ok")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 	source := func(id string) string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -66,7 +63,7 @@ routes:
     upstream: http://%s
     probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
     offline: {hold: 20s, links: [wifi]}
-`, wifi, cell, ln.Addr(), ln.Addr()))
+`, wifi, cell, upAddr, upAddr))
 
 	get := func(host, id string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+p.mesh+"/", nil)
@@ -97,13 +94,7 @@ routes:
 		}
 		return ""
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for steered() != wifi {
-		if time.Now().After(deadline) {
-			t.Fatalf("video route not steered onto %s: /v1/routes says %q", wifi, steered())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "video route steered onto "+wifi, func() bool { return steered() == wifi })
 
 	if code, d := get("telemetry.cloud", "t1"); code != 200 || d != "direct" || source("t1") != cellNet+".1" {
 		t.Fatalf("telemetry: %d %s from %q; want the kernel's choice, cellular %s.1", code, d, source("t1"), cellNet)
@@ -116,25 +107,13 @@ routes:
 	// request sent before the proxy sees the link go is already in flight on
 	// the Wi-Fi connection and rides on it; the test sends after.)
 	ip("link", "set", wifi, "down")
-	deadline = time.Now().Add(5 * time.Second)
-	for steered() != "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy did not see Wi-Fi go down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the proxy sees Wi-Fi go down", func() bool { return steered() == "" })
 	done := make(chan [2]string, 1)
 	go func() {
 		code, d := get("video.cloud", "v2")
 		done <- [2]string{fmt.Sprint(code), d}
 	}()
-	deadline = time.Now().Add(5 * time.Second)
-	for heldRequests(t, p.admin) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("video request not held while only cellular is up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "video request held while only cellular is up", func() bool { return heldRequests(t, p.admin) == 1 })
 	if code, _ := get("telemetry.cloud", "t2"); code != 200 || source("t2") != cellNet+".1" {
 		t.Fatalf("telemetry during the Wi-Fi outage: %d from %q", code, source("t2"))
 	}
