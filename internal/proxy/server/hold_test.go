@@ -26,6 +26,23 @@ routes:
 `, upstreamURL, extra)
 }
 
+// unreachableRoute returns the config of a telemetry route whose upstream
+// address has nothing listening (a port taken from a server that is then
+// closed), with the given probe and hold, and that address.
+func unreachableRoute(t *testing.T, probe, hold string) (cfg, addr string) {
+	up := newUpstream(t, nil)
+	addr = up.Listener.Addr().String()
+	up.Close()
+	return testLinks + fmt.Sprintf(`
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: http://%s
+    probe: %s
+    offline: {hold: %s}
+`, addr, probe, hold), addr
+}
+
 func TestOutageShorterThanHoldDeliversEveryRequestOnce(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), false)
@@ -177,18 +194,8 @@ func TestHoldLimitAnswers503AtOnce(t *testing.T) {
 }
 
 func TestUnreachableUpstreamIsHeldUntilItReturns(t *testing.T) {
-	// A port with nothing listening: take one from a server and close it.
-	up := newUpstream(t, nil)
-	addr := up.Listener.Addr().String()
-	up.Close()
-	p := startProxy(t, testLinks+fmt.Sprintf(`
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud.misaki]
-    upstream: http://%s
-    probe: {type: tcp, interval: 1s, backoff: {initial: 20ms, max: 50ms}}
-    offline: {hold: 30s}
-`, addr), false)
+	cfg, addr := unreachableRoute(t, "{type: tcp, interval: 1s, backoff: {initial: 20ms, max: 50ms}}", "30s")
+	p := startProxy(t, cfg, false)
 
 	done := p.sendHeld(t, context.Background(), "u", nil, []byte("data"))
 
@@ -225,17 +232,8 @@ func TestHeldBodyThatCannotFitIsRefusedBeforeReading(t *testing.T) {
 // reachable while every real connection is refused must end in a 502, not
 // in an empty answer or an endless loop.
 func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
-	up := newUpstream(t, nil)
-	addr := up.Listener.Addr().String()
-	up.Close()
-	p := startProxy(t, testLinks+fmt.Sprintf(`
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud.misaki]
-    upstream: http://%s
-    probe: {type: none}
-    offline: {hold: 1h}
-`, addr), true)
+	cfg, _ := unreachableRoute(t, "{type: none}", "1h")
+	p := startProxy(t, cfg, true)
 	// Without a prober the upstream is retried after each backoff step; drive
 	// the fake clock so every retry is due at once.
 	stop := make(chan struct{})
