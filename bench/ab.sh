@@ -10,6 +10,8 @@
 #   REPS=3 QPS=1000 SECS=10 CONNS=16
 #   ARRIVALS=uniform,step   fortio arrival patterns (see bench/proxy.sh)
 #   PROXY_CPU=0 LOAD_CPU=1
+#   ENV_A= ENV_B=           environment for build A / B (e.g. ENV_B=GOGC=400;
+#                           with REV_A = REV_B this compares settings)
 # Needs: nginx, fortio (hack/bench-tools.sh), perf (Debian linux-perf), taskset.
 set -euo pipefail
 
@@ -68,8 +70,9 @@ for mode in ${ARRIVALS//,/ }; do
   extra=(); [ "$mode" = uniform ] && extra=(-uniform)
   for r in $(seq "$REPS"); do
     for which in A B; do
-      bin="$A"; rev="$1"; [ "$which" = B ] && { bin="$B"; rev="$2"; }
-      taskset -c "$PROXY_CPU" "$bin" --config "$W/m.yaml" >"$W/m.log" 2>&1 &
+      if [ "$which" = A ]; then bin="$A" rev="$1" envs="${ENV_A:-}"; else bin="$B" rev="$2" envs="${ENV_B:-}"; fi
+      rev="$rev${envs:+ $envs}"
+      env $envs taskset -c "$PROXY_CPU" "$bin" --config "$W/m.yaml" >"$W/m.log" 2>&1 &
       m=$!
       for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$ADM/readyz" && break; sleep 0.1; done
       taskset -c "$LOAD_CPU" fortio load -quiet -qps "$QPS" -c "$CONNS" -t 3s "${extra[@]}" \
