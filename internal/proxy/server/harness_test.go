@@ -161,9 +161,10 @@ func (p *proxy) offline(t *testing.T) {
 // returns once the proxy holds it; its result arrives on the channel.
 func (p *proxy) sendHeld(t *testing.T, ctx context.Context, id string, hdr map[string]string, body []byte) <-chan result {
 	t.Helper()
+	before := p.held(t, "telemetry")
 	done := make(chan result, 1)
 	go func() { done <- p.send(ctx, "telemetry.cloud.misaki", id, hdr, body) }()
-	waitFor(t, "request "+id+" held", func() bool { return p.held(t, "telemetry") == 1 })
+	waitFor(t, "request "+id+" held", func() bool { return p.held(t, "telemetry") == before+1 })
 	return done
 }
 
