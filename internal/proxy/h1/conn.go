@@ -1,65 +1,58 @@
 package h1
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
-// errHeadTooLarge ends a request head longer than MaxHeaderBytes.
-var errHeadTooLarge = errors.New("h1: request head too large")
-
-// recordingReader sits under the connection's bufio.Reader. While a request
-// head is read it keeps a copy of every byte (for a hand-off to net/http) and
-// caps how many bytes the head may take.
-type recordingReader struct {
-	r       io.Reader
-	rec     bool
-	buf     []byte
-	limit   int  // bytes left while reading a head; < 0: no limit
-	tripped bool // the head limit was reached
-	// pending is a byte the client watch read ahead; it is returned first.
+// connReader sits under the connection's bufio.Reader. It returns first a
+// byte the client watch (WatchClient) read ahead, if any.
+type connReader struct {
+	r          io.Reader
 	pending    byte
 	hasPending bool
 }
 
-func (r *recordingReader) start(limit int) {
-	r.rec, r.buf, r.limit, r.tripped = true, r.buf[:0], limit, false
-}
-
-func (r *recordingReader) stop() []byte {
-	r.rec, r.limit = false, -1
-	return r.buf
-}
-
-func (r *recordingReader) Read(p []byte) (int, error) {
-	if r.limit == 0 {
-		r.tripped = true
-		return 0, errHeadTooLarge
-	}
-	if r.limit > 0 && len(p) > r.limit {
-		p = p[:r.limit]
-	}
+func (r *connReader) Read(p []byte) (int, error) {
 	if r.hasPending && len(p) > 0 {
 		p[0], r.hasPending = r.pending, false
-		n := 1
-		if r.rec {
-			r.buf = append(r.buf, p[0])
-		}
-		if r.limit > 0 {
-			r.limit--
-		}
-		return n, nil
+		return 1, nil
 	}
-	n, err := r.r.Read(p)
-	if r.rec {
-		r.buf = append(r.buf, p[:n]...)
+	return r.r.Read(p)
+}
+
+// deadline is the connection's read deadline as last set, so that it is
+// changed only when it must be: each change is a runtime timer update, and
+// a request on a kept-alive connection normally needs none.
+type deadline struct {
+	c      net.Conn
+	at     time.Time // zero: none
+	isIdle bool      // at ends a wait for the next request
+}
+
+func (d *deadline) set(t time.Time, idle bool) {
+	d.c.SetReadDeadline(t)
+	d.at, d.isIdle = t, idle
+}
+
+// idle makes sure a wait for the next request that begins at now ends by
+// now+timeout. An idle deadline set for an earlier wait is kept while it is
+// at least half the timeout away: then it can only fire early, and the wait
+// sets the exact one (Server.awaitRequest).
+func (d *deadline) idle(now time.Time, timeout time.Duration) {
+	if d.isIdle && d.at.Sub(now) >= timeout/2 {
+		return
 	}
-	if r.limit > 0 {
-		r.limit -= n
+	d.set(now.Add(timeout), true)
+}
+
+// head starts the read-header timeout, once per request.
+func (d *deadline) head(timeout time.Duration) {
+	if timeout > 0 && (d.isIdle || d.at.IsZero()) {
+		d.set(time.Now().Add(timeout), false)
 	}
-	return n, err
 }
 
 // prefixConn replays bytes already read before reading the connection.

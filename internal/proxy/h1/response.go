@@ -21,7 +21,8 @@ type responseWriter struct {
 	conn   net.Conn
 	bw     *bufio.Writer
 	br     *bufio.Reader
-	rec    *recordingReader
+	cr     *connReader
+	dl     *deadline
 	req    *http.Request
 	header http.Header
 
@@ -44,7 +45,7 @@ func (w *responseWriter) Header() http.Header { return w.header }
 // reset readies w for the connection's next request.
 func (w *responseWriter) reset(req *http.Request) {
 	clear(w.header)
-	*w = responseWriter{conn: w.conn, bw: w.bw, br: w.br, rec: w.rec, req: req, header: w.header}
+	*w = responseWriter{conn: w.conn, bw: w.bw, br: w.br, cr: w.cr, dl: w.dl, req: req, header: w.header}
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -185,10 +186,14 @@ func (w *responseWriter) finish() bool {
 // below the bufio.Reader, and hands back any byte it gets. The hold path uses
 // it so that a request whose app has gone is never forwarded.
 func (w *responseWriter) WatchClient(ctx context.Context) (context.Context, func()) {
-	if w.watch != nil || w.br.Buffered() > 0 || w.rec.hasPending {
+	if w.watch != nil || w.br.Buffered() > 0 || w.cr.hasPending {
 		// Already watching, or the client has sent more (pipelining):
 		// it is there.
 		return ctx, func() {}
+	}
+	// The watch waits as long as the handler runs: no deadline.
+	if !w.dl.at.IsZero() {
+		w.dl.set(time.Time{}, false)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	wt := &watcher{done: make(chan struct{}), cancel: cancel}
@@ -220,9 +225,9 @@ func (w *responseWriter) stopWatch() {
 	wt.stopping.Store(true)
 	w.conn.SetReadDeadline(time.Unix(1, 0))
 	<-wt.done
-	w.conn.SetReadDeadline(time.Time{})
+	w.dl.set(time.Time{}, false)
 	if wt.gotByte {
-		w.rec.pending, w.rec.hasPending = wt.got, true
+		w.cr.pending, w.cr.hasPending = wt.got, true
 	}
 	wt.cancel()
 }

@@ -6,8 +6,9 @@
 // context ends when the client hangs up, allocates a cancelable context and a
 // response object per request, and more. For the sidecar's common case, a
 // small HTTP/1.1 request to be forwarded at once, that costs more CPU than
-// the proxying. This server parses the request with http.ReadRequest (the
-// same parser), calls the handler with a lean ResponseWriter, and watches for
+// the proxying. This server parses the request head with httphead (a strict
+// parser that leaves anything unusual to net/http), calls the handler with a
+// lean ResponseWriter, and watches for
 // the client hanging up only when the handler asks (see WatchClient), as the
 // hold path does. Anything else — HTTP/1.0, HTTP/2 (h2c), upgrades, Expect,
 // chunked or large bodies — goes to net/http with the bytes already read
@@ -27,8 +28,10 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/proxy/httphead"
 	"github.com/misaki-io/misaki/internal/sockio"
 )
 
@@ -39,16 +42,15 @@ const MaxSimpleBody = 16 << 10
 type Server struct {
 	Handler           http.Handler
 	Fallback          *http.Server // serves handed-off connections
-	MaxHeaderBytes    int
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	Log               *slog.Logger
 
 	handoff *chanListener
 	ln      net.Listener
-	mu      sync.Mutex // guards conns and closed
+	mu      sync.Mutex // guards conns
 	conns   map[net.Conn]struct{}
-	closed  bool
+	closed  atomic.Bool // set under mu
 	wg      sync.WaitGroup
 }
 
@@ -68,10 +70,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
+			if s.closing() {
 				return http.ErrServerClosed
 			}
 			var ne net.Error
@@ -82,7 +81,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		s.mu.Lock()
-		if s.closed {
+		if s.closing() {
 			s.mu.Unlock()
 			c.Close()
 			return http.ErrServerClosed
@@ -98,7 +97,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // progress until ctx ends, and shuts the fallback server down.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closed = true
+	s.closed.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -120,11 +119,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(err, s.Fallback.Shutdown(ctx))
 }
 
-func (s *Server) closing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
+func (s *Server) closing() bool { return s.closed.Load() }
 
 func (s *Server) forget(c net.Conn) {
 	s.mu.Lock()
@@ -133,70 +128,48 @@ func (s *Server) forget(c net.Conn) {
 	s.wg.Done()
 }
 
+// headBuffer is the size of a connection's read buffer, and so the longest
+// request head this server parses; a longer one goes to net/http, which
+// applies MaxHeaderBytes.
+const headBuffer = 4096
+
 // serveConn serves requests on c until it closes, fails, or is handed off.
 func (s *Server) serveConn(c net.Conn) {
 	defer s.forget(c)
 	sc := sockio.Wrap(c) // for reads and writes; deadlines and Close work on either
-	rec := &recordingReader{r: sc, limit: -1}
-	br := bufio.NewReaderSize(rec, 4096)
+	cr := &connReader{r: sc}
+	br := bufio.NewReaderSize(cr, headBuffer)
 	bw := bufio.NewWriterSize(sc, 4096)
 	remote := c.RemoteAddr().String()
-	w := &responseWriter{conn: sc, bw: bw, br: br, rec: rec, header: make(http.Header, 8)}
+	dl := &deadline{c: c}
+	w := &responseWriter{conn: sc, bw: bw, br: br, cr: cr, dl: dl, header: make(http.Header, 8)}
 	for {
-		// Wait for the next request up to the idle timeout, then give its
-		// head the read-header timeout.
-		if s.IdleTimeout > 0 {
-			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-		}
-		// Remember every byte from the start of this request, for a
-		// hand-off: with nothing buffered (no pipelining, the usual case)
-		// the recording starts with the read that brings its first byte;
-		// otherwise the bytes already buffered are copied first. As
-		// net/http, the head may take MaxHeaderBytes plus one buffer.
-		headLimit := s.MaxHeaderBytes + 4096
-		var start []byte
-		fresh := br.Buffered() == 0
-		if fresh {
-			rec.start(headLimit)
-		}
-		if _, err := br.Peek(1); err != nil || s.closing() {
+		if !s.awaitRequest(br, dl) {
 			c.Close()
 			return
 		}
-		if s.ReadHeaderTimeout > 0 {
-			c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
-		}
-		if !fresh {
-			pending, _ := br.Peek(br.Buffered())
-			start = append([]byte(nil), pending...)
-			rec.start(max(headLimit-len(start), 1))
-		}
-		req, err := http.ReadRequest(br)
+		// Nothing of the request is consumed from br until it is parsed,
+		// so that a hand-off can replay every byte read.
+		n, err := s.bufferHead(br, dl)
 		if err != nil {
-			if rec.tripped {
-				writeStatus(c, http.StatusRequestHeaderFieldsTooLarge, "request header fields too large")
-			} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				var ne net.Error
-				if !errors.As(err, &ne) {
-					// Not a read failure: a malformed request, or a
-					// protocol this server does not parse. Let net/http
-					// decide (it answers 400 with its own wording).
-					s.handOff(c, start, rec.stop(), br)
-					return
-				}
-			}
 			c.Close()
 			return
 		}
-		raw := rec.stop()
-		if !simple(req) {
-			s.handOff(c, start, raw, br)
+		var req *http.Request
+		if n > 0 {
+			head, _ := br.Peek(n)
+			req = httphead.ParseRequest(head)
+		}
+		if req == nil || !simple(req) {
+			// Not of the strict form (net/http decides, and answers
+			// 400 or 431 with its own wording), or not simple.
+			s.handOff(c, br)
 			return
 		}
-		if req.ContentLength > 0 && !readBody(c, req) {
+		br.Discard(n)
+		if req.ContentLength > 0 && !s.readBody(c, br, dl, req) {
 			return
 		}
-		c.SetReadDeadline(time.Time{})
 		req.RemoteAddr = remote
 		w.reset(req)
 		if !s.serveRequest(w, req) || s.closing() {
@@ -206,15 +179,66 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
+// awaitRequest waits up to the idle timeout for the first byte of a next
+// request and reports whether one came.
+func (s *Server) awaitRequest(br *bufio.Reader, dl *deadline) bool {
+	if br.Buffered() > 0 { // pipelined
+		return !s.closing()
+	}
+	var since time.Time
+	if s.IdleTimeout > 0 {
+		since = time.Now()
+		dl.idle(since, s.IdleTimeout)
+	}
+	// Checked after the deadline is set: Shutdown sets closing before it
+	// wakes waiting connections, so its wake-up is not overwritten unseen.
+	if s.closing() {
+		return false
+	}
+	for {
+		_, err := br.Peek(1)
+		if err == nil {
+			return !s.closing()
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || s.closing() || s.IdleTimeout <= 0 ||
+			time.Since(since) >= s.IdleTimeout {
+			return false
+		}
+		// A deadline kept from an earlier wait fired early.
+		dl.set(since.Add(s.IdleTimeout), true)
+	}
+}
+
+// bufferHead waits, under the read-header timeout, until br holds the whole
+// request head, and returns its length; 0 if it cannot fit.
+func (s *Server) bufferHead(br *bufio.Reader, dl *deadline) (int, error) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if n, ok := httphead.HeadEnd(b); ok {
+			return n, nil
+		}
+		if len(b) == br.Size() {
+			return 0, nil
+		}
+		dl.head(s.ReadHeaderTimeout)
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // readBody reads a simple request's body (at most MaxSimpleBody bytes)
-// still under the read-header deadline, so that an app trickling it cannot
+// still under the read-header timeout, so that an app trickling it cannot
 // keep a handler, and the pooled upstream connection the handler may have
 // taken, waiting. A body that does not arrive in time is answered 408 and
 // the connection closed; one cut short just closes it. It reports whether
 // the request can be served.
-func readBody(c net.Conn, req *http.Request) bool {
+func (s *Server) readBody(c net.Conn, br *bufio.Reader, dl *deadline, req *http.Request) bool {
+	if int64(br.Buffered()) < req.ContentLength {
+		dl.head(s.ReadHeaderTimeout)
+	}
 	b := make([]byte, req.ContentLength)
-	if _, err := io.ReadFull(req.Body, b); err != nil {
+	if _, err := io.ReadFull(br, b); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			writeStatus(c, http.StatusRequestTimeout, "request body not received within limits.readHeaderTimeout")
 		}
@@ -251,13 +275,11 @@ func simple(r *http.Request) bool {
 	return true
 }
 
-// handOff gives the connection, with the bytes of the current request
-// replayed, to the fallback server.
-func (s *Server) handOff(c net.Conn, start, raw []byte, br *bufio.Reader) {
-	// raw holds every byte read from the socket for this request; bytes
-	// already in br before it began are in start. Whatever br still holds
-	// was read within raw, so replaying start+raw is exact.
-	replay := append(start, raw...)
+// handOff gives the connection to the fallback server, with the bytes of
+// the current request replayed: all of them are still in br.
+func (s *Server) handOff(c net.Conn, br *bufio.Reader) {
+	buffered, _ := br.Peek(br.Buffered())
+	replay := append([]byte(nil), buffered...)
 	c.SetReadDeadline(time.Time{})
 	pc := &prefixConn{Conn: c, prefix: replay}
 	if !s.handoff.deliver(pc) {

@@ -3,11 +3,13 @@ package h1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,8 +28,8 @@ func start(t testing.TB, h http.Handler, opts ...func(*Server)) string {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s := &Server{
-		Handler: h, Fallback: &http.Server{Handler: h, Protocols: &protos},
-		MaxHeaderBytes: 4096, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second,
+		Handler: h, Fallback: &http.Server{Handler: h, Protocols: &protos, MaxHeaderBytes: 4096},
+		ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
@@ -86,6 +88,8 @@ func TestWhoServesWhat(t *testing.T) {
 		{"chunked body", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "net/http", `body="abc"`},
 		{"large body", "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("z", 20000), "net/http", "body="},
 		{"expect", "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\nConnection: close\r\n\r\nq", "net/http", `body="q"`},
+		{"bare LF line ends", "GET /lf HTTP/1.1\nHost: x\nConnection: close\n\n", "net/http", "GET /lf"},
+		{"absolute-form", "GET http://x/abs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "net/http", "GET /abs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := raw(t, addr, tc.req)
@@ -97,6 +101,11 @@ func TestWhoServesWhat(t *testing.T) {
 	t.Run("malformed is 400 from net/http", func(t *testing.T) {
 		// Longer than the h2c preface, which net/http waits for first.
 		if got := raw(t, addr, "GARBAGE REQUEST LINE HTTP/9.9\r\nHost: x\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400") {
+			t.Fatalf("got %q", got)
+		}
+	})
+	t.Run("two Host headers is 400 from net/http", func(t *testing.T) {
+		if got := raw(t, addr, "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400") {
 			t.Fatalf("got %q", got)
 		}
 	})
@@ -332,5 +341,83 @@ func TestNoLeakBetweenRequests(t *testing.T) {
 		if resp.StatusCode != want.status || string(b) != want.body || resp.Header.Get("X-First") != want.first {
 			t.Fatalf("response %d: %d %q X-First=%q, want %d %q %q", i, resp.StatusCode, b, resp.Header.Get("X-First"), want.status, want.body, want.first)
 		}
+	}
+}
+
+// A head that arrives in pieces is still the lean server's; one that stops
+// arriving is cut at the read-header timeout.
+func TestHeadInPieces(t *testing.T) {
+	addr := start(t, http.HandlerFunc(echo), func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, piece := range []string{"GET /pieces HTTP/1.1\r\nHo", "st: x\r\n", "\r\n"} {
+		io.WriteString(c, piece)
+		time.Sleep(30 * time.Millisecond)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("X-Server") != "lean" || !strings.HasPrefix(string(b), "GET /pieces") {
+		t.Fatalf("got %q from %s, want the lean server's answer", b, resp.Header.Get("X-Server"))
+	}
+
+	began := time.Now()
+	io.WriteString(c, "GET /stalled HTTP/1.1\r\nHost: x\r\n")
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled head: read %d, %v; want the connection closed", n, err)
+	}
+	if d := time.Since(began); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("stalled head cut after %v, want about the 300ms read-header timeout", d)
+	}
+}
+
+// The idle deadline is kept from one request to the next while it is far
+// enough away, so it can fire before a wait's own timeout; the wait must then
+// go on to the exact end, and close the connection there.
+func TestIdleTimeoutAfterKeptDeadline(t *testing.T) {
+	t.Parallel()
+	const idle = 2 * time.Second
+	addr := start(t, http.HandlerFunc(echo), func(s *Server) { s.IdleTimeout = idle })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(path string) error {
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	if err := get("/1"); err != nil { // idle deadline: t0 + 2s
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if err := get("/2"); err != nil { // 1.4s left: the deadline is kept
+		t.Fatal(err)
+	}
+	time.Sleep(idle - 300*time.Millisecond) // past the kept deadline, within this wait's 2s
+	if err := get("/3"); err != nil {
+		t.Fatalf("request 1.7s into a 2s idle wait: %v", err)
+	}
+	began := time.Now()
+	c.SetReadDeadline(time.Now().Add(2 * idle))
+	if _, err := br.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle connection: %v, want it closed by the server", err)
+	}
+	if d := time.Since(began); d < idle-200*time.Millisecond {
+		t.Fatalf("idle connection closed after %v, want %v", d, idle)
 	}
 }

@@ -189,7 +189,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
 	lean := &h1.Server{
-		Handler: s, Fallback: mesh, MaxHeaderBytes: int(lim.MaxHeaderBytes),
+		Handler: s, Fallback: mesh,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), IdleTimeout: lim.IdleTimeout.D(), Log: s.log,
 	}
 	g.Go(func() error {
