@@ -251,6 +251,53 @@ func TestFastPathTimeoutsAndDepartures(t *testing.T) {
 	})
 }
 
+// The response-header deadline is kept from one exchange to the next on a
+// connection while it is far enough away, so it can fire before an
+// exchange's own timeout: the wait must go on to the exact end. The
+// upstream's answers to /slow take 0.9 s of a 1 s timeout.
+func TestResponseHeaderTimeoutAfterKeptDeadline(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(900 * time.Millisecond)
+		}
+		fmt.Fprint(w, r.URL.Path)
+	}))
+	defer up.Close()
+	url := front(t, newForwarder(t, up.URL, func(r *config.Route) { r.Timeouts.ResponseHeader = config.Duration(time.Second) }))
+	if resp, body := do(t, "GET", url+"/1", nil, ""); resp.StatusCode != 200 || body != "/1" { // deadline t0+1s
+		t.Fatalf("/1: %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(300 * time.Millisecond) // 0.7 s left: kept for the next exchange
+	if resp, body := do(t, "GET", url+"/slow", nil, ""); resp.StatusCode != 200 || body != "/slow" {
+		t.Fatalf("an answer 0.9 s into a 1 s response-header timeout: %d %q", resp.StatusCode, body)
+	}
+}
+
+// A pooled connection whose kept deadline passed while it was idle is
+// still reused: the deadline must not fail the liveness peek.
+func TestIdleConnectionReusedAfterDeadlinePassed(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	url := front(t, newForwarder(t, up.URL, func(r *config.Route) { r.Timeouts.ResponseHeader = config.Duration(200 * time.Millisecond) }))
+	do(t, "GET", url+"/1", nil, "")
+	time.Sleep(peekAfter + 300*time.Millisecond)
+	if resp, _ := do(t, "GET", url+"/2", nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("/2: %d", resp.StatusCode)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("upstream saw %d connections, want 1 (the idle one reused)", n)
+	}
+}
+
 func TestFastPathDialFailureLeavesBodyForRetry(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()

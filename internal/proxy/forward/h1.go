@@ -8,12 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/proxy/health"
+	"github.com/misaki-io/misaki/internal/proxy/httphead"
 	"github.com/misaki-io/misaki/internal/sockio"
 )
 
@@ -94,6 +96,52 @@ type h1Conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
+	rd       time.Time // the read deadline as last set; zero: none
+	body     fixedBody
+}
+
+// setReadDeadline sets the connection's read deadline unless it is set
+// already: each change is a runtime timer update, and one to an earlier
+// time can cost a wake-up of the network poller.
+func (pc *h1Conn) setReadDeadline(t time.Time) {
+	if !t.Equal(pc.rd) {
+		pc.c.SetReadDeadline(t)
+		pc.rd = t
+	}
+}
+
+// fixedBody reads a response body of known length from the connection's
+// buffer; each h1Conn has one, reused.
+type fixedBody struct {
+	br *bufio.Reader
+	n  int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	if err == io.EOF && b.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (*fixedBody) Close() error { return nil }
+
+// bodyOf returns the reader for a response body of n bytes that follows on
+// the connection.
+func (pc *h1Conn) bodyOf(n int64) io.ReadCloser {
+	if n == 0 {
+		return http.NoBody
+	}
+	pc.body = fixedBody{br: pc.br, n: n}
+	return &pc.body
 }
 
 func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
@@ -138,8 +186,16 @@ func (p *h1Pool) takeIdle() (*h1Conn, bool) {
 		// 90s, some 5s), so one back in the pool for less than peekAfter is
 		// trusted without the extra syscall.
 		idle := now.Sub(pc.idleFrom)
-		if idle < p.idleTTL && (idle < peekAfter || alive(pc.c)) {
+		if idle < p.idleTTL && idle < peekAfter {
 			return pc, true
+		}
+		if idle < p.idleTTL {
+			// A deadline kept from the last exchange may have passed,
+			// and would fail the peek.
+			pc.setReadDeadline(time.Time{})
+			if alive(pc.c) {
+				return pc, true
+			}
 		}
 		p.discard(pc)
 	}
@@ -270,9 +326,17 @@ func replayable(r *http.Request) bool {
 // exchange writes the request and reads the response headers.
 func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, body []byte) (*http.Response, error) {
 	// Small requests fit the socket buffer, so only the wait for the
-	// response needs a deadline.
-	if d := f.respHeaderTimeout; d > 0 {
-		pc.c.SetReadDeadline(time.Now().Add(d))
+	// response needs a deadline. One set for an earlier exchange on this
+	// connection is kept while it is at least half the timeout away: it can
+	// only fire early, and readResponse then sets the exact one.
+	var sent time.Time
+	if t := f.respHeaderTimeout; t > 0 {
+		sent = time.Now()
+		if end := sent.Add(t); pc.rd.Sub(sent) < t/2 || pc.rd.After(end) {
+			pc.setReadDeadline(end)
+		}
+	} else {
+		pc.setReadDeadline(time.Time{}) // one a timed request left
 	}
 	writeRequestHead(pc.bw, r, len(body))
 	pc.bw.Write(body)
@@ -280,7 +344,7 @@ func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, bo
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
 	for {
-		resp, err := http.ReadResponse(pc.br, r)
+		resp, err := f.readResponse(ctx, pc, r, sent)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, fmt.Errorf("%w: %w", errStale, err)
@@ -293,11 +357,57 @@ func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, bo
 			}
 			continue // 1xx informational: wait for the final response
 		}
-		// The body may stream for as long as the request timeout allows.
-		dl, _ := ctx.Deadline()
-		pc.c.SetReadDeadline(dl)
+		// The body may stream for as long as the request timeout allows;
+		// one already buffered needs no deadline.
+		if resp.ContentLength < 0 || int64(pc.br.Buffered()) < resp.ContentLength {
+			dl, _ := ctx.Deadline()
+			pc.setReadDeadline(dl)
+		}
 		return resp, nil
 	}
+}
+
+// readResponse reads a response head: with httphead when it is all
+// buffered and of the strict form, else with net/http.
+func (f *Upstream) readResponse(ctx context.Context, pc *h1Conn, r *http.Request, sent time.Time) (*http.Response, error) {
+	for {
+		b, _ := pc.br.Peek(pc.br.Buffered())
+		if n, ok := httphead.HeadEnd(b); ok {
+			if resp := httphead.ParseResponse(b[:n], r); resp != nil {
+				pc.br.Discard(n)
+				resp.Body = pc.bodyOf(resp.ContentLength)
+				return resp, nil
+			}
+			break
+		}
+		if len(b) == pc.br.Size() {
+			break
+		}
+		_, err := pc.br.Peek(len(b) + 1)
+		if err == nil {
+			continue
+		}
+		if !f.rearm(ctx, pc, err, sent) {
+			return nil, err
+		}
+	}
+	if t := f.respHeaderTimeout; t > 0 {
+		pc.setReadDeadline(sent.Add(t))
+	}
+	return http.ReadResponse(pc.br, r)
+}
+
+// rearm handles a read that hit a deadline kept from an earlier exchange
+// before this one's response-header timeout: it sets the exact deadline and
+// reports whether to read on.
+func (f *Upstream) rearm(ctx context.Context, pc *h1Conn, err error, sent time.Time) bool {
+	t := f.respHeaderTimeout
+	if t <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil || time.Since(sent) >= t {
+		return false
+	}
+	pc.setReadDeadline(sent.Add(t))
+	// The context's watch may have poked the deadline just before.
+	return ctx.Err() == nil
 }
 
 // writeRequestHead writes the request line and headers the way ReverseProxy
@@ -416,9 +526,6 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 	if resp.Close || !intact {
 		f.h1.discard(pc)
 		return nil
-	}
-	if f.reqTimeout > 0 {
-		pc.c.SetReadDeadline(time.Time{})
 	}
 	f.h1.put(pc)
 	return nil
