@@ -1,0 +1,54 @@
+// Package spool is the edge proxy's durable queue: requests that outlived
+// their hold window wait here, across crashes and power-offs, until a link
+// the route may use returns.
+//
+// # Design
+//
+// The spool is an append-only log cut into segment files (seg-NNNNNNNN.log,
+// 64 MiB by default), with the index in memory:
+//
+//   - Every frame carries a CRC-32C over its type, length and payload. A
+//     request is one frame: method, URL, headers, route, priority,
+//     enqueue time, expiry, idempotency key, callback, and the body when it
+//     is small (64 KiB by default). A larger body (a video segment) is
+//     streamed to a file of its own in bodies/, with its length and
+//     checksum in the request frame, so no body is ever held in memory
+//     whole. Finishing a request (delivered, failed, expired, cancelled,
+//     evicted) appends a small done frame; a retry appends an attempt frame.
+//   - Enqueue appends under one lock and, under SyncAlways, waits for an
+//     fdatasync that covers its frame. One waiter runs it for everyone
+//     appended so far: concurrent enqueues share one fsync (group commit).
+//     Under SyncInterval a loop fsyncs periodically instead.
+//   - Open reads the segments in order and rebuilds the index: per route, a
+//     FIFO of 32-byte entries with no pointers (a million spooled requests
+//     cost 32 MB of index). A frame cut short at the end of the newest
+//     segment is a write the crash interrupted: it is copied to quarantine/
+//     and cut off. A damaged frame elsewhere is found by its checksum,
+//     copied to quarantine/, counted, and skipped: the scan resumes at the
+//     next frame whose magic and checksum are good.
+//   - A sealed segment is removed once no live request is in it, oldest
+//     first. A done frame may sit in a later segment than its request. So
+//     an earlier segment is always gone before a later one, and a done frame
+//     never outlives its request's segment. When the whole spool is
+//     drained, the active segment is cut back in place. That frees the
+//     space on a full disk too, where creating a file would fail.
+//
+// Why not bbolt (metadata) plus body files: a bbolt commit rewrites the
+// B+tree pages it touches and fsyncs twice (data, then meta page). A spooled
+// request is written once and read once, in order, and an append-only log
+// makes it one sequential write per request and one fdatasync per group.
+// The target is at least 80% of the disk's raw group-commit rate,
+// and that needs the log. The cost is this package's recovery code, which
+// the torn-tail, bit-flip and crash tests cover.
+//
+// # Guarantees
+//
+// Under SyncAlways, a request for which Enqueue returned nil is on disk.
+// Only damage to the disk itself can lose it, and then it is counted and
+// quarantined, not dropped silently. Under SyncInterval, a crash of the
+// process loses nothing: the data is in the page cache. A power loss or
+// kernel crash loses at most the last interval's requests. Delivery is at
+// least once: a done frame lost in a crash means the request is sent again,
+// with the same Idempotency-Key, and the cloud gateway answers the repeat
+// from its store.
+package spool

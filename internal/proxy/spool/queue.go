@@ -1,0 +1,103 @@
+package spool
+
+import "sort"
+
+// Entry states.
+const (
+	stateQueued   = 0
+	stateInFlight = 1
+	stateDone     = 2
+)
+
+// entry is one live record in memory: 32 bytes, no pointers, so a million
+// spooled requests cost 32 MB of index and nothing for the GC to scan.
+type entry struct {
+	seq      uint64
+	seg      uint32 // segment ordinal
+	off      uint32 // frame offset in the segment
+	size     uint32 // frame bytes plus body file bytes, for quotas
+	enq      uint32 // enqueue time, Unix seconds
+	exp      uint32 // expiry, Unix seconds rounded up; 0: never
+	attempts uint16
+	state    uint8
+}
+
+// queue is one route's records in sequence order (FIFO). Finished
+// records leave gaps (stateDone) that compact removes.
+type queue struct {
+	route    string
+	priority int
+	entries  []entry
+	gaps     int
+	live     int64 // queued + in flight
+	inFlight int
+	bytes    int64
+}
+
+// find returns the index of seq, or -1.
+func (q *queue) find(seq uint64) int {
+	i := sort.Search(len(q.entries), func(i int) bool { return q.entries[i].seq >= seq })
+	if i < len(q.entries) && q.entries[i].seq == seq && q.entries[i].state != stateDone {
+		return i
+	}
+	return -1
+}
+
+// remove marks entry i finished.
+func (q *queue) remove(i int) {
+	e := &q.entries[i]
+	if e.state == stateInFlight {
+		q.inFlight--
+	}
+	e.state = stateDone
+	q.live--
+	q.bytes -= int64(e.size)
+	q.gaps++
+	// Drop finished entries at the front at once: the common case,
+	// since replay finishes records mostly in order.
+	n := 0
+	for n < len(q.entries) && q.entries[n].state == stateDone {
+		n++
+	}
+	if n > 0 {
+		q.entries = q.entries[n:]
+		q.gaps -= n
+	}
+	if q.gaps > 64 && q.gaps > len(q.entries)/2 {
+		q.compact()
+	}
+}
+
+// compact removes every gap.
+func (q *queue) compact() {
+	live := q.entries[:0]
+	for _, e := range q.entries {
+		if e.state != stateDone {
+			live = append(live, e)
+		}
+	}
+	clear(q.entries[len(live):])
+	q.entries = live
+	q.gaps = 0
+}
+
+// firstQueued returns the index of the oldest record not in flight, or -1.
+func (q *queue) firstQueued() int {
+	for i := range q.entries {
+		if q.entries[i].state == stateQueued {
+			return i
+		}
+	}
+	return -1
+}
+
+// oldest returns the enqueue time of the oldest live record (Unix
+// seconds), or 0.
+func (q *queue) oldest() uint32 {
+	for i := range q.entries {
+		if q.entries[i].state != stateDone {
+			return q.entries[i].enq
+		}
+	}
+	return 0
+}

@@ -1,0 +1,967 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// SyncPolicy says when an enqueued record is forced to disk.
+type SyncPolicy string
+
+const (
+	// SyncAlways: Enqueue returns only after the record (and its body file)
+	// is fsynced. Concurrent enqueues share one fsync (group commit).
+	SyncAlways SyncPolicy = "always"
+	// SyncInterval: Enqueue returns once the record is written to the
+	// page cache; a background loop fsyncs every Options.SyncInterval.
+	// A power loss or kernel crash loses at most the records of that last
+	// interval; a crash of the proxy alone loses none.
+	SyncInterval SyncPolicy = "interval"
+)
+
+// Eviction is what a route does when its quota, or the total, is reached.
+type Eviction string
+
+const (
+	// Reject refuses the new request (ErrFull).
+	Reject Eviction = "reject"
+	// DropOldest removes the route's oldest queued records to make room;
+	// each one is counted as evicted.
+	DropOldest Eviction = "drop-oldest"
+)
+
+// Errors returned by the spool.
+var (
+	// ErrFull means a quota is reached and the route rejects.
+	ErrFull = errors.New("spool: quota reached")
+	// ErrClosed means the spool is closed.
+	ErrClosed = errors.New("spool: closed")
+	// ErrNotFound means no live record has that sequence number.
+	ErrNotFound = errors.New("spool: no such queued request")
+	// ErrInFlight means the record is being delivered and cannot be
+	// cancelled.
+	ErrInFlight = errors.New("spool: request is being delivered")
+)
+
+// Options configure a spool. The zero value of each field is its default.
+type Options struct {
+	// Dir holds the spool's files. Required.
+	Dir string
+	// Sync is the fsync policy. Default SyncAlways.
+	Sync SyncPolicy
+	// SyncInterval is the fsync period under SyncInterval. Default 100ms.
+	SyncInterval time.Duration
+	// SegmentBytes is the size at which a segment file is sealed and a new
+	// one started. Default 64 MiB.
+	SegmentBytes int64
+	// InlineMax is the largest body stored inside its record; larger
+	// bodies go to a file of their own. Default 64 KiB.
+	InlineMax int
+	// MaxBytes and MaxRecords bound the whole spool; 0: no bound.
+	MaxBytes   int64
+	MaxRecords int64
+	// Now is the clock (wall time: TTLs survive power-off). Default time.Now.
+	Now func() time.Time
+	// Log receives recovery and damage reports. Default: discard.
+	Log *slog.Logger
+}
+
+// Limits bound one route's share of the spool.
+type Limits struct {
+	MaxBytes   int64 // 0: no bound beyond the total
+	MaxRecords int64
+	Evict      Eviction // default Reject
+}
+
+// Stats are the spool's counters since Open (Damaged* and Torn* cover what
+// Open found).
+type Stats struct {
+	Enqueued, Delivered, Failed, Expired, Cancelled, Evicted, Rejected int64
+	// DamagedSpans is how many damaged byte ranges recovery quarantined;
+	// DamagedBytes their total size.
+	DamagedSpans, DamagedBytes int64
+	// TornBytes is how many bytes of an unfinished last write were cut
+	// from the end of the newest segment (also copied to quarantine).
+	TornBytes int64
+	// MissingBodies counts records whose body file was gone or damaged.
+	MissingBodies int64
+	Fsyncs        int64
+	Segments      int
+}
+
+// RouteStats describe one route's backlog.
+type RouteStats struct {
+	Route    string
+	Priority int
+	Records  int64
+	Bytes    int64
+	InFlight int
+	// Oldest is the enqueue time of the oldest record; zero when empty.
+	Oldest time.Time
+}
+
+// State is where a live record is.
+type State string
+
+const (
+	StateQueued     State = "queued"
+	StateDelivering State = "delivering"
+)
+
+// Spool is a crash-safe, segmented, append-only queue of requests.
+//
+// Lock order: mu, then syncMu.
+type Spool struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex // guards fields below
+	closed    bool
+	segs      []uint32            // segment ordinals on disk, oldest first; the last is active
+	segLive   map[uint32]int32    // live request records per segment
+	readers   map[uint32]*os.File // sealed segments opened for reading
+	active    *os.File
+	activeOrd uint32
+	size      int64  // bytes in the active segment
+	lsn       uint64 // bytes appended since Open, across segments
+	nextSeq   uint64
+	queues    map[string]*queue
+	records   int64
+	bytes     int64
+	bodies    map[uint64]string // seq → body file, for live records that have one
+	unlinks   []pendingUnlink   // body files to remove once their done frame is durable
+	frame     []byte            // encoding buffer
+	stats     Stats
+
+	syncMu  sync.Mutex // guards fields below
+	synced  uint64     // lsn known durable
+	syncing bool
+	syncErr error
+	syncOK  *sync.Cond
+}
+
+type pendingUnlink struct {
+	lsn  uint64
+	name string
+}
+
+// Open opens (or creates) the spool in opts.Dir and recovers its state:
+// a torn write at the end of the newest segment is cut off, damaged frames
+// are copied to the quarantine directory and skipped, finished records are
+// dropped, and body files nothing refers to are removed.
+func Open(opts Options) (*Spool, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("spool: no directory")
+	}
+	if opts.Sync == "" {
+		opts.Sync = SyncAlways
+	}
+	if opts.Sync != SyncAlways && opts.Sync != SyncInterval {
+		return nil, fmt.Errorf("spool: sync policy %q: want always or interval", opts.Sync)
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 100 * time.Millisecond
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 64 << 20
+	}
+	opts.SegmentBytes = min(opts.SegmentBytes, 1<<30)
+	if opts.InlineMax <= 0 {
+		opts.InlineMax = 64 << 10
+	}
+	opts.InlineMax = min(opts.InlineMax, maxPayload/2)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Spool{
+		opts:    opts,
+		log:     opts.Log.With("component", "spool"),
+		segLive: map[uint32]int32{},
+		readers: map[uint32]*os.File{},
+		queues:  map[string]*queue{},
+		bodies:  map[uint64]string{},
+		nextSeq: 1,
+	}
+	s.syncOK = sync.NewCond(&s.syncMu)
+	for _, d := range []string{opts.Dir, s.path("bodies"), s.path("quarantine")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Spool) path(elem ...string) string {
+	return filepath.Join(append([]string{s.opts.Dir}, elem...)...)
+}
+
+func segName(ord uint32) string { return fmt.Sprintf("seg-%08x.log", ord) }
+
+// Enqueue stores r, with its body read from body (nil: r.Body as it is),
+// under the route's limits, and returns its sequence number. Under
+// SyncAlways it returns once the record is on disk. r.Seq and r.Enqueued
+// are set by the spool; r.Expires is kept (0: never).
+func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
+	if body == nil && len(r.Body) > s.opts.InlineMax {
+		body, r.Body = bytes.NewReader(r.Body), nil
+	}
+	var bodyPath string
+	if body != nil {
+		var err error
+		if bodyPath, err = s.stageBody(r, body); err != nil {
+			return 0, err
+		}
+	}
+	fail := func(err error) (uint64, error) {
+		if bodyPath != "" {
+			os.Remove(bodyPath)
+		}
+		return 0, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fail(ErrClosed)
+	}
+	r.Seq = s.nextSeq
+	r.Enqueued = s.opts.Now().UnixNano()
+	payload := appendRecord(nil, r)
+	if len(payload) > maxPayload {
+		s.mu.Unlock()
+		return fail(fmt.Errorf("%w: a request head of %d bytes is too large to spool", ErrFull, len(payload)))
+	}
+	s.frame = appendFrame(s.frame[:0], typeRequest, payload)
+	size := int64(len(s.frame)) + r.BodySize
+	if err := s.makeRoom(r.Route, size, lim); err != nil {
+		s.stats.Rejected++
+		s.mu.Unlock()
+		return fail(err)
+	}
+	off, err := s.appendLocked(s.frame)
+	if err != nil {
+		s.mu.Unlock()
+		return fail(fmt.Errorf("spool: append: %w", err))
+	}
+	s.nextSeq++
+	q := s.queueLocked(r.Route)
+	q.priority = r.Priority
+	q.entries = append(q.entries, entry{
+		seq: r.Seq, seg: s.activeOrd, off: off, size: uint32(size),
+		enq: uint32(r.Enqueued / 1e9), exp: expirySeconds(r.Expires),
+	})
+	q.live++
+	q.bytes += size
+	s.segLive[s.activeOrd]++
+	s.records++
+	s.bytes += size
+	if r.BodyFile != "" {
+		s.bodies[r.Seq] = r.BodyFile
+	}
+	s.stats.Enqueued++
+	lsn := s.lsn
+	rotateErr := s.maybeRotateLocked()
+	s.mu.Unlock()
+	if rotateErr != nil {
+		s.log.Error("segment rotation", "err", rotateErr)
+	}
+	if s.opts.Sync == SyncAlways {
+		if err := s.waitDurable(lsn); err != nil {
+			// Not acknowledged: take it back so it is never delivered.
+			s.abort(r.Seq)
+			return 0, fmt.Errorf("spool: fsync: %w", err)
+		}
+	}
+	return r.Seq, nil
+}
+
+// stageBody reads the body: into r.Body when it fits InlineMax, else into
+// a file of its own (fsynced under SyncAlways), whose path it returns.
+func (s *Spool) stageBody(r *Record, body io.Reader) (string, error) {
+	buf := make([]byte, s.opts.InlineMax+1)
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		r.Body = buf[:n:n]
+		r.BodySize = 0
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("spool: read body: %w", err)
+	}
+	var name [16]byte
+	rand.Read(name[:])
+	r.BodyFile = hex.EncodeToString(name[:])
+	p := s.path("bodies", r.BodyFile)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("spool: body file: %w", err)
+	}
+	h := crc32.New(castagnoli)
+	w := io.MultiWriter(f, h)
+	written, err := w.Write(buf)
+	if err == nil {
+		var more int64
+		more, err = io.Copy(w, body)
+		written += int(more)
+	}
+	if err == nil && s.opts.Sync == SyncAlways {
+		err = fdatasync(f)
+		if err == nil {
+			err = syncDir(s.path("bodies"))
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return "", fmt.Errorf("spool: body file: %w", err)
+	}
+	if int64(written) > 1<<32-1-maxPayload {
+		os.Remove(p)
+		return "", fmt.Errorf("%w: body of %d bytes", ErrFull, written)
+	}
+	r.Body = nil
+	r.BodySize = int64(written)
+	r.BodyCRC = h.Sum32()
+	return p, nil
+}
+
+// makeRoom checks the route's and the total quota for size more bytes
+// and one more record, evicting the route's oldest queued records if its
+// policy says so.
+func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
+	q := s.queues[route]
+	fits := func() error {
+		var qLive, qBytes int64
+		if q != nil {
+			qLive, qBytes = q.live, q.bytes
+		}
+		switch {
+		case lim.MaxRecords > 0 && qLive+1 > lim.MaxRecords:
+			return fmt.Errorf("%w: route %s holds %d requests (its maximum)", ErrFull, route, qLive)
+		case lim.MaxBytes > 0 && qBytes+size > lim.MaxBytes:
+			return fmt.Errorf("%w: route %s holds %d bytes, its maximum is %d", ErrFull, route, qBytes, lim.MaxBytes)
+		case s.opts.MaxRecords > 0 && s.records+1 > s.opts.MaxRecords:
+			return fmt.Errorf("%w: the spool holds %d requests (its maximum)", ErrFull, s.records)
+		case s.opts.MaxBytes > 0 && s.bytes+size > s.opts.MaxBytes:
+			return fmt.Errorf("%w: the spool holds %d bytes, its maximum is %d", ErrFull, s.bytes, s.opts.MaxBytes)
+		}
+		return nil
+	}
+	err := fits()
+	if err == nil || lim.Evict != DropOldest || q == nil {
+		return err
+	}
+	for err != nil {
+		i := q.firstQueued()
+		if i < 0 {
+			return err
+		}
+		s.finishLocked(q, i, Evicted)
+		err = fits()
+	}
+	return nil
+}
+
+// appendLocked writes b at the end of the active segment and returns its
+// offset. On failure (disk full) the segment is cut back, so a later
+// append starts on a frame boundary.
+func (s *Spool) appendLocked(b []byte) (uint32, error) {
+	off := s.size
+	if _, err := s.active.WriteAt(b, off); err != nil {
+		if terr := s.active.Truncate(off); terr != nil {
+			s.log.Error("cutting back a failed append", "segment", s.activeOrd, "err", terr)
+		}
+		return 0, err
+	}
+	s.size += int64(len(b))
+	s.lsn += uint64(len(b))
+	return uint32(off), nil
+}
+
+// maybeRotateLocked seals the active segment once it is full: it is
+// fsynced (so every lsn in it is durable) and a new one started.
+func (s *Spool) maybeRotateLocked() error {
+	if s.size < s.opts.SegmentBytes {
+		return nil
+	}
+	if err := fdatasync(s.active); err != nil {
+		return err
+	}
+	s.stats.Fsyncs++
+	s.markSynced(s.lsn)
+	old, oldOrd := s.active, s.activeOrd
+	if err := s.createSegmentLocked(oldOrd + 1); err != nil {
+		return err
+	}
+	s.readers[oldOrd] = old
+	return nil
+}
+
+// createSegmentLocked starts segment ord, with its start frame.
+func (s *Spool) createSegmentLocked(ord uint32) error {
+	f, err := os.OpenFile(s.path(segName(ord)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(s.opts.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	s.active, s.activeOrd, s.size = f, ord, 0
+	s.segs = append(s.segs, ord)
+	_, err = s.appendLocked(s.startFrame())
+	return err
+}
+
+// startFrame is a segment's first frame: the next sequence number, so that
+// numbers never repeat even when every record has been drained.
+func (s *Spool) startFrame() []byte {
+	return appendFrame(nil, typeStart, binary.LittleEndian.AppendUint64(nil, s.nextSeq))
+}
+
+// resetActiveAt is the size past which a drained active segment is cut
+// back to its start frame.
+const resetActiveAt = 64 << 10
+
+// resetActiveLocked empties the active segment once the whole spool is
+// drained, so the space comes back without creating a file (which a full
+// disk would refuse). The start frame is rewritten in place with the
+// current next sequence number before the cut: a crash in between leaves
+// only finished records behind it.
+func (s *Spool) resetActiveLocked() {
+	start := s.startFrame()
+	err := func() error {
+		if _, err := s.active.WriteAt(start, 0); err != nil {
+			return err
+		}
+		if err := fdatasync(s.active); err != nil {
+			return err
+		}
+		s.stats.Fsyncs++
+		s.markSynced(s.lsn)
+		s.unlinkDurableLocked(s.lsn)
+		if err := s.active.Truncate(int64(len(start))); err != nil {
+			return err
+		}
+		return fdatasync(s.active)
+	}()
+	if err != nil {
+		s.log.Warn("emptying the drained segment", "segment", s.activeOrd, "err", err)
+		return
+	}
+	s.size = int64(len(start))
+}
+
+// waitDurable returns once every byte up to lsn is fsynced. One waiter
+// at a time runs fdatasync for everyone written so far (group commit).
+func (s *Spool) waitDurable(lsn uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	for s.synced < lsn {
+		if !s.syncing {
+			s.syncing = true
+			s.syncMu.Unlock()
+			err := s.syncNow()
+			s.syncMu.Lock()
+			s.syncing = false
+			s.syncOK.Broadcast()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		s.syncOK.Wait()
+	}
+	return nil
+}
+
+// syncNow fsyncs the active segment and marks what it covered durable.
+func (s *Spool) syncNow() error {
+	s.mu.Lock()
+	f, target := s.active, s.lsn
+	s.mu.Unlock()
+	if f == nil {
+		return ErrClosed
+	}
+	err := fdatasync(f)
+	if errors.Is(err, os.ErrClosed) {
+		// Sealed (and so fsynced) by a rotation meanwhile.
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.stats.Fsyncs++
+	s.markSynced(target)
+	s.unlinkDurableLocked(target)
+	s.mu.Unlock()
+	return nil
+}
+
+// markSynced records that every byte up to lsn is durable. Called with
+// mu held (lock order mu, syncMu).
+func (s *Spool) markSynced(lsn uint64) {
+	s.syncMu.Lock()
+	if lsn > s.synced {
+		s.synced = lsn
+	}
+	s.syncMu.Unlock()
+}
+
+// unlinkDurableLocked removes body files whose done frames are durable.
+func (s *Spool) unlinkDurableLocked(synced uint64) {
+	n := 0
+	for _, u := range s.unlinks {
+		if u.lsn > synced {
+			break
+		}
+		os.Remove(s.path("bodies", u.name))
+		n++
+	}
+	s.unlinks = s.unlinks[n:]
+}
+
+// abort takes back a record whose fsync failed: it was not acknowledged.
+func (s *Spool) abort(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q, i := s.findLocked(seq); q != nil {
+		s.finishLocked(q, i, Cancelled)
+		s.stats.Cancelled--
+		s.stats.Enqueued--
+	}
+}
+
+func (s *Spool) queueLocked(route string) *queue {
+	q := s.queues[route]
+	if q == nil {
+		q = &queue{route: route}
+		s.queues[route] = q
+	}
+	return q
+}
+
+func (s *Spool) findLocked(seq uint64) (*queue, int) {
+	for _, q := range s.queues {
+		if i := q.find(seq); i >= 0 {
+			return q, i
+		}
+	}
+	return nil, -1
+}
+
+// finishLocked ends record i of q with outcome o: a done frame is appended
+// (not waited for: losing it only means the record is delivered again, and
+// the gateway answers a repeat from its store), the record leaves the
+// index, and segments nothing lives in any more are removed, oldest first.
+func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
+	e := q.entries[i]
+	if _, err := s.appendLocked(appendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
+		s.log.Warn("recording a finished request", "seq", e.seq, "err", err)
+	}
+	q.remove(i)
+	s.records--
+	s.bytes -= int64(e.size)
+	s.segLive[e.seg]--
+	if name, ok := s.bodies[e.seq]; ok {
+		delete(s.bodies, e.seq)
+		s.unlinks = append(s.unlinks, pendingUnlink{lsn: s.lsn, name: name})
+	}
+	switch o {
+	case Delivered:
+		s.stats.Delivered++
+	case Failed:
+		s.stats.Failed++
+	case Expired:
+		s.stats.Expired++
+	case Cancelled:
+		s.stats.Cancelled++
+	case Evicted:
+		s.stats.Evicted++
+	}
+	s.reclaimLocked()
+}
+
+// reclaimLocked removes sealed segments with no live record, oldest
+// first: a done frame in a later segment may still refer to a record in an
+// earlier one, so an earlier segment never outlives a later one's removal.
+func (s *Spool) reclaimLocked() {
+	for len(s.segs) > 1 && s.segLive[s.segs[0]] == 0 {
+		ord := s.segs[0]
+		if f := s.readers[ord]; f != nil {
+			f.Close()
+			delete(s.readers, ord)
+		}
+		if err := os.Remove(s.path(segName(ord))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("removing a drained segment", "segment", ord, "err", err)
+			return
+		}
+		delete(s.segLive, ord)
+		s.segs = s.segs[1:]
+	}
+	if len(s.segs) == 1 && s.records == 0 && s.size >= resetActiveAt {
+		s.resetActiveLocked()
+	}
+}
+
+// Next returns the oldest queued record of route, marked in flight, or
+// nil if there is none. Its body, if in a file, is read with OpenBody.
+// The caller ends it with Finish or puts it back with Retry.
+func (s *Spool) Next(route string) (*Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	q := s.queues[route]
+	if q == nil {
+		return nil, nil
+	}
+	for {
+		i := q.firstQueued()
+		if i < 0 {
+			return nil, nil
+		}
+		r, err := s.readLocked(q.entries[i])
+		if err != nil {
+			// A record that cannot be read back is damage found late:
+			// count it and move on, never block the queue.
+			s.log.Warn("unreadable spooled request, skipped", "route", route, "seq", q.entries[i].seq, "err", err)
+			s.stats.DamagedSpans++
+			s.finishLocked(q, i, Failed)
+			s.stats.Failed--
+			continue
+		}
+		q.entries[i].state = stateInFlight
+		q.inFlight++
+		return r, nil
+	}
+}
+
+// readLocked reads e's record back from its segment.
+func (s *Spool) readLocked(e entry) (*Record, error) {
+	f := s.active
+	if e.seg != s.activeOrd {
+		f = s.readers[e.seg]
+		if f == nil {
+			var err error
+			if f, err = os.Open(s.path(segName(e.seg))); err != nil {
+				return nil, err
+			}
+			s.readers[e.seg] = f
+		}
+	}
+	hdr := make([]byte, frameHeader)
+	if _, err := f.ReadAt(hdr, int64(e.off)); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[4:8])
+	if n > maxPayload {
+		return nil, errBadFrame
+	}
+	b := make([]byte, frameHeader+int(n))
+	if _, err := f.ReadAt(b, int64(e.off)); err != nil {
+		return nil, err
+	}
+	typ, payload, _, err := readFrame(b)
+	if err != nil {
+		return nil, err
+	}
+	if typ != typeRequest {
+		return nil, errBadFrame
+	}
+	r, err := decodeRecord(payload)
+	if err != nil {
+		return nil, err
+	}
+	if r.Seq != e.seq {
+		return nil, fmt.Errorf("%w: record %d where %d was indexed", errBadPayload, r.Seq, e.seq)
+	}
+	return r, nil
+}
+
+// OpenBody opens r's body: its bytes, or its file, checked against its
+// length and checksum as it is read (a mismatch is an error at the end).
+func (s *Spool) OpenBody(r *Record) (io.ReadCloser, error) {
+	if r.BodyFile == "" {
+		return io.NopCloser(bytes.NewReader(r.Body)), nil
+	}
+	f, err := os.Open(s.path("bodies", r.BodyFile))
+	if err != nil {
+		s.mu.Lock()
+		s.stats.MissingBodies++
+		s.mu.Unlock()
+		return nil, fmt.Errorf("spool: body of request %d: %w", r.Seq, err)
+	}
+	return &checkedBody{f: f, want: r.BodyCRC, size: r.BodySize, h: crc32.New(castagnoli)}, nil
+}
+
+type checkedBody struct {
+	f    *os.File
+	h    hash.Hash32
+	want uint32
+	size int64
+	n    int64
+}
+
+func (b *checkedBody) Read(p []byte) (int, error) {
+	n, err := b.f.Read(p)
+	b.n += int64(n)
+	b.h.Write(p[:n])
+	if err == io.EOF && (b.n != b.size || b.h.Sum32() != b.want) {
+		return n, fmt.Errorf("spool: body file %s is damaged (%d bytes, checksum mismatch)", filepath.Base(b.f.Name()), b.n)
+	}
+	return n, err
+}
+
+func (b *checkedBody) Close() error { return b.f.Close() }
+
+// Finish ends an in-flight (or queued) record with outcome o.
+func (s *Spool) Finish(seq uint64, o Outcome) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, i := s.findLocked(seq)
+	if q == nil {
+		return ErrNotFound
+	}
+	s.finishLocked(q, i, o)
+	return nil
+}
+
+// Retry puts an in-flight record back at its place in the queue, one
+// attempt more.
+func (s *Spool) Retry(seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, i := s.findLocked(seq)
+	if q == nil {
+		return ErrNotFound
+	}
+	e := &q.entries[i]
+	if e.state == stateInFlight {
+		e.state = stateQueued
+		q.inFlight--
+	}
+	if e.attempts < 1<<16-1 {
+		e.attempts++
+	}
+	if _, err := s.appendLocked(appendFrame(nil, typeAttempt, appendAttempt(nil, seq))); err != nil {
+		s.log.Warn("recording an attempt", "seq", seq, "err", err)
+	}
+	return nil
+}
+
+// Attempts returns how many delivery attempts a live record has had.
+func (s *Spool) Attempts(seq uint64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, i := s.findLocked(seq)
+	if q == nil {
+		return 0, ErrNotFound
+	}
+	return int(q.entries[i].attempts), nil
+}
+
+// Cancel removes a queued record. One being delivered cannot be
+// cancelled (ErrInFlight).
+func (s *Spool) Cancel(seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, i := s.findLocked(seq)
+	if q == nil {
+		return ErrNotFound
+	}
+	if q.entries[i].state == stateInFlight {
+		return ErrInFlight
+	}
+	s.finishLocked(q, i, Cancelled)
+	return nil
+}
+
+// Lookup returns the state of a live record and its route.
+func (s *Spool) Lookup(seq uint64) (State, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, i := s.findLocked(seq)
+	if q == nil {
+		return "", "", false
+	}
+	if q.entries[i].state == stateInFlight {
+		return StateDelivering, q.route, true
+	}
+	return StateQueued, q.route, true
+}
+
+// Expire ends every queued record whose TTL has passed, and returns
+// their sequence numbers.
+func (s *Spool) Expire() []uint64 {
+	now := uint32(s.opts.Now().Unix())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var done []uint64
+	for _, q := range s.queues {
+		start := len(done)
+		for _, e := range q.entries {
+			if e.state == stateQueued && e.exp != 0 && e.exp <= now {
+				done = append(done, e.seq)
+			}
+		}
+		for _, seq := range done[start:] {
+			if i := q.find(seq); i >= 0 {
+				s.finishLocked(q, i, Expired)
+			}
+		}
+	}
+	return done
+}
+
+// Routes returns every route's backlog, highest priority first, then by
+// name.
+func (s *Spool) Routes() []RouteStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RouteStats, 0, len(s.queues))
+	for _, q := range s.queues {
+		rs := RouteStats{Route: q.route, Priority: q.priority, Records: q.live, Bytes: q.bytes, InFlight: q.inFlight}
+		if t := q.oldest(); t != 0 {
+			rs.Oldest = time.Unix(int64(t), 0)
+		}
+		out = append(out, rs)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Priority != out[j].Priority {
+			return out[i].Priority > out[j].Priority
+		}
+		return out[i].Route < out[j].Route
+	})
+	return out
+}
+
+// Stats returns the counters.
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Segments = len(s.segs)
+	return st
+}
+
+// Run fsyncs every SyncInterval (under SyncInterval, and to retire body
+// files of finished records under either policy) until ctx ends.
+func (s *Spool) Run(ctx context.Context) error {
+	t := time.NewTicker(s.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.mu.Lock()
+		lsn, closed, pending := s.lsn, s.closed, len(s.unlinks) > 0
+		s.mu.Unlock()
+		if closed {
+			return nil
+		}
+		if s.opts.Sync == SyncInterval || pending {
+			if err := s.waitDurable(lsn); err != nil && !errors.Is(err, ErrClosed) {
+				s.log.Error("periodic fsync", "err", err)
+			}
+		}
+	}
+}
+
+// Close fsyncs and closes the spool.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	lsn := s.lsn
+	s.mu.Unlock()
+	err := s.waitDurable(lsn)
+	s.mu.Lock()
+	s.closed = true
+	s.closeFilesLocked()
+	s.mu.Unlock()
+	return err
+}
+
+func (s *Spool) closeFiles() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeFilesLocked()
+}
+
+func (s *Spool) closeFilesLocked() {
+	if s.active != nil {
+		s.active.Close()
+		s.active = nil
+	}
+	for ord, f := range s.readers {
+		f.Close()
+		delete(s.readers, ord)
+	}
+}
+
+// expirySeconds rounds a Unix-nanosecond expiry up to whole seconds.
+func expirySeconds(ns int64) uint32 {
+	if ns <= 0 {
+		return 0
+	}
+	sec := (ns + 1e9 - 1) / 1e9
+	return uint32(min(sec, 1<<32-1))
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fdatasync(int(fd))
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
