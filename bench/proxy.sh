@@ -593,10 +593,17 @@ report() {
   echo "|---|---:|---:|---:|---:|---:|---:|"
   local peer rps p50 p99 err hrps hfail hnon
   for peer in "${ALL_PEERS[@]}"; do
-    [ -f "$RES/$peer.wrk" ] || continue
-    read -r rps p50 p99 err <"$RES/$peer.wrk"
-    if [ -f "$RES/$peer.h2load" ]; then read -r hrps hfail hnon _ <"$RES/$peer.h2load"; else hrps="-"; hfail="-"; hnon="-"; fi
-    printf '| %s | %.0f | %.3f | %.3f | %s | %.0f | %s / %s |\n' "$(label "$peer")" "$rps" "$p50" "$p99" "$err" "$hrps" "$hfail" "$hnon"
+    [ -f "$RES/$peer.wrk" ] || [ -f "$RES/$peer.h2load" ] || continue
+    local wcols="- | - | - | -" hcols="- | - / -"
+    if [ -f "$RES/$peer.wrk" ]; then
+      read -r rps p50 p99 err <"$RES/$peer.wrk"
+      wcols="$(printf '%.0f | %.3f | %.3f | %s' "$rps" "$p50" "$p99" "$err")"
+    fi
+    if [ -f "$RES/$peer.h2load" ]; then
+      read -r hrps hfail hnon _ <"$RES/$peer.h2load"
+      hcols="$(printf '%.0f | %s / %s' "$hrps" "$hfail" "$hnon")"
+    fi
+    echo "| $(label "$peer") | $wcols | $hcols |"
   done
   echo
   echo "wrk: \`-t1 -c50 -d$DURATION --latency\` after a $WARMUP warm-up; h2load: \`-t1 -c10 -m10 --warm-up-time=$WARMUP -D $DURATION\` (h2c prior knowledge)."
