@@ -98,15 +98,11 @@ func ParseRequest(b []byte) *http.Request {
 	}
 	r.Host = hosts[0]
 	delete(h, "Host")
-	if _, ok := h["Transfer-Encoding"]; ok {
-		return nil
-	}
-	n, ok := contentLength(h)
+	n, ok := framing(h, false)
 	if !ok {
 		return nil
 	}
 	r.ContentLength = n
-	fixPragmaCacheControl(h)
 	r.Header = h
 	r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
 	return r
@@ -157,18 +153,11 @@ func ParseResponse(b []byte, req *http.Request) *http.Response {
 	if !ok {
 		return nil
 	}
-	if _, ok := h["Transfer-Encoding"]; ok {
-		return nil
-	}
-	if len(h["Content-Length"]) != 1 {
-		return nil
-	}
-	n, ok := contentLength(h)
+	n, ok := framing(h, true)
 	if !ok {
 		return nil
 	}
 	resp.ContentLength = n
-	fixPragmaCacheControl(h)
 	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
 		resp.Close = true
 		delete(h, "Connection") // as net/http does for a response
@@ -234,6 +223,24 @@ func parseFields(s string, i int) (http.Header, bool) {
 		h[key] = vals[:1:1]
 		vals = vals[1:]
 	}
+}
+
+// framing checks the fields that frame the body and applies net/http's
+// Pragma rule: no Transfer-Encoding, and Content-Length as contentLength
+// takes it (required for a response, whose length would otherwise run to
+// the connection's end). It returns the body length.
+func framing(h http.Header, needLength bool) (int64, bool) {
+	if _, ok := h["Transfer-Encoding"]; ok {
+		return 0, false
+	}
+	if _, ok := h["Content-Length"]; needLength && !ok {
+		return 0, false
+	}
+	n, ok := contentLength(h)
+	if ok {
+		fixPragmaCacheControl(h)
+	}
+	return n, ok
 }
 
 // contentLength returns the declared body length: 0 without the header,
