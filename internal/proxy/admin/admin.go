@@ -1,6 +1,7 @@
 // Package admin serves the proxy's admin API: health and readiness probes,
-// Prometheus metrics, and the JSON endpoints under /v1 that show links and
-// routes and let the vehicle's connectivity manager set a link's state.
+// Prometheus metrics, and the JSON endpoints under /v1 that show links,
+// routes and the spool, let the vehicle's connectivity manager set a link's
+// state, and let apps read (or cancel) their spooled requests.
 package admin
 
 import (
@@ -47,7 +48,19 @@ type Options struct {
 	Ready    func() error // nil error means ready
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// Spool describes the spool for GET /v1/spool.
+	Spool func() any
+	// RequestStatus and CancelRequest serve /v1/requests/{id}; they return
+	// ErrNotFound or ErrConflict (wrapped) for those answers.
+	RequestStatus func(id string) (any, error)
+	CancelRequest func(id string) error
 }
+
+// Errors the spool endpoints map to 404 and 409.
+var (
+	ErrNotFound = errors.New("no such request")
+	ErrConflict = errors.New("conflict")
+)
 
 // Handler returns the admin API.
 func Handler(o Options) http.Handler {
@@ -88,6 +101,24 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"routes": o.Routes()})
 	})
+	mux.HandleFunc("GET /v1/spool", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, o.Spool())
+	})
+	mux.HandleFunc("GET /v1/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := o.RequestStatus(r.PathValue("id"))
+		if err != nil {
+			writeSpoolError(w, r.PathValue("id"), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("DELETE /v1/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := o.CancelRequest(r.PathValue("id")); err != nil {
+			writeSpoolError(w, r.PathValue("id"), err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return mux
 }
 
@@ -97,6 +128,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+func writeSpoolError(w http.ResponseWriter, id string, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("request %q: not queued and no result kept (unknown, or finished longer ago than spool.retention)", id))
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, fmt.Sprintf("request %q: %v", id, err))
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -31,6 +31,9 @@ type Config struct {
 	HoldLimit HoldLimit `yaml:"holdLimit"`
 	// LinkScan tunes how links are watched.
 	LinkScan LinkScan `yaml:"linkScan"`
+	// Spool is the durable queue for requests that outlive their hold
+	// window on routes with offline.spool set.
+	Spool Spool `yaml:"spool"`
 	// Links are the vehicle's network paths, matched to kernel interfaces.
 	Links []Link `yaml:"links"`
 	// Routes map mesh host names to upstreams with an offline policy.
@@ -75,6 +78,55 @@ type LinkScan struct {
 	// are unavailable, and as a safety net when they are. Default 5s.
 	PollInterval Duration `yaml:"pollInterval"`
 }
+
+// Spool fsync policies.
+const (
+	SyncAlways   = "always"
+	SyncInterval = "interval"
+)
+
+// Spool configures the durable queue and its replay.
+type Spool struct {
+	// Dir holds the spool's files, in the pod's volume. Required when any
+	// route spools.
+	Dir string `yaml:"dir"`
+	// Sync is always (a request is fsynced before its 202; concurrent
+	// requests share one fsync) or interval (fsync every syncInterval: a
+	// power loss may lose that interval's requests, a proxy crash none).
+	// Default always.
+	Sync string `yaml:"sync"`
+	// SyncInterval is the fsync period under sync: interval. Default 100ms.
+	SyncInterval Duration `yaml:"syncInterval"`
+	// MaxBytes bounds the whole spool on disk. Default 1GiB.
+	MaxBytes ByteSize `yaml:"maxBytes"`
+	// MaxRequests bounds the number of spooled requests. Default 1000000.
+	MaxRequests int `yaml:"maxRequests"`
+	// Retention is how long a finished request's outcome (and the
+	// upstream's response) can be read at /v1/requests/{id}. Default 24h.
+	Retention Duration `yaml:"retention"`
+	// MaxResponseBytes is the most of an upstream response body kept for
+	// /v1/requests/{id} and callbacks; longer bodies are cut and marked so.
+	// Default 1MiB.
+	MaxResponseBytes ByteSize `yaml:"maxResponseBytes"`
+	// Replay tunes delivery of the backlog.
+	Replay Replay `yaml:"replay"`
+}
+
+// Replay tunes how spooled requests are delivered once a link returns.
+type Replay struct {
+	// Concurrency is how many spooled requests are delivered at once, over
+	// all routes; live requests are never queued behind them. Default 4.
+	Concurrency int `yaml:"concurrency"`
+	// Backoff between attempts after a connection error, 5xx, 408 or 429.
+	// Default 1s to 5m, with full jitter.
+	Backoff Backoff `yaml:"backoff"`
+}
+
+// Spool eviction policies.
+const (
+	EvictReject     = "reject"
+	EvictDropOldest = "drop-oldest"
+)
 
 // Link classes known to the proxy. Others are accepted if they are valid
 // names, so a fleet may add its own (for example "v2x").
@@ -207,6 +259,31 @@ type Offline struct {
 	// RetryAfter is the Retry-After sent with 503 answers. Default: the hold
 	// window, at least 1s.
 	RetryAfter Duration `yaml:"retryAfter"`
+	// Spool: when the hold window passes (or at once for "Prefer:
+	// respond-async"), the request is written to the spool and answered
+	// 202; it is delivered when a usable link returns. Needs spool.dir.
+	Spool bool `yaml:"spool"`
+	// UnsafeMethods are never spooled; they get 503 when the window
+	// passes. Default none: every method may be spooled.
+	UnsafeMethods []string `yaml:"unsafeMethods"`
+	// TTL is how long a spooled request may wait, by the wall clock
+	// (power-offs count). Default 72h.
+	TTL Duration `yaml:"ttl"`
+	// Priority orders replay across routes: higher first. Default 0.
+	Priority int `yaml:"priority"`
+	// Quota bounds this route's share of the spool. Default: only the
+	// spool's own bounds.
+	Quota SpoolQuota `yaml:"quota"`
+	// Eviction is reject (the app gets 507 with the reason) or drop-oldest
+	// (the route's oldest spooled requests are dropped, and counted, to
+	// make room). Default reject.
+	Eviction string `yaml:"eviction"`
+}
+
+// SpoolQuota bounds one route's spooled requests.
+type SpoolQuota struct {
+	Bytes    ByteSize `yaml:"bytes"`
+	Requests int      `yaml:"requests"`
 }
 
 // Defaults, written once here and in docs/config.md.
@@ -229,6 +306,15 @@ const (
 	DefaultProbeTimeout      = 2 * time.Second
 	DefaultBackoffInitial    = 500 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
+	DefaultSyncInterval      = 100 * time.Millisecond
+	DefaultSpoolBytes        = 1 << 30
+	DefaultSpoolRequests     = 1000000
+	DefaultRetention         = 24 * time.Hour
+	DefaultMaxResponseBytes  = 1 << 20
+	DefaultReplayConcurrency = 4
+	DefaultReplayBackoffMin  = time.Second
+	DefaultReplayBackoffMax  = 5 * time.Minute
+	DefaultSpoolTTL          = 72 * time.Hour
 )
 
 // SetDefaults fills every zero field with its documented default.
@@ -244,6 +330,15 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
 	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
 	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
+	setDefault(&c.Spool.Sync, SyncAlways)
+	setDefault(&c.Spool.SyncInterval, Duration(DefaultSyncInterval))
+	setDefault(&c.Spool.MaxBytes, DefaultSpoolBytes)
+	setDefault(&c.Spool.MaxRequests, DefaultSpoolRequests)
+	setDefault(&c.Spool.Retention, Duration(DefaultRetention))
+	setDefault(&c.Spool.MaxResponseBytes, DefaultMaxResponseBytes)
+	setDefault(&c.Spool.Replay.Concurrency, DefaultReplayConcurrency)
+	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
+	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setDefault(&r.MaxBodyBytes, c.Limits.MaxBodyBytes)
@@ -260,6 +355,11 @@ func (c *Config) SetDefaults() {
 		setDefault(&r.Offline.Metered, Allow)
 		setDefault(&r.Offline.Roaming, Allow)
 		setDefault(&r.Offline.RetryAfter, max(r.Offline.Hold, Duration(time.Second)))
+		setDefault(&r.Offline.TTL, Duration(DefaultSpoolTTL))
+		setDefault(&r.Offline.Eviction, EvictReject)
+		for j, m := range r.Offline.UnsafeMethods {
+			r.Offline.UnsafeMethods[j] = strings.ToUpper(m)
+		}
 	}
 }
 
@@ -310,6 +410,24 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			bad(d.field, "must not be negative")
 		}
+	}
+
+	switch c.Spool.Sync {
+	case SyncAlways, SyncInterval:
+	default:
+		bad("spool.sync", "%q is not a policy; use always or interval", c.Spool.Sync)
+	}
+	if c.Spool.MaxBytes < 0 || c.Spool.MaxRequests < 0 || c.Spool.MaxResponseBytes < 0 {
+		bad("spool", "maxBytes, maxRequests and maxResponseBytes must not be negative")
+	}
+	if c.Spool.SyncInterval < 0 || c.Spool.Retention < 0 {
+		bad("spool", "syncInterval and retention must not be negative")
+	}
+	if c.Spool.Replay.Concurrency < 0 {
+		bad("spool.replay.concurrency", "must not be negative")
+	}
+	if c.Spool.Replay.Backoff.Max < c.Spool.Replay.Backoff.Initial {
+		bad("spool.replay.backoff.max", "%v is below backoff.initial %v; raise it", c.Spool.Replay.Backoff.Max, c.Spool.Replay.Backoff.Initial)
 	}
 
 	linkNames := map[string]bool{}
@@ -404,6 +522,23 @@ func (c *Config) Validate() error {
 		}
 		if r.Offline.HoldLimit.Requests < 0 || r.Offline.HoldLimit.Bytes < 0 {
 			bad(f+".offline.holdLimit", "requests and bytes must not be negative")
+		}
+		if r.Offline.Spool && c.Spool.Dir == "" {
+			bad(f+".offline.spool", "is true but spool.dir is not set; set spool.dir to a directory in the pod's volume")
+		}
+		if r.Offline.TTL < 0 {
+			bad(f+".offline.ttl", "must not be negative")
+		}
+		if r.Offline.Quota.Bytes < 0 || r.Offline.Quota.Requests < 0 {
+			bad(f+".offline.quota", "bytes and requests must not be negative")
+		}
+		if r.Offline.Eviction != EvictReject && r.Offline.Eviction != EvictDropOldest {
+			bad(f+".offline.eviction", "%q must be reject or drop-oldest", r.Offline.Eviction)
+		}
+		for j, m := range r.Offline.UnsafeMethods {
+			if m == "" || strings.ContainsFunc(m, func(c rune) bool { return c < 'A' || c > 'Z' }) {
+				bad(fmt.Sprintf("%s.offline.unsafeMethods[%d]", f, j), "%q is not an HTTP method; write it like DELETE", m)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -37,7 +37,8 @@ func TestIssueExampleParsesWithDefaults(t *testing.T) {
 		Probe: Probe{Type: ProbeTCP, Path: "/", Interval: Duration(DefaultProbeInterval), Timeout: Duration(DefaultProbeTimeout),
 			Backoff: Backoff{Initial: Duration(DefaultBackoffInitial), Max: Duration(DefaultBackoffMax)}},
 		Offline: Offline{Hold: Duration(30 * time.Second), Links: []string{"wifi", "cellular", "ethernet"},
-			Metered: Allow, Roaming: Allow, RetryAfter: Duration(30 * time.Second)},
+			Metered: Allow, Roaming: Allow, RetryAfter: Duration(30 * time.Second),
+			TTL: Duration(DefaultSpoolTTL), Eviction: EvictReject},
 	}
 	if d := cmp.Diff(want, r); d != "" {
 		t.Errorf("route (-want +got):\n%s", d)
@@ -90,6 +91,13 @@ func TestValidation(t *testing.T) {
 		{"bad scheme", "routes: [{name: r, hosts: [a], upstream: \"ftp://x\"}]\n", []string{"scheme \"ftp\""}},
 		{"upstream path", "routes: [{name: r, hosts: [a], upstream: \"http://x/p\"}]\n", []string{"paths, queries"}},
 		{"h2c upstream", "routes: [{name: r, hosts: [a], upstream: \"h2c://x:1\"}]\n", nil},
+		{"spool without dir", route("    offline: {spool: true}\n"), []string{"routes[0].offline.spool", "spool.dir is not set"}},
+		{"spooling route", "spool: {dir: /var/lib/misaki/spool, sync: interval, syncInterval: 50ms}\n" +
+			route("    offline: {hold: 5s, spool: true, ttl: 24h, priority: 5, quota: {bytes: 64MiB, requests: 1000}, eviction: drop-oldest, unsafeMethods: [delete]}\n"), nil},
+		{"bad sync", "spool: {sync: sometimes}\n", []string{"spool.sync", "always or interval"}},
+		{"bad eviction", route("    offline: {eviction: newest}\n"), []string{"routes[0].offline.eviction", "reject or drop-oldest"}},
+		{"bad unsafe method", route("    offline: {unsafeMethods: [\"GE T\"]}\n"), []string{"routes[0].offline.unsafeMethods[0]"}},
+		{"replay backoff", "spool: {replay: {backoff: {initial: 10s, max: 1s}}}\n", []string{"spool.replay.backoff.max"}},
 		{"tls on http", route("    tls: {caFile: /x}\n"), []string{"routes[0].tls", "https://"}},
 		{"cert without key", "routes: [{name: r, hosts: [a], upstream: \"https://x\", tls: {certFile: c}}]\n", []string{"certFile and keyFile go together"}},
 		{"negative timeout", route("    timeouts: {connect: -1s}\n"), []string{"routes[0].timeouts.connect: must not be negative"}},

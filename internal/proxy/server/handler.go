@@ -58,11 +58,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body      []byte
 		buffered  bool
 		holdUntil time.Time
+		window    time.Duration
 	)
 	for attempt := 0; ; attempt++ {
 		if !rt.queue.Usable() {
 			if holdUntil.IsZero() {
-				holdUntil = s.clock.Now().Add(holdWindow(rt.cfg.Offline.Hold.D(), r.Header))
+				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
+				holdUntil = s.clock.Now().Add(window)
+				if window <= 0 || respondAsync(r.Header) {
+					// Nothing to wait for, or the app asked not to wait
+					// ("Prefer: respond-async"): spool at once, the body
+					// streamed to disk.
+					if ok, _ := s.spoolable(rt, r); ok && !buffered {
+						s.spoolRequest(w, r, rt, read, read != nil)
+						return
+					}
+				}
 			}
 			if !buffered && !rt.queue.Fits(max(r.ContentLength, 0)+headerSize(r)) {
 				// Its declared length cannot fit: refuse before reading it.
@@ -85,7 +96,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 				buffered = true
 			}
-			if !s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil) {
+			proceed, expired := s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil)
+			if expired {
+				if ok, why := s.spoolable(rt, r); ok {
+					s.spoolRequest(w, r, rt, body, true)
+				} else {
+					s.holdExpired(w, rt, window, why)
+				}
+				return
+			}
+			if !proceed {
 				return
 			}
 			delivery = outcomeHeld
@@ -128,9 +148,10 @@ type clientWatcher interface {
 	WatchClient(ctx context.Context) (context.Context, func())
 }
 
-// hold waits for rt to become usable. It reports true when the request should
-// be forwarded; otherwise it has answered the app (or the app is gone).
-func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size int64, until time.Time) bool {
+// hold waits for rt to become usable. It reports proceed when the request
+// should be forwarded, and expired when the window passed (the caller spools
+// or answers); otherwise it has answered the app (or the app is gone).
+func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size int64, until time.Time) (proceed, expired bool) {
 	begin := s.clock.Now()
 	window := until.Sub(begin)
 	ctx := r.Context()
@@ -141,18 +162,21 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 		ctx, stop = cw.WatchClient(ctx)
 		defer stop()
 	}
+	if window <= 0 {
+		return false, true
+	}
 	o, err := rt.queue.Wait(ctx, size, window)
 	if err != nil { // hold.ErrFull
 		rt.count[outcomeHoldFull].Inc()
 		s.unavailable(w, rt, "hold limit reached; too many requests are already waiting")
-		return false
+		return false, false
 	}
 	if window > 0 {
 		s.metrics.holdWait.WithLabelValues(rt.cfg.Name, o.String()).Observe(s.clock.Now().Sub(begin).Seconds())
 	}
 	switch o {
 	case hold.Released:
-		return true
+		return true, false
 	case hold.Canceled:
 		rt.count[outcomeClientGone].Inc()
 		if r.Context().Err() == nil {
@@ -163,15 +187,25 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 		rt.count[outcomeShutdown].Inc()
 		s.unavailable(w, rt, "the proxy is shutting down")
 	case hold.Expired:
-		if window <= 0 {
-			rt.count[outcomeUnavailable].Inc()
-			s.unavailable(w, rt, "no usable link")
-		} else {
-			rt.count[outcomeHoldExpired].Inc()
-			s.unavailable(w, rt, fmt.Sprintf("no usable link within the hold window of %v", window.Round(time.Millisecond)))
-		}
+		return false, true
 	}
-	return false
+	return false, false
+}
+
+// holdExpired answers a request whose hold window passed (or that had none)
+// and that is not spooled: 503 with Retry-After, and why not spooled.
+func (s *Server) holdExpired(w http.ResponseWriter, rt *routeRT, window time.Duration, whyNotSpooled string) {
+	msg := "no usable link"
+	if window > 0 {
+		rt.count[outcomeHoldExpired].Inc()
+		msg = fmt.Sprintf("no usable link within the hold window of %v", window.Round(time.Millisecond))
+	} else {
+		rt.count[outcomeUnavailable].Inc()
+	}
+	if whyNotSpooled != "" {
+		msg += "; " + whyNotSpooled
+	}
+	s.unavailable(w, rt, msg)
 }
 
 func (s *Server) unavailable(w http.ResponseWriter, rt *routeRT, what string) {

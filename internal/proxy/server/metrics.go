@@ -16,19 +16,28 @@ const (
 	outcomeTooLarge      = "too_large"      // 413
 	outcomeShutdown      = "shutdown"       // 503: the proxy was stopping
 	outcomeNoRoute       = "no_route"       // 404: no route for the host
+	outcomeSpooled       = "spooled"        // 202: written to the spool
+	outcomeSpoolFull     = "spool_full"     // 507: a spool quota or the disk is full
+	outcomeSpoolRefused  = "spool_refused"  // 400: a bad Misaki-Callback
 )
 
 var allOutcomes = []string{outcomeDirect, outcomeHeld, outcomeHoldExpired, outcomeHoldFull,
-	outcomeUnavailable, outcomeClientGone, outcomeUpstreamError, outcomeTooLarge, outcomeShutdown}
+	outcomeUnavailable, outcomeClientGone, outcomeUpstreamError, outcomeTooLarge, outcomeShutdown,
+	outcomeSpooled, outcomeSpoolFull, outcomeSpoolRefused}
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	holdWait *prometheus.HistogramVec
+	spoolOutcomes *prometheus.CounterVec
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	holdWait      *prometheus.HistogramVec
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 	m := &metrics{
+		spoolOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "misaki_proxy_spool_outcomes_total",
+			Help: "Spooled requests by route and what became of them (delivered, failed, retried, expired, evicted, cancelled).",
+		}, []string{"route", "outcome"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_proxy_requests_total",
 			Help: "Requests from apps by route and outcome.",
@@ -44,7 +53,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"route", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.holdWait, stateCollector{s},
+	reg.MustRegister(m.requests, m.duration, m.holdWait, m.spoolOutcomes, stateCollector{s},
 		// The prometheus package's own constructors: the collectors package
 		// would link database/sql into the sidecar for its DB-stats collector.
 		prometheus.NewGoCollector(),                                       //nolint:staticcheck // see above
@@ -65,6 +74,14 @@ var (
 		"1 if the link is up.", []string{"link", "class", "source"}, nil)
 	linkFlagDesc = prometheus.NewDesc("misaki_link_flag",
 		"1 if the link carries the flag (metered, roaming).", []string{"link", "flag"}, nil)
+	spoolDepthDesc = prometheus.NewDesc("misaki_proxy_spool_requests",
+		"Requests in the spool now (queued and being delivered), by route.", []string{"route"}, nil)
+	spoolBytesDesc = prometheus.NewDesc("misaki_proxy_spool_bytes",
+		"Bytes the route's spooled requests take on disk.", []string{"route"}, nil)
+	spoolAgeDesc = prometheus.NewDesc("misaki_proxy_spool_oldest_age_seconds",
+		"Age of the route's oldest spooled request.", []string{"route"}, nil)
+	spoolEventsDesc = prometheus.NewDesc("misaki_proxy_spool_events_total",
+		"Spool events since start: enqueued, rejected (quota), damaged_spans and torn_bytes found at open, missing_bodies, fsyncs.", []string{"event"}, nil)
 )
 
 // stateCollector reads gauges from the live state at scrape time, so the
@@ -72,7 +89,8 @@ var (
 type stateCollector struct{ s *Server }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{heldDesc, heldBytesDesc, routeUsableDesc, upstreamDesc, linkUpDesc, linkFlagDesc} {
+	for _, d := range []*prometheus.Desc{heldDesc, heldBytesDesc, routeUsableDesc, upstreamDesc, linkUpDesc, linkFlagDesc,
+		spoolDepthDesc, spoolBytesDesc, spoolAgeDesc, spoolEventsDesc} {
 		ch <- d
 	}
 }
@@ -89,6 +107,26 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(linkUpDesc, prometheus.GaugeValue, b2f(l.Up), l.Name, l.Class, l.Source)
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Metered), l.Name, "metered")
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Roaming), l.Name, "roaming")
+	}
+	if sp := c.s.sp; sp != nil {
+		now := c.s.clock.Now()
+		for _, rs := range sp.spool.Routes() {
+			ch <- prometheus.MustNewConstMetric(spoolDepthDesc, prometheus.GaugeValue, float64(rs.Records), rs.Route)
+			ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(rs.Bytes), rs.Route)
+			age := 0.0
+			if !rs.Oldest.IsZero() {
+				age = max(0, now.Sub(rs.Oldest).Seconds())
+			}
+			ch <- prometheus.MustNewConstMetric(spoolAgeDesc, prometheus.GaugeValue, age, rs.Route)
+		}
+		st := sp.spool.Stats()
+		for _, e := range []struct {
+			name string
+			v    int64
+		}{{"enqueued", st.Enqueued}, {"rejected", st.Rejected}, {"damaged_spans", st.DamagedSpans},
+			{"torn_bytes", st.TornBytes}, {"missing_bodies", st.MissingBodies}, {"fsyncs", st.Fsyncs}} {
+			ch <- prometheus.MustNewConstMetric(spoolEventsDesc, prometheus.CounterValue, float64(e.v), e.name)
+		}
 	}
 }
 

@@ -47,6 +47,9 @@ type Server struct {
 
 	evalMu sync.Mutex // serialises evaluate
 
+	sp       *spooling     // nil unless some route spools; set by Run
+	httpDone chan struct{} // closed once the mesh server has shut down
+
 	meshLn, adminLn net.Listener
 	stopping        atomic.Bool
 	active          atomic.Int64 // requests being served now
@@ -91,6 +94,8 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		reg:    prometheus.NewRegistry(),
 		budget: hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
 		table:  route.NewTable(cfg.Routes),
+
+		httpDone: make(chan struct{}),
 	}
 	s.links = link.NewMonitor(cfg.Links, cfg.LinkScan.PollInterval.D(), log, clk, s.evaluate)
 	if opt.LinkScanner != nil {
@@ -172,9 +177,17 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       lim.IdleTimeout.D(),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	if s.spools() {
+		if err := s.openSpool(); err != nil {
+			s.meshLn.Close()
+			s.adminLn.Close()
+			return err
+		}
+	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Links: s.links, Routes: s.routeStatus, Ready: s.ready, Gatherer: s.reg, Log: s.log,
+			Spool: s.spoolStatus, RequestStatus: s.requestStatus, CancelRequest: s.cancelRequest,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -186,6 +199,12 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	for _, rt := range s.routes {
 		g.Go(func() error { return rt.health.Run(gctx) })
+	}
+	if s.sp != nil {
+		g.Go(func() error {
+			err := s.runSpool(gctx, s.httpDone)
+			return err
+		})
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
 	lean := &h1.Server{
@@ -209,7 +228,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 		defer cancel()
-		err := errors.Join(lean.Shutdown(sctx), adminSrv.Shutdown(sctx))
+		err := lean.Shutdown(sctx)
+		close(s.httpDone) // the spool closes after the last request that may write to it
+		err = errors.Join(err, adminSrv.Shutdown(sctx))
 		for _, rt := range s.routes {
 			rt.fwd.Close()
 		}
@@ -266,6 +287,9 @@ func (s *Server) evaluate() {
 		}
 		rt.reason = reason
 		rt.queue.SetUsable(usable)
+		if usable && s.sp != nil {
+			s.sp.replayer.Kick()
+		}
 	}
 }
 

@@ -146,6 +146,7 @@ type Spool struct {
 	bodies    map[uint64]string // seq → body file, for live records that have one
 	unlinks   []pendingUnlink   // body files to remove once their done frame is durable
 	frame     []byte            // encoding buffer
+	evicted   []Finished        // since the last Sweep
 	stats     Stats
 
 	syncMu  sync.Mutex // guards fields below
@@ -379,6 +380,8 @@ func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
 		if i < 0 {
 			return err
 		}
+		e := q.entries[i]
+		s.evicted = append(s.evicted, Finished{Seq: e.seq, Route: route, Outcome: Evicted, Attempts: int(e.attempts)})
 		s.finishLocked(q, i, Evicted)
 		err = fits()
 	}
@@ -816,22 +819,31 @@ func (s *Spool) Lookup(seq uint64) (State, string, bool) {
 	return StateQueued, q.route, true
 }
 
-// Expire ends every queued record whose TTL has passed, and returns
-// their sequence numbers.
-func (s *Spool) Expire() []uint64 {
+// Finished is a record the spool ended by itself.
+type Finished struct {
+	Seq      uint64
+	Route    string
+	Outcome  Outcome // Expired or Evicted
+	Attempts int
+}
+
+// Sweep ends every queued record whose TTL has passed, and returns those
+// and the records drop-oldest evicted since the last call.
+func (s *Spool) Sweep() []Finished {
 	now := uint32(s.opts.Now().Unix())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var done []uint64
+	done := s.evicted
+	s.evicted = nil
 	for _, q := range s.queues {
 		start := len(done)
 		for _, e := range q.entries {
 			if e.state == stateQueued && e.exp != 0 && e.exp <= now {
-				done = append(done, e.seq)
+				done = append(done, Finished{Seq: e.seq, Route: q.route, Outcome: Expired, Attempts: int(e.attempts)})
 			}
 		}
-		for _, seq := range done[start:] {
-			if i := q.find(seq); i >= 0 {
+		for _, f := range done[start:] {
+			if i := q.find(f.Seq); i >= 0 {
 				s.finishLocked(q, i, Expired)
 			}
 		}

@@ -286,6 +286,9 @@ func TestQuotas(t *testing.T) {
 		if st := s.Stats(); st.Evicted != 2 {
 			t.Fatalf("evicted %d", st.Evicted)
 		}
+		if ev := s.Sweep(); len(ev) != 2 || ev[0].Outcome != Evicted || ev[0].Seq != 1 || ev[1].Seq != 2 {
+			t.Fatalf("Sweep after evictions: %+v", ev)
+		}
 	})
 	t.Run("total bytes", func(t *testing.T) {
 		s := open(t, t.TempDir(), func(o *Options) { o.MaxBytes = 2000 })
@@ -325,12 +328,12 @@ func TestTTLByWallClock(t *testing.T) {
 	// "Power off" for two minutes: the TTL runs on the wall clock.
 	clk.Advance(2 * time.Minute)
 	s = open(t, dir, func(o *Options) { o.Now = clk.Now })
-	if exp := s.Expire(); len(exp) != 1 || exp[0] != 1 {
-		t.Fatalf("expired %v, want [1]", exp)
+	if exp := s.Sweep(); len(exp) != 1 || exp[0].Seq != 1 || exp[0].Outcome != Expired || exp[0].Route != "r" {
+		t.Fatalf("expired %v, want seq 1", exp)
 	}
 	clk.Advance(time.Hour)
-	if exp := s.Expire(); len(exp) != 1 || exp[0] != 2 {
-		t.Fatalf("expired %v, want [2]", exp)
+	if exp := s.Sweep(); len(exp) != 1 || exp[0].Seq != 2 {
+		t.Fatalf("expired %v, want seq 2", exp)
 	}
 	if got := drain(t, s, "r"); len(got) != 1 || got[0].Seq != 3 {
 		t.Fatalf("left %d records", len(got))

@@ -1,0 +1,428 @@
+// Package replay delivers spooled requests once a link their route may use
+// returns, and keeps what happened to each for the app: the result a poll
+// of GET /v1/requests/{id} reads, and the callback the app asked for.
+//
+// Routes are served highest priority first and FIFO within a route. Few
+// requests are in flight at once (spool.replay.concurrency), so live
+// requests never queue behind a backlog. A connection error, 5xx, 408 or 429
+// puts the request back at the head of its route, and the route waits a
+// backoff with full jitter. Other answers are final. Every delivery carries
+// the request's Idempotency-Key, so that the cloud gateway can answer a
+// repeat (after a crash lost a done frame) from its store.
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/proxy/spool"
+)
+
+// Target is one route as the replayer uses it.
+type Target struct {
+	// Usable reports whether the route has a usable link now.
+	Usable func() bool
+	// Forward sends r upstream and writes the answer to w (the forwarder's
+	// Forward with delivery "spooled").
+	Forward func(w http.ResponseWriter, r *http.Request) error
+	// NotSent reports whether Forward's error means nothing reached the
+	// upstream; Unreachable is then told, so the route stops being usable
+	// until the upstream answers probes again.
+	NotSent     func(error) bool
+	Unreachable func(error)
+}
+
+// Outcomes counted by OnOutcome.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeFailed    = "failed"
+	OutcomeRetried   = "retried"
+	OutcomeExpired   = "expired"
+	OutcomeEvicted   = "evicted"
+	OutcomeCancelled = "cancelled"
+)
+
+// Options configure a Replayer.
+type Options struct {
+	Spool            *spool.Spool
+	Results          *Results
+	Targets          map[string]Target
+	Concurrency      int
+	BackoffMin       time.Duration
+	BackoffMax       time.Duration
+	MaxResponseBytes int64
+	Clock            clock.Clock
+	Log              *slog.Logger
+	// Callbacks posts results to apps' Misaki-Callback URLs.
+	Callbacks *http.Client
+	// OnOutcome counts outcomes for metrics; optional.
+	OnOutcome func(route, outcome string)
+}
+
+// Replayer drains the spool.
+type Replayer struct {
+	o    Options
+	kick chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex // guards fields below
+	inFlight int
+	routes   map[string]*routeState
+	ctx      context.Context
+}
+
+type routeState struct {
+	notBefore time.Time
+	failures  int
+}
+
+// New returns a replayer; Run starts it.
+func New(o Options) *Replayer {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.OnOutcome == nil {
+		o.OnOutcome = func(string, string) {}
+	}
+	return &Replayer{o: o, kick: make(chan struct{}, 1), routes: map[string]*routeState{}}
+}
+
+// Kick asks the replayer to look at the spool now: after an enqueue, or a
+// route becoming usable.
+func (p *Replayer) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends, then waits for deliveries in flight.
+func (p *Replayer) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.ctx = ctx
+	p.mu.Unlock()
+	for _, r := range p.o.Results.Sweep() {
+		p.callback(ctx, r)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sweepAt := p.o.Clock.Now().Add(time.Minute)
+	for {
+		p.sweep()
+		if now := p.o.Clock.Now(); now.After(sweepAt) {
+			p.o.Results.Sweep()
+			sweepAt = now.Add(time.Minute)
+		}
+		p.dispatch(ctx)
+		select {
+		case <-ctx.Done():
+			p.wg.Wait()
+			return nil
+		case <-p.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// sweep records the requests the spool expired or evicted.
+func (p *Replayer) sweep() {
+	for _, f := range p.o.Spool.Sweep() {
+		state, reason := OutcomeExpired, "its TTL passed before a usable link returned"
+		if f.Outcome == spool.Evicted {
+			state, reason = OutcomeEvicted, "dropped to make room for newer requests (offline.eviction: drop-oldest)"
+		}
+		p.finish(&Result{ID: ID(f.Seq), Route: f.Route, State: state, Reason: reason, Attempts: f.Attempts}, nil)
+	}
+}
+
+// dispatch starts deliveries while there are free slots, by priority.
+func (p *Replayer) dispatch(ctx context.Context) {
+	now := p.o.Clock.Now()
+	for _, rs := range p.o.Spool.Routes() {
+		if rs.Records-int64(rs.InFlight) <= 0 {
+			continue
+		}
+		t, ok := p.o.Targets[rs.Route]
+		if !ok || !t.Usable() {
+			continue
+		}
+		p.mu.Lock()
+		st := p.state(rs.Route)
+		wait := now.Before(st.notBefore)
+		p.mu.Unlock()
+		if wait {
+			continue
+		}
+		for {
+			p.mu.Lock()
+			full := p.inFlight >= p.o.Concurrency
+			if !full {
+				p.inFlight++
+			}
+			p.mu.Unlock()
+			if full {
+				return
+			}
+			rec, err := p.o.Spool.Next(rs.Route)
+			if rec == nil || err != nil {
+				p.mu.Lock()
+				p.inFlight--
+				p.mu.Unlock()
+				break
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.deliver(ctx, rs.Route, t, rec)
+				p.mu.Lock()
+				p.inFlight--
+				p.mu.Unlock()
+				p.Kick()
+			}()
+		}
+	}
+}
+
+func (p *Replayer) state(route string) *routeState {
+	st := p.routes[route]
+	if st == nil {
+		st = &routeState{}
+		p.routes[route] = st
+	}
+	return st
+}
+
+// deliver sends one spooled request and settles it.
+func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spool.Record) {
+	attempts, _ := p.o.Spool.Attempts(rec.Seq)
+	attempts++
+	cw := newCapture(p.o.MaxResponseBytes)
+	err := p.send(ctx, t, rec, cw)
+	res := &Result{ID: ID(rec.Seq), Route: route, Attempts: attempts, Callback: rec.Callback}
+	switch {
+	case err != nil && errors.Is(err, errUnreadable):
+		res.State, res.Reason = OutcomeFailed, err.Error()
+	case err != nil || retryable(cw.status):
+		if ctx.Err() == nil && t.NotSent != nil && t.NotSent(err) && t.Unreachable != nil {
+			t.Unreachable(err)
+		}
+		p.retry(route, rec.Seq, err, cw.status)
+		return
+	case cw.status >= 400:
+		res.State, res.Reason = OutcomeFailed, fmt.Sprintf("the upstream answered %d", cw.status)
+		res.Response = cw.response()
+	default:
+		res.State = OutcomeDelivered
+		res.Response = cw.response()
+	}
+	p.mu.Lock()
+	p.state(route).failures = 0
+	p.mu.Unlock()
+	outcome := spool.Delivered
+	if res.State == OutcomeFailed {
+		outcome = spool.Failed
+	}
+	p.finish(res, func() error { return p.o.Spool.Finish(rec.Seq, outcome) })
+}
+
+var errUnreadable = errors.New("replay: the spooled request cannot be read back")
+
+// send forwards rec, turning a handler abort into an error.
+func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http.ResponseWriter) (err error) {
+	body, err := p.o.Spool.OpenBody(rec)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnreadable, err)
+	}
+	defer body.Close()
+	req, err := http.NewRequestWithContext(ctx, rec.Method, rec.URL, body)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnreadable, err)
+	}
+	req.Header = rec.Header.Clone()
+	if req.Header == nil {
+		req.Header = http.Header{}
+	}
+	req.Header.Set("Idempotency-Key", rec.IdempotencyKey)
+	req.ContentLength = int64(len(rec.Body))
+	if rec.BodyFile != "" {
+		req.ContentLength = rec.BodySize
+	}
+	if req.ContentLength == 0 {
+		req.Body = http.NoBody
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			err = errors.New("replay: the upstream broke off its response")
+		}
+	}()
+	return t.Forward(w, req)
+}
+
+// retryable reports whether an upstream status means "try again later".
+func retryable(status int) bool {
+	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
+}
+
+// retry puts the request back at the head of its route, which waits a
+// backoff with full jitter before its next delivery.
+func (p *Replayer) retry(route string, seq uint64, err error, status int) {
+	if rerr := p.o.Spool.Retry(seq); rerr != nil {
+		p.o.Log.Warn("returning a request to the spool", "seq", seq, "err", rerr)
+	}
+	p.mu.Lock()
+	st := p.state(route)
+	st.failures++
+	d := min(p.o.BackoffMax, p.o.BackoffMin<<min(st.failures-1, 20))
+	d = time.Duration(rand.Int64N(int64(d) + 1))
+	st.notBefore = p.o.Clock.Now().Add(d)
+	p.mu.Unlock()
+	p.o.OnOutcome(route, OutcomeRetried)
+	p.o.Log.Info("spooled request will be retried", "route", route, "id", ID(seq), "status", status, "err", err, "after", d.Round(time.Millisecond))
+}
+
+// finish stores a result, then ends the request in the spool (end may be
+// nil when the spool ended it itself). The result is written first: a
+// crash in between delivers the request again, and the gateway answers the
+// repeat, rather than losing its outcome.
+func (p *Replayer) finish(res *Result, end func() error) {
+	res.Finished = p.o.Clock.Now()
+	if err := p.o.Results.Put(res); err != nil {
+		p.o.Log.Error("storing a spooled request's result", "id", res.ID, "err", err)
+	}
+	if end != nil {
+		if err := end(); err != nil {
+			p.o.Log.Warn("finishing a spooled request", "id", res.ID, "err", err)
+		}
+	}
+	p.o.OnOutcome(res.Route, res.State)
+	p.mu.Lock()
+	ctx := p.ctx
+	p.mu.Unlock()
+	if ctx != nil {
+		p.callback(ctx, res)
+	}
+}
+
+// Cancel removes a queued request and records it as cancelled.
+func (p *Replayer) Cancel(id string) error {
+	seq, err := ParseID(id)
+	if err != nil {
+		return spool.ErrNotFound
+	}
+	_, route, ok := p.o.Spool.Lookup(seq)
+	if !ok {
+		return spool.ErrNotFound
+	}
+	attempts, _ := p.o.Spool.Attempts(seq)
+	if err := p.o.Spool.Cancel(seq); err != nil {
+		return err
+	}
+	p.finish(&Result{ID: id, Route: route, State: OutcomeCancelled, Reason: "cancelled by DELETE /v1/requests/" + id, Attempts: attempts}, nil)
+	return nil
+}
+
+// callback POSTs res to its callback URL in the background, retrying with
+// backoff until the app accepts it (2xx), the result's retention ends, or
+// ctx ends. A restart picks owed callbacks up again (Results.Sweep).
+func (p *Replayer) callback(ctx context.Context, res *Result) {
+	if res.Callback == "" || res.CallbackDone || p.o.Callbacks == nil {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		body, _ := json.Marshal(res)
+		backoff := p.o.BackoffMin
+		deadline := res.Finished.Add(p.o.Results.retention)
+		for attempt := 1; ctx.Err() == nil && p.o.Clock.Now().Before(deadline); attempt++ {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, res.Callback, bytes.NewReader(body))
+			if err != nil {
+				p.o.Log.Warn("callback URL unusable", "id", res.ID, "url", res.Callback, "err", err)
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Misaki-Request-Id", res.ID)
+			resp, err := p.o.Callbacks.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					res.CallbackDone = true
+					if err := p.o.Results.Put(res); err != nil {
+						p.o.Log.Warn("recording a callback", "id", res.ID, "err", err)
+					}
+					return
+				}
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			p.o.Log.Info("callback failed, will retry", "id", res.ID, "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(rand.Int64N(int64(backoff) + 1))):
+			}
+			backoff = min(backoff*2, p.o.BackoffMax)
+		}
+	}()
+}
+
+// ID formats a spool sequence number as a request id.
+func ID(seq uint64) string { return strconv.FormatUint(seq, 10) }
+
+// ParseID is ID's inverse.
+func ParseID(id string) (uint64, error) { return strconv.ParseUint(id, 10, 64) }
+
+// capture is the ResponseWriter a replayed request's answer is written to.
+type capture struct {
+	max       int64
+	header    http.Header
+	status    int
+	body      bytes.Buffer
+	truncated bool
+}
+
+func newCapture(max int64) *capture { return &capture{max: max, header: http.Header{}} }
+
+func (c *capture) Header() http.Header { return c.header }
+
+func (c *capture) WriteHeader(code int) {
+	if c.status == 0 && code >= 200 {
+		c.status = code
+	}
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	room := c.max - int64(c.body.Len())
+	if int64(len(b)) > room {
+		c.truncated = true
+		c.body.Write(b[:max(room, 0)])
+	} else {
+		c.body.Write(b)
+	}
+	return len(b), nil
+}
+
+func (c *capture) Flush() {}
+
+func (c *capture) response() *Response {
+	h := c.header.Clone()
+	delete(h, "Misaki-Delivery")
+	return &Response{Status: c.status, Header: h, Body: c.body.Bytes(), Truncated: c.truncated}
+}

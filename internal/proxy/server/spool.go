@@ -1,0 +1,254 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/misaki-io/misaki/internal/proxy/admin"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/proxy/replay"
+	"github.com/misaki-io/misaki/internal/proxy/spool"
+)
+
+// Misaki's own headers for spooling.
+const (
+	headerRequestID = "Misaki-Request-Id"
+	headerCallback  = "Misaki-Callback"
+	deliverySpooled = "spooled"
+)
+
+// spooling is the durable path: the spool, the results of finished
+// requests, and the replayer. It exists when some route spools.
+type spooling struct {
+	spool    *spool.Spool
+	results  *replay.Results
+	replayer *replay.Replayer
+	outcomes *prometheus.CounterVec
+}
+
+// spools reports whether any route spools.
+func (s *Server) spools() bool {
+	return slices.ContainsFunc(s.cfg.Routes, func(r config.Route) bool { return r.Offline.Spool })
+}
+
+// openSpool opens the spool and wires the replayer (Run calls it).
+func (s *Server) openSpool() error {
+	c := s.cfg.Spool
+	sp, err := spool.Open(spool.Options{
+		Dir: c.Dir, Sync: spool.SyncPolicy(c.Sync), SyncInterval: c.SyncInterval.D(),
+		MaxBytes: int64(c.MaxBytes), MaxRecords: int64(c.MaxRequests),
+		Now: s.clock.Now, Log: s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("spool.dir: %w", err)
+	}
+	results, err := replay.NewResults(filepath.Join(c.Dir, "results"), c.Retention.D(), s.clock.Now)
+	if err != nil {
+		sp.Close()
+		return fmt.Errorf("spool.dir: %w", err)
+	}
+	targets := map[string]replay.Target{}
+	for _, rt := range s.routes {
+		targets[rt.cfg.Name] = replay.Target{
+			Usable:  rt.queue.Usable,
+			Forward: func(w http.ResponseWriter, r *http.Request) error { return rt.fwd.Forward(w, r, deliverySpooled) },
+			NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) },
+			Unreachable: func(err error) {
+				rt.health.Failed(err)
+				s.evaluate()
+			},
+		}
+	}
+	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes}
+	s.sp.replayer = replay.New(replay.Options{
+		Spool: sp, Results: results, Targets: targets,
+		Concurrency: c.Replay.Concurrency, BackoffMin: c.Replay.Backoff.Initial.D(), BackoffMax: c.Replay.Backoff.Max.D(),
+		MaxResponseBytes: int64(c.MaxResponseBytes), Clock: s.clock, Log: s.log.With("component", "replay"),
+		Callbacks: &http.Client{Timeout: 30 * time.Second},
+		OnOutcome: func(route, outcome string) { s.metrics.spoolOutcomes.WithLabelValues(route, outcome).Inc() },
+	})
+	return nil
+}
+
+// runSpool runs the spool's fsync loop and the replayer until ctx ends,
+// and closes the spool once httpDone says no request can write to it.
+func (s *Server) runSpool(ctx context.Context, httpDone <-chan struct{}) error {
+	done := make(chan error, 1)
+	go func() { done <- s.sp.spool.Run(ctx) }()
+	err := s.sp.replayer.Run(ctx)
+	<-done
+	<-httpDone
+	return errors.Join(err, s.sp.spool.Close())
+}
+
+// spoolable reports whether r may be spooled on rt, and if not, why.
+func (s *Server) spoolable(rt *routeRT, r *http.Request) (bool, string) {
+	switch {
+	case !rt.cfg.Offline.Spool || s.sp == nil:
+		return false, ""
+	case slices.Contains(rt.cfg.Offline.UnsafeMethods, r.Method):
+		return false, fmt.Sprintf("%s is not spooled on this route (offline.unsafeMethods)", r.Method)
+	case r.Header.Get("Upgrade") != "":
+		return false, "upgrades (WebSocket) cannot be spooled"
+	}
+	return true, ""
+}
+
+// respondAsync reports whether the app asked for "Prefer: respond-async"
+// (RFC 7240 §4.1).
+func respondAsync(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		for p := range strings.SplitSeq(v, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// spoolRequest writes r to the spool and answers 202, or answers why it
+// could not. body is the body already read (held requests); otherwise r.Body
+// is streamed to disk.
+func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeRT, body []byte, bodyRead bool) {
+	cb := r.Header.Get(headerCallback)
+	if cb != "" {
+		if u, err := url.Parse(cb); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			rt.count[outcomeSpoolRefused].Inc()
+			http.Error(w, fmt.Sprintf("misaki: %s %q is not an absolute http:// or https:// URL", headerCallback, cb), http.StatusBadRequest)
+			return
+		}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		var b [16]byte
+		rand.Read(b[:])
+		key = hex.EncodeToString(b[:])
+	}
+	h := r.Header.Clone()
+	for _, k := range []string{headerCallback, "Idempotency-Key", "Prefer", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Proxy-Connection"} {
+		delete(h, k)
+	}
+	rec := &spool.Record{
+		Route: rt.cfg.Name, Method: r.Method, URL: "http://" + r.Host + r.URL.RequestURI(),
+		Header: h, IdempotencyKey: key, Callback: cb, Priority: rt.cfg.Offline.Priority,
+	}
+	if ttl := rt.cfg.Offline.TTL.D(); ttl > 0 {
+		rec.Expires = s.clock.Now().Add(ttl).UnixNano()
+	}
+	var src io.Reader
+	if bodyRead {
+		rec.Body = body
+	} else if r.Body != nil && r.Body != http.NoBody {
+		src = r.Body
+	}
+	lim := spool.Limits{MaxBytes: int64(rt.cfg.Offline.Quota.Bytes), MaxRecords: int64(rt.cfg.Offline.Quota.Requests), Evict: spool.Reject}
+	if rt.cfg.Offline.Eviction == config.EvictDropOldest {
+		lim.Evict = spool.DropOldest
+	}
+	seq, err := s.sp.spool.Enqueue(rec, src, lim)
+	if err != nil {
+		switch {
+		case isTooLarge(err):
+			s.bodyError(w, rt, err)
+		case errors.Is(err, spool.ErrFull), errors.Is(err, syscall.ENOSPC):
+			rt.count[outcomeSpoolFull].Inc()
+			http.Error(w, fmt.Sprintf("misaki: route %s: the request was not stored: %v", rt.cfg.Name, err), http.StatusInsufficientStorage)
+		case r.Context().Err() != nil:
+			rt.count[outcomeClientGone].Inc()
+		default:
+			rt.count[outcomeSpoolFull].Inc()
+			s.log.Error("spooling a request", "route", rt.cfg.Name, "err", err)
+			s.unavailable(w, rt, "the request could not be stored: "+err.Error())
+		}
+		return
+	}
+	id := replay.ID(seq)
+	rt.count[outcomeSpooled].Inc()
+	s.sp.replayer.Kick()
+	w.Header().Set(headerRequestID, id)
+	w.Header().Set("Location", "http://"+s.AdminAddr()+"/v1/requests/"+id)
+	w.Header().Set(forward.HeaderDelivery, deliverySpooled)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	fmt.Fprintf(w, "{\"id\":%q,\"state\":\"queued\",\"route\":%q}\n", id, rt.cfg.Name)
+}
+
+// requestStatus serves GET /v1/requests/{id}.
+func (s *Server) requestStatus(id string) (any, error) {
+	if s.sp == nil {
+		return nil, admin.ErrNotFound
+	}
+	if seq, err := replay.ParseID(id); err == nil {
+		if st, route, ok := s.sp.spool.Lookup(seq); ok {
+			attempts, _ := s.sp.spool.Attempts(seq)
+			return map[string]any{"id": id, "route": route, "state": st, "attempts": attempts}, nil
+		}
+	}
+	res, err := s.sp.results.Get(id)
+	if errors.Is(err, replay.ErrNoResult) {
+		return nil, admin.ErrNotFound
+	}
+	return res, err
+}
+
+// cancelRequest serves DELETE /v1/requests/{id}.
+func (s *Server) cancelRequest(id string) error {
+	if s.sp == nil {
+		return admin.ErrNotFound
+	}
+	switch err := s.sp.replayer.Cancel(id); {
+	case errors.Is(err, spool.ErrNotFound):
+		return admin.ErrNotFound
+	case errors.Is(err, spool.ErrInFlight):
+		return fmt.Errorf("%w: it is being delivered", admin.ErrConflict)
+	default:
+		return err
+	}
+}
+
+// spoolStatus serves GET /v1/spool.
+func (s *Server) spoolStatus() any {
+	type route struct {
+		Route     string  `json:"route"`
+		Priority  int     `json:"priority"`
+		Depth     int64   `json:"depth"`
+		Bytes     int64   `json:"bytes"`
+		InFlight  int     `json:"delivering"`
+		OldestAge float64 `json:"oldestAgeSeconds"`
+	}
+	out := struct {
+		Enabled bool        `json:"enabled"`
+		Dir     string      `json:"dir,omitempty"`
+		Routes  []route     `json:"routes"`
+		Stats   spool.Stats `json:"stats"`
+	}{Routes: []route{}}
+	if s.sp == nil {
+		return out
+	}
+	out.Enabled, out.Dir, out.Stats = true, s.cfg.Spool.Dir, s.sp.spool.Stats()
+	now := s.clock.Now()
+	for _, rs := range s.sp.spool.Routes() {
+		r := route{Route: rs.Route, Priority: rs.Priority, Depth: rs.Records, Bytes: rs.Bytes, InFlight: rs.InFlight}
+		if !rs.Oldest.IsZero() {
+			r.OldestAge = max(0, now.Sub(rs.Oldest).Seconds())
+		}
+		out.Routes = append(out.Routes, r)
+	}
+	return out
+}
