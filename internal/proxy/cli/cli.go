@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/server"
 )
@@ -25,8 +26,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	check := fs.Bool("check", false, "validate the configuration and exit")
 	version := fs.Bool("version", false, "print the version and exit")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
+	role := fs.String("role", "", "edge or gateway; overrides the config's role")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--check]\n\nMisaki's offline-aware edge proxy.\n\n")
+		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--role edge|gateway] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,7 +45,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("--config is required")
 	}
-	cfg, err := config.Load(*cfgPath)
+	var cfg *config.Config
+	var err error
+	if *role != "" {
+		cfg, err = config.LoadAs(*cfgPath, *role)
+	} else {
+		cfg, err = config.Load(*cfgPath)
+	}
 	if err != nil {
 		return err
 	}
@@ -65,7 +73,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: use json or text", *logFormat)
 	}
-	log := slog.New(h).With("app", "misaki-proxy")
+	log := slog.New(h).With("app", "misaki-proxy", "role", cfg.Role)
+	if cfg.Role == config.RoleGateway {
+		gw, err := gateway.New(cfg, log, nil)
+		if err != nil {
+			return err
+		}
+		return gw.Run(ctx)
+	}
 	srv, err := server.New(cfg, log, server.Options{})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"path"
 	"slices"
@@ -19,7 +20,12 @@ import (
 
 // Config is the whole proxy configuration.
 type Config struct {
-	// Listen is the address apps send mesh traffic to (HTTP/1.1 and h2c).
+	// Role is edge (the sidecar next to an app; the default) or gateway
+	// (the cloud side in front of cloud services: mTLS from vehicles and
+	// de-duplication by Idempotency-Key). The --role flag overrides it.
+	Role string `yaml:"role"`
+	// Listen is the address apps send mesh traffic to (HTTP/1.1 and h2c);
+	// for the gateway, the address vehicles connect to (TLS).
 	Listen string `yaml:"listen"`
 	// Admin is the address of the admin API (/healthz, /readyz, /metrics, /v1/...).
 	Admin string `yaml:"admin"`
@@ -34,6 +40,8 @@ type Config struct {
 	// Spool is the durable queue for requests that outlive their hold
 	// window on routes with offline.spool set.
 	Spool Spool `yaml:"spool"`
+	// Gateway configures the gateway role.
+	Gateway Gateway `yaml:"gateway"`
 	// Links are the vehicle's network paths, matched to kernel interfaces.
 	Links []Link `yaml:"links"`
 	// Routes map mesh host names to upstreams with an offline policy.
@@ -120,6 +128,45 @@ type Replay struct {
 	// Backoff between attempts after a connection error, 5xx, 408 or 429.
 	// Default 1s to 5m, with full jitter.
 	Backoff Backoff `yaml:"backoff"`
+}
+
+// Roles.
+const (
+	RoleEdge    = "edge"
+	RoleGateway = "gateway"
+)
+
+// Gateway configures the cloud gateway (role: gateway).
+type Gateway struct {
+	// TLS is the gateway's certificate and the CA that signs vehicles'
+	// client certificates; a client certificate is required. Required.
+	TLS ServerTLS `yaml:"tls"`
+	// Idempotency configures de-duplication by Idempotency-Key.
+	Idempotency Idempotency `yaml:"idempotency"`
+	// IdentityHeader carries the vehicle identity (the client certificate's
+	// first URI SAN, else its common name) to the services; a value sent by
+	// the client is replaced. Default Misaki-Vehicle-Id.
+	IdentityHeader string `yaml:"identityHeader"`
+}
+
+// ServerTLS is a TLS server's certificate and its client CA.
+type ServerTLS struct {
+	CertFile     string `yaml:"certFile"`
+	KeyFile      string `yaml:"keyFile"`
+	ClientCAFile string `yaml:"clientCAFile"`
+}
+
+// Idempotency configures the gateway's key store.
+type Idempotency struct {
+	// Dir holds the store (a bbolt file). Required.
+	Dir string `yaml:"dir"`
+	// Window is how long a key and its answer are remembered; longer than
+	// any expected outage. Default 720h (30 days).
+	Window Duration `yaml:"window"`
+	// MaxStoredBody is the most of a response body kept for repeats; a
+	// longer one is answered to repeats with status and headers only.
+	// Default 1MiB.
+	MaxStoredBody ByteSize `yaml:"maxStoredBody"`
 }
 
 // Spool eviction policies.
@@ -315,10 +362,16 @@ const (
 	DefaultReplayBackoffMin  = time.Second
 	DefaultReplayBackoffMax  = 5 * time.Minute
 	DefaultSpoolTTL          = 72 * time.Hour
+	DefaultIdempotencyWindow = 30 * 24 * time.Hour
+	DefaultIdentityHeader    = "Misaki-Vehicle-Id"
 )
 
 // SetDefaults fills every zero field with its documented default.
 func (c *Config) SetDefaults() {
+	setDefault(&c.Role, RoleEdge)
+	setDefault(&c.Gateway.Idempotency.Window, Duration(DefaultIdempotencyWindow))
+	setDefault(&c.Gateway.Idempotency.MaxStoredBody, DefaultMaxResponseBytes)
+	setDefault(&c.Gateway.IdentityHeader, DefaultIdentityHeader)
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.Admin, DefaultAdmin)
 	setDefault(&c.Log.Level, "info")
@@ -382,6 +435,25 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(field, "%q is not host:port; write it like 127.0.0.1:15001", addr)
 		}
+	}
+	switch c.Role {
+	case RoleEdge:
+	case RoleGateway:
+		g := c.Gateway
+		if g.TLS.CertFile == "" || g.TLS.KeyFile == "" || g.TLS.ClientCAFile == "" {
+			bad("gateway.tls", "certFile, keyFile and clientCAFile are required: vehicles connect with mutual TLS")
+		}
+		if g.Idempotency.Dir == "" {
+			bad("gateway.idempotency.dir", "is required: set a directory for the key store")
+		}
+		if g.Idempotency.Window <= 0 {
+			bad("gateway.idempotency.window", "must be positive, like 720h")
+		}
+		if http.CanonicalHeaderKey(g.IdentityHeader) != g.IdentityHeader || strings.ContainsAny(g.IdentityHeader, " :") {
+			bad("gateway.identityHeader", "%q is not a canonical header name; write it like Misaki-Vehicle-Id", g.IdentityHeader)
+		}
+	default:
+		bad("role", "%q is not a role; use edge or gateway", c.Role)
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("admin", c.Admin)

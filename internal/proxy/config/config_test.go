@@ -66,7 +66,7 @@ func TestValidation(t *testing.T) {
 		{"two documents", route("") + "---\nlisten: x\n", []string{"more than one YAML document"}},
 		{"unknown top-level field", "lsiten: 1.2.3.4:5\n", []string{`lsiten: unknown field (line 1); did you mean "listen"?`}},
 		{"unknown nested field", route("    offline: {hodl: 3s}\n"), []string{`routes[0].offline.hodl: unknown field`, `did you mean "hold"?`}},
-		{"unknown far field", "zzzzzz: 1\n", []string{"known fields here: listen, admin"}},
+		{"unknown far field", "zzzzzz: 1\n", []string{"known fields here: role, listen, admin"}},
 		{"bad listen", "listen: nope\n", []string{"listen:", "not host:port"}},
 		{"same listen and admin", "listen: 127.0.0.1:1\nadmin: 127.0.0.1:1\n", []string{"admin: must differ from listen"}},
 		{"bad log level", "log: {level: loud}\n", []string{"log.level"}},
@@ -91,6 +91,9 @@ func TestValidation(t *testing.T) {
 		{"bad scheme", "routes: [{name: r, hosts: [a], upstream: \"ftp://x\"}]\n", []string{"scheme \"ftp\""}},
 		{"upstream path", "routes: [{name: r, hosts: [a], upstream: \"http://x/p\"}]\n", []string{"paths, queries"}},
 		{"h2c upstream", "routes: [{name: r, hosts: [a], upstream: \"h2c://x:1\"}]\n", nil},
+		{"bad role", "role: cloud\n", []string{"role:", "edge or gateway"}},
+		{"gateway without tls", "role: gateway\ngateway: {idempotency: {dir: /x}}\n", []string{"gateway.tls", "mutual TLS"}},
+		{"gateway", "role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x, window: 48h}}\n", nil},
 		{"spool without dir", route("    offline: {spool: true}\n"), []string{"routes[0].offline.spool", "spool.dir is not set"}},
 		{"spooling route", "spool: {dir: /var/lib/misaki/spool, sync: interval, syncInterval: 50ms}\n" +
 			route("    offline: {hold: 5s, spool: true, ttl: 24h, priority: 5, quota: {bytes: 64MiB, requests: 1000}, eviction: drop-oldest, unsafeMethods: [delete]}\n"), nil},

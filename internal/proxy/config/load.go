@@ -25,9 +25,24 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// LoadAs is Load with the role set (the --role flag), before validation.
+func LoadAs(path, role string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := parse(b, role)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
 // Parse decodes YAML, rejects unknown fields (naming the closest known one),
 // sets defaults and validates.
-func Parse(b []byte) (*Config, error) {
+func Parse(b []byte) (*Config, error) { return parse(b, "") }
+
+func parse(b []byte, role string) (*Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&doc); err != nil {
@@ -53,6 +68,9 @@ func Parse(b []byte) (*Config, error) {
 	var c Config
 	if err := root.Decode(&c); err != nil {
 		return nil, err
+	}
+	if role != "" {
+		c.Role = role
 	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {

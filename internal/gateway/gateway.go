@@ -1,0 +1,398 @@
+// Package gateway is the cloud side of Misaki (misaki-proxy --role
+// gateway): vehicles' edge proxies connect to it with mutual TLS, and it
+// forwards to cloud services by route, as the edge does. It also answers
+// every repeat of an Idempotency-Key from what the service answered the
+// first time, so a request the edge delivers twice (after a crash lost
+// the record of its first delivery) reaches the service once:
+//
+//   - a repeat of a finished request gets the stored answer, marked
+//     Misaki-Replayed: true, and never reaches the service;
+//   - the same key with a different method, target or body gets 422;
+//   - a repeat while the first is still being answered gets 409;
+//   - 5xx, 408 and 429 answers and failures to reach the service are not
+//     stored, so that the edge's retry reaches the service again.
+//
+// Keys are scoped by the vehicle identity from the client certificate (its
+// first URI SAN, else its common name), which is also passed on to the
+// service in gateway.identityHeader.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/misaki-io/misaki/internal/gateway/idem"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/proxy/route"
+)
+
+// Outcomes, the "outcome" label of misaki_gateway_requests_total.
+const (
+	outcomeForwarded = "forwarded" // first time: sent to the service (answer stored if final)
+	outcomeNoKey     = "no_key"    // no Idempotency-Key: sent as is
+	outcomeReplayed  = "replayed"  // a repeat answered from the store
+	outcomeConflict  = "conflict"  // 409: the first is still being answered
+	outcomeMismatch  = "mismatch"  // 422: same key, different request
+	outcomeNoRoute   = "no_route"
+	outcomeError     = "error"
+)
+
+// Server is one gateway.
+type Server struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	now    func() time.Time
+	tls    *tls.Config
+	table  *route.Table
+	routes []*forward.Upstream
+	store  *idem.Store
+
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+
+	ln, adminLn net.Listener
+}
+
+// New builds a gateway from a validated config (role gateway). It reads
+// the TLS files and does no other I/O.
+func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, error) {
+	if now == nil {
+		now = time.Now
+	}
+	g := cfg.Gateway
+	cert, err := tls.LoadX509KeyPair(g.TLS.CertFile, g.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.tls: %w", err)
+	}
+	caPEM, err := os.ReadFile(g.TLS.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.tls.clientCAFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("gateway.tls.clientCAFile: %s holds no PEM certificate", g.TLS.ClientCAFile)
+	}
+	s := &Server{
+		cfg: cfg, log: log.With("component", "gateway"), now: now,
+		tls: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    pool,
+			MinVersion:   tls.VersionTLS12,
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		table: route.NewTable(cfg.Routes),
+		reg:   prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "misaki_gateway_requests_total",
+			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, error).",
+		}, []string{"route", "outcome"}),
+	}
+	s.reg.MustRegister(s.requests, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})) //nolint:staticcheck // as the edge: no database/sql
+	for _, rc := range cfg.Routes {
+		tlsConf, err := forward.LoadTLS(rc)
+		if err != nil {
+			return nil, err
+		}
+		f, err := forward.New(rc, tlsConf, log)
+		if err != nil {
+			return nil, err
+		}
+		s.routes = append(s.routes, f)
+	}
+	return s, nil
+}
+
+// Listen binds the vehicle-facing and admin listeners.
+func (s *Server) Listen() error {
+	var err error
+	if s.ln, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin); err != nil {
+		s.ln.Close()
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
+}
+
+// Addr and AdminAddr are the bound addresses (after Listen).
+func (s *Server) Addr() string      { return s.ln.Addr().String() }
+func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	idc := s.cfg.Gateway.Idempotency
+	if err := os.MkdirAll(idc.Dir, 0o750); err != nil {
+		return fmt.Errorf("gateway.idempotency.dir: %w", err)
+	}
+	store, err := idem.Open(filepath.Join(idc.Dir, "keys.db"), idc.Window.D(), s.now)
+	if err != nil {
+		return err
+	}
+	s.store = store
+	defer store.Close()
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "misaki_gateway_keys", Help: "Idempotency keys remembered.",
+	}, func() float64 { return float64(store.Len()) }))
+
+	srv := &http.Server{
+		Handler:           s,
+		TLSConfig:         s.tls,
+		ReadHeaderTimeout: s.cfg.Limits.ReadHeaderTimeout.D(),
+		IdleTimeout:       s.cfg.Limits.IdleTimeout.D(),
+		MaxHeaderBytes:    int(s.cfg.Limits.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	adminSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("listening", "addr", s.Addr(), "admin", s.AdminAddr(), "routes", len(s.routes))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.ServeTLS(s.ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := adminSrv.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			if n, err := store.Sweep(); err != nil {
+				s.log.Error("sweeping idempotency keys", "err", err)
+			} else if n > 0 {
+				s.log.Info("idempotency keys past the window removed", "keys", n)
+			}
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := errors.Join(srv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+		for _, f := range s.routes {
+			f.Close()
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+// identity is the vehicle identity of a verified client certificate.
+func identity(cs *tls.ConnectionState) string {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	c := cs.PeerCertificates[0]
+	if len(c.URIs) > 0 {
+		return c.URIs[0].String()
+	}
+	return c.Subject.CommonName
+}
+
+// ServeHTTP forwards one vehicle request, de-duplicated by its key.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := identity(r.TLS)
+	ih := s.cfg.Gateway.IdentityHeader
+	r.Header.Del(ih)
+	if id == "" {
+		http.Error(w, "misaki gateway: no client certificate", http.StatusUnauthorized)
+		return
+	}
+	r.Header.Set(ih, id)
+	i := s.table.Match(r.Host)
+	if i < 0 {
+		s.requests.WithLabelValues("", outcomeNoRoute).Inc()
+		http.Error(w, fmt.Sprintf("misaki gateway: no route for host %q", r.Host), http.StatusNotFound)
+		return
+	}
+	rc, fwd := s.cfg.Routes[i], s.routes[i]
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, int64(rc.MaxBodyBytes))
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		s.requests.WithLabelValues(rc.Name, outcomeNoKey).Inc()
+		fwd.Forward(w, r, "direct")
+		return
+	}
+	scoped := idem.Scope(id, key)
+	e, err := s.store.Claim(scoped)
+	if err != nil {
+		s.requests.WithLabelValues(rc.Name, outcomeError).Inc()
+		s.log.Error("idempotency store", "err", err)
+		http.Error(w, "misaki gateway: idempotency store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if e != nil {
+		s.repeat(w, r, rc.Name, e)
+		return
+	}
+	s.first(w, r, rc.Name, fwd, scoped)
+}
+
+// first forwards the request that claimed its key, and stores a final
+// answer.
+func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string, fwd *forward.Upstream, key []byte) {
+	h := fingerprintHead(r)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &hashingBody{ReadCloser: r.Body, h: h}
+	}
+	rec := &recorder{ResponseWriter: w, max: int64(s.cfg.Gateway.Idempotency.MaxStoredBody)}
+	stored := false
+	defer func() {
+		if !stored {
+			// No final answer (an error, or a handler abort): the retry
+			// must reach the service.
+			if err := s.store.Release(key); err != nil {
+				s.log.Error("releasing an idempotency key", "err", err)
+			}
+		}
+	}()
+	s.requests.WithLabelValues(routeName, outcomeForwarded).Inc()
+	err := fwd.Forward(rec, r, "direct")
+	if err != nil || rec.status == 0 || rec.status >= 500 || rec.status == http.StatusRequestTimeout || rec.status == http.StatusTooManyRequests {
+		return
+	}
+	if r.Body != nil {
+		io.Copy(io.Discard, r.Body) // the rest of the body, for the fingerprint
+	}
+	hdr := rec.Header().Clone()
+	delete(hdr, forward.HeaderDelivery)
+	entry := &idem.Entry{Fingerprint: h.Sum(nil), Status: rec.status, Header: hdr, Truncated: rec.truncated}
+	if !rec.truncated {
+		entry.Body = rec.body
+	}
+	if err := s.store.Complete(key, entry); err != nil {
+		s.log.Error("storing an answer", "err", err)
+		return
+	}
+	stored = true
+}
+
+// repeat answers a key seen before.
+func (s *Server) repeat(w http.ResponseWriter, r *http.Request, routeName string, e *idem.Entry) {
+	if e.State == idem.InFlight {
+		s.requests.WithLabelValues(routeName, outcomeConflict).Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "misaki gateway: a request with this Idempotency-Key is still being answered", http.StatusConflict)
+		return
+	}
+	h := fingerprintHead(r)
+	if r.Body != nil {
+		if _, err := io.Copy(h, r.Body); err != nil {
+			http.Error(w, "misaki gateway: reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	if string(h.Sum(nil)) != string(e.Fingerprint) {
+		s.requests.WithLabelValues(routeName, outcomeMismatch).Inc()
+		http.Error(w, "misaki gateway: this Idempotency-Key was used for a different request (method, target or body differ)", http.StatusUnprocessableEntity)
+		return
+	}
+	s.requests.WithLabelValues(routeName, outcomeReplayed).Inc()
+	for k, vs := range e.Header {
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Misaki-Replayed", "true")
+	if e.Truncated {
+		w.Header().Del("Content-Length")
+		w.Header().Set("Misaki-Replayed-Body", "omitted; longer than gateway.idempotency.maxStoredBody")
+	}
+	w.WriteHeader(e.Status)
+	w.Write(e.Body)
+}
+
+// fingerprintHead starts a request's fingerprint: method and target; the
+// body follows.
+func fingerprintHead(r *http.Request) hash.Hash {
+	h := sha256.New()
+	io.WriteString(h, r.Method+"\x00"+r.URL.RequestURI()+"\x00")
+	return h
+}
+
+type hashingBody struct {
+	io.ReadCloser
+	h hash.Hash
+}
+
+func (b *hashingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.h.Write(p[:n])
+	return n, err
+}
+
+// recorder passes a response through and keeps a copy, up to max bytes.
+type recorder struct {
+	http.ResponseWriter
+	max       int64
+	status    int
+	body      []byte
+	truncated bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	if !r.truncated {
+		if int64(len(r.body)+len(b)) > r.max {
+			r.truncated, r.body = true, nil
+		} else {
+			r.body = append(r.body, b...)
+		}
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,317 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+// pki is a test CA with a server certificate for 127.0.0.1 and a vehicle's
+// client certificate, written to files as an operator would.
+type pki struct {
+	dir                       string
+	ca                        *x509.Certificate
+	caKey                     *ecdsa.PrivateKey
+	caFile, certFile, keyFile string
+	clientCert                tls.Certificate
+	pool                      *x509.CertPool
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{dir: t.TempDir()}
+	p.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "misaki test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	p.ca, _ = x509.ParseCertificate(der)
+	p.pool = x509.NewCertPool()
+	p.pool.AddCert(p.ca)
+	p.caFile = p.write(t, "ca.pem", "CERTIFICATE", der)
+
+	srvDER, srvKey := p.issue(t, &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "gateway"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	p.certFile = p.write(t, "gw.pem", "CERTIFICATE", srvDER)
+	kb, _ := x509.MarshalECPrivateKey(srvKey)
+	p.keyFile = p.write(t, "gw-key.pem", "EC PRIVATE KEY", kb)
+
+	u, _ := url.Parse("spiffe://misaki/vehicle/VIN123")
+	cliDER, cliKey := p.issue(t, &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "VIN123"},
+		URIs: []*url.URL{u}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	p.clientCert = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
+	return p
+}
+
+func (p *pki) issue(t *testing.T, tmpl *x509.Certificate) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
+	t.Helper()
+	f := filepath.Join(p.dir, name)
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (p *pki) client(withCert bool) *http.Client {
+	c := &tls.Config{RootCAs: p.pool}
+	if withCert {
+		c.Certificates = []tls.Certificate{p.clientCert}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c}, Timeout: 10 * time.Second}
+}
+
+// service is a cloud service that counts requests by Idempotency-Key.
+type service struct {
+	*httptest.Server
+	mu       sync.Mutex
+	byKey    map[string]int
+	identity string
+}
+
+func newService(t *testing.T, h http.HandlerFunc) *service {
+	s := &service{byKey: map[string]int{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.byKey[r.Header.Get("Idempotency-Key")]++
+		s.identity = r.Header.Get("Misaki-Vehicle-Id")
+		s.mu.Unlock()
+		h(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *service) hits(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[key]
+}
+
+type gw struct {
+	*Server
+	stop func()
+}
+
+func startGateway(t *testing.T, p *pki, svcURL, dir string) *gw {
+	t.Helper()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+role: gateway
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+gateway:
+  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
+  idempotency: {dir: %s}
+routes:
+  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
+`, p.certFile, p.keyFile, p.caFile, dir, svcURL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	g := &gw{Server: s, stop: func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}}
+	t.Cleanup(g.stop)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if resp, err := http.Get("http://" + s.AdminAddr() + "/readyz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gateway not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return g
+}
+
+type answer struct {
+	status int
+	body   string
+	header http.Header
+}
+
+func (g *gw) post(t *testing.T, c *http.Client, key, body string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "https://"+g.Addr()+"/v1/events", strings.NewReader(body))
+	req.Host = "telemetry.cloud.misaki"
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	req.Header.Set("Misaki-Vehicle-Id", "forged")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, string(b), resp.Header}
+}
+
+func TestDuplicatesAreAnsweredFromTheStore(t *testing.T) {
+	p := newPKI(t)
+	var n int
+	var mu sync.Mutex
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		k := n
+		mu.Unlock()
+		w.Header().Set("X-Order", fmt.Sprint(k))
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "created #%d", k)
+	})
+	dir := t.TempDir()
+	g := startGateway(t, p, svc.URL, dir)
+	c := p.client(true)
+
+	first := g.post(t, c, "k1", "payload")
+	again := g.post(t, c, "k1", "payload")
+	if first.status != 201 || again.status != 201 || again.body != first.body || again.header.Get("X-Order") != "1" {
+		t.Fatalf("first %+v, repeat %+v", first, again)
+	}
+	if again.header.Get("Misaki-Replayed") != "true" || first.header.Get("Misaki-Replayed") != "" {
+		t.Fatalf("Misaki-Replayed: first %q repeat %q", first.header.Get("Misaki-Replayed"), again.header.Get("Misaki-Replayed"))
+	}
+	if svc.hits("k1") != 1 {
+		t.Fatalf("the service saw k1 %d times", svc.hits("k1"))
+	}
+	if svc.identity != "spiffe://misaki/vehicle/VIN123" {
+		t.Fatalf("identity passed on: %q (a forged header must be replaced)", svc.identity)
+	}
+	if r := g.post(t, c, "k1", "another payload"); r.status != http.StatusUnprocessableEntity {
+		t.Fatalf("same key, different body: %d %q", r.status, r.body)
+	}
+	if r := g.post(t, c, "", "x"); r.status != 201 || svc.hits("") != 1 {
+		t.Fatalf("no key: %d", r.status)
+	}
+
+	// The store survives a restart.
+	g.stop()
+	g2 := startGateway(t, p, svc.URL, dir)
+	if r := g2.post(t, c, "k1", "payload"); r.header.Get("Misaki-Replayed") != "true" || r.body != first.body {
+		t.Fatalf("after restart: %+v", r)
+	}
+	if svc.hits("k1") != 1 {
+		t.Fatalf("after restart the service saw k1 %d times", svc.hits("k1"))
+	}
+}
+
+func TestInFlightConflictAndRetryableAnswers(t *testing.T) {
+	p := newPKI(t)
+	release := make(chan struct{})
+	var fail sync.Once
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("Idempotency-Key") {
+		case "slow":
+			<-release
+		case "flaky":
+			failed := false
+			fail.Do(func() { failed = true })
+			if failed {
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	c := p.client(true)
+
+	done := make(chan answer, 1)
+	go func() { done <- g.post(t, c, "slow", "b") }()
+	for svc.hits("slow") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := g.post(t, c, "slow", "b"); r.status != http.StatusConflict {
+		t.Fatalf("repeat while in flight: %d %q", r.status, r.body)
+	}
+	close(release)
+	if r := <-done; r.status != 200 {
+		t.Fatalf("first: %d", r.status)
+	}
+
+	if r := g.post(t, c, "flaky", "b"); r.status != 503 {
+		t.Fatalf("first flaky: %d", r.status)
+	}
+	if r := g.post(t, c, "flaky", "b"); r.status != 200 || r.header.Get("Misaki-Replayed") != "" {
+		t.Fatalf("a 503 must not be stored: %d %v", r.status, r.header)
+	}
+	if svc.hits("flaky") != 2 {
+		t.Fatalf("flaky reached the service %d times, want 2", svc.hits("flaky"))
+	}
+}
+
+func TestClientCertificateRequired(t *testing.T) {
+	p := newPKI(t)
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {})
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	req, _ := http.NewRequest(http.MethodGet, "https://"+g.Addr()+"/", nil)
+	req.Host = "telemetry.cloud.misaki"
+	if _, err := p.client(false).Do(req); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	// A certificate from another CA is refused too.
+	other := newPKI(t)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{other.clientCert}}}}
+	if _, err := c.Do(req); err == nil {
+		t.Fatal("a certificate from an unknown CA was accepted")
+	}
+	if svc.hits("") != 0 {
+		t.Fatal("an unauthenticated request reached the service")
+	}
+}
