@@ -29,6 +29,14 @@ test: lint ## Run every test with the race detector (as CI does)
 	@# (internal/sockio); the release build's raw calls are tested here.
 	$(GO) test -count=1 ./internal/sockio/ ./internal/proxy/h1/ ./internal/proxy/forward/ ./internal/proxy/server/
 
+.PHONY: test-soak
+test-soak: ## Long runs: 1,000 SIGKILLs of the edge binary mid-spool, and 5 minutes of each spool and head fuzzer
+	MISAKI_CRASH_KILLS=1000 $(GO) test -count=1 -timeout 30m -run TestSpoolThroughSIGKILL -v ./test/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 5m ./internal/proxy/spool/
+	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 5m ./internal/proxy/spool/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 5m ./internal/proxy/httphead/
+	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 5m ./internal/proxy/httphead/
+
 .PHONY: test-short
 test-short: ## Quick tests without the race detector and slow end-to-end runs
 	$(GO) test -short -count=1 $(PKGS)

@@ -86,10 +86,14 @@ func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
 			var rec struct {
 				Msg   string `json:"msg"`
 				Mesh  string `json:"mesh"`
+				Addr  string `json:"addr"` // the gateway's
 				Admin string `json:"admin"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
 				p.mesh, p.admin = rec.Mesh, rec.Admin
+				if p.mesh == "" {
+					p.mesh = rec.Addr
+				}
 				announced = true
 				close(found)
 			}

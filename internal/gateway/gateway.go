@@ -268,43 +268,62 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.first(w, r, rc.Name, fwd, scoped)
 }
 
-// first forwards the request that claimed its key, and stores a final
-// answer.
+// first forwards the request that claimed its key. Once the service has
+// given a final answer, that answer is stored, even when passing it on to
+// the vehicle then fails: the service has acted, and the vehicle's retry
+// must get the answer, not a second execution.
 func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string, fwd *forward.Upstream, key []byte) {
 	h := fingerprintHead(r)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &hashingBody{ReadCloser: r.Body, h: h}
 	}
 	rec := &recorder{ResponseWriter: w, max: int64(s.cfg.Gateway.Idempotency.MaxStoredBody)}
-	stored := false
+	var err error
 	defer func() {
-		if !stored {
-			// No final answer (an error, or a handler abort): the retry
-			// must reach the service.
-			if err := s.store.Release(key); err != nil {
-				s.log.Error("releasing an idempotency key", "err", err)
+		p := recover()
+		if rec.status == 0 || retryable(rec.status) {
+			// No final answer (the service failed or was not reached):
+			// the retry must reach the service.
+			if rerr := s.store.Release(key); rerr != nil {
+				s.log.Error("releasing an idempotency key", "err", rerr)
 			}
+		} else {
+			s.complete(r, key, h, rec, err != nil || p != nil)
+		}
+		if p != nil {
+			panic(p)
 		}
 	}()
 	s.requests.WithLabelValues(routeName, outcomeForwarded).Inc()
-	err := fwd.Forward(rec, r, "direct")
-	if err != nil || rec.status == 0 || rec.status >= 500 || rec.status == http.StatusRequestTimeout || rec.status == http.StatusTooManyRequests {
-		return
-	}
+	// A vehicle that goes away does not cancel the exchange: the service
+	// may already be acting on the request, and only its answer, stored,
+	// keeps the vehicle's retry from acting twice.
+	err = fwd.Forward(rec, r.WithContext(context.WithoutCancel(r.Context())), "direct")
+}
+
+// complete stores the service's final answer. cut means relaying it to
+// the vehicle broke off, so the body kept may be incomplete: repeats get
+// the status and headers only.
+func (s *Server) complete(r *http.Request, key []byte, h hash.Hash, rec *recorder, cut bool) {
 	if r.Body != nil {
 		io.Copy(io.Discard, r.Body) // the rest of the body, for the fingerprint
 	}
 	hdr := rec.Header().Clone()
 	delete(hdr, forward.HeaderDelivery)
-	entry := &idem.Entry{Fingerprint: h.Sum(nil), Status: rec.status, Header: hdr, Truncated: rec.truncated}
-	if !rec.truncated {
+	truncated := rec.truncated || cut
+	entry := &idem.Entry{Fingerprint: h.Sum(nil), Status: rec.status, Header: hdr, Truncated: truncated}
+	if !truncated {
 		entry.Body = rec.body
 	}
 	if err := s.store.Complete(key, entry); err != nil {
 		s.log.Error("storing an answer", "err", err)
-		return
 	}
-	stored = true
+}
+
+// retryable reports whether an answer is one the edge retries (and so is
+// not stored).
+func retryable(status int) bool {
+	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
 }
 
 // repeat answers a key seen before.

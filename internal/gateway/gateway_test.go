@@ -315,3 +315,31 @@ func TestClientCertificateRequired(t *testing.T) {
 		t.Fatal("an unauthenticated request reached the service")
 	}
 }
+
+// A vehicle that goes away while the service answers does not make the
+// service act twice: the answer is stored, and the retry gets it.
+func TestAnswerStoredWhenVehicleLeaves(t *testing.T) {
+	p := newPKI(t)
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	impatient := p.client(true)
+	impatient.Timeout = 50 * time.Millisecond
+	req, _ := http.NewRequest(http.MethodPost, "https://"+g.Addr()+"/v1/events", strings.NewReader("b"))
+	req.Host = "telemetry.cloud.misaki"
+	req.Header.Set("Idempotency-Key", "gone")
+	if _, err := impatient.Do(req); err == nil {
+		t.Fatal("the impatient client got an answer")
+	}
+	var r answer
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r = g.post(t, p.client(true), "gone", "b"); r.status != http.StatusConflict {
+			break
+		}
+	}
+	if r.status != 200 || r.header.Get("Misaki-Replayed") != "true" || svc.hits("gone") != 1 {
+		t.Fatalf("retry: %d %v; the service saw it %d times", r.status, r.header, svc.hits("gone"))
+	}
+}

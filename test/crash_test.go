@@ -1,0 +1,223 @@
+package test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testPKI writes a CA, a server certificate for 127.0.0.1 and a vehicle's
+// client certificate to dir, as PEM files an operator would deploy.
+type testPKI struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+}
+
+func writePKI(t *testing.T) testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleet CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(serial int64, cn string, ext x509.ExtKeyUsage, ips []net.IP) ([]byte, []byte) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{ext}, IPAddresses: ips,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kb, _ := x509.MarshalECPrivateKey(key)
+		return der, kb
+	}
+	sDER, sKey := issue(2, "gateway", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
+	cDER, cKey := issue(3, "VIN-CRASH-TEST", x509.ExtKeyUsageClientAuth, nil)
+	return testPKI{
+		ca:         write("ca.pem", "CERTIFICATE", caDER),
+		serverCert: write("gw.pem", "CERTIFICATE", sDER), serverKey: write("gw-key.pem", "EC PRIVATE KEY", sKey),
+		clientCert: write("vehicle.pem", "CERTIFICATE", cDER), clientKey: write("vehicle-key.pem", "EC PRIVATE KEY", cKey),
+	}
+}
+
+// TestSpoolThroughSIGKILL spools requests through the real edge binary,
+// and kills it with SIGKILL at random moments, while it takes requests
+// (enqueue and fsync) and while it replays its backlog through the real
+// gateway binary. In the end every request the edge acknowledged (202, or
+// 200 when it was online) has reached the service exactly once, and no
+// request reached it twice. MISAKI_CRASH_KILLS sets the number of kills
+// (default 50; make test-soak runs more).
+func TestSpoolThroughSIGKILL(t *testing.T) {
+	kills := 50
+	if v, err := strconv.Atoi(os.Getenv("MISAKI_CRASH_KILLS")); err == nil && v > 0 {
+		kills = v
+	}
+	pki := writePKI(t)
+
+	var mu sync.Mutex
+	seen := map[string]int{}
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen[r.Header.Get("Idempotency-Key")]++
+		mu.Unlock()
+		io.WriteString(w, "stored")
+	}))
+	defer svc.Close()
+
+	gw := startProxyBinary(t, fmt.Sprintf(`
+role: gateway
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+gateway:
+  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
+  idempotency: {dir: %s}
+routes:
+  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
+`, pki.serverCert, pki.serverKey, pki.ca, t.TempDir(), svc.URL))
+
+	edgeCfg := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+links:
+  - {name: wlan, class: wifi}
+spool:
+  dir: %s
+  replay: {concurrency: 8, backoff: {initial: 10ms, max: 200ms}}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: https://%s
+    tls: {caFile: %s, certFile: %s, keyFile: %s}
+    probe: {type: none}
+    offline: {spool: true}
+`, t.TempDir(), gw.mesh, pki.ca, pki.clientCert, pki.clientKey)
+
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	acked := map[string]bool{}
+	sent := 0
+	client := &http.Client{Timeout: 5 * time.Second}
+	for kill := range kills {
+		edge := startProxyBinary(t, edgeCfg)
+		offline := kill%2 == 0
+		if offline {
+			setLinkHTTP(t, edge.admin, "wlan", "down")
+		}
+		// A burst of requests, and the kill somewhere inside it: during
+		// enqueue and fsync when offline, beside the replay when online.
+		var wg sync.WaitGroup
+		var amu sync.Mutex
+		for j := range 16 {
+			key := fmt.Sprintf("k%03d-%02d", kill, j)
+			sent++
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodPost, "http://"+edge.mesh+"/v1/events", strings.NewReader(`{"key":"`+key+`"}`))
+				req.Host = "telemetry.cloud.misaki"
+				req.Header.Set("Idempotency-Key", key)
+				resp, err := client.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK {
+					amu.Lock()
+					acked[key] = true
+					amu.Unlock()
+				}
+			})
+		}
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		edge.cmd.Process.Kill()
+		edge.cmd.Wait()
+		wg.Wait()
+	}
+
+	// A last start, online: the backlog drains through the gateway.
+	edge := startProxyBinary(t, edgeCfg)
+	setLinkHTTP(t, edge.admin, "wlan", "up")
+	waitFor(t, "the spool to drain", func() bool {
+		resp, err := http.Get("http://" + edge.admin + "/v1/spool")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var sp struct {
+			Routes []struct {
+				Depth int64 `json:"depth"`
+			} `json:"routes"`
+		}
+		json.NewDecoder(resp.Body).Decode(&sp)
+		for _, r := range sp.Routes {
+			if r.Depth > 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	lost, dup := 0, 0
+	for key := range acked {
+		if seen[key] == 0 {
+			lost++
+			t.Errorf("acknowledged request %s never reached the service", key)
+		}
+	}
+	for key, n := range seen {
+		if n > 1 {
+			dup++
+			t.Errorf("request %s reached the service %d times", key, n)
+		}
+	}
+	t.Logf("%d kills: %d requests sent, %d acknowledged, %d reached the service; lost %d, duplicated %d",
+		kills, sent, len(acked), len(seen), lost, dup)
+	if len(acked) == 0 {
+		t.Fatal("no request was acknowledged: the test tested nothing")
+	}
+}
+
+func setLinkHTTP(t *testing.T, admin, name, state string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+admin+"/v1/links/"+name, strings.NewReader(`{"state":"`+state+`"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT link: %d", resp.StatusCode)
+	}
+}
