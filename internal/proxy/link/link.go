@@ -160,10 +160,14 @@ func (m *Monitor) Rescan() {
 		return
 	}
 	m.mu.Lock()
+	first := !m.scanned
 	m.scanned = true
 	changed := m.applyLocked(ifs)
 	m.mu.Unlock()
-	if changed && m.onChange != nil {
+	// The first scan always counts as a change: what the links were assumed
+	// to be before it (down, for links with a glob) must be acted on even
+	// when the scan confirms it.
+	if (changed || first) && m.onChange != nil {
 		m.onChange()
 	}
 }

@@ -301,3 +301,23 @@ func TestHeldBodyArrivesIntact(t *testing.T) {
 		}
 	}
 }
+
+// A route whose only link is down at start (its glob matches no
+// interface) is not usable from the first request on: the first link scan
+// is acted on even when it changes nothing.
+func TestRouteNotUsableWhenNoLinkAtStart(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, fmt.Sprintf(`
+links:
+  - {name: wlan, match: "misaki-test-none*", class: wifi}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: %s
+    probe: {type: none}
+`, up.URL), false)
+	r := p.send(context.Background(), "telemetry.cloud.misaki", "first", nil, nil)
+	if r.status != http.StatusServiceUnavailable || up.total() != 0 {
+		t.Fatalf("first request with no link up: %d %q (upstream saw %d)", r.status, r.body, up.total())
+	}
+}
