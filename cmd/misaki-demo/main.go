@@ -1,7 +1,8 @@
 // Command misaki-demo runs Misaki's demo on loopback: a cloud upstream, the
-// misaki-proxy binary and a vehicle app, while a link drops and comes back.
+// misaki-proxy binary (and, for the spool scenario, the gateway) and a
+// vehicle app, while a link drops and comes back.
 //
-//	misaki-demo [run] [--proxy-bin bin/misaki-proxy] [--speed 1] [--keep]
+//	misaki-demo [run] [--proxy-bin bin/misaki-proxy] [--speed 1] [--scenario all|hold|spool] [--keep]
 //	misaki-demo upstream --listen ADDR
 //	misaki-demo app --proxy ADDR --host HOST --rate N --duration D --stats-file F
 //
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string) error {
 		fs.StringVar(&cfg.ProxyBin, "proxy-bin", "bin/misaki-proxy", "the misaki-proxy binary to run")
 		fs.Float64Var(&cfg.Speed, "speed", 1, "factor applied to every scenario time (0.5 runs twice as fast)")
 		fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (config, logs, stats)")
+		fs.StringVar(&cfg.Scenario, "scenario", "all", "hold (a link drops and returns), spool (a long outage, the proxy killed mid-way), or all")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -67,6 +69,7 @@ func run(ctx context.Context, args []string) error {
 		fs.IntVar(&cfg.Rate, "rate", 20, "requests per second")
 		fs.DurationVar(&cfg.Duration, "duration", 0, "how long to send")
 		fs.StringVar(&cfg.StatsFile, "stats-file", "", "file to keep the counters in, as JSON")
+		fs.IntVar(&cfg.Retries, "retries", 0, "send a request again this often after a transport error (250ms apart)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ type Config struct {
 	// Self is the binary that serves the upstream and app subcommands.
 	// Default: the running executable.
 	Self string
+	// Scenario is hold, spool or all (one after the other). Default all.
+	Scenario string
 }
 
 func (c *Config) setDefaults() {
@@ -50,12 +53,20 @@ func (c *Config) setDefaults() {
 	if c.Speed == 0 {
 		c.Speed = 1
 	}
+	if c.Scenario == "" {
+		c.Scenario = "all"
+	}
 }
 
 // Validate checks the configuration without doing I/O.
 func (c *Config) Validate() error {
 	if c.Speed < 0.1 || c.Speed > 10 {
 		return fmt.Errorf("demo: --speed %v: use a factor between 0.1 and 10 (0.5 runs twice as fast)", c.Speed)
+	}
+	switch c.Scenario {
+	case "", "all", "hold", "spool":
+	default:
+		return fmt.Errorf("demo: --scenario %q: use hold, spool or all", c.Scenario)
 	}
 	return nil
 }
@@ -66,15 +77,40 @@ const (
 	stopGrace    = 5 * time.Second
 )
 
-// Run runs the offline-hold scenario, printing to out, until it ends or ctx
-// does. Every child is stopped and the temporary directory removed (unless
-// Keep) before it returns, whatever happened.
+// Run runs the scenarios cfg.Scenario names (offline hold, then offline
+// spool through a crash), printing to out, until they end or ctx does.
+// Every child is stopped and the temporary directory removed (unless Keep)
+// before it returns, whatever happened.
 func Run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return RunScenario(ctx, log, cfg, OfflineHold(cfg.Speed), out)
+	var scs []Scenario
+	if cfg.Scenario == "all" || cfg.Scenario == "hold" {
+		scs = append(scs, OfflineHold(cfg.Speed))
+	}
+	if cfg.Scenario == "all" || cfg.Scenario == "spool" {
+		scs = append(scs, OfflineSpool(cfg.Speed))
+	}
+	failed := false
+	for i, sc := range scs {
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		err := RunScenario(ctx, log, cfg, sc, out)
+		if errors.Is(err, ErrChecksFailed) {
+			failed = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if failed {
+		return ErrChecksFailed
+	}
+	return nil
 }
 
 // RunScenario runs sc; see Run.
@@ -117,6 +153,7 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	if err != nil {
 		return err
 	}
+	addrs.Dir = dir
 	client := &http.Client{
 		Timeout:   2 * time.Second,
 		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4},
@@ -134,16 +171,36 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	}
 	con.printf("  upstream  http://%s  (log %s)\n", addrs.Upstream, up.log)
 
+	watch := []*proc{up}
+	if sc.Gateway {
+		gw, err := startGateway(ctx, ps, client, cfg, &addrs)
+		if err != nil {
+			return err
+		}
+		watch = append(watch, gw)
+		con.printf("  gateway   https://%s (mutual TLS), admin %s  (log %s)\n", addrs.Gateway, addrs.GatewayAdmin, gw.log)
+	}
+
 	cfgPath := filepath.Join(dir, "proxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(sc.ProxyConfig(addrs)), 0o600); err != nil {
 		return fmt.Errorf("demo: write proxy config: %w", err)
 	}
-	proxy, err := ps.start("proxy", cfg.ProxyBin, "--config", cfgPath)
-	if err != nil {
-		return err
-	}
 	admin := "http://" + addrs.Admin
-	if err := waitOK(ctx, client, admin+"/readyz", proxy); err != nil {
+	starts := 0
+	startProxy := func(ctx context.Context) (*proc, error) {
+		starts++
+		name := "proxy"
+		if starts > 1 {
+			name = fmt.Sprintf("proxy-%d", starts)
+		}
+		p, err := ps.start(name, cfg.ProxyBin, "--config", cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		return p, waitOK(ctx, client, admin+"/readyz", p)
+	}
+	proxy, err := startProxy(ctx)
+	if err != nil {
 		return err
 	}
 	con.printf("  proxy     mesh %s, admin %s  (config %s, log %s)\n", addrs.Mesh, addrs.Admin, cfgPath, proxy.log)
@@ -152,10 +209,18 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	}
 
 	statsPath := filepath.Join(dir, "app-stats.json")
-	env := &Env{start: time.Now(), out: con, admin: admin, client: client, marks: make(map[string]time.Time)}
+	env := &Env{start: time.Now(), out: con, admin: admin, client: client, marks: make(map[string]time.Time),
+		proxy: proxy, startProxy: startProxy}
+	watching := func() []*proc {
+		if p := env.currentProxy(); p != nil {
+			return append(slices.Clone(watch), p)
+		}
+		return watch
+	}
 	app, err := ps.start("app", cfg.Self, "app",
 		"--proxy", addrs.Mesh, "--host", sc.Host,
 		"--rate", strconv.Itoa(sc.Rate), "--duration", sc.Duration.String(),
+		"--retries", strconv.Itoa(sc.AppRetries),
 		"--stats-file", statsPath)
 	if err != nil {
 		return err
@@ -166,7 +231,7 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	live.Go(func() { showLive(liveCtx, env, sc.Route, statsPath) })
 	defer func() { stopLive(); live.Wait() }()
 
-	if err := runSteps(ctx, env, sc.Steps, up, proxy); err != nil {
+	if err := runSteps(ctx, env, sc.Steps, watching); err != nil {
 		return err
 	}
 	// The app stops sending after sc.Duration and exits once every request
@@ -175,8 +240,12 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	case <-app.done:
 	case <-ctx.Done():
 		return fmt.Errorf("demo: interrupted: %w", ctx.Err())
-	case <-proxy.done:
-		return exitedEarly(proxy)
+	case <-anyDone(watching()):
+		for _, p := range watching() {
+			if p.exited() {
+				return exitedEarly(p)
+			}
+		}
 	}
 	stopLive()
 	live.Wait()
@@ -191,6 +260,11 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	if !r.App.Done {
 		return fmt.Errorf("demo: the app exited without final stats; see %s", app.log)
 	}
+	if sc.Drain {
+		if err := waitDrained(ctx, env, 60*time.Second); err != nil {
+			return err
+		}
+	}
 	if err := getJSON(ctx, client, "http://"+addrs.Upstream+"/stats", &r.Upstream); err != nil {
 		return fmt.Errorf("demo: upstream stats: %w", err)
 	}
@@ -200,9 +274,9 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	return nil
 }
 
-// runSteps runs each step at its time, failing early if the proxy or the
-// upstream exits.
-func runSteps(ctx context.Context, e *Env, steps []Step, watch ...*proc) error {
+// runSteps runs each step at its time, failing early if a process watch
+// returns (the proxy, the upstream, the gateway) exits.
+func runSteps(ctx context.Context, e *Env, steps []Step, watch func() []*proc) error {
 	for _, st := range steps {
 		t := time.NewTimer(time.Until(e.start.Add(st.At)))
 		select {
@@ -210,10 +284,10 @@ func runSteps(ctx context.Context, e *Env, steps []Step, watch ...*proc) error {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("demo: interrupted: %w", ctx.Err())
-		case <-anyDone(watch):
+		case <-anyDone(watch()):
 			t.Stop()
 		}
-		for _, p := range watch {
+		for _, p := range watch() {
 			if p.exited() {
 				return exitedEarly(p)
 			}
@@ -271,11 +345,68 @@ func waitOK(ctx context.Context, c *http.Client, url string, p *proc) error {
 	}
 }
 
-// freeAddrs picks three free loopback ports. They are released before the
+// startGateway writes the certificates and the gateway's configuration,
+// and starts misaki-proxy --role gateway in front of the upstream.
+func startGateway(ctx context.Context, ps *procs, client *http.Client, cfg Config, a *Addrs) (*proc, error) {
+	if err := writePKI(a.Dir, a); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(a.Dir, "gateway.yaml")
+	gwCfg := fmt.Sprintf(`# Written by misaki-demo: the cloud gateway in front of the upstream.
+role: gateway
+listen: %s
+admin: %s
+gateway:
+  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
+  idempotency: {dir: %s}
+routes:
+  - {name: telemetry, hosts: ["*.cloud.misaki"], upstream: http://%s}
+`, a.Gateway, a.GatewayAdmin, a.GatewayCert, a.GatewayKey, a.CA, filepath.Join(a.Dir, "gateway-keys"), a.Upstream)
+	if err := os.WriteFile(path, []byte(gwCfg), 0o600); err != nil {
+		return nil, fmt.Errorf("demo: write gateway config: %w", err)
+	}
+	gw, err := ps.start("gateway", cfg.ProxyBin, "--config", path)
+	if err != nil {
+		return nil, err
+	}
+	return gw, waitOK(ctx, client, "http://"+a.GatewayAdmin+"/readyz", gw)
+}
+
+// waitDrained waits until the proxy's spool is empty.
+func waitDrained(ctx context.Context, e *Env, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var sp struct {
+			Routes []struct {
+				Depth int64 `json:"depth"`
+			} `json:"routes"`
+		}
+		if err := getJSON(ctx, e.client, e.admin+"/v1/spool", &sp); err == nil {
+			left := int64(0)
+			for _, r := range sp.Routes {
+				left += r.Depth
+			}
+			if left == 0 {
+				e.Say("spool drained")
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the spool did not drain within %v", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("demo: interrupted: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// freeAddrs picks five free loopback ports. They are released before the
 // children bind them, so another process could take one in between; the
 // child then fails to start and says so.
 func freeAddrs() (Addrs, error) {
-	var addrs [3]string
+	var addrs [5]string
 	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -284,7 +415,7 @@ func freeAddrs() (Addrs, error) {
 		defer ln.Close() // hold all three until all are picked, so they differ
 		addrs[i] = ln.Addr().String()
 	}
-	return Addrs{Mesh: addrs[0], Admin: addrs[1], Upstream: addrs[2]}, nil
+	return Addrs{Mesh: addrs[0], Admin: addrs[1], Upstream: addrs[2], Gateway: addrs[3], GatewayAdmin: addrs[4]}, nil
 }
 
 // console serialises the demo's output lines.
@@ -311,8 +442,8 @@ func showLive(ctx context.Context, e *Env, route, statsPath string) {
 		}
 		line := fmt.Sprintf("t=%.1fs ", e.Elapsed().Seconds())
 		if s, err := vehicle.ReadStats(statsPath); err == nil {
-			line += fmt.Sprintf("sent=%d direct=%d held=%d failed=%d lost=%d in-flight=%d",
-				s.Sent, s.Direct, s.Held, s.Failed, s.Lost, s.InFlight)
+			line += fmt.Sprintf("sent=%d direct=%d held=%d spooled=%d failed=%d lost=%d in-flight=%d",
+				s.Sent, s.Direct, s.Held, s.Spooled, s.Failed, s.Lost, s.InFlight)
 		} else {
 			line += "app: no stats yet"
 		}

@@ -100,10 +100,11 @@ func assertEmpty(t *testing.T, dir string) {
 	}
 }
 
-// TestDemo runs the whole offline-hold demo with real processes, faster.
+// TestDemo runs the whole demo (offline hold, then offline spool through a
+// crash) with real processes, faster.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs real processes for about 12s")
+		t.Skip("runs real processes for about 20s")
 	}
 	proxyBin, demoBin := buildBinaries(t)
 	tmp := t.TempDir()
@@ -139,10 +140,29 @@ func TestDemo(t *testing.T) {
 	if n := count("upstream duplicates"); n != 0 {
 		t.Errorf("upstream duplicates = %d, want 0", n)
 	}
-	if strings.Contains(report, "FAIL") || !strings.Contains(report, "all checks passed") {
-		t.Errorf("report does not say that all checks passed")
+	if strings.Contains(report, "FAIL") || strings.Count(report, "all checks passed") != 2 {
+		t.Errorf("the reports do not both say that all checks passed")
+	}
+	// The second report is the spool scenario's.
+	if i := strings.LastIndex(report, "== report =="); i < 0 || !regexp.MustCompile(`(?m)^\s+spooled\s+[1-9]`).MatchString(report[i:]) {
+		t.Errorf("the spool scenario's report shows nothing spooled")
 	}
 	assertEmpty(t, tmp)
+}
+
+// TestOfflineSpoolConfigIsValid checks that the proxy accepts the spool
+// scenario's configuration.
+func TestOfflineSpoolConfigIsValid(t *testing.T) {
+	sc := demo.OfflineSpool(0.4)
+	y := sc.ProxyConfig(demo.Addrs{Mesh: "127.0.0.1:1", Admin: "127.0.0.1:2", Upstream: "127.0.0.1:3", Gateway: "127.0.0.1:4",
+		Dir: "/tmp/x", CA: "/tmp/ca.pem", VehicleCert: "/tmp/v.pem", VehicleKey: "/tmp/v-key.pem"})
+	cfg, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatalf("proxy rejects the demo's config: %v\n%s", err, y)
+	}
+	if r := cfg.Routes[0]; !r.Offline.Spool || r.Upstream != "https://127.0.0.1:4" || cfg.Spool.Dir != "/tmp/x/spool" {
+		t.Errorf("route %+v, spool %+v", r, cfg.Spool)
+	}
 }
 
 // TestInterrupt checks that an interrupted demo stops its children and

@@ -24,6 +24,10 @@ func report(con *console, r *Result, checks []Check) bool {
 	row("sent", a.Sent, "")
 	row("direct", a.Direct, "2xx, Misaki-Delivery: direct")
 	row("held", a.Held, fmt.Sprintf("2xx, Misaki-Delivery: held; waited up to %v", a.MaxHeldWait.Round(100*time.Millisecond)))
+	if a.Spooled > 0 || a.Retried > 0 {
+		row("spooled", a.Spooled, "202, Misaki-Delivery: spooled; delivered after the link returned")
+		row("retried sends", a.Retried, "the app sent again after a connection error (proxy restarting)")
+	}
 	failedNote := ""
 	if a.Failed > 0 {
 		failedNote = fmt.Sprintf("%s; %d with Retry-After; sent %s–%s", byStatus(a.FailedByStatus), a.RetryAfter, r.T(a.FirstFailedSent), r.T(a.LastFailedSent))

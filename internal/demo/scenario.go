@@ -35,11 +35,24 @@ type Scenario struct {
 	Steps []Step
 	// Checks judge the result; one failing makes the demo fail.
 	Checks []Check
+	// Gateway puts the cloud gateway (misaki-proxy --role gateway, mutual
+	// TLS) between the proxy and the upstream.
+	Gateway bool
+	// AppRetries is the app's --retries (transport errors).
+	AppRetries int
+	// Drain waits, after the app is done, until the proxy's spool is empty.
+	Drain bool
 }
 
-// Addrs are the loopback addresses of one demo run.
+// Addrs are the loopback addresses and files of one demo run.
 type Addrs struct {
 	Mesh, Admin, Upstream string // host:port
+	// Gateway and GatewayAdmin are set when the scenario has a gateway.
+	Gateway, GatewayAdmin string
+	// Dir is the run's temporary directory (for the spool, say).
+	Dir string
+	// Certificates (PEM files) when the scenario has a gateway.
+	CA, GatewayCert, GatewayKey, VehicleCert, VehicleKey string
 }
 
 // Step is something that happens At a time after the app starts.
@@ -74,8 +87,49 @@ type Env struct {
 	admin  string // base URL of the proxy's admin API
 	client *http.Client
 
-	mu    sync.Mutex // guards marks
-	marks map[string]time.Time
+	mu     sync.Mutex // guards marks, proxy and killed
+	marks  map[string]time.Time
+	proxy  *proc
+	killed bool // the proxy was killed on purpose and not yet restarted
+	// startProxy starts the proxy again and waits until it is ready.
+	startProxy func(ctx context.Context) (*proc, error)
+}
+
+// currentProxy returns the running proxy, or nil between KillProxy and
+// RestartProxy.
+func (e *Env) currentProxy() *proc {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.killed {
+		return nil
+	}
+	return e.proxy
+}
+
+// KillProxy kills the proxy with SIGKILL, as a crash or power loss would,
+// and waits until it is gone.
+func (e *Env) KillProxy() error {
+	e.mu.Lock()
+	p := e.proxy
+	e.killed = true
+	e.mu.Unlock()
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill proxy: %w", err)
+	}
+	<-p.done
+	return nil
+}
+
+// RestartProxy starts the proxy again with the same configuration.
+func (e *Env) RestartProxy(ctx context.Context) error {
+	p, err := e.startProxy(ctx)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.proxy, e.killed = p, false
+	e.mu.Unlock()
+	return nil
 }
 
 // Elapsed is the time since the app started.

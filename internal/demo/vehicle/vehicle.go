@@ -43,6 +43,10 @@ type Config struct {
 	StatsInterval time.Duration
 	// Timeout bounds one request, answer body included. Default 30s.
 	Timeout time.Duration
+	// Retries is how often a request is sent again after a transport error
+	// (the proxy restarting), 250ms apart, with the same sequence number
+	// and Idempotency-Key. Default 0.
+	Retries int
 }
 
 func (c *Config) setDefaults() {
@@ -70,12 +74,15 @@ func (c *Config) Validate() error {
 		return errors.New("vehicle: --duration must be positive, like 30s")
 	case c.StatsInterval < 0 || c.Timeout < 0:
 		return errors.New("vehicle: intervals and timeouts must not be negative")
+	case c.Retries < 0 || c.Retries > 1000:
+		return fmt.Errorf("vehicle: --retries %d: use 0 to 1000", c.Retries)
 	}
 	return nil
 }
 
 // Stats are the app's running counters. Every request sent ends in exactly
-// one of Direct, Held, Failed, Lost or Bad; until then it is InFlight.
+// one of Direct, Held, Spooled, Failed, Lost or Bad; until then it is
+// InFlight.
 type Stats struct {
 	Start time.Time `json:"start"`
 	Sent  int64     `json:"sent"`
@@ -83,6 +90,11 @@ type Stats struct {
 	Direct int64 `json:"direct"`
 	// Held: 2xx with Misaki-Delivery: held.
 	Held int64 `json:"held"`
+	// Spooled: 202 with Misaki-Delivery: spooled (stored by the proxy, to be
+	// delivered when a link returns).
+	Spooled int64 `json:"spooled"`
+	// Retried counts sends repeated after a transport error.
+	Retried int64 `json:"retried"`
 	// Failed: any non-2xx answer; FailedByStatus splits them by code.
 	Failed         int64            `json:"failed"`
 	FailedByStatus map[string]int64 `json:"failedByStatus,omitempty"`
@@ -203,7 +215,7 @@ send:
 	a.stats.Done = true
 	a.mu.Unlock()
 	st = a.Stats()
-	a.log.Info("app done", "sent", st.Sent, "direct", st.Direct, "held", st.Held, "failed", st.Failed, "lost", st.Lost, "bad", st.Bad)
+	a.log.Info("app done", "sent", st.Sent, "direct", st.Direct, "held", st.Held, "spooled", st.Spooled, "failed", st.Failed, "lost", st.Lost, "bad", st.Bad)
 	return a.writeStats()
 }
 
@@ -225,20 +237,36 @@ func (a *App) send(seq int64) {
 	req.Host = a.cfg.Host
 	s := strconv.FormatInt(seq, 10)
 	req.Header.Set(upstream.SeqHeader, s)
+	req.Header.Set("Idempotency-Key", "demo-car-1-"+s)
 	req.Header.Set("Content-Type", "application/json")
 
 	sent := time.Now()
-	resp, err := a.client.Do(req)
+	var resp *http.Response
 	var answer []byte
-	if err == nil {
-		answer, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
+	for attempt := 0; ; attempt++ {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		resp, err = a.client.Do(req)
+		if err == nil {
+			answer, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		if err == nil || attempt >= a.cfg.Retries {
+			break
+		}
+		a.mu.Lock()
+		a.stats.Retried++
+		a.mu.Unlock()
+		time.Sleep(250 * time.Millisecond)
 	}
 	if err != nil {
 		a.finish(func(st *Stats) { st.Lost++; st.LostErrors = sample(st.LostErrors, fmt.Sprintf("seq %d: %v", seq, err)) })
 		return
 	}
 	took := time.Since(sent)
+	if resp.StatusCode == http.StatusAccepted && resp.Header.Get(DeliveryHeader) == "spooled" {
+		a.finish(func(st *Stats) { st.Spooled++ })
+		return
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		a.finish(func(st *Stats) {
 			st.Failed++
