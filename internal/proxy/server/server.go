@@ -124,6 +124,9 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 			duration: map[string]prometheus.Observer{},
 			linkOK:   true,
 		}
+		// Not usable until the first link scan says so (evaluate): neither
+		// a request nor the replay of the spool may go out before it.
+		rt.queue.SetUsable(false)
 		prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
 		rt.health = health.New(rc.Name, rc.Probe, prober, clk, log, s.evaluate)
 		for _, o := range allOutcomes {

@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/link"
+	"github.com/misaki-io/misaki/internal/proxy/spool"
 )
 
 // spoolYAML is a telemetry route that holds for 30s, then spools.
@@ -267,4 +272,62 @@ func TestSpoolCallback(t *testing.T) {
 		_, m := getJSON(t, "http://"+p.admin+"/v1/requests/"+id)
 		return m["callbackDone"] == true
 	})
+}
+
+// A proxy that starts with a backlog delivers nothing before its first link
+// scan: routes are not usable until the scan says so. The scan here is held
+// back, as a slow one would be.
+func TestBacklogNotReplayedBeforeTheFirstScan(t *testing.T) {
+	up := newUpstream(t, nil)
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp.Enqueue(&spool.Record{Route: "telemetry", Method: "POST", URL: "http://telemetry.cloud.misaki/x",
+		Header: http.Header{"X-Req-Id": {"backlog"}}, IdempotencyKey: "k"}, nil, spool.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+spool: {dir: %s}
+links:
+  - {name: wlan, match: "wlan*", class: wifi}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: %s
+    probe: {type: none}
+    offline: {spool: true}
+`, dir, up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) }) // a failed check must not leave the scan blocked
+	var scans atomic.Int32
+	scanner := func() ([]link.Interface, error) {
+		if scans.Add(1) == 1 {
+			<-release
+		}
+		return []link.Interface{{Name: "wlan0", Up: true, Running: true, Addrs: []string{"192.0.2.10/24"}}}, nil
+	}
+	s, err := New(cfg, slog.New(slog.DiscardHandler), Options{LinkScanner: scanner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { releaseOnce.Do(func() { close(release) }); cancel(); <-done }()
+	// Nothing to wait for but time: the replayer dispatches as it starts.
+	time.Sleep(300 * time.Millisecond)
+	if n := up.total(); n != 0 {
+		t.Fatalf("the upstream saw %d requests before the first link scan", n)
+	}
+	releaseOnce.Do(func() { close(release) })
+	waitFor(t, "the backlog delivered once wlan0 is seen", func() bool { return up.count("backlog") == 1 })
 }
