@@ -9,7 +9,8 @@
 // binary on it twice: offline (the route's only link has a glob matching no
 // interface) to read its RSS once the spool is open, and online, timing the
 // first replayed request at a counting upstream. The second start runs with
-// the page cache dropped (as root), as after a reboot.
+// the page cache dropped (as root), as after a reboot. SPOOL_MEMORY sets the
+// proxy's limits.memory (like 48MiB).
 //
 //	go test -run '^$' -bench Million -benchtime 1x -v ./bench/spoolbench/
 package spoolbench
@@ -96,10 +97,15 @@ func BenchmarkMillion(b *testing.B) {
 	}))
 	defer up.Close()
 
+	memory := os.Getenv("SPOOL_MEMORY") // limits.memory, like 48MiB; empty: none
+	if memory == "" {
+		memory = "0"
+	}
 	cfg := func(glob string) string {
 		return fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+limits: {memory: %s}
 links:
   - {name: wlan, match: %q, class: wifi}
 spool: {dir: %s, maxRequests: %d, maxBytes: 64GiB}
@@ -109,7 +115,7 @@ routes:
     upstream: %s
     probe: {type: none}
     offline: {spool: true}
-`, glob, dir, n*2, up.URL)
+`, memory, glob, dir, n*2, up.URL)
 	}
 
 	// Offline: the memory of a proxy holding the whole spool.

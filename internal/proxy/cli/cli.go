@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/proxy/config"
@@ -74,6 +75,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--log-format %q: use json or text", *logFormat)
 	}
 	log := slog.New(h).With("app", "misaki-proxy", "role", cfg.Role)
+	if m := cfg.Limits.Memory; m > 0 {
+		debug.SetMemoryLimit(int64(m))
+		log.Info("soft memory limit", "bytes", int64(m))
+	}
 	if cfg.Role == config.RoleGateway {
 		gw, err := gateway.New(cfg, log, nil)
 		if err != nil {

@@ -68,6 +68,10 @@ type Limits struct {
 	// MaxConnections caps concurrent client connections; more are answered 503
 	// and closed. Default 4096.
 	MaxConnections int `yaml:"maxConnections"`
+	// Memory is a soft limit on the process's memory (Go's GOMEMLIMIT): the
+	// garbage collector works harder as it is approached. Default 0: none
+	// (or GOMEMLIMIT from the environment).
+	Memory ByteSize `yaml:"memory"`
 }
 
 // HoldLimit bounds held requests in count and bytes (headers plus body).
@@ -467,6 +471,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxConnections < 0 {
 		bad("limits.maxConnections", "must not be negative")
+	}
+	if c.Limits.Memory < 0 || (c.Limits.Memory > 0 && c.Limits.Memory < 16<<20) {
+		bad("limits.memory", "%d bytes is too little to run in; set 16MiB or more, or 0 for no limit", c.Limits.Memory)
 	}
 	if c.HoldLimit.Requests < 0 || c.HoldLimit.Bytes < 0 {
 		bad("holdLimit", "requests and bytes must not be negative")
