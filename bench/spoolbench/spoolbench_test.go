@@ -43,7 +43,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy")
+	// MISAKI_BUILD_TAGS=pprof builds a binary that serves pprof on
+	// $MISAKI_PPROF, for profiling the replay.
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", os.Getenv("MISAKI_BUILD_TAGS"), "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)

@@ -362,7 +362,7 @@ const (
 	DefaultSpoolRequests     = 1000000
 	DefaultRetention         = 24 * time.Hour
 	DefaultMaxResponseBytes  = 1 << 20
-	DefaultReplayConcurrency = 4
+	DefaultReplayConcurrency = 16
 	DefaultReplayBackoffMin  = time.Second
 	DefaultReplayBackoffMax  = 5 * time.Minute
 	DefaultSpoolTTL          = 72 * time.Hour

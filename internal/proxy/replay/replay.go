@@ -117,12 +117,16 @@ func (p *Replayer) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sweepAt := p.o.Clock.Now().Add(time.Minute)
+	resultsAt := p.o.Clock.Now().Add(time.Minute)
+	expire := true // the spool's TTL sweep walks every entry: once a second, not per kick
 	for {
-		p.sweep()
-		if now := p.o.Clock.Now(); now.After(sweepAt) {
-			p.o.Results.Sweep()
-			sweepAt = now.Add(time.Minute)
+		if expire {
+			p.sweep()
+			if now := p.o.Clock.Now(); now.After(resultsAt) {
+				p.o.Results.Sweep()
+				resultsAt = now.Add(time.Minute)
+			}
+			expire = false
 		}
 		p.dispatch(ctx)
 		select {
@@ -131,6 +135,7 @@ func (p *Replayer) Run(ctx context.Context) error {
 			return nil
 		case <-p.kick:
 		case <-tick.C:
+			expire = true
 		}
 	}
 }

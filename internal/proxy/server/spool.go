@@ -48,17 +48,17 @@ func (s *Server) spools() bool {
 // openSpool opens the spool and wires the replayer (Run calls it).
 func (s *Server) openSpool() error {
 	c := s.cfg.Spool
+	results, err := replay.NewResults(filepath.Join(c.Dir, "results"), c.Retention.D(), s.clock.Now)
+	if err != nil {
+		return fmt.Errorf("spool.dir: %w", err)
+	}
 	sp, err := spool.Open(spool.Options{
 		Dir: c.Dir, Sync: spool.SyncPolicy(c.Sync), SyncInterval: c.SyncInterval.D(),
 		MaxBytes: int64(c.MaxBytes), MaxRecords: int64(c.MaxRequests),
 		Now: s.clock.Now, Log: s.log,
+		BeforeSync: results.Flush, // a done frame is never durable before its result
 	})
 	if err != nil {
-		return fmt.Errorf("spool.dir: %w", err)
-	}
-	results, err := replay.NewResults(filepath.Join(c.Dir, "results"), c.Retention.D(), s.clock.Now)
-	if err != nil {
-		sp.Close()
 		return fmt.Errorf("spool.dir: %w", err)
 	}
 	targets := map[string]replay.Target{}

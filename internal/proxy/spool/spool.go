@@ -79,6 +79,10 @@ type Options struct {
 	Now func() time.Time
 	// Log receives recovery and damage reports. Default: discard.
 	Log *slog.Logger
+	// BeforeSync, if set, runs before every fsync of a segment, after the
+	// range that fsync covers is fixed. The replayer makes results durable
+	// there, so that a done frame is never on disk before its result.
+	BeforeSync func() error
 }
 
 // Limits bound one route's share of the spool.
@@ -410,7 +414,7 @@ func (s *Spool) maybeRotateLocked() error {
 	if s.size < s.opts.SegmentBytes {
 		return nil
 	}
-	if err := fdatasync(s.active); err != nil {
+	if err := s.syncSegment(s.active); err != nil {
 		return err
 	}
 	s.stats.Fsyncs++
@@ -460,7 +464,7 @@ func (s *Spool) resetActiveLocked() {
 		if _, err := s.active.WriteAt(start, 0); err != nil {
 			return err
 		}
-		if err := fdatasync(s.active); err != nil {
+		if err := s.syncSegment(s.active); err != nil {
 			return err
 		}
 		s.stats.Fsyncs++
@@ -509,7 +513,7 @@ func (s *Spool) syncNow() error {
 	if f == nil {
 		return ErrClosed
 	}
-	err := fdatasync(f)
+	err := s.syncSegment(f)
 	if errors.Is(err, os.ErrClosed) {
 		// Sealed (and so fsynced) by a rotation meanwhile.
 		err = nil
@@ -635,49 +639,76 @@ func (s *Spool) reclaimLocked() {
 // nil if there is none. Its body, if in a file, is read with OpenBody.
 // The caller ends it with Finish or puts it back with Retry.
 func (s *Spool) Next(route string) (*Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	q := s.queues[route]
-	if q == nil {
-		return nil, nil
-	}
 	for {
-		i := q.firstQueued()
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		q := s.queues[route]
+		i := -1
+		if q != nil {
+			i = q.firstQueued()
+		}
 		if i < 0 {
+			s.mu.Unlock()
 			return nil, nil
 		}
-		r, err := s.readLocked(q.entries[i])
-		if err != nil {
-			// A record that cannot be read back is damage found late:
-			// count it and move on, never block the queue.
-			s.log.Warn("unreadable spooled request, skipped", "route", route, "seq", q.entries[i].seq, "err", err)
-			s.stats.DamagedSpans++
-			s.finishLocked(q, i, Failed)
-			s.stats.Failed--
-			continue
-		}
+		e := q.entries[i]
 		q.entries[i].state = stateInFlight
 		q.inFlight++
-		return r, nil
+		f, err := s.segmentFileLocked(e.seg)
+		s.mu.Unlock()
+		// Read outside the lock: after a reboot this is a disk read, and
+		// enqueues and other deliveries must not wait for it. The entry is
+		// in flight, so its segment stays.
+		var r *Record
+		if err == nil {
+			r, err = readRecord(f, e)
+		}
+		if err == nil {
+			return r, nil
+		}
+		s.mu.Lock()
+		j := q.find(e.seq)
+		if s.closed || errors.Is(err, os.ErrClosed) {
+			if j >= 0 && q.entries[j].state == stateInFlight {
+				q.entries[j].state = stateQueued
+				q.inFlight--
+			}
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if j >= 0 {
+			// A record that cannot be read back is damage found late:
+			// count it and move on, never block the queue.
+			s.log.Warn("unreadable spooled request, skipped", "route", route, "seq", e.seq, "err", err)
+			s.stats.DamagedSpans++
+			s.finishLocked(q, j, Failed)
+			s.stats.Failed--
+		}
+		s.mu.Unlock()
 	}
 }
 
-// readLocked reads e's record back from its segment.
-func (s *Spool) readLocked(e entry) (*Record, error) {
-	f := s.active
-	if e.seg != s.activeOrd {
-		f = s.readers[e.seg]
-		if f == nil {
-			var err error
-			if f, err = os.Open(s.path(segName(e.seg))); err != nil {
-				return nil, err
-			}
-			s.readers[e.seg] = f
-		}
+// segmentFileLocked returns an open file of segment ord, for reading.
+func (s *Spool) segmentFileLocked(ord uint32) (*os.File, error) {
+	if ord == s.activeOrd {
+		return s.active, nil
 	}
+	if f := s.readers[ord]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(s.path(segName(ord)))
+	if err != nil {
+		return nil, err
+	}
+	s.readers[ord] = f
+	return f, nil
+}
+
+// readRecord reads e's record back from its segment file.
+func readRecord(f *os.File, e entry) (*Record, error) {
 	hdr := make([]byte, frameHeader)
 	if _, err := f.ReadAt(hdr, int64(e.off)); err != nil {
 		return nil, err
@@ -882,8 +913,9 @@ func (s *Spool) Stats() Stats {
 	return st
 }
 
-// Run fsyncs every SyncInterval (under SyncInterval, and to retire body
-// files of finished records under either policy) until ctx ends.
+// Run fsyncs every SyncInterval until ctx ends: under SyncInterval, and
+// under either policy whenever frames that need no fsync of their own (done,
+// attempt) are waiting, or body files of finished records are to go.
 func (s *Spool) Run(ctx context.Context) error {
 	t := time.NewTicker(s.opts.SyncInterval)
 	defer t.Stop()
@@ -899,7 +931,10 @@ func (s *Spool) Run(ctx context.Context) error {
 		if closed {
 			return nil
 		}
-		if s.opts.Sync == SyncInterval || pending {
+		s.syncMu.Lock()
+		behind := s.synced < lsn // done and attempt frames not yet durable
+		s.syncMu.Unlock()
+		if s.opts.Sync == SyncInterval || pending || behind {
 			if err := s.waitDurable(lsn); err != nil && !errors.Is(err, ErrClosed) {
 				s.log.Error("periodic fsync", "err", err)
 			}
@@ -948,6 +983,16 @@ func expirySeconds(ns int64) uint32 {
 	}
 	sec := (ns + 1e9 - 1) / 1e9
 	return uint32(min(sec, 1<<32-1))
+}
+
+// syncSegment makes f durable, after the BeforeSync hook.
+func (s *Spool) syncSegment(f *os.File) error {
+	if h := s.opts.BeforeSync; h != nil {
+		if err := h(); err != nil {
+			return fmt.Errorf("before sync: %w", err)
+		}
+	}
+	return fdatasync(f)
 }
 
 func fdatasync(f *os.File) error {
