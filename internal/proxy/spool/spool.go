@@ -709,17 +709,27 @@ func (s *Spool) segmentFileLocked(ord uint32) (*os.File, error) {
 
 // readRecord reads e's record back from its segment file.
 func readRecord(f *os.File, e entry) (*Record, error) {
-	hdr := make([]byte, frameHeader)
-	if _, err := f.ReadAt(hdr, int64(e.off)); err != nil {
+	// The entry's size is the frame's, plus a body file's: for a record
+	// with its body inline, one read gets the whole frame.
+	b := make([]byte, min(int(e.size), frameHeader+maxPayload))
+	n, err := f.ReadAt(b, int64(e.off))
+	if n < frameHeader {
+		if err == nil || err == io.EOF {
+			err = errShortFrame
+		}
 		return nil, err
 	}
-	n := binary.LittleEndian.Uint32(hdr[4:8])
-	if n > maxPayload {
+	length := binary.LittleEndian.Uint32(b[4:8])
+	if length > maxPayload {
 		return nil, errBadFrame
 	}
-	b := make([]byte, frameHeader+int(n))
-	if _, err := f.ReadAt(b, int64(e.off)); err != nil {
-		return nil, err
+	if need := frameHeader + int(length); need > n {
+		b = make([]byte, need)
+		if _, err := f.ReadAt(b, int64(e.off)); err != nil {
+			return nil, err
+		}
+	} else {
+		b = b[:need]
 	}
 	typ, payload, _, err := readFrame(b)
 	if err != nil {
