@@ -1,74 +1,29 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/devpki"
 )
 
-// testPKI writes a CA, a server certificate for 127.0.0.1 and a vehicle's
-// client certificate to dir, as PEM files an operator would deploy.
-type testPKI struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-}
-
-func writePKI(t *testing.T) testPKI {
+func writePKI(t *testing.T) devpki.Files {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
+	f, err := devpki.Write(t.TempDir(), "VIN-CRASH-TEST")
+	if err != nil {
+		t.Fatal(err)
 	}
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleet CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string, ext x509.ExtKeyUsage, ips []net.IP) ([]byte, []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{ext}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, _ := x509.MarshalECPrivateKey(key)
-		return der, kb
-	}
-	sDER, sKey := issue(2, "gateway", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	cDER, cKey := issue(3, "VIN-CRASH-TEST", x509.ExtKeyUsageClientAuth, nil)
-	return testPKI{
-		ca:         write("ca.pem", "CERTIFICATE", caDER),
-		serverCert: write("gw.pem", "CERTIFICATE", sDER), serverKey: write("gw-key.pem", "EC PRIVATE KEY", sKey),
-		clientCert: write("vehicle.pem", "CERTIFICATE", cDER), clientKey: write("vehicle-key.pem", "EC PRIVATE KEY", cKey),
-	}
+	return f
 }
 
 // TestSpoolThroughSIGKILL spools requests through the real edge binary,
@@ -105,7 +60,7 @@ gateway:
   idempotency: {dir: %s}
 routes:
   - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
-`, pki.serverCert, pki.serverKey, pki.ca, t.TempDir(), svc.URL))
+`, pki.ServerCert, pki.ServerKey, pki.CA, t.TempDir(), svc.URL))
 
 	edgeCfg := fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -122,7 +77,7 @@ routes:
     tls: {caFile: %s, certFile: %s, keyFile: %s}
     probe: {type: none}
     offline: {spool: true}
-`, t.TempDir(), gw.mesh, pki.ca, pki.clientCert, pki.clientKey)
+`, t.TempDir(), gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey)
 
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	acked := map[string]bool{}

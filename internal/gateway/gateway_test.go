@@ -2,93 +2,46 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// pki is a test CA with a server certificate for 127.0.0.1 and a vehicle's
-// client certificate, written to files as an operator would.
+// pki is a throwaway fleet PKI (devpki) as files, with the client side
+// loaded for the test's HTTP clients.
 type pki struct {
-	dir                       string
-	ca                        *x509.Certificate
-	caKey                     *ecdsa.PrivateKey
-	caFile, certFile, keyFile string
-	clientCert                tls.Certificate
-	pool                      *x509.CertPool
+	devpki.Files
+	pool       *x509.CertPool
+	clientCert tls.Certificate
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir()}
-	p.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "misaki test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
-	p.ca, _ = x509.ParseCertificate(der)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(p.ca)
-	p.caFile = p.write(t, "ca.pem", "CERTIFICATE", der)
-
-	srvDER, srvKey := p.issue(t, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "gateway"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	p.certFile = p.write(t, "gw.pem", "CERTIFICATE", srvDER)
-	kb, _ := x509.MarshalECPrivateKey(srvKey)
-	p.keyFile = p.write(t, "gw-key.pem", "EC PRIVATE KEY", kb)
-
-	u, _ := url.Parse("spiffe://misaki/vehicle/VIN123")
-	cliDER, cliKey := p.issue(t, &x509.Certificate{
-		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "VIN123"},
-		URIs: []*url.URL{u}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	p.clientCert = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
-	return p
-}
-
-func (p *pki) issue(t *testing.T, tmpl *x509.Certificate) ([]byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	f, err := devpki.Write(t.TempDir(), "VIN123")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return der, key
-}
-
-func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	f := filepath.Join(p.dir, name)
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	p := &pki{Files: f, pool: x509.NewCertPool()}
+	ca, err := os.ReadFile(f.CA)
+	if err != nil || !p.pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("CA: %v", err)
+	}
+	if p.clientCert, err = tls.LoadX509KeyPair(f.ClientCert, f.ClientKey); err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return p
 }
 
 func (p *pki) client(withCert bool) *http.Client {
@@ -142,7 +95,7 @@ gateway:
   idempotency: {dir: %s}
 routes:
   - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
-`, p.certFile, p.keyFile, p.caFile, dir, svcURL)))
+`, p.ServerCert, p.ServerKey, p.CA, dir, svcURL)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +183,7 @@ func TestDuplicatesAreAnsweredFromTheStore(t *testing.T) {
 	if svc.hits("k1") != 1 {
 		t.Fatalf("the service saw k1 %d times", svc.hits("k1"))
 	}
-	if svc.identity != "spiffe://misaki/vehicle/VIN123" {
+	if svc.identity != devpki.VehicleURI("VIN123") {
 		t.Fatalf("identity passed on: %q (a forged header must be replaced)", svc.identity)
 	}
 	if r := g.post(t, c, "k1", "another payload"); r.status != http.StatusUnprocessableEntity {
