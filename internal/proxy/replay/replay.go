@@ -5,8 +5,9 @@
 // Routes are served highest priority first and FIFO within a route. Few
 // requests are in flight at once (spool.replay.concurrency), so live
 // requests never queue behind a backlog. A connection error, 5xx, 408 or 429
-// puts the request back at the head of its route, and the route waits a
-// backoff with full jitter. Other answers are final. Every delivery carries
+// (or a 409 with Retry-After, the gateway's "still in flight") puts the
+// request back at the head of its route, and the route waits a backoff with
+// full jitter. Other answers are final. Every delivery carries
 // the request's Idempotency-Key, so that the cloud gateway can answer a
 // repeat (after a crash lost a done frame) from its store.
 package replay
@@ -218,7 +219,7 @@ func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spo
 	switch {
 	case err != nil && errors.Is(err, errUnreadable):
 		res.State, res.Reason = OutcomeFailed, err.Error()
-	case err != nil || retryable(cw.status):
+	case err != nil || retryable(cw.status, cw.header):
 		if ctx.Err() == nil && t.NotSent != nil && t.NotSent(err) && t.Unreachable != nil {
 			t.Unreachable(err)
 		}
@@ -277,9 +278,12 @@ func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http
 	return t.Forward(w, req)
 }
 
-// retryable reports whether an upstream status means "try again later".
-func retryable(status int) bool {
-	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
+// retryable reports whether an upstream answer means "try again later":
+// 5xx, 408, 429, and a 409 with Retry-After (the gateway's answer while an
+// earlier delivery of the same key is still being answered).
+func retryable(status int, h http.Header) bool {
+	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests ||
+		status == http.StatusConflict && h.Get("Retry-After") != ""
 }
 
 // retry puts the request back at the head of its route, which waits a

@@ -331,3 +331,32 @@ routes:
 	releaseOnce.Do(func() { close(release) })
 	waitFor(t, "the backlog delivered once wlan0 is seen", func() bool { return up.count("backlog") == 1 })
 }
+
+// A 409 with Retry-After (the gateway's answer while an earlier delivery of
+// the same key is still in flight) is retried; a plain 409 is final.
+func TestSpool409WithRetryAfterIsRetried(t *testing.T) {
+	var calls atomic.Int32
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Req-Id") == "busy" && calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "in flight", http.StatusConflict)
+			return
+		}
+		if r.Header.Get("X-Req-Id") == "conflict" {
+			http.Error(w, "version conflict", http.StatusConflict)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	p := startProxy(t, spoolYAML(t.TempDir(), up.URL, ""), false)
+	p.offline(t)
+	_, busy := p.spoolOne(t, "busy", nil, nil)
+	_, conflict := p.spoolOne(t, "conflict", nil, nil)
+	p.setLink(t, "wlan", "up")
+	if m := waitState(t, busy, "delivered"); m["attempts"] != 2.0 {
+		t.Fatalf("busy: %v", m)
+	}
+	if m := waitState(t, conflict, "failed"); m["attempts"] != 1.0 {
+		t.Fatalf("conflict: %v", m)
+	}
+}
