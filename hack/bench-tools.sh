@@ -2,7 +2,8 @@
 # Idempotent installer for the proxy benchmark tools (bench/proxy.sh).
 #
 #   Debian: nginx, wrk, h2load (nghttp2-client), taskset (util-linux), procps
-#   Go:     caddy, fortio v1.63.x  -> cached in $HOME/.cache/misaki/bin
+#   Go:     caddy, fortio v1.63.x, nats-server and nats (the spool benchmark's
+#           peer)  -> cached in $HOME/.cache/misaki/bin
 #
 # Re-running is cheap: apt is skipped when every command is present, and a Go
 # binary is only built when it is missing from the cache dir. Nothing is left
@@ -83,6 +84,9 @@ else
   log "fortio cached: $BIN_DIR/fortio"
 fi
 
+go_install nats-server "github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION:-latest}"
+go_install nats "github.com/nats-io/natscli/nats@${NATSCLI_VERSION:-latest}"
+
 log "versions:"
 {
   nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1
@@ -90,5 +94,7 @@ log "versions:"
   h2load --version 2>&1 | head -n1
   echo "caddy $(go version -m "$BIN_DIR/caddy" | awk '$1=="mod" && $2 ~ /caddyserver\/caddy/{print $3}')"
   echo "fortio $("$BIN_DIR/fortio" version)"
+  echo "$("$BIN_DIR/nats-server" --version)"
+  echo "natscli $("$BIN_DIR/nats" --version 2>&1)"
 } | sed 's/^/  /' >&2
 log "done. Add to PATH: export PATH=\"$BIN_DIR:\$PATH\""
