@@ -31,7 +31,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/proxy/spool"
 )
 
 var binDir string
@@ -66,28 +65,10 @@ func BenchmarkMillion(b *testing.B) {
 
 	// Fill.
 	start := time.Now()
-	sp, err := spool.Open(spool.Options{Dir: dir, Sync: spool.SyncInterval})
-	if err != nil {
-		b.Fatal(err)
-	}
-	body := []byte(strings.Repeat("t", 1024))
-	for i := range n {
-		r := &spool.Record{
-			Route: "telemetry", Method: "POST", URL: "http://telemetry.cloud.misaki/v1/telemetry",
-			IdempotencyKey: fmt.Sprintf("bench-%08d", i),
-			Header:         http.Header{"Content-Type": {"application/json"}, "X-Req-Id": {strconv.Itoa(i)}},
-			Body:           body,
-		}
-		if _, err := sp.Enqueue(r, nil, spool.Limits{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := sp.Close(); err != nil {
-		b.Fatal(err)
-	}
-	fill := time.Since(start)
+	fill(b, dir, n)
+	filled := time.Since(start)
 	size := dirSize(b, dir)
-	b.Logf("filled %d requests (%d MiB on disk) in %v", n, size>>20, fill.Round(time.Millisecond))
+	b.Logf("filled %d requests (%d MiB on disk) in %v", n, size>>20, filled.Round(time.Millisecond))
 
 	var got atomic.Int64
 	first := make(chan time.Time, 1)
@@ -147,13 +128,14 @@ routes:
 	b.ReportMetric(toFirst.Seconds(), "s-to-first-replay")
 	b.ReportMetric(float64(drained)/2, "replayed/s")
 	fmt.Printf("\n| spooled | on disk | fill (spool package, sync interval) | proxy RSS, offline | start to first replay (cache dropped: %v) | replayed in 2 s | RSS while replaying |\n|---:|---:|---:|---:|---:|---:|---:|\n| %d | %d MiB | %v | %.1f MiB | %v | %d | %.1f MiB |\n",
-		cold, n, size>>20, fill.Round(time.Millisecond), float64(rss)/(1<<20), toFirst.Round(time.Millisecond), drained, float64(rssOnline)/(1<<20))
+		cold, n, size>>20, filled.Round(time.Millisecond), float64(rss)/(1<<20), toFirst.Round(time.Millisecond), drained, float64(rssOnline)/(1<<20))
 }
 
 type proc struct {
 	cmd     *exec.Cmd
 	started time.Time
 	ready   time.Duration
+	addr    string // the proxy listener
 	admin   string
 }
 
@@ -168,6 +150,9 @@ func start_(b *testing.B, work, cfg string) *proc {
 	path := filepath.Join(work, fmt.Sprintf("proxy-%d.yaml", time.Now().UnixNano()))
 	os.WriteFile(path, []byte(cfg), 0o600)
 	cmd := exec.Command(filepath.Join(binDir, "misaki-proxy"), "--config", path)
+	if v := os.Getenv("MISAKI_PPROF_GATEWAY"); v != "" && strings.Contains(cfg, "role: gateway") {
+		cmd.Env = append(os.Environ(), "MISAKI_PPROF="+v) // profile both processes at once
+	}
 	stderr, _ := cmd.StderrPipe()
 	p := &proc{cmd: cmd, started: time.Now()}
 	if err := cmd.Start(); err != nil {
@@ -188,6 +173,9 @@ func start_(b *testing.B, work, cfg string) *proc {
 		p.ready = time.Since(p.started)
 		if i := strings.Index(line, `"admin":"`); i >= 0 {
 			p.admin = strings.SplitN(line[i+9:], `"`, 2)[0]
+		}
+		if i := strings.Index(line, `"addr":"`); i >= 0 {
+			p.addr = strings.SplitN(line[i+8:], `"`, 2)[0]
 		}
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()

@@ -284,9 +284,7 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 		if rec.status == 0 || retryable(rec.status) {
 			// No final answer (the service failed or was not reached):
 			// the retry must reach the service.
-			if rerr := s.store.Release(key); rerr != nil {
-				s.log.Error("releasing an idempotency key", "err", rerr)
-			}
+			s.store.Release(key)
 		} else {
 			s.complete(r, key, h, rec, err != nil || p != nil)
 		}

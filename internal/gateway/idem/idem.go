@@ -3,23 +3,28 @@
 // flight or what the service answered, kept for a window longer than any
 // expected outage (30 days by default).
 //
-// It is a bbolt file: one write transaction per claim and per answer, each
-// fsynced before the gateway acts on it, so a gateway crash neither
-// forgets an answer nor lets a claim block a key forever. A claim made by an
-// earlier run of the gateway (it crashed while the service was answering) is
-// abandoned, and the key may be tried again. The service may then see that
-// one request twice; nothing short of the service's own cooperation can
-// avoid that.
+// Answers live in a bbolt file. Claims (a request is being answered) live
+// in memory only: a claim matters only while its run of the gateway lives,
+// and a gateway that crashes while the service answers must let the key be
+// tried again anyway (the service may then see that one request twice;
+// nothing short of the service's own cooperation can avoid that). So a
+// claim costs no disk write, and each answer costs one bbolt write, made
+// durable before Complete returns. Answers completing together share one
+// transaction and its fsyncs (group commit): a committer goroutine takes
+// every answer queued while the previous transaction was being written, as
+// the spool does with its frames. bbolt's own Batch waits on a timer
+// (MaxBatchDelay) for a batch to fill, which at a gateway's handful of
+// concurrent deliveries per vehicle is pure latency.
 package idem
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,9 +52,8 @@ type Entry struct {
 	Body        []byte      `json:"body,omitempty"`
 	// Truncated means the body was longer than the gateway keeps; a repeat
 	// gets the status and headers, and an empty body.
-	Truncated bool   `json:"truncated,omitempty"`
-	Created   int64  `json:"created"` // Unix nanoseconds
-	Boot      string `json:"boot"`    // the gateway run that claimed it
+	Truncated bool  `json:"truncated,omitempty"`
+	Created   int64 `json:"created"` // Unix nanoseconds
 }
 
 // Store is an open key store.
@@ -57,12 +61,23 @@ type Store struct {
 	db     *bolt.DB
 	window time.Duration
 	now    func() time.Time
-	boot   string
+
+	mu       sync.Mutex // guards inFlight; held across the lookup in Claim
+	inFlight map[string]struct{}
+
+	commits chan *commit
+	stopped chan struct{}
+}
+
+type commit struct {
+	key  []byte
+	e    *Entry
+	done chan error
 }
 
 // Open opens (or creates) the store file at path.
 func Open(path string, window time.Duration, now func() time.Time) (*Store, error) {
-	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("idempotency store %s: %w", path, err)
 	}
@@ -77,13 +92,23 @@ func Open(path string, window time.Duration, now func() time.Time) (*Store, erro
 		db.Close()
 		return nil, fmt.Errorf("idempotency store %s: %w", path, err)
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	return &Store{db: db, window: window, now: now, boot: hex.EncodeToString(b[:])}, nil
+	s := &Store{
+		db: db, window: window, now: now, inFlight: map[string]struct{}{},
+		commits: make(chan *commit, 256), stopped: make(chan struct{}),
+	}
+	go s.committer()
+	return s, nil
 }
 
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+// ErrClosed is returned by Complete after Close.
+var ErrClosed = errors.New("idempotency store closed")
+
+// Close waits for answers being committed, then closes the store.
+func (s *Store) Close() error {
+	close(s.commits)
+	<-s.stopped
+	return s.db.Close()
+}
 
 // Scope joins a vehicle identity and a key.
 func Scope(identity, key string) []byte { return []byte(identity + "\x00" + key) }
@@ -93,56 +118,102 @@ func Scope(identity, key string) []byte { return []byte(identity + "\x00" + key)
 // the store holds: a Done entry (answer the repeat from it) or an InFlight
 // one (the first request is still being answered).
 func (s *Store) Claim(key []byte) (*Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inFlight[string(key)]; ok {
+		return &Entry{State: InFlight}, nil
+	}
+	// Under mu: Complete commits before it drops the claim, so a key
+	// either is still claimed here or has its answer readable.
 	var found *Entry
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		keys := tx.Bucket(bucketKeys)
-		if v := keys.Get(key); v != nil {
-			var e Entry
-			if err := json.Unmarshal(v, &e); err == nil {
-				expired := s.now().Sub(time.Unix(0, e.Created)) > s.window
-				abandoned := e.State == InFlight && e.Boot != s.boot
-				if !expired && !abandoned {
-					found = &e
-					return nil
-				}
-				tx.Bucket(bucketTime).Delete(timeKey(e.Created, key))
-			}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKeys).Get(key)
+		if v == nil {
+			return nil
 		}
-		return s.put(tx, key, &Entry{State: InFlight, Created: s.now().UnixNano(), Boot: s.boot})
+		var e Entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil // unreadable: claimed afresh, overwritten by Complete
+		}
+		// An in-flight entry was written by an earlier version of the
+		// store, which kept claims on disk: abandoned.
+		if e.State == Done && s.now().Sub(time.Unix(0, e.Created)) <= s.window {
+			found = &e
+		}
+		return nil
 	})
-	return found, err
+	if err != nil {
+		return nil, err
+	}
+	if found == nil {
+		s.inFlight[string(key)] = struct{}{}
+	}
+	return found, nil
 }
 
-// Complete stores the service's answer to the request that claimed key.
-func (s *Store) Complete(key []byte, e *Entry) error {
-	e.State, e.Boot = Done, s.boot
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketKeys).Get(key); v != nil {
-			var old Entry
-			if json.Unmarshal(v, &old) == nil {
-				e.Created = old.Created
-			}
+// Complete stores the service's answer to the request that claimed key,
+// durably, and ends the claim.
+func (s *Store) Complete(key []byte, e *Entry) (err error) {
+	e.State, e.Created = Done, s.now().UnixNano()
+	c := &commit{key: key, e: e, done: make(chan error, 1)}
+	defer func() {
+		if recover() != nil { // send on the channel Close closed
+			err = ErrClosed
 		}
-		if e.Created == 0 {
-			e.Created = s.now().UnixNano()
-		}
-		return s.put(tx, key, e)
-	})
+		s.mu.Lock()
+		delete(s.inFlight, string(key))
+		s.mu.Unlock()
+	}()
+	s.commits <- c
+	return <-c.done
 }
 
 // Release gives up a claim: the service gave no final answer (it failed,
 // or could not be reached), so a retry must reach it again.
-func (s *Store) Release(key []byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		keys := tx.Bucket(bucketKeys)
-		if v := keys.Get(key); v != nil {
-			var e Entry
-			if json.Unmarshal(v, &e) == nil {
-				tx.Bucket(bucketTime).Delete(timeKey(e.Created, key))
+func (s *Store) Release(key []byte) {
+	s.mu.Lock()
+	delete(s.inFlight, string(key))
+	s.mu.Unlock()
+}
+
+// committer writes queued answers, as many per transaction as were queued
+// while the last one was written.
+func (s *Store) committer() {
+	defer close(s.stopped)
+	batch := make([]*commit, 0, 256)
+	for c := range s.commits {
+		batch = append(batch[:0], c)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case c, ok := <-s.commits:
+				if !ok {
+					break more
+				}
+				batch = append(batch, c)
+			default:
+				break more
 			}
 		}
-		return keys.Delete(key)
-	})
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			keys, byTime := tx.Bucket(bucketKeys), tx.Bucket(bucketTime)
+			for _, c := range batch {
+				if v := keys.Get(c.key); v != nil {
+					var old Entry
+					if json.Unmarshal(v, &old) == nil {
+						byTime.Delete(timeKey(old.Created, c.key))
+					}
+				}
+				if err := s.put(tx, c.key, c.e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, c := range batch {
+			c.done <- err
+		}
+	}
 }
 
 func (s *Store) put(tx *bolt.Tx, key []byte, e *Entry) error {

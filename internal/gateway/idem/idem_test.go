@@ -1,7 +1,9 @@
 package idem
 
 import (
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -47,10 +49,52 @@ func TestClaimCompleteSweepAndAbandon(t *testing.T) {
 	}
 	// Past the window, keys are swept.
 	now = now.Add(25 * time.Hour)
-	if n, err := s.Sweep(); err != nil || n != 3 {
-		t.Fatalf("swept %d, %v; want 3", n, err)
+	if n, err := s.Sweep(); err != nil || n != 1 { // claims are not stored
+		t.Fatalf("swept %d, %v; want 1", n, err)
 	}
 	if s.Len() != 0 {
 		t.Fatalf("%d keys left", s.Len())
+	}
+}
+
+// Answers completed together share transactions, and every one is durable
+// (readable after a reopen) once its Complete returned.
+func TestConcurrentCompletesAreAllStored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	s, err := Open(path, time.Hour, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := Scope("vin", fmt.Sprint(i))
+			if e, err := s.Claim(k); e != nil || err != nil {
+				t.Errorf("claim %d: %v %v", i, e, err)
+				return
+			}
+			if err := s.Complete(k, &Entry{Status: 200, Body: []byte(fmt.Sprint(i))}); err != nil {
+				t.Errorf("complete %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	s.Close()
+	s, err = Open(path, time.Hour, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range n {
+		e, err := s.Claim(Scope("vin", fmt.Sprint(i)))
+		if err != nil || e == nil || e.State != Done || string(e.Body) != fmt.Sprint(i) {
+			t.Fatalf("key %d after reopen: %+v %v", i, e, err)
+		}
+	}
+	if s.Len() != n {
+		t.Fatalf("%d keys stored, want %d", s.Len(), n)
 	}
 }

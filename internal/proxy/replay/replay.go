@@ -113,9 +113,15 @@ func (p *Replayer) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.ctx = ctx
 	p.mu.Unlock()
-	for _, r := range p.o.Results.Sweep() {
-		p.callback(ctx, r)
-	}
+	// Callbacks a crash left owed: read in the background, so that a large
+	// store of results does not delay the replay.
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for _, r := range p.o.Results.Owed() {
+			p.callback(ctx, r)
+		}
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	resultsAt := p.o.Clock.Now().Add(time.Minute)

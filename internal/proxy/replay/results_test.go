@@ -2,6 +2,7 @@ package replay
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,7 +13,8 @@ import (
 func TestResultsKeepAndSweep(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	dir := t.TempDir()
-	rs, err := NewResults(dir, time.Hour, func() time.Time { return now })
+	clock := func() time.Time { return now }
+	rs, err := NewResults(dir, time.Hour, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,25 +27,88 @@ func TestResultsKeepAndSweep(t *testing.T) {
 	put(&Result{ID: "1", Route: "r", State: OutcomeDelivered, Finished: now.Add(-2 * time.Hour),
 		Response: &Response{Status: 200, Header: http.Header{"A": {"b"}}, Body: []byte{0, 1, 2}}})
 	put(&Result{ID: "2", Route: "r", State: OutcomeDelivered, Finished: now, Callback: "http://app/cb"})
+	put(&Result{ID: "3", Route: "r", State: OutcomeFailed, Finished: now, Callback: "http://app/cb"})
 	put(&Result{ID: "3", Route: "r", State: OutcomeFailed, Finished: now, Callback: "http://app/cb", CallbackDone: true})
-	os.WriteFile(filepath.Join(dir, "4.json.tmp"), []byte("{"), 0o640) // a crash mid-write
-
-	if r, err := rs.Get("1"); err != nil || r.Response.Status != 200 || string(r.Response.Body) != "\x00\x01\x02" {
-		t.Fatalf("Get: %+v %v", r, err)
+	put(&Result{ID: "5000", Route: "r", State: OutcomeExpired, Finished: now.Add(-2 * time.Hour)}) // another file
+	if err := rs.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	owed := rs.Sweep()
-	if len(owed) != 1 || owed[0].ID != "2" {
-		t.Fatalf("owed callbacks: %+v", owed)
+	if r, err := rs.Get("3"); err != nil || !r.CallbackDone {
+		t.Fatalf("the later version of a result must win: %+v %v", r, err)
 	}
 	if _, err := rs.Get("1"); !errors.Is(err, ErrNoResult) {
 		t.Fatalf("past retention: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "4.json.tmp")); !os.IsNotExist(err) {
-		t.Fatal("temporary file left")
+	rs.Close()
+
+	// A restart: the owed callbacks are found again.
+	rs, err = NewResults(dir, time.Hour, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	owed := rs.Owed()
+	if len(owed) != 1 || owed[0].ID != "2" {
+		t.Fatalf("owed callbacks: %+v", owed)
+	}
+	if r, err := rs.Get("2"); err != nil || r.State != OutcomeDelivered {
+		t.Fatalf("Get after restart: %+v %v", r, err)
+	}
+	// The file holding only results past the retention goes; the other
+	// stays while it holds a live one.
+	rs.Sweep()
+	if _, err := os.Stat(rs.bucketPath(5000 >> bucketShift)); !os.IsNotExist(err) {
+		t.Fatalf("file past retention kept: %v", err)
+	}
+	if _, err := os.Stat(rs.bucketPath(0)); err != nil {
+		t.Fatalf("file with live results removed: %v", err)
+	}
+	now = now.Add(2 * time.Hour)
+	rs.Sweep()
+	if _, err := os.Stat(rs.bucketPath(0)); !os.IsNotExist(err) {
+		t.Fatalf("file past retention kept: %v", err)
 	}
 	for _, bad := range []string{"../x", "", "1a"} {
 		if _, err := rs.Get(bad); !errors.Is(err, ErrNoResult) {
 			t.Fatalf("Get(%q): %v", bad, err)
 		}
+	}
+}
+
+// A crash mid-append leaves a torn frame at a file's end: every earlier
+// result stays readable, and the next append cuts the torn bytes off so
+// that results written after the restart are readable too.
+func TestResultsTornTail(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	clock := func() time.Time { return now }
+	rs, _ := NewResults(dir, time.Hour, clock)
+	for i := 1; i <= 3; i++ {
+		if err := rs.Put(&Result{ID: fmt.Sprint(i), State: OutcomeDelivered, Finished: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs.Flush()
+	rs.Close()
+	p := filepath.Join(dir, fmt.Sprintf("%016x.log", 0))
+	full, _ := os.ReadFile(p)
+	for cut := 2*len(full)/3 + 1; cut < len(full); cut += 7 { // inside the last of three frames of equal size
+		os.WriteFile(p, full[:cut], 0o640)
+		rs, _ := NewResults(dir, time.Hour, clock)
+		for _, id := range []string{"1", "2"} {
+			if _, err := rs.Get(id); err != nil {
+				t.Fatalf("cut at %d: result %s: %v", cut, id, err)
+			}
+		}
+		if _, err := rs.Get("3"); !errors.Is(err, ErrNoResult) {
+			t.Fatalf("cut at %d: torn result read back: %v", cut, err)
+		}
+		if err := rs.Put(&Result{ID: "4", State: OutcomeDelivered, Finished: now}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := rs.Get("4"); err != nil || r.ID != "4" {
+			t.Fatalf("cut at %d: result written after the torn tail: %+v %v", cut, r, err)
+		}
+		rs.Close()
 	}
 }

@@ -92,7 +92,7 @@ func (s *Server) runSpool(ctx context.Context, httpDone <-chan struct{}) error {
 	err := s.sp.replayer.Run(ctx)
 	<-done
 	<-httpDone
-	return errors.Join(err, s.sp.spool.Close())
+	return errors.Join(err, s.sp.spool.Close(), s.sp.results.Close())
 }
 
 // spoolable reports whether r may be spooled on rt, and if not, why.

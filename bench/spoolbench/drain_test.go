@@ -1,0 +1,197 @@
+//go:build linux
+
+package spoolbench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/devpki"
+	"github.com/misaki-io/misaki/internal/proxy/spool"
+)
+
+// BenchmarkDrain measures the replay drain rate of the real binary: a spool
+// of SPOOL_DRAIN_N requests (default 200,000; 1 KiB bodies) delivered to a
+// local service that counts them by Idempotency-Key, once directly and once
+// through a misaki gateway (mutual TLS, idempotency store), in one run. The
+// rate is from the first request's arrival at the service to the last's;
+// every key must arrive exactly once.
+//
+//	go test -run '^$' -bench Drain -benchtime 1x -v ./bench/spoolbench/
+func BenchmarkDrain(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("SPOOL_DRAIN_N")); err == nil && v > 0 {
+		n = v
+	}
+	work := b.TempDir()
+	pki, err := devpki.Write(work, "bench-car")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rows []string
+	paths := []string{"direct", "gateway"}
+	if v := os.Getenv("SPOOL_DRAIN_VIA"); v != "" { // one of them, for profiling
+		paths = []string{v}
+	}
+	for _, via := range paths {
+		rows = append(rows, drainOnce(b, work, via, n, pki))
+	}
+	fmt.Printf("\n| path | requests | first to last at the service | drained/s | duplicates | RSS edge | RSS gateway |\n|---|---:|---:|---:|---:|---:|---:|\n%s\n", strings.Join(rows, "\n"))
+}
+
+func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
+	dir := filepath.Join(work, "spool-"+via)
+	fill(b, dir, n)
+
+	var mu sync.Mutex
+	seen := make(map[string]int, n)
+	var first, last time.Time
+	done := make(chan struct{})
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		k := r.Header.Get("Idempotency-Key")
+		now := time.Now()
+		mu.Lock()
+		if first.IsZero() {
+			first = now
+		}
+		seen[k]++
+		if len(seen) == n && seen[k] == 1 {
+			last = now
+			close(done)
+		}
+		mu.Unlock()
+		io.WriteString(w, `{"stored":true}`)
+	}))
+	defer svc.Close()
+
+	upstream := svc.URL
+	var gwRSS int64
+	var gw *proc
+	if via == "gateway" {
+		gw = start_(b, work, fmt.Sprintf(`
+role: gateway
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+gateway:
+  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
+  idempotency: {dir: %s}
+routes:
+  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
+`, pki.ServerCert, pki.ServerKey, pki.CA, filepath.Join(work, "idem"), svc.URL))
+		defer gw.stop()
+		upstream = "https://" + gw.addr
+	}
+	tlsLine := ""
+	if via == "gateway" {
+		tlsLine = fmt.Sprintf("    tls: {caFile: %s, certFile: %s, keyFile: %s}\n", pki.CA, pki.ClientCert, pki.ClientKey)
+	}
+	edge := start_(b, work, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+links:
+  - {name: wlan, class: wifi}
+spool: {dir: %s, maxRequests: %d, maxBytes: 64GiB}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: %s
+%s    probe: {type: none}
+    offline: {spool: true}
+`, dir, n*2, upstream, tlsLine))
+	defer edge.stop()
+
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		mu.Lock()
+		got := len(seen)
+		mu.Unlock()
+		b.Fatalf("%s: %d of %d delivered within 10 minutes", via, got, n)
+	}
+	edgeRSS := rssOf(b, edge.cmd.Process.Pid)
+	if gw != nil {
+		gwRSS = rssOf(b, gw.cmd.Process.Pid)
+	}
+	// The spool must empty: every delivery's done frame written.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if depth(b, edge.admin) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: spool not empty 30s after the last delivery", via)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	dups := 0
+	for _, c := range seen {
+		dups += c - 1
+	}
+	span := last.Sub(first)
+	mu.Unlock()
+	rate := float64(n-1) / span.Seconds()
+	b.ReportMetric(rate, via+"-drained/s")
+	b.Logf("%s: %d delivered in %v: %.0f/s, %d duplicates", via, n, span.Round(time.Millisecond), rate, dups)
+	gwCol := "–"
+	if gw != nil {
+		gwCol = fmt.Sprintf("%.1f MiB", float64(gwRSS)/(1<<20))
+	}
+	return fmt.Sprintf("| edge → %s | %d | %v | %.0f | %d | %.1f MiB | %s |", map[string]string{"direct": "service", "gateway": "gateway (mTLS) → service"}[via],
+		n, span.Round(time.Millisecond), rate, dups, float64(edgeRSS)/(1<<20), gwCol)
+}
+
+// fill writes n requests with 1 KiB bodies to a spool in dir.
+func fill(b *testing.B, dir string, n int) {
+	sp, err := spool.Open(spool.Options{Dir: dir, Sync: spool.SyncInterval})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(strings.Repeat("t", 1024))
+	for i := range n {
+		r := &spool.Record{
+			Route: "telemetry", Method: "POST", URL: "http://telemetry.cloud.misaki/v1/telemetry",
+			IdempotencyKey: fmt.Sprintf("%s-%08d", filepath.Base(dir), i),
+			Header:         http.Header{"Content-Type": {"application/json"}, "X-Req-Id": {strconv.Itoa(i)}},
+			Body:           body,
+		}
+		if _, err := sp.Enqueue(r, nil, spool.Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// depth is the edge's spooled request count from GET /v1/spool.
+func depth(b *testing.B, admin string) int64 {
+	resp, err := http.Get("http://" + admin + "/v1/spool")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct {
+		Routes []struct {
+			Depth int64 `json:"depth"`
+		} `json:"routes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		b.Fatal(err)
+	}
+	var d int64
+	for _, r := range s.Routes {
+		d += r.Depth
+	}
+	return d
+}
