@@ -50,6 +50,10 @@ func BenchmarkDrain(b *testing.B) {
 }
 
 func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
+	concurrency := 16 // spool.replay.concurrency's default
+	if v, err := strconv.Atoi(os.Getenv("SPOOL_REPLAY_CONCURRENCY")); err == nil && v > 0 {
+		concurrency = v
+	}
 	dir := filepath.Join(work, "spool-"+via)
 	fill(b, dir, n)
 
@@ -101,14 +105,14 @@ listen: 127.0.0.1:0
 admin: 127.0.0.1:0
 links:
   - {name: wlan, class: wifi}
-spool: {dir: %s, maxRequests: %d, maxBytes: 64GiB}
+spool: {dir: %s, maxRequests: %d, maxBytes: 64GiB, replay: {concurrency: %d}}
 routes:
   - name: telemetry
     hosts: [telemetry.cloud.misaki]
     upstream: %s
 %s    probe: {type: none}
     offline: {spool: true}
-`, dir, n*2, upstream, tlsLine))
+`, dir, n*2, concurrency, upstream, tlsLine))
 	defer edge.stop()
 
 	select {
@@ -122,6 +126,9 @@ routes:
 	edgeRSS := rssOf(b, edge.cmd.Process.Pid)
 	if gw != nil {
 		gwRSS = rssOf(b, gw.cmd.Process.Pid)
+		m := metrics(b, gw.admin)
+		c, a, sec := m["misaki_gateway_store_commits_total"], m["misaki_gateway_store_answers_total"], m["misaki_gateway_store_commit_seconds_total"]
+		b.Logf("gateway store: %.0f answers in %.0f transactions (%.1f per transaction), %.2f ms per transaction", a, c, a/c, 1000*sec/c)
 	}
 	// The spool must empty: every delivery's done frame written.
 	for deadline := time.Now().Add(30 * time.Second); ; {
@@ -172,6 +179,24 @@ func fill(b *testing.B, dir string, n int) {
 	if err := sp.Close(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// metrics reads the unlabelled samples of a Prometheus text page.
+func metrics(b *testing.B, admin string) map[string]float64 {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && !strings.HasPrefix(l, "#") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			m[f[0]] = v
+		}
+	}
+	return m
 }
 
 // depth is the edge's spooled request count from GET /v1/spool.

@@ -30,7 +30,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
 
 var binDir string
