@@ -9,6 +9,10 @@
 #           only link's glob matches no interface); wrk, 64 connections,
 #           POST 1 KiB with "Prefer: respond-async": every answer is a 202
 #           given after the request was fsynced
+#   misaki  again with spool.sync: interval: the same path without waiting
+#           for an fsync
+#   nginx   "return 202" to the same POSTs, nothing stored: the HTTP ceiling
+#           of this machine for this load
 #   nats    nats-server -js with sync_interval: always; nats bench, 64
 #           synchronous publishers of 1 KiB messages to a file-backed stream
 #
@@ -48,24 +52,6 @@ PKG="$(rate spool-always-64)"
 # ---- misaki ------------------------------------------------------------------
 log "building misaki-proxy"
 go build -trimpath -ldflags='-s -w' -o "$W/misaki-proxy" ./cmd/misaki-proxy
-P="$(freeport)"
-ADM="$(freeport)"
-cat >"$W/misaki.yaml" <<C
-listen: 127.0.0.1:$P
-admin: 127.0.0.1:$ADM
-links:
-  - {name: wlan, match: "spoolbench-none*", class: wifi}
-spool: {dir: $W/spool, sync: always, maxBytes: 64GiB, maxRequests: 100000000}
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud.misaki]
-    upstream: http://127.0.0.1:9
-    probe: {type: none}
-    offline: {spool: true}
-C
-taskset -c "$PROXY_CPUS" "$W/misaki-proxy" --config "$W/misaki.yaml" 2>"$W/misaki.log" &
-PIDS+=($!)
-for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$ADM/readyz" && break; sleep 0.1; done
 cat >"$W/post.lua" <<'L'
 wrk.method = "POST"
 wrk.body = string.rep("t", 1024)
@@ -73,12 +59,75 @@ wrk.headers["Host"] = "telemetry.cloud.misaki"
 wrk.headers["Prefer"] = "respond-async"
 wrk.headers["Content-Type"] = "application/json"
 L
-log "misaki: wrk -c$CONNS -d$DURATION POST 1 KiB, respond-async"
-taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$W/post.lua" "http://127.0.0.1:$P/v1/telemetry" >"$W/wrk.txt" 2>&1
-MISAKI="$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$W/wrk.txt")"
-BAD="$(awk '/Non-2xx/ {print $5}' "$W/wrk.txt")"
-read -r SPOOLED FSYNCS <<<"$(curl -fs "http://127.0.0.1:$ADM/v1/spool" |
-  python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(r["depth"] for r in d["routes"]), d["stats"]["Fsyncs"])')"
+# misaki SYNC: one run of the 202 path with spool.sync SYNC; sets RATE,
+# BAD, SPOOLED, FSYNCS.
+misaki() {
+  local sync="$1" P ADM pid
+  P="$(freeport)"
+  ADM="$(freeport)"
+  rm -rf "$W/spool"
+  cat >"$W/misaki.yaml" <<C
+listen: 127.0.0.1:$P
+admin: 127.0.0.1:$ADM
+links:
+  - {name: wlan, match: "spoolbench-none*", class: wifi}
+spool: {dir: $W/spool, sync: $sync, maxBytes: 64GiB, maxRequests: 100000000}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: http://127.0.0.1:9
+    probe: {type: none}
+    offline: {spool: true}
+C
+  taskset -c "$PROXY_CPUS" "$W/misaki-proxy" --config "$W/misaki.yaml" 2>"$W/misaki-$sync.log" &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$ADM/readyz" && break; sleep 0.1; done
+  log "misaki (sync $sync): wrk -c$CONNS -d$DURATION POST 1 KiB, respond-async"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$W/post.lua" "http://127.0.0.1:$P/v1/telemetry" >"$W/wrk-$sync.txt" 2>&1
+  RATE="$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$W/wrk-$sync.txt")"
+  BAD="$(awk '/Non-2xx/ {print $5}' "$W/wrk-$sync.txt")"
+  read -r SPOOLED FSYNCS <<<"$(curl -fs "http://127.0.0.1:$ADM/v1/spool" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(r["depth"] for r in d["routes"]), d["stats"]["Fsyncs"])')"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+misaki always
+MISAKI="$RATE" MBAD="$BAD" MSPOOLED="$SPOOLED" MFSYNCS="$FSYNCS"
+misaki interval
+MISAKI_IV="$RATE" IVBAD="$BAD"
+
+# ---- nginx: the same requests answered 202 with nothing stored ---------------
+# The HTTP ceiling of this machine for this load: what any server pays to
+# read a 1 KiB POST and answer it, before storing anything.
+NGP="$(freeport)"
+mkdir -p "$W/nginx/tmp"
+cat >"$W/nginx/nginx.conf" <<C
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $W/nginx/tmp/client;
+  proxy_temp_path $W/nginx/tmp/proxy;
+  fastcgi_temp_path $W/nginx/tmp/fastcgi;
+  uwsgi_temp_path $W/nginx/tmp/uwsgi;
+  scgi_temp_path $W/nginx/tmp/scgi;
+  server {
+    listen 127.0.0.1:$NGP;
+    location / { return 202 "{\"status\":\"accepted\"}"; }
+  }
+}
+C
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+taskset -c "$PROXY_CPUS" "$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -g 'daemon off;' 2>"$W/nginx.log" &
+PIDS+=($!)
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$NGP/" && break; sleep 0.1; done
+log "nginx: return 202, wrk -c$CONNS -d$DURATION POST 1 KiB"
+taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" -s "$W/post.lua" "http://127.0.0.1:$NGP/v1/telemetry" >"$W/wrk-nginx.txt" 2>&1
+NGX="$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$W/wrk-nginx.txt")"
 kill "${PIDS[-1]}"
 wait "${PIDS[-1]}" 2>/dev/null || true
 
@@ -107,15 +156,17 @@ NATS="$(awk '/aggregated stats/ { for (i = 1; i <= NF; i++) if ($i == "msgs/sec"
   echo "| disk: write+fdatasync, 1 writer | $RAW1 |"
   echo "| disk: group commit, 64 writers (the raw limit) | $RAWG |"
   echo "| spool package, \`sync: always\`, 64 goroutines | $PKG |"
-  echo "| **misaki-proxy, 202 path, \`sync: always\`, wrk -c$CONNS** | **$MISAKI** (non-2xx: ${BAD:-0}; spooled: $SPOOLED; fsyncs: $FSYNCS) |"
+  echo "| **misaki-proxy, 202 path, \`sync: always\`, wrk -c$CONNS** | **$MISAKI** (non-2xx: ${MBAD:-0}; spooled: $MSPOOLED; fsyncs: $MFSYNCS) |"
+  echo "| misaki-proxy, 202 path, \`sync: interval\` (no fsync waited for) | $MISAKI_IV (non-2xx: ${IVBAD:-0}) |"
+  echo "| nginx, \`return 202\`, nothing stored (the HTTP ceiling) | $NGX |"
   echo "| NATS JetStream, file store, \`sync_interval: always\`, $CONNS sync publishers | ${NATS:-?} |"
   echo
-  echo "misaki ÷ raw group commit: $(awk -v a="$MISAKI" -v b="$RAWG" 'BEGIN{printf "%.2f", a/b}')"
+  echo "misaki ÷ raw group commit: $(awk -v a="$MISAKI" -v b="$RAWG" 'BEGIN{printf "%.2f", a/b}'); nginx with nothing stored ÷ raw group commit: $(awk -v a="$NGX" -v b="$RAWG" 'BEGIN{printf "%.2f", a/b}'); misaki ÷ nginx: $(awk -v a="$MISAKI" -v b="$NGX" 'BEGIN{printf "%.2f", a/b}')"
   echo
   echo '<details><summary>raw outputs</summary>'
   echo
   echo '```'
-  cat "$W/raw.txt" "$W/wrk.txt"
+  cat "$W/raw.txt" "$W/wrk-always.txt" "$W/wrk-interval.txt" "$W/wrk-nginx.txt"
   tail -n 4 "$W/nats.txt"
   echo '```'
   echo '</details>'

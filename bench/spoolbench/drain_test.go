@@ -46,7 +46,7 @@ func BenchmarkDrain(b *testing.B) {
 	for _, via := range paths {
 		rows = append(rows, drainOnce(b, work, via, n, pki))
 	}
-	fmt.Printf("\n| path | requests | first to last at the service | drained/s | duplicates | RSS edge | RSS gateway |\n|---|---:|---:|---:|---:|---:|---:|\n%s\n", strings.Join(rows, "\n"))
+	fmt.Printf("\n| path | requests | first to last at the service | drained/s | duplicates | RSS edge | RSS gateway | CPU µs/request: edge | gateway | service |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s\n", strings.Join(rows, "\n"))
 }
 
 func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
@@ -60,6 +60,7 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 	var mu sync.Mutex
 	seen := make(map[string]int, n)
 	var first, last time.Time
+	var selfCPU0 time.Duration
 	done := make(chan struct{})
 	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -68,6 +69,7 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 		mu.Lock()
 		if first.IsZero() {
 			first = now
+			selfCPU0 = cpuOf(b, os.Getpid())
 		}
 		seen[k]++
 		if len(seen) == n && seen[k] == 1 {
@@ -124,6 +126,11 @@ routes:
 		b.Fatalf("%s: %d of %d delivered within 10 minutes", via, got, n)
 	}
 	edgeRSS := rssOf(b, edge.cmd.Process.Pid)
+	edgeCPU, selfCPU := cpuOf(b, edge.cmd.Process.Pid), cpuOf(b, os.Getpid())
+	var gwCPU time.Duration
+	if gw != nil {
+		gwCPU = cpuOf(b, gw.cmd.Process.Pid)
+	}
 	if gw != nil {
 		gwRSS = rssOf(b, gw.cmd.Process.Pid)
 		m := metrics(b, gw.admin)
@@ -148,14 +155,23 @@ routes:
 	span := last.Sub(first)
 	mu.Unlock()
 	rate := float64(n-1) / span.Seconds()
+	perReq := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Microseconds())/float64(n)) }
+	mu.Lock()
+	svcCPU := selfCPU - selfCPU0
+	mu.Unlock()
+	b.Logf("%s: CPU per request: edge %s µs, gateway %s µs, service (the bench process) %s µs", via, perReq(edgeCPU), perReq(gwCPU), perReq(svcCPU))
 	b.ReportMetric(rate, via+"-drained/s")
 	b.Logf("%s: %d delivered in %v: %.0f/s, %d duplicates", via, n, span.Round(time.Millisecond), rate, dups)
 	gwCol := "–"
 	if gw != nil {
 		gwCol = fmt.Sprintf("%.1f MiB", float64(gwRSS)/(1<<20))
 	}
-	return fmt.Sprintf("| edge → %s | %d | %v | %.0f | %d | %.1f MiB | %s |", map[string]string{"direct": "service", "gateway": "gateway (mTLS) → service"}[via],
-		n, span.Round(time.Millisecond), rate, dups, float64(edgeRSS)/(1<<20), gwCol)
+	gwCPUCol := "–"
+	if gw != nil {
+		gwCPUCol = perReq(gwCPU)
+	}
+	return fmt.Sprintf("| edge → %s | %d | %v | %.0f | %d | %.1f MiB | %s | %s | %s | %s |", map[string]string{"direct": "service", "gateway": "gateway (mTLS) → service"}[via],
+		n, span.Round(time.Millisecond), rate, dups, float64(edgeRSS)/(1<<20), gwCol, perReq(edgeCPU), gwCPUCol, perReq(svcCPU))
 }
 
 // fill writes n requests with 1 KiB bodies to a spool in dir.
@@ -179,6 +195,20 @@ func fill(b *testing.B, dir string, n int) {
 	if err := sp.Close(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// cpuOf is the CPU time (user and system) process pid has used.
+func cpuOf(b *testing.B, pid int) time.Duration {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses: state is
+	// the first, utime the 12th, stime the 13th (clock ticks, 100 a second).
+	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+2:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // metrics reads the unlabelled samples of a Prometheus text page.

@@ -1,6 +1,11 @@
 package spool
 
-import "sort"
+import (
+	"sort"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // Entry states.
 const (
@@ -11,6 +16,11 @@ const (
 
 // entry is one live record in memory: 32 bytes, no pointers, so a million
 // spooled requests cost 32 MB of index and nothing for the GC to scan.
+// A queue past offHeapEntries keeps its entries in anonymous memory mapped
+// outside the Go heap (see push): the GC sizes the heap at twice what is
+// live, so 32 MB of index on the heap would let it grow by as much again
+// in garbage, and a proxy holding a million requests would sit at twice
+// its index in RSS.
 type entry struct {
 	seq      uint64
 	seg      uint32 // segment ordinal
@@ -27,7 +37,8 @@ type entry struct {
 type queue struct {
 	route    string
 	priority int
-	entries  []entry
+	entries  []entry // on the heap, or a window into mem
+	mem      []byte  // the mapping behind entries when off the heap
 	gaps     int
 	live     int64 // queued + in flight
 	inFlight int
@@ -62,6 +73,9 @@ func (q *queue) remove(i int) {
 	if n > 0 {
 		q.entries = q.entries[n:]
 		q.gaps -= n
+		if len(q.entries) == 0 && q.mem != nil {
+			q.release() // drained: the mapping goes back to the system
+		}
 	}
 	if q.gaps > 64 && q.gaps > len(q.entries)/2 {
 		q.compact()
@@ -100,4 +114,51 @@ func (q *queue) oldest() uint32 {
 		}
 	}
 	return 0
+}
+
+const (
+	entrySize = int(unsafe.Sizeof(entry{}))
+	// offHeapEntries is the size from which a queue's entries are mapped
+	// outside the heap (128 KiB of entries); smaller queues stay on it,
+	// so that a queue going between empty and a few records costs no
+	// system calls.
+	offHeapEntries = 4096
+)
+
+// push appends e to the queue.
+func (q *queue) push(e entry) {
+	if len(q.entries) == cap(q.entries) {
+		q.grow(max(2*len(q.entries), 16))
+	}
+	q.entries = append(q.entries, e) // within capacity: in place
+}
+
+// grow moves the entries to room for n, off the heap when n is large. If
+// the mapping fails the heap serves.
+func (q *queue) grow(n int) {
+	var next []entry
+	var mem []byte
+	if n >= offHeapEntries {
+		if m, err := unix.Mmap(-1, 0, n*entrySize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE); err == nil {
+			mem = m
+			// Page-aligned memory no Go pointer refers into and the GC
+			// never scans; entry holds no pointers.
+			next = unsafe.Slice((*entry)(unsafe.Pointer(unsafe.SliceData(m))), n)[:0]
+		}
+	}
+	if next == nil {
+		next = make([]entry, 0, n)
+	}
+	next = append(next, q.entries...)
+	q.release()
+	q.entries, q.mem = next, mem
+}
+
+// release drops the entries and unmaps their memory, if mapped.
+func (q *queue) release() {
+	q.entries = nil
+	if q.mem != nil {
+		unix.Munmap(q.mem)
+		q.mem = nil
+	}
 }

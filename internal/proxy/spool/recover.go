@@ -160,7 +160,7 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 			return
 		}
 		q.priority = m.priority
-		q.entries = append(q.entries, entry{
+		q.push(entry{
 			seq: m.seq, seg: ord, off: uint32(off), size: uint32(size),
 			enq: uint32(m.enqueued / 1e9), exp: expirySeconds(m.expires),
 		})

@@ -272,7 +272,7 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 	s.nextSeq++
 	q := s.queueLocked(r.Route)
 	q.priority = r.Priority
-	q.entries = append(q.entries, entry{
+	q.push(entry{
 		seq: r.Seq, seg: s.activeOrd, off: off, size: uint32(size),
 		enq: uint32(r.Enqueued / 1e9), exp: expirySeconds(r.Expires),
 	})
@@ -975,7 +975,12 @@ func (s *Spool) closeFiles() {
 	s.closeFilesLocked()
 }
 
+// closeFilesLocked closes the files and releases the index (Close, or a
+// failed Open).
 func (s *Spool) closeFilesLocked() {
+	for _, q := range s.queues {
+		q.release()
+	}
 	if s.active != nil {
 		s.active.Close()
 		s.active = nil

@@ -625,3 +625,29 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// A queue past offHeapEntries moves its index off the heap and keeps
+// every entry through the move, FIFO; draining it unmaps the memory.
+func TestLargeQueueIndexOffHeap(t *testing.T) {
+	if entrySize != 32 {
+		t.Fatalf("entry is %d bytes, want 32", entrySize)
+	}
+	var q queue
+	n := 3*offHeapEntries + 5
+	for i := range n {
+		q.push(entry{seq: uint64(i + 1), size: 1})
+		q.live++
+	}
+	if q.mem == nil {
+		t.Fatal("a large queue's entries are still on the heap")
+	}
+	for i := range n {
+		if j := q.find(uint64(i + 1)); j != 0 {
+			t.Fatalf("entry %d at %d, want the front", i+1, j)
+		}
+		q.remove(0)
+	}
+	if q.mem != nil || len(q.entries) != 0 {
+		t.Fatalf("drained queue keeps %d entries, mapped %v", len(q.entries), q.mem != nil)
+	}
+}
