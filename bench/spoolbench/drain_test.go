@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +64,8 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 	var first, last time.Time
 	var selfCPU0 time.Duration
 	done := make(chan struct{})
-	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var conns atomic.Int64
+	svc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		k := r.Header.Get("Idempotency-Key")
 		now := time.Now()
@@ -79,6 +82,12 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 		mu.Unlock()
 		io.WriteString(w, `{"stored":true}`)
 	}))
+	svc.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	svc.Start()
 	defer svc.Close()
 
 	upstream := svc.URL
@@ -159,6 +168,7 @@ routes:
 	mu.Lock()
 	svcCPU := selfCPU - selfCPU0
 	mu.Unlock()
+	b.Logf("%s: the service accepted %d connections", via, conns.Load())
 	b.Logf("%s: CPU per request: edge %s µs, gateway %s µs, service (the bench process) %s µs", via, perReq(edgeCPU), perReq(gwCPU), perReq(svcCPU))
 	b.ReportMetric(rate, via+"-drained/s")
 	b.Logf("%s: %d delivered in %v: %.0f/s, %d duplicates", via, n, span.Round(time.Millisecond), rate, dups)

@@ -21,7 +21,11 @@
 //     Under SyncInterval a loop fsyncs periodically instead.
 //   - Open reads the segments in order and rebuilds the index: per route, a
 //     FIFO of 32-byte entries with no pointers (a million spooled requests
-//     cost 32 MB of index). A frame cut short at the end of the newest
+//     cost 32 MB of index). A large queue's entries live in anonymous memory
+//     mapped outside the Go heap: on the heap, the collector would let the
+//     heap grow by as much again in garbage before collecting, and a
+//     million spooled requests held 134 MiB of RSS; off it, 48 MiB
+//     (bench/spoolbench BenchmarkMillion). A frame cut short at the end of the newest
 //     segment is a write the crash interrupted: it is copied to quarantine/
 //     and cut off. A damaged frame elsewhere is found by its checksum,
 //     copied to quarantine/, counted, and skipped: the scan resumes at the
