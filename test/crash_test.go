@@ -51,16 +51,7 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 	}))
 	defer svc.Close()
 
-	gw := startProxyBinary(t, fmt.Sprintf(`
-role: gateway
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-gateway:
-  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
-  idempotency: {dir: %s}
-routes:
-  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
-`, pki.ServerCert, pki.ServerKey, pki.CA, t.TempDir(), svc.URL))
+	gw := startProxyBinary(t, pki.GatewayYAML(t.TempDir(), svc.URL))
 
 	edgeCfg := fmt.Sprintf(`
 listen: 127.0.0.1:0

@@ -94,16 +94,7 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 	var gwRSS int64
 	var gw *proc
 	if via == "gateway" {
-		gw = start_(b, work, fmt.Sprintf(`
-role: gateway
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-gateway:
-  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
-  idempotency: {dir: %s}
-routes:
-  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
-`, pki.ServerCert, pki.ServerKey, pki.CA, filepath.Join(work, "idem"), svc.URL))
+		gw = start_(b, work, pki.GatewayYAML(filepath.Join(work, "idem"), svc.URL))
 		defer gw.stop()
 		upstream = "https://" + gw.addr
 	}

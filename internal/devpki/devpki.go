@@ -100,3 +100,19 @@ func Write(dir, vehicle string) (Files, error) {
 	}
 	return f, nil
 }
+
+// GatewayYAML is a misaki-proxy --role gateway config on loopback, ports
+// chosen by the kernel, serving with these files, its key store in idemDir,
+// and one route (telemetry.cloud.misaki) to serviceURL.
+func (f Files) GatewayYAML(idemDir, serviceURL string) string {
+	return fmt.Sprintf(`
+role: gateway
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+gateway:
+  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
+  idempotency: {dir: %s}
+routes:
+  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
+`, f.ServerCert, f.ServerKey, f.CA, idemDir, serviceURL)
+}

@@ -86,16 +86,7 @@ type gw struct {
 
 func startGateway(t *testing.T, p *pki, svcURL, dir string) *gw {
 	t.Helper()
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-role: gateway
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-gateway:
-  tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
-  idempotency: {dir: %s}
-routes:
-  - {name: telemetry, hosts: [telemetry.cloud.misaki], upstream: %s}
-`, p.ServerCert, p.ServerKey, p.CA, dir, svcURL)))
+	cfg, err := config.Parse([]byte(p.GatewayYAML(dir, svcURL)))
 	if err != nil {
 		t.Fatal(err)
 	}

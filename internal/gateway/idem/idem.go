@@ -41,7 +41,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
+
+	"github.com/misaki-io/misaki/internal/durable"
 )
 
 var (
@@ -187,7 +188,7 @@ func (s *Store) newLog() error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(s.path)); err != nil {
 		f.Close()
 		return err
 	}
@@ -400,7 +401,7 @@ func (s *Store) committer() {
 		s.mu.Unlock()
 		if err == nil {
 			if _, err = wal.Write(buf); err == nil {
-				err = fdatasync(wal)
+				err = durable.Fdatasync(wal)
 			}
 			if err != nil {
 				// Cut what may have been written, so that later groups
@@ -510,26 +511,6 @@ func (s *Store) put(tx *bolt.Tx, key []byte, e *Entry) error {
 		return err
 	}
 	return tx.Bucket(bucketTime).Put(timeKey(e.Created, key), nil)
-}
-
-// fdatasync flushes f's data and the metadata needed to read it (its
-// size), not its times: what an append needs, for less than fsync.
-func fdatasync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Sweep removes entries older than the window and returns how many.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/durable"
 )
 
 // Result is a finished spooled request as the app sees it at
@@ -228,12 +230,12 @@ func (rs *Results) Flush() error {
 
 	var err error
 	for _, f := range files {
-		if serr := f.Sync(); serr != nil && err == nil {
+		if serr := durable.Fdatasync(f); serr != nil && err == nil {
 			err = serr
 		}
 	}
 	if err == nil && newDir {
-		err = syncDir(rs.dir)
+		err = durable.SyncDir(rs.dir)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -259,15 +261,6 @@ func (rs *Results) Flush() error {
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Get returns the result stored under id.

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/durable"
 )
 
 // BenchmarkEnqueue measures durable enqueues of 1 KiB bodies from 64
@@ -49,7 +51,7 @@ func BenchmarkEnqueue(b *testing.B) {
 				b.Fatal(err)
 			}
 			off += int64(len(record))
-			if err := fdatasync(f); err != nil {
+			if err := durable.Fdatasync(f); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -121,7 +123,7 @@ func (g *rawGroup) append(rec []byte) error {
 		g.syncing = true
 		target := g.off
 		g.mu.Unlock()
-		err := fdatasync(g.f)
+		err := durable.Fdatasync(g.f)
 		g.mu.Lock()
 		g.syncing = false
 		g.syncs++

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/misaki-io/misaki/internal/durable"
 )
 
 // scanChunk is how much of a segment recovery reads at once.
@@ -124,7 +126,7 @@ func (s *Spool) scanSegment(f *os.File, ord uint32, last bool) (int64, error) {
 		if err := f.Truncate(off); err != nil {
 			return 0, err
 		}
-		if err := fdatasync(f); err != nil {
+		if err := durable.Fdatasync(f); err != nil {
 			return 0, err
 		}
 		return off, nil

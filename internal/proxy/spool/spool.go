@@ -16,8 +16,9 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/durable"
 )
 
 // SyncPolicy says when an enqueued record is forced to disk.
@@ -331,9 +332,9 @@ func (s *Spool) stageBody(r *Record, body io.Reader) (string, error) {
 		written += int(more)
 	}
 	if err == nil && s.opts.Sync == SyncAlways {
-		err = fdatasync(f)
+		err = durable.Fdatasync(f)
 		if err == nil {
-			err = syncDir(s.path("bodies"))
+			err = durable.SyncDir(s.path("bodies"))
 		}
 	}
 	if cerr := f.Close(); err == nil {
@@ -433,7 +434,7 @@ func (s *Spool) createSegmentLocked(ord uint32) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(s.opts.Dir); err != nil {
+	if err := durable.SyncDir(s.opts.Dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -473,7 +474,7 @@ func (s *Spool) resetActiveLocked() {
 		if err := s.active.Truncate(int64(len(start))); err != nil {
 			return err
 		}
-		return fdatasync(s.active)
+		return durable.Fdatasync(s.active)
 	}()
 	if err != nil {
 		s.log.Warn("emptying the drained segment", "segment", s.activeOrd, "err", err)
@@ -1007,33 +1008,5 @@ func (s *Spool) syncSegment(f *os.File) error {
 			return fmt.Errorf("before sync: %w", err)
 		}
 	}
-	return fdatasync(f)
-}
-
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = syscall.Fdatasync(int(fd))
-			if serr != syscall.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.Fdatasync(f)
 }

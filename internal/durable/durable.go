@@ -1,0 +1,43 @@
+//go:build linux
+
+// Package durable holds the two system calls the proxy's on-disk stores
+// (the spool, replay results, the gateway's key log) make their writes
+// durable with.
+package durable
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Fdatasync flushes f's data and the metadata needed to read it back (its
+// size), not its times: what an append needs, for less than fsync.
+func Fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = unix.Fdatasync(int(fd)); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// SyncDir fsyncs a directory, making the files created or removed in it
+// so far durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
