@@ -59,9 +59,9 @@ type Response struct {
 // Flush, so that a request's done frame is never on disk before its result,
 // and the results finished together share one fsync (group commit).
 //
-// Get scans one file for the id's last frame. Retention is kept by whole
-// files: a file whose newest result is past the retention is removed. A
-// later Put of the same id (a callback that was accepted) appends a new
+// Get scans one file for the id's last frame, reading only the headers of
+// the others. Retention is kept by whole files: a file whose newest result
+// is past the retention is removed. A later Put of the same id (a callback that was accepted) appends a new
 // version, which wins. A torn frame at a file's end (a crash mid-write) is
 // cut off when the file is next appended to; a damaged frame elsewhere
 // hides the frames after it from Get, and costs those results, never the
@@ -183,7 +183,17 @@ func (rs *Results) fileLocked(b uint64) (*os.File, error) {
 // validPrefix reads f's frames from the start, calling fn with each
 // intact one, and returns where the intact frames end.
 func validPrefix(f *os.File, fn func(id uint64, payload []byte)) (int64, error) {
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 64<<10)
+	return scan(f, nil, fn)
+}
+
+// scan reads f's frames from the start, calling fn with each intact one
+// that want accepts (every one if want is nil), and returns where the
+// frames read end. A frame want refuses is skipped unread, its checksum
+// unchecked, so that looking one result up costs a read of the file's
+// frame headers and not of every response body in it.
+func scan(f *os.File, want func(id uint64) bool, fn func(id uint64, payload []byte)) (int64, error) {
+	sr := io.NewSectionReader(f, 0, 1<<62)
+	r := bufio.NewReaderSize(sr, 64<<10)
 	var off int64
 	hdr := make([]byte, frameHeader)
 	var buf []byte
@@ -194,6 +204,20 @@ func validPrefix(f *os.File, fn func(id uint64, payload []byte)) (int64, error) 
 		n := binary.LittleEndian.Uint32(hdr[0:])
 		if n > maxFrame {
 			return off, nil
+		}
+		id := binary.LittleEndian.Uint64(hdr[8:])
+		next := off + int64(frameHeader) + int64(n)
+		if want != nil && !want(id) {
+			if int(n) <= r.Buffered() {
+				r.Discard(int(n))
+			} else {
+				if _, err := sr.Seek(next, io.SeekStart); err != nil {
+					return off, err
+				}
+				r.Reset(sr)
+			}
+			off = next
+			continue
 		}
 		if cap(buf) < int(n) {
 			buf = make([]byte, n)
@@ -206,8 +230,8 @@ func validPrefix(f *os.File, fn func(id uint64, payload []byte)) (int64, error) 
 		if c != binary.LittleEndian.Uint32(hdr[4:]) {
 			return off, nil
 		}
-		fn(binary.LittleEndian.Uint64(hdr[8:]), buf)
-		off += int64(frameHeader) + int64(n)
+		fn(id, buf)
+		off = next
 	}
 }
 
@@ -278,10 +302,8 @@ func (rs *Results) Get(id string) (*Result, error) {
 	}
 	defer f.Close()
 	var last []byte
-	if _, err := validPrefix(f, func(got uint64, payload []byte) {
-		if got == n {
-			last = append(last[:0], payload...)
-		}
+	if _, err := scan(f, func(got uint64) bool { return got == n }, func(_ uint64, payload []byte) {
+		last = append(last[:0], payload...)
 	}); err != nil {
 		return nil, fmt.Errorf("results: %w", err)
 	}

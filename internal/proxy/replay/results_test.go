@@ -112,3 +112,42 @@ func TestResultsTornTail(t *testing.T) {
 		rs.Close()
 	}
 }
+
+// Looking a result up skips the other results' bodies, large or small, and
+// still finds the last version of the one asked for.
+func TestResultsGetSkipsOtherFrames(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	rs, _ := NewResults(t.TempDir(), time.Hour, func() time.Time { return now })
+	defer rs.Close()
+	big := make([]byte, 200<<10) // past the reader's buffer: skipped by seeking
+	for i := 1; i <= 20; i++ {
+		body := []byte(fmt.Sprint(i))
+		if i%3 == 0 {
+			body = big
+		}
+		if err := rs.Put(&Result{ID: fmt.Sprint(i), State: OutcomeDelivered, Finished: now, Response: &Response{Status: 200, Body: body}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs.Put(&Result{ID: "7", State: OutcomeDelivered, Finished: now, CallbackDone: true, Response: &Response{Status: 201}})
+	for i := 1; i <= 20; i++ {
+		r, err := rs.Get(fmt.Sprint(i))
+		if err != nil {
+			t.Fatalf("Get(%d): %v", i, err)
+		}
+		switch {
+		case i == 7:
+			if r.Response.Status != 201 || !r.CallbackDone {
+				t.Fatalf("Get(7) is not the last version: %+v", r)
+			}
+		case i%3 == 0:
+			if len(r.Response.Body) != len(big) {
+				t.Fatalf("Get(%d): body of %d bytes", i, len(r.Response.Body))
+			}
+		default:
+			if string(r.Response.Body) != fmt.Sprint(i) {
+				t.Fatalf("Get(%d): body %q", i, r.Response.Body)
+			}
+		}
+	}
+}
