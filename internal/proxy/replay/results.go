@@ -61,11 +61,11 @@ type Response struct {
 //
 // Get scans one file for the id's last frame, reading only the headers of
 // the others. Retention is kept by whole files: a file whose newest result
-// is past the retention is removed. A later Put of the same id (a callback that was accepted) appends a new
-// version, which wins. A torn frame at a file's end (a crash mid-write) is
-// cut off when the file is next appended to; a damaged frame elsewhere
-// hides the frames after it from Get, and costs those results, never the
-// spool's requests.
+// is past the retention is removed. A later Put of the same id (a callback
+// that was accepted) appends a new version, which wins. A torn frame at a
+// file's end (a crash mid-write) is cut off when the file is next appended
+// to; a damaged frame elsewhere hides the frames after it from Get, and
+// costs those results, never the spool's requests.
 //
 // One file per result, the first design, spent a third of the replay's CPU
 // creating and renaming files, and flushing them took a syncfs(2) of the
