@@ -53,7 +53,7 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 
 	gw := startProxyBinary(t, pki.GatewayYAML(t.TempDir(), svc.URL))
 
-	edgeCfg := fmt.Sprintf(`
+	const edgeCfg = `
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
 links:
@@ -67,15 +67,22 @@ routes:
     upstream: https://%s
     tls: {caFile: %s, certFile: %s, keyFile: %s}
     probe: {type: none}
-    offline: {spool: true}
-`, t.TempDir(), gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey)
+    offline: {spool: true, batch: %d}
+`
+	spoolDir := t.TempDir()
+	// Runs alternate between delivering one request per exchange and in
+	// batches of 8 (offline.batch), on the same spool.
+	edgeCfgs := [2]string{
+		fmt.Sprintf(edgeCfg, spoolDir, gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey, 0),
+		fmt.Sprintf(edgeCfg, spoolDir, gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey, 8),
+	}
 
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	acked := map[string]bool{}
 	sent := 0
 	client := &http.Client{Timeout: 5 * time.Second}
 	for kill := range kills {
-		edge := startProxyBinary(t, edgeCfg)
+		edge := startProxyBinary(t, edgeCfgs[kill/2%2])
 		offline := kill%2 == 0
 		if offline {
 			setLinkHTTP(t, edge.admin, "wlan", "down")
@@ -111,7 +118,7 @@ routes:
 	}
 
 	// A last start, online: the backlog drains through the gateway.
-	edge := startProxyBinary(t, edgeCfg)
+	edge := startProxyBinary(t, edgeCfgs[1])
 	setLinkHTTP(t, edge.admin, "wlan", "up")
 	waitFor(t, "the spool to drain", func() bool {
 		resp, err := http.Get("http://" + edge.admin + "/v1/spool")

@@ -41,7 +41,7 @@ func BenchmarkDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	var rows []string
-	paths := []string{"direct", "gateway"}
+	paths := []string{"direct", "gateway", "gateway-batch"}
 	if v := os.Getenv("SPOOL_DRAIN_VIA"); v != "" { // one of them, for profiling
 		paths = []string{v}
 	}
@@ -93,13 +93,20 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 	upstream := svc.URL
 	var gwRSS int64
 	var gw *proc
-	if via == "gateway" {
+	batchSize := 0
+	if via == "gateway-batch" {
+		batchSize = 32
+		if v, err := strconv.Atoi(os.Getenv("SPOOL_DRAIN_BATCH")); err == nil && v > 0 {
+			batchSize = v
+		}
+	}
+	if via != "direct" {
 		gw = start_(b, work, pki.GatewayYAML(filepath.Join(work, "idem"), svc.URL))
 		defer gw.stop()
 		upstream = "https://" + gw.addr
 	}
 	tlsLine := ""
-	if via == "gateway" {
+	if via != "direct" {
 		tlsLine = fmt.Sprintf("    tls: {caFile: %s, certFile: %s, keyFile: %s}\n", pki.CA, pki.ClientCert, pki.ClientKey)
 	}
 	edge := start_(b, work, fmt.Sprintf(`
@@ -113,8 +120,8 @@ routes:
     hosts: [telemetry.cloud.misaki]
     upstream: %s
 %s    probe: {type: none}
-    offline: {spool: true}
-`, dir, n*2, concurrency, upstream, tlsLine))
+    offline: {spool: true, batch: %d}
+`, dir, n*2, concurrency, upstream, tlsLine, batchSize))
 	defer edge.stop()
 
 	select {
@@ -171,7 +178,7 @@ routes:
 	if gw != nil {
 		gwCPUCol = perReq(gwCPU)
 	}
-	return fmt.Sprintf("| edge → %s | %d | %v | %.0f | %d | %.1f MiB | %s | %s | %s | %s |", map[string]string{"direct": "service", "gateway": "gateway (mTLS) → service"}[via],
+	return fmt.Sprintf("| edge → %s | %d | %v | %.0f | %d | %.1f MiB | %s | %s | %s | %s |", map[string]string{"direct": "service", "gateway": "gateway (mTLS) → service", "gateway-batch": fmt.Sprintf("gateway (mTLS, `offline.batch: %d`) → service", batchSize)}[via],
 		n, span.Round(time.Millisecond), rate, dups, float64(edgeRSS)/(1<<20), gwCol, perReq(edgeCPU), gwCPUCol, perReq(svcCPU))
 }
 

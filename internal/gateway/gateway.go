@@ -18,6 +18,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -31,12 +32,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/gateway/idem"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
@@ -66,6 +70,10 @@ type Server struct {
 
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
+	batches  prometheus.Counter
+
+	slotsOnce sync.Once
+	slots     chan struct{}
 
 	ln, adminLn net.Listener
 }
@@ -105,7 +113,11 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, error).",
 		}, []string{"route", "outcome"}),
 	}
-	s.reg.MustRegister(s.requests, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})) //nolint:staticcheck // as the edge: no database/sql
+	s.batches = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "misaki_gateway_batches_total",
+		Help: "Batches of requests taken at " + batch.Path + " (each item is also counted in misaki_gateway_requests_total).",
+	})
+	s.reg.MustRegister(s.batches, s.requests, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})) //nolint:staticcheck // as the edge: no database/sql
 	for _, rc := range cfg.Routes {
 		tlsConf, err := forward.LoadTLS(rc)
 		if err != nil {
@@ -257,6 +269,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Header.Set(ih, id)
+	if r.URL.Path == batch.Path {
+		s.serveBatch(w, r)
+		return
+	}
 	i := s.table.Match(r.Host)
 	if i < 0 {
 		s.requests.WithLabelValues("", outcomeNoRoute).Inc()
@@ -433,3 +449,100 @@ func (r *recorder) Flush() {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// batchItemsInFlight bounds the batch items being answered at once, over
+// all batches: each may hold a connection to a service, and the forwarder
+// keeps 256 idle per service, so more would open and close connections.
+const batchItemsInFlight = 128
+
+// batchSlots returns the semaphore of batch items in flight.
+func (s *Server) batchSlots() chan struct{} {
+	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, batchItemsInFlight) })
+	return s.slots
+}
+
+// maxBatchBytes bounds a batch's body. Items are read whole before they
+// are handled; an edge sends requests with bodies over its inline limit
+// (64 KiB) one by one.
+const maxBatchBytes = 64 << 20
+
+// serveBatch answers a batch (package batch): every item is handled
+// concurrently, exactly as ServeHTTP handles a request of its own, and the
+// answers go back together, in order.
+func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "misaki gateway: a batch is POSTed", http.StatusMethodNotAllowed)
+		return
+	}
+	items, err := batch.Read(r.Body, r.Header.Get("Content-Type"), true, maxBatchBytes)
+	if err != nil {
+		http.Error(w, "misaki gateway: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.batches.Inc()
+	answers := make([]batch.Item, len(items))
+	slots := s.batchSlots()
+	var wg sync.WaitGroup
+	for i, it := range items {
+		req := it.Request()
+		if req == nil || req.URL.Path == batch.Path {
+			answers[i] = batch.Item{Status: http.StatusBadRequest, Body: []byte("misaki gateway: not a request this gateway can take in a batch\n")}
+			continue
+		}
+		req = req.WithContext(r.Context())
+		req.TLS, req.RemoteAddr, req.Proto, req.ProtoMajor, req.ProtoMinor = r.TLS, r.RemoteAddr, "HTTP/1.1", 1, 1
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots }()
+			defer wg.Done()
+			bw := &bufferWriter{header: http.Header{}}
+			defer func() {
+				if p := recover(); p != nil && p != http.ErrAbortHandler {
+					panic(p)
+				}
+				if bw.status == 0 {
+					bw.status = http.StatusBadGateway // the handler broke off
+				}
+				answers[i] = batch.Item{Status: bw.status, Header: bw.header, Body: bw.body.Bytes()}
+			}()
+			s.ServeHTTP(bw, req)
+		}()
+	}
+	wg.Wait()
+	var out bytes.Buffer
+	ct, err := batch.Write(&out, answers)
+	if err != nil {
+		http.Error(w, "misaki gateway: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
+	w.WriteHeader(http.StatusOK)
+	w.Write(out.Bytes())
+}
+
+// bufferWriter keeps a batch item's answer.
+type bufferWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferWriter) Header() http.Header { return b.header }
+
+func (b *bufferWriter) WriteHeader(code int) {
+	if b.status == 0 && code >= 200 {
+		b.status = code
+	}
+}
+
+func (b *bufferWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+func (b *bufferWriter) Flush() {}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
@@ -285,5 +287,87 @@ func TestAnswerStoredWhenVehicleLeaves(t *testing.T) {
 	}
 	if r.status != 200 || r.header.Get("Misaki-Replayed") != "true" || svc.hits("gone") != 1 {
 		t.Fatalf("retry: %d %v; the service saw it %d times", r.status, r.header, svc.hits("gone"))
+	}
+}
+
+// A batch: every item is handled as if it came alone, in order, and the
+// de-duplication holds across batches and single requests.
+func TestBatch(t *testing.T) {
+	p := newPKI(t)
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "stored") })
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	c := p.client(true)
+	post := func(items []batch.Item) []batch.Item {
+		t.Helper()
+		var body bytes.Buffer
+		ct, err := batch.Write(&body, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, "https://"+g.Addr()+batch.Path, &body)
+		req.Header.Set("Content-Type", ct)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("batch: %d %s", resp.StatusCode, b)
+		}
+		answers, err := batch.Read(resp.Body, resp.Header.Get("Content-Type"), false, 1<<20)
+		if err != nil || len(answers) != len(items) {
+			t.Fatalf("batch answers: %d, %v", len(answers), err)
+		}
+		return answers
+	}
+	item := func(host, key, body string) batch.Item {
+		h := http.Header{}
+		if key != "" {
+			h.Set("Idempotency-Key", key)
+		}
+		return batch.Item{Method: http.MethodPost, Target: "/v1/events", Host: host, Header: h, Body: []byte(body)}
+	}
+	a := post([]batch.Item{
+		item("telemetry.cloud.misaki", "k1", "one"),
+		item("telemetry.cloud.misaki", "k2", "two"),
+		item("telemetry.cloud.misaki", "", "no key"),
+		item("unknown.example", "k3", "three"),
+		{Method: http.MethodPost, Target: batch.Path, Host: "telemetry.cloud.misaki"},
+	})
+	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusOK, http.StatusNotFound, http.StatusBadRequest} {
+		if a[i].Status != want {
+			t.Errorf("item %d: %d %q, want %d", i, a[i].Status, a[i].Body, want)
+		}
+	}
+	if svc.hits("k1") != 1 || svc.hits("k2") != 1 || svc.identity != devpki.VehicleURI("VIN123") {
+		t.Fatalf("service: k1 %d, k2 %d times, identity %q", svc.hits("k1"), svc.hits("k2"), svc.identity)
+	}
+	// Again, in a batch and alone: answered from the store; a changed body
+	// is refused.
+	a = post([]batch.Item{item("telemetry.cloud.misaki", "k1", "one"), item("telemetry.cloud.misaki", "k2", "changed")})
+	if a[0].Status != http.StatusOK || a[0].Header.Get("Misaki-Replayed") != "true" {
+		t.Fatalf("repeat in a batch: %d %v", a[0].Status, a[0].Header)
+	}
+	if a[1].Status != http.StatusUnprocessableEntity {
+		t.Fatalf("changed body in a batch: %d %q", a[1].Status, a[1].Body)
+	}
+	if r := g.post(t, c, "k2", "two"); r.status != http.StatusOK || r.header.Get("Misaki-Replayed") != "true" {
+		t.Fatalf("a single repeat of a batch item: %d %v", r.status, r.header)
+	}
+	if svc.hits("k1") != 1 || svc.hits("k2") != 1 {
+		t.Fatalf("repeats reached the service: k1 %d, k2 %d", svc.hits("k1"), svc.hits("k2"))
+	}
+	// Not a batch: refused whole, with the reason.
+	req, _ := http.NewRequest(http.MethodPost, "https://"+g.Addr()+batch.Path, strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "multipart/mixed") {
+		t.Fatalf("not a batch: %d %q", resp.StatusCode, b)
 	}
 }

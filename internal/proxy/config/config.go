@@ -329,6 +329,10 @@ type Offline struct {
 	// (the route's oldest spooled requests are dropped, and counted, to
 	// make room). Default reject.
 	Eviction string `yaml:"eviction"`
+	// Batch, over 1, delivers spooled requests up to that many per
+	// exchange. The upstream must be a Misaki gateway. Default 0: one
+	// request per exchange.
+	Batch int `yaml:"batch"`
 }
 
 // SpoolQuota bounds one route's spooled requests.
@@ -362,6 +366,8 @@ const (
 	DefaultSpoolRequests     = 1000000
 	DefaultRetention         = 24 * time.Hour
 	DefaultMaxResponseBytes  = 1 << 20
+	// MaxBatch is the largest offline.batch (package batch's MaxItems).
+	MaxBatch                 = 256
 	DefaultReplayConcurrency = 16
 	DefaultReplayBackoffMin  = time.Second
 	DefaultReplayBackoffMax  = 5 * time.Minute
@@ -607,6 +613,9 @@ func (c *Config) Validate() error {
 		}
 		if r.Offline.TTL < 0 {
 			bad(f+".offline.ttl", "must not be negative")
+		}
+		if r.Offline.Batch < 0 || r.Offline.Batch > MaxBatch {
+			bad(f+".offline.batch", "%d must be between 0 and %d", r.Offline.Batch, MaxBatch)
 		}
 		if r.Offline.Quota.Bytes < 0 || r.Offline.Quota.Requests < 0 {
 			bad(f+".offline.quota", "bytes and requests must not be negative")

@@ -99,6 +99,7 @@ func TestValidation(t *testing.T) {
 			route("    offline: {hold: 5s, spool: true, ttl: 24h, priority: 5, quota: {bytes: 64MiB, requests: 1000}, eviction: drop-oldest, unsafeMethods: [delete]}\n"), nil},
 		{"bad sync", "spool: {sync: sometimes}\n", []string{"spool.sync", "always or interval"}},
 		{"bad eviction", route("    offline: {eviction: newest}\n"), []string{"routes[0].offline.eviction", "reject or drop-oldest"}},
+		{"batch too large", route("    offline: {spool: true, batch: 1000}\n"), []string{"routes[0].offline.batch", "between 0 and 256"}},
 		{"bad unsafe method", route("    offline: {unsafeMethods: [\"GE T\"]}\n"), []string{"routes[0].offline.unsafeMethods[0]"}},
 		{"replay backoff", "spool: {replay: {backoff: {initial: 10s, max: 1s}}}\n", []string{"spool.replay.backoff.max"}},
 		{"tls on http", route("    tls: {caFile: /x}\n"), []string{"routes[0].tls", "https://"}},

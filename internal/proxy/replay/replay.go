@@ -22,10 +22,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
 )
@@ -42,6 +44,10 @@ type Target struct {
 	// until the upstream answers probes again.
 	NotSent     func(error) bool
 	Unreachable func(error)
+	// Batch, when over 1, sends up to that many requests per exchange to
+	// the upstream, which must be a Misaki gateway (package batch).
+	// Requests whose body is in a file of its own go one by one.
+	Batch int
 }
 
 // Outcomes counted by OnOutcome.
@@ -186,8 +192,8 @@ func (p *Replayer) dispatch(ctx context.Context) {
 			if full {
 				return
 			}
-			rec, err := p.o.Spool.Next(rs.Route)
-			if rec == nil || err != nil {
+			recs := p.take(rs.Route, max(t.Batch, 1))
+			if len(recs) == 0 {
 				p.mu.Lock()
 				p.inFlight--
 				p.mu.Unlock()
@@ -196,7 +202,17 @@ func (p *Replayer) dispatch(ctx context.Context) {
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
-				p.deliver(ctx, rs.Route, t, rec)
+				var inline []*spool.Record
+				for _, rec := range recs {
+					if t.Batch > 1 && rec.BodyFile == "" {
+						inline = append(inline, rec)
+					} else {
+						p.deliver(ctx, rs.Route, t, rec)
+					}
+				}
+				if len(inline) > 0 {
+					p.deliverBatch(ctx, rs.Route, t, inline)
+				}
 				p.mu.Lock()
 				p.inFlight--
 				p.mu.Unlock()
@@ -215,12 +231,99 @@ func (p *Replayer) state(route string) *routeState {
 	return st
 }
 
+// take returns up to n queued records of route, marked in flight.
+func (p *Replayer) take(route string, n int) []*spool.Record {
+	var recs []*spool.Record
+	for len(recs) < n {
+		rec, err := p.o.Spool.Next(route)
+		if rec == nil || err != nil {
+			break
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
 // deliver sends one spooled request and settles it.
 func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spool.Record) {
-	attempts, _ := p.o.Spool.Attempts(rec.Seq)
-	attempts++
 	cw := newCapture(p.o.MaxResponseBytes)
 	err := p.send(ctx, t, rec, cw)
+	p.settle(ctx, route, t, rec, cw, err)
+}
+
+// deliverBatch sends records whose bodies are inline in one exchange with a
+// Misaki gateway (package batch) and settles each by its own answer. A
+// failed exchange retries them all; the gateway answers any it had already
+// answered from its store.
+func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, recs []*spool.Record) {
+	items := make([]batch.Item, len(recs))
+	for i, rec := range recs {
+		u, err := url.Parse(rec.URL)
+		if err != nil {
+			p.settle(ctx, route, t, rec, newCapture(0), fmt.Errorf("%w: %w", errUnreadable, err))
+			continue
+		}
+		h := rec.Header.Clone()
+		if h == nil {
+			h = http.Header{}
+		}
+		h.Set("Idempotency-Key", rec.IdempotencyKey)
+		items[i] = batch.Item{Method: rec.Method, Target: u.RequestURI(), Host: u.Host, Header: h, Body: rec.Body}
+	}
+	var body bytes.Buffer
+	ct, err := batch.Write(&body, items)
+	if err != nil {
+		for _, rec := range recs {
+			p.settle(ctx, route, t, rec, newCapture(0), err)
+		}
+		return
+	}
+	u, _ := url.Parse(recs[0].URL)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Host+batch.Path, &body)
+	if err == nil {
+		req.Header.Set("Content-Type", ct)
+		req.ContentLength = int64(body.Len())
+		cw := newCapture(int64(len(recs))*p.o.MaxResponseBytes + 1<<20)
+		err = t.Forward(cw, req)
+		var answers []batch.Item
+		if err == nil && cw.status != http.StatusOK {
+			err = fmt.Errorf("replay: the upstream answered a batch with %d; is it a Misaki gateway? (offline.batch)", cw.status)
+		}
+		if err == nil && !cw.truncated {
+			answers, err = batch.Read(bytes.NewReader(cw.body.Bytes()), cw.header.Get("Content-Type"), false, int64(cw.body.Len()))
+		}
+		if err == nil && len(answers) != len(recs) {
+			err = fmt.Errorf("replay: the upstream answered %d of a batch of %d", len(answers), len(recs))
+		}
+		if err == nil {
+			for i, rec := range recs {
+				if items[i].Method == "" {
+					continue // settled above
+				}
+				a := answers[i]
+				acw := newCapture(p.o.MaxResponseBytes)
+				for k, vs := range a.Header {
+					acw.header[k] = vs
+				}
+				acw.WriteHeader(a.Status)
+				acw.Write(a.Body)
+				p.settle(ctx, route, t, rec, acw, nil)
+			}
+			return
+		}
+	}
+	p.o.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(recs), "err", err)
+	for i, rec := range recs {
+		if items[i].Method != "" {
+			p.settle(ctx, route, t, rec, newCapture(0), err)
+		}
+	}
+}
+
+// settle records what came of one delivery: a result, or a retry.
+func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) {
+	attempts, _ := p.o.Spool.Attempts(rec.Seq)
+	attempts++
 	res := &Result{ID: ID(rec.Seq), Route: route, Attempts: attempts, Callback: rec.Callback}
 	switch {
 	case err != nil && errors.Is(err, errUnreadable):
@@ -300,10 +403,16 @@ func (p *Replayer) retry(route string, seq uint64, err error, status int) {
 	}
 	p.mu.Lock()
 	st := p.state(route)
-	st.failures++
-	d := min(p.o.BackoffMax, p.o.BackoffMin<<min(st.failures-1, 20))
-	d = time.Duration(rand.Int64N(int64(d) + 1))
-	st.notBefore = p.o.Clock.Now().Add(d)
+	now := p.o.Clock.Now()
+	d := st.notBefore.Sub(now)
+	if d <= 0 {
+		// Failures that come together (the deliveries in flight when the
+		// link went, a batch) count once.
+		st.failures++
+		d = min(p.o.BackoffMax, p.o.BackoffMin<<min(st.failures-1, 20))
+		d = time.Duration(rand.Int64N(int64(d) + 1))
+		st.notBefore = now.Add(d)
+	}
 	p.mu.Unlock()
 	p.o.OnOutcome(route, OutcomeRetried)
 	p.o.Log.Info("spooled request will be retried", "route", route, "id", ID(seq), "status", status, "err", err, "after", d.Round(time.Millisecond))

@@ -71,6 +71,7 @@ func (s *Server) openSpool() error {
 				rt.health.Failed(err)
 				s.evaluate()
 			},
+			Batch: rt.cfg.Offline.Batch,
 		}
 	}
 	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes}
