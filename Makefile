@@ -74,7 +74,7 @@ bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2lo
 	@# A million spooled requests: without a memory limit, then with limits.memory 48MiB.
 	$(GO) test -run '^$$' -bench Million -benchtime 1x -v ./bench/spoolbench/ | tee bench/results/spool-$$(date +%Y%m%d-%H%M%S).txt
 	SPOOL_MEMORY=48MiB $(GO) test -run '^$$' -bench Million -benchtime 1x -v ./bench/spoolbench/ | tee bench/results/spool-48MiB-$$(date +%Y%m%d-%H%M%S).txt
-	@# The replay drain: straight to a local service, and through the gateway (mTLS, idempotency store).
+	@# The replay drain: straight to a local service, through the gateway (mTLS, idempotency store), and with batch delivery.
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -v ./bench/spoolbench/ | tee bench/results/drain-$$(date +%Y%m%d-%H%M%S).txt
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/... ./internal/gateway/...
 

@@ -24,8 +24,10 @@ import (
 
 // BenchmarkDrain measures the replay drain rate of the real binary: a spool
 // of SPOOL_DRAIN_N requests (default 200,000; 1 KiB bodies) delivered to a
-// local service that counts them by Idempotency-Key, once directly and once
-// through a misaki gateway (mutual TLS, idempotency store), in one run. The
+// local service that counts them by Idempotency-Key: directly, through a
+// misaki gateway (mutual TLS, idempotency store), and through the gateway
+// with offline.batch (SPOOL_DRAIN_BATCH, default 32), in one run
+// (SPOOL_DRAIN_VIA picks one). The
 // rate is from the first request's arrival at the service to the last's;
 // every key must arrive exactly once.
 //
