@@ -27,9 +27,8 @@ import (
 // local service that counts them by Idempotency-Key: directly, through a
 // misaki gateway (mutual TLS, idempotency store), and through the gateway
 // with offline.batch (SPOOL_DRAIN_BATCH, default 32), in one run
-// (SPOOL_DRAIN_VIA picks one). The
-// rate is from the first request's arrival at the service to the last's;
-// every key must arrive exactly once.
+// (SPOOL_DRAIN_VIA picks one). The rate is from the first request's arrival
+// at the service to the last's; every key must arrive exactly once.
 //
 //	go test -run '^$' -bench Drain -benchtime 1x -v ./bench/spoolbench/
 func BenchmarkDrain(b *testing.B) {
