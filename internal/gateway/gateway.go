@@ -310,8 +310,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // must get the answer, not a second execution.
 func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string, fwd *forward.Upstream, key []byte) {
 	h := fingerprintHead(r)
+	var hb *hashingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &hashingBody{ReadCloser: r.Body, h: h}
+		hb = &hashingBody{rc: r.Body, h: h}
+		r.Body = hb
 	}
 	rec := &recorder{ResponseWriter: w, max: int64(s.cfg.Gateway.Idempotency.MaxStoredBody)}
 	var err error
@@ -320,9 +322,10 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 		if rec.status == 0 || retryable(rec.status) {
 			// No final answer (the service failed or was not reached):
 			// the retry must reach the service.
+			hb.seal()
 			s.store.Release(key)
 		} else {
-			s.complete(r, key, h, rec, err != nil || p != nil)
+			s.complete(r, key, hb, h, rec, err != nil || p != nil)
 		}
 		if p != nil {
 			panic(p)
@@ -338,14 +341,22 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 // complete stores the service's final answer. cut means relaying it to
 // the vehicle broke off, so the body kept may be incomplete: repeats get
 // the status and headers only.
-func (s *Server) complete(r *http.Request, key []byte, h hash.Hash, rec *recorder, cut bool) {
-	if r.Body != nil {
-		io.Copy(io.Discard, r.Body) // the rest of the body, for the fingerprint
+//
+// The fingerprint needs the whole body. A service may answer before reading
+// it, so the rest is read here; if the vehicle's body broke off, the
+// fingerprint covers the method and target only (BodyUnknown), and a
+// repeat is matched on those.
+func (s *Server) complete(r *http.Request, key []byte, hb *hashingBody, h hash.Hash, rec *recorder, cut bool) {
+	fingerprint, bodyUnknown := []byte(nil), false
+	if hb != nil && !hb.drain() {
+		fingerprint, bodyUnknown = fingerprintHead(r).Sum(nil), true
+	} else {
+		fingerprint = h.Sum(nil)
 	}
 	hdr := rec.Header().Clone()
 	delete(hdr, forward.HeaderDelivery)
 	truncated := rec.truncated || cut
-	entry := &idem.Entry{Fingerprint: h.Sum(nil), Status: rec.status, Header: hdr, Truncated: truncated}
+	entry := &idem.Entry{Fingerprint: fingerprint, BodyUnknown: bodyUnknown, Status: rec.status, Header: hdr, Truncated: truncated}
 	if !truncated {
 		entry.Body = rec.body
 	}
@@ -369,7 +380,7 @@ func (s *Server) repeat(w http.ResponseWriter, r *http.Request, routeName string
 		return
 	}
 	h := fingerprintHead(r)
-	if r.Body != nil {
+	if r.Body != nil && !e.BodyUnknown {
 		if _, err := io.Copy(h, r.Body); err != nil {
 			http.Error(w, "misaki gateway: reading the body: "+err.Error(), http.StatusBadRequest)
 			return
@@ -401,15 +412,54 @@ func fingerprintHead(r *http.Request) hash.Hash {
 	return h
 }
 
+// hashingBody hashes a request body as it is read. The forwarder's
+// transport may go on reading it from a goroutine of its own after the
+// exchange returned (a service that answered before reading the body), so
+// reads are serialized, and seal ends them: once sealed, nothing reads the
+// vehicle's body any more, which net/http forbids after the handler
+// returns. Close leaves the body to the server, which closes it itself.
 type hashingBody struct {
-	io.ReadCloser
-	h hash.Hash
+	mu     sync.Mutex
+	rc     io.ReadCloser
+	h      hash.Hash
+	sealed bool
+	err    error // the first read error other than EOF
 }
 
 func (b *hashingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sealed {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
 	b.h.Write(p[:n])
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
 	return n, err
+}
+
+func (b *hashingBody) Close() error { return nil }
+
+// drain reads the rest of the body into the hash, seals it, and reports
+// whether the whole body was read.
+func (b *hashingBody) drain() bool {
+	io.Copy(io.Discard, b)
+	b.seal()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err == nil
+}
+
+// seal ends the reads; nil-safe.
+func (b *hashingBody) seal() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.sealed = true
+	b.mu.Unlock()
 }
 
 // recorder passes a response through and keeps a copy, up to max bytes.

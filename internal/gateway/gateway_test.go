@@ -371,3 +371,74 @@ func TestBatch(t *testing.T) {
 		t.Fatalf("not a batch: %d %q", resp.StatusCode, b)
 	}
 }
+
+// A service that answers before reading the body: the answer is stored
+// with the body's fingerprint all the same (the gateway reads the rest once
+// the forwarder is done with it), and a repeat gets the stored answer.
+func TestServiceAnswersBeforeReadingTheBody(t *testing.T) {
+	p := newPKI(t)
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated) // the body is never read
+		io.WriteString(w, "early")
+	})
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	c := p.client(true)
+	body := strings.Repeat("b", 1<<20) // past the forwarder's fast path: streamed
+	for i := range 2 {
+		r := g.post(t, c, "early-key", body)
+		if r.status != http.StatusCreated || r.body != "early" {
+			t.Fatalf("send %d: %d %q", i, r.status, r.body)
+		}
+		if i == 1 && r.header.Get("Misaki-Replayed") != "true" {
+			t.Fatalf("the repeat was not answered from the store: %v", r.header)
+		}
+	}
+	if n := svc.hits("early-key"); n != 1 {
+		t.Fatalf("the service saw the request %d times", n)
+	}
+}
+
+// The vehicle's body breaks off after the service has answered (it did not
+// need the body): the answer is stored all the same, keyed on the method
+// and target only, and the vehicle's retry gets it instead of a 422.
+func TestBodyBrokenOffAfterTheAnswer(t *testing.T) {
+	p := newPKI(t)
+	answered := make(chan struct{}, 1)
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "early")
+		select {
+		case answered <- struct{}{}:
+		default:
+		}
+	})
+	g := startGateway(t, p, svc.URL, t.TempDir())
+	conn, err := tls.Dial("tcp", g.Addr(), &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.clientCert}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: telemetry.cloud.misaki\r\nIdempotency-Key: broken\r\nContent-Length: %d\r\n\r\n", 1<<20)
+	conn.Write([]byte(strings.Repeat("b", 200<<10)))
+	select {
+	case <-answered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the service never answered")
+	}
+	time.Sleep(100 * time.Millisecond) // the answer reaches the gateway
+	conn.Close()                       // the rest of the body never comes
+
+	var r answer
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		r = g.post(t, p.client(true), "broken", strings.Repeat("b", 1<<20))
+		if r.status != http.StatusConflict || time.Now().After(deadline) {
+			break // 409 while the gateway still waits on the broken body
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.status != http.StatusCreated || r.body != "early" || r.header.Get("Misaki-Replayed") != "true" {
+		t.Fatalf("retry after a broken body: %d %q %v", r.status, r.body, r.header)
+	}
+	if n := svc.hits("broken"); n != 1 {
+		t.Fatalf("the service saw the request %d times", n)
+	}
+}

@@ -67,8 +67,11 @@ type Entry struct {
 	Body        []byte      `json:"body,omitempty"`
 	// Truncated means the body was longer than the gateway keeps; a repeat
 	// gets the status and headers, and an empty body.
-	Truncated bool  `json:"truncated,omitempty"`
-	Created   int64 `json:"created"` // Unix nanoseconds
+	Truncated bool `json:"truncated,omitempty"`
+	// BodyUnknown means the first request's body broke off after the
+	// service had answered: Fingerprint covers its method and target only.
+	BodyUnknown bool  `json:"bodyUnknown,omitempty"`
+	Created     int64 `json:"created"` // Unix nanoseconds
 }
 
 // checkpointEvery is how often the log is moved into bbolt; checkpointBytes
