@@ -61,11 +61,12 @@ routes:
     hosts: [%s]
     upstream: https://%s
     tls: {caFile: %s, certFile: %s, keyFile: %s}
-    offline: {hold: %v, spool: true, ttl: 1h}
+    # batch: the backlog goes to the gateway 16 requests per exchange.
+    offline: {hold: %v, spool: true, ttl: 1h, batch: 16}
 `, a.Mesh, a.Admin, a.Dir, route, host, a.Gateway, a.CA, a.VehicleCert, a.VehicleKey, hold)
 		},
 		Intro: []string{
-			fmt.Sprintf("route %s: through the gateway (mutual TLS); held up to %v, then spooled to disk (202)", route, hold),
+			fmt.Sprintf("route %s: through the gateway (mutual TLS); held up to %v, then spooled to disk (202), replayed 16 per exchange", route, hold),
 			fmt.Sprintf("plan: wlan down at %v; SIGKILL the proxy at %v, restart at %v (still offline); wlan up at %v; app stops at %v",
 				down, kill, restart, up, stop),
 		},
