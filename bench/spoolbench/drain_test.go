@@ -27,7 +27,8 @@ import (
 // local service that counts them by Idempotency-Key: directly, through a
 // misaki gateway (mutual TLS, idempotency store), and through the gateway
 // with offline.batch (SPOOL_DRAIN_BATCH, default 32), in one run
-// (SPOOL_DRAIN_VIA picks one). The rate is from the first request's arrival
+// (SPOOL_DRAIN_VIA picks one; SPOOL_EDGE_GC sets the edge's
+// limits.gcPercent). The rate is from the first request's arrival
 // at the service to the last's; every key must arrive exactly once.
 //
 //	go test -run '^$' -bench Drain -benchtime 1x -v ./bench/spoolbench/
@@ -110,9 +111,14 @@ func drainOnce(b *testing.B, work, via string, n int, pki devpki.Files) string {
 	if via != "direct" {
 		tlsLine = fmt.Sprintf("    tls: {caFile: %s, certFile: %s, keyFile: %s}\n", pki.CA, pki.ClientCert, pki.ClientKey)
 	}
+	edgeGC := 0 // limits.gcPercent of the edge; 0: the default
+	if v, err := strconv.Atoi(os.Getenv("SPOOL_EDGE_GC")); err == nil {
+		edgeGC = v
+	}
 	edge := start_(b, work, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: 127.0.0.1:0
+limits: {gcPercent: %d}
 links:
   - {name: wlan, class: wifi}
 spool: {dir: %s, maxRequests: %d, maxBytes: 64GiB, replay: {concurrency: %d}}
@@ -122,7 +128,7 @@ routes:
     upstream: %s
 %s    probe: {type: none}
     offline: {spool: true, batch: %d}
-`, dir, n*2, concurrency, upstream, tlsLine, batchSize))
+`, edgeGC, dir, n*2, concurrency, upstream, tlsLine, batchSize))
 	defer edge.stop()
 
 	select {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime/debug"
 
 	"github.com/misaki-io/misaki/internal/gateway"
@@ -78,6 +79,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if m := cfg.Limits.Memory; m > 0 {
 		debug.SetMemoryLimit(int64(m))
 		log.Info("soft memory limit", "bytes", int64(m))
+	}
+	switch gc := cfg.Limits.GCPercent; {
+	case gc != 0:
+		debug.SetGCPercent(gc)
+		log.Info("garbage collector", "gcPercent", gc)
+	case cfg.Role == config.RoleGateway && os.Getenv("GOGC") == "":
+		debug.SetGCPercent(config.DefaultGatewayGCPercent)
 	}
 	if cfg.Role == config.RoleGateway {
 		gw, err := gateway.New(cfg, log, nil)
