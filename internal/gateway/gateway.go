@@ -72,8 +72,7 @@ type Server struct {
 	requests *prometheus.CounterVec
 	batches  prometheus.Counter
 
-	slotsOnce sync.Once
-	slots     chan struct{}
+	slots chan struct{} // batch items in flight (batchItemsInFlight)
 
 	ln, adminLn net.Listener
 }
@@ -107,6 +106,7 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
 		table: route.NewTable(cfg.Routes),
+		slots: make(chan struct{}, batchItemsInFlight),
 		reg:   prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_gateway_requests_total",
@@ -505,12 +505,6 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // keeps 256 idle per service, so more would open and close connections.
 const batchItemsInFlight = 128
 
-// batchSlots returns the semaphore of batch items in flight.
-func (s *Server) batchSlots() chan struct{} {
-	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, batchItemsInFlight) })
-	return s.slots
-}
-
 // maxBatchBytes bounds a batch's body. Items are read whole before they
 // are handled; an edge sends requests with bodies over its inline limit
 // (64 KiB) one by one.
@@ -532,7 +526,6 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	s.batches.Inc()
 	answers := make([]batch.Item, len(items))
-	slots := s.batchSlots()
 	var wg sync.WaitGroup
 	for i, it := range items {
 		req := it.Request()
@@ -543,9 +536,9 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request) {
 		req = req.WithContext(r.Context())
 		req.TLS, req.RemoteAddr, req.Proto, req.ProtoMajor, req.ProtoMinor = r.TLS, r.RemoteAddr, "HTTP/1.1", 1, 1
 		wg.Add(1)
-		slots <- struct{}{}
+		s.slots <- struct{}{}
 		go func() {
-			defer func() { <-slots }()
+			defer func() { <-s.slots }()
 			defer wg.Done()
 			bw := &bufferWriter{header: http.Header{}}
 			defer func() {

@@ -84,6 +84,9 @@ func TestConcurrentCompletesAreAllStored(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if st := s.Stats(); st.Answers != n || st.Commits >= st.Answers {
+		t.Fatalf("%d answers in %d log groups: none shared a group", st.Answers, st.Commits)
+	}
 	s.Close()
 	s, err = Open(path, time.Hour, time.Now)
 	if err != nil {

@@ -137,8 +137,9 @@ type Spool struct {
 
 // Replay tunes how spooled requests are delivered once a link returns.
 type Replay struct {
-	// Concurrency is how many spooled requests are delivered at once, over
-	// all routes; live requests are never queued behind them. Default 4.
+	// Concurrency is how many deliveries (a request, or a batch with
+	// offline.batch) are in flight at once, over all routes; live requests
+	// are never queued behind them. Default 16.
 	Concurrency int `yaml:"concurrency"`
 	// Backoff between attempts after a connection error, 5xx, 408 or 429.
 	// Default 1s to 5m, with full jitter.

@@ -256,68 +256,79 @@ func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spo
 // failed exchange retries them all; the gateway answers any it had already
 // answered from its store.
 func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, recs []*spool.Record) {
-	items := make([]batch.Item, len(recs))
-	for i, rec := range recs {
+	items := make([]batch.Item, 0, len(recs))
+	sent := recs[:0:0]
+	for _, rec := range recs {
 		u, err := url.Parse(rec.URL)
 		if err != nil {
 			p.settle(ctx, route, t, rec, newCapture(0), fmt.Errorf("%w: %w", errUnreadable, err))
 			continue
 		}
-		h := rec.Header.Clone()
-		if h == nil {
-			h = http.Header{}
-		}
-		h.Set("Idempotency-Key", rec.IdempotencyKey)
-		items[i] = batch.Item{Method: rec.Method, Target: u.RequestURI(), Host: u.Host, Header: h, Body: rec.Body}
+		items = append(items, batch.Item{Method: rec.Method, Target: u.RequestURI(), Host: u.Host, Header: deliveryHeader(rec), Body: rec.Body})
+		sent = append(sent, rec)
 	}
-	var body bytes.Buffer
-	ct, err := batch.Write(&body, items)
+	if len(sent) == 0 {
+		return
+	}
+	answers, err := p.exchangeBatch(ctx, t, items)
 	if err != nil {
-		for _, rec := range recs {
+		p.o.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(sent), "err", err)
+		for _, rec := range sent {
 			p.settle(ctx, route, t, rec, newCapture(0), err)
 		}
 		return
 	}
-	u, _ := url.Parse(recs[0].URL)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Host+batch.Path, &body)
-	if err == nil {
-		req.Header.Set("Content-Type", ct)
-		req.ContentLength = int64(body.Len())
-		cw := newCapture(int64(len(recs))*p.o.MaxResponseBytes + 1<<20)
-		err = t.Forward(cw, req)
-		var answers []batch.Item
-		if err == nil && cw.status != http.StatusOK {
-			err = fmt.Errorf("replay: the upstream answered a batch with %d; is it a Misaki gateway? (offline.batch)", cw.status)
+	for i, rec := range sent {
+		cw := newCapture(p.o.MaxResponseBytes)
+		for k, vs := range answers[i].Header {
+			cw.header[k] = vs
 		}
-		if err == nil && !cw.truncated {
-			answers, err = batch.Read(bytes.NewReader(cw.body.Bytes()), cw.header.Get("Content-Type"), false, int64(cw.body.Len()))
-		}
-		if err == nil && len(answers) != len(recs) {
-			err = fmt.Errorf("replay: the upstream answered %d of a batch of %d", len(answers), len(recs))
-		}
-		if err == nil {
-			for i, rec := range recs {
-				if items[i].Method == "" {
-					continue // settled above
-				}
-				a := answers[i]
-				acw := newCapture(p.o.MaxResponseBytes)
-				for k, vs := range a.Header {
-					acw.header[k] = vs
-				}
-				acw.WriteHeader(a.Status)
-				acw.Write(a.Body)
-				p.settle(ctx, route, t, rec, acw, nil)
-			}
-			return
-		}
+		cw.WriteHeader(answers[i].Status)
+		cw.Write(answers[i].Body)
+		p.settle(ctx, route, t, rec, cw, nil)
 	}
-	p.o.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(recs), "err", err)
-	for i, rec := range recs {
-		if items[i].Method != "" {
-			p.settle(ctx, route, t, rec, newCapture(0), err)
-		}
+}
+
+// exchangeBatch POSTs items to the route's gateway and returns its answers,
+// one per item, in order.
+func (p *Replayer) exchangeBatch(ctx context.Context, t Target, items []batch.Item) ([]batch.Item, error) {
+	var body bytes.Buffer
+	ct, err := batch.Write(&body, items)
+	if err != nil {
+		return nil, err
 	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+items[0].Host+batch.Path, &body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ct)
+	req.ContentLength = int64(body.Len())
+	cw := newCapture(int64(len(items))*p.o.MaxResponseBytes + 1<<20)
+	if err := t.Forward(cw, req); err != nil {
+		return nil, err
+	}
+	switch {
+	case cw.status != http.StatusOK:
+		return nil, fmt.Errorf("replay: the upstream answered a batch with %d; is it a Misaki gateway? (offline.batch)", cw.status)
+	case cw.truncated:
+		return nil, fmt.Errorf("replay: the answer to a batch of %d is over %d bytes", len(items), cw.max)
+	}
+	answers, err := batch.Read(bytes.NewReader(cw.body.Bytes()), cw.header.Get("Content-Type"), false, int64(cw.body.Len()))
+	if err == nil && len(answers) != len(items) {
+		err = fmt.Errorf("replay: the upstream answered %d of a batch of %d", len(answers), len(items))
+	}
+	return answers, err
+}
+
+// deliveryHeader is rec's header as delivered: the app's, with the
+// request's Idempotency-Key.
+func deliveryHeader(rec *spool.Record) http.Header {
+	h := rec.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Idempotency-Key", rec.IdempotencyKey)
+	return h
 }
 
 // settle records what came of one delivery: a result, or a retry.
@@ -364,11 +375,7 @@ func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnreadable, err)
 	}
-	req.Header = rec.Header.Clone()
-	if req.Header == nil {
-		req.Header = http.Header{}
-	}
-	req.Header.Set("Idempotency-Key", rec.IdempotencyKey)
+	req.Header = deliveryHeader(rec)
 	req.ContentLength = int64(len(rec.Body))
 	if rec.BodyFile != "" {
 		req.ContentLength = rec.BodySize

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -271,13 +272,7 @@ func (rs *Results) Flush() error {
 		return fmt.Errorf("results: fsync: %w", err)
 	}
 	// Keep the two newest buckets open; the others are done with.
-	open := slices.Sorted(func(yield func(uint64) bool) {
-		for b := range rs.files {
-			if !yield(b) {
-				return
-			}
-		}
-	})
+	open := slices.Sorted(maps.Keys(rs.files))
 	for i, b := range open {
 		if i < len(open)-2 && !rs.dirty[b] {
 			rs.files[b].Close()

@@ -113,8 +113,9 @@ func TestResultsTornTail(t *testing.T) {
 	}
 }
 
-// Looking a result up skips the other results' bodies, large or small, and
-// still finds the last version of the one asked for.
+// Looking a result up steps over the other results, with bodies larger
+// and smaller than the reader's buffer (the two ways a frame is skipped),
+// and finds the last version of the one asked for.
 func TestResultsGetSkipsOtherFrames(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	rs, _ := NewResults(t.TempDir(), time.Hour, func() time.Time { return now })

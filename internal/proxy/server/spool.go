@@ -38,6 +38,7 @@ type spooling struct {
 	results  *replay.Results
 	replayer *replay.Replayer
 	outcomes *prometheus.CounterVec
+	requests string // "http://<admin>/v1/requests/": the 202's Location, less the id
 }
 
 // spools reports whether any route spools.
@@ -74,7 +75,8 @@ func (s *Server) openSpool() error {
 			Batch: rt.cfg.Offline.Batch,
 		}
 	}
-	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes}
+	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes,
+		requests: "http://" + s.AdminAddr() + "/v1/requests/"}
 	s.sp.replayer = replay.New(replay.Options{
 		Spool: sp, Results: results, Targets: targets,
 		Concurrency: c.Replay.Concurrency, BackoffMin: c.Replay.Backoff.Initial.D(), BackoffMax: c.Replay.Backoff.Max.D(),
@@ -183,7 +185,7 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	rt.count[outcomeSpooled].Inc()
 	s.sp.replayer.Kick()
 	w.Header().Set(headerRequestID, id)
-	w.Header().Set("Location", "http://"+s.AdminAddr()+"/v1/requests/"+id)
+	w.Header().Set("Location", s.sp.requests+id)
 	w.Header().Set(forward.HeaderDelivery, deliverySpooled)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
