@@ -157,7 +157,6 @@ type Spool struct {
 	syncMu  sync.Mutex // guards fields below
 	synced  uint64     // lsn known durable
 	syncing bool
-	syncErr error
 	syncOK  *sync.Cond
 }
 
