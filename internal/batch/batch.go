@@ -12,19 +12,35 @@
 // Why: on the gateway, an item costs a parse and a forward; a request of
 // its own also costs an HTTP/2 stream, TLS records and a commit group of
 // its own. bench/spoolbench BenchmarkDrain measures the difference.
+//
+// The framing (RFC 2046 §5.1) is written and split here rather than with
+// mime/multipart: a batch is read whole anyway (every item is needed
+// before the answers can go back), so Read splits one buffer at its
+// delimiters with bytes.Index and leaves the items' bodies in place, and
+// Write appends to one buffer. For 32 requests of 1 KiB (go test -bench
+// Read ./internal/batch/), reading took 132 µs against 251 µs with
+// multipart's streaming reader, a bufio.Reader and a copy per part, and
+// writing 29 µs against 213 µs. The messages inside the parts are still
+// parsed by net/http. The output is plain multipart/mixed, which
+// mime/multipart reads, and Parse takes what mime/multipart writes
+// (TestMultipartInterop).
 package batch
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
-	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Path is where a gateway takes batches.
@@ -50,112 +66,243 @@ type Item struct {
 // Content-Type. Requests are written when items carry a Method, else
 // responses.
 func Write(w io.Writer, items []Item) (string, error) {
-	mw := multipart.NewWriter(w)
+	var raw [15]byte
+	rand.Read(raw[:])
+	boundary := "misaki-batch-" + hex.EncodeToString(raw[:])
+	buf, ok := w.(*bytes.Buffer)
+	if !ok {
+		buf = new(bytes.Buffer)
+	}
+	size := 0
 	for _, it := range items {
-		ct := typeResponse
-		if it.Method != "" {
-			ct = typeRequest
+		size += 256 + len(it.Body)
+		for k, vs := range it.Header {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4
+			}
 		}
-		pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {ct}})
-		if err != nil {
-			return "", err
-		}
-		bw := bufio.NewWriter(pw)
+	}
+	buf.Grow(size)
+	for _, it := range items {
+		buf.WriteString("--")
+		buf.WriteString(boundary)
 		if it.Method != "" {
-			fmt.Fprintf(bw, "%s %s HTTP/1.1\r\nHost: %s\r\n", it.Method, it.Target, it.Host)
+			buf.WriteString("\r\nContent-Type: " + typeRequest + "\r\n\r\n")
+			buf.WriteString(it.Method)
+			buf.WriteByte(' ')
+			buf.WriteString(it.Target)
+			buf.WriteString(" HTTP/1.1\r\nHost: ")
+			buf.WriteString(it.Host)
 		} else {
-			fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", it.Status, http.StatusText(it.Status))
+			buf.WriteString("\r\nContent-Type: " + typeResponse + "\r\n\r\nHTTP/1.1 ")
+			buf.WriteString(strconv.Itoa(it.Status))
+			buf.WriteByte(' ')
+			buf.WriteString(http.StatusText(it.Status))
 		}
-		h := it.Header.Clone()
-		if h == nil {
-			h = http.Header{}
+		buf.WriteString("\r\n")
+		for k, vs := range it.Header {
+			switch http.CanonicalHeaderKey(k) {
+			case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+				continue
+			}
+			if !httpguts.ValidHeaderFieldName(k) {
+				continue // as http.Header.Write does
+			}
+			for _, v := range vs {
+				buf.WriteString(k)
+				buf.WriteString(": ")
+				writeValue(buf, v)
+				buf.WriteString("\r\n")
+			}
 		}
-		for _, k := range []string{"Host", "Content-Length", "Transfer-Encoding", "Connection"} {
-			h.Del(k)
-		}
-		h.Set("Content-Length", strconv.Itoa(len(it.Body)))
-		if err := h.Write(bw); err != nil {
-			return "", err
-		}
-		bw.WriteString("\r\n")
-		bw.Write(it.Body)
-		if err := bw.Flush(); err != nil {
+		buf.WriteString("Content-Length: ")
+		buf.WriteString(strconv.Itoa(len(it.Body)))
+		buf.WriteString("\r\n\r\n")
+		buf.Write(it.Body)
+		buf.WriteString("\r\n")
+	}
+	buf.WriteString("--")
+	buf.WriteString(boundary)
+	buf.WriteString("--\r\n")
+	if buf != w {
+		if _, err := w.Write(buf.Bytes()); err != nil {
 			return "", err
 		}
 	}
-	if err := mw.Close(); err != nil {
-		return "", err
+	return "multipart/mixed; boundary=" + boundary, nil
+}
+
+// writeValue writes a header value with CR and LF replaced by spaces and
+// the surrounding blanks trimmed, as http.Header.Write does.
+func writeValue(buf *bytes.Buffer, v string) {
+	v = strings.TrimSpace(v)
+	if !strings.ContainsAny(v, "\r\n") {
+		buf.WriteString(v)
+		return
 	}
-	return "multipart/mixed; boundary=" + mw.Boundary(), nil
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			buf.WriteByte(' ')
+		} else {
+			buf.WriteByte(c)
+		}
+	}
 }
 
 // ErrFormat means a body is not a batch.
 var ErrFormat = errors.New("batch: not a multipart/mixed batch of application/http messages")
 
 // Read reads a batch body with Content-Type contentType: requests when
-// requests is true, else responses. It reads at most maxBytes of it.
+// requests is true, else responses. It reads at most maxBytes of it. The
+// items' bodies are slices of one buffer.
 func Read(body io.Reader, contentType string, requests bool, maxBytes int64) ([]Item, error) {
+	var buf bytes.Buffer
+	if n := bodySize(body); n > 0 && n <= maxBytes {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(body, maxBytes+1)); err != nil {
+		return nil, fmt.Errorf("batch: reading: %w", err)
+	}
+	if int64(buf.Len()) > maxBytes {
+		return nil, fmt.Errorf("batch: larger than %d bytes", maxBytes)
+	}
+	return Parse(buf.Bytes(), contentType, requests)
+}
+
+// bodySize is the length of body when it says, else 0.
+func bodySize(body io.Reader) int64 {
+	if l, ok := body.(interface{ Len() int }); ok {
+		return int64(l.Len())
+	}
+	return 0
+}
+
+// Parse splits a whole batch body with Content-Type contentType into its
+// items: requests when requests is true, else responses. The items'
+// bodies are slices of data.
+func Parse(data []byte, contentType string, requests bool) ([]Item, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
-	if err != nil || mt != "multipart/mixed" || params["boundary"] == "" {
+	boundary := params["boundary"]
+	if err != nil || mt != "multipart/mixed" || boundary == "" || len(boundary) > 70 {
 		return nil, ErrFormat
 	}
-	lr := &io.LimitedReader{R: body, N: maxBytes + 1}
-	mr := multipart.NewReader(lr, params["boundary"])
-	// Whatever breaks once the limit is reached is the size's fault.
-	fail := func(err error) ([]Item, error) {
-		if lr.N <= 0 {
-			return nil, fmt.Errorf("batch: larger than %d bytes", maxBytes)
-		}
-		return nil, err
+	dash := []byte("--" + boundary)
+	delim := []byte("\r\n--" + boundary) // every delimiter but a first one at the very start
+	// The preamble ends at the first delimiter.
+	var rest []byte
+	if bytes.HasPrefix(data, dash) {
+		rest = data[len(dash):]
+	} else if i := bytes.Index(data, delim); i >= 0 {
+		rest = data[i+len(delim):]
+	} else {
+		return nil, fmt.Errorf("%w: no delimiter", ErrFormat)
+	}
+	want := typeResponse
+	if requests {
+		want = typeRequest
 	}
 	var items []Item
 	for {
-		p, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
+		// After a delimiter: "--" closes the body; else transport padding
+		// (blanks) and a line break start a part.
+		if bytes.HasPrefix(rest, []byte("--")) {
+			return items, nil
 		}
-		if err != nil {
-			return fail(fmt.Errorf("%w: %w", ErrFormat, err))
+		rest = bytes.TrimLeft(rest, " \t")
+		if !bytes.HasPrefix(rest, []byte("\r\n")) {
+			return nil, fmt.Errorf("%w: part %d: a delimiter not followed by a line break", ErrFormat, len(items))
 		}
+		rest = rest[2:]
+		end := bytes.Index(rest, delim)
+		if end < 0 {
+			return nil, fmt.Errorf("%w: part %d has no closing delimiter", ErrFormat, len(items))
+		}
+		part := rest[:end]
+		rest = rest[end+len(delim):]
 		if len(items) == MaxItems {
 			return nil, fmt.Errorf("batch: more than %d items", MaxItems)
 		}
-		want := typeResponse
-		if requests {
-			want = typeRequest
+		ct, msg, err := partHeader(part)
+		if err != nil {
+			return nil, fmt.Errorf("%w: part %d: %w", ErrFormat, len(items), err)
 		}
-		if pt, pp, err := mime.ParseMediaType(p.Header.Get("Content-Type")); err != nil || pt+"; msgtype="+pp["msgtype"] != want {
-			return nil, fmt.Errorf("%w: part %d is %q, want %q", ErrFormat, len(items), p.Header.Get("Content-Type"), want)
+		if pt, pp, err := mime.ParseMediaType(ct); err != nil || pt+"; msgtype="+pp["msgtype"] != want {
+			return nil, fmt.Errorf("%w: part %d is %q, want %q", ErrFormat, len(items), ct, want)
 		}
-		br := bufio.NewReader(p)
-		var it Item
-		if requests {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return fail(fmt.Errorf("batch: item %d: %w", len(items), err))
-			}
-			it = Item{Method: req.Method, Target: req.RequestURI, Host: req.Host, Header: req.Header}
-			it.Body, err = io.ReadAll(req.Body)
-			if err != nil {
-				return fail(fmt.Errorf("batch: item %d: %w", len(items), err))
-			}
-		} else {
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				return fail(fmt.Errorf("batch: item %d: %w", len(items), err))
-			}
-			it = Item{Status: resp.StatusCode, Header: resp.Header}
-			it.Body, err = io.ReadAll(resp.Body)
-			if err != nil {
-				return fail(fmt.Errorf("batch: item %d: %w", len(items), err))
-			}
+		it, err := parseMessage(msg, requests)
+		if err != nil {
+			return nil, fmt.Errorf("batch: item %d: %w", len(items), err)
 		}
 		items = append(items, it)
 	}
-	if lr.N <= 0 {
-		return fail(nil)
+}
+
+// partHeader returns a part's Content-Type and what follows its header.
+func partHeader(part []byte) (contentType string, msg []byte, err error) {
+	for {
+		i := bytes.Index(part, []byte("\r\n"))
+		if i < 0 {
+			return "", nil, errors.New("the part's header does not end")
+		}
+		line := part[:i]
+		part = part[i+2:]
+		if len(line) == 0 {
+			return contentType, part, nil
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return "", nil, fmt.Errorf("malformed header line %q", line)
+		}
+		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Type") {
+			contentType = string(bytes.TrimSpace(v))
+		}
 	}
-	return items, nil
+}
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// parseMessage parses one HTTP/1.1 message; its body is the rest of msg,
+// which must match its Content-Length when it has one.
+func parseMessage(msg []byte, request bool) (Item, error) {
+	head := bytes.Index(msg, []byte("\r\n\r\n"))
+	if head < 0 {
+		return Item{}, errors.New("the message's header does not end")
+	}
+	body := msg[head+4:]
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(bytes.NewReader(msg[:head+4]))
+	defer func() { br.Reset(nil); readers.Put(br) }()
+	var it Item
+	var cl int64
+	var te []string
+	if request {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return Item{}, err
+		}
+		it = Item{Method: req.Method, Target: req.RequestURI, Host: req.Host, Header: req.Header}
+		cl, te = req.ContentLength, req.TransferEncoding
+	} else {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return Item{}, err
+		}
+		it = Item{Status: resp.StatusCode, Header: resp.Header}
+		cl, te = resp.ContentLength, resp.TransferEncoding
+		if _, ok := resp.Header["Content-Length"]; !ok {
+			cl = -1 // ReadResponse takes a bodiless status's length as 0
+		}
+	}
+	switch {
+	case len(te) > 0:
+		return Item{}, fmt.Errorf("Transfer-Encoding %q in a batch item", te)
+	case cl >= 0 && cl != int64(len(body)):
+		return Item{}, fmt.Errorf("Content-Length %d, but %d bytes in the part", cl, len(body))
+	}
+	if len(body) > 0 {
+		it.Body = body[:len(body):len(body)]
+	}
+	return it, nil
 }
 
 // Request turns a request item into a request with body.

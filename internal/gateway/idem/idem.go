@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,6 +73,8 @@ type Entry struct {
 	// service had answered: Fingerprint covers its method and target only.
 	BodyUnknown bool  `json:"bodyUnknown,omitempty"`
 	Created     int64 `json:"created"` // Unix nanoseconds
+
+	enc []byte // the entry as JSON, once written to the log
 }
 
 // checkpointEvery is how often the log is moved into bbolt; checkpointBytes
@@ -211,14 +214,20 @@ func readLog(p string, fn func(key []byte, e *Entry)) error {
 		if uint64(n) > uint64(len(b)-8) || crc32.Checksum(b[8:8+n], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
 			break
 		}
-		var rec walRecord
-		if json.Unmarshal(b[8:8+n], &rec) == nil && rec.Entry != nil {
-			fn(rec.Key, rec.Entry)
+		if key, e := decodeFrame(b[8 : 8+n]); e != nil {
+			fn(key, e)
 		}
 		b = b[8+n:]
 	}
 	return nil
 }
+
+// A log frame is its payload's length and CRC-32C (4 bytes each, little
+// endian), then the payload: frameV1, the key's length (uvarint), the key,
+// and the entry as JSON, the same bytes the checkpoint puts in bbolt. The
+// first logs held a JSON object of both, {"k":…,"e":…}; they are still
+// read.
+const frameV1 = 1
 
 type walRecord struct {
 	Key   []byte `json:"k"`
@@ -227,28 +236,84 @@ type walRecord struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// appendFrame appends a frame of key and e to dst, and keeps e's JSON in e.
 func appendFrame(dst []byte, key []byte, e *Entry) ([]byte, error) {
-	payload, err := json.Marshal(walRecord{Key: key, Entry: e})
+	enc, err := json.Marshal(e)
 	if err != nil {
 		return dst, err
 	}
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(payload, castagnoli))
-	return append(dst, payload...), nil
+	e.enc = enc
+	start := len(dst)
+	dst = append(dst, make([]byte, 8)...)
+	dst = append(dst, frameV1)
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
+	dst = append(dst, enc...)
+	payload := dst[start+8:]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	return dst, nil
+}
+
+// decodeFrame decodes a frame's payload; a nil entry means it is not one.
+func decodeFrame(p []byte) ([]byte, *Entry) {
+	if len(p) > 0 && p[0] == '{' {
+		var rec walRecord
+		if json.Unmarshal(p, &rec) != nil {
+			return nil, nil
+		}
+		return rec.Key, rec.Entry
+	}
+	if len(p) == 0 || p[0] != frameV1 {
+		return nil, nil
+	}
+	n, w := binary.Uvarint(p[1:])
+	if w <= 0 || n > uint64(len(p)-1-w) {
+		return nil, nil
+	}
+	key, enc := p[1+w:1+w+int(n)], p[1+w+int(n):]
+	var e Entry
+	if json.Unmarshal(enc, &e) != nil {
+		return nil, nil
+	}
+	e.enc = enc
+	return key, &e
 }
 
 // apply writes entries to bbolt, replacing each key's earlier entry.
+//
+// Keys go in in order: bbolt inserts into a page's sorted slice, so keys
+// in map order shift about half of a page's entries per put, and that copy
+// was most of a checkpoint's time.
 func (s *Store) apply(tx *bolt.Tx, entries map[string]*Entry) error {
 	keys, byTime := tx.Bucket(bucketKeys), tx.Bucket(bucketTime)
-	for k, e := range entries {
-		key := []byte(k)
+	sorted := slices.Sorted(maps.Keys(entries))
+	times := make([][]byte, 0, len(sorted))
+	for _, k := range sorted {
+		key, e := []byte(k), entries[k]
 		if v := keys.Get(key); v != nil {
 			var old Entry
 			if json.Unmarshal(v, &old) == nil {
-				byTime.Delete(timeKey(old.Created, key))
+				if err := byTime.Delete(timeKey(old.Created, key)); err != nil {
+					return err
+				}
 			}
 		}
-		if err := s.put(tx, key, e); err != nil {
+		v := e.enc
+		if v == nil {
+			var err error
+			if v, err = json.Marshal(e); err != nil {
+				return err
+			}
+		}
+		if err := keys.Put(key, v); err != nil {
+			return err
+		}
+		times = append(times, timeKey(e.Created, key))
+	}
+	slices.SortFunc(times, bytes.Compare)
+	for _, t := range times {
+		if err := byTime.Put(t, nil); err != nil {
 			return err
 		}
 	}
@@ -507,17 +572,6 @@ func (s *Store) commitsOpen() bool {
 	default:
 		return true
 	}
-}
-
-func (s *Store) put(tx *bolt.Tx, key []byte, e *Entry) error {
-	v, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketKeys).Put(key, v); err != nil {
-		return err
-	}
-	return tx.Bucket(bucketTime).Put(timeKey(e.Created, key), nil)
 }
 
 // Sweep removes entries older than the window and returns how many.

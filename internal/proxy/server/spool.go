@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -139,9 +137,7 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
-		var b [16]byte
-		rand.Read(b[:])
-		key = hex.EncodeToString(b[:])
+		key = spool.NewKey()
 	}
 	h := r.Header.Clone()
 	for _, k := range []string{headerCallback, "Idempotency-Key", "Prefer", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Proxy-Connection"} {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/link"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
@@ -108,8 +110,10 @@ func TestSpoolAfterHoldWindowAndReplay(t *testing.T) {
 	if k, _ := keys.Load("late"); k != "app-key-1" {
 		t.Fatalf("Idempotency-Key %q, want the app's own", k)
 	}
-	if k, _ := keys.Load("async"); k == nil || len(k.(string)) != 32 {
-		t.Fatalf("assigned Idempotency-Key %q", k)
+	if k, _ := keys.Load("async"); k == nil {
+		t.Fatal("no Idempotency-Key assigned")
+	} else if id, err := uuid.Parse(k.(string)); err != nil || id.Version() != 7 || time.Since(time.Unix(id.Time().UnixTime())).Abs() > time.Minute {
+		t.Fatalf("assigned Idempotency-Key %q: not a UUIDv7 of now (%v)", k, err)
 	}
 }
 
