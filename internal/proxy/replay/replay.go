@@ -233,14 +233,7 @@ func (p *Replayer) state(route string) *routeState {
 
 // take returns up to n queued records of route, marked in flight.
 func (p *Replayer) take(route string, n int) []*spool.Record {
-	var recs []*spool.Record
-	for len(recs) < n {
-		rec, err := p.o.Spool.Next(route)
-		if rec == nil || err != nil {
-			break
-		}
-		recs = append(recs, rec)
-	}
+	recs, _ := p.o.Spool.NextN(route, n)
 	return recs
 }
 
@@ -278,6 +271,9 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 		}
 		return
 	}
+	var results []*Result
+	var seqs []uint64
+	var outcomes []spool.Outcome
 	for i, rec := range sent {
 		cw := newCapture(p.o.MaxResponseBytes)
 		for k, vs := range answers[i].Header {
@@ -285,7 +281,12 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 		}
 		cw.WriteHeader(answers[i].Status)
 		cw.Write(answers[i].Body)
-		p.settle(ctx, route, t, rec, cw, nil)
+		if res, o := p.outcome(ctx, route, t, rec, cw, nil); res != nil {
+			results, seqs, outcomes = append(results, res), append(seqs, rec.Seq), append(outcomes, o)
+		}
+	}
+	if len(results) > 0 {
+		p.finishAll(results, func() error { return p.o.Spool.FinishAll(seqs, outcomes) })
 	}
 }
 
@@ -333,6 +334,15 @@ func deliveryHeader(rec *spool.Record) http.Header {
 
 // settle records what came of one delivery: a result, or a retry.
 func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) {
+	if res, o := p.outcome(ctx, route, t, rec, cw, err); res != nil {
+		p.finish(res, func() error { return p.o.Spool.Finish(rec.Seq, o) })
+	}
+}
+
+// outcome decides what came of one delivery: the result to store and how
+// the request ends in the spool, or a nil result when it was put back for
+// a retry.
+func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) (*Result, spool.Outcome) {
 	attempts, _ := p.o.Spool.Attempts(rec.Seq)
 	attempts++
 	res := &Result{ID: ID(rec.Seq), Route: route, Attempts: attempts, Callback: rec.Callback}
@@ -344,7 +354,7 @@ func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spoo
 			t.Unreachable(err)
 		}
 		p.retry(route, rec.Seq, err, cw.status)
-		return
+		return nil, 0
 	case cw.status >= 400:
 		res.State, res.Reason = OutcomeFailed, fmt.Sprintf("the upstream answered %d", cw.status)
 		res.Response = cw.response()
@@ -355,11 +365,10 @@ func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spoo
 	p.mu.Lock()
 	p.state(route).failures = 0
 	p.mu.Unlock()
-	outcome := spool.Delivered
 	if res.State == OutcomeFailed {
-		outcome = spool.Failed
+		return res, spool.Failed
 	}
-	p.finish(res, func() error { return p.o.Spool.Finish(rec.Seq, outcome) })
+	return res, spool.Delivered
 }
 
 var errUnreadable = errors.New("replay: the spooled request cannot be read back")
@@ -430,21 +439,32 @@ func (p *Replayer) retry(route string, seq uint64, err error, status int) {
 // crash in between delivers the request again, and the gateway answers the
 // repeat, rather than losing its outcome.
 func (p *Replayer) finish(res *Result, end func() error) {
-	res.Finished = p.o.Clock.Now()
-	if err := p.o.Results.Put(res); err != nil {
-		p.o.Log.Error("storing a spooled request's result", "id", res.ID, "err", err)
+	p.finishAll([]*Result{res}, end)
+}
+
+// finishAll is finish for requests that ended together (a batch): their
+// results in one write, then their ends in one.
+func (p *Replayer) finishAll(results []*Result, end func() error) {
+	now := p.o.Clock.Now()
+	for _, res := range results {
+		res.Finished = now
+	}
+	if err := p.o.Results.PutAll(results); err != nil {
+		p.o.Log.Error("storing spooled requests' results", "id", results[0].ID, "requests", len(results), "err", err)
 	}
 	if end != nil {
 		if err := end(); err != nil {
-			p.o.Log.Warn("finishing a spooled request", "id", res.ID, "err", err)
+			p.o.Log.Warn("finishing spooled requests", "id", results[0].ID, "requests", len(results), "err", err)
 		}
 	}
-	p.o.OnOutcome(res.Route, res.State)
 	p.mu.Lock()
 	ctx := p.ctx
 	p.mu.Unlock()
-	if ctx != nil {
-		p.callback(ctx, res)
+	for _, res := range results {
+		p.o.OnOutcome(res.Route, res.State)
+		if ctx != nil {
+			p.callback(ctx, res)
+		}
 	}
 }
 

@@ -112,37 +112,56 @@ func (rs *Results) bucketPath(b uint64) string {
 }
 
 // Put stores r; it is durable after the next Flush.
-func (rs *Results) Put(r *Result) error {
-	id, err := strconv.ParseUint(r.ID, 10, 64)
-	if err != nil {
-		return ErrNoResult
-	}
-	payload, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if len(payload) > maxFrame {
-		return fmt.Errorf("results: result %s is %d bytes", r.ID, len(payload))
-	}
-	frame := make([]byte, frameHeader, frameHeader+len(payload))
-	binary.LittleEndian.PutUint32(frame[0:], uint32(len(payload)))
-	binary.LittleEndian.PutUint64(frame[8:], id)
-	frame = append(frame, payload...)
-	binary.LittleEndian.PutUint32(frame[4:], crc32.Checksum(frame[8:], castagnoli))
+func (rs *Results) Put(r *Result) error { return rs.PutAll([]*Result{r}) }
 
-	b := id >> bucketShift
+// PutAll stores results as Put does, with one write per file they go to
+// (usually one: a batch's results are of neighbouring ids).
+func (rs *Results) PutAll(results []*Result) error {
+	frames := map[uint64][]byte{}
+	newest := map[uint64]time.Time{}
+	var order []uint64
+	for _, r := range results {
+		id, err := strconv.ParseUint(r.ID, 10, 64)
+		if err != nil {
+			return ErrNoResult
+		}
+		payload, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if len(payload) > maxFrame {
+			return fmt.Errorf("results: result %s is %d bytes", r.ID, len(payload))
+		}
+		b := id >> bucketShift
+		frame, ok := frames[b]
+		if !ok {
+			order = append(order, b)
+		}
+		start := len(frame)
+		frame = append(frame, make([]byte, frameHeader)...)
+		binary.LittleEndian.PutUint32(frame[start:], uint32(len(payload)))
+		binary.LittleEndian.PutUint64(frame[start+8:], id)
+		frame = append(frame, payload...)
+		binary.LittleEndian.PutUint32(frame[start+4:], crc32.Checksum(frame[start+8:], castagnoli))
+		frames[b] = frame
+		if r.Finished.After(newest[b]) {
+			newest[b] = r.Finished
+		}
+	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	f, err := rs.fileLocked(b)
-	if err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	if _, err := f.Write(frame); err != nil {
-		return fmt.Errorf("results: %w", err)
-	}
-	rs.dirty[b] = true
-	if r.Finished.After(rs.newest[b]) {
-		rs.newest[b] = r.Finished
+	for _, b := range order {
+		f, err := rs.fileLocked(b)
+		if err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+		if _, err := f.Write(frames[b]); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+		rs.dirty[b] = true
+		if newest[b].After(rs.newest[b]) {
+			rs.newest[b] = newest[b]
+		}
 	}
 	return nil
 }

@@ -152,3 +152,49 @@ func TestResultsGetSkipsOtherFrames(t *testing.T) {
 		}
 	}
 }
+
+// PutAll writes a batch's results, across a file boundary, readable before
+// and after a restart.
+func TestResultsPutAll(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	clock := func() time.Time { return now }
+	rs, err := NewResults(dir, time.Hour, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []*Result
+	for _, id := range []string{"4094", "4095", "4096", "4097"} {
+		batch = append(batch, &Result{ID: id, Route: "r", State: OutcomeDelivered, Finished: now, Response: &Response{Status: 201, Body: []byte("answer " + id)}})
+	}
+	if err := rs.PutAll(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.PutAll([]*Result{{ID: "x"}}); !errors.Is(err, ErrNoResult) {
+		t.Fatalf("a bad id: %v", err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, r := range batch {
+			got, err := rs.Get(r.ID)
+			if err != nil || string(got.Response.Body) != "answer "+r.ID {
+				t.Fatalf("%s: Get(%s): %+v %v", when, r.ID, got, err)
+			}
+		}
+	}
+	check("before Flush")
+	if err := rs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rs.Close()
+	if rs, err = NewResults(dir, time.Hour, clock); err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	check("after a restart")
+	for _, b := range []uint64{0, 1} {
+		if _, err := os.Stat(rs.bucketPath(b)); err != nil {
+			t.Fatalf("file %d: %v", b, err)
+		}
+	}
+}

@@ -590,6 +590,13 @@ func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
 	if _, err := s.appendLocked(appendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
 		s.log.Warn("recording a finished request", "seq", e.seq, "err", err)
 	}
+	s.forgetLocked(q, i, o)
+}
+
+// forgetLocked drops entry i of q, whose done frame is written, from the
+// index and the counts.
+func (s *Spool) forgetLocked(q *queue, i int, o Outcome) {
+	e := q.entries[i]
 	q.remove(i)
 	s.records--
 	s.bytes -= int64(e.size)
@@ -669,26 +676,115 @@ func (s *Spool) Next(route string) (*Record, error) {
 		if err == nil {
 			return r, nil
 		}
-		s.mu.Lock()
-		j := q.find(e.seq)
-		if s.closed || errors.Is(err, os.ErrClosed) {
-			if j >= 0 && q.entries[j].state == stateInFlight {
-				q.entries[j].state = stateQueued
-				q.inFlight--
-			}
-			s.mu.Unlock()
+		if s.unreadable(q, e, err) {
 			return nil, ErrClosed
 		}
-		if j >= 0 {
-			// A record that cannot be read back is damage found late:
-			// count it and move on, never block the queue.
-			s.log.Warn("unreadable spooled request, skipped", "route", route, "seq", e.seq, "err", err)
-			s.stats.DamagedSpans++
-			s.finishLocked(q, j, Failed)
-			s.stats.Failed--
-		}
-		s.mu.Unlock()
 	}
+}
+
+// unreadable deals with in-flight entry e of q, which could not be read
+// back with err. It reports whether that is because the spool closed; the
+// entry is then queued again. Otherwise the record is damage found late:
+// counted and ended, so that it never blocks the queue.
+func (s *Spool) unreadable(q *queue, e entry, err error) (closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := q.find(e.seq)
+	if s.closed || errors.Is(err, os.ErrClosed) {
+		if j >= 0 && q.entries[j].state == stateInFlight {
+			q.entries[j].state = stateQueued
+			q.inFlight--
+		}
+		return true
+	}
+	if j >= 0 {
+		s.log.Warn("unreadable spooled request, skipped", "route", q.route, "seq", e.seq, "err", err)
+		s.stats.DamagedSpans++
+		s.finishLocked(q, j, Failed)
+		s.stats.Failed--
+	}
+	return false
+}
+
+// readAhead bounds one read of NextN.
+const readAhead = 1 << 20
+
+// NextN takes up to n queued records of route, oldest first, as n calls
+// of Next would, but reads records that lie close together in a segment
+// with one read: a replay batch costs one system call, not one per
+// record. It returns fewer than n when the route has fewer queued.
+func (s *Spool) NextN(route string, n int) ([]*Record, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	q := s.queues[route]
+	var es []entry
+	var fs []*os.File
+	if q != nil && n > 0 {
+		for i := q.firstQueued(); i >= 0 && i < len(q.entries) && len(es) < n; i++ {
+			e := &q.entries[i]
+			if e.state != stateQueued {
+				continue
+			}
+			f, err := s.segmentFileLocked(e.seg)
+			if err != nil {
+				break // left for Next to meet and report
+			}
+			e.state = stateInFlight
+			q.inFlight++
+			es, fs = append(es, *e), append(fs, f)
+		}
+	}
+	s.mu.Unlock()
+	recs := make([]*Record, 0, len(es))
+	for k := 0; k < len(es); {
+		// A run of records in one segment, in order (a route's records are
+		// appended in sequence), whose span is not mostly other frames.
+		j, sum := k+1, int64(es[k].size)
+		for j < len(es) && fs[j] == fs[k] && es[j].off > es[j-1].off {
+			end := int64(es[j].off) + int64(es[j].size) - int64(es[k].off)
+			if end > readAhead || end > 2*(sum+int64(es[j].size))+64<<10 {
+				break
+			}
+			sum += int64(es[j].size)
+			j++
+		}
+		var buf []byte
+		if j-k > 1 {
+			// A short read (the end of the file: sizes count body files)
+			// leaves the records past it to readRecord.
+			buf = make([]byte, int64(es[j-1].off)+int64(es[j-1].size)-int64(es[k].off))
+			got, _ := fs[k].ReadAt(buf, int64(es[k].off))
+			buf = buf[:got]
+		}
+		for m := k; m < j; m++ {
+			var r *Record
+			err := errShortFrame
+			if rel := int(es[m].off - es[k].off); buf != nil && rel < len(buf) {
+				r, err = recordFrom(buf[rel:min(len(buf), rel+int(es[m].size))], es[m])
+			}
+			if errors.Is(err, errShortFrame) {
+				r, err = readRecord(fs[m], es[m]) // alone, or past what the run's read got
+			}
+			if err == nil {
+				recs = append(recs, r)
+				continue
+			}
+			if s.unreadable(q, es[m], err) {
+				for _, e := range es[m+1:] {
+					s.unreadable(q, e, os.ErrClosed)
+				}
+				if len(recs) == 0 {
+					return nil, ErrClosed
+				}
+				return recs, nil
+			}
+		}
+		k = j
+	}
+	return recs, nil
 }
 
 // segmentFileLocked returns an open file of segment ord, for reading.
@@ -731,6 +827,12 @@ func readRecord(f *os.File, e entry) (*Record, error) {
 	} else {
 		b = b[:need]
 	}
+	return recordFrom(b, e)
+}
+
+// recordFrom decodes the record of entry e from b, which starts with its
+// frame. errShortFrame means b ends inside it.
+func recordFrom(b []byte, e entry) (*Record, error) {
 	typ, payload, _, err := readFrame(b)
 	if err != nil {
 		return nil, err
@@ -793,6 +895,37 @@ func (s *Spool) Finish(seq uint64, o Outcome) error {
 		return ErrNotFound
 	}
 	s.finishLocked(q, i, o)
+	return nil
+}
+
+// FinishAll ends records as Finish does, seqs[i] with outcomes[i], with
+// one write for all their done frames (a batch's deliveries end
+// together). It returns ErrNotFound, after ending the others, if one of
+// them is not in the spool.
+func (s *Spool) FinishAll(seqs []uint64, outcomes []Outcome) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var frames []byte
+	var found []int
+	for k, seq := range seqs {
+		if q, _ := s.findLocked(seq); q != nil {
+			frames = appendFrame(frames, typeDone, appendDone(nil, seq, outcomes[k]))
+			found = append(found, k)
+		}
+	}
+	if len(frames) > 0 {
+		if _, err := s.appendLocked(frames); err != nil {
+			s.log.Warn("recording finished requests", "requests", len(found), "err", err)
+		}
+	}
+	for _, k := range found {
+		if q, i := s.findLocked(seqs[k]); q != nil {
+			s.forgetLocked(q, i, outcomes[k])
+		}
+	}
+	if len(found) < len(seqs) {
+		return ErrNotFound
+	}
 	return nil
 }
 

@@ -651,3 +651,131 @@ func TestLargeQueueIndexOffHeap(t *testing.T) {
 		t.Fatalf("drained queue keeps %d entries, mapped %v", len(q.entries), q.mem != nil)
 	}
 }
+
+// FinishAll ends a batch's records with one write; a seq not in the spool
+// does not keep the others from ending, and the ends survive a restart.
+func TestFinishAll(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	var seqs []uint64
+	for i := range 5 {
+		seqs = append(seqs, enqueue(t, s, request("r", i, []byte("b")), Limits{}))
+	}
+	for range 3 {
+		if r, err := s.Next("r"); err != nil || r == nil {
+			t.Fatalf("Next: %v %v", r, err)
+		}
+	}
+	before := s.Stats()
+	err := s.FinishAll([]uint64{seqs[0], 9999, seqs[1], seqs[2]}, []Outcome{Delivered, Delivered, Failed, Delivered})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("FinishAll with an unknown seq: %v, want ErrNotFound", err)
+	}
+	after := s.Stats()
+	if after.Delivered-before.Delivered != 2 || after.Failed-before.Failed != 1 {
+		t.Fatalf("counted %d delivered and %d failed, want 2 and 1", after.Delivered-before.Delivered, after.Failed-before.Failed)
+	}
+	s.Close()
+	s = open(t, dir)
+	got := drain(t, s, "r")
+	if len(got) != 2 || got[0].Seq != seqs[3] || got[1].Seq != seqs[4] {
+		t.Fatalf("after a restart the spool holds %d records, want the 2 not finished", len(got))
+	}
+}
+
+// NextN gives what as many calls of Next would: the route's queued
+// records in order, among other routes' records, body files and ended
+// records, however n cuts them.
+func TestNextNAsNext(t *testing.T) {
+	base := t.TempDir()
+	s := open(t, base)
+	for i := range 60 {
+		body := bytes.Repeat([]byte{byte('a' + i%26)}, 100+i)
+		if i%7 == 3 {
+			body = bytes.Repeat([]byte{byte('a' + i%26)}, 70<<10) // over the inline limit: a body file
+		}
+		enqueue(t, s, request("r", i, body), Limits{})
+		enqueue(t, s, request("other", i, []byte("o")), Limits{})
+	}
+	for range 5 { // ended records leave done frames between the others
+		r, _ := s.Next("r")
+		s.Finish(r.Seq, Delivered)
+	}
+	s.Close()
+	want := func() []*Record {
+		dir := t.TempDir()
+		copyDir(t, base, dir)
+		return drain(t, open(t, dir), "r")
+	}()
+	for _, n := range []int{1, 2, 7, 32, 100} {
+		dir := t.TempDir()
+		copyDir(t, base, dir)
+		s := open(t, dir)
+		var got []*Record
+		for {
+			recs, err := s.NextN("r", n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) > n {
+				t.Fatalf("NextN(%d) gave %d", n, len(recs))
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				if err := s.Finish(r.Seq, Delivered); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got = append(got, recs...)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("NextN(%d): %d records, Next %d", n, len(got), len(want))
+		}
+		for i := range want {
+			if got[i].Seq != want[i].Seq || got[i].URL != want[i].URL || !bytes.Equal(readBody(t, s, got[i]), readBody(t, s, want[i])) {
+				t.Fatalf("NextN(%d): record %d is %d %s, want %d %s", n, i, got[i].Seq, got[i].URL, want[i].Seq, want[i].URL)
+			}
+		}
+	}
+}
+
+// A record damaged on disk after Open is skipped and counted by NextN as
+// by Next; the records read with it are delivered.
+func TestNextNSkipsDamageFoundLate(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	for i := range 10 {
+		enqueue(t, s, request("r", i, bytes.Repeat([]byte{'x'}, 300)), Limits{})
+	}
+	img, _ := os.ReadFile(segmentFiles(t, dir)[0])
+	frames := frameStarts(t, img)
+	f, err := os.OpenFile(segmentFiles(t, dir)[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'!'}, int64(frames[4]+200)); err != nil { // inside record 3 (frame 0 starts the segment)
+		t.Fatal(err)
+	}
+	f.Close()
+	recs, err := s.NextN("r", 32)
+	if err != nil || len(recs) != 9 {
+		t.Fatalf("NextN: %d records, %v; want the 9 intact", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.URL == "/v1/items/3?x=1" {
+			t.Fatal("the damaged record was delivered")
+		}
+	}
+	if st := s.Stats(); st.DamagedSpans != 1 {
+		t.Fatalf("DamagedSpans %d, want 1", st.DamagedSpans)
+	}
+	if recs, err := s.NextN("r", 32); err != nil || len(recs) != 0 {
+		t.Fatalf("a second NextN: %d, %v; want none (all in flight or ended)", len(recs), err)
+	}
+	s.Close()
+	if _, err := s.NextN("r", 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
