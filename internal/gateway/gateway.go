@@ -503,7 +503,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // batchItemsInFlight bounds the batch items being answered at once, over
 // all batches: each may hold a connection to a service, and the forwarder
 // keeps 256 idle per service, so more would open and close connections.
-const batchItemsInFlight = 128
+const batchItemsInFlight = 256
 
 // maxBatchBytes bounds a batch's body. Items are read whole before they
 // are handled; an edge sends requests with bodies over its inline limit
