@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/misaki-io/misaki/internal/uuidv7"
 )
 
 // BenchmarkComplete stores answers from 16 concurrent requests (the edge's
@@ -70,12 +71,14 @@ func BenchmarkCheckpoint(b *testing.B) {
 			group := func(n int) map[string]*Entry {
 				m := make(map[string]*Entry, n)
 				for range n {
-					id := uuid.Must(uuid.NewRandom())
+					var r [16]byte
+					rand.Read(r[:])
+					id := hex.EncodeToString(r[:4]) + "-" + hex.EncodeToString(r[4:6]) + "-4" + hex.EncodeToString(r[6:8])[1:] + "-" + hex.EncodeToString(r[8:10]) + "-" + hex.EncodeToString(r[10:])
 					if kind == "v7" {
-						id = uuid.Must(uuid.NewV7())
+						id = uuidv7.New()
 					}
-					e := &Entry{State: Done, Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: body, Fingerprint: id[:], Created: time.Now().UnixNano()}
-					key := Scope(fmt.Sprintf("spiffe://misaki/vehicle/car-%03d", vehicle%100), id.String())
+					e := &Entry{State: Done, Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: body, Fingerprint: r[:], Created: time.Now().UnixNano()}
+					key := Scope(fmt.Sprintf("spiffe://misaki/vehicle/car-%03d", vehicle%100), id)
 					vehicle++
 					if _, err := appendFrame(nil, key, e); err != nil { // as the log leaves it
 						b.Fatal(err)
