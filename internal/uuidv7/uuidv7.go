@@ -8,7 +8,11 @@
 // Within a process the UUIDs increase strictly: the 12 bits after the
 // version are a counter within the millisecond (RFC 9562 §6.2, method 1),
 // started at a random value below 2,048 each millisecond so that it has
-// room to count; a millisecond that runs out of counter borrows the next.
+// room to count; a millisecond that runs out of counter borrows the next,
+// and so does a clock that steps back by up to a second. A clock that
+// steps back further (a vehicle's clock corrected after boot) is followed,
+// so that the time in the UUIDs stays the clock's; they are still unique,
+// by their 62 random bits.
 package uuidv7
 
 import (
@@ -19,32 +23,34 @@ import (
 	"time"
 )
 
-var (
+type generator struct {
 	mu      sync.Mutex
 	lastMS  int64
 	counter uint16
-)
+}
+
+var std generator
 
 // New returns a new UUID version 7 in its text form (36 characters,
 // lower-case hex).
-func New() string { return newAt(time.Now()) }
+func New() string { return std.next(time.Now()) }
 
-func newAt(now time.Time) string {
+func (g *generator) next(now time.Time) string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails (crypto/rand aborts the program instead)
 	ms := now.UnixMilli()
-	mu.Lock()
+	g.mu.Lock()
 	switch {
-	case ms > lastMS:
-		lastMS, counter = ms, binary.BigEndian.Uint16(b[6:])&0x7ff
-	case counter < 0xfff:
-		counter++
+	case ms > g.lastMS, ms < g.lastMS-1000:
+		g.lastMS, g.counter = ms, binary.BigEndian.Uint16(b[6:])&0x7ff
+	case g.counter < 0xfff:
+		g.counter++
 	default: // 4,096 in one millisecond: go on in the next
-		lastMS++
-		counter = binary.BigEndian.Uint16(b[6:]) & 0x7ff
+		g.lastMS++
+		g.counter = binary.BigEndian.Uint16(b[6:]) & 0x7ff
 	}
-	ms, c := lastMS, counter
-	mu.Unlock()
+	ms, c := g.lastMS, g.counter
+	g.mu.Unlock()
 	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 	binary.BigEndian.PutUint16(b[6:], 0x7000|c) // version 7, counter
 	b[8] = b[8]&0x3f | 0x80                     // variant 10

@@ -26,11 +26,12 @@ func TestFormatAndTime(t *testing.T) {
 // UUIDs made in a row increase, including past 4,096 in one millisecond,
 // and each is new.
 func TestIncreasing(t *testing.T) {
-	at := time.Now().Add(time.Hour).Truncate(time.Millisecond) // past any made before
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	var g generator
 	prev := ""
 	seen := map[string]bool{}
 	for i := range 10_000 {
-		s := newAt(at) // the clock stands still
+		s := g.next(at) // the clock stands still
 		if s <= prev || seen[s] {
 			t.Fatalf("uuid %d: %q after %q", i, s, prev)
 		}
@@ -39,7 +40,11 @@ func TestIncreasing(t *testing.T) {
 	if got, _ := Time(prev); got.Before(at) || got.After(at.Add(10*time.Millisecond)) {
 		t.Fatalf("after 10,000 in one millisecond the time is %v", got)
 	}
-	if s := newAt(at.Add(-time.Hour)); s <= prev {
-		t.Fatalf("a clock stepped back: %q after %q", s, prev)
+	if s := g.next(at.Add(-500 * time.Millisecond)); s <= prev {
+		t.Fatalf("a clock stepped back by half a second: %q after %q", s, prev)
+	}
+	s := g.next(at.Add(-time.Hour))
+	if got, _ := Time(s); !got.Equal(at.Add(-time.Hour)) {
+		t.Fatalf("a clock stepped back by an hour: the UUID's time is %v, want the clock's", got)
 	}
 }
