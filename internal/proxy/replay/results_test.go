@@ -10,14 +10,24 @@ import (
 	"time"
 )
 
-func TestResultsKeepAndSweep(t *testing.T) {
-	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	dir := t.TempDir()
-	clock := func() time.Time { return now }
+// testNow is the results tests' wall clock.
+var testNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func openResults(t *testing.T, dir string, clock func() time.Time) *Results {
+	t.Helper()
 	rs, err := NewResults(dir, time.Hour, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rs
+}
+
+func TestResultsKeepAndSweep(t *testing.T) {
+	now := testNow
+	dir := t.TempDir()
+	clock := func() time.Time { return now }
+	rs := openResults(t, dir, clock)
+	var err error
 	put := func(r *Result) {
 		t.Helper()
 		if err := rs.Put(r); err != nil {
@@ -156,13 +166,9 @@ func TestResultsGetSkipsOtherFrames(t *testing.T) {
 // PutAll writes a batch's results, across a file boundary, readable before
 // and after a restart.
 func TestResultsPutAll(t *testing.T) {
-	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	dir := t.TempDir()
+	now, dir := testNow, t.TempDir()
 	clock := func() time.Time { return now }
-	rs, err := NewResults(dir, time.Hour, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := openResults(t, dir, clock)
 	var batch []*Result
 	for _, id := range []string{"4094", "4095", "4096", "4097"} {
 		batch = append(batch, &Result{ID: id, Route: "r", State: OutcomeDelivered, Finished: now, Response: &Response{Status: 201, Body: []byte("answer " + id)}})
@@ -187,9 +193,7 @@ func TestResultsPutAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.Close()
-	if rs, err = NewResults(dir, time.Hour, clock); err != nil {
-		t.Fatal(err)
-	}
+	rs = openResults(t, dir, clock)
 	defer rs.Close()
 	check("after a restart")
 	for _, b := range []uint64{0, 1} {
