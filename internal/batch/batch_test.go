@@ -81,8 +81,29 @@ func FuzzRead(f *testing.F) {
 	ct, _ := Write(&buf, []Item{{Method: "POST", Target: "/a", Host: "h", Body: []byte("b")}})
 	f.Add(buf.Bytes(), strings.TrimPrefix(ct, "multipart/mixed; boundary="))
 	f.Fuzz(func(t *testing.T, body []byte, boundary string) {
-		Read(bytes.NewReader(body), "multipart/mixed; boundary="+boundary, true, 1<<16) // must not panic
-		Read(bytes.NewReader(body), "multipart/mixed; boundary="+boundary, false, 1<<16)
+		ct := "multipart/mixed; boundary=" + boundary
+		Read(bytes.NewReader(body), ct, false, 1<<16) // must not panic
+		items, err := Read(bytes.NewReader(body), ct, true, 1<<16)
+		if err != nil {
+			return
+		}
+		// What is read, written again, reads the same.
+		var buf bytes.Buffer
+		ct2, err := Write(&buf, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(buf.Bytes(), ct2, true)
+		if err != nil {
+			t.Fatalf("reading what Write made of %d items: %v", len(items), err)
+		}
+		for i := range items {
+			for _, k := range []string{"Host", "Content-Length", "Transfer-Encoding", "Connection"} {
+				delete(items[i].Header, k)
+				delete(again[i].Header, k)
+			}
+		}
+		sameItems(t, "read, written and read again", again, items)
 	})
 }
 
