@@ -1,0 +1,428 @@
+// Package localdns is the proxy's DNS server: it answers the mesh's names
+// with the proxy's own address, and forwards every other name to upstream
+// resolvers through a cache that keeps answering while the vehicle is
+// offline.
+//
+//   - Mesh names (route hosts) get A and AAAA records of the proxy's
+//     address, from a set that SetMesh swaps at once.
+//   - Other names go to the upstreams for their zone (the longest matching
+//     suffix; "." for the rest), in order, one outstanding query per
+//     question however many clients ask (singleflight).
+//   - Answers are cached, negative ones too (RFC 2308), with their TTLs
+//     within a floor and a ceiling, bounded in entries and bytes.
+//   - Serve-stale (RFC 8767): an expired entry is refreshed from upstream;
+//     if no answer comes within StaleAfter (1.8 s by default), or the
+//     upstreams fail, the stale answer is given, with TTL 30 and Extended
+//     DNS Error 3 (Stale Answer), up to MaxStale past its TTL.
+//   - Upstream replies are accepted only when their source address and
+//     port (a connected UDP socket per query, on a random port), ID and
+//     question match (RFC 5452); truncated ones are asked again over TCP.
+//
+// Built on miekg/dns for the wire format and the listeners; the
+// forwarding and cache are written here because CoreDNS's forward and
+// cache plugins come with CoreDNS's plugin chain and Caddy-style config,
+// and neither keeps its cache across restarts.
+package localdns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures a Server. Zero values take the defaults.
+type Config struct {
+	// Upstreams are the resolvers ("host:port") for names no zone below
+	// covers, tried in order.
+	Upstreams []string
+	// Zones maps a zone ("svc.cluster.local.") to the resolvers for it.
+	Zones map[string][]string
+	// Timeout bounds one query to one upstream. Default 2s.
+	Timeout time.Duration
+	// StaleAfter is how long a client waits for a refresh before a stale
+	// answer (RFC 8767's client response timer). Default 1.8s.
+	StaleAfter time.Duration
+	// MaxStale is how long past its TTL an answer may still be served.
+	// Default 72h.
+	MaxStale time.Duration
+	// MinTTL and MaxTTL bound the TTL answers are cached for; MaxNegTTL
+	// bounds negative answers'. Defaults 0, 24h and 3h.
+	MinTTL, MaxTTL, MaxNegTTL time.Duration
+	// MaxEntries and MaxBytes bound the cache. Defaults 100,000 and 64 MiB.
+	MaxEntries int
+	MaxBytes   int64
+	// UDPSize is the EDNS0 UDP payload size offered to upstreams and
+	// clients, and the most a client's is taken for. Default 1232.
+	UDPSize uint16
+	// MeshTTL is the TTL of mesh answers. Default 5s.
+	MeshTTL time.Duration
+	// Now is the wall clock. Default time.Now.
+	Now func() time.Time
+	// Log receives upstream failures. Default: discard.
+	Log *slog.Logger
+	// Metrics, when set, counts what the server does.
+	Metrics *Metrics
+}
+
+// staleTTL is the TTL of a stale answer (RFC 8767 §4 recommends 30 s).
+const staleTTL = 30
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Timeout, 2*time.Second)
+	def(&c.StaleAfter, 1800*time.Millisecond)
+	def(&c.MaxStale, 72*time.Hour)
+	def(&c.MaxTTL, 24*time.Hour)
+	def(&c.MaxNegTTL, 3*time.Hour)
+	def(&c.MeshTTL, 5*time.Second)
+	if c.MaxEntries == 0 {
+		c.MaxEntries = 100_000
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 64 << 20
+	}
+	if c.UDPSize == 0 {
+		c.UDPSize = 1232
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server answers DNS queries; it is a dns.Handler.
+type Server struct {
+	cfg    Config
+	cache  *cache
+	mesh   atomic.Pointer[meshSet]
+	flight singleflight.Group
+	m      *Metrics
+}
+
+// meshSet is the mesh's names (lower case, fully qualified; "*." prefixes
+// cover every name below) and the addresses they resolve to.
+type meshSet struct {
+	names     map[string]bool
+	wildcards []string // ".example.mesh." for "*.example.mesh."
+	v4, v6    []netip.Addr
+}
+
+// New returns a server with cfg.
+func New(cfg Config) *Server {
+	cfg.defaults()
+	s := &Server{cfg: cfg, cache: newCache(cfg.MaxEntries, cfg.MaxBytes, cfg.MaxStale), m: cfg.Metrics}
+	s.mesh.Store(&meshSet{})
+	return s
+}
+
+// SetMesh makes hosts the mesh's names, answered with addrs. It takes
+// effect for the next query.
+func (s *Server) SetMesh(hosts []string, addrs []netip.Addr) {
+	ms := &meshSet{names: map[string]bool{}}
+	for _, h := range hosts {
+		h = strings.ToLower(dns.Fqdn(h))
+		if rest, ok := strings.CutPrefix(h, "*."); ok {
+			ms.wildcards = append(ms.wildcards, "."+rest)
+		} else {
+			ms.names[h] = true
+		}
+	}
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			ms.v4 = append(ms.v4, a.Unmap())
+		} else {
+			ms.v6 = append(ms.v6, a)
+		}
+	}
+	s.mesh.Store(ms)
+}
+
+func (ms *meshSet) has(name string) bool {
+	if ms.names[name] {
+		return true
+	}
+	for _, w := range ms.wildcards {
+		if strings.HasSuffix(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sources of an answer, for the metrics.
+const (
+	SourceMesh     = "mesh"
+	SourceCache    = "cache"
+	SourceStale    = "stale"
+	SourceUpstream = "upstream"
+	SourceError    = "error"
+)
+
+// ServeDNS answers one query.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	resp, source := s.answer(req)
+	udp := false
+	if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
+		udp = true
+	}
+	if udp {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = int(min(max(opt.UDPSize(), dns.MinMsgSize), s.cfg.UDPSize))
+		}
+		resp.Truncate(size)
+	}
+	w.WriteMsg(resp)
+	if s.m != nil && len(req.Question) == 1 {
+		s.m.observe(req.Question[0].Qtype, resp.Rcode, source)
+	}
+}
+
+// answer makes the reply to req and says where it came from.
+func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
+	resp := new(dns.Msg)
+	switch {
+	case req.Response || req.Opcode != dns.OpcodeQuery:
+		resp.SetRcode(req, dns.RcodeNotImplemented)
+		return resp, SourceError
+	case len(req.Question) != 1:
+		resp.SetRcode(req, dns.RcodeFormatError)
+		return resp, SourceError
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	opt := req.IsEdns0()
+	do := opt != nil && opt.Do()
+	if ms := s.mesh.Load(); ms.has(name) && q.Qclass == dns.ClassINET {
+		return s.meshAnswer(req, ms, opt), SourceMesh
+	}
+	key := cacheKey(q, do)
+	now := s.cfg.Now()
+	e, age := s.cache.get(key, now)
+	if e != nil && age < time.Duration(e.ttl)*time.Second {
+		if r := s.fromEntry(req, e, e.ttl-uint32(age/time.Second), false); r != nil {
+			return r, SourceCache
+		}
+	}
+	// Missing or expired: ask upstream; with a stale entry, wait only
+	// StaleAfter for it.
+	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
+	var timer <-chan time.Time
+	if e != nil {
+		t := time.NewTimer(s.cfg.StaleAfter)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case res := <-ch:
+		if res.Err == nil {
+			r := res.Val.(*dns.Msg).Copy()
+			r.SetReply(req)
+			r.Rcode = res.Val.(*dns.Msg).Rcode
+			r.Authoritative, r.RecursionAvailable = false, true
+			s.setOPT(r, opt, false)
+			return r, SourceUpstream
+		}
+	case <-timer:
+	}
+	if e != nil {
+		if r := s.fromEntry(req, e, staleTTL, true); r != nil {
+			return r, SourceStale
+		}
+	}
+	resp.SetRcode(req, dns.RcodeServerFailure)
+	resp.RecursionAvailable = true
+	s.setOPT(resp, opt, false)
+	return resp, SourceError
+}
+
+// meshAnswer answers a mesh name with the proxy's addresses.
+func (s *Server) meshAnswer(req *dns.Msg, ms *meshSet, opt *dns.OPT) *dns.Msg {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Authoritative, resp.RecursionAvailable = true, true
+	q := req.Question[0]
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: uint32(s.cfg.MeshTTL / time.Second)}
+	switch q.Qtype {
+	case dns.TypeA, dns.TypeANY:
+		for _, a := range ms.v4 {
+			h := hdr
+			h.Rrtype = dns.TypeA
+			resp.Answer = append(resp.Answer, &dns.A{Hdr: h, A: a.AsSlice()})
+		}
+	}
+	switch q.Qtype {
+	case dns.TypeAAAA, dns.TypeANY:
+		for _, a := range ms.v6 {
+			h := hdr
+			h.Rrtype = dns.TypeAAAA
+			resp.Answer = append(resp.Answer, &dns.AAAA{Hdr: h, AAAA: a.AsSlice()})
+		}
+	}
+	s.setOPT(resp, opt, false)
+	return resp
+}
+
+// fromEntry makes the reply to req from cached e, with every TTL set to
+// ttl; a stale one carries Extended DNS Error 3.
+func (s *Server) fromEntry(req *dns.Msg, e *entry, ttl uint32, stale bool) *dns.Msg {
+	r := new(dns.Msg)
+	if r.Unpack(e.msg) != nil {
+		return nil
+	}
+	rcode := r.Rcode
+	r.SetReply(req)
+	r.Rcode = rcode
+	r.Authoritative, r.RecursionAvailable = false, true
+	setTTLs(r, ttl)
+	s.setOPT(r, req.IsEdns0(), stale)
+	return r
+}
+
+// setOPT gives r an OPT record when the client sent one: the server's UDP
+// size, the client's DO bit, and the Stale Answer error when stale.
+func (s *Server) setOPT(r *dns.Msg, clientOPT *dns.OPT, stale bool) {
+	extra := r.Extra[:0]
+	for _, rr := range r.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr)
+		}
+	}
+	r.Extra = extra
+	if clientOPT == nil {
+		return
+	}
+	r.SetEdns0(s.cfg.UDPSize, clientOPT.Do())
+	if stale {
+		o := r.IsEdns0()
+		o.Option = append(o.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer})
+	}
+}
+
+// resolve asks the question's upstreams in turn and caches what is
+// cacheable. A SERVFAIL or REFUSED is a failure: the next upstream is
+// tried, and in the end a stale answer is preferred to it.
+func (s *Server) resolve(q dns.Question, do bool, key string) (*dns.Msg, error) {
+	ups := s.upstreamsFor(q.Name)
+	if len(ups) == 0 {
+		return nil, errors.New("localdns: no upstream resolvers")
+	}
+	var errs []error
+	for _, up := range ups {
+		m := new(dns.Msg)
+		m.SetQuestion(q.Name, q.Qtype)
+		m.Question[0].Qclass = q.Qclass
+		m.RecursionDesired = true
+		m.SetEdns0(s.cfg.UDPSize, do)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+		start := time.Now()
+		r, err := exchange(ctx, up, m, func() {
+			if s.m != nil {
+				s.m.spoofed.Inc()
+			}
+		})
+		cancel()
+		if s.m != nil {
+			s.m.upstreamSeconds.Observe(time.Since(start).Seconds())
+		}
+		if err == nil && (r.Rcode == dns.RcodeServerFailure || r.Rcode == dns.RcodeRefused) {
+			err = fmt.Errorf("localdns: %s answered %s", up, dns.RcodeToString[r.Rcode])
+		}
+		if err != nil {
+			if s.m != nil {
+				s.m.upstreamFailures.Inc()
+			}
+			s.cfg.Log.Debug("upstream resolver failed", "upstream", up, "name", q.Name, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		if ttl, ok := answerTTL(r, s.cfg.MinTTL, s.cfg.MaxTTL, s.cfg.MaxNegTTL); ok {
+			c := r.Copy()
+			c.Id = 0
+			setTTLs(c, ttl)
+			c.Extra = dropOPT(c.Extra)
+			if packed, err := c.Pack(); err == nil {
+				s.cache.put(&entry{key: key, msg: packed, stored: s.cfg.Now(), ttl: ttl})
+			}
+			r = c
+		}
+		r.Extra = dropOPT(r.Extra)
+		return r, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func dropOPT(rrs []dns.RR) []dns.RR {
+	out := rrs[:0]
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// upstreamsFor returns the resolvers for name: its longest matching zone's,
+// else the default ones.
+func (s *Server) upstreamsFor(name string) []string {
+	name = strings.ToLower(dns.Fqdn(name))
+	best, ups := -1, s.cfg.Upstreams
+	for zone, z := range s.cfg.Zones {
+		zone = strings.ToLower(dns.Fqdn(zone))
+		if (name == zone || strings.HasSuffix(name, "."+zone) || zone == ".") && len(zone) > best {
+			best, ups = len(zone), z
+		}
+	}
+	return ups
+}
+
+// ListenAndServe serves on addr over UDP and TCP until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dns: %w", err)
+	}
+	return s.Serve(ctx, pc, ln)
+}
+
+// Serve serves on pc (UDP) and ln (TCP) until ctx ends.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
+	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: int(s.cfg.UDPSize)}
+	tcp := &dns.Server{Listener: ln, Handler: s}
+	errc := make(chan error, 2)
+	go func() { errc <- udp.ActivateAndServe() }()
+	go func() { errc <- tcp.ActivateAndServe() }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	var wg sync.WaitGroup
+	for _, srv := range []*dns.Server{udp, tcp} {
+		wg.Add(1)
+		go func() { defer wg.Done(); srv.Shutdown() }()
+	}
+	wg.Wait()
+	return err
+}

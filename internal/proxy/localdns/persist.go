@@ -1,0 +1,121 @@
+package localdns
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/durable"
+)
+
+// The cache file: cacheMagic, then one frame per entry, most recently used
+// first: the payload's length and CRC-32C (4 bytes each, little endian),
+// then the payload: the key's length (uvarint), the key, when it was
+// stored (Unix nanoseconds, 8 bytes), its TTL (4 bytes), and the message.
+const cacheMagic = "misaki-dns-cache-1\n"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Save writes the cache to path, crash-safe: a temporary file, fsynced,
+// renamed over path, and the directory fsynced. A crash leaves the old
+// file or the new one whole.
+func (s *Server) Save(path string) (int, error) {
+	entries := s.cache.snapshot()
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return 0, fmt.Errorf("dns cache: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
+	w := bufio.NewWriterSize(tmp, 256<<10)
+	w.WriteString(cacheMagic)
+	var payload []byte
+	for _, e := range entries {
+		payload = binary.AppendUvarint(payload[:0], uint64(len(e.key)))
+		payload = append(payload, e.key...)
+		payload = binary.LittleEndian.AppendUint64(payload, uint64(e.stored.UnixNano()))
+		payload = binary.LittleEndian.AppendUint32(payload, e.ttl)
+		payload = append(payload, e.msg...)
+		var hdr [8]byte
+		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
+		binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
+		w.Write(hdr[:])
+		w.Write(payload)
+	}
+	err = w.Flush()
+	if err == nil {
+		err = durable.Fdatasync(tmp)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = durable.SyncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("dns cache: %w", err)
+	}
+	return len(entries), nil
+}
+
+// Load reads the cache file at path into the cache, and returns how many
+// entries it took. A missing file is no error; a damaged frame ends the
+// load with what came before it. Entries past their maximum stale age are
+// left out.
+func (s *Server) Load(path string) (int, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("dns cache: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 256<<10)
+	magic := make([]byte, len(cacheMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != cacheMagic {
+		return 0, fmt.Errorf("dns cache: %s is not a cache file", path)
+	}
+	now := s.cfg.Now()
+	var loaded []*entry
+	var hdr [8]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break
+		}
+		n := binary.LittleEndian.Uint32(hdr[0:])
+		if n > 1<<20 {
+			break
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil || crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
+			break
+		}
+		klen, w := binary.Uvarint(payload)
+		if w <= 0 || klen > uint64(len(payload)-w) || len(payload)-w-int(klen) < 12 {
+			break
+		}
+		p := payload[w:]
+		e := &entry{key: string(p[:klen])}
+		p = p[klen:]
+		e.stored = time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
+		e.ttl = binary.LittleEndian.Uint32(p[8:])
+		e.msg = p[12:]
+		if now.Sub(e.stored) <= time.Duration(e.ttl)*time.Second+s.cfg.MaxStale {
+			loaded = append(loaded, e)
+		}
+	}
+	// Put the least recently used first, so that the file's order is kept.
+	for i := len(loaded) - 1; i >= 0; i-- {
+		s.cache.put(loaded[i])
+	}
+	return len(loaded), nil
+}
