@@ -36,9 +36,9 @@ func TestMain(m *testing.M) {
 
 // runningProxy is a misaki-proxy process started from a config string.
 type runningProxy struct {
-	cmd         *exec.Cmd
-	mesh, admin string
-	logs        *strings.Builder
+	cmd              *exec.Cmd
+	mesh, admin, dns string
+	logs             *strings.Builder
 }
 
 // startProxyBinary writes cfg (which should listen on port 0) and starts the
@@ -88,9 +88,10 @@ func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
 				Mesh  string `json:"mesh"`
 				Addr  string `json:"addr"` // the gateway's
 				Admin string `json:"admin"`
+				DNS   string `json:"dns"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				p.mesh, p.admin = rec.Mesh, rec.Admin
+				p.mesh, p.admin, p.dns = rec.Mesh, rec.Admin, rec.DNS
 				if p.mesh == "" {
 					p.mesh = rec.Addr
 				}

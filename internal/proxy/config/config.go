@@ -11,11 +11,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Config is the whole proxy configuration.
@@ -42,6 +46,9 @@ type Config struct {
 	Spool Spool `yaml:"spool"`
 	// Gateway configures the gateway role.
 	Gateway Gateway `yaml:"gateway"`
+	// DNS is the proxy's DNS server for the app (docs/dns.md); off unless
+	// dns.listen is set.
+	DNS DNS `yaml:"dns"`
 	// Links are the vehicle's network paths, matched to kernel interfaces.
 	Links []Link `yaml:"links"`
 	// Routes map mesh host names to upstreams with an offline policy.
@@ -133,6 +140,53 @@ type Spool struct {
 	MaxResponseBytes ByteSize `yaml:"maxResponseBytes"`
 	// Replay tunes delivery of the backlog.
 	Replay Replay `yaml:"replay"`
+}
+
+// DNS configures the proxy's DNS server: mesh names answered with the
+// proxy's address, every other name forwarded through a cache that serves
+// stale answers while offline and is kept on disk across restarts.
+type DNS struct {
+	// Listen is where apps send queries, UDP and TCP ("127.0.0.1:53").
+	// Empty: no DNS server.
+	Listen string `yaml:"listen"`
+	// Addresses are what mesh names (route hosts) resolve to. Default: the
+	// IP of listen (the mesh listener), which must then not be 0.0.0.0.
+	Addresses []string `yaml:"addresses"`
+	// Upstreams are the resolvers for other names ("10.96.0.10" or
+	// "10.96.0.10:53"). Default: the nameservers of resolvConf, without
+	// the proxy's own DNS address.
+	Upstreams []string `yaml:"upstreams"`
+	// ResolvConf is read for the default upstreams. Default
+	// /etc/resolv.conf.
+	ResolvConf string `yaml:"resolvConf"`
+	// Zones send names under a zone to its own resolvers, such as
+	// {cluster.local: [10.96.0.10]}; the longest matching zone wins.
+	Zones map[string][]string `yaml:"zones"`
+	// Timeout bounds one query to one upstream. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// StaleAfter is how long a client waits for a refresh of an expired
+	// answer before it gets the stale one (RFC 8767). Default 1.8s.
+	StaleAfter Duration `yaml:"staleAfter"`
+	// MaxStale is how long past its TTL an answer may still be served.
+	// Default 72h.
+	MaxStale Duration `yaml:"maxStale"`
+	// MinTTL and MaxTTL bound how long answers are cached; MaxNegativeTTL
+	// bounds NXDOMAIN and NODATA answers (RFC 2308). Defaults 0, 24h, 3h.
+	MinTTL         Duration `yaml:"minTTL"`
+	MaxTTL         Duration `yaml:"maxTTL"`
+	MaxNegativeTTL Duration `yaml:"maxNegativeTTL"`
+	// MaxEntries and MaxBytes bound the cache. Defaults 100000 and 64MiB.
+	MaxEntries int      `yaml:"maxEntries"`
+	MaxBytes   ByteSize `yaml:"maxBytes"`
+	// UDPSize is the EDNS0 UDP payload size offered and honoured at most.
+	// Default 1232.
+	UDPSize int `yaml:"udpSize"`
+	// CacheFile keeps the cache across restarts. Default dns-cache in
+	// spool.dir when that is set; otherwise the cache is not kept.
+	CacheFile string `yaml:"cacheFile"`
+	// SaveInterval is how often the cache file is written (and at
+	// shutdown). Default 1m.
+	SaveInterval Duration `yaml:"saveInterval"`
 }
 
 // Replay tunes how spooled requests are delivered once a link returns.
@@ -414,6 +468,27 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Spool.Replay.Concurrency, DefaultReplayConcurrency)
 	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
 	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
+	if c.DNS.Listen != "" {
+		d := &c.DNS
+		setDefault(&d.ResolvConf, "/etc/resolv.conf")
+		setDefault(&d.Timeout, Duration(2*time.Second))
+		setDefault(&d.StaleAfter, Duration(1800*time.Millisecond))
+		setDefault(&d.MaxStale, Duration(72*time.Hour))
+		setDefault(&d.MaxTTL, Duration(24*time.Hour))
+		setDefault(&d.MaxNegativeTTL, Duration(3*time.Hour))
+		setDefault(&d.MaxEntries, 100_000)
+		setDefault(&d.MaxBytes, ByteSize(64<<20))
+		setDefault(&d.UDPSize, 1232)
+		setDefault(&d.SaveInterval, Duration(time.Minute))
+		if d.CacheFile == "" && c.Spool.Dir != "" {
+			d.CacheFile = filepath.Join(c.Spool.Dir, "dns-cache")
+		}
+		if len(d.Addresses) == 0 {
+			if host, _, err := net.SplitHostPort(c.Listen); err == nil {
+				d.Addresses = []string{host}
+			}
+		}
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setDefault(&r.MaxBodyBytes, c.Limits.MaxBodyBytes)
@@ -513,6 +588,8 @@ func (c *Config) Validate() error {
 			bad(d.field, "must not be negative")
 		}
 	}
+
+	c.validateDNS(bad)
 
 	switch c.Spool.Sync {
 	case SyncAlways, SyncInterval:
@@ -711,4 +788,80 @@ func validHost(s string) bool {
 		}
 		return false
 	})
+}
+
+// validateDNS checks the dns block, when the DNS server is on.
+func (c *Config) validateDNS(bad func(field, format string, args ...any)) {
+	d := c.DNS
+	if d.Listen == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(d.Listen); err != nil {
+		bad("dns.listen", "%q is not host:port; write it like 127.0.0.1:53", d.Listen)
+	}
+	for i, a := range d.Addresses {
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil:
+			bad(fmt.Sprintf("dns.addresses[%d]", i), "%q is not an IP address", a)
+		case ip.IsUnspecified():
+			bad(fmt.Sprintf("dns.addresses[%d]", i), "%s is where the mesh listener binds, not an address apps can reach; set dns.addresses to the pod's address, like 127.0.0.1", a)
+		}
+	}
+	self, _ := UpstreamResolver(d.Listen)
+	checkServers := func(field string, servers []string) {
+		for i, u := range servers {
+			if n, err := UpstreamResolver(u); err != nil {
+				bad(fmt.Sprintf("%s[%d]", field, i), "%v", err)
+			} else if n == self {
+				bad(fmt.Sprintf("%s[%d]", field, i), "%s is this proxy's own DNS address: queries would loop", u)
+			}
+		}
+	}
+	checkServers("dns.upstreams", d.Upstreams)
+	for zone, servers := range d.Zones {
+		if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
+			bad("dns.zones", "%q is not a domain name", zone)
+		}
+		if len(servers) == 0 {
+			bad("dns.zones."+zone, "lists no resolvers")
+		}
+		checkServers("dns.zones."+zone, servers)
+	}
+	for _, dd := range []struct {
+		field string
+		v     Duration
+	}{
+		{"dns.timeout", d.Timeout}, {"dns.staleAfter", d.StaleAfter}, {"dns.maxStale", d.MaxStale},
+		{"dns.maxTTL", d.MaxTTL}, {"dns.maxNegativeTTL", d.MaxNegativeTTL}, {"dns.saveInterval", d.SaveInterval},
+	} {
+		if dd.v <= 0 {
+			bad(dd.field, "must be positive")
+		}
+	}
+	if d.MinTTL < 0 || d.MinTTL > d.MaxTTL {
+		bad("dns.minTTL", "must be between 0 and dns.maxTTL (%s)", time.Duration(d.MaxTTL))
+	}
+	if d.MaxEntries < 1 {
+		bad("dns.maxEntries", "must be at least 1")
+	}
+	if d.MaxBytes < 64<<10 {
+		bad("dns.maxBytes", "%d bytes is too small for a cache; set 64KiB or more", d.MaxBytes)
+	}
+	if d.UDPSize < 512 || d.UDPSize > 65535 {
+		bad("dns.udpSize", "%d must be between 512 and 65535 (1232 avoids fragmentation)", d.UDPSize)
+	}
+}
+
+// UpstreamResolver returns a resolver address as host:port, with port 53
+// when s is a bare IP address.
+func UpstreamResolver(s string) (string, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(ip, 53).String(), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not an IP address or IP:port; write it like 10.96.0.10 or 10.96.0.10:53", s)
+	}
+	return ap.String(), nil
 }

@@ -115,6 +115,16 @@ func TestValidation(t *testing.T) {
 		{"bad offline class", route("    offline: {links: [Wifi]}\n"), []string{"routes[0].offline.links[0]"}},
 		{"bad metered", route("    offline: {metered: maybe}\n"), []string{"routes[0].offline.metered", "allow or deny"}},
 		{"negative hold limit", route("    offline: {holdLimit: {requests: -1}}\n"), []string{"routes[0].offline.holdLimit"}},
+		{"dns", "dns: {listen: 127.0.0.1:53, upstreams: [10.96.0.10, \"[fd00::a]:5353\"], zones: {cluster.local: [10.96.0.10]}}\n", nil},
+		{"dns bad listen", "dns: {listen: nope}\n", []string{"dns.listen", "not host:port"}},
+		{"dns on 0.0.0.0 without addresses", "listen: 0.0.0.0:15001\ndns: {listen: 0.0.0.0:53}\n", []string{"dns.addresses[0]", "set dns.addresses"}},
+		{"dns on 0.0.0.0 with addresses", "listen: 0.0.0.0:15001\ndns: {listen: 0.0.0.0:53, addresses: [10.1.2.3]}\n", nil},
+		{"dns bad upstream", "dns: {listen: 127.0.0.1:53, upstreams: [resolver.example]}\n", []string{"dns.upstreams[0]", "not an IP address"}},
+		{"dns upstream is itself", "dns: {listen: 127.0.0.1:53, upstreams: [127.0.0.1]}\n", []string{"dns.upstreams[0]", "would loop"}},
+		{"dns zone without resolvers", "dns: {listen: 127.0.0.1:53, zones: {cluster.local: []}}\n", []string{"dns.zones.cluster.local", "no resolvers"}},
+		{"dns ttl order", "dns: {listen: 127.0.0.1:53, minTTL: 2h, maxTTL: 1h}\n", []string{"dns.minTTL"}},
+		{"dns udp size", "dns: {listen: 127.0.0.1:53, udpSize: 100}\n", []string{"dns.udpSize"}},
+		{"dns unknown field", "dns: {listen: 127.0.0.1:53, upstream: [1.1.1.1]}\n", []string{"dns.upstream: unknown field", `did you mean "upstreams"?`}},
 		{"all errors at once", "listen: x\nadmin: y\n", []string{"listen:", "admin:"}},
 	}
 	for _, tt := range tests {
@@ -187,4 +197,19 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("SetDefaults is not idempotent:\n%s", d)
 		}
 	})
+}
+
+func TestDNSDefaults(t *testing.T) {
+	c, err := Parse([]byte("spool: {dir: /var/lib/misaki/spool}\ndns: {listen: 127.0.0.1:53}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.DNS
+	if d.CacheFile != "/var/lib/misaki/spool/dns-cache" || len(d.Addresses) != 1 || d.Addresses[0] != "127.0.0.1" ||
+		d.ResolvConf != "/etc/resolv.conf" || d.StaleAfter.D() != 1800*time.Millisecond || d.MaxStale.D() != 72*time.Hour || d.UDPSize != 1232 {
+		t.Fatalf("defaults: %+v", d)
+	}
+	if c, _ := Parse([]byte("listen: 127.0.0.1:15001\n")); c.DNS.CacheFile != "" || c.DNS.Addresses != nil {
+		t.Fatalf("defaults without dns.listen: %+v", c.DNS)
+	}
 }

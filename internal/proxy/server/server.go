@@ -26,6 +26,7 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
 	"github.com/misaki-io/misaki/internal/proxy/link"
+	"github.com/misaki-io/misaki/internal/proxy/localdns"
 	"github.com/misaki-io/misaki/internal/proxy/route"
 )
 
@@ -44,6 +45,10 @@ type Server struct {
 	budget  *hold.Budget
 	table   *route.Table
 	routes  []*routeRT
+
+	dns   *localdns.Server // nil without dns.listen
+	dnsPC net.PacketConn
+	dnsLn net.Listener
 
 	evalMu sync.Mutex // serialises evaluate
 
@@ -151,6 +156,11 @@ func (s *Server) Listen() error {
 		s.meshLn.Close()
 		return fmt.Errorf("admin: %w", err)
 	}
+	if err := s.listenDNS(); err != nil {
+		s.meshLn.Close()
+		s.adminLn.Close()
+		return err
+	}
 	return nil
 }
 
@@ -184,6 +194,10 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := s.openSpool(); err != nil {
 			s.meshLn.Close()
 			s.adminLn.Close()
+			if s.dns != nil {
+				s.dnsPC.Close()
+				s.dnsLn.Close()
+			}
 			return err
 		}
 	}
@@ -195,7 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "routes", len(s.routes), "links", len(s.cfg.Links))
+	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "dns", s.DNSAddr(), "routes", len(s.routes), "links", len(s.cfg.Links))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
@@ -208,6 +222,9 @@ func (s *Server) Run(ctx context.Context) error {
 			err := s.runSpool(gctx, s.httpDone)
 			return err
 		})
+	}
+	if s.dns != nil {
+		g.Go(func() error { return s.runDNS(gctx) })
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
 	lean := &h1.Server{
