@@ -258,21 +258,17 @@ func (s *Server) meshAnswer(req *dns.Msg, ms *meshSet, opt *dns.OPT) *dns.Msg {
 	resp.SetReply(req)
 	resp.Authoritative, resp.RecursionAvailable = true, true
 	q := req.Question[0]
-	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: uint32(s.cfg.MeshTTL / time.Second)}
-	switch q.Qtype {
-	case dns.TypeA, dns.TypeANY:
+	hdr := func(t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: uint32(s.cfg.MeshTTL / time.Second)}
+	}
+	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
 		for _, a := range ms.v4 {
-			h := hdr
-			h.Rrtype = dns.TypeA
-			resp.Answer = append(resp.Answer, &dns.A{Hdr: h, A: a.AsSlice()})
+			resp.Answer = append(resp.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: a.AsSlice()})
 		}
 	}
-	switch q.Qtype {
-	case dns.TypeAAAA, dns.TypeANY:
+	if q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY {
 		for _, a := range ms.v6 {
-			h := hdr
-			h.Rrtype = dns.TypeAAAA
-			resp.Answer = append(resp.Answer, &dns.AAAA{Hdr: h, AAAA: a.AsSlice()})
+			resp.Answer = append(resp.Answer, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: a.AsSlice()})
 		}
 	}
 	s.setOPT(resp, opt, false)
@@ -298,13 +294,7 @@ func (s *Server) fromEntry(req *dns.Msg, e *entry, ttl uint32, stale bool) *dns.
 // setOPT gives r an OPT record when the client sent one: the server's UDP
 // size, the client's DO bit, and the Stale Answer error when stale.
 func (s *Server) setOPT(r *dns.Msg, clientOPT *dns.OPT, stale bool) {
-	extra := r.Extra[:0]
-	for _, rr := range r.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
-		}
-	}
-	r.Extra = extra
+	r.Extra = dropOPT(r.Extra)
 	if clientOPT == nil {
 		return
 	}
@@ -394,16 +384,35 @@ func (s *Server) upstreamsFor(name string) []string {
 
 // ListenAndServe serves on addr over UDP and TCP until ctx ends.
 func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := Listen(addr)
 	if err != nil {
-		return fmt.Errorf("dns: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("dns: %w", err)
+		return err
 	}
 	return s.Serve(ctx, pc, ln)
+}
+
+// Listen binds addr over UDP and TCP, on one port. With port 0 the port
+// is the one the UDP socket got; when TCP finds it taken, both are tried
+// again on another.
+func Listen(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns: %w", err)
+	}
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns: %w", err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || attempt == 20 {
+			return nil, nil, fmt.Errorf("dns: %w", err)
+		}
+	}
 }
 
 // Serve serves on pc (UDP) and ln (TCP) until ctx ends.

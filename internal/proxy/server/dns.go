@@ -51,14 +51,8 @@ func (s *Server) listenDNS() error {
 		hosts = append(hosts, rt.cfg.Hosts...)
 	}
 	s.dns.SetMesh(hosts, addrs)
-	if s.dnsPC, err = net.ListenPacket("udp", d.Listen); err != nil {
-		return fmt.Errorf("dns: %w", err)
-	}
-	if s.dnsLn, err = net.Listen("tcp", s.dnsPC.LocalAddr().String()); err != nil {
-		s.dnsPC.Close()
-		return fmt.Errorf("dns: %w", err)
-	}
-	return nil
+	s.dnsPC, s.dnsLn, err = localdns.Listen(d.Listen)
+	return err
 }
 
 // dnsUpstreams returns dns.upstreams, or else resolv.conf's nameservers
