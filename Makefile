@@ -30,13 +30,14 @@ test: lint ## Run every test with the race detector (as CI does)
 	$(GO) test -count=1 ./internal/sockio/ ./internal/proxy/h1/ ./internal/proxy/forward/ ./internal/proxy/server/
 
 .PHONY: test-soak
-test-soak: ## Long runs: 1,000 SIGKILLs of the edge binary mid-spool, and 5 minutes of each spool, head and batch fuzzer
+test-soak: ## Long runs: 1,000 SIGKILLs of the edge binary mid-spool, and 5 minutes of each spool, head, batch and DNS fuzzer
 	MISAKI_CRASH_KILLS=1000 $(GO) test -count=1 -timeout 30m -run TestSpoolThroughSIGKILL -v ./test/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 5m ./internal/proxy/spool/
 	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 5m ./internal/proxy/spool/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 5m ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 5m ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 5m ./internal/batch/
+	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 5m ./internal/proxy/localdns/
 
 .PHONY: test-short
 test-short: ## Quick tests without the race detector and slow end-to-end runs
@@ -51,6 +52,7 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $${FUZZTIME:-60s} ./internal/batch/
+	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $${FUZZTIME:-60s} ./internal/proxy/localdns/
 
 .PHONY: lint
 lint: ## gofmt and go vet
