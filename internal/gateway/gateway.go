@@ -166,29 +166,23 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.store = store
 	defer store.Close()
-	s.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "misaki_gateway_keys", Help: "Idempotency keys remembered.",
-		}, func() float64 { return float64(store.Len()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_commits_total", Help: "Groups of answers written to the idempotency store's log, one fdatasync each (answers completing together share one).",
-		}, func() float64 { return float64(store.Stats().Commits) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_answers_total", Help: "Answers written to the idempotency store.",
-		}, func() float64 { return float64(store.Stats().Answers) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_commit_seconds_total", Help: "Time spent writing and syncing groups of answers.",
-		}, func() float64 { return store.Stats().CommitTime.Seconds() }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_commit_errors_total", Help: "Groups whose write failed: those answers were relayed to the vehicle but not stored.",
-		}, func() float64 { return float64(store.Stats().CommitError) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_checkpoints_total", Help: "Logs moved into the key database.",
-		}, func() float64 { return float64(store.Stats().Checkpoints) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "misaki_gateway_store_checkpoint_errors_total", Help: "Checkpoints that failed (the log is kept and applied later).",
-		}, func() float64 { return float64(store.Stats().CheckpointErrors) }),
-	)
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "misaki_gateway_keys", Help: "Idempotency keys remembered.",
+	}, func() float64 { return float64(store.Len()) }))
+	for _, c := range []struct {
+		name, help string
+		value      func(idem.Stats) float64
+	}{
+		{"commits_total", "Groups of answers written to the idempotency store's log, one fdatasync each (answers completing together share one).", func(st idem.Stats) float64 { return float64(st.Commits) }},
+		{"answers_total", "Answers written to the idempotency store.", func(st idem.Stats) float64 { return float64(st.Answers) }},
+		{"commit_seconds_total", "Time spent writing and syncing groups of answers.", func(st idem.Stats) float64 { return st.CommitTime.Seconds() }},
+		{"commit_errors_total", "Groups whose write failed: those answers were relayed to the vehicle but not stored.", func(st idem.Stats) float64 { return float64(st.CommitError) }},
+		{"checkpoints_total", "Logs moved into the key database.", func(st idem.Stats) float64 { return float64(st.Checkpoints) }},
+		{"checkpoint_errors_total", "Checkpoints that failed (the log is kept and applied later).", func(st idem.Stats) float64 { return float64(st.CheckpointErrors) }},
+	} {
+		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "misaki_gateway_store_" + c.name, Help: c.help},
+			func() float64 { return c.value(store.Stats()) }))
+	}
 
 	srv := &http.Server{
 		Handler:           s,
