@@ -157,9 +157,6 @@ var ErrFormat = errors.New("batch: not a multipart/mixed batch of application/ht
 // items' bodies are slices of one buffer.
 func Read(body io.Reader, contentType string, requests bool, maxBytes int64) ([]Item, error) {
 	var buf bytes.Buffer
-	if n := bodySize(body); n > 0 && n <= maxBytes {
-		buf.Grow(int(n) + bytes.MinRead)
-	}
 	if _, err := buf.ReadFrom(io.LimitReader(body, maxBytes+1)); err != nil {
 		return nil, fmt.Errorf("batch: reading: %w", err)
 	}
@@ -167,14 +164,6 @@ func Read(body io.Reader, contentType string, requests bool, maxBytes int64) ([]
 		return nil, fmt.Errorf("batch: larger than %d bytes", maxBytes)
 	}
 	return Parse(buf.Bytes(), contentType, requests)
-}
-
-// bodySize is the length of body when it says, else 0.
-func bodySize(body io.Reader) int64 {
-	if l, ok := body.(interface{ Len() int }); ok {
-		return int64(l.Len())
-	}
-	return 0
 }
 
 // Parse splits a whole batch body with Content-Type contentType into its

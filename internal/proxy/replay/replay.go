@@ -192,7 +192,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 			if full {
 				return
 			}
-			recs := p.take(rs.Route, max(t.Batch, 1))
+			recs, _ := p.o.Spool.NextN(rs.Route, max(t.Batch, 1))
 			if len(recs) == 0 {
 				p.mu.Lock()
 				p.inFlight--
@@ -231,12 +231,6 @@ func (p *Replayer) state(route string) *routeState {
 	return st
 }
 
-// take returns up to n queued records of route, marked in flight.
-func (p *Replayer) take(route string, n int) []*spool.Record {
-	recs, _ := p.o.Spool.NextN(route, n)
-	return recs
-}
-
 // deliver sends one spooled request and settles it.
 func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spool.Record) {
 	cw := newCapture(p.o.MaxResponseBytes)
@@ -264,6 +258,15 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 		return
 	}
 	answers, err := p.exchangeBatch(ctx, t, items)
+	if errors.Is(err, errBatchAnswerTooLarge) {
+		// Retried as a batch it would be too large again: one by one,
+		// each answer is cut at spool.maxResponseBytes and kept.
+		p.o.Log.Info("the answer to a batch is too large; delivering its requests one by one", "route", route, "requests", len(sent), "err", err)
+		for _, rec := range sent {
+			p.deliver(ctx, route, t, rec)
+		}
+		return
+	}
 	if err != nil {
 		p.o.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(sent), "err", err)
 		for _, rec := range sent {
@@ -312,9 +315,9 @@ func (p *Replayer) exchangeBatch(ctx context.Context, t Target, items []batch.It
 	case cw.status != http.StatusOK:
 		return nil, fmt.Errorf("replay: the upstream answered a batch with %d; is it a Misaki gateway? (offline.batch)", cw.status)
 	case cw.truncated:
-		return nil, fmt.Errorf("replay: the answer to a batch of %d is over %d bytes", len(items), cw.max)
+		return nil, fmt.Errorf("%w: a batch of %d, over %d bytes", errBatchAnswerTooLarge, len(items), cw.max)
 	}
-	answers, err := batch.Read(bytes.NewReader(cw.body.Bytes()), cw.header.Get("Content-Type"), false, int64(cw.body.Len()))
+	answers, err := batch.Parse(cw.body.Bytes(), cw.header.Get("Content-Type"), false)
 	if err == nil && len(answers) != len(items) {
 		err = fmt.Errorf("replay: the upstream answered %d of a batch of %d", len(answers), len(items))
 	}
@@ -372,6 +375,10 @@ func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spo
 }
 
 var errUnreadable = errors.New("replay: the spooled request cannot be read back")
+
+// errBatchAnswerTooLarge means a batch's answer was larger than its
+// requests' answers may be kept together.
+var errBatchAnswerTooLarge = errors.New("replay: the answer to a batch is too large")
 
 // send forwards rec, turning a handler abort into an error.
 func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http.ResponseWriter) (err error) {

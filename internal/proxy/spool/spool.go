@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/durable"
@@ -134,6 +135,8 @@ const (
 type Spool struct {
 	opts Options
 	log  *slog.Logger
+
+	reads atomic.Int64 // reads of records from segments, for tests of NextN
 
 	mu        sync.Mutex // guards fields below
 	closed    bool
@@ -646,40 +649,11 @@ func (s *Spool) reclaimLocked() {
 // nil if there is none. Its body, if in a file, is read with OpenBody.
 // The caller ends it with Finish or puts it back with Retry.
 func (s *Spool) Next(route string) (*Record, error) {
-	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return nil, ErrClosed
-		}
-		q := s.queues[route]
-		i := -1
-		if q != nil {
-			i = q.firstQueued()
-		}
-		if i < 0 {
-			s.mu.Unlock()
-			return nil, nil
-		}
-		e := q.entries[i]
-		q.entries[i].state = stateInFlight
-		q.inFlight++
-		f, err := s.segmentFileLocked(e.seg)
-		s.mu.Unlock()
-		// Read outside the lock: after a reboot this is a disk read, and
-		// enqueues and other deliveries must not wait for it. The entry is
-		// in flight, so its segment stays.
-		var r *Record
-		if err == nil {
-			r, err = readRecord(f, e)
-		}
-		if err == nil {
-			return r, nil
-		}
-		if s.unreadable(q, e, err) {
-			return nil, ErrClosed
-		}
+	recs, err := s.NextN(route, 1)
+	if len(recs) == 0 {
+		return nil, err
 	}
+	return recs[0], nil
 }
 
 // unreadable deals with in-flight entry e of q, which could not be read
@@ -709,64 +683,92 @@ func (s *Spool) unreadable(q *queue, e entry, err error) (closed bool) {
 // readAhead bounds one read of NextN.
 const readAhead = 1 << 20
 
-// NextN takes up to n queued records of route, oldest first, as n calls
-// of Next would, but reads records that lie close together in a segment
-// with one read: a replay batch costs one system call, not one per
-// record. It returns fewer than n when the route has fewer queued.
+// NextN takes up to n queued records of route, oldest first, marked in
+// flight, as n calls of Next would, but reads records that lie close
+// together in a segment with one read: a replay batch costs one system
+// call, not one per record. A record that cannot be read back is damage
+// found late: counted, ended and skipped, never blocking the queue. It
+// returns fewer than n only when the route has no more queued.
 func (s *Spool) NextN(route string, n int) ([]*Record, error) {
+	var recs []*Record
+	for len(recs) < n {
+		got, skipped, err := s.nextRound(route, n-len(recs))
+		recs = append(recs, got...)
+		if err != nil {
+			if len(recs) == 0 {
+				return nil, err
+			}
+			return recs, nil
+		}
+		if skipped == 0 {
+			break // as many as were queued
+		}
+	}
+	return recs, nil
+}
+
+// nextRound takes up to n queued records of route and reads them; it
+// returns those read and how many it skipped as unreadable.
+func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	q := s.queues[route]
 	var es []entry
-	var fs []*os.File
+	var fs []*os.File // nil where the segment could not be opened
+	var openErrs []error
 	if q != nil && n > 0 {
 		for i := q.firstQueued(); i >= 0 && i < len(q.entries) && len(es) < n; i++ {
 			e := &q.entries[i]
 			if e.state != stateQueued {
 				continue
 			}
-			f, err := s.segmentFileLocked(e.seg)
-			if err != nil {
-				break // left for Next to meet and report
-			}
 			e.state = stateInFlight
 			q.inFlight++
-			es, fs = append(es, *e), append(fs, f)
+			f, err := s.segmentFileLocked(e.seg)
+			es, fs, openErrs = append(es, *e), append(fs, f), append(openErrs, err)
 		}
 	}
 	s.mu.Unlock()
+	// Read outside the lock: after a reboot these are disk reads, and
+	// enqueues and other deliveries must not wait for them. The entries
+	// are in flight, so their segments stay.
 	recs := make([]*Record, 0, len(es))
+	skipped := 0
 	for k := 0; k < len(es); {
 		// A run of records in one segment, in order (a route's records are
 		// appended in sequence), whose span is not mostly other frames.
-		j, sum := k+1, int64(es[k].size)
-		for j < len(es) && fs[j] == fs[k] && es[j].off > es[j-1].off {
-			end := int64(es[j].off) + int64(es[j].size) - int64(es[k].off)
-			if end > readAhead || end > 2*(sum+int64(es[j].size))+64<<10 {
+		j, sum := k+1, frameSpan(es[k])
+		for j < len(es) && fs[k] != nil && fs[j] == fs[k] && es[j].off > es[j-1].off {
+			end := int64(es[j].off) + frameSpan(es[j]) - int64(es[k].off)
+			if end > readAhead || end > 2*(sum+frameSpan(es[j]))+64<<10 {
 				break
 			}
-			sum += int64(es[j].size)
+			sum += frameSpan(es[j])
 			j++
 		}
 		var buf []byte
 		if j-k > 1 {
-			// A short read (the end of the file: sizes count body files)
-			// leaves the records past it to readRecord.
-			buf = make([]byte, int64(es[j-1].off)+int64(es[j-1].size)-int64(es[k].off))
+			// A short read (the end of the file) leaves the records past
+			// it to readRecord.
+			buf = make([]byte, int64(es[j-1].off)+frameSpan(es[j-1])-int64(es[k].off))
 			got, _ := fs[k].ReadAt(buf, int64(es[k].off))
+			s.reads.Add(1)
 			buf = buf[:got]
 		}
 		for m := k; m < j; m++ {
 			var r *Record
 			err := errShortFrame
 			if rel := int(es[m].off - es[k].off); buf != nil && rel < len(buf) {
-				r, err = recordFrom(buf[rel:min(len(buf), rel+int(es[m].size))], es[m])
+				r, err = recordFrom(buf[rel:min(len(buf), rel+int(frameSpan(es[m])))], es[m])
 			}
-			if errors.Is(err, errShortFrame) {
+			if openErrs[m] != nil {
+				err = openErrs[m]
+			} else if errors.Is(err, errShortFrame) {
 				r, err = readRecord(fs[m], es[m]) // alone, or past what the run's read got
+				s.reads.Add(1)
 			}
 			if err == nil {
 				recs = append(recs, r)
@@ -776,16 +778,18 @@ func (s *Spool) NextN(route string, n int) ([]*Record, error) {
 				for _, e := range es[m+1:] {
 					s.unreadable(q, e, os.ErrClosed)
 				}
-				if len(recs) == 0 {
-					return nil, ErrClosed
-				}
-				return recs, nil
+				return recs, skipped, ErrClosed
 			}
+			skipped++
 		}
 		k = j
 	}
-	return recs, nil
+	return recs, skipped, nil
 }
+
+// frameSpan is the most of a segment entry e's record can take: its size
+// counts a body file's bytes too.
+func frameSpan(e entry) int64 { return min(int64(e.size), frameHeader+maxPayload) }
 
 // segmentFileLocked returns an open file of segment ord, for reading.
 func (s *Spool) segmentFileLocked(ord uint32) (*os.File, error) {
@@ -888,14 +892,7 @@ func (b *checkedBody) Close() error { return b.f.Close() }
 
 // Finish ends an in-flight (or queued) record with outcome o.
 func (s *Spool) Finish(seq uint64, o Outcome) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q, i := s.findLocked(seq)
-	if q == nil {
-		return ErrNotFound
-	}
-	s.finishLocked(q, i, o)
-	return nil
+	return s.FinishAll([]uint64{seq}, []Outcome{o})
 }
 
 // FinishAll ends records as Finish does, seqs[i] with outcomes[i], with
@@ -907,20 +904,22 @@ func (s *Spool) FinishAll(seqs []uint64, outcomes []Outcome) error {
 	defer s.mu.Unlock()
 	var frames []byte
 	var found []int
+	queues := make([]*queue, len(seqs))
 	for k, seq := range seqs {
-		if q, _ := s.findLocked(seq); q != nil {
+		if queues[k], _ = s.findLocked(seq); queues[k] != nil {
 			frames = appendFrame(frames, typeDone, appendDone(nil, seq, outcomes[k]))
 			found = append(found, k)
 		}
 	}
 	if len(frames) > 0 {
 		if _, err := s.appendLocked(frames); err != nil {
-			s.log.Warn("recording finished requests", "requests", len(found), "err", err)
+			s.log.Warn("recording finished requests", "seq", seqs[found[0]], "requests", len(found), "err", err)
 		}
 	}
 	for _, k := range found {
-		if q, i := s.findLocked(seqs[k]); q != nil {
-			s.forgetLocked(q, i, outcomes[k])
+		// Found again by its queue: an earlier removal may have moved it.
+		if i := queues[k].find(seqs[k]); i >= 0 {
+			s.forgetLocked(queues[k], i, outcomes[k])
 		}
 	}
 	if len(found) < len(seqs) {

@@ -712,7 +712,9 @@ func TestNextNAsNext(t *testing.T) {
 		copyDir(t, base, dir)
 		s := open(t, dir)
 		var got []*Record
+		calls, reads0 := 0, s.reads.Load()
 		for {
+			calls++
 			recs, err := s.NextN("r", n)
 			if err != nil {
 				t.Fatal(err)
@@ -732,6 +734,14 @@ func TestNextNAsNext(t *testing.T) {
 		}
 		if len(got) != len(want) {
 			t.Fatalf("NextN(%d): %d records, Next %d", n, len(got), len(want))
+		}
+		// Neighbouring records come with one read: the other route's
+		// records and done frames between them do not split a batch.
+		if reads := s.reads.Load() - reads0; n > 1 && reads > int64(calls) {
+			t.Fatalf("NextN(%d): %d reads for %d calls", n, reads, calls)
+		}
+		if st := s.Stats(); st.DamagedSpans != 0 {
+			t.Fatalf("NextN(%d): %d damaged spans in a healthy spool", n, st.DamagedSpans)
 		}
 		for i := range want {
 			if got[i].Seq != want[i].Seq || got[i].URL != want[i].URL || !bytes.Equal(readBody(t, s, got[i]), readBody(t, s, want[i])) {
@@ -775,7 +785,54 @@ func TestNextNSkipsDamageFoundLate(t *testing.T) {
 		t.Fatalf("a second NextN: %d, %v; want none (all in flight or ended)", len(recs), err)
 	}
 	s.Close()
+
+	// One at a time, a damaged record at the head is skipped and the next
+	// one returned, not nothing.
+	s = open(t, dir)
+	for range 3 {
+		r, err := s.Next("r")
+		if err != nil || r == nil {
+			t.Fatalf("Next: %v, %v", r, err)
+		}
+		s.Finish(r.Seq, Delivered)
+	}
+	f, err = os.OpenFile(segmentFiles(t, dir)[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{'!'}, int64(frames[5]+200)) // inside record 4, now the head
+	f.Close()
+	if recs, err := s.NextN("r", 1); err != nil || len(recs) != 1 || recs[0].URL != "/v1/items/5?x=1" {
+		t.Fatalf("NextN(1) over a damaged head: %d records, %v; want record 5", len(recs), err)
+	}
+	s.Close()
 	if _, err := s.NextN("r", 1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// A segment that cannot be opened when its records are taken costs those
+// records (counted), and the route goes on with the next segment's.
+func TestNextNSkipsAMissingSegment(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, func(o *Options) { o.SegmentBytes = 4096 })
+	for i := range 40 {
+		enqueue(t, s, request("r", i, bytes.Repeat([]byte{'x'}, 300)), Limits{})
+	}
+	s.Close()
+	s = open(t, dir, func(o *Options) { o.SegmentBytes = 4096 })
+	segs := segmentFiles(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	if err := os.Remove(segs[0]); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.NextN("r", 40)
+	if err != nil || len(recs) == 0 || len(recs) == 40 {
+		t.Fatalf("NextN: %d records, %v; want those of the segments left", len(recs), err)
+	}
+	if st := s.Stats(); st.DamagedSpans != int64(40-len(recs)) {
+		t.Fatalf("DamagedSpans %d, want the %d records of the missing segment", st.DamagedSpans, 40-len(recs))
 	}
 }
