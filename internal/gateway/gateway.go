@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -536,11 +537,19 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			bw := &bufferWriter{header: http.Header{}}
 			defer func() {
-				if p := recover(); p != nil && p != http.ErrAbortHandler {
-					panic(p)
-				}
-				if bw.status == 0 {
-					bw.status = http.StatusBadGateway // the handler broke off
+				// A handler that broke off (the service's answer was cut:
+				// http.ErrAbortHandler) gets what a request of its own
+				// would, a broken exchange: 502, which the edge retries,
+				// and the retry gets whatever was stored. Never a short
+				// body under the status already written. Another panic is
+				// logged, not re-raised: outside net/http's own goroutine
+				// it would end the process.
+				if p := recover(); p != nil || bw.status == 0 {
+					if p != nil && p != http.ErrAbortHandler {
+						s.log.Error("panic answering a batch item", "panic", p, "stack", string(debug.Stack()))
+					}
+					bw = &bufferWriter{header: http.Header{}, status: http.StatusBadGateway}
+					bw.body.WriteString("misaki gateway: the answer broke off\n")
 				}
 				answers[i] = batch.Item{Status: bw.status, Header: bw.header, Body: bw.body.Bytes()}
 			}()

@@ -294,7 +294,15 @@ func TestAnswerStoredWhenVehicleLeaves(t *testing.T) {
 // de-duplication holds across batches and single requests.
 func TestBatch(t *testing.T) {
 	p := newPKI(t)
-	svc := newService(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "stored") })
+	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if string(body) == "broken" { // the answer breaks off after its status
+			io.WriteString(w, "stored, and then")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		io.WriteString(w, "stored "+string(body))
+	})
 	g := startGateway(t, p, svc.URL, t.TempDir())
 	c := p.client(true)
 	post := func(items []batch.Item) []batch.Item {
@@ -334,11 +342,27 @@ func TestBatch(t *testing.T) {
 		item("telemetry.cloud.misaki", "", "no key"),
 		item("unknown.example", "k3", "three"),
 		{Method: http.MethodPost, Target: batch.Path, Host: "telemetry.cloud.misaki"},
+		item("telemetry.cloud.misaki", "k4", "broken"),
 	})
-	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusOK, http.StatusNotFound, http.StatusBadRequest} {
+	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusOK, http.StatusNotFound, http.StatusBadRequest, http.StatusBadGateway} {
 		if a[i].Status != want {
 			t.Errorf("item %d: %d %q, want %d", i, a[i].Status, a[i].Body, want)
 		}
+	}
+	// Each item has its own answer, in order.
+	for i, want := range []string{"stored one", "stored two", "stored no key"} {
+		if string(a[i].Body) != want {
+			t.Errorf("item %d: body %q, want %q", i, a[i].Body, want)
+		}
+	}
+	// An answer that broke off is not passed on as a short success; as for
+	// a request of its own, the retry gets the status that was stored,
+	// without reaching the service again.
+	if strings.Contains(string(a[5].Body), "and then") {
+		t.Errorf("the broken answer's partial body was passed on: %q", a[5].Body)
+	}
+	if a := post([]batch.Item{item("telemetry.cloud.misaki", "k4", "broken")}); a[0].Status != http.StatusOK || a[0].Header.Get("Misaki-Replayed") != "true" || svc.hits("k4") != 1 {
+		t.Errorf("the retry of a broken answer: %d %v, the service saw k4 %d times", a[0].Status, a[0].Header, svc.hits("k4"))
 	}
 	if svc.hits("k1") != 1 || svc.hits("k2") != 1 || svc.identity != devpki.VehicleURI("VIN123") {
 		t.Fatalf("service: k1 %d, k2 %d times, identity %q", svc.hits("k1"), svc.hits("k2"), svc.identity)
