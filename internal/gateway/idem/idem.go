@@ -224,15 +224,8 @@ func readLog(p string, fn func(key []byte, e *Entry)) error {
 
 // A log frame is its payload's length and CRC-32C (4 bytes each, little
 // endian), then the payload: frameV1, the key's length (uvarint), the key,
-// and the entry as JSON, the same bytes the checkpoint puts in bbolt. The
-// first logs held a JSON object of both, {"k":…,"e":…}; they are still
-// read.
+// and the entry as JSON, the same bytes the checkpoint puts in bbolt.
 const frameV1 = 1
-
-type walRecord struct {
-	Key   []byte `json:"k"`
-	Entry *Entry `json:"e"`
-}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -257,13 +250,6 @@ func appendFrame(dst []byte, key []byte, e *Entry) ([]byte, error) {
 
 // decodeFrame decodes a frame's payload; a nil entry means it is not one.
 func decodeFrame(p []byte) ([]byte, *Entry) {
-	if len(p) > 0 && p[0] == '{' {
-		var rec walRecord
-		if json.Unmarshal(p, &rec) != nil {
-			return nil, nil
-		}
-		return rec.Key, rec.Entry
-	}
 	if len(p) == 0 || p[0] != frameV1 {
 		return nil, nil
 	}
@@ -330,11 +316,8 @@ func (s *Store) Close() error {
 	<-s.stopped
 	s.checkpoints.Wait()
 	s.mu.Lock()
-	err := s.rotateLocked(false)
-	s.mu.Unlock()
-	s.checkpoints.Wait()
-	s.mu.Lock()
-	if s.wal != nil {
+	err := s.rotateLocked(false) // waits for its checkpoint
+	if s.wal != nil { // nothing was left to move
 		s.wal.Close()
 		if s.walSize == 0 {
 			os.Remove(s.wal.Name())
@@ -508,14 +491,15 @@ func (s *Store) checkpointIfDueLocked() {
 }
 
 // rotateLocked starts a new log and moves the answers of the current one
-// into bbolt, in the background when async. A checkpoint still running
-// defers it. Called with mu held.
+// into bbolt: in the background when async (the committer's rotations,
+// with answers still coming), else at once and with no new log (Close's).
+// A checkpoint still running defers it. Called with mu held.
 func (s *Store) rotateLocked(async bool) error {
 	if s.moving != nil || len(s.recent) == 0 {
 		return nil
 	}
 	old := s.wal
-	if s.commitsOpen() {
+	if async { // the committer's: answers go on coming
 		if err := s.newLog(); err != nil {
 			return fmt.Errorf("idempotency store: new log: %w", err)
 		}
@@ -561,17 +545,6 @@ func (s *Store) rotateLocked(async bool) error {
 	err := run()
 	s.mu.Lock()
 	return err
-}
-
-// commitsOpen reports whether the committer may still write (false once
-// Close began: the last checkpoint needs no new log).
-func (s *Store) commitsOpen() bool {
-	select {
-	case <-s.stopped:
-		return false
-	default:
-		return true
-	}
 }
 
 // Sweep removes entries older than the window and returns how many.
