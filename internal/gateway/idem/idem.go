@@ -317,7 +317,7 @@ func (s *Store) Close() error {
 	s.checkpoints.Wait()
 	s.mu.Lock()
 	err := s.rotateLocked(false) // waits for its checkpoint
-	if s.wal != nil { // nothing was left to move
+	if s.wal != nil {            // nothing was left to move
 		s.wal.Close()
 		if s.walSize == 0 {
 			os.Remove(s.wal.Name())
