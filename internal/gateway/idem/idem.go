@@ -316,8 +316,9 @@ func (s *Store) Close() error {
 	<-s.stopped
 	s.checkpoints.Wait()
 	s.mu.Lock()
-	err := s.rotateLocked(false) // waits for its checkpoint
-	if s.wal != nil {            // nothing was left to move
+	// Moved at once; a log is left only when it held nothing to move.
+	err := s.rotateLocked(false)
+	if s.wal != nil {
 		s.wal.Close()
 		if s.walSize == 0 {
 			os.Remove(s.wal.Name())
