@@ -48,7 +48,10 @@ func TestDNSOnlineOfflineAndAfterRestart(t *testing.T) {
 		}
 		w.WriteMsg(m)
 	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
 	go up.ActivateAndServe()
+	<-started
 	defer up.Shutdown()
 
 	dir := t.TempDir()

@@ -168,6 +168,9 @@ routes:
 	}
 	span := last.Sub(first)
 	mu.Unlock()
+	if dups > 0 {
+		b.Fatalf("%s: %d requests reached the service more than once", via, dups)
+	}
 	rate := float64(n-1) / span.Seconds()
 	perReq := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Microseconds())/float64(n)) }
 	mu.Lock()

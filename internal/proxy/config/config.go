@@ -808,12 +808,12 @@ func (c *Config) validateDNS(bad func(field, format string, args ...any)) {
 			bad(fmt.Sprintf("dns.addresses[%d]", i), "%s is where the mesh listener binds, not an address apps can reach; set dns.addresses to the pod's address, like 127.0.0.1", a)
 		}
 	}
-	self, _ := UpstreamResolver(d.Listen)
+	self := d.Self()
 	checkServers := func(field string, servers []string) {
 		for i, u := range servers {
 			if n, err := UpstreamResolver(u); err != nil {
 				bad(fmt.Sprintf("%s[%d]", field, i), "%v", err)
-			} else if n == self {
+			} else if self[n] {
 				bad(fmt.Sprintf("%s[%d]", field, i), "%s is this proxy's own DNS address: queries would loop", u)
 			}
 		}
@@ -851,6 +851,24 @@ func (c *Config) validateDNS(bad func(field, format string, args ...any)) {
 	if d.UDPSize < 512 || d.UDPSize > 65535 {
 		bad("dns.udpSize", "%d must be between 512 and 65535 (1232 avoids fragmentation)", d.UDPSize)
 	}
+}
+
+// Self returns the addresses (IP:port) the proxy's own DNS server answers
+// on, which must never be its upstream: dns.listen, and each of
+// dns.addresses on its port (the pod's address, when it listens on all).
+func (d DNS) Self() map[string]bool {
+	self := map[string]bool{}
+	ap, err := netip.ParseAddrPort(d.Listen)
+	if err != nil {
+		return self
+	}
+	self[ap.String()] = true
+	for _, a := range d.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			self[netip.AddrPortFrom(ip, ap.Port()).String()] = true
+		}
+	}
+	return self
 }
 
 // UpstreamResolver returns a resolver address as host:port, with port 53

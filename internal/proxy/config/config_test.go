@@ -121,6 +121,7 @@ func TestValidation(t *testing.T) {
 		{"dns on 0.0.0.0 with addresses", "listen: 0.0.0.0:15001\ndns: {listen: 0.0.0.0:53, addresses: [10.1.2.3]}\n", nil},
 		{"dns bad upstream", "dns: {listen: 127.0.0.1:53, upstreams: [resolver.example]}\n", []string{"dns.upstreams[0]", "not an IP address"}},
 		{"dns upstream is itself", "dns: {listen: 127.0.0.1:53, upstreams: [127.0.0.1]}\n", []string{"dns.upstreams[0]", "would loop"}},
+		{"dns upstream is itself by its pod address", "listen: 0.0.0.0:15001\ndns: {listen: 0.0.0.0:53, addresses: [10.1.2.3], upstreams: [10.1.2.3]}\n", []string{"dns.upstreams[0]", "would loop"}},
 		{"dns zone without resolvers", "dns: {listen: 127.0.0.1:53, zones: {cluster.local: []}}\n", []string{"dns.zones.cluster.local", "no resolvers"}},
 		{"dns ttl order", "dns: {listen: 127.0.0.1:53, minTTL: 2h, maxTTL: 1h}\n", []string{"dns.minTTL"}},
 		{"dns udp size", "dns: {listen: 127.0.0.1:53, udpSize: 100}\n", []string{"dns.udpSize"}},

@@ -18,6 +18,7 @@ type cache struct {
 	entries    map[string]*list.Element // key → *entry
 	lru        *list.List               // front: most recently used
 	bytes      int64
+	gen        uint64 // counts changes of the entries
 	maxEntries int
 	maxBytes   int64
 	maxStale   time.Duration
@@ -90,6 +91,7 @@ func (c *cache) put(e *entry) {
 	}
 	c.entries[e.key] = c.lru.PushFront(e)
 	c.bytes += e.size()
+	c.gen++
 	for len(c.entries) > c.maxEntries || c.bytes > c.maxBytes {
 		c.removeLocked(c.lru.Back())
 	}
@@ -99,6 +101,14 @@ func (c *cache) removeLocked(el *list.Element) {
 	e := c.lru.Remove(el).(*entry)
 	delete(c.entries, e.key)
 	c.bytes -= e.size()
+	c.gen++
+}
+
+// generation counts the changes to the entries (not to their order).
+func (c *cache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 // stats returns the entry count and bytes.

@@ -25,12 +25,14 @@
 package localdns
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +40,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/misaki-io/misaki/internal/clock"
 )
 
 // Config configures a Server. Zero values take the defaults.
@@ -66,8 +70,8 @@ type Config struct {
 	UDPSize uint16
 	// MeshTTL is the TTL of mesh answers. Default 5s.
 	MeshTTL time.Duration
-	// Now is the wall clock. Default time.Now.
-	Now func() time.Time
+	// Clock is the wall clock and the stale timer's. Default clock.Real.
+	Clock clock.Clock
 	// Log receives upstream failures. Default: discard.
 	Log *slog.Logger
 	// Metrics, when set, counts what the server does.
@@ -98,8 +102,8 @@ func (c *Config) defaults() {
 	if c.UDPSize == 0 {
 		c.UDPSize = 1232
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -110,9 +114,16 @@ func (c *Config) defaults() {
 type Server struct {
 	cfg    Config
 	cache  *cache
+	zones  []zone // longest first; the last is "." (cfg.Upstreams)
 	mesh   atomic.Pointer[meshSet]
 	flight singleflight.Group
 	m      *Metrics
+}
+
+// zone is a suffix (lower case, fully qualified) and its resolvers.
+type zone struct {
+	name      string
+	upstreams []string
 }
 
 // meshSet is the mesh's names (lower case, fully qualified; "*." prefixes
@@ -127,6 +138,16 @@ type meshSet struct {
 func New(cfg Config) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, cache: newCache(cfg.MaxEntries, cfg.MaxBytes, cfg.MaxStale), m: cfg.Metrics}
+	for name, ups := range cfg.Zones {
+		if name = strings.ToLower(dns.Fqdn(name)); name != "." {
+			s.zones = append(s.zones, zone{name, ups})
+		}
+	}
+	slices.SortFunc(s.zones, func(a, b zone) int { return cmp.Or(len(b.name)-len(a.name), strings.Compare(a.name, b.name)) })
+	s.zones = append(s.zones, zone{".", cfg.Upstreams})
+	if ups, ok := cfg.Zones["."]; ok {
+		s.zones[len(s.zones)-1].upstreams = ups
+	}
 	s.mesh.Store(&meshSet{})
 	return s
 }
@@ -213,10 +234,9 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 		return s.meshAnswer(req, ms, opt), SourceMesh
 	}
 	key := cacheKey(q, do)
-	now := s.cfg.Now()
-	e, age := s.cache.get(key, now)
+	e, age := s.cache.get(key, s.cfg.Clock.Now())
 	if e != nil && age < time.Duration(e.ttl)*time.Second {
-		if r := s.fromEntry(req, e, e.ttl-uint32(age/time.Second), false); r != nil {
+		if r := s.fromEntry(req, opt, e, e.ttl-uint32(age/time.Second), false); r != nil {
 			return r, SourceCache
 		}
 	}
@@ -225,24 +245,20 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
 	var timer <-chan time.Time
 	if e != nil {
-		t := time.NewTimer(s.cfg.StaleAfter)
+		t := s.cfg.Clock.NewTimer(s.cfg.StaleAfter)
 		defer t.Stop()
-		timer = t.C
+		timer = t.C()
 	}
 	select {
 	case res := <-ch:
 		if res.Err == nil {
-			r := res.Val.(*dns.Msg).Copy()
-			r.SetReply(req)
-			r.Rcode = res.Val.(*dns.Msg).Rcode
-			r.Authoritative, r.RecursionAvailable = false, true
-			s.setOPT(r, opt, false)
-			return r, SourceUpstream
+			// Shared with the other clients that asked: a copy each.
+			return s.reply(req, res.Val.(*dns.Msg).Copy(), opt, false), SourceUpstream
 		}
 	case <-timer:
 	}
 	if e != nil {
-		if r := s.fromEntry(req, e, staleTTL, true); r != nil {
+		if r := s.fromEntry(req, opt, e, staleTTL, true); r != nil {
 			return r, SourceStale
 		}
 	}
@@ -277,24 +293,30 @@ func (s *Server) meshAnswer(req *dns.Msg, ms *meshSet, opt *dns.OPT) *dns.Msg {
 
 // fromEntry makes the reply to req from cached e, with every TTL set to
 // ttl; a stale one carries Extended DNS Error 3.
-func (s *Server) fromEntry(req *dns.Msg, e *entry, ttl uint32, stale bool) *dns.Msg {
+func (s *Server) fromEntry(req *dns.Msg, opt *dns.OPT, e *entry, ttl uint32, stale bool) *dns.Msg {
 	r := new(dns.Msg)
 	if r.Unpack(e.msg) != nil {
 		return nil
 	}
+	setTTLs(r, ttl)
+	return s.reply(req, r, opt, stale)
+}
+
+// reply turns r, an upstream's answer (without OPT), into the reply to
+// req: its ID and question, its rcode kept, not authoritative.
+func (s *Server) reply(req, r *dns.Msg, opt *dns.OPT, stale bool) *dns.Msg {
 	rcode := r.Rcode
 	r.SetReply(req)
 	r.Rcode = rcode
 	r.Authoritative, r.RecursionAvailable = false, true
-	setTTLs(r, ttl)
-	s.setOPT(r, req.IsEdns0(), stale)
+	s.setOPT(r, opt, stale)
 	return r
 }
 
-// setOPT gives r an OPT record when the client sent one: the server's UDP
-// size, the client's DO bit, and the Stale Answer error when stale.
+// setOPT gives r, which has none, an OPT record when the client sent one:
+// the server's UDP size, the client's DO bit, and the Stale Answer error
+// when stale.
 func (s *Server) setOPT(r *dns.Msg, clientOPT *dns.OPT, stale bool) {
-	r.Extra = dropOPT(r.Extra)
 	if clientOPT == nil {
 		return
 	}
@@ -342,17 +364,14 @@ func (s *Server) resolve(q dns.Question, do bool, key string) (*dns.Msg, error) 
 			errs = append(errs, err)
 			continue
 		}
-		if ttl, ok := answerTTL(r, s.cfg.MinTTL, s.cfg.MaxTTL, s.cfg.MaxNegTTL); ok {
-			c := r.Copy()
-			c.Id = 0
-			setTTLs(c, ttl)
-			c.Extra = dropOPT(c.Extra)
-			if packed, err := c.Pack(); err == nil {
-				s.cache.put(&entry{key: key, msg: packed, stored: s.cfg.Now(), ttl: ttl})
-			}
-			r = c
-		}
 		r.Extra = dropOPT(r.Extra)
+		if ttl, ok := answerTTL(r, s.cfg.MinTTL, s.cfg.MaxTTL, s.cfg.MaxNegTTL); ok {
+			r.Id = 0
+			setTTLs(r, ttl)
+			if packed, err := r.Pack(); err == nil {
+				s.cache.put(&entry{key: key, msg: packed, stored: s.cfg.Clock.Now(), ttl: ttl})
+			}
+		}
 		return r, nil
 	}
 	return nil, errors.Join(errs...)
@@ -371,24 +390,13 @@ func dropOPT(rrs []dns.RR) []dns.RR {
 // upstreamsFor returns the resolvers for name: its longest matching zone's,
 // else the default ones.
 func (s *Server) upstreamsFor(name string) []string {
-	name = strings.ToLower(dns.Fqdn(name))
-	best, ups := -1, s.cfg.Upstreams
-	for zone, z := range s.cfg.Zones {
-		zone = strings.ToLower(dns.Fqdn(zone))
-		if (name == zone || strings.HasSuffix(name, "."+zone) || zone == ".") && len(zone) > best {
-			best, ups = len(zone), z
+	name = strings.ToLower(name)
+	for _, z := range s.zones {
+		if z.name == "." || name == z.name || strings.HasSuffix(name, "."+z.name) {
+			return z.upstreams
 		}
 	}
-	return ups
-}
-
-// ListenAndServe serves on addr over UDP and TCP until ctx ends.
-func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
-	pc, ln, err := Listen(addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(ctx, pc, ln)
+	return nil
 }
 
 // Listen binds addr over UDP and TCP, on one port. With port 0 the port

@@ -13,20 +13,9 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/misaki-io/misaki/internal/clock"
 )
-
-// clock is a settable wall clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // upstream is a real DNS server on loopback (UDP and TCP on one port)
 // that counts the queries it gets.
@@ -120,13 +109,13 @@ func ede(r *dns.Msg) (uint16, bool) {
 	return 0, false
 }
 
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)} }
+func newClock() *clock.Fake { return clock.NewFake(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)) }
 
 func TestForwardCacheAndStale(t *testing.T) {
 	up := startUpstream(t, answerA(60))
 	clk := newClock()
 	reg := prometheus.NewRegistry()
-	s := New(Config{Upstreams: []string{up.addr}, Now: clk.Now, StaleAfter: 300 * time.Millisecond, Timeout: time.Second, MaxStale: time.Hour, Metrics: NewMetrics(reg)})
+	s := New(Config{Upstreams: []string{up.addr}, Clock: clk, StaleAfter: 300 * time.Millisecond, Timeout: time.Second, MaxStale: time.Hour, Metrics: NewMetrics(reg)})
 	s.Bind(reg)
 	addr := serve(t, s)
 
@@ -316,7 +305,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	up := startUpstream(t, answerA(60))
 	clk := newClock()
 	path := filepath.Join(t.TempDir(), "dns-cache")
-	s := New(Config{Upstreams: []string{up.addr}, Now: clk.Now})
+	s := New(Config{Upstreams: []string{up.addr}, Clock: clk})
 	addr := serve(t, s)
 	for _, name := range []string{"a.example.", "b.example.", "nx.example."} {
 		query(t, addr, name, dns.TypeA, false)
@@ -330,7 +319,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	deadAddr := dead.LocalAddr().String()
 	dead.Close() // nothing listens there: queries are refused at once
-	s2 := New(Config{Upstreams: []string{deadAddr}, Now: clk.Now, StaleAfter: 300 * time.Millisecond})
+	s2 := New(Config{Upstreams: []string{deadAddr}, Clock: clk, StaleAfter: 300 * time.Millisecond})
 	if n, err := s2.Load(path); err != nil || n != 3 {
 		t.Fatalf("Load: %d, %v", n, err)
 	}
@@ -348,7 +337,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	// Past the maximum stale age (72h by default) the file's entries are
 	// not loaded.
 	clk.Advance(73 * time.Hour)
-	if n, _ := New(Config{Now: clk.Now}).Load(path); n != 0 {
+	if n, err := New(Config{Clock: clk}).Load(path); err != nil || n != 0 {
 		t.Fatalf("loaded %d entries past their maximum stale age", n)
 	}
 }
@@ -394,4 +383,66 @@ func FuzzServe(f *testing.F) {
 			t.Fatalf("an answer that does not pack: %v", err)
 		}
 	})
+}
+
+// An expired answer whose refresh hangs: the client gets the stale answer
+// when the client response timer fires, and the refresh, once it comes,
+// updates the cache.
+func TestStaleAfterTheTimer(t *testing.T) {
+	release := make(chan struct{})
+	var first atomic.Bool
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if first.CompareAndSwap(false, true) {
+			answerA(60)(w, r)
+			return
+		}
+		<-release
+		answerA(600)(w, r)
+	})
+	clk := newClock()
+	s := New(Config{Upstreams: []string{up.addr}, Clock: clk, Timeout: 10 * time.Second})
+	addr := serve(t, s)
+	query(t, addr, "www.example.", dns.TypeA, true)
+	clk.Advance(61 * time.Second)
+
+	got := make(chan *dns.Msg)
+	go func() { got <- query(t, addr, "www.example.", dns.TypeA, true) }()
+	for clk.Timers() == 0 { // the client response timer is armed
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("answered before the timer fired: %v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	clk.Advance(1800 * time.Millisecond)
+	r := <-got
+	if code, ok := ede(r); len(r.Answer) != 1 || r.Answer[0].Header().Ttl != staleTTL || !ok || code != dns.ExtendedErrorCodeStaleAnswer {
+		t.Fatalf("after the timer: %v", r)
+	}
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r := query(t, addr, "www.example.", dns.TypeA, true)
+		if _, stale := ede(r); !stale && len(r.Answer) == 1 && r.Answer[0].Header().Ttl == 600 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh did not reach the cache: %v", r)
+		}
+	}
+}
+
+// The generation moves when answers are cached, not when they are served
+// from the cache: an unchanged cache need not be saved again.
+func TestGeneration(t *testing.T) {
+	up := startUpstream(t, answerA(60))
+	s := New(Config{Upstreams: []string{up.addr}})
+	addr := serve(t, s)
+	g0 := s.Generation()
+	query(t, addr, "a.example.", dns.TypeA, false)
+	g1 := s.Generation()
+	query(t, addr, "a.example.", dns.TypeA, false)
+	if g1 == g0 || s.Generation() != g1 {
+		t.Fatalf("generations %d, %d, %d: want a change for the new answer and none for the cached one", g0, g1, s.Generation())
+	}
 }

@@ -22,6 +22,10 @@ const cacheMagic = "misaki-dns-cache-1\n"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// Generation changes whenever an answer is cached or dropped: a Save at
+// the same generation would write what the last one did.
+func (s *Server) Generation() uint64 { return s.cache.generation() }
+
 // Save writes the cache to path, crash-safe: a temporary file, fsynced,
 // renamed over path, and the directory fsynced. A crash leaves the old
 // file or the new one whole.
@@ -84,7 +88,7 @@ func (s *Server) Load(path string) (int, error) {
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != cacheMagic {
 		return 0, fmt.Errorf("dns cache: %s is not a cache file", path)
 	}
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	var loaded []*entry
 	var hdr [8]byte
 	for {

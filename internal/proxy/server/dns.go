@@ -43,7 +43,7 @@ func (s *Server) listenDNS() error {
 		Timeout: d.Timeout.D(), StaleAfter: d.StaleAfter.D(), MaxStale: d.MaxStale.D(),
 		MinTTL: d.MinTTL.D(), MaxTTL: d.MaxTTL.D(), MaxNegTTL: d.MaxNegativeTTL.D(),
 		MaxEntries: d.MaxEntries, MaxBytes: int64(d.MaxBytes), UDPSize: uint16(d.UDPSize),
-		Now: s.clock.Now, Log: s.log.With("component", "dns"), Metrics: localdns.NewMetrics(s.reg),
+		Clock: s.clock, Log: s.log.With("component", "dns"), Metrics: localdns.NewMetrics(s.reg),
 	})
 	s.dns.Bind(s.reg)
 	var hosts []string
@@ -56,7 +56,7 @@ func (s *Server) listenDNS() error {
 }
 
 // dnsUpstreams returns dns.upstreams, or else resolv.conf's nameservers
-// other than this proxy's own DNS address.
+// other than this proxy's own DNS addresses.
 func (s *Server) dnsUpstreams() ([]string, error) {
 	d := s.cfg.DNS
 	var ups []string
@@ -71,10 +71,10 @@ func (s *Server) dnsUpstreams() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: reading %s for upstream resolvers (or set dns.upstreams): %w", d.ResolvConf, err)
 	}
-	self, _ := config.UpstreamResolver(d.Listen)
+	self := d.Self()
 	for _, sv := range rc.Servers {
 		n, err := config.UpstreamResolver(net.JoinHostPort(sv, rc.Port))
-		if err != nil || n == self {
+		if err != nil || self[n] {
 			continue
 		}
 		ups = append(ups, n)
@@ -105,15 +105,19 @@ func (s *Server) runDNS(ctx context.Context) error {
 		}
 	}
 	s.log.Info("dns: listening", "addr", s.DNSAddr())
+	saved := s.dns.Generation() // what the file holds, before any query
 	done := make(chan error, 1)
 	go func() { done <- s.dns.Serve(ctx, s.dnsPC, s.dnsLn) }()
 	save := func() {
-		if file == "" {
+		// An unchanged cache is not written again: a vehicle's flash wears.
+		gen := s.dns.Generation()
+		if file == "" || gen == saved {
 			return
 		}
 		if n, err := s.dns.Save(file); err != nil {
 			s.log.Warn("dns: saving the cache", "file", file, "err", err)
 		} else {
+			saved = gen
 			s.log.Debug("dns: cache saved", "file", file, "entries", n)
 		}
 	}
