@@ -117,9 +117,14 @@ func (rs *Results) Put(r *Result) error { return rs.PutAll([]*Result{r}) }
 // PutAll stores results as Put does, with one write per file they go to
 // (usually one: a batch's results are of neighbouring ids).
 func (rs *Results) PutAll(results []*Result) error {
-	frames := map[uint64][]byte{}
-	newest := map[uint64]time.Time{}
-	var order []uint64
+	// The frames for each file, in the order first met: a batch's ids are
+	// neighbours, so nearly always one file, and a linear search is enough.
+	type group struct {
+		bucket uint64
+		frames []byte
+		newest time.Time
+	}
+	var groups []group
 	for _, r := range results {
 		id, err := strconv.ParseUint(r.ID, 10, 64)
 		if err != nil {
@@ -133,34 +138,34 @@ func (rs *Results) PutAll(results []*Result) error {
 			return fmt.Errorf("results: result %s is %d bytes", r.ID, len(payload))
 		}
 		b := id >> bucketShift
-		frame, ok := frames[b]
-		if !ok {
-			order = append(order, b)
+		k := slices.IndexFunc(groups, func(g group) bool { return g.bucket == b })
+		if k < 0 {
+			groups, k = append(groups, group{bucket: b}), len(groups)
 		}
-		start := len(frame)
-		frame = append(frame, make([]byte, frameHeader)...)
-		binary.LittleEndian.PutUint32(frame[start:], uint32(len(payload)))
-		binary.LittleEndian.PutUint64(frame[start+8:], id)
-		frame = append(frame, payload...)
-		binary.LittleEndian.PutUint32(frame[start+4:], crc32.Checksum(frame[start+8:], castagnoli))
-		frames[b] = frame
-		if r.Finished.After(newest[b]) {
-			newest[b] = r.Finished
+		g := &groups[k]
+		start := len(g.frames)
+		g.frames = append(g.frames, make([]byte, frameHeader)...)
+		binary.LittleEndian.PutUint32(g.frames[start:], uint32(len(payload)))
+		binary.LittleEndian.PutUint64(g.frames[start+8:], id)
+		g.frames = append(g.frames, payload...)
+		binary.LittleEndian.PutUint32(g.frames[start+4:], crc32.Checksum(g.frames[start+8:], castagnoli))
+		if r.Finished.After(g.newest) {
+			g.newest = r.Finished
 		}
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	for _, b := range order {
-		f, err := rs.fileLocked(b)
+	for _, g := range groups {
+		f, err := rs.fileLocked(g.bucket)
 		if err != nil {
 			return fmt.Errorf("results: %w", err)
 		}
-		if _, err := f.Write(frames[b]); err != nil {
+		if _, err := f.Write(g.frames); err != nil {
 			return fmt.Errorf("results: %w", err)
 		}
-		rs.dirty[b] = true
-		if newest[b].After(rs.newest[b]) {
-			rs.newest[b] = newest[b]
+		rs.dirty[g.bucket] = true
+		if g.newest.After(rs.newest[g.bucket]) {
+			rs.newest[g.bucket] = g.newest
 		}
 	}
 	return nil
