@@ -24,23 +24,7 @@ func TestBatchAnswerTooLargeGoesOneByOne(t *testing.T) {
 	}))
 	defer svc.Close()
 	gw := startProxyBinary(t, pki.GatewayYAML(t.TempDir(), svc.URL))
-	edge := startProxyBinary(t, fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-links:
-  - {name: wlan, class: wifi}
-spool:
-  dir: %s
-  maxResponseBytes: 16KiB
-  replay: {backoff: {initial: 10ms, max: 100ms}}
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud.misaki]
-    upstream: https://%s
-    tls: {caFile: %s, certFile: %s, keyFile: %s}
-    probe: {type: none}
-    offline: {spool: true, batch: 8}
-`, t.TempDir(), gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey))
+	edge := startProxyBinary(t, edgeToGatewayYAML(t.TempDir(), "maxResponseBytes: 16KiB, replay: {backoff: {initial: 10ms, max: 100ms}}", gw.mesh, pki, 8))
 
 	setLinkHTTP(t, edge.admin, "wlan", "down")
 	var locations []string

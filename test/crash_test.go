@@ -53,28 +53,13 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 
 	gw := startProxyBinary(t, pki.GatewayYAML(t.TempDir(), svc.URL))
 
-	const edgeCfg = `
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-links:
-  - {name: wlan, class: wifi}
-spool:
-  dir: %s
-  replay: {concurrency: 8, backoff: {initial: 10ms, max: 200ms}}
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud.misaki]
-    upstream: https://%s
-    tls: {caFile: %s, certFile: %s, keyFile: %s}
-    probe: {type: none}
-    offline: {spool: true, batch: %d}
-`
 	spoolDir := t.TempDir()
 	// Runs alternate between delivering one request per exchange and in
 	// batches of 8 (offline.batch), on the same spool.
+	replay := "replay: {concurrency: 8, backoff: {initial: 10ms, max: 200ms}}"
 	edgeCfgs := [2]string{
-		fmt.Sprintf(edgeCfg, spoolDir, gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey, 0),
-		fmt.Sprintf(edgeCfg, spoolDir, gw.mesh, pki.CA, pki.ClientCert, pki.ClientKey, 8),
+		edgeToGatewayYAML(spoolDir, replay, gw.mesh, pki, 0),
+		edgeToGatewayYAML(spoolDir, replay, gw.mesh, pki, 8),
 	}
 
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
@@ -173,4 +158,25 @@ func setLinkHTTP(t *testing.T, admin, name, state string) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("PUT link: %d", resp.StatusCode)
 	}
+}
+
+// edgeToGatewayYAML configures an edge whose route telemetry spools into
+// spoolDir (with spoolExtra, YAML flow fields, in spool:) and delivers
+// through the gateway at gwAddr over mutual TLS, batch requests per
+// exchange.
+func edgeToGatewayYAML(spoolDir, spoolExtra, gwAddr string, pki devpki.Files, batch int) string {
+	return fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+links:
+  - {name: wlan, class: wifi}
+spool: {dir: %s, %s}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud.misaki]
+    upstream: https://%s
+    tls: {caFile: %s, certFile: %s, keyFile: %s}
+    probe: {type: none}
+    offline: {spool: true, batch: %d}
+`, spoolDir, spoolExtra, gwAddr, pki.CA, pki.ClientCert, pki.ClientKey, batch)
 }
