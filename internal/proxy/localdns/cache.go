@@ -1,7 +1,6 @@
 package localdns
 
 import (
-	"container/list"
 	"strings"
 	"sync"
 	"time"
@@ -13,10 +12,16 @@ import (
 // in entries and bytes (least recently used first out). An entry outlives
 // its TTL by the maximum stale age, to be served stale (RFC 8767) when the
 // upstream cannot be reached.
+//
+// The entries live in a slab off the Go heap (slab.go); the map from key
+// to slot is the cache's only memory on the heap, and its keys are strings
+// over the slots. Readers get a copy of an entry, made under the lock: a
+// slot is reused once its entry is dropped.
 type cache struct {
 	mu         sync.Mutex
-	entries    map[string]*list.Element // key → *entry
-	lru        *list.List               // front: most recently used
+	slab       *slab
+	entries    map[string]uint32 // key → ref
+	head, tail uint32            // most and least recently used
 	bytes      int64
 	gen        uint64 // counts changes of the entries
 	maxEntries int
@@ -24,23 +29,27 @@ type cache struct {
 	maxStale   time.Duration
 }
 
-// entry is one cached answer: the upstream's message as packed (ID 0),
-// with every record's TTL set to the entry's.
-type entry struct {
-	key    string
-	msg    []byte
-	stored time.Time // wall clock: an entry loaded after a reboot ages by the time off
-	ttl    uint32
+// hit is a copy of a cached answer.
+type hit struct {
+	msg []byte
+	ttl uint32
+	age time.Duration // since it was stored; never negative
 }
 
-// entryOverhead approximates an entry's bookkeeping beyond its key and
-// message, for the byte bound.
-const entryOverhead = 160
+// fresh reports whether the answer is within its TTL.
+func (h *hit) fresh() bool { return h.age < time.Duration(h.ttl)*time.Second }
 
-func (e *entry) size() int64 { return int64(len(e.key)+len(e.msg)) + entryOverhead }
+// ttlLeft is what is left of its TTL, in whole seconds.
+func (h *hit) ttlLeft() uint32 { return h.ttl - uint32(h.age/time.Second) }
+
+// entryOverhead approximates an entry's bookkeeping beyond its slot: its
+// map slot, for the byte bound.
+const entryOverhead = 40
 
 func newCache(maxEntries int, maxBytes int64, maxStale time.Duration) *cache {
-	return &cache{entries: map[string]*list.Element{}, lru: list.New(), maxEntries: maxEntries, maxBytes: maxBytes, maxStale: maxStale}
+	c := &cache{slab: newSlab(), entries: map[string]uint32{}, maxEntries: maxEntries, maxBytes: maxBytes, maxStale: maxStale}
+	releaseWhenUnreachable(c, c.slab)
+	return c
 }
 
 // cacheKey is a question's key: name (lower case), type, class, and
@@ -59,48 +68,120 @@ func cacheKey(q dns.Question, do bool) string {
 	return b.String()
 }
 
-// get returns the entry for key and its age, or nil when there is none
-// or it is past its TTL and the maximum stale age.
-func (c *cache) get(key string, now time.Time) (*entry, time.Duration) {
+// get looks key up, and on a hit appends its message to buf. A hit past
+// its TTL and the maximum stale age is dropped and missed.
+func (c *cache) get(key string, now time.Time, buf []byte) (hit, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el := c.entries[key]
-	if el == nil {
-		return nil, 0
-	}
-	e := el.Value.(*entry)
-	age := max(now.Sub(e.stored), 0)
-	if age > time.Duration(e.ttl)*time.Second+c.maxStale {
-		c.removeLocked(el)
-		return nil, 0
-	}
-	c.lru.MoveToFront(el)
-	return e, age
+	return c.getLocked(c.entries[key], now, buf)
 }
 
-// put stores e, replacing the key's entry, and evicts from the cold end
-// past the bounds.
-func (c *cache) put(e *entry) {
+// getBytes is get for a key in bytes, without making a string of it.
+func (c *cache) getBytes(key []byte, now time.Time, buf []byte) (hit, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el := c.entries[e.key]; el != nil {
-		c.removeLocked(el)
+	return c.getLocked(c.entries[string(key)], now, buf)
+}
+
+func (c *cache) getLocked(ref uint32, now time.Time, buf []byte) (hit, bool) {
+	if ref == 0 {
+		return hit{}, false
 	}
-	if e.size() > c.maxBytes {
+	e := c.view(ref)
+	h := hit{ttl: e.ttl(), age: max(time.Duration(now.UnixNano()-e.stored()), 0)}
+	if h.age > time.Duration(h.ttl)*time.Second+c.maxStale {
+		c.removeLocked(ref)
+		return hit{}, false
+	}
+	c.unlink(ref)
+	c.pushFront(ref)
+	h.msg = append(buf, e.msg()...)
+	return h, true
+}
+
+// put stores msg for key, replacing the key's entry, as the most recently
+// used, and evicts from the cold end past the bounds.
+func (c *cache) put(key string, msg []byte, stored time.Time, ttl uint32) {
+	c.store(key, msg, stored, ttl, true)
+}
+
+// store is put, with the entry as the least recently used unless front.
+func (c *cache) store(key string, msg []byte, stored time.Time, ttl uint32, front bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.entries[key]; old != 0 {
+		c.removeLocked(old)
+	}
+	if len(key) > 0xFFFF || int64(eHdrSize+len(key)+len(msg)+entryOverhead) > c.maxBytes {
 		return
 	}
-	c.entries[e.key] = c.lru.PushFront(e)
-	c.bytes += e.size()
+	ref := c.slab.alloc(eHdrSize + len(key) + len(msg))
+	if ref == 0 {
+		return
+	}
+	e := c.view(ref)
+	e.fill(key, msg, stored.UnixNano(), ttl)
+	c.entries[e.key()] = ref
+	if front {
+		c.pushFront(ref)
+	} else {
+		c.pushBack(ref)
+	}
+	c.bytes += c.size(ref)
 	c.gen++
 	for len(c.entries) > c.maxEntries || c.bytes > c.maxBytes {
-		c.removeLocked(c.lru.Back())
+		c.removeLocked(c.tail)
 	}
 }
 
-func (c *cache) removeLocked(el *list.Element) {
-	e := c.lru.Remove(el).(*entry)
-	delete(c.entries, e.key)
-	c.bytes -= e.size()
+func (c *cache) view(ref uint32) entryView { return entryView(c.slab.bytes(ref)) }
+
+func (c *cache) size(ref uint32) int64 { return int64(c.slab.slotSize(ref)) + entryOverhead }
+
+func (c *cache) pushFront(ref uint32) {
+	e := c.view(ref)
+	e.setPrev(0)
+	e.setNext(c.head)
+	if c.head != 0 {
+		c.view(c.head).setPrev(ref)
+	} else {
+		c.tail = ref
+	}
+	c.head = ref
+}
+
+func (c *cache) pushBack(ref uint32) {
+	e := c.view(ref)
+	e.setNext(0)
+	e.setPrev(c.tail)
+	if c.tail != 0 {
+		c.view(c.tail).setNext(ref)
+	} else {
+		c.head = ref
+	}
+	c.tail = ref
+}
+
+func (c *cache) unlink(ref uint32) {
+	e := c.view(ref)
+	p, n := e.prev(), e.next()
+	if p != 0 {
+		c.view(p).setNext(n)
+	} else {
+		c.head = n
+	}
+	if n != 0 {
+		c.view(n).setPrev(p)
+	} else {
+		c.tail = p
+	}
+}
+
+func (c *cache) removeLocked(ref uint32) {
+	c.unlink(ref)
+	delete(c.entries, c.view(ref).key())
+	c.bytes -= c.size(ref)
+	c.slab.free(ref)
 	c.gen++
 }
 
@@ -118,15 +199,20 @@ func (c *cache) stats() (int, int64) {
 	return len(c.entries), c.bytes
 }
 
-// snapshot returns the entries, most recently used first.
-func (c *cache) snapshot() []*entry {
+// each calls f with every entry, most recently used first, under the lock:
+// f must not keep key or msg, nor call the cache. It stops at f's first
+// error.
+func (c *cache) each(f func(key, msg []byte, stored int64, ttl uint32) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]*entry, 0, len(c.entries))
-	for el := c.lru.Front(); el != nil; el = el.Next() {
-		out = append(out, el.Value.(*entry))
+	for ref := c.head; ref != 0; {
+		e := c.view(ref)
+		if err := f(e.keyBytes(), e.msg(), e.stored(), e.ttl()); err != nil {
+			return err
+		}
+		ref = e.next()
 	}
-	return out
+	return nil
 }
 
 // answerTTL is the TTL to cache msg for: the smallest of its answer

@@ -34,7 +34,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -197,11 +196,14 @@ const (
 
 // ServeDNS answers one query.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	w.WriteMsg(s.respond(req, udp))
+}
+
+// respond answers req on the full path, truncated to the client's UDP
+// size over UDP, and counts it.
+func (s *Server) respond(req *dns.Msg, udp bool) *dns.Msg {
 	resp, source := s.answer(req)
-	udp := false
-	if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
-		udp = true
-	}
 	if udp {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
@@ -209,10 +211,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		resp.Truncate(size)
 	}
-	w.WriteMsg(resp)
 	if s.m != nil && len(req.Question) == 1 {
 		s.m.observe(req.Question[0].Qtype, resp.Rcode, source)
 	}
+	return resp
 }
 
 // answer makes the reply to req and says where it came from.
@@ -234,9 +236,9 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 		return s.meshAnswer(req, ms, opt), SourceMesh
 	}
 	key := cacheKey(q, do)
-	e, age := s.cache.get(key, s.cfg.Clock.Now())
-	if e != nil && age < time.Duration(e.ttl)*time.Second {
-		if r := s.fromEntry(req, opt, e, e.ttl-uint32(age/time.Second), false); r != nil {
+	h, cached := s.cache.get(key, s.cfg.Clock.Now(), nil)
+	if cached && h.fresh() {
+		if r := s.fromEntry(req, opt, h.msg, h.ttlLeft(), false); r != nil {
 			return r, SourceCache
 		}
 	}
@@ -244,7 +246,7 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	// StaleAfter for it.
 	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
 	var timer <-chan time.Time
-	if e != nil {
+	if cached {
 		t := s.cfg.Clock.NewTimer(s.cfg.StaleAfter)
 		defer t.Stop()
 		timer = t.C()
@@ -257,8 +259,8 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 		}
 	case <-timer:
 	}
-	if e != nil {
-		if r := s.fromEntry(req, opt, e, staleTTL, true); r != nil {
+	if cached {
+		if r := s.fromEntry(req, opt, h.msg, staleTTL, true); r != nil {
 			return r, SourceStale
 		}
 	}
@@ -291,11 +293,11 @@ func (s *Server) meshAnswer(req *dns.Msg, ms *meshSet, opt *dns.OPT) *dns.Msg {
 	return resp
 }
 
-// fromEntry makes the reply to req from cached e, with every TTL set to
-// ttl; a stale one carries Extended DNS Error 3.
-func (s *Server) fromEntry(req *dns.Msg, opt *dns.OPT, e *entry, ttl uint32, stale bool) *dns.Msg {
+// fromEntry makes the reply to req from a cached message, with every TTL
+// set to ttl; a stale one carries Extended DNS Error 3.
+func (s *Server) fromEntry(req *dns.Msg, opt *dns.OPT, msg []byte, ttl uint32, stale bool) *dns.Msg {
 	r := new(dns.Msg)
-	if r.Unpack(e.msg) != nil {
+	if r.Unpack(msg) != nil {
 		return nil
 	}
 	setTTLs(r, ttl)
@@ -344,7 +346,7 @@ func (s *Server) resolve(q dns.Question, do bool, key string) (*dns.Msg, error) 
 		m.SetEdns0(s.cfg.UDPSize, do)
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 		start := time.Now()
-		r, err := exchange(ctx, up, m, func() {
+		r, err := exchange(ctx, up, m, int(s.cfg.UDPSize), func() {
 			if s.m != nil {
 				s.m.spoofed.Inc()
 			}
@@ -369,7 +371,7 @@ func (s *Server) resolve(q dns.Question, do bool, key string) (*dns.Msg, error) 
 			r.Id = 0
 			setTTLs(r, ttl)
 			if packed, err := r.Pack(); err == nil {
-				s.cache.put(&entry{key: key, msg: packed, stored: s.cfg.Clock.Now(), ttl: ttl})
+				s.cache.put(key, packed, s.cfg.Clock.Now(), ttl)
 			}
 		}
 		return r, nil
@@ -423,23 +425,36 @@ func Listen(addr string) (net.PacketConn, net.Listener, error) {
 	}
 }
 
-// Serve serves on pc (UDP) and ln (TCP) until ctx ends.
+// Serve serves on pc (UDP; a *net.UDPConn) and ln (TCP) until ctx ends,
+// and closes both.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
-	udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: int(s.cfg.UDPSize)}
-	tcp := &dns.Server{Listener: ln, Handler: s}
-	errc := make(chan error, 2)
-	go func() { errc <- udp.ActivateAndServe() }()
-	go func() { errc <- tcp.ActivateAndServe() }()
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("localdns: serving UDP needs a *net.UDPConn, not %T", pc)
+	}
+	started := make(chan struct{})
+	tcp := &dns.Server{Listener: ln, Handler: s, NotifyStartedFunc: func() { close(started) }}
+	udpDone, tcpDone := make(chan error, 1), make(chan error, 1)
+	go func() { udpDone <- s.serveUDP(conn) }()
+	go func() { tcpDone <- tcp.ActivateAndServe() }()
+	select { // Shutdown fails on a server that has not started
+	case <-started:
+	case err := <-tcpDone:
+		conn.Close()
+		<-udpDone
+		return err
+	}
 	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err = <-udpDone:
+		udpDone <- err
+	case err = <-tcpDone:
+		tcpDone <- err
 	}
-	var wg sync.WaitGroup
-	for _, srv := range []*dns.Server{udp, tcp} {
-		wg.Add(1)
-		go func() { defer wg.Done(); srv.Shutdown() }()
-	}
-	wg.Wait()
+	conn.Close()
+	tcp.Shutdown()
+	<-udpDone
+	<-tcpDone
 	return err
 }

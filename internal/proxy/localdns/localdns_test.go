@@ -346,22 +346,27 @@ func TestCacheBounds(t *testing.T) {
 	c := newCache(3, 1<<20, time.Hour)
 	now := time.Now()
 	for _, k := range []string{"a", "b", "c"} {
-		c.put(&entry{key: k, msg: make([]byte, 100), stored: now, ttl: 60})
+		c.put(k, make([]byte, 100), now, 60)
 	}
-	c.get("a", now) // a is now the most recently used
-	c.put(&entry{key: "d", msg: make([]byte, 100), stored: now, ttl: 60})
-	if e, _ := c.get("b", now); e != nil {
+	c.get("a", now, nil) // a is now the most recently used
+	c.put("d", make([]byte, 100), now, 60)
+	if _, ok := c.get("b", now, nil); ok {
 		t.Fatal("the least recently used entry was kept past the entry bound")
 	}
-	if e, _ := c.get("a", now); e == nil {
+	if _, ok := c.get("a", now, nil); !ok {
 		t.Fatal("a recently used entry was evicted")
 	}
-	small := newCache(1000, 3*(100+1+entryOverhead), time.Hour)
+	// Each entry takes a 128-byte slot (26 + 1 + 100 bytes).
+	per := int64(128 + entryOverhead)
+	small := newCache(1000, 3*per, time.Hour)
 	for _, k := range []string{"a", "b", "c", "d"} {
-		small.put(&entry{key: k, msg: make([]byte, 100), stored: now, ttl: 60})
+		small.put(k, make([]byte, 100), now, 60)
 	}
-	if n, b := small.stats(); n != 3 || b > 3*(100+1+entryOverhead) {
+	if n, b := small.stats(); n != 3 || b != 3*per {
 		t.Fatalf("byte bound: %d entries, %d bytes", n, b)
+	}
+	if _, ok := small.get("a", now, nil); ok {
+		t.Fatal("the oldest entry was kept past the byte bound")
 	}
 }
 
@@ -371,12 +376,26 @@ func FuzzServe(f *testing.F) {
 	m.SetEdns0(4096, true)
 	b, _ := m.Pack()
 	f.Add(b)
+	m.SetQuestion("n1.bench.test.", dns.TypeA)
+	b, _ = m.Pack()
+	f.Add(b)
 	s := New(Config{Upstreams: []string{"127.0.0.1:1"}, Timeout: time.Millisecond})
 	s.SetMesh([]string{"mesh.misaki", "*.svc.misaki"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	fill(s, 10) // n0.bench.test. to n9.bench.test.
+	var fp fastPath
 	f.Fuzz(func(t *testing.T, b []byte) {
+		out, fast := s.fast(&fp, b, nil) // first: it reads raw bytes
 		req := new(dns.Msg)
 		if req.Unpack(b) != nil {
+			if fast {
+				t.Fatal("the fast path answered a query that does not unpack")
+			}
 			return
+		}
+		if fast {
+			if d := sameAnswer(s, req, out); d != "" {
+				t.Fatal(d)
+			}
 		}
 		resp, _ := s.answer(req)
 		if _, err := resp.Pack(); err != nil {

@@ -1,6 +1,8 @@
 package localdns
 
 import (
+	"sync"
+
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -11,12 +13,16 @@ type Metrics struct {
 	upstreamSeconds  prometheus.Histogram
 	upstreamFailures prometheus.Counter
 	spoofed          prometheus.Counter
+
+	mu       sync.Mutex
+	counters map[observed]prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg, the cache's size read from
 // s once it is set with Bind.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		counters: map[observed]prometheus.Counter{},
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_dns_queries_total",
 			Help: "DNS queries answered, by query type, response code and source (mesh, cache, stale, upstream, error).",
@@ -49,10 +55,28 @@ func (s *Server) Bind(reg prometheus.Registerer) {
 	)
 }
 
+// observe counts one answer. The counters for each label set are kept
+// once looked up: WithLabelValues hashes its labels on every call.
 func (m *Metrics) observe(qtype uint16, rcode int, source string) {
-	rc := dns.RcodeToString[rcode]
-	if rc == "" {
-		rc = "OTHER"
+	k := observed{qtype, rcode, source}
+	m.mu.Lock()
+	c := m.counters[k]
+	m.mu.Unlock()
+	if c == nil {
+		rc := dns.RcodeToString[rcode]
+		if rc == "" {
+			rc = "OTHER"
+		}
+		c = m.queries.WithLabelValues(dns.Type(qtype).String(), rc, source)
+		m.mu.Lock()
+		m.counters[k] = c
+		m.mu.Unlock()
 	}
-	m.queries.WithLabelValues(dns.Type(qtype).String(), rc, source).Inc()
+	c.Inc()
+}
+
+type observed struct {
+	qtype  uint16
+	rcode  int
+	source string
 }

@@ -20,17 +20,22 @@ var errNoReply = errors.New("localdns: no acceptable reply")
 // range), and the kernel drops datagrams from any other address or port.
 // A reply is accepted only if its ID, and its question, match (RFC 5452
 // §9.1); others are counted in spoofed and waited past, until the
-// deadline.
-func exchange(ctx context.Context, server string, q *dns.Msg, spoofed func()) (*dns.Msg, error) {
+// deadline. udpSize is the EDNS0 size q offers: a longer datagram breaks
+// the protocol and may have been cut, so the question is asked again over
+// TCP, as for a truncated reply.
+func exchange(ctx context.Context, server string, q *dns.Msg, udpSize int, spoofed func()) (*dns.Msg, error) {
 	q.Id = dns.Id()
-	r, err := exchangeUDP(ctx, server, q, spoofed)
-	if err != nil || !r.Truncated {
-		return r, err
+	r, err := exchangeUDP(ctx, server, q, udpSize, spoofed)
+	if errors.Is(err, errTooLong) || err == nil && r.Truncated {
+		return exchangeTCP(ctx, server, q)
 	}
-	return exchangeTCP(ctx, server, q)
+	return r, err
 }
 
-func exchangeUDP(ctx context.Context, server string, q *dns.Msg, spoofed func()) (*dns.Msg, error) {
+// errTooLong is a UDP reply longer than the size offered.
+var errTooLong = errors.New("localdns: a UDP reply longer than offered")
+
+func exchangeUDP(ctx context.Context, server string, q *dns.Msg, udpSize int, spoofed func()) (*dns.Msg, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", server)
 	if err != nil {
@@ -47,7 +52,9 @@ func exchangeUDP(ctx context.Context, server string, q *dns.Msg, spoofed func())
 	if _, err := conn.Write(out); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, dns.MaxMsgSize)
+	// Not dns.MaxMsgSize: with thousands of misses a second, 64 KiB each
+	// was most of the proxy's memory.
+	buf := make([]byte, udpSize+1)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
@@ -57,6 +64,9 @@ func exchangeUDP(ctx context.Context, server string, q *dns.Msg, spoofed func())
 			}
 			// ICMP port unreachable and the like: the server is not there.
 			return nil, fmt.Errorf("%w from %s: %w", errNoReply, server, err)
+		}
+		if n > udpSize {
+			return nil, errTooLong
 		}
 		r := new(dns.Msg)
 		if r.Unpack(buf[:n]) != nil || !matches(q, r) {
