@@ -65,7 +65,7 @@ demo: build ## Run the demo: upstream, proxy, vehicle app and a link that drops 
 	$(BIN)/misaki-demo run --proxy-bin $(BIN)/misaki-proxy
 
 .PHONY: bench
-bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2load, Caddy, fortio on first run)
+bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2load, Caddy, fortio, NATS, dnsperf, unbound, dnsmasq, CoreDNS on first run)
 	hack/bench-tools.sh
 	REBUILD=1 bench/proxy.sh
 	@# The latency runs again with everything on one CPU: no cross-vCPU wake-ups.
@@ -78,6 +78,9 @@ bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2lo
 	SPOOL_MEMORY=48MiB $(GO) test -run '^$$' -bench Million -benchtime 1x -v ./bench/spoolbench/ | tee bench/results/spool-48MiB-$$(date +%Y%m%d-%H%M%S).txt
 	@# The replay drain: straight to a local service, through the gateway (mTLS, idempotency store), and with batch delivery.
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -v ./bench/spoolbench/ | tee bench/results/drain-$$(date +%Y%m%d-%H%M%S).txt
+	@# The DNS server's cached answers beside unbound, dnsmasq and CoreDNS; memory with 100,000 names; the cache file's load.
+	bench/dns.sh
+	$(GO) test -run '^$$' -bench 'CacheMemory|Load' -benchtime 5x ./internal/proxy/localdns/ | tee bench/results/dns-cache-$$(date +%Y%m%d-%H%M%S).txt
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/proxy/... ./internal/gateway/...
 
 .PHONY: clean

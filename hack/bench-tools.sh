@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent installer for the proxy benchmark tools (bench/proxy.sh).
 #
-#   Debian: nginx, wrk, h2load (nghttp2-client), taskset (util-linux), procps
+#   Debian: nginx, wrk, h2load (nghttp2-client), taskset (util-linux), procps,
+#           dnsperf, unbound, dnsmasq (dnsmasq-base), dig (dnsutils)
 #   Go:     caddy, fortio v1.63.x, nats-server and nats (the spool benchmark's
-#           peer)  -> cached in $HOME/.cache/misaki/bin
+#           peer), coredns-min (CoreDNS with only the cache and forward
+#           plugins, bench/dns.sh's peer)  -> cached in $HOME/.cache/misaki/bin
 #
 # Re-running is cheap: apt is skipped when every command is present, and a Go
 # binary is only built when it is missing from the cache dir. Nothing is left
@@ -33,6 +35,10 @@ command -v wrk     >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load  >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v pgrep   >/dev/null 2>&1 || need_apt+=(procps)
+command -v dnsperf >/dev/null 2>&1 || need_apt+=(dnsperf)
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need_apt+=(unbound)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+command -v dig     >/dev/null 2>&1 || need_apt+=(dnsutils)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
@@ -47,11 +53,13 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   # The Debian package may start the system service; the benchmark runs its
   # own instances, so make sure nothing is left listening on :80.
   $SUDO service nginx stop >/dev/null 2>&1 || true
+  $SUDO service unbound stop >/dev/null 2>&1 || true
   if command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now unbound >/dev/null 2>&1 || true
   fi
 else
-  log "Debian tools present (nginx wrk h2load taskset pgrep)"
+  log "Debian tools present (nginx wrk h2load taskset pgrep dnsperf unbound dnsmasq dig)"
 fi
 
 # ---- Go-built tools ----------------------------------------------------------
@@ -87,6 +95,35 @@ fi
 go_install nats-server "github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION:-latest}"
 go_install nats "github.com/nats-io/natscli/nats@${NATSCLI_VERSION:-latest}"
 
+# CoreDNS with only cache and forward: the issue's "minimal build", made the
+# way CoreDNS documents builds with a chosen plugin list (a main package
+# that sets dnsserver.Directives), in a throwaway module under the cache.
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
+if [ ! -x "$BIN_DIR/coredns-min" ]; then
+  src="$(dirname "$BIN_DIR")/src/coredns-min"
+  log "building coredns-min (CoreDNS $COREDNS_VERSION, cache + forward) -> $BIN_DIR"
+  rm -rf "$src" && mkdir -p "$src"
+  cat >"$src/main.go" <<'GO'
+// A CoreDNS with only the cache and forward plugins, for bench/dns.sh.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/forward"
+)
+
+func init() { dnsserver.Directives = []string{"cache", "forward"} }
+
+func main() { coremain.Run() }
+GO
+  (cd "$src" && go mod init coredns-min >/dev/null 2>&1 && go get "github.com/coredns/coredns@$COREDNS_VERSION" \
+    && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN_DIR/coredns-min" .)
+else
+  log "coredns-min cached: $BIN_DIR/coredns-min"
+fi
+
 log "versions:"
 {
   nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1
@@ -96,5 +133,9 @@ log "versions:"
   echo "fortio $("$BIN_DIR/fortio" version)"
   echo "$("$BIN_DIR/nats-server" --version)"
   echo "natscli $("$BIN_DIR/nats" --version 2>&1)"
+  dnsperf -h 2>&1 | grep -m1 Version | sed 's/^/dnsperf /'
+  echo "unbound $(PATH="$PATH:/usr/sbin" unbound -V | head -n1)"
+  PATH="$PATH:/usr/sbin" dnsmasq --version | head -n1
+  "$BIN_DIR/coredns-min" -version | head -n1
 } | sed 's/^/  /' >&2
 log "done. Add to PATH: export PATH=\"$BIN_DIR:\$PATH\""

@@ -5,10 +5,13 @@
 // from the name, TTL -ttl; other types below the zone get NODATA and names
 // outside it NXDOMAIN, both with an SOA so resolvers cache them. With
 // -names N it instead writes a dnsperf query file of N names (n0.<zone> A
-// ... n<N-1>.<zone> A) to stdout and exits.
+// ... n<N-1>.<zone> A) to stdout and exits. With -probe ADDR it asks ADDR
+// for -name every 2 ms until it gets an answer with records, then prints
+// how long that took and exits.
 //
 //	go run ./bench/dnsbench -listen 127.0.0.1:5399
 //	go run ./bench/dnsbench -names 100000 >queries.txt
+//	go run ./bench/dnsbench -probe 127.0.0.1:5300 -name n0.bench.test.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -31,8 +35,24 @@ func main() {
 	zone := flag.String("zone", "bench.test.", "the zone answered")
 	ttl := flag.Uint("ttl", 86400, "TTL of the answers")
 	names := flag.Int("names", 0, "write a dnsperf query file of this many names and exit")
+	probe := flag.String("probe", "", "ask this server for -name until it answers, print the time taken, and exit")
+	name := flag.String("name", "n0.bench.test.", "the name -probe asks for")
 	flag.Parse()
 	z := dns.Fqdn(*zone)
+	if *probe != "" {
+		start := time.Now()
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(*name), dns.TypeA)
+		c := &dns.Client{Timeout: 50 * time.Millisecond}
+		for time.Since(start) < 30*time.Second {
+			if r, _, err := c.Exchange(m, *probe); err == nil && len(r.Answer) > 0 {
+				fmt.Printf("answered after %v\n", time.Since(start).Round(time.Millisecond))
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		log.Fatalf("dnsbench: %s did not answer %s within 30 s", *probe, *name)
+	}
 	if *names > 0 {
 		w := bufio.NewWriter(os.Stdout)
 		for i := range *names {

@@ -304,7 +304,7 @@ func TestOneQueryPerQuestion(t *testing.T) {
 func TestCacheSurvivesRestart(t *testing.T) {
 	up := startUpstream(t, answerA(60))
 	clk := newClock()
-	path := filepath.Join(t.TempDir(), "dns-cache")
+	path := filepath.Join(t.TempDir(), "spool", "dns-cache") // spool/ not made yet
 	s := New(Config{Upstreams: []string{up.addr}, Clock: clk})
 	addr := serve(t, s)
 	for _, name := range []string{"a.example.", "b.example.", "nx.example."} {

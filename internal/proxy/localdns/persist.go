@@ -31,7 +31,13 @@ func (s *Server) Generation() uint64 { return s.cache.generation() }
 // Save writes the cache to path, crash-safe: a temporary file, fsynced,
 // renamed over path, and the directory fsynced. A crash leaves the old
 // file or the new one whole.
+//
+// The directory is made if it is missing: by default the file is in the
+// spool's, which nothing else may have made yet.
 func (s *Server) Save(path string) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return 0, fmt.Errorf("dns cache: %w", err)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return 0, fmt.Errorf("dns cache: %w", err)

@@ -37,6 +37,10 @@ type batchConn interface {
 
 // serveUDP answers queries on conn until it is closed.
 func (s *Server) serveUDP(conn *net.UDPConn) error {
+	// Room for a burst while the process is not running (a collection, a
+	// busy neighbour): up to net.core.rmem_max, 4 MiB as unbound's
+	// so-rcvbuf is often set; the kernel takes memory as datagrams wait.
+	conn.SetReadBuffer(4 << 20)
 	var bc batchConn = ipv6.NewPacketConn(conn)
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() != nil {
 		bc = ipv4.NewPacketConn(conn)

@@ -101,7 +101,7 @@ func (s *Server) runDNS(ctx context.Context) error {
 		if err != nil {
 			s.log.Warn("dns: the cache file could not be read; starting empty", "file", file, "err", err)
 		} else {
-			s.log.Info("dns: cache loaded", "file", file, "entries", n, "took", time.Since(start).Round(time.Millisecond))
+			s.log.Info("dns: cache loaded", "file", file, "entries", n, "took", time.Since(start).Round(time.Microsecond))
 		}
 	}
 	s.log.Info("dns: listening", "addr", s.DNSAddr())
