@@ -111,6 +111,7 @@ SEL=",$ONLY,"
 # ---- misaki ------------------------------------------------------------------
 if [[ $SEL == *,misaki,* ]]; then
   MP="$(freeport)" MA="$(freeport)" MD="$(freeport)"
+  mkdir -p "$W/spool" # an older proxy did not make it for the cache file
   cat >"$W/misaki.yaml" <<C
 listen: 127.0.0.1:$MP
 admin: 127.0.0.1:$MA
