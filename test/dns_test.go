@@ -3,9 +3,11 @@ package test
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // dig runs dig (Debian dnsutils) against addr and returns its output.
@@ -102,5 +105,125 @@ routes:
 	}
 	if out := dig(t, p.dns, "+short", "telemetry.cloud.misaki", "A"); strings.TrimSpace(out) != "127.0.0.1" {
 		t.Fatalf("mesh name offline: %q", out)
+	}
+}
+
+// An app whose resolv.conf names only the proxy, as an injected pod's
+// does: in a network namespace of its own, with /etc/netns/<ns>/resolv.conf
+// (which `ip netns exec` mounts over /etc/resolv.conf) saying
+// "nameserver 127.0.0.1", and the proxy on 127.0.0.1:53 there. The app is
+// glibc (getent) and curl, through the system's resolver. It resolves a
+// mesh name and an external name, and calls the mesh name through the
+// proxy: online, then with the upstream resolver gone, then also after the
+// proxy restarts.
+func TestAppResolvesThroughResolvConf(t *testing.T) {
+	n, id := testID(7)
+	ns := newCloudNS(t, "misaki-app"+id)
+	// A pod has an address besides loopback; without one, glibc's
+	// getaddrinfo (AI_ADDRCONFIG) asks nothing for IPv4 names.
+	ns.link("mapp"+id, "mappc"+id, fmt.Sprintf("10.193.%d", n%250))
+	etc := "/etc/netns/" + ns.name
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(etc+"/resolv.conf", []byte("nameserver 127.0.0.1\noptions timeout:3 attempts:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The cluster's resolver, in the namespace: www.example.com A
+	// 192.0.2.7, TTL 1.
+	var pc net.PacketConn
+	inNetns(t, ns.path(), func() (err error) { pc, err = net.ListenPacket("udp", "127.0.0.1:0"); return err })
+	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; q.Qtype == dns.TypeA && strings.EqualFold(q.Name, "www.example.com.") {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 7)}}
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
+	go up.ActivateAndServe()
+	<-started
+	defer up.Shutdown()
+	// The service behind the mesh name.
+	svc := ns.serve("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "inventory via %s", r.Host)
+	}))
+
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:8080
+admin: 127.0.0.1:0
+spool: {dir: %s}
+dns:
+  listen: 127.0.0.1:53
+  upstreams: [%s]
+  staleAfter: 300ms
+routes:
+  - name: inventory
+    hosts: [inventory.mesh]
+    upstream: http://%s
+    probe: {type: none}
+`, filepath.Join(dir, "spool"), pc.LocalAddr(), svc)
+	app := func(args ...string) (string, error) {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	resolves := func(when, name, want string) {
+		t.Helper()
+		out, err := app("getent", "ahostsv4", name)
+		if err != nil || !strings.HasPrefix(out, want+" ") {
+			t.Fatalf("%s: getent ahostsv4 %s = %q (%v), want %s", when, name, out, err, want)
+		}
+	}
+	calls := func(when string) {
+		t.Helper()
+		out, err := app("curl", "-sS", "--max-time", "5", "http://inventory.mesh:8080/items")
+		if err != nil || out != "inventory via inventory.mesh:8080" {
+			t.Fatalf("%s: curl http://inventory.mesh:8080/items = %q (%v)", when, out, err)
+		}
+	}
+
+	p := startProxyBinary(t, cfg, "ip", "netns", "exec", ns.name)
+	resolves("online", "inventory.mesh", "127.0.0.1")
+	resolves("online", "www.example.com", "192.0.2.7")
+	calls("online")
+
+	up.Shutdown() // offline: the resolver is gone
+	time.Sleep(1200 * time.Millisecond)
+	resolves("offline", "www.example.com", "192.0.2.7")
+	resolves("offline", "inventory.mesh", "127.0.0.1")
+
+	p.cmd.Process.Signal(syscall.SIGTERM) // the cache is written
+	p.cmd.Wait()
+	startProxyBinary(t, cfg, "ip", "netns", "exec", ns.name)
+	resolves("offline after a restart", "www.example.com", "192.0.2.7")
+	resolves("offline after a restart", "inventory.mesh", "127.0.0.1")
+	calls("offline after a restart")
+}
+
+// inNetns runs f on a thread inside the network namespace at nsPath: the
+// sockets it opens stay there. The thread is discarded after.
+func inNetns(t *testing.T, nsPath string, f func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		done <- f()
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("in %s: %v", nsPath, err)
 	}
 }

@@ -4,7 +4,7 @@
 //
 //	misaki-demo [run] [--proxy-bin bin/misaki-proxy] [--speed 1] [--scenario all|hold|spool] [--keep]
 //	misaki-demo upstream --listen ADDR
-//	misaki-demo app --proxy ADDR --host HOST --rate N --duration D --stats-file F
+//	misaki-demo app --proxy ADDR --host HOST --rate N --duration D --stats-file F [--dns ADDR]
 //
 // run (the default) is the orchestrator; it re-executes this binary for the
 // upstream and app subcommands.
@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 		fs.DurationVar(&cfg.Duration, "duration", 0, "how long to send")
 		fs.StringVar(&cfg.StatsFile, "stats-file", "", "file to keep the counters in, as JSON")
 		fs.IntVar(&cfg.Retries, "retries", 0, "send a request again this often after a transport error (250ms apart)")
+		fs.StringVar(&cfg.DNS, "dns", "", "resolve --host through this DNS server (the proxy's) and call it on --proxy's port")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}

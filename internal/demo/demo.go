@@ -181,6 +181,15 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 		con.printf("  gateway   https://%s (mutual TLS), admin %s  (log %s)\n", addrs.Gateway, addrs.GatewayAdmin, gw.log)
 	}
 
+	var res *resolver
+	if sc.DNS {
+		if res, err = startResolver(addrs.Resolver); err != nil {
+			return err
+		}
+		defer res.stop()
+		con.printf("  resolver  %s (the cluster's DNS, for %s)\n", addrs.Resolver, externalName)
+	}
+
 	cfgPath := filepath.Join(dir, "proxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(sc.ProxyConfig(addrs)), 0o600); err != nil {
 		return fmt.Errorf("demo: write proxy config: %w", err)
@@ -210,18 +219,22 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 
 	statsPath := filepath.Join(dir, "app-stats.json")
 	env := &Env{start: time.Now(), out: con, admin: admin, client: client, marks: make(map[string]time.Time),
-		proxy: proxy, startProxy: startProxy}
+		proxy: proxy, startProxy: startProxy, resolver: res, dns: addrs.DNS}
 	watching := func() []*proc {
 		if p := env.currentProxy(); p != nil {
 			return append(slices.Clone(watch), p)
 		}
 		return watch
 	}
-	app, err := ps.start("app", cfg.Self, "app",
+	appArgs := []string{"app",
 		"--proxy", addrs.Mesh, "--host", sc.Host,
 		"--rate", strconv.Itoa(sc.Rate), "--duration", sc.Duration.String(),
 		"--retries", strconv.Itoa(sc.AppRetries),
-		"--stats-file", statsPath)
+		"--stats-file", statsPath}
+	if sc.DNS {
+		appArgs = append(appArgs, "--dns", addrs.DNS)
+	}
+	app, err := ps.start("app", cfg.Self, appArgs...)
 	if err != nil {
 		return err
 	}
@@ -402,11 +415,12 @@ func waitDrained(ctx context.Context, e *Env, limit time.Duration) error {
 	}
 }
 
-// freeAddrs picks five free loopback ports. They are released before the
+// freeAddrs picks seven free loopback ports (TCP; the DNS ones are used
+// for UDP too, and are almost always free there as well). They are released before the
 // children bind them, so another process could take one in between; the
 // child then fails to start and says so.
 func freeAddrs() (Addrs, error) {
-	var addrs [5]string
+	var addrs [7]string
 	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -415,7 +429,8 @@ func freeAddrs() (Addrs, error) {
 		defer ln.Close() // hold all three until all are picked, so they differ
 		addrs[i] = ln.Addr().String()
 	}
-	return Addrs{Mesh: addrs[0], Admin: addrs[1], Upstream: addrs[2], Gateway: addrs[3], GatewayAdmin: addrs[4]}, nil
+	return Addrs{Mesh: addrs[0], Admin: addrs[1], Upstream: addrs[2], Gateway: addrs[3], GatewayAdmin: addrs[4],
+		DNS: addrs[5], Resolver: addrs[6]}, nil
 }
 
 // console serialises the demo's output lines.

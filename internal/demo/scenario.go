@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ type Scenario struct {
 	AppRetries int
 	// Drain waits, after the app is done, until the proxy's spool is empty.
 	Drain bool
+	// DNS runs the cluster's resolver (Addrs.Resolver) for the proxy's DNS
+	// server (Addrs.DNS), and has the app resolve Host through the proxy.
+	DNS bool
 }
 
 // Addrs are the loopback addresses and files of one demo run.
@@ -49,6 +53,9 @@ type Addrs struct {
 	Mesh, Admin, Upstream string // host:port
 	// Gateway and GatewayAdmin are set when the scenario has a gateway.
 	Gateway, GatewayAdmin string
+	// DNS is the proxy's DNS address, and Resolver the cluster resolver's
+	// it forwards to, when the scenario has DNS.
+	DNS, Resolver string
 	// Dir is the run's temporary directory (for the spool, say).
 	Dir string
 	// Certificates (PEM files) when the scenario has a gateway.
@@ -93,7 +100,30 @@ type Env struct {
 	killed bool // the proxy was killed on purpose and not yet restarted
 	// startProxy starts the proxy again and waits until it is ready.
 	startProxy func(ctx context.Context) (*proc, error)
+	// resolver is the cluster's resolver and dns the proxy's DNS address,
+	// when the scenario has DNS.
+	resolver *resolver
+	dns      string
 }
+
+// Lookup resolves name (IPv4) through the proxy's DNS server, as an app
+// whose resolv.conf names the proxy would.
+func (e *Env) Lookup(ctx context.Context, name string) (string, error) {
+	var d net.Dialer
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, e.dns)
+	}}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := r.LookupNetIP(ctx, "ip4", name)
+	if err != nil {
+		return "", err
+	}
+	return ips[0].String(), nil
+}
+
+// StopResolver stops the cluster's resolver: the vehicle is offline.
+func (e *Env) StopResolver() { e.resolver.stop() }
 
 // currentProxy returns the running proxy, or nil between KillProxy and
 // RestartProxy.

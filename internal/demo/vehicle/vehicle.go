@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,6 +48,11 @@ type Config struct {
 	// (the proxy restarting), 250ms apart, with the same sequence number
 	// and Idempotency-Key. Default 0.
 	Retries int
+	// DNS, when set, is the proxy's DNS address (host:port). The app then
+	// calls http://Host:<Proxy's port>/ and resolves Host through DNS
+	// alone for every new connection, as an app whose resolv.conf names
+	// only the proxy does.
+	DNS string
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +118,10 @@ type Stats struct {
 	LastFailedSent  time.Time `json:"lastFailedSent,omitzero"`
 	// MaxHeldWait is the longest a held request took to be answered.
 	MaxHeldWait time.Duration `json:"maxHeldWaitNs"`
+	// DNSLookups counts the resolutions of Host through Config.DNS, and
+	// DNSFailures those that gave no address.
+	DNSLookups  int64 `json:"dnsLookups"`
+	DNSFailures int64 `json:"dnsFailures"`
 	// Samples of what went wrong, a few of each.
 	LostErrors []string `json:"lostErrors,omitempty"`
 	BadAnswers []string `json:"badAnswers,omitempty"`
@@ -140,11 +150,31 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // talk to the mesh address itself, whatever HTTP_PROXY says
 	tr.MaxIdleConnsPerHost = 1024
-	return &App{
-		cfg:    cfg,
-		log:    log,
-		client: &http.Client{Transport: tr, Timeout: cfg.Timeout},
-	}, nil
+	a := &App{cfg: cfg, log: log, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
+	if cfg.DNS != "" {
+		var d net.Dialer
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, cfg.DNS)
+		}}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := r.LookupNetIP(ctx, "ip4", host)
+			a.mu.Lock()
+			a.stats.DNSLookups++
+			if err != nil || len(ips) == 0 {
+				a.stats.DNSFailures++
+			}
+			a.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			return d.DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
+		}
+	}
+	return a, nil
 }
 
 // Stats returns a copy of the counters.
@@ -229,7 +259,12 @@ type telemetry struct {
 // send sends request number seq and records its outcome.
 func (a *App) send(seq int64) {
 	body, _ := json.Marshal(telemetry{Vehicle: "demo-car-1", Seq: seq, SpeedKmh: 40 + seq%60, Time: time.Now().UTC()})
-	req, err := http.NewRequest(http.MethodPost, "http://"+a.cfg.Proxy+"/v1/telemetry", bytes.NewReader(body))
+	target := a.cfg.Proxy
+	if a.cfg.DNS != "" {
+		_, port, _ := net.SplitHostPort(a.cfg.Proxy)
+		target = net.JoinHostPort(a.cfg.Host, port)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+target+"/v1/telemetry", bytes.NewReader(body))
 	if err != nil {
 		a.finish(func(s *Stats) { s.Lost++; s.LostErrors = sample(s.LostErrors, err.Error()) })
 		return

@@ -122,6 +122,16 @@ func (s *slab) bytes(ref uint32) []byte {
 // slotSize is the size of ref's slot.
 func (s *slab) slotSize(ref uint32) int { return s.classes[ref>>refClassBits].size }
 
+// usage returns the bytes of the slots in use and of the chunks mapped.
+func (s *slab) usage() (inUse, mapped int64) {
+	for c := range s.classes {
+		cl := &s.classes[c]
+		inUse += int64(cl.used-len(cl.free)) * int64(cl.size)
+		mapped += int64(len(cl.chunks)) * int64(cl.perChunk*cl.size)
+	}
+	return inUse, mapped
+}
+
 // release unmaps every chunk. Nothing may use the slab after.
 func (s *slab) release() {
 	for c := range s.classes {
