@@ -108,6 +108,20 @@ measure() {
 
 SEL=",$ONLY,"
 
+# peer NAME PORT COMMAND...: runs the command on SERVER_CPU, measures it,
+# and stops it.
+peer() {
+  local name="$1" port="$2" pid
+  shift 2
+  taskset -c "$SERVER_CPU" "$@" 2>"$W/$name.log" &
+  pid=$!
+  PIDS+=("$pid")
+  ready "$port"
+  measure "$name" "$pid" "$port"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
 # ---- misaki ------------------------------------------------------------------
 if [[ $SEL == *,misaki,* ]]; then
   MP="$(freeport)" MA="$(freeport)" MD="$(freeport)"
@@ -191,27 +205,15 @@ forward-zone:
   name: "bench.test."
   forward-addr: 127.0.0.1@$AUTH
 C
-  taskset -c "$SERVER_CPU" unbound -d -c "$W/unbound.conf" 2>"$W/unbound.log" &
-  pid=$!
-  PIDS+=("$pid")
-  ready "$UP"
-  measure unbound "$pid" "$UP"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
+  peer unbound "$UP" unbound -d -c "$W/unbound.conf"
 fi
 
 # ---- dnsmasq -----------------------------------------------------------------
 if [[ $SEL == *,dnsmasq,* ]]; then
   DP="$(freeport)"
-  taskset -c "$SERVER_CPU" dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --server="127.0.0.1#$AUTH" \
+  peer dnsmasq "$DP" dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --server="127.0.0.1#$AUTH" \
     --port="$DP" --listen-address=127.0.0.1 --bind-interfaces --cache-size=150000 --dns-forward-max=1000 \
-    --user=root --pid-file= 2>"$W/dnsmasq.log" &
-  pid=$!
-  PIDS+=("$pid")
-  ready "$DP"
-  measure dnsmasq "$pid" "$DP"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
+    --user=root --pid-file=
 fi
 
 # ---- CoreDNS -----------------------------------------------------------------
@@ -226,13 +228,7 @@ if [[ $SEL == *,coredns,* ]]; then
   forward . 127.0.0.1:$AUTH
 }
 C
-  taskset -c "$SERVER_CPU" coredns-min -conf "$W/Corefile" -quiet 2>"$W/coredns.log" &
-  pid=$!
-  PIDS+=("$pid")
-  ready "$CP"
-  measure coredns "$pid" "$CP"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
+  peer coredns "$CP" coredns-min -conf "$W/Corefile" -quiet
 fi
 
 # ---- report --------------------------------------------------------------------

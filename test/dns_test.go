@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,21 +40,7 @@ func TestDNSOnlineOfflineAndAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var asked atomic.Int64
-	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		asked.Add(1)
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if q := r.Question[0]; q.Qtype == dns.TypeA {
-			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 2}, A: net.IPv4(192, 0, 2, 1)}}
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	up.NotifyStartedFunc = func() { close(started) }
-	go up.ActivateAndServe()
-	<-started
-	defer up.Shutdown()
+	up := startResolver(t, pc, "", net.IPv4(192, 0, 2, 1), 2)
 
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
@@ -135,19 +120,7 @@ func TestAppResolvesThroughResolvConf(t *testing.T) {
 	// 192.0.2.7, TTL 1.
 	var pc net.PacketConn
 	inNetns(t, ns.path(), func() (err error) { pc, err = net.ListenPacket("udp", "127.0.0.1:0"); return err })
-	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if q := r.Question[0]; q.Qtype == dns.TypeA && strings.EqualFold(q.Name, "www.example.com.") {
-			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 7)}}
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	up.NotifyStartedFunc = func() { close(started) }
-	go up.ActivateAndServe()
-	<-started
-	defer up.Shutdown()
+	up := startResolver(t, pc, "www.example.com.", net.IPv4(192, 0, 2, 7), 1)
 	// The service behind the mesh name.
 	svc := ns.serve("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "inventory via %s", r.Host)
@@ -226,4 +199,24 @@ func inNetns(t *testing.T, nsPath string, f func() error) {
 	if err := <-done; err != nil {
 		t.Fatalf("in %s: %v", nsPath, err)
 	}
+}
+
+// startResolver serves DNS on pc until the test ends: A queries for name
+// (any name when "") get ip with ttl; the rest, an empty answer.
+func startResolver(t *testing.T, pc net.PacketConn, name string, ip net.IP, ttl uint32) *dns.Server {
+	t.Helper()
+	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; q.Qtype == dns.TypeA && (name == "" || strings.EqualFold(q.Name, name)) {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl}, A: ip}}
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
+	go up.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { up.Shutdown() })
+	return up
 }

@@ -138,28 +138,25 @@ func (c *cache) view(ref uint32) entryView { return entryView(c.slab.bytes(ref))
 
 func (c *cache) size(ref uint32) int64 { return int64(c.slab.slotSize(ref)) + entryOverhead }
 
-func (c *cache) pushFront(ref uint32) {
-	e := c.view(ref)
-	e.setPrev(0)
-	e.setNext(c.head)
-	if c.head != 0 {
-		c.view(c.head).setPrev(ref)
-	} else {
-		c.tail = ref
-	}
-	c.head = ref
-}
+func (c *cache) pushFront(ref uint32) { c.linkBetween(ref, 0, c.head) }
 
-func (c *cache) pushBack(ref uint32) {
+func (c *cache) pushBack(ref uint32) { c.linkBetween(ref, c.tail, 0) }
+
+// linkBetween puts ref between p and n; 0 is the list's end on that side.
+func (c *cache) linkBetween(ref, p, n uint32) {
 	e := c.view(ref)
-	e.setNext(0)
-	e.setPrev(c.tail)
-	if c.tail != 0 {
-		c.view(c.tail).setNext(ref)
+	e.setPrev(p)
+	e.setNext(n)
+	if p != 0 {
+		c.view(p).setNext(ref)
 	} else {
 		c.head = ref
 	}
-	c.tail = ref
+	if n != 0 {
+		c.view(n).setPrev(ref)
+	} else {
+		c.tail = ref
+	}
 }
 
 func (c *cache) unlink(ref uint32) {
