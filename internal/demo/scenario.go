@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -109,13 +108,9 @@ type Env struct {
 // Lookup resolves name (IPv4) through the proxy's DNS server, as an app
 // whose resolv.conf names the proxy would.
 func (e *Env) Lookup(ctx context.Context, name string) (string, error) {
-	var d net.Dialer
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, network, e.dns)
-	}}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ips, err := r.LookupNetIP(ctx, "ip4", name)
+	ips, err := vehicle.ResolverAt(e.dns).LookupNetIP(ctx, "ip4", name)
 	if err != nil {
 		return "", err
 	}

@@ -153,9 +153,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
 	if cfg.DNS != "" {
 		var d net.Dialer
-		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, cfg.DNS)
-		}}
+		r := ResolverAt(cfg.DNS)
 		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, port, err := net.SplitHostPort(addr)
 			if err != nil {
@@ -175,6 +173,15 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// ResolverAt is a resolver that asks only the DNS server at addr
+// (host:port), as a resolv.conf naming only it would.
+func ResolverAt(addr string) *net.Resolver {
+	var d net.Dialer
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}}
 }
 
 // Stats returns a copy of the counters.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/misaki-io/misaki/internal/proxy/localdns"
 )
 
 // Config is the whole proxy configuration.
@@ -471,14 +473,14 @@ func (c *Config) SetDefaults() {
 	if c.DNS.Listen != "" {
 		d := &c.DNS
 		setDefault(&d.ResolvConf, "/etc/resolv.conf")
-		setDefault(&d.Timeout, Duration(2*time.Second))
-		setDefault(&d.StaleAfter, Duration(1800*time.Millisecond))
-		setDefault(&d.MaxStale, Duration(72*time.Hour))
-		setDefault(&d.MaxTTL, Duration(24*time.Hour))
-		setDefault(&d.MaxNegativeTTL, Duration(3*time.Hour))
-		setDefault(&d.MaxEntries, 100_000)
-		setDefault(&d.MaxBytes, ByteSize(64<<20))
-		setDefault(&d.UDPSize, 1232)
+		setDefault(&d.Timeout, Duration(localdns.DefaultTimeout))
+		setDefault(&d.StaleAfter, Duration(localdns.DefaultStaleAfter))
+		setDefault(&d.MaxStale, Duration(localdns.DefaultMaxStale))
+		setDefault(&d.MaxTTL, Duration(localdns.DefaultMaxTTL))
+		setDefault(&d.MaxNegativeTTL, Duration(localdns.DefaultMaxNegTTL))
+		setDefault(&d.MaxEntries, localdns.DefaultMaxEntries)
+		setDefault(&d.MaxBytes, ByteSize(localdns.DefaultMaxBytes))
+		setDefault(&d.UDPSize, localdns.DefaultUDPSize)
 		setDefault(&d.SaveInterval, Duration(time.Minute))
 		if d.CacheFile == "" && c.Spool.Dir != "" {
 			d.CacheFile = filepath.Join(c.Spool.Dir, "dns-cache")

@@ -1,6 +1,7 @@
 package localdns
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,8 @@ const entryOverhead = 40
 
 func newCache(maxEntries int, maxBytes int64, maxStale time.Duration) *cache {
 	c := &cache{slab: newSlab(), entries: map[string]uint32{}, maxEntries: maxEntries, maxBytes: maxBytes, maxStale: maxStale}
-	releaseWhenUnreachable(c, c.slab)
+	// The chunks are unmapped once the cache is garbage (a test's server).
+	runtime.AddCleanup(c, func(s *slab) { s.release() }, c.slab)
 	return c
 }
 
@@ -69,21 +71,12 @@ func cacheKey(q dns.Question, do bool) string {
 }
 
 // get looks key up, and on a hit appends its message to buf. A hit past
-// its TTL and the maximum stale age is dropped and missed.
-func (c *cache) get(key string, now time.Time, buf []byte) (hit, bool) {
+// its TTL and the maximum stale age is dropped and missed. The key is
+// bytes, so the fast path makes no string of it.
+func (c *cache) get(key []byte, now time.Time, buf []byte) (hit, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.getLocked(c.entries[key], now, buf)
-}
-
-// getBytes is get for a key in bytes, without making a string of it.
-func (c *cache) getBytes(key []byte, now time.Time, buf []byte) (hit, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.getLocked(c.entries[string(key)], now, buf)
-}
-
-func (c *cache) getLocked(ref uint32, now time.Time, buf []byte) (hit, bool) {
+	ref := c.entries[string(key)]
 	if ref == 0 {
 		return hit{}, false
 	}

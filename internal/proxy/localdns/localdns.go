@@ -80,26 +80,39 @@ type Config struct {
 // staleTTL is the TTL of a stale answer (RFC 8767 §4 recommends 30 s).
 const staleTTL = 30
 
+// The defaults of Config, which the proxy's configuration (the dns block)
+// takes too.
+const (
+	DefaultTimeout    = 2 * time.Second
+	DefaultStaleAfter = 1800 * time.Millisecond // RFC 8767 §5's client response timer
+	DefaultMaxStale   = 72 * time.Hour
+	DefaultMaxTTL     = 24 * time.Hour
+	DefaultMaxNegTTL  = 3 * time.Hour
+	DefaultMaxEntries = 100_000
+	DefaultMaxBytes   = 64 << 20
+	DefaultUDPSize    = 1232 // no IP fragmentation on common paths (DNS Flag Day 2020)
+)
+
 func (c *Config) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
-	def(&c.Timeout, 2*time.Second)
-	def(&c.StaleAfter, 1800*time.Millisecond)
-	def(&c.MaxStale, 72*time.Hour)
-	def(&c.MaxTTL, 24*time.Hour)
-	def(&c.MaxNegTTL, 3*time.Hour)
+	def(&c.Timeout, DefaultTimeout)
+	def(&c.StaleAfter, DefaultStaleAfter)
+	def(&c.MaxStale, DefaultMaxStale)
+	def(&c.MaxTTL, DefaultMaxTTL)
+	def(&c.MaxNegTTL, DefaultMaxNegTTL)
 	def(&c.MeshTTL, 5*time.Second)
 	if c.MaxEntries == 0 {
-		c.MaxEntries = 100_000
+		c.MaxEntries = DefaultMaxEntries
 	}
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 64 << 20
+		c.MaxBytes = DefaultMaxBytes
 	}
 	if c.UDPSize == 0 {
-		c.UDPSize = 1232
+		c.UDPSize = DefaultUDPSize
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
@@ -109,7 +122,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// Server answers DNS queries; it is a dns.Handler.
+// Server answers DNS queries (Serve).
 type Server struct {
 	cfg    Config
 	cache  *cache
@@ -173,18 +186,6 @@ func (s *Server) SetMesh(hosts []string, addrs []netip.Addr) {
 	s.mesh.Store(ms)
 }
 
-func (ms *meshSet) has(name string) bool {
-	if ms.names[name] {
-		return true
-	}
-	for _, w := range ms.wildcards {
-		if strings.HasSuffix(name, w) {
-			return true
-		}
-	}
-	return false
-}
-
 // Sources of an answer, for the metrics.
 const (
 	SourceMesh     = "mesh"
@@ -193,12 +194,6 @@ const (
 	SourceUpstream = "upstream"
 	SourceError    = "error"
 )
-
-// ServeDNS answers one query.
-func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	_, udp := w.RemoteAddr().(*net.UDPAddr)
-	w.WriteMsg(s.respond(req, udp))
-}
 
 // respond answers req on the full path, truncated to the client's UDP
 // size over UDP, and counts it.
@@ -232,11 +227,11 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	name := strings.ToLower(q.Name)
 	opt := req.IsEdns0()
 	do := opt != nil && opt.Do()
-	if ms := s.mesh.Load(); ms.has(name) && q.Qclass == dns.ClassINET {
+	if ms := s.mesh.Load(); q.Qclass == dns.ClassINET && ms.has([]byte(name)) {
 		return s.meshAnswer(req, ms, opt), SourceMesh
 	}
 	key := cacheKey(q, do)
-	h, cached := s.cache.get(key, s.cfg.Clock.Now(), nil)
+	h, cached := s.cache.get([]byte(key), s.cfg.Clock.Now(), nil)
 	if cached && h.fresh() {
 		if r := s.fromEntry(req, opt, h.msg, h.ttlLeft(), false); r != nil {
 			return r, SourceCache
@@ -404,13 +399,17 @@ func (s *Server) upstreamsFor(name string) []string {
 // Listen binds addr over UDP and TCP, on one port. With port 0 the port
 // is the one the UDP socket got; when TCP finds it taken, both are tried
 // again on another.
-func Listen(addr string) (net.PacketConn, net.Listener, error) {
+func Listen(addr string) (*net.UDPConn, net.Listener, error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dns: %w", err)
 	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns: %w", err)
+	}
 	for attempt := 0; ; attempt++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := net.ListenUDP("udp", ua)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dns: %w", err)
 		}
@@ -425,15 +424,12 @@ func Listen(addr string) (net.PacketConn, net.Listener, error) {
 	}
 }
 
-// Serve serves on pc (UDP; a *net.UDPConn) and ln (TCP) until ctx ends,
-// and closes both.
-func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
-	conn, ok := pc.(*net.UDPConn)
-	if !ok {
-		return fmt.Errorf("localdns: serving UDP needs a *net.UDPConn, not %T", pc)
-	}
+// Serve serves on conn (UDP) and ln (TCP) until ctx ends, and closes
+// both.
+func (s *Server) Serve(ctx context.Context, conn *net.UDPConn, ln net.Listener) error {
 	started := make(chan struct{})
-	tcp := &dns.Server{Listener: ln, Handler: s, NotifyStartedFunc: func() { close(started) }}
+	tcp := &dns.Server{Listener: ln, NotifyStartedFunc: func() { close(started) },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) { w.WriteMsg(s.respond(req, false)) })}
 	udpDone, tcpDone := make(chan error, 1), make(chan error, 1)
 	go func() { udpDone <- s.serveUDP(conn) }()
 	go func() { tcpDone <- tcp.ActivateAndServe() }()

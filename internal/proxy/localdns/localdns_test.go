@@ -348,12 +348,12 @@ func TestCacheBounds(t *testing.T) {
 	for _, k := range []string{"a", "b", "c"} {
 		c.put(k, make([]byte, 100), now, 60)
 	}
-	c.get("a", now, nil) // a is now the most recently used
+	c.get([]byte("a"), now, nil) // a is now the most recently used
 	c.put("d", make([]byte, 100), now, 60)
-	if _, ok := c.get("b", now, nil); ok {
+	if _, ok := c.get([]byte("b"), now, nil); ok {
 		t.Fatal("the least recently used entry was kept past the entry bound")
 	}
-	if _, ok := c.get("a", now, nil); !ok {
+	if _, ok := c.get([]byte("a"), now, nil); !ok {
 		t.Fatal("a recently used entry was evicted")
 	}
 	// Each entry takes a 128-byte slot (26 + 1 + 100 bytes).
@@ -365,7 +365,7 @@ func TestCacheBounds(t *testing.T) {
 	if n, b := small.stats(); n != 3 || b != 3*per {
 		t.Fatalf("byte bound: %d entries, %d bytes", n, b)
 	}
-	if _, ok := small.get("a", now, nil); ok {
+	if _, ok := small.get([]byte("a"), now, nil); ok {
 		t.Fatal("the oldest entry was kept past the byte bound")
 	}
 }

@@ -3,7 +3,6 @@ package localdns
 import (
 	"encoding/binary"
 	"math/bits"
-	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -189,9 +188,4 @@ func (e entryView) fill(key string, msg []byte, stored int64, ttl uint32) {
 	binary.LittleEndian.PutUint16(e[eKeyLen:], uint16(len(key)))
 	binary.LittleEndian.PutUint32(e[eMsgLen:], uint32(len(msg)))
 	copy(e[eHdrSize+copy(e[eHdrSize:], key):], msg)
-}
-
-// releaseWhenUnreachable unmaps s's chunks once owner is garbage.
-func releaseWhenUnreachable[T any](owner *T, s *slab) {
-	runtime.AddCleanup(owner, func(s *slab) { s.release() }, s)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // The UDP side is served here rather than by miekg/dns's Server, whose
@@ -75,7 +76,7 @@ func (s *Server) serveUDP(conn *net.UDPConn) error {
 		for i := range n {
 			m := &in[i]
 			pkt := m.Buffers[0][:m.N]
-			if m.Flags&0x20 != 0 { // MSG_TRUNC: longer than maxQuery
+			if m.Flags&unix.MSG_TRUNC != 0 { // longer than maxQuery
 				continue
 			}
 			if resp, ok := s.fast(&f, pkt, bufs[k][:0]); ok {
@@ -215,7 +216,7 @@ func (s *Server) fast(f *fastPath, q []byte, out []byte) ([]byte, bool) {
 	}
 
 	var source string
-	if ms := s.mesh.Load(); qclass == dns.ClassINET && ms.hasBytes(name) {
+	if ms := s.mesh.Load(); qclass == dns.ClassINET && ms.has(name) {
 		out = s.meshWire(out, q[:qnameEnd+4], ms, qtype)
 		source = SourceMesh
 	} else {
@@ -228,7 +229,7 @@ func (s *Server) fast(f *fastPath, q []byte, out []byte) ([]byte, bool) {
 		if do {
 			key = append(key, "/do"...)
 		}
-		h, ok := s.cache.getBytes(key, s.cfg.Clock.Now(), out)
+		h, ok := s.cache.get(key, s.cfg.Clock.Now(), out)
 		if !ok || !h.fresh() {
 			return nil, false
 		}
@@ -347,8 +348,9 @@ func equalFold(a, b []byte) bool {
 	return true
 }
 
-// hasBytes is has for a name in bytes, without making a string of it.
-func (ms *meshSet) hasBytes(name []byte) bool {
+// has reports whether name (lower case, fully qualified) is a mesh name.
+// It takes bytes, so the fast path makes no string of the name.
+func (ms *meshSet) has(name []byte) bool {
 	if ms.names[string(name)] {
 		return true
 	}

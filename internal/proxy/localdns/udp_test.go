@@ -184,7 +184,7 @@ func TestCacheModel(t *testing.T) {
 			}
 			continue
 		}
-		h, ok := c.get(k, now, nil)
+		h, ok := c.get([]byte(k), now, nil)
 		want, inModel := model[k]
 		if ok != inModel {
 			t.Fatalf("step %d: %s cached %v, model %v", i, k, ok, inModel)

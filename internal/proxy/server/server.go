@@ -47,7 +47,7 @@ type Server struct {
 	routes  []*routeRT
 
 	dns   *localdns.Server // nil without dns.listen
-	dnsPC net.PacketConn
+	dnsPC *net.UDPConn
 	dnsLn net.Listener
 
 	evalMu sync.Mutex // serialises evaluate
