@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +72,31 @@ func TestBatchAnswerTooLargeGoesOneByOne(t *testing.T) {
 			t.Fatalf("%s: the answer kept is %+v, want 200 cut at 16 KiB", loc, st.Response)
 		}
 	}
+	// The requests went as a batch first: without batching they would
+	// have been delivered one by one from the start, and kept alike.
+	if n := metric(t, gw.admin, "misaki_gateway_batches_total"); n < 1 {
+		t.Fatalf("the gateway took %v batches, want at least 1", n)
+	}
+}
+
+// metric returns the value of an unlabelled metric on admin's /metrics.
+func metric(t *testing.T, admin, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s on http://%s/metrics", name, admin)
+	return 0
 }

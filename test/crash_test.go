@@ -125,6 +125,12 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 		return true
 	})
 
+	// The last start delivers in batches of 8 (and half the earlier ones
+	// did): the gateway must have taken some.
+	if n := metric(t, gw.admin, "misaki_gateway_batches_total"); n < 1 {
+		t.Errorf("the gateway took %v batches, want at least 1", n)
+	}
+
 	mu.Lock()
 	defer mu.Unlock()
 	lost, dup := 0, 0

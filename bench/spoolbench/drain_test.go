@@ -20,6 +20,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
+	"github.com/misaki-io/misaki/internal/uuidv7"
 )
 
 // BenchmarkDrain measures the replay drain rate of the real binary: a spool
@@ -202,7 +203,7 @@ func fill(b *testing.B, dir string, n int) {
 	for i := range n {
 		r := &spool.Record{
 			Route: "telemetry", Method: "POST", URL: "http://telemetry.cloud.misaki/v1/telemetry",
-			IdempotencyKey: spool.NewKey(), // as the proxy assigns them
+			IdempotencyKey: uuidv7.New(), // as the proxy assigns them
 			Header:         http.Header{"Content-Type": {"application/json"}, "X-Req-Id": {strconv.Itoa(i)}},
 			Body:           body,
 		}

@@ -62,17 +62,13 @@ type Item struct {
 	Body                 []byte
 }
 
-// Write writes items as a multipart/mixed body to w and returns the body's
-// Content-Type. Requests are written when items carry a Method, else
-// responses.
-func Write(w io.Writer, items []Item) (string, error) {
+// Write writes items as a multipart/mixed body to buf and returns the
+// body's Content-Type. Requests are written when items carry a Method,
+// else responses.
+func Write(buf *bytes.Buffer, items []Item) string {
 	var raw [15]byte
 	rand.Read(raw[:])
 	boundary := "misaki-batch-" + hex.EncodeToString(raw[:])
-	buf, ok := w.(*bytes.Buffer)
-	if !ok {
-		buf = new(bytes.Buffer)
-	}
 	size := 0
 	for _, it := range items {
 		size += 256 + len(it.Body)
@@ -124,12 +120,7 @@ func Write(w io.Writer, items []Item) (string, error) {
 	buf.WriteString("--")
 	buf.WriteString(boundary)
 	buf.WriteString("--\r\n")
-	if buf != w {
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			return "", err
-		}
-	}
-	return "multipart/mixed; boundary=" + boundary, nil
+	return "multipart/mixed; boundary=" + boundary
 }
 
 // writeValue writes a header value with CR and LF replaced by spaces and

@@ -22,10 +22,7 @@ func TestRoundTrip(t *testing.T) {
 		{Method: "GET", Target: "/", Host: "h", Header: nil},
 	}
 	var buf bytes.Buffer
-	ct, err := Write(&buf, reqs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ct := Write(&buf, reqs)
 	got, err := Read(&buf, ct, true, 1<<20)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("Read: %d items, %v", len(got), err)
@@ -43,9 +40,7 @@ func TestRoundTrip(t *testing.T) {
 
 	resps := []Item{{Status: 201, Header: http.Header{"Misaki-Replayed": {"true"}}, Body: []byte("ok")}, {Status: 422}}
 	buf.Reset()
-	if ct, err = Write(&buf, resps); err != nil {
-		t.Fatal(err)
-	}
+	ct = Write(&buf, resps)
 	got, err = Read(&buf, ct, false, 1<<20)
 	if err != nil || len(got) != 2 || got[0].Status != 201 || string(got[0].Body) != "ok" || got[0].Header.Get("Misaki-Replayed") != "true" || got[1].Status != 422 {
 		t.Fatalf("responses: %+v %v", got, err)
@@ -54,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	var buf bytes.Buffer
-	ct, _ := Write(&buf, []Item{{Method: "POST", Target: "/", Host: "h", Body: bytes.Repeat([]byte("x"), 1000)}})
+	ct := Write(&buf, []Item{{Method: "POST", Target: "/", Host: "h", Body: bytes.Repeat([]byte("x"), 1000)}})
 	body := buf.String()
 	if _, err := Read(strings.NewReader(body), "application/json", true, 1<<20); !errors.Is(err, ErrFormat) {
 		t.Errorf("not multipart: %v", err)
@@ -70,7 +65,7 @@ func TestRefusals(t *testing.T) {
 		many[i] = Item{Method: "GET", Target: "/", Host: "h"}
 	}
 	buf.Reset()
-	ct, _ = Write(&buf, many)
+	ct = Write(&buf, many)
 	if _, err := Read(&buf, ct, true, 1<<20); err == nil || !strings.Contains(err.Error(), "more than 256 items") {
 		t.Errorf("too many items: %v", err)
 	}
@@ -78,7 +73,7 @@ func TestRefusals(t *testing.T) {
 
 func FuzzRead(f *testing.F) {
 	var buf bytes.Buffer
-	ct, _ := Write(&buf, []Item{{Method: "POST", Target: "/a", Host: "h", Body: []byte("b")}})
+	ct := Write(&buf, []Item{{Method: "POST", Target: "/a", Host: "h", Body: []byte("b")}})
 	f.Add(buf.Bytes(), strings.TrimPrefix(ct, "multipart/mixed; boundary="))
 	f.Fuzz(func(t *testing.T, body []byte, boundary string) {
 		ct := "multipart/mixed; boundary=" + boundary
@@ -89,10 +84,7 @@ func FuzzRead(f *testing.F) {
 		}
 		// What is read, written again, reads the same.
 		var buf bytes.Buffer
-		ct2, err := Write(&buf, items)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ct2 := Write(&buf, items)
 		again, err := Parse(buf.Bytes(), ct2, true)
 		if err != nil {
 			t.Fatalf("reading what Write made of %d items: %v", len(items), err)
@@ -222,10 +214,7 @@ func TestMultipartInterop(t *testing.T) {
 		requests bool
 	}{{"requests", reqs, true}, {"responses", resps, false}} {
 		var buf bytes.Buffer
-		ct, err := Write(&buf, c.items)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ct := Write(&buf, c.items)
 		got, err := multipartRead(bytes.NewReader(buf.Bytes()), ct, c.requests)
 		if err != nil {
 			t.Fatalf("%s: mime/multipart reading Write's output: %v", c.name, err)
@@ -248,14 +237,11 @@ func TestMultipartInterop(t *testing.T) {
 
 func TestHeaderValuesCannotAddLines(t *testing.T) {
 	var buf bytes.Buffer
-	ct, err := Write(&buf, []Item{{Method: "POST", Target: "/", Host: "h", Header: http.Header{
+	ct := Write(&buf, []Item{{Method: "POST", Target: "/", Host: "h", Header: http.Header{
 		"X-A":            {"one\r\nX-Injected: yes"},
 		"Bad Name":       {"dropped"},
 		"content-length": {"999"},
 	}, Body: []byte("b")}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	got, err := Read(&buf, ct, true, 1<<20)
 	if err != nil || len(got) != 1 {
 		t.Fatalf("Read: %v", err)
@@ -299,7 +285,7 @@ func BenchmarkRead(b *testing.B) {
 			Header: http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {fmt.Sprintf("spool-%08d", i)}, "X-Req-Id": {strconv.Itoa(i)}}}
 	}
 	var buf bytes.Buffer
-	ct, _ := Write(&buf, items)
+	ct := Write(&buf, items)
 	body := buf.Bytes()
 	b.Run("Read", func(b *testing.B) {
 		b.ReportAllocs()

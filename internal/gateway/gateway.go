@@ -558,11 +558,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	var out bytes.Buffer
-	ct, err := batch.Write(&out, answers)
-	if err != nil {
-		http.Error(w, "misaki gateway: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
+	ct := batch.Write(&out, answers)
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
 	w.WriteHeader(http.StatusOK)

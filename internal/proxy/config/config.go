@@ -21,6 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/proxy/localdns"
 )
 
@@ -434,8 +435,8 @@ const (
 	DefaultSpoolRequests     = 1000000
 	DefaultRetention         = 24 * time.Hour
 	DefaultMaxResponseBytes  = 1 << 20
-	// MaxBatch is the largest offline.batch (package batch's MaxItems).
-	MaxBatch                 = 256
+	// MaxBatch is the largest offline.batch.
+	MaxBatch                 = batch.MaxItems
 	DefaultReplayConcurrency = 16
 	DefaultReplayBackoffMin  = time.Second
 	DefaultReplayBackoffMax  = 5 * time.Minute
