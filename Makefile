@@ -54,6 +54,19 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $${FUZZTIME:-60s} ./internal/batch/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $${FUZZTIME:-60s} ./internal/proxy/localdns/
 
+.PHONY: generate
+generate: ## Regenerate the CRD, deepcopy and RBAC from api/ and the controller's markers, and the proxy's xDS messages
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.16.5 object paths=./api/...
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.16.5 crd paths=./api/... output:crd:artifacts:config=config/crd
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.16.5 rbac:roleName=misaki-controller paths=./internal/controller/... output:rbac:artifacts:config=config/rbac
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	cd internal/proxy/xds/xdspb && PATH="$$(go env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative -I. lite.proto
+
+.PHONY: kube-tools
+kube-tools: ## Build (once) and print the etcd + kube-apiserver directory the control-plane tests use
+	@bash hack/kube-tools.sh
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \

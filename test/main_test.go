@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,7 +39,25 @@ func TestMain(m *testing.M) {
 type runningProxy struct {
 	cmd              *exec.Cmd
 	mesh, admin, dns string
-	logs             *strings.Builder
+	logs             *logBuffer
+}
+
+// logBuffer collects a process's log lines; safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (l *logBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startProxyBinary writes cfg (which should listen on port 0) and starts the
@@ -58,7 +77,7 @@ func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &runningProxy{cmd: cmd, logs: &strings.Builder{}}
+	p := &runningProxy{cmd: cmd, logs: &logBuffer{}}
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})

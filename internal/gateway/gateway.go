@@ -268,7 +268,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveBatch(w, r)
 		return
 	}
-	i := s.table.Match(r.Host)
+	i := s.table.Match(r.Host, r.URL.Path, r.Header)
 	if i < 0 {
 		s.requests.WithLabelValues("", outcomeNoRoute).Inc()
 		http.Error(w, fmt.Sprintf("misaki gateway: no route for host %q", r.Host), http.StatusNotFound)

@@ -12,9 +12,12 @@ import (
 	"os"
 	"runtime/debug"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/server"
+	"github.com/misaki-io/misaki/internal/proxy/xds"
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
@@ -43,16 +46,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "misaki-proxy", Version)
 		return nil
 	}
-	if *cfgPath == "" {
-		fs.Usage()
-		return errors.New("--config is required")
-	}
 	var cfg *config.Config
 	var err error
-	if *role != "" {
+	switch env := os.Getenv(ConfigEnv); {
+	case *cfgPath != "":
 		cfg, err = config.LoadAs(*cfgPath, *role)
-	} else {
-		cfg, err = config.Load(*cfgPath)
+	case env != "":
+		// The injected sidecar's config, which needs no ConfigMap.
+		*cfgPath = "$" + ConfigEnv
+		if cfg, err = config.ParseAs([]byte(env), *role); err != nil {
+			err = fmt.Errorf("config from $%s: %w", ConfigEnv, err)
+		}
+	default:
+		fs.Usage()
+		return fmt.Errorf("--config (or $%s) is required", ConfigEnv)
 	}
 	if err != nil {
 		return err
@@ -94,9 +101,54 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return gw.Run(ctx)
 	}
+	if cfg.XDS.Server != "" {
+		return runXDS(ctx, cfg, log)
+	}
 	srv, err := server.New(cfg, log, server.Options{})
 	if err != nil {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// ConfigEnv holds the whole YAML config when --config is not given (the
+// injection webhook sets it).
+const ConfigEnv = "MISAKI_PROXY_CONFIG"
+
+// runXDS runs the edge proxy with its routes from the controller: it
+// starts from the routes kept in xds.cache, if any, so that it serves at
+// once even when the controller is unreachable, and applies what the
+// controller sends from then on.
+func runXDS(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	start := cfg
+	cached, err := xds.LoadCache(cfg.XDS.Cache)
+	if err != nil {
+		log.Error("xds: the kept config is unreadable; starting with no routes until the controller answers", "err", err)
+		cached = nil
+	}
+	var eps map[string][]string
+	if cached != nil {
+		if start, err = cfg.WithRoutes(cached.Routes); err != nil {
+			log.Error("xds: the kept config is invalid; starting with no routes until the controller answers", "err", err)
+			start, cached = cfg, nil
+		} else {
+			eps = cached.Endpoints
+			log.Info("xds: starting from the kept config", "cache", cfg.XDS.Cache, "routes", len(cached.Routes), "versions", cached.Versions)
+		}
+	}
+	srv, err := server.New(start, log, server.Options{Endpoints: eps})
+	if err != nil {
+		return err
+	}
+	client, err := xds.New(xds.Options{
+		Server: cfg.XDS.Server, Node: cfg.XDS.Node, CAFile: cfg.XDS.CAFile, Cache: cfg.XDS.Cache,
+		Apply: srv.Apply, Log: log.With("component", "xds"), Version: Version,
+	}, cached)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return client.Run(gctx) })
+	return g.Wait()
 }

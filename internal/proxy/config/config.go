@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/proxy/localdns"
@@ -52,10 +54,29 @@ type Config struct {
 	// DNS is the proxy's DNS server for the app (docs/dns.md); off unless
 	// dns.listen is set.
 	DNS DNS `yaml:"dns"`
+	// XDS makes the proxy take its routes from Misaki's controller over
+	// ADS instead of from routes: below (docs/control-plane.md).
+	XDS XDS `yaml:"xds"`
 	// Links are the vehicle's network paths, matched to kernel interfaces.
 	Links []Link `yaml:"links"`
 	// Routes map mesh host names to upstreams with an offline policy.
 	Routes []Route `yaml:"routes"`
+}
+
+// XDS configures the proxy as an xDS client of the controller.
+type XDS struct {
+	// Server is the controller's ADS address, host:port (gRPC over h2c,
+	// or TLS when caFile is set). Empty: routes come from this file.
+	Server string `yaml:"server"`
+	// Node is this proxy's id, namespace/pod. Default
+	// $POD_NAMESPACE/$POD_NAME, as the injected sidecar sets them.
+	Node string `yaml:"node"`
+	// CAFile makes the connection TLS, trusting these roots.
+	CAFile string `yaml:"caFile"`
+	// Cache keeps the last accepted routes, so the proxy starts with them
+	// while the controller is unreachable. Default xds-routes.yaml in
+	// spool.dir.
+	Cache string `yaml:"cache"`
 }
 
 // Log configures logging.
@@ -278,6 +299,10 @@ type Route struct {
 	Name string `yaml:"name"`
 	// Hosts are the mesh names apps call (exact, or *.suffix wildcards).
 	Hosts []string `yaml:"hosts"`
+	// Matches narrow the route to some requests of its hosts: a request
+	// matches when any entry matches. Empty: every request. A request to
+	// the route's hosts that no entry matches gets 404.
+	Matches []Match `yaml:"matches"`
 	// Upstream is http://, https:// (HTTP/2 or HTTP/1.1 by ALPN) or
 	// h2c:// (HTTP/2 without TLS, prior knowledge), with host and port.
 	Upstream string `yaml:"upstream"`
@@ -295,6 +320,23 @@ type Route struct {
 	Probe Probe `yaml:"probe"`
 	// Offline is what happens when the route has no usable link.
 	Offline Offline `yaml:"offline"`
+}
+
+// Match selects requests by path and headers; all of its parts must match.
+type Match struct {
+	// Path matches the request path exactly.
+	Path string `yaml:"path"`
+	// PathPrefix matches paths that start with it at a segment boundary:
+	// /api matches /api and /api/x, not /apix.
+	PathPrefix string `yaml:"pathPrefix"`
+	// Headers must all be present with these exact values.
+	Headers []HeaderMatch `yaml:"headers"`
+}
+
+// HeaderMatch is one header that must have one value.
+type HeaderMatch struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
 }
 
 // UpstreamTLS configures TLS to an https:// upstream.
@@ -471,6 +513,14 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Spool.Replay.Concurrency, DefaultReplayConcurrency)
 	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
 	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
+	if c.XDS.Server != "" {
+		if c.XDS.Node == "" && os.Getenv("POD_NAME") != "" {
+			c.XDS.Node = os.Getenv("POD_NAMESPACE") + "/" + os.Getenv("POD_NAME")
+		}
+		if c.XDS.Cache == "" && c.Spool.Dir != "" {
+			c.XDS.Cache = filepath.Join(c.Spool.Dir, "xds-routes.yaml")
+		}
+	}
 	if c.DNS.Listen != "" {
 		d := &c.DNS
 		setDefault(&d.ResolvConf, "/etc/resolv.conf")
@@ -629,6 +679,24 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if x := c.XDS; x.Server != "" {
+		if _, _, err := net.SplitHostPort(x.Server); err != nil {
+			bad("xds.server", "%q is not host:port: %v", x.Server, err)
+		}
+		if ns, pod, ok := strings.Cut(x.Node, "/"); !ok || ns == "" || pod == "" {
+			bad("xds.node", "%q is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME", x.Node)
+		}
+		if x.Cache == "" {
+			bad("xds.cache", "is not set and there is no spool.dir to keep it in; set one of them")
+		}
+		if len(c.Routes) > 0 {
+			bad("routes", "come from the controller when xds.server is set; remove routes: or xds:")
+		}
+		if c.Role != RoleEdge {
+			bad("xds.server", "is for the edge role")
+		}
+	}
+
 	routeNames := map[string]bool{}
 	hostOwner := map[string]string{}
 	for i, r := range c.Routes {
@@ -653,6 +721,22 @@ func (c *Config) Validate() error {
 				bad(hf, "%q is already served by route %q; a host belongs to one route", h, other)
 			}
 			hostOwner[h] = r.Name
+		}
+		for j, m := range r.Matches {
+			mf := fmt.Sprintf("%s.matches[%d]", f, j)
+			switch {
+			case m.Path != "" && m.PathPrefix != "":
+				bad(mf, "set path or pathPrefix, not both")
+			case m.Path != "" && !strings.HasPrefix(m.Path, "/"):
+				bad(mf+".path", "%q must start with /", m.Path)
+			case m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/"):
+				bad(mf+".pathPrefix", "%q must start with /", m.PathPrefix)
+			}
+			for k, h := range m.Headers {
+				if !httpguts.ValidHeaderFieldName(h.Name) {
+					bad(fmt.Sprintf("%s.headers[%d].name", mf, k), "%q is not a header name", h.Name)
+				}
+			}
 		}
 		validateUpstream(f, r, bad)
 		if r.MaxBodyBytes < 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -41,6 +42,9 @@ func LoadAs(path, role string) (*Config, error) {
 // Parse decodes YAML, rejects unknown fields (naming the closest known one),
 // sets defaults and validates.
 func Parse(b []byte) (*Config, error) { return parse(b, "") }
+
+// ParseAs is Parse with the role set (the --role flag), before validation.
+func ParseAs(b []byte, role string) (*Config, error) { return parse(b, role) }
 
 func parse(b []byte, role string) (*Config, error) {
 	var doc yaml.Node
@@ -174,4 +178,48 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// DecodeRoute decodes one entry of routes: from YAML or JSON, rejecting
+// fields no route has. It sets no defaults; WithRoutes does.
+func DecodeRoute(b []byte) (Route, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Route{}, err
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return Route{}, errors.New("a route must be a mapping")
+	}
+	if err := checkFields(root, reflect.TypeFor[Route](), ""); err != nil {
+		return Route{}, err
+	}
+	var r Route
+	if err := root.Decode(&r); err != nil {
+		return Route{}, err
+	}
+	return r, nil
+}
+
+// WithRoutes returns a copy of c whose routes are routes, with defaults set
+// and validated as if they had been in the file. c must have been loaded
+// (defaults set); routes are not modified.
+func (c *Config) WithRoutes(routes []Route) (*Config, error) {
+	n := *c
+	n.Routes = make([]Route, len(routes))
+	for i, r := range routes {
+		r.Offline.UnsafeMethods = slices.Clone(r.Offline.UnsafeMethods)
+		n.Routes[i] = r
+	}
+	n.SetDefaults()
+	x := n.XDS
+	n.XDS.Server = "" // routes from the controller are what xds.server asks for
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	n.XDS = x
+	return &n, nil
 }

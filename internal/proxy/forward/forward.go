@@ -24,6 +24,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,8 +49,10 @@ var ErrNotSent = errors.New("forward: upstream not reached")
 type Upstream struct {
 	target     *url.URL // scheme http or https
 	dialer     *net.Dialer
-	iface      atomic.Pointer[string] // interface new connections leave by; "" lets the kernel choose
-	h1         *h1Pool                // the fast path's pool; nil unless the upstream is http://
+	endpoints  atomic.Pointer[[]string] // host:port to dial instead of the target's; nil or empty: the target
+	next       atomic.Uint32            // round-robin position in endpoints
+	iface      atomic.Pointer[string]   // interface new connections leave by; "" lets the kernel choose
+	h1         *h1Pool                  // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
 	reqTimeout time.Duration
@@ -113,7 +116,7 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 	f := &Upstream{}
 	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second, Control: f.control}
 	tr := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           f.Dial,
 		MaxIdleConnsPerHost:   min(r.MaxUpstreamConnections, maxIdleConns),
 		MaxConnsPerHost:       r.MaxUpstreamConnections,
 		IdleConnTimeout:       r.Timeouts.Idle.D(),
@@ -145,7 +148,7 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 		log:               log.With("component", "forward", "route", r.Name),
 	}
 	if u.Scheme == "http" {
-		f.h1 = &h1Pool{addr: f.Addr(), dialer: dialer, idleTTL: r.Timeouts.Idle.D(),
+		f.h1 = &h1Pool{addr: f.Addr(), dial: f.Dial, idleTTL: r.Timeouts.Idle.D(),
 			slots: make(chan struct{}, r.MaxUpstreamConnections)}
 	}
 	f.proxy = &httputil.ReverseProxy{
@@ -174,9 +177,24 @@ func (f *Upstream) Addr() string {
 }
 
 // Dial connects to addr the way forwarded requests do (same timeout and
-// interface), for probes.
+// interface); the upstream's own address goes to one of its endpoints,
+// when it has some, in turn.
 func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if eps := f.endpoints.Load(); eps != nil && len(*eps) > 0 && addr == f.Addr() {
+		addr = (*eps)[int(f.next.Add(1)-1)%len(*eps)]
+	}
 	return f.dialer.DialContext(ctx, network, addr)
+}
+
+// SetEndpoints makes new connections go to these host:port addresses in
+// turn instead of the upstream URL's host (a Service's ready endpoints, as
+// the controller sends them); nil or empty goes back to the URL's host.
+// Idle connections to endpoints no longer listed are closed.
+func (f *Upstream) SetEndpoints(eps []string) {
+	old := f.endpoints.Swap(&eps)
+	if old != nil && !slices.Equal(*old, eps) {
+		f.Close()
+	}
 }
 
 // SetInterface makes new upstream connections leave by iface ("" lets the

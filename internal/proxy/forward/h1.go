@@ -80,7 +80,7 @@ const maxIdleConns = 256
 // h1Pool keeps idle connections to one upstream, most recently used first.
 type h1Pool struct {
 	addr    string
-	dialer  *net.Dialer
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	idleTTL time.Duration
 	// slots holds a token for every open connection, idle or busy: its
 	// capacity is the upstream's connection cap.
@@ -151,7 +151,7 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 		}
 		select {
 		case p.slots <- struct{}{}:
-			c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+			c, err := p.dial(ctx, "tcp", p.addr)
 			if err != nil {
 				<-p.slots
 				return nil, false, err

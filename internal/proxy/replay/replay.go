@@ -62,9 +62,11 @@ const (
 
 // Options configure a Replayer.
 type Options struct {
-	Spool            *spool.Spool
-	Results          *Results
-	Targets          map[string]Target
+	Spool   *spool.Spool
+	Results *Results
+	// Targets returns how to deliver a route's requests; false while the
+	// route is unknown (its requests wait).
+	Targets          func(route string) (Target, bool)
 	Concurrency      int
 	BackoffMin       time.Duration
 	BackoffMax       time.Duration
@@ -171,7 +173,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 		if rs.Records-int64(rs.InFlight) <= 0 {
 			continue
 		}
-		t, ok := p.o.Targets[rs.Route]
+		t, ok := p.o.Targets(rs.Route)
 		if !ok || !t.Usable() {
 			continue
 		}

@@ -6,6 +6,7 @@ package route
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -13,10 +14,12 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
-// Table maps host names to route indexes. It is immutable once built.
+// Table maps requests to route indexes by host, then path and headers. It
+// is immutable once built.
 type Table struct {
-	exact map[string]int
-	wild  []wildcard // longest suffix first
+	exact   map[string][]int // routes serving the host, in config order
+	wild    []wildcard       // longest suffix first
+	matches [][]config.Match // by route index
 }
 
 type wildcard struct {
@@ -24,17 +27,18 @@ type wildcard struct {
 	route  int
 }
 
-// NewTable indexes the routes' hosts (already validated: lower-case, unique).
+// NewTable indexes the routes' hosts (already validated: lower-case).
 func NewTable(routes []config.Route) *Table {
-	t := &Table{exact: map[string]int{}}
+	t := &Table{exact: map[string][]int{}, matches: make([][]config.Match, len(routes))}
 	for i, r := range routes {
+		t.matches[i] = r.Matches
 		for _, h := range r.Hosts {
 			h = strings.ToLower(h)
 			if s, ok := strings.CutPrefix(h, "*"); ok {
 				t.wild = append(t.wild, wildcard{suffix: s, route: i})
 				continue
 			}
-			t.exact[h] = i
+			t.exact[h] = append(t.exact[h], i)
 		}
 	}
 	slices.SortStableFunc(t.wild, func(a, b wildcard) int { return len(b.suffix) - len(a.suffix) })
@@ -54,26 +58,76 @@ func stripPort(host string) string {
 	return host
 }
 
-// Match returns the index of the route serving host (which may carry a port
-// and a trailing dot), or -1.
-func (t *Table) Match(host string) int {
+// Match returns the index of the route serving a request to host (which
+// may carry a port and a trailing dot) with path and headers h, or -1.
+func (t *Table) Match(host, path string, h http.Header) int {
 	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
-	if i, ok := t.exact[host]; ok {
+	if i := t.first(t.exact[host], path, h); i >= 0 {
 		return i
 	}
 	if hasUpper(host) {
 		host = strings.ToLower(host)
-		if i, ok := t.exact[host]; ok {
+		if i := t.first(t.exact[host], path, h); i >= 0 {
 			return i
 		}
 	}
 	for _, w := range t.wild {
-		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) {
+		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) && t.matchesRequest(w.route, path, h) {
 			return w.route
 		}
 	}
 	return -1
+}
+
+func (t *Table) first(routes []int, path string, h http.Header) int {
+	for _, i := range routes {
+		if t.matchesRequest(i, path, h) {
+			return i
+		}
+	}
+	return -1
+}
+
+// matchesRequest reports whether route i's matches let the request in.
+func (t *Table) matchesRequest(i int, path string, h http.Header) bool {
+	ms := t.matches[i]
+	if len(ms) == 0 {
+		return true
+	}
+	for _, m := range ms {
+		if Matches(m, path, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// Matches reports whether a request with path and headers h satisfies m.
+func Matches(m config.Match, path string, h http.Header) bool {
+	switch {
+	case m.Path != "" && path != m.Path:
+		return false
+	case m.PathPrefix != "" && !hasPathPrefix(path, m.PathPrefix):
+		return false
+	}
+	for _, hm := range m.Headers {
+		if !slices.Contains(h.Values(hm.Name), hm.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasPathPrefix is Envoy's path_separated_prefix: prefix matches at a
+// segment boundary, so /api matches /api, /api/ and /api/x but not /apix.
+func hasPathPrefix(path, prefix string) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	rest := path[len(prefix):]
+	return rest == "" || rest[0] == '/' || rest[0] == '?'
 }
 
 func hasUpper(s string) bool {

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -18,8 +19,40 @@ func TestMatch(t *testing.T) {
 		"foo.svc.mesh": 0, "x.svc.mesh": 1, "a.deep.svc.mesh": 1,
 		"svc.mesh": -1, ".svc.mesh": -1, "other": -1, "": -1, "[::1]:80": -1,
 	} {
-		if got := tb.Match(host); got != want {
+		if got := tb.Match(host, "/", nil); got != want {
 			t.Errorf("Match(%q) = %d, want %d", host, got, want)
+		}
+	}
+}
+
+func TestMatchPathAndHeaders(t *testing.T) {
+	tb := NewTable([]config.Route{
+		{Name: "api", Hosts: []string{"app.mesh"}, Matches: []config.Match{
+			{PathPrefix: "/api"},
+			{Path: "/health", Headers: []config.HeaderMatch{{Name: "X-Probe", Value: "yes"}}},
+		}},
+		{Name: "rest", Hosts: []string{"app.mesh"}},
+		{Name: "wild", Hosts: []string{"*.mesh"}, Matches: []config.Match{{PathPrefix: "/w/"}}},
+	})
+	probe := http.Header{"X-Probe": {"no", "yes"}}
+	for _, c := range []struct {
+		host, path string
+		h          http.Header
+		want       int
+	}{
+		{"app.mesh", "/api", nil, 0},
+		{"app.mesh", "/api/v1/x", nil, 0},
+		{"app.mesh", "/api?q=1", nil, 0},
+		{"app.mesh", "/apix", nil, 1},
+		{"app.mesh", "/health", nil, 1},
+		{"app.mesh", "/health", probe, 0},
+		{"app.mesh", "/health/x", probe, 1},
+		{"b.mesh", "/w/a", nil, 2},
+		{"b.mesh", "/w", nil, 2},
+		{"b.mesh", "/x", nil, -1},
+	} {
+		if got := tb.Match(c.host, c.path, c.h); got != c.want {
+			t.Errorf("Match(%q, %q, %v) = %d, want %d", c.host, c.path, c.h, got, c.want)
 		}
 	}
 }

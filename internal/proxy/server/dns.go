@@ -46,11 +46,8 @@ func (s *Server) listenDNS() error {
 		Clock: s.clock, Log: s.log.With("component", "dns"), Metrics: localdns.NewMetrics(s.reg),
 	})
 	s.dns.Bind(s.reg)
-	var hosts []string
-	for _, rt := range s.routes {
-		hosts = append(hosts, rt.cfg.Hosts...)
-	}
-	s.dns.SetMesh(hosts, addrs)
+	s.dnsAddrs = addrs
+	s.setMesh(s.set.Load())
 	s.dnsPC, s.dnsLn, err = localdns.Listen(d.Listen)
 	return err
 }
@@ -132,4 +129,16 @@ func (s *Server) runDNS(ctx context.Context) error {
 			save()
 		}
 	}
+}
+
+// setMesh makes the DNS server answer the set's hosts as mesh names.
+func (s *Server) setMesh(set *routeSet) {
+	if s.dns == nil {
+		return
+	}
+	var hosts []string
+	for _, rt := range set.routes {
+		hosts = append(hosts, rt.cfg.Hosts...)
+	}
+	s.dns.SetMesh(hosts, s.dnsAddrs)
 }

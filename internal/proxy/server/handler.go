@@ -23,15 +23,20 @@ const maxNotSentRetries = 8
 // the route is usable, otherwise hold it until the route is usable, the hold
 // window passes, or the app goes away.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	i := s.table.Match(r.Host)
+	set := s.set.Load()
+	i := set.table.Match(r.Host, r.URL.Path, r.Header)
 	if i < 0 {
 		s.metrics.requests.WithLabelValues("", outcomeNoRoute).Inc()
 		http.Error(w, fmt.Sprintf("misaki: no route for host %q", r.Host), http.StatusNotFound)
 		return
 	}
-	rt := s.routes[i]
+	rt := set.routes[i]
 	s.active.Add(1)
-	defer s.active.Add(-1)
+	rt.inflight.Add(1)
+	defer func() {
+		rt.inflight.Add(-1)
+		s.active.Add(-1)
+	}()
 	start := time.Now()
 	maxBody := int64(rt.cfg.MaxBodyBytes)
 	if r.ContentLength > maxBody {

@@ -96,7 +96,7 @@ func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, rt := range c.s.routes {
+	for _, rt := range c.s.set.Load().routes {
 		n, b := rt.queue.Held()
 		ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(n), rt.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(heldBytesDesc, prometheus.GaugeValue, float64(b), rt.cfg.Name)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,13 @@ type Server struct {
 	metrics *metrics
 	links   *link.Monitor
 	budget  *hold.Budget
-	table   *route.Table
-	routes  []*routeRT
+
+	set       atomic.Pointer[routeSet] // the routes requests are matched against
+	applyMu   sync.Mutex               // serialises Apply
+	applyCh   chan applyReq            // Apply -> manageRoutes
+	retired   []*routeRT               // replaced routes still draining; guarded by evalMu
+	spoolOpen bool                     // the spool is open (set by Run before serving)
+	dnsAddrs  []netip.Addr             // what mesh names resolve to
 
 	dns   *localdns.Server // nil without dns.listen
 	dnsPC *net.UDPConn
@@ -72,6 +78,9 @@ type routeRT struct {
 	count    map[string]prometheus.Counter
 	duration map[string]prometheus.Observer // by delivery
 
+	inflight atomic.Int64       // requests and deliveries using this route now
+	stop     context.CancelFunc // ends the health checks; set by startRoute
+
 	// guarded by Server.evalMu
 	linkOK bool
 	reason string
@@ -83,6 +92,10 @@ type Options struct {
 	Clock clock.Clock
 	// LinkScanner replaces reading the kernel's interfaces (tests).
 	LinkScanner link.Scanner
+	// Endpoints are the host:port addresses each route dials, by route
+	// name, as the xDS client kept them; routes without any dial their
+	// upstream URL's host.
+	Endpoints map[string][]string
 }
 
 // New builds a server from a validated config. It reads the TLS files the
@@ -93,12 +106,12 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		clk = clock.Real{}
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		clock:  clk,
-		reg:    prometheus.NewRegistry(),
-		budget: hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
-		table:  route.NewTable(cfg.Routes),
+		cfg:     cfg,
+		log:     log,
+		clock:   clk,
+		reg:     prometheus.NewRegistry(),
+		budget:  hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
+		applyCh: make(chan applyReq),
 
 		httpDone: make(chan struct{}),
 	}
@@ -112,36 +125,16 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		Help: "Client connections refused with 503 because limits.maxConnections was reached.",
 	})
 	s.reg.MustRegister(s.rejectedConns)
+	var rts []*routeRT
 	for _, rc := range cfg.Routes {
-		tlsConf, err := forward.LoadTLS(rc)
+		rt, err := s.newRoute(rc)
 		if err != nil {
 			return nil, err
 		}
-		fwd, err := forward.New(rc, tlsConf, log)
-		if err != nil {
-			return nil, err
-		}
-		rt := &routeRT{
-			cfg:      rc,
-			fwd:      fwd,
-			queue:    hold.NewQueue(s.budget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, clk),
-			count:    map[string]prometheus.Counter{},
-			duration: map[string]prometheus.Observer{},
-			linkOK:   true,
-		}
-		// Not usable until the first link scan says so (evaluate): neither
-		// a request nor the replay of the spool may go out before it.
-		rt.queue.SetUsable(false)
-		prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
-		rt.health = health.New(rc.Name, rc.Probe, prober, clk, log, s.evaluate)
-		for _, o := range allOutcomes {
-			rt.count[o] = s.metrics.requests.WithLabelValues(rc.Name, o)
-		}
-		for _, d := range []string{outcomeDirect, outcomeHeld} {
-			rt.duration[d] = s.metrics.duration.WithLabelValues(rc.Name, d)
-		}
-		s.routes = append(s.routes, rt)
+		rt.fwd.SetEndpoints(opt.Endpoints[rc.Name])
+		rts = append(rts, rt)
 	}
+	s.set.Store(newRouteSet(rts))
 	return s, nil
 }
 
@@ -191,6 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if s.spools() {
+		s.spoolOpen = true
 		if err := s.openSpool(); err != nil {
 			s.meshLn.Close()
 			s.adminLn.Close()
@@ -209,14 +203,12 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "dns", s.DNSAddr(), "routes", len(s.routes), "links", len(s.cfg.Links))
+	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "dns", s.DNSAddr(), "routes", len(s.set.Load().routes), "links", len(s.cfg.Links))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
-	for _, rt := range s.routes {
-		g.Go(func() error { return rt.health.Run(gctx) })
-	}
+	g.Go(func() error { return s.manageRoutes(gctx) })
 	if s.sp != nil {
 		g.Go(func() error {
 			err := s.runSpool(gctx, s.httpDone)
@@ -243,7 +235,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.stopping.Store(true)
 		s.log.Info("shutting down", "grace", ShutdownGrace)
 		// Held requests are answered now rather than cut at the deadline.
-		for _, rt := range s.routes {
+		s.evalMu.Lock()
+		routes := s.allRoutes()
+		s.evalMu.Unlock()
+		for _, rt := range routes {
 			rt.queue.Close()
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
@@ -251,7 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 		err := lean.Shutdown(sctx)
 		close(s.httpDone) // the spool closes after the last request that may write to it
 		err = errors.Join(err, adminSrv.Shutdown(sctx))
-		for _, rt := range s.routes {
+		for _, rt := range routes {
 			rt.fwd.Close()
 		}
 		return err
@@ -283,7 +278,7 @@ func (s *Server) evaluate() {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
 	links := s.links.Snapshot()
-	for _, rt := range s.routes {
+	for _, rt := range s.allRoutes() {
 		ok, reason := route.LinkUsable(rt.cfg.Offline, links)
 		if ok && !rt.linkOK {
 			// A link came back: check the upstream now rather than at the
@@ -316,8 +311,9 @@ func (s *Server) evaluate() {
 func (s *Server) routeStatus() []admin.RouteStatus {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
-	out := make([]admin.RouteStatus, 0, len(s.routes))
-	for _, rt := range s.routes {
+	routes := s.set.Load().routes
+	out := make([]admin.RouteStatus, 0, len(routes))
+	for _, rt := range routes {
 		n, b := rt.queue.Held()
 		out = append(out, admin.RouteStatus{
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,

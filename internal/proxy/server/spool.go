@@ -42,7 +42,9 @@ type spooling struct {
 
 // spools reports whether any route spools.
 func (s *Server) spools() bool {
-	return slices.ContainsFunc(s.cfg.Routes, func(r config.Route) bool { return r.Offline.Spool })
+	// With routes from the controller, any later set may spool.
+	return s.cfg.XDS.Server != "" && s.cfg.Spool.Dir != "" ||
+		slices.ContainsFunc(s.cfg.Routes, func(r config.Route) bool { return r.Offline.Spool })
 }
 
 // openSpool opens the spool and wires the replayer (Run calls it).
@@ -61,23 +63,10 @@ func (s *Server) openSpool() error {
 	if err != nil {
 		return fmt.Errorf("spool.dir: %w", err)
 	}
-	targets := map[string]replay.Target{}
-	for _, rt := range s.routes {
-		targets[rt.cfg.Name] = replay.Target{
-			Usable:  rt.queue.Usable,
-			Forward: func(w http.ResponseWriter, r *http.Request) error { return rt.fwd.Forward(w, r, deliverySpooled) },
-			NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) },
-			Unreachable: func(err error) {
-				rt.health.Failed(err)
-				s.evaluate()
-			},
-			Batch: rt.cfg.Offline.Batch,
-		}
-	}
 	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes,
 		requests: "http://" + s.AdminAddr() + "/v1/requests/"}
 	s.sp.replayer = replay.New(replay.Options{
-		Spool: sp, Results: results, Targets: targets,
+		Spool: sp, Results: results, Targets: s.replayTarget,
 		Concurrency: c.Replay.Concurrency, BackoffMin: c.Replay.Backoff.Initial.D(), BackoffMax: c.Replay.Backoff.Max.D(),
 		MaxResponseBytes: int64(c.MaxResponseBytes), Clock: s.clock, Log: s.log.With("component", "replay"),
 		Callbacks: &http.Client{Timeout: 30 * time.Second},
@@ -255,4 +244,27 @@ func (s *Server) spoolStatus() any {
 		out.Routes = append(out.Routes, r)
 	}
 	return out
+}
+
+// replayTarget is how the replayer delivers a route's spooled requests:
+// through the route of that name in the current set.
+func (s *Server) replayTarget(name string) (replay.Target, bool) {
+	rt := s.set.Load().byName[name]
+	if rt == nil {
+		return replay.Target{}, false
+	}
+	return replay.Target{
+		Usable: rt.queue.Usable,
+		Forward: func(w http.ResponseWriter, r *http.Request) error {
+			rt.inflight.Add(1)
+			defer rt.inflight.Add(-1)
+			return rt.fwd.Forward(w, r, deliverySpooled)
+		},
+		NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) },
+		Unreachable: func(err error) {
+			rt.health.Failed(err)
+			s.evaluate()
+		},
+		Batch: rt.cfg.Offline.Batch,
+	}, true
 }

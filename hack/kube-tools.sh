@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs the real Kubernetes parts the control-plane tests run against and
+# prints the directory to use as KUBEBUILDER_ASSETS:
+#
+#   etcd            Debian's etcd-server (3.4 works with kube-apiserver 1.31)
+#   kube-apiserver  built from the Go module proxy: a throwaway module requires
+#   kubectl         k8s.io/kubernetes $KUBE_VERSION and replaces every
+#                   k8s.io/<staging> module with v0.<minor>.<patch>, as the
+#                   kubernetes repo's own go.mod does with ./staging paths.
+#
+# The binaries are cached in $HOME/.cache/misaki/k8s/$KUBE_VERSION, so only the
+# first run pays for the build (about 10 minutes on 2 cores). Progress goes to
+# stderr; stdout is the assets directory and nothing else.
+#
+# Env:
+#   KUBE_VERSION     k8s.io/kubernetes version (default v1.31.14)
+#   MISAKI_K8S_DIR   cache dir (default $HOME/.cache/misaki/k8s/$KUBE_VERSION)
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-v1.31.14}"
+DIR="${MISAKI_K8S_DIR:-$HOME/.cache/misaki/k8s/$KUBE_VERSION}"
+log() { printf '[kube-tools] %s\n' "$*" >&2; }
+
+mkdir -p "$DIR"
+
+# ---- etcd (Debian) -----------------------------------------------------------
+if ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then log "etcd missing and not root: apt-get install etcd-server"; exit 1; fi
+  log "apt-get install etcd-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  # The package's service is not wanted: tests start their own etcd.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends etcd-server >&2
+  rm -f /usr/sbin/policy-rc.d
+fi
+ln -sf "$(command -v etcd)" "$DIR/etcd"
+
+# ---- kube-apiserver and kubectl (Go module proxy) ----------------------------
+if [ ! -x "$DIR/kube-apiserver" ] || [ ! -x "$DIR/kubectl" ]; then
+  staging_version="v0.${KUBE_VERSION#v1.}"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  log "building kube-apiserver and kubectl $KUBE_VERSION in $work (first run only, ~10 min)"
+  cd "$work"
+  go mod init misaki.local/kube-tools >/dev/null 2>&1
+  # The staging modules, as kubernetes' own go.mod lists them.
+  mods="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  grep -o 'k8s.io/[a-z0-9-]* => ./staging' "$mods" | cut -d' ' -f1 | sort -u >staging.txt
+  [ -s staging.txt ] || { log "no staging modules found in $mods"; exit 1; }
+  args=()
+  while read -r m; do args+=("-replace=$m=$m@$staging_version"); done <staging.txt
+  go mod edit "${args[@]}" "-require=k8s.io/kubernetes@$KUBE_VERSION"
+  printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\t_ "k8s.io/kubectl/pkg/cmd"\n)\n' >tools.go
+  go mod tidy >&2
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
+fi
+
+log "$("$DIR/kube-apiserver" --version) ; $("$DIR/etcd" --version | head -1)"
+echo "$DIR"

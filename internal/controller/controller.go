@@ -1,0 +1,334 @@
+// Package controller is Misaki's Kubernetes controller: it translates each
+// namespace's Routes, Services and EndpointSlices into an xDS snapshot
+// (package translate) and serves it to the namespace's proxies over ADS
+// (go-control-plane), and writes each Route's status.
+//
+// Every replica serves xDS, so proxies may connect to any of them; only
+// the elected leader writes status. Snapshots are keyed by namespace: the
+// proxies of a namespace share one (node id "namespace/pod"), which is what
+// lets one controller serve thousands of proxies (docs/benchmarks.md).
+// Versions are a hash of the resources, so every replica gives the same
+// config the same version and a proxy that moves between replicas is not
+// sent a config it already has.
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
+	"github.com/misaki-io/misaki/internal/controller/translate"
+)
+
+// Options configure the controller.
+type Options struct {
+	// XDSAddr is where proxies connect for ADS (gRPC, h2c). Default :15010.
+	XDSAddr string
+	// XDSListener, when set, is used instead of listening on XDSAddr.
+	XDSListener net.Listener
+	// MetricsAddr serves Prometheus metrics; "0" turns them off. Default :8080.
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz. Default :8081; "0" turns them off.
+	ProbeAddr string
+	// LeaderElection makes one replica write status; all serve xDS.
+	LeaderElection bool
+	// Namespace is the controller's own (for its leader lease).
+	Namespace string
+	// Log is bridged to controller-runtime's logr.
+	Log *slog.Logger
+}
+
+// +kubebuilder:rbac:groups=mesh.misaki.io,resources=routes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.misaki.io,resources=routes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=services;pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Scheme is the controller's scheme: Kubernetes' built-in kinds and Misaki's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := meshv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// nodeNamespace hashes a proxy to its namespace's snapshot: node ids are
+// "namespace/pod".
+type nodeNamespace struct{}
+
+func (nodeNamespace) ID(node *corev3.Node) string {
+	if node == nil {
+		return ""
+	}
+	ns, _, _ := strings.Cut(node.GetId(), "/")
+	return ns
+}
+
+// Run runs the controller against the cluster at cfg until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	if o.XDSAddr == "" {
+		o.XDSAddr = ":15010"
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = ":8080"
+	}
+	if o.ProbeAddr == "" {
+		o.ProbeAddr = ":8081"
+	}
+	if o.ProbeAddr == "0" {
+		o.ProbeAddr = ""
+	}
+	log := logr.FromSlogHandler(o.Log.Handler())
+	ctrl.SetLogger(log)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "misaki-controller.mesh.misaki.io",
+		LeaderElectionNamespace: o.Namespace,
+		// A controller that loses its lease stops writing status at once.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("controller: manager: %w", err)
+	}
+	if o.ProbeAddr != "" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+	}
+	m := newMetrics()
+	snapshots := cachev3.NewSnapshotCache(true, nodeNamespace{}, nil)
+	r := &Reconciler{Client: mgr.GetClient(), Cache: snapshots, Elected: mgr.Elected(), Log: o.Log, metrics: m}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	xs := &xdsServer{cache: snapshots, addr: o.XDSAddr, ln: o.XDSListener, log: o.Log.With("component", "xds"), metrics: m}
+	if err := mgr.Add(xs); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// Reconciler publishes one namespace's snapshot per reconcile, and the
+// status of its Routes when this replica leads.
+type Reconciler struct {
+	Client  client.Client
+	Cache   cachev3.SnapshotCache
+	Elected <-chan struct{}
+	Log     *slog.Logger
+	// Listen is the proxies' mesh listener for the Listener resource.
+	Listen  string
+	metrics *metrics
+}
+
+// SetupWithManager watches Routes, Services, EndpointSlices and Pods and
+// reconciles their namespace. The reconciler runs on every replica.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	byNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetNamespace()}}}
+	})
+	no := false
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("namespace-snapshot").
+		WithOptions(controller.Options{NeedLeaderElection: &no, MaxConcurrentReconciles: 4}).
+		Watches(&meshv1.Route{}, byNamespace).
+		Watches(&corev1.Service{}, byNamespace).
+		Watches(&discoveryv1.EndpointSlice{}, byNamespace).
+		Complete(r)
+}
+
+// Reconcile translates the namespace named by req.Name and publishes it.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	ns := req.Name
+	start := time.Now()
+	var routes meshv1.RouteList
+	if err := r.Client.List(ctx, &routes, client.InNamespace(ns)); err != nil {
+		return reconcile.Result{}, err
+	}
+	in := translate.Input{Namespace: ns, Routes: routes.Items, Listen: r.Listen}
+	var svcs corev1.ServiceList
+	var slices discoveryv1.EndpointSliceList
+	if len(routes.Items) > 0 {
+		if err := r.Client.List(ctx, &svcs, client.InNamespace(ns)); err != nil {
+			return reconcile.Result{}, err
+		}
+		if err := r.Client.List(ctx, &slices, client.InNamespace(ns)); err != nil {
+			return reconcile.Result{}, err
+		}
+		in.Services, in.Slices = svcs.Items, slices.Items
+	}
+	out := translate.Namespace(in)
+	version, err := versionOf(out.Resources)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	snap, err := cachev3.NewSnapshot(version, out.Resources)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := snap.Consistent(); err != nil {
+		// A translation bug: publishing would leave proxies waiting for
+		// resources that never come. Keep the last snapshot.
+		r.metrics.translateErrors.Inc()
+		return reconcile.Result{}, fmt.Errorf("namespace %s: inconsistent snapshot, not published: %w", ns, err)
+	}
+	if old, err := r.Cache.GetSnapshot(ns); err != nil || old.GetVersion(resource.RouteType) != version {
+		if err := r.Cache.SetSnapshot(ctx, ns, snap); err != nil {
+			return reconcile.Result{}, err
+		}
+		r.metrics.published.Inc()
+		r.Log.Debug("snapshot published", "namespace", ns, "version", version, "routes", len(routes.Items), "took", time.Since(start))
+	}
+	r.metrics.namespaces.Set(float64(len(r.Cache.GetStatusKeys())))
+	select {
+	case <-r.Elected:
+		return reconcile.Result{}, r.writeStatus(ctx, routes.Items, out.Results)
+	default:
+		return reconcile.Result{}, nil
+	}
+}
+
+// writeStatus sets each Route's conditions where they changed.
+func (r *Reconciler) writeStatus(ctx context.Context, routes []meshv1.Route, results map[string]translate.Result) error {
+	var errs []error
+	for i := range routes {
+		rt := &routes[i]
+		res, ok := results[rt.Name]
+		if !ok {
+			continue
+		}
+		before := rt.Status.DeepCopy()
+		meta.SetStatusCondition(&rt.Status.Conditions, metav1.Condition{
+			Type: meshv1.ConditionAccepted, Status: res.Accepted, Reason: res.Reason, Message: res.Message, ObservedGeneration: rt.Generation})
+		meta.SetStatusCondition(&rt.Status.Conditions, metav1.Condition{
+			Type: meshv1.ConditionResolvedRefs, Status: res.ResolvedRefs, Reason: res.RefsReason, Message: res.RefsMessage, ObservedGeneration: rt.Generation})
+		rt.Status.ObservedGeneration = rt.Generation
+		if equalStatus(before, &rt.Status) {
+			continue
+		}
+		if err := r.Client.Status().Update(ctx, rt); err != nil && !isConflictOrGone(err) {
+			errs = append(errs, fmt.Errorf("route %s/%s status: %w", rt.Namespace, rt.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func equalStatus(a, b *meshv1.RouteStatus) bool {
+	if a.ObservedGeneration != b.ObservedGeneration || len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for _, c := range a.Conditions {
+		o := meta.FindStatusCondition(b.Conditions, c.Type)
+		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.Message != c.Message || o.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+// versionOf hashes the resources: same config, same version, on any replica.
+func versionOf(res map[resource.Type][]types.Resource) (string, error) {
+	h := sha256.New()
+	typs := make([]string, 0, len(res))
+	for t := range res {
+		typs = append(typs, t)
+	}
+	sort.Strings(typs)
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, t := range typs {
+		h.Write([]byte(t))
+		for _, r := range res[t] {
+			b, err := opts.Marshal(r)
+			if err != nil {
+				return "", err
+			}
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// xdsServer serves ADS on every replica.
+type xdsServer struct {
+	cache   cachev3.SnapshotCache
+	addr    string
+	ln      net.Listener
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// NeedLeaderElection is false: every replica serves proxies.
+func (x *xdsServer) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx ends.
+func (x *xdsServer) Start(ctx context.Context) error {
+	ln := x.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", x.addr); err != nil {
+			return fmt.Errorf("xds: %w", err)
+		}
+	}
+	gs := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	srv := serverv3.NewServer(ctx, x.cache, x.metrics.callbacks(x.log))
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
+	x.log.Info("serving ADS", "addr", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		gs.Stop()
+	}()
+	if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// isConflictOrGone: a newer Route (requeued by its own event) or a deleted one.
+func isConflictOrGone(err error) bool { return apierrors.IsConflict(err) || apierrors.IsNotFound(err) }

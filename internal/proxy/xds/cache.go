@@ -1,0 +1,80 @@
+package xds
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+// SaveCache writes s to path crash-safely: a temporary file, fsynced,
+// renamed over the old one, and the directory fsynced. A crash leaves the
+// old file or the new one, never a mix.
+func SaveCache(path string, s *Snapshot) error {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".xds-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := durable.Fdatasync(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return durable.SyncDir(dir)
+}
+
+// LoadCache reads the config SaveCache kept. A missing file returns nil
+// and no error: the proxy has never had a config from the controller.
+// The routes are decoded as strictly as the proxy's file.
+func LoadCache(path string) (*Snapshot, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var raw struct {
+		Versions  map[string]string   `yaml:"versions"`
+		Routes    []yaml.Node         `yaml:"routes"`
+		Endpoints map[string][]string `yaml:"endpoints"`
+	}
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("xds cache %s: %w", path, err)
+	}
+	s := &Snapshot{Versions: raw.Versions, Endpoints: raw.Endpoints}
+	for i, n := range raw.Routes {
+		nb, err := yaml.Marshal(&n)
+		if err != nil {
+			return nil, err
+		}
+		r, err := config.DecodeRoute(nb)
+		if err != nil {
+			return nil, fmt.Errorf("xds cache %s: routes[%d]: %w", path, i, err)
+		}
+		s.Routes = append(s.Routes, r)
+	}
+	return s, nil
+}
