@@ -698,7 +698,7 @@ func (c *Config) Validate() error {
 	}
 
 	routeNames := map[string]bool{}
-	hostOwner := map[string]string{}
+	hostOwner := map[string]Route{}
 	for i, r := range c.Routes {
 		f := fmt.Sprintf("routes[%d]", i)
 		if !validName(r.Name) {
@@ -717,10 +717,10 @@ func (c *Config) Validate() error {
 				bad(hf, "%q is not a host name; write a DNS name without port or scheme, or *.suffix", r.Hosts[j])
 				continue
 			}
-			if other, ok := hostOwner[h]; ok {
-				bad(hf, "%q is already served by route %q; a host belongs to one route", h, other)
+			if other, ok := hostOwner[h]; ok && len(other.Matches) == 0 {
+				bad(hf, "%q is already served by route %q, which has no matches and so takes every request for it; give that route matches or the host to one route", h, other.Name)
 			}
-			hostOwner[h] = r.Name
+			hostOwner[h] = r
 		}
 		for j, m := range r.Matches {
 			mf := fmt.Sprintf("%s.matches[%d]", f, j)
