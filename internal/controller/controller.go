@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return err
 		}
 	}
-	m := newMetrics()
+	m := controllerMetrics
 	snapshots := cachev3.NewSnapshotCache(true, nodeNamespace{}, nil)
 	r := &Reconciler{Client: mgr.GetClient(), Cache: snapshots, Elected: mgr.Elected(), Log: o.Log, metrics: m}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -159,8 +159,6 @@ type Reconciler struct {
 	Cache   cachev3.SnapshotCache
 	Elected <-chan struct{}
 	Log     *slog.Logger
-	// Listen is the proxies' mesh listener for the Listener resource.
-	Listen  string
 	metrics *metrics
 }
 
@@ -188,7 +186,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.List(ctx, &routes, client.InNamespace(ns)); err != nil {
 		return reconcile.Result{}, err
 	}
-	in := translate.Input{Namespace: ns, Routes: routes.Items, Listen: r.Listen}
+	in := translate.Input{Namespace: ns, Routes: routes.Items}
 	var svcs corev1.ServiceList
 	var slices discoveryv1.EndpointSliceList
 	if len(routes.Items) > 0 {

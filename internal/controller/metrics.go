@@ -9,9 +9,12 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/misaki-io/misaki/internal/proxy/xds"
 )
 
-// metrics are the controller's own, on controller-runtime's registry.
+// metrics are the controller's own, on controller-runtime's registry,
+// registered once per process (tests run the controller more than once).
 type metrics struct {
 	namespaces      prometheus.Gauge
 	published       prometheus.Counter
@@ -21,7 +24,7 @@ type metrics struct {
 	nacks           *prometheus.CounterVec
 }
 
-var sharedMetrics = func() *metrics {
+var controllerMetrics = func() *metrics {
 	m := &metrics{
 		namespaces: prometheus.NewGauge(prometheus.GaugeOpts{Name: "misaki_controller_snapshots",
 			Help: "Namespaces with a published xDS snapshot."}),
@@ -40,10 +43,6 @@ var sharedMetrics = func() *metrics {
 	return m
 }()
 
-// newMetrics returns the process's metrics (registered once: a process
-// may run the controller more than once, as tests do).
-func newMetrics() *metrics { return sharedMetrics }
-
 // callbacks count streams, pushes and NACKs, and log NACKs with the
 // proxy's reason.
 func (m *metrics) callbacks(log *slog.Logger) serverv3.Callbacks {
@@ -55,23 +54,14 @@ func (m *metrics) callbacks(log *slog.Logger) serverv3.Callbacks {
 		StreamClosedFunc: func(int64, *corev3.Node) { m.streams.Dec() },
 		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
 			if d := req.GetErrorDetail(); d != nil {
-				m.nacks.WithLabelValues(shortType(req.GetTypeUrl())).Inc()
-				log.Warn("proxy refused config (NACK)", "node", req.GetNode().GetId(), "type", shortType(req.GetTypeUrl()),
+				m.nacks.WithLabelValues(xds.ShortType(req.GetTypeUrl())).Inc()
+				log.Warn("proxy refused config (NACK)", "node", req.GetNode().GetId(), "type", xds.ShortType(req.GetTypeUrl()),
 					"version", req.GetVersionInfo(), "nonce", req.GetResponseNonce(), "reason", d.GetMessage())
 			}
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			m.pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			m.pushes.WithLabelValues(xds.ShortType(resp.GetTypeUrl())).Inc()
 		},
 	}
-}
-
-func shortType(t string) string {
-	for i := len(t) - 1; i >= 0; i-- {
-		if t[i] == '.' {
-			return t[i+1:]
-		}
-	}
-	return t
 }

@@ -2,11 +2,14 @@
 
 // Package durable holds the two system calls the proxy's on-disk stores
 // (the spool, replay results, the gateway's key log) make their writes
-// durable with.
+// durable with, and the crash-safe replacement of a whole file (the DNS
+// cache, the kept xDS config) built on them.
 package durable
 
 import (
+	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,4 +43,34 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteFile replaces path, crash-safely, with what write writes: a
+// temporary file in the same directory, fdatasynced, renamed over path,
+// and the directory fsynced. A crash leaves the old file or the new one
+// whole, never a mix. The directory is made if it is missing.
+func WriteFile(path string, write func(io.Writer) error) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
+	err = write(tmp)
+	if err == nil {
+		err = Fdatasync(tmp)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = SyncDir(dir)
+	}
+	return err
 }

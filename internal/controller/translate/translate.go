@@ -65,9 +65,6 @@ type Input struct {
 	Routes    []meshv1.Route
 	Services  []corev1.Service
 	Slices    []discoveryv1.EndpointSlice
-	// Listen is the proxies' mesh listener, for the Listener's address.
-	// Default 127.0.0.1:15001.
-	Listen string
 }
 
 // Result is one Route's outcome.
@@ -135,7 +132,7 @@ func Namespace(in Input) Output {
 	}
 	sort.Slice(vhosts, func(i, j int) bool { return vhosts[i].Name < vhosts[j].Name })
 	out.Resources = map[resource.Type][]types.Resource{
-		resource.ListenerType: {listener(in.Listen)},
+		resource.ListenerType: {listener()},
 		resource.RouteType:    {&routev3.RouteConfiguration{Name: RoutesName, VirtualHosts: vhosts}},
 		resource.ClusterType:  clusters,
 		resource.EndpointType: endpoints,
@@ -439,12 +436,10 @@ func lbEndpoint(host string, port uint32, hs corev3.HealthStatus) *endpointv3.Lb
 	}
 }
 
-// listener is the mesh listener: HTTP with routes from RDS over ADS.
-func listener(listen string) *listenerv3.Listener {
-	if listen == "" {
-		listen = config.DefaultListen
-	}
-	host, port, _ := net.SplitHostPort(listen)
+// listener is the mesh listener: HTTP with routes from RDS over ADS. Its
+// address is the proxy's default; a proxy listens where its own config says.
+func listener() *listenerv3.Listener {
+	host, port, _ := net.SplitHostPort(config.DefaultListen)
 	p, _ := strconv.Atoi(port)
 	router, _ := anypb.New(&routerv3.Router{})
 	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{

@@ -689,9 +689,6 @@ func (c *Config) Validate() error {
 		if x.Cache == "" {
 			bad("xds.cache", "is not set and there is no spool.dir to keep it in; set one of them")
 		}
-		if len(c.Routes) > 0 {
-			bad("routes", "come from the controller when xds.server is set; remove routes: or xds:")
-		}
 		if c.Role != RoleEdge {
 			bad("xds.server", "is for the edge role")
 		}

@@ -214,3 +214,18 @@ func TestDNSDefaults(t *testing.T) {
 		t.Fatalf("defaults without dns.listen: %+v", c.DNS)
 	}
 }
+
+func TestXDSTakesTheRoutes(t *testing.T) {
+	base := "spool: {dir: /tmp/x}\nxds: {server: \"127.0.0.1:1\", node: a/b}\n"
+	if _, err := Parse([]byte(base)); err != nil {
+		t.Fatalf("xds without routes: %v", err)
+	}
+	_, err := Parse([]byte(base + "routes: [{name: a, hosts: [a.mesh], upstream: \"http://127.0.0.1:1\"}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "come from the controller") {
+		t.Fatalf("xds with routes: %v, want the conflict named", err)
+	}
+	c, _ := Parse([]byte(base))
+	if _, err := c.WithRoutes([]Route{{Name: "a", Hosts: []string{"a.mesh"}, Upstream: "http://127.0.0.1:1"}}); err != nil {
+		t.Fatalf("routes applied from the controller: %v", err)
+	}
+}

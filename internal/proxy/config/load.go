@@ -77,7 +77,11 @@ func parse(b []byte, role string) (*Config, error) {
 		c.Role = role
 	}
 	c.SetDefaults()
-	if err := c.Validate(); err != nil {
+	err := c.Validate()
+	if c.XDS.Server != "" && len(c.Routes) > 0 {
+		err = errors.Join(err, errors.New("routes: come from the controller when xds.server is set; remove the routes or the xds block"))
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -215,11 +219,8 @@ func (c *Config) WithRoutes(routes []Route) (*Config, error) {
 		n.Routes[i] = r
 	}
 	n.SetDefaults()
-	x := n.XDS
-	n.XDS.Server = "" // routes from the controller are what xds.server asks for
 	if err := n.Validate(); err != nil {
 		return nil, err
 	}
-	n.XDS = x
 	return &n, nil
 }

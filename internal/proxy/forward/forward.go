@@ -189,7 +189,8 @@ func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, er
 // SetEndpoints makes new connections go to these host:port addresses in
 // turn instead of the upstream URL's host (a Service's ready endpoints, as
 // the controller sends them); nil or empty goes back to the URL's host.
-// Idle connections to endpoints no longer listed are closed.
+// When the list changes, idle connections are closed, so none is reused
+// to an endpoint no longer listed.
 func (f *Upstream) SetEndpoints(eps []string) {
 	old := f.endpoints.Swap(&eps)
 	if old != nil && !slices.Equal(*old, eps) {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -35,51 +34,35 @@ func (s *Server) Generation() uint64 { return s.cache.generation() }
 // The directory is made if it is missing: by default the file is in the
 // spool's, which nothing else may have made yet.
 func (s *Server) Save(path string) (int, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return 0, fmt.Errorf("dns cache: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return 0, fmt.Errorf("dns cache: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
-	w := bufio.NewWriterSize(tmp, 256<<10)
-	w.WriteString(cacheMagic)
-	var payload []byte
 	n := 0
-	// Written under the cache's lock, which the entries need (their slots
-	// are reused once dropped) and which keeps the file one state of the
-	// cache: about 10 ms for 100,000 answers, every dns.saveInterval at
-	// most, into the page cache. The fsync comes after.
-	err = s.cache.each(func(key, msg []byte, stored int64, ttl uint32) error {
-		payload = binary.AppendUvarint(payload[:0], uint64(len(key)))
-		payload = append(payload, key...)
-		payload = binary.LittleEndian.AppendUint64(payload, uint64(stored))
-		payload = binary.LittleEndian.AppendUint32(payload, ttl)
-		payload = append(payload, msg...)
-		var hdr [8]byte
-		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
-		binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
-		w.Write(hdr[:])
-		_, err := w.Write(payload)
-		n++
-		return err
+	err := durable.WriteFile(path, func(f io.Writer) error {
+		w := bufio.NewWriterSize(f, 256<<10)
+		w.WriteString(cacheMagic)
+		var payload []byte
+		// Written under the cache's lock, which the entries need (their
+		// slots are reused once dropped) and which keeps the file one state
+		// of the cache: about 10 ms for 100,000 answers, every
+		// dns.saveInterval at most, into the page cache. The fsync comes
+		// after.
+		err := s.cache.each(func(key, msg []byte, stored int64, ttl uint32) error {
+			payload = binary.AppendUvarint(payload[:0], uint64(len(key)))
+			payload = append(payload, key...)
+			payload = binary.LittleEndian.AppendUint64(payload, uint64(stored))
+			payload = binary.LittleEndian.AppendUint32(payload, ttl)
+			payload = append(payload, msg...)
+			var hdr [8]byte
+			binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
+			binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
+			w.Write(hdr[:])
+			_, err := w.Write(payload)
+			n++
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return w.Flush()
 	})
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = durable.Fdatasync(tmp)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = durable.SyncDir(filepath.Dir(path))
-	}
 	if err != nil {
 		return 0, fmt.Errorf("dns cache: %w", err)
 	}

@@ -96,15 +96,15 @@ func (t *Table) matchesRequest(i int, path string, h http.Header) bool {
 		return true
 	}
 	for _, m := range ms {
-		if Matches(m, path, h) {
+		if matches(m, path, h) {
 			return true
 		}
 	}
 	return false
 }
 
-// Matches reports whether a request with path and headers h satisfies m.
-func Matches(m config.Match, path string, h http.Header) bool {
+// matches reports whether a request with path and headers h satisfies m.
+func matches(m config.Match, path string, h http.Header) bool {
 	switch {
 	case m.Path != "" && path != m.Path:
 		return false

@@ -106,7 +106,7 @@ func (s *Server) Apply(ctx context.Context, routes []config.Route, endpoints map
 		return err
 	}
 	for _, r := range cfg.Routes {
-		if r.Offline.Spool && !s.spoolOpen {
+		if r.Offline.Spool && !s.spools() {
 			return fmt.Errorf("route %s: offline.spool is set but this proxy runs without a spool; set spool.dir and restart it", r.Name)
 		}
 	}

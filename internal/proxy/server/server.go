@@ -45,12 +45,11 @@ type Server struct {
 	links   *link.Monitor
 	budget  *hold.Budget
 
-	set       atomic.Pointer[routeSet] // the routes requests are matched against
-	applyMu   sync.Mutex               // serialises Apply
-	applyCh   chan applyReq            // Apply -> manageRoutes
-	retired   []*routeRT               // replaced routes still draining; guarded by evalMu
-	spoolOpen bool                     // the spool is open (set by Run before serving)
-	dnsAddrs  []netip.Addr             // what mesh names resolve to
+	set      atomic.Pointer[routeSet] // the routes requests are matched against
+	applyMu  sync.Mutex               // serialises Apply
+	applyCh  chan applyReq            // Apply -> manageRoutes
+	retired  []*routeRT               // replaced routes still draining; guarded by evalMu
+	dnsAddrs []netip.Addr             // what mesh names resolve to
 
 	dns   *localdns.Server // nil without dns.listen
 	dnsPC *net.UDPConn
@@ -184,7 +183,6 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if s.spools() {
-		s.spoolOpen = true
 		if err := s.openSpool(); err != nil {
 			s.meshLn.Close()
 			s.adminLn.Close()

@@ -40,7 +40,9 @@ type spooling struct {
 	requests string // "http://<admin>/v1/requests/": the 202's Location, less the id
 }
 
-// spools reports whether any route spools.
+// spools reports whether the proxy has a spool: some route spools, or
+// routes come from the controller and spool.dir is set. It reads only the
+// startup config, so Apply may ask it while Run opens the spool.
 func (s *Server) spools() bool {
 	// With routes from the controller, any later set may spool.
 	return s.cfg.XDS.Server != "" && s.cfg.Spool.Dir != "" ||

@@ -2,8 +2,8 @@ package xds
 
 import (
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 
 	"gopkg.in/yaml.v3"
 
@@ -11,38 +11,17 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// SaveCache writes s to path crash-safely: a temporary file, fsynced,
-// renamed over the old one, and the directory fsynced. A crash leaves the
-// old file or the new one, never a mix.
+// SaveCache writes s to path crash-safely (durable.WriteFile): a crash
+// leaves the old file or the new one, never a mix.
 func SaveCache(path string, s *Snapshot) error {
 	b, err := yaml.Marshal(s)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	return durable.WriteFile(path, func(w io.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	f, err := os.CreateTemp(dir, ".xds-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := durable.Fdatasync(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return durable.SyncDir(dir)
+	})
 }
 
 // LoadCache reads the config SaveCache kept. A missing file returns nil

@@ -49,47 +49,34 @@ type resources struct {
 	endpoints map[string]*xdspb.ClusterLoadAssignment
 }
 
-// decodeType decodes one response's resources into fresh maps by name and
+// kinds builds an empty message of each type and says how it is named.
+var kinds = map[string]struct {
+	new  func() proto.Message
+	name func(proto.Message) string
+}{
+	TypeListener:  {func() proto.Message { return &xdspb.Listener{} }, func(m proto.Message) string { return m.(*xdspb.Listener).GetName() }},
+	TypeRoute:     {func() proto.Message { return &xdspb.RouteConfiguration{} }, func(m proto.Message) string { return m.(*xdspb.RouteConfiguration).GetName() }},
+	TypeCluster:   {func() proto.Message { return &xdspb.Cluster{} }, func(m proto.Message) string { return m.(*xdspb.Cluster).GetName() }},
+	TypeEndpoints: {func() proto.Message { return &xdspb.ClusterLoadAssignment{} }, func(m proto.Message) string { return m.(*xdspb.ClusterLoadAssignment).GetClusterName() }},
+}
+
+// decodeType decodes one response's resources into a fresh map by name and
 // checks what can be checked of one type alone.
 func decodeType(typeURL string, anys []*anypb.Any) (map[string]proto.Message, error) {
+	k, ok := kinds[typeURL]
+	if !ok {
+		return nil, fmt.Errorf("type %s is not one this proxy reads", typeURL)
+	}
 	out := make(map[string]proto.Message, len(anys))
 	for i, a := range anys {
 		if a.GetTypeUrl() != typeURL {
 			return nil, fmt.Errorf("resource %d is a %s in a %s response", i, a.GetTypeUrl(), typeURL)
 		}
-		var (
-			m    proto.Message
-			name string
-		)
-		switch typeURL {
-		case TypeListener:
-			l := &xdspb.Listener{}
-			m = l
-			if err := proto.Unmarshal(a.GetValue(), l); err != nil {
-				return nil, fmt.Errorf("listener %d: %w", i, err)
-			}
-			name = l.GetName()
-		case TypeRoute:
-			r := &xdspb.RouteConfiguration{}
-			if err := proto.Unmarshal(a.GetValue(), r); err != nil {
-				return nil, fmt.Errorf("route configuration %d: %w", i, err)
-			}
-			m, name = r, r.GetName()
-		case TypeCluster:
-			c := &xdspb.Cluster{}
-			if err := proto.Unmarshal(a.GetValue(), c); err != nil {
-				return nil, fmt.Errorf("cluster %d: %w", i, err)
-			}
-			m, name = c, c.GetName()
-		case TypeEndpoints:
-			e := &xdspb.ClusterLoadAssignment{}
-			if err := proto.Unmarshal(a.GetValue(), e); err != nil {
-				return nil, fmt.Errorf("cluster load assignment %d: %w", i, err)
-			}
-			m, name = e, e.GetClusterName()
-		default:
-			return nil, fmt.Errorf("type %s is not one this proxy reads", typeURL)
+		m := k.new()
+		if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+			return nil, fmt.Errorf("%s %d: %w", ShortType(typeURL), i, err)
 		}
+		name := k.name(m)
 		if name == "" {
 			return nil, fmt.Errorf("resource %d of %s has no name", i, typeURL)
 		}
@@ -99,6 +86,24 @@ func decodeType(typeURL string, anys []*anypb.Any) (map[string]proto.Message, er
 		out[name] = m
 	}
 	return out, nil
+}
+
+// resourcesOf types the decoded resources, by type URL.
+func resourcesOf(raw map[string]map[string]proto.Message) resources {
+	return resources{
+		listeners: typed[*xdspb.Listener](raw[TypeListener]),
+		routes:    typed[*xdspb.RouteConfiguration](raw[TypeRoute]),
+		clusters:  typed[*xdspb.Cluster](raw[TypeCluster]),
+		endpoints: typed[*xdspb.ClusterLoadAssignment](raw[TypeEndpoints]),
+	}
+}
+
+func typed[T proto.Message](m map[string]proto.Message) map[string]T {
+	out := make(map[string]T, len(m))
+	for k, v := range m {
+		out[k] = v.(T)
+	}
+	return out
 }
 
 // errIncomplete says a resource names another that has not arrived yet:
@@ -298,22 +303,17 @@ func sortedKeys[V any](m map[string]V) []string {
 // would apply: what the client does once every type has arrived. The
 // controller's tests use it to check that what they publish is accepted.
 func Decode(byType map[string][]*anypb.Any) ([]config.Route, map[string][]string, error) {
-	var res resources
+	raw := map[string]map[string]proto.Message{}
 	for _, t := range Types {
 		m, err := decodeType(t, byType[t])
 		if err != nil {
 			return nil, nil, err
 		}
-		switch t {
-		case TypeListener:
-			res.listeners = typed[*xdspb.Listener](m)
-		case TypeRoute:
-			res.routes = typed[*xdspb.RouteConfiguration](m)
-		case TypeCluster:
-			res.clusters = typed[*xdspb.Cluster](m)
-		case TypeEndpoints:
-			res.endpoints = typed[*xdspb.ClusterLoadAssignment](m)
-		}
+		raw[t] = m
 	}
-	return assemble(res)
+	return assemble(resourcesOf(raw))
 }
+
+// ShortType is a type URL's message name: "Cluster" for
+// type.googleapis.com/envoy.config.cluster.v3.Cluster.
+func ShortType(t string) string { return t[strings.LastIndexByte(t, '.')+1:] }
