@@ -62,6 +62,11 @@ generate: ## Regenerate the CRD, deepcopy and RBAC from api/ and the controller'
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	cd internal/proxy/xds/xdspb && PATH="$$(go env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative -I. lite.proto
+	@# The chart carries the CRD and the RBAC; config/install is the chart rendered for kubectl users.
+	cp config/crd/mesh.misaki.io_routes.yaml charts/misaki/crds/
+	cp config/rbac/role.yaml charts/misaki/files/role.yaml
+	mkdir -p config/install
+	"$$(bash hack/kube-tools.sh)/helm" template misaki charts/misaki --namespace misaki-system >config/install/misaki.yaml
 
 .PHONY: kube-tools
 kube-tools: ## Build (once) and print the etcd + kube-apiserver directory the control-plane tests use

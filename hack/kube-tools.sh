@@ -7,6 +7,8 @@
 #   kubectl         k8s.io/kubernetes $KUBE_VERSION and replaces every
 #                   k8s.io/<staging> module with v0.<minor>.<patch>, as the
 #                   kubernetes repo's own go.mod does with ./staging paths.
+#   helm            go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION, for the
+#                   chart tests and make generate (about 4 minutes once).
 #
 # The binaries are cached in $HOME/.cache/misaki/k8s/$KUBE_VERSION, so only the
 # first run pays for the build (about 10 minutes on 2 cores). Progress goes to
@@ -15,6 +17,7 @@
 # Env:
 #   KUBE_VERSION     k8s.io/kubernetes version (default v1.31.14)
 #   MISAKI_K8S_DIR   cache dir (default $HOME/.cache/misaki/k8s/$KUBE_VERSION)
+#   HELM_VERSION     helm version (default v4.3.1), cached in $HOME/.cache/misaki/helm
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.31.14}"
@@ -58,5 +61,15 @@ if [ ! -x "$DIR/kube-apiserver" ] || [ ! -x "$DIR/kubectl" ]; then
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
 fi
 
-log "$("$DIR/kube-apiserver" --version) ; $("$DIR/etcd" --version | head -1)"
+# ---- helm (Go module proxy) ----------------------------------------------------
+HELM_VERSION="${HELM_VERSION:-v4.3.1}"
+helm_dir="$HOME/.cache/misaki/helm/$HELM_VERSION"
+if [ ! -x "$helm_dir/helm" ]; then
+  log "building helm $HELM_VERSION (first run only, ~4 min)"
+  mkdir -p "$helm_dir"
+  GOBIN="$helm_dir" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
+fi
+ln -sf "$helm_dir/helm" "$DIR/helm"
+
+log "$("$DIR/kube-apiserver" --version) ; $("$DIR/etcd" --version | head -1) ; helm $("$DIR/helm" version --short)"
 echo "$DIR"

@@ -46,6 +46,12 @@ func kubeAssets(t *testing.T) string {
 
 // startAPIServer starts a real etcd and kube-apiserver with Misaki's CRDs.
 func startAPIServer(t *testing.T) (*rest.Config, client.Client) {
+	_, cfg, c := startEnv(t)
+	return cfg, c
+}
+
+// startEnv is startAPIServer with the envtest environment, for kubectl.
+func startEnv(t *testing.T) (*envtest.Environment, *rest.Config, client.Client) {
 	t.Helper()
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd")},
@@ -61,11 +67,18 @@ func startAPIServer(t *testing.T) (*rest.Config, client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg, c
+	return env, cfg, c
 }
 
-// startController runs the controller in-process; the returned func stops it.
+// startController runs the controller in-process, without the webhook;
+// the returned func stops it.
 func startController(t *testing.T, cfg *rest.Config, ln net.Listener) (stop func()) {
+	t.Helper()
+	return runController(t, cfg, controller.Options{XDSListener: ln, WebhookAddr: "0"})
+}
+
+// runController runs the controller with o (metrics and probes off).
+func runController(t *testing.T, cfg *rest.Config, o controller.Options) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -74,7 +87,8 @@ func startController(t *testing.T, cfg *rest.Config, ln net.Listener) (stop func
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	go func() {
-		done <- controller.Run(ctx, cfg, controller.Options{XDSListener: ln, MetricsAddr: "0", ProbeAddr: "0", Log: log})
+		o.MetricsAddr, o.ProbeAddr, o.Log = "0", "0", log
+		done <- controller.Run(ctx, cfg, o)
 	}()
 	stopped := false
 	stop = func() {
@@ -104,8 +118,9 @@ func create(t *testing.T, c client.Client, objs ...client.Object) {
 // server refuses loopback endpoint addresses, so the backends live at
 // ip, across a veth pair.
 type podNetwork struct {
-	ns *cloudNS
-	ip string
+	ns   *cloudNS
+	ip   string // the pod's address
+	host string // the node's end of the veth: where the pod reaches the test's servers
 }
 
 func newPodNetwork(t *testing.T) podNetwork {
@@ -113,7 +128,7 @@ func newPodNetwork(t *testing.T) podNetwork {
 	ns := newCloudNS(t, "misaki-k"+sid)
 	subnet := fmt.Sprintf("10.193.%d", 100+id%150)
 	ns.link("mskk"+sid, "mskl"+sid, subnet)
-	return podNetwork{ns: ns, ip: subnet + ".2"}
+	return podNetwork{ns: ns, ip: subnet + ".2", host: subnet + ".1"}
 }
 
 // backend is a real HTTP server in the pod network that says who it is

@@ -7,14 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 )
 
 // dig runs dig (Debian dnsutils) against addr and returns its output.
@@ -119,7 +117,9 @@ func TestAppResolvesThroughResolvConf(t *testing.T) {
 	// The cluster's resolver, in the namespace: www.example.com A
 	// 192.0.2.7, TTL 1.
 	var pc net.PacketConn
-	inNetns(t, ns.path(), func() (err error) { pc, err = net.ListenPacket("udp", "127.0.0.1:0"); return err })
+	if err := inNetns(ns.path(), func() (err error) { pc, err = net.ListenPacket("udp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
 	up := startResolver(t, pc, "www.example.com.", net.IPv4(192, 0, 2, 7), 1)
 	// The service behind the mesh name.
 	svc := ns.serve("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -175,30 +175,6 @@ routes:
 	resolves("offline after a restart", "www.example.com", "192.0.2.7")
 	resolves("offline after a restart", "inventory.mesh", "127.0.0.1")
 	calls("offline after a restart")
-}
-
-// inNetns runs f on a thread inside the network namespace at nsPath: the
-// sockets it opens stay there. The thread is discarded after.
-func inNetns(t *testing.T, nsPath string, f func() error) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- err
-			return
-		}
-		done <- f()
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("in %s: %v", nsPath, err)
-	}
 }
 
 // startResolver serves DNS on pc until the test ends: A queries for name

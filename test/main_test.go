@@ -68,7 +68,10 @@ func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append(wrap, filepath.Join(binDir, "misaki-proxy"), "--config", path)
+	args := append(wrap, filepath.Join(binDir, "misaki-proxy"))
+	if cfg != "" {
+		args = append(args, "--config", path)
+	} // else the wrapper sets $MISAKI_PROXY_CONFIG
 	cmd := exec.Command(args[0], args[1:]...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -72,36 +72,51 @@ func testID(offset int) (int, string) {
 	return id, fmt.Sprint(id)
 }
 
-// listenInNetns opens a TCP listener inside the named network namespace. The
-// socket keeps its namespace; the thread that entered it is discarded.
-func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
-	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
+// inNetns runs f on a thread inside the network namespace at nsPath:
+// sockets f opens keep that namespace, and can be used from any goroutine.
+// The thread is discarded afterwards.
+func inNetns(nsPath string, f func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			ch <- result{err: err}
+			ch <- err
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
+			ch <- err
 			return
 		}
-		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
-		ch <- result{ln, err}
+		ch <- f()
 	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen in %s: %v", nsPath, r.err)
+	return <-ch
+}
+
+// listenInNetns opens a TCP listener inside the named network namespace.
+func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	err := inNetns(nsPath, func() (err error) {
+		ln, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen in %s: %v", nsPath, err)
 	}
-	t.Cleanup(func() { r.ln.Close() })
-	return r.ln
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialInNetns connects from inside the namespace, as a process there would.
+func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(nsPath, func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // serve runs an HTTP server with h inside the namespace on addr until the

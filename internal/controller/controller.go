@@ -18,9 +18,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"crypto/tls"
 	"log/slog"
 	"net"
+	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,8 +54,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
+	"github.com/misaki-io/misaki/internal/controller/certs"
+	"github.com/misaki-io/misaki/internal/controller/inject"
 	"github.com/misaki-io/misaki/internal/controller/translate"
 )
 
@@ -71,14 +78,35 @@ type Options struct {
 	Namespace string
 	// Log is bridged to controller-runtime's logr.
 	Log *slog.Logger
+
+	// WebhookAddr serves the sidecar injection webhook (HTTPS, path
+	// /inject). Default :9443; "0" turns it off.
+	WebhookAddr string
+	// Injector configures what is injected; required with the webhook.
+	// Run sets its defaults and looks up the cluster DNS if it has none.
+	Injector *inject.Config
+	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle the
+	// controller keeps. Default misaki-sidecar-injector.
+	WebhookConfig string
+	// WebhookSecret keeps the webhook's CA and serving certificate in
+	// Namespace. Default misaki-webhook-tls.
+	WebhookSecret string
+	// WebhookService is the controller's Service: the certificate names
+	// it in Namespace. Default misaki-controller.
+	WebhookService string
+	// WebhookIPs are IP addresses the certificate carries too, for a
+	// webhook registered by URL.
+	WebhookIPs []net.IP
 }
 
 // +kubebuilder:rbac:groups=mesh.misaki.io,resources=routes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mesh.misaki.io,resources=routes/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=services;pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=misaki-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=misaki-system,resources=secrets,verbs=get;create;update
 
 // Scheme is the controller's scheme: Kubernetes' built-in kinds and Misaki's.
 func Scheme() *runtime.Scheme {
@@ -149,7 +177,117 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err := mgr.Add(xs); err != nil {
 		return err
 	}
+	if o.WebhookAddr != "0" {
+		if err := addWebhook(ctx, mgr, o, m); err != nil {
+			return err
+		}
+	}
 	return mgr.Start(ctx)
+}
+
+// addWebhook adds the injection webhook and the rotator of its
+// certificate to mgr.
+func addWebhook(ctx context.Context, mgr manager.Manager, o Options, m *metrics) error {
+	if o.WebhookAddr == "" {
+		o.WebhookAddr = ":9443"
+	}
+	setDefault(&o.WebhookConfig, "misaki-sidecar-injector")
+	setDefault(&o.WebhookSecret, "misaki-webhook-tls")
+	setDefault(&o.WebhookService, "misaki-controller")
+	if o.Namespace == "" {
+		return errors.New("controller: the webhook needs the controller's namespace (--namespace or $POD_NAMESPACE) for its certificate")
+	}
+	if o.Injector == nil {
+		return errors.New("controller: the webhook needs an injector config (--injector-config)")
+	}
+	inj := *o.Injector
+	inj.SetDefaults(o.Namespace)
+	if len(inj.ClusterDNS) == 0 {
+		ips, err := clusterDNS(ctx, mgr.GetAPIReader())
+		if err != nil {
+			return err
+		}
+		inj.ClusterDNS = ips
+	}
+	if err := inj.Check(); err != nil {
+		return err
+	}
+	host, portStr, err := net.SplitHostPort(o.WebhookAddr)
+	if err != nil {
+		return fmt.Errorf("controller: webhook address %q: %w", o.WebhookAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("controller: webhook address %q: %w", o.WebhookAddr, err)
+	}
+	svc := o.WebhookService + "." + o.Namespace + ".svc"
+	rot := &certs.Rotator{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+		Namespace: o.Namespace, Secret: o.WebhookSecret, Webhook: o.WebhookConfig,
+		DNSNames: []string{svc, svc + "." + inj.ClusterDomain}, IPs: o.WebhookIPs,
+		Log: o.Log.With("component", "webhook-certs"),
+	}
+	if err := mgr.Add(rot); err != nil {
+		return err
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host: host, Port: port,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rot.GetCertificate }},
+	})
+	srv.Register(inject.Path, &webhook.Admission{Handler: &inject.Handler{
+		Config: &inj, Log: o.Log.With("component", "inject"),
+		Metrics: func(outcome string) { m.injections.WithLabelValues(outcome).Inc() },
+	}})
+	o.Log.Info("injector", "image", inj.Image, "xds", inj.XDSAddress, "clusterDNS", inj.ClusterDNS, "excluded", inj.ExcludeNamespaces)
+	if err := mgr.Add(afterCert{rot, srv}); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("webhook", func(*http.Request) error {
+		select {
+		case <-rot.Ready():
+			return nil
+		default:
+			return errors.New("no webhook certificate yet")
+		}
+	})
+}
+
+// afterCert starts the webhook server once there is a certificate to serve,
+// so the API server's first calls do not fail their handshake.
+type afterCert struct {
+	rot *certs.Rotator
+	srv webhook.Server
+}
+
+func (a afterCert) NeedLeaderElection() bool { return false }
+
+func (a afterCert) Start(ctx context.Context) error {
+	select {
+	case <-a.rot.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	return a.srv.Start(ctx)
+}
+
+// clusterDNS is the kube-dns Service's cluster IPs, where injected proxies
+// forward the names that are not mesh names.
+func clusterDNS(ctx context.Context, r client.Reader) ([]string, error) {
+	var svc corev1.Service
+	if err := r.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "kube-dns"}, &svc); err != nil {
+		return nil, fmt.Errorf("controller: the cluster DNS for injected proxies: %w; set clusterDNS in the injector config", err)
+	}
+	ips := slices.DeleteFunc(slices.Clone(svc.Spec.ClusterIPs), func(ip string) bool { return ip == "" || ip == corev1.ClusterIPNone })
+	if len(ips) == 0 {
+		return nil, errors.New("controller: kube-system/kube-dns has no cluster IP; set clusterDNS in the injector config")
+	}
+	return ips, nil
+}
+
+func setDefault(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
 }
 
 // Reconciler publishes one namespace's snapshot per reconcile, and the

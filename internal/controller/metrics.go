@@ -22,6 +22,7 @@ type metrics struct {
 	streams         prometheus.Gauge
 	pushes          *prometheus.CounterVec
 	nacks           *prometheus.CounterVec
+	injections      *prometheus.CounterVec
 }
 
 var controllerMetrics = func() *metrics {
@@ -38,8 +39,10 @@ var controllerMetrics = func() *metrics {
 			Help: "Responses sent to proxies, by type."}, []string{"type"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_controller_xds_nacks_total",
 			Help: "Configs proxies refused, by type; the reason is logged."}, []string{"type"}),
+		injections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_controller_injections_total",
+			Help: "Pods the injection webhook saw, by outcome: injected, skipped, refused or error."}, []string{"outcome"}),
 	}
-	crmetrics.Registry.MustRegister(m.namespaces, m.published, m.translateErrors, m.streams, m.pushes, m.nacks)
+	crmetrics.Registry.MustRegister(m.namespaces, m.published, m.translateErrors, m.streams, m.pushes, m.nacks, m.injections)
 	return m
 }()
 

@@ -62,19 +62,31 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// Handler returns the admin API.
-func Handler(o Options) http.Handler {
+// Health serves only GET /healthz and /readyz: what the proxy's health
+// address exposes beyond the pod, where the admin API must not be reachable.
+func Health(ready func() error) http.Handler {
 	mux := http.NewServeMux()
+	probes(mux, ready)
+	return mux
+}
+
+func probes(mux *http.ServeMux, ready func() error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := o.Ready(); err != nil {
+		if err := ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
+}
+
+// Handler returns the admin API.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	probes(mux, o.Ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"links": o.Links.Snapshot()})

@@ -38,6 +38,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Admin is the address of the admin API (/healthz, /readyz, /metrics, /v1/...).
 	Admin string `yaml:"admin"`
+	// Health, when set, serves only GET /healthz and /readyz, for probes
+	// from outside the pod (the kubelet's); the admin API stays on
+	// loopback. The injected sidecar sets it to 0.0.0.0:15021.
+	Health string `yaml:"health"`
 	// Log sets the log level and format.
 	Log Log `yaml:"log"`
 	// Limits protect the listener from oversized or slow clients.
@@ -609,6 +613,12 @@ func (c *Config) Validate() error {
 	checkAddr("admin", c.Admin)
 	if c.Listen == c.Admin && !strings.HasSuffix(c.Listen, ":0") {
 		bad("admin", "must differ from listen (%s); pick another port", c.Listen)
+	}
+	if c.Health != "" {
+		checkAddr("health", c.Health)
+		if (c.Health == c.Listen || c.Health == c.Admin) && !strings.HasSuffix(c.Health, ":0") {
+			bad("health", "must differ from listen and admin (%s); pick another port", c.Health)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

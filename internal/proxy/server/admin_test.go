@@ -104,3 +104,28 @@ func TestAdminAPIAndMetrics(t *testing.T) {
 		t.Errorf("/metrics while holding lacks the held gauges")
 	}
 }
+
+// TestHealthAddressServesOnlyProbes: the health address answers the
+// kubelet's probes and nothing of the admin API.
+func TestHealthAddressServesOnlyProbes(t *testing.T) {
+	up := newUpstream(t, nil)
+	p := startProxy(t, "health: 127.0.0.1:0\n"+routeYAML(up.URL, ""), false)
+	h := p.HealthAddr()
+	if h == "" || h == p.admin {
+		t.Fatalf("health address %q (admin %s)", h, p.admin)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/v1/links": 404, "/metrics": 404, "/v1/routes": 404} {
+		resp, err := http.Get("http://" + h + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("health %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	p.stop()
+	if _, err := http.Get("http://" + h + "/healthz"); err == nil {
+		t.Error("health address still answers after shutdown")
+	}
+}

@@ -61,6 +61,7 @@ type Server struct {
 	httpDone chan struct{} // closed once the mesh server has shut down
 
 	meshLn, adminLn net.Listener
+	healthLn        net.Listener // nil unless cfg.Health is set
 	stopping        atomic.Bool
 	active          atomic.Int64 // requests being served now
 	rejectedConns   prometheus.Counter
@@ -148,12 +149,32 @@ func (s *Server) Listen() error {
 		s.meshLn.Close()
 		return fmt.Errorf("admin: %w", err)
 	}
+	if s.cfg.Health != "" {
+		if s.healthLn, err = net.Listen("tcp", s.cfg.Health); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("health: %w", err)
+		}
+	}
 	if err := s.listenDNS(); err != nil {
-		s.meshLn.Close()
-		s.adminLn.Close()
+		s.closeListeners()
 		return err
 	}
 	return nil
+}
+
+// closeListeners closes what Listen bound, after a failed start.
+func (s *Server) closeListeners() {
+	for _, ln := range []net.Listener{s.meshLn, s.adminLn, s.healthLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if s.dnsPC != nil {
+		s.dnsPC.Close()
+	}
+	if s.dnsLn != nil {
+		s.dnsLn.Close()
+	}
 }
 
 // MeshAddr is the bound mesh listener address (after Listen).
@@ -161,6 +182,14 @@ func (s *Server) MeshAddr() string { return s.meshLn.Addr().String() }
 
 // AdminAddr is the bound admin listener address (after Listen).
 func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// HealthAddr is the bound health listener address, or "" when health is off.
+func (s *Server) HealthAddr() string {
+	if s.healthLn == nil {
+		return ""
+	}
+	return s.healthLn.Addr().String()
+}
 
 // Run serves until ctx ends, then drains for up to ShutdownGrace. It calls
 // Listen if the caller has not.
@@ -184,12 +213,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.spools() {
 		if err := s.openSpool(); err != nil {
-			s.meshLn.Close()
-			s.adminLn.Close()
-			if s.dns != nil {
-				s.dnsPC.Close()
-				s.dnsLn.Close()
-			}
+			s.closeListeners()
 			return err
 		}
 	}
@@ -201,7 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "dns", s.DNSAddr(), "routes", len(s.set.Load().routes), "links", len(s.cfg.Links))
+	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "health", s.HealthAddr(), "dns", s.DNSAddr(), "routes", len(s.set.Load().routes), "links", len(s.cfg.Links))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
@@ -228,6 +252,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return serve(adminSrv, s.adminLn) })
+	healthSrv := &http.Server{Handler: admin.Health(s.ready), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	if s.healthLn != nil {
+		g.Go(func() error { return serve(healthSrv, s.healthLn) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stopping.Store(true)
@@ -243,7 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer cancel()
 		err := lean.Shutdown(sctx)
 		close(s.httpDone) // the spool closes after the last request that may write to it
-		err = errors.Join(err, adminSrv.Shutdown(sctx))
+		err = errors.Join(err, adminSrv.Shutdown(sctx), healthSrv.Shutdown(sctx))
 		for _, rt := range routes {
 			rt.fwd.Close()
 		}
