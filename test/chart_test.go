@@ -42,7 +42,7 @@ func TestChart(t *testing.T) {
 	// Generated copies are current.
 	for copy, src := range map[string]string{
 		filepath.Join(chart, "crds", "mesh.misaki.io_routes.yaml"): filepath.Join("..", "config", "crd", "mesh.misaki.io_routes.yaml"),
-		filepath.Join(chart, "files", "role.yaml"):                  filepath.Join("..", "config", "rbac", "role.yaml"),
+		filepath.Join(chart, "files", "role.yaml"):                 filepath.Join("..", "config", "rbac", "role.yaml"),
 	} {
 		a, err1 := os.ReadFile(copy)
 		b, err2 := os.ReadFile(src)

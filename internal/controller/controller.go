@@ -15,10 +15,10 @@ package controller
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"

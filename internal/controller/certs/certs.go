@@ -47,9 +47,9 @@ import (
 
 // Keys of the Secret.
 const (
-	KeyCA     = "ca.crt" // the CA bundle: the current CA, then older ones still valid
-	KeyCAKey  = "ca.key"
-	KeyCert   = corev1.TLSCertKey
+	KeyCA      = "ca.crt" // the CA bundle: the current CA, then older ones still valid
+	KeyCAKey   = "ca.key"
+	KeyCert    = corev1.TLSCertKey
 	KeyPrivate = corev1.TLSPrivateKeyKey
 )
 
@@ -248,9 +248,9 @@ func (r *Rotator) Rotate(data map[string][]byte) (map[string][]byte, string, err
 		return nil, "", err
 	}
 	out := map[string][]byte{
-		KeyCA:     encodeCerts(bundle),
-		KeyCAKey:  encodeKey(caKey),
-		KeyCert:   encodeCerts([]*x509.Certificate{cert}),
+		KeyCA:      encodeCerts(bundle),
+		KeyCAKey:   encodeKey(caKey),
+		KeyCert:    encodeCerts([]*x509.Certificate{cert}),
 		KeyPrivate: encodeKey(key),
 	}
 	return out, why, nil
