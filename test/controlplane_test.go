@@ -140,6 +140,28 @@ func (p podNetwork) backend(name string) int {
 	return a.(*net.TCPAddr).Port
 }
 
+// echo is the Service echo (port svcPort) in ns with one ready endpoint,
+// the pod network's backend on backendPort, and the Route echo.mesh to it
+// with an offline hold.
+func (p podNetwork) echo(ns string, svcPort int32, backendPort int, hold string) []client.Object {
+	ready := true
+	return []client.Object{
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: svcPort}}}},
+		&discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "echo-1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "echo"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(backendPort))}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{p.ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		},
+		&meshv1.Route{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns}, Spec: meshv1.RouteSpec{
+			Hosts:       []meshv1.Host{"echo.mesh"},
+			Destination: meshv1.Destination{Service: &meshv1.ServiceDestination{Name: "echo", Port: svcPort}},
+			Offline:     &meshv1.Offline{Hold: meshv1.Duration(hold)},
+		}},
+	}
+}
+
 // call sends GET path to the proxy for host and returns status and body.
 func call(proxy, host, path string) (int, string) {
 	req, _ := http.NewRequest(http.MethodGet, "http://"+proxy+path, nil)
@@ -188,23 +210,8 @@ func TestControlPlane(t *testing.T) {
 	stopController := startController(t, cfg, xdsLn)
 
 	portA := pods.backend("a")
-	ready := true
-	create(t, c,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
-		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "apps"},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}},
-		&discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: "echo-1", Namespace: "apps", Labels: map[string]string{discoveryv1.LabelServiceName: "echo"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(portA))}},
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{pods.ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-		},
-		&meshv1.Route{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "apps"}, Spec: meshv1.RouteSpec{
-			Hosts:       []meshv1.Host{"echo.mesh"},
-			Destination: meshv1.Destination{Service: &meshv1.ServiceDestination{Name: "echo", Port: 80}},
-			Offline:     &meshv1.Offline{Hold: "2s"},
-		}},
-	)
+	create(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}})
+	create(t, c, pods.echo("apps", 80, portA, "2s")...)
 
 	spoolDir := t.TempDir()
 	proxyYAML := fmt.Sprintf(`

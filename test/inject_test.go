@@ -17,12 +17,10 @@ import (
 	"github.com/miekg/dns"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
 	"github.com/misaki-io/misaki/internal/controller"
 	"github.com/misaki-io/misaki/internal/controller/certs"
 	"github.com/misaki-io/misaki/internal/controller/inject"
@@ -146,24 +144,11 @@ func TestInjection(t *testing.T) {
 
 	// Namespaces and the app's Service, endpoints and Route.
 	portA := pods.backend("a")
-	ready := true
 	create(t, c,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{inject.LabelInject: "enabled"}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
-		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "apps"},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}},
-		&discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: "echo-1", Namespace: "apps", Labels: map[string]string{discoveryv1.LabelServiceName: "echo"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(portA))}},
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{pods.ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-		},
-		&meshv1.Route{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "apps"}, Spec: meshv1.RouteSpec{
-			Hosts:       []meshv1.Host{"echo.mesh"},
-			Destination: meshv1.Destination{Service: &meshv1.ServiceDestination{Name: "echo", Port: 8080}},
-			Offline:     &meshv1.Offline{Hold: "5s"},
-		}},
 	)
+	create(t, c, pods.echo("apps", 8080, portA, "5s")...)
 
 	newPod := func(ns, name string, labels map[string]string, ports ...int32) *corev1.Pod {
 		// Pod Security "restricted", which misaki-system enforces.

@@ -35,6 +35,7 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,7 @@ type Rotator struct {
 	Now func() time.Time
 	Log *slog.Logger
 
+	once    sync.Once // sets the defaults, before any other use
 	current atomic.Pointer[tls.Certificate]
 	ready   chan struct{} // closed once a certificate is served
 }
@@ -84,7 +86,9 @@ type Rotator struct {
 // NeedLeaderElection is false: every replica serves the webhook.
 func (r *Rotator) NeedLeaderElection() bool { return false }
 
-func (r *Rotator) defaults() {
+func (r *Rotator) defaults() { r.once.Do(r.setDefaults) }
+
+func (r *Rotator) setDefaults() {
 	if r.CALifetime == 0 {
 		r.CALifetime = 5 * 365 * 24 * time.Hour
 	}
@@ -97,9 +101,7 @@ func (r *Rotator) defaults() {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	if r.ready == nil {
-		r.ready = make(chan struct{})
-	}
+	r.ready = make(chan struct{})
 }
 
 // Ready is closed once a certificate is being served.

@@ -41,6 +41,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -219,7 +220,7 @@ func route(in Input, r meshv1.Route) (translated, error) {
 	if err != nil {
 		return t, err
 	}
-	ts, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: xds.RouteOptionsType, Value: st})
+	ts, err := pack(&xdstypev3.TypedStruct{TypeUrl: xds.RouteOptionsType, Value: st})
 	if err != nil {
 		return t, err
 	}
@@ -378,7 +379,11 @@ func serviceEndpoints(in Input, r meshv1.Route, name string, t *translated) *end
 	}
 	var lbs []*endpointv3.LbEndpoint
 	ready := 0
-	for _, es := range in.Slices {
+	// The cache lists slices in no fixed order; sorted, the same
+	// endpoints give the same assignment.
+	sorted := slices.Clone(in.Slices)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, es := range sorted {
 		if es.Labels[discoveryv1.LabelServiceName] != sd.Name {
 			continue
 		}
@@ -436,13 +441,24 @@ func lbEndpoint(host string, port uint32, hs corev3.HealthStatus) *endpointv3.Lb
 	}
 }
 
+// pack wraps m in an Any with deterministic bytes: a Struct's map
+// marshalled in random order would give the same config a new version at
+// every translation, and every proxy a push it does not need.
+func pack(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 // listener is the mesh listener: HTTP with routes from RDS over ADS. Its
 // address is the proxy's default; a proxy listens where its own config says.
 func listener() *listenerv3.Listener {
 	host, port, _ := net.SplitHostPort(config.DefaultListen)
 	p, _ := strconv.Atoi(port)
-	router, _ := anypb.New(&routerv3.Router{})
-	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{
+	router, _ := pack(&routerv3.Router{})
+	hcm, _ := pack(&hcmv3.HttpConnectionManager{
 		StatPrefix: "mesh",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3},

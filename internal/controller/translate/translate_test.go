@@ -3,8 +3,10 @@ package translate
 import (
 	"bytes"
 	"flag"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -145,8 +147,8 @@ func TestProxyAcceptsWhatIsPublished(t *testing.T) {
 	if diff := cmp.Diff(want, tel); diff != "" {
 		t.Errorf("telemetry as the proxy reads it (-want +got):\n%s", diff)
 	}
-	if got := eps["telemetry"]; !cmp.Equal(got, []string{"10.1.0.5:9000", "10.1.0.6:9000"}) {
-		t.Errorf("telemetry endpoints = %v, want the two ready ones", got)
+	if got := eps["telemetry"]; !cmp.Equal(got, []string{"10.1.0.5:9000", "10.1.0.6:9000", "10.1.1.9:9000"}) {
+		t.Errorf("telemetry endpoints = %v, want the three ready ones of both slices", got)
 	}
 	if gw := byName["gateway"]; gw.Upstream != "https://gateway.example.com:8443" || gw.Offline.Batch != 64 {
 		t.Errorf("gateway = %+v", gw)
@@ -156,5 +158,36 @@ func TestProxyAcceptsWhatIsPublished(t *testing.T) {
 	}
 	if r := out.Results["late"]; r.Reason != meshv1.ReasonHostConflict {
 		t.Errorf("late: %+v, want HostConflict", r)
+	}
+}
+
+// TestSameInputSameBytes: the controller versions a snapshot by hashing
+// its resources' bytes, so the same input, in whatever order the cache
+// lists it, must give the same bytes; otherwise every reconcile would push
+// an unchanged config to every proxy.
+func TestSameInputSameBytes(t *testing.T) {
+	in := readInput(t, "testdata/routes.in.yaml")
+	if len(in.Slices) < 2 {
+		t.Fatal("the input needs two EndpointSlices or more")
+	}
+	marshal := func(out Output) []byte {
+		var buf bytes.Buffer
+		for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+			for _, r := range out.Resources[typ] {
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+				must(t, err)
+				buf.Write(b)
+			}
+		}
+		return buf.Bytes()
+	}
+	want := marshal(Namespace(in))
+	for i := range 20 {
+		shuffled := in
+		shuffled.Slices = slices.Clone(in.Slices)
+		rand.Shuffle(len(shuffled.Slices), func(a, b int) { shuffled.Slices[a], shuffled.Slices[b] = shuffled.Slices[b], shuffled.Slices[a] })
+		if got := marshal(Namespace(shuffled)); !bytes.Equal(got, want) {
+			t.Fatalf("translation %d gave different bytes for the same input", i)
+		}
 	}
 }
