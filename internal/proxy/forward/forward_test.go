@@ -393,3 +393,40 @@ func TestUpstreamConnectionCap(t *testing.T) {
 		})
 	}
 }
+
+// TestEndpointsChangeWhileConnectionBusy: a connection in use when the
+// endpoints change is closed when it comes back, not reused to the
+// endpoint that left.
+func TestEndpointsChangeWhileConnectionBusy(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		fmt.Fprint(w, "a")
+	}))
+	defer a.Close()
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "b") }))
+	defer b.Close()
+	f := newForwarder(t, "http://echo.apps.svc:80", nil)
+	f.SetEndpoints([]string{a.Listener.Addr().String()})
+	url := front(t, f)
+	done := make(chan string)
+	go func() {
+		_, body := do(t, "GET", url+"/slow", nil, "")
+		done <- body
+	}()
+	<-started
+	f.SetEndpoints([]string{b.Listener.Addr().String()}) // while the connection to a is busy
+	close(release)
+	if body := <-done; body != "a" {
+		t.Fatalf("the busy request: %q", body)
+	}
+	for range 3 {
+		if _, body := do(t, "GET", url+"/", nil, ""); body != "b" {
+			t.Fatalf("after the endpoints changed: %q, want b (a connection to the old endpoint was reused)", body)
+		}
+	}
+}

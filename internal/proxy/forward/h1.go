@@ -89,9 +89,14 @@ type h1Pool struct {
 	mu   sync.Mutex    // guards fields below
 	idle []*h1Conn     // most recently used last
 	wake chan struct{} // closed when a connection is freed; nil if no one waits
+	// epoch counts closeIdle calls. A connection made in an older epoch is
+	// closed when it comes back instead of going idle: one busy when the
+	// endpoints changed would otherwise be reused to an endpoint that left.
+	epoch uint64
 }
 
 type h1Conn struct {
+	epoch    uint64 // the pool's epoch when it was dialled
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -151,13 +156,16 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 		}
 		select {
 		case p.slots <- struct{}{}:
+			p.mu.Lock()
+			epoch := p.epoch
+			p.mu.Unlock()
 			c, err := p.dial(ctx, "tcp", p.addr)
 			if err != nil {
 				<-p.slots
 				return nil, false, err
 			}
 			c = sockio.Wrap(c)
-			return &h1Conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+			return &h1Conn{epoch: epoch, c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
 		default:
 		}
 		// At the cap: wait for a connection to come back or close.
@@ -222,7 +230,7 @@ func (p *h1Pool) signalLocked() {
 func (p *h1Pool) put(pc *h1Conn) {
 	pc.idleFrom = time.Now()
 	p.mu.Lock()
-	if len(p.idle) >= maxIdleConns {
+	if len(p.idle) >= maxIdleConns || pc.epoch != p.epoch {
 		p.mu.Unlock()
 		p.discard(pc)
 		return
@@ -241,10 +249,13 @@ func (p *h1Pool) discard(pc *h1Conn) {
 	p.mu.Unlock()
 }
 
+// closeIdle closes the idle connections, and the busy ones as they come
+// back.
 func (p *h1Pool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	p.epoch++
 	p.mu.Unlock()
 	for _, pc := range idle {
 		p.discard(pc)
