@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -218,10 +219,13 @@ func TestInjection(t *testing.T) {
 	startProxyBinary(t, "", wrap...)
 
 	// The kubelet's startup probe, on the pod's address.
-	health := fmt.Sprintf("http://%s:%d/readyz", pods.ip, sidecar.StartupProbe.HTTPGet.Port.IntValue())
-	if sidecar.StartupProbe.HTTPGet.Port.IntValue() == 0 {
-		health = fmt.Sprintf("http://%s:%d/readyz", pods.ip, sidecar.Ports[0].ContainerPort)
+	// The probe names its port; the container declares it.
+	probe := sidecar.StartupProbe.HTTPGet
+	i := slices.IndexFunc(sidecar.Ports, func(p corev1.ContainerPort) bool { return p.Name == probe.Port.StrVal })
+	if i < 0 {
+		t.Fatalf("the startup probe's port %q is not declared", probe.Port.StrVal)
 	}
+	health := fmt.Sprintf("http://%s:%d%s", pods.ip, sidecar.Ports[i].ContainerPort, probe.Path)
 	waitFor(t, "the sidecar's startup probe", func() bool {
 		resp, err := http.Get(health)
 		if err != nil {

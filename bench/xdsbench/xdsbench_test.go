@@ -3,6 +3,7 @@
 package xdsbench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -176,11 +177,9 @@ func BenchmarkControlPlane(b *testing.B) {
 
 	// The controller, as a process of its own.
 	xdsAddr := freeAddr(b)
-	cmd := exec.Command(bin, "--xds-addr", xdsAddr, "--metrics-addr", "0", "--probe-addr", "0", "--webhook-addr", "0", "--log-level", os.Getenv("CONTROLLER_LOG"))
+	level := cmp.Or(os.Getenv("CONTROLLER_LOG"), "warn")
+	cmd := exec.Command(bin, "--xds-addr", xdsAddr, "--metrics-addr", "0", "--probe-addr", "0", "--webhook-addr", "0", "--log-level", level)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kcPath)
-	if os.Getenv("CONTROLLER_LOG") == "" {
-		cmd.Args[len(cmd.Args)-1] = "warn"
-	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

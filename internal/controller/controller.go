@@ -36,6 +36,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -428,9 +429,7 @@ func newSnapshot(res map[resource.Type][]types.Resource) (*cachev3.Snapshot, err
 			}
 			h.Write(b)
 			if typ == resource.RouteType || typ == resource.EndpointType {
-				if r, err = premarshal(r); err != nil {
-					return nil, err
-				}
+				r = premarshal(r, b)
 			}
 			out = append(out, r)
 		}
@@ -439,34 +438,30 @@ func newSnapshot(res map[resource.Type][]types.Resource) (*cachev3.Snapshot, err
 	return snap, nil
 }
 
-// premarshal returns a copy of m that keeps its name and carries every
-// other field as bytes already encoded (protobuf's unknown fields), so
-// marshalling it again is a copy. go-control-plane marshals each response
-// for each stream: a route change in a namespace of 100 proxies would
-// encode its RouteConfiguration 100 times, and that was most of the
-// controller's CPU in the benchmark. The wire bytes are the same: the name
-// is field 1 of both RouteConfiguration and ClusterLoadAssignment, and
-// deterministic marshalling writes it before the rest.
-func premarshal(m types.Resource) (types.Resource, error) {
+// premarshal returns a copy of m, whose deterministic encoding is b, that
+// keeps its name and carries every other field as those bytes (protobuf's
+// unknown fields), so marshalling it again is a copy. go-control-plane
+// marshals each response for each stream: a route change in a namespace of
+// 100 proxies would encode its RouteConfiguration 100 times, and that was
+// most of the controller's CPU in the benchmark. The wire bytes are the
+// same: the name is field 1 of both RouteConfiguration and
+// ClusterLoadAssignment, deterministic marshalling writes it first, and the
+// rest of b follows it unchanged.
+func premarshal(m types.Resource, b []byte) types.Resource {
 	pr := m.ProtoReflect()
 	fields := pr.Descriptor().Fields()
 	name := fields.ByName("name")
 	if name == nil {
 		name = fields.ByName("cluster_name")
 	}
-	if name == nil || name.Number() != 1 {
-		return m, nil
-	}
-	rest := proto.Clone(m)
-	rest.ProtoReflect().Clear(name)
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
-	if err != nil {
-		return nil, err
+	num, _, n := protowire.ConsumeField(b)
+	if name == nil || n < 0 || num != name.Number() || num != 1 {
+		return m // no name, or not first: publish as it is
 	}
 	out := pr.New()
 	out.Set(name, pr.Get(name))
-	out.SetUnknown(b)
-	return out.Interface().(types.Resource), nil
+	out.SetUnknown(b[n:])
+	return out.Interface().(types.Resource)
 }
 
 // xdsTypes are the types the controller publishes and proxies subscribe to.

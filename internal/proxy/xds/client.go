@@ -178,25 +178,23 @@ func (c *Client) accept(ctx context.Context, st *state, resp *xdspb.DiscoveryRes
 	}
 	next := &Snapshot{Versions: maps.Clone(st.versions), Routes: routes, Endpoints: eps}
 	next.Versions[t] = resp.GetVersionInfo()
-	prevVersion := st.versions[t]
+	// An unchanged config is neither applied nor written again: only the
+	// versions moved (a new stream, or another type's push), and the kept
+	// file already holds it.
+	if c.applied == nil || !sameConfig(c.applied, next) {
+		if err := c.o.Apply(ctx, routes, eps); err != nil {
+			st.raw[t] = prev
+			return err
+		}
+		c.o.Log.Info("xds: config applied", "type", ShortType(t), "version", resp.GetVersionInfo(), "routes", len(routes))
+		c.applied = next
+		if err := SaveCache(c.o.Cache, next); err != nil {
+			// The config is applied; only a restart without the
+			// controller would miss it.
+			c.o.Log.Error("xds: could not keep the config for offline starts", "cache", c.o.Cache, "err", err)
+		}
+	}
 	st.versions[t] = resp.GetVersionInfo()
-	if c.applied != nil && sameConfig(c.applied, next) {
-		// Nothing to apply, and the kept file already holds this config:
-		// only the versions moved (a new stream, or another type's push).
-		return nil
-	}
-	if err := c.o.Apply(ctx, routes, eps); err != nil {
-		st.raw[t] = prev
-		st.versions[t] = prevVersion
-		return err
-	}
-	c.o.Log.Info("xds: config applied", "type", ShortType(t), "version", resp.GetVersionInfo(), "routes", len(routes))
-	c.applied = next
-	if err := SaveCache(c.o.Cache, next); err != nil {
-		// The config is applied; only a restart without the controller
-		// would miss it.
-		c.o.Log.Error("xds: could not keep the config for offline starts", "cache", c.o.Cache, "err", err)
-	}
 	return nil
 }
 
