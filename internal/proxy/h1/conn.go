@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,10 +49,10 @@ func (d *deadline) idle(now time.Time, timeout time.Duration) {
 	d.set(now.Add(timeout), true)
 }
 
-// head starts the read-header timeout, once per request.
-func (d *deadline) head(timeout time.Duration) {
-	if timeout > 0 && (d.isIdle || d.at.IsZero()) {
-		d.set(time.Now().Add(timeout), false)
+// head makes reads end at at, a request's read-header deadline.
+func (d *deadline) head(at time.Time) {
+	if d.isIdle || !d.at.Equal(at) {
+		d.set(at, false)
 	}
 }
 
@@ -59,6 +60,25 @@ func (d *deadline) head(timeout time.Duration) {
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+	// headBy is when the handed-off request's head must be in; zero for
+	// no limit.
+	headBy time.Time
+	setOne atomic.Bool // the fallback server has set a read deadline
+}
+
+// SetReadDeadline holds the fallback server's first read deadline to
+// headBy. net/http starts its read-header timeout afresh on a connection
+// it accepts (one call with now+ReadHeaderTimeout, or none without that
+// timeout), reads the head, and then sets the request's own deadline
+// (zero, without ReadTimeout): only that first one may not outlast the
+// deadline the lean server already gave the head, or a client could have
+// close to twice the timeout by crossing the 4 KiB hand-off late. A zero
+// first deadline is the one after the head, and passes.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	if !c.setOne.Swap(true) && !t.IsZero() && !c.headBy.IsZero() && t.After(c.headBy) {
+		t = c.headBy
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

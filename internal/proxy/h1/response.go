@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // responseWriter writes one HTTP/1.1 response: Content-Length framing when
@@ -68,6 +70,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	if !w.noBody && w.contentLength < 0 {
 		w.chunked = true
 	}
+	// A handler that asks to close (as after a request it could not read
+	// to its end) is obeyed, as net/http does.
+	w.closeAfter = w.req.Close || httpguts.HeaderValuesContainsToken(h["Connection"], "close")
 	bw := w.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(code))
@@ -96,7 +101,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
-	if w.req.Close {
+	if w.closeAfter {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")

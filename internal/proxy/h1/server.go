@@ -143,14 +143,24 @@ func (s *Server) serveConn(c net.Conn) {
 	remote := c.RemoteAddr().String()
 	dl := &deadline{c: c}
 	w := &responseWriter{conn: sc, bw: bw, br: br, cr: cr, dl: dl, header: make(http.Header, 8)}
-	for {
-		if !s.awaitRequest(br, dl) {
+	accepted := time.Now()
+	for first := true; ; first = false {
+		// headBy is when the request's head (and a simple request's body)
+		// must be in: the read-header timeout from the connection's start
+		// for the first request, as in net/http, and from the first byte
+		// for later ones, fixed once the head has to be waited for. Zero
+		// without a timeout, or until then.
+		var headBy time.Time
+		if first && s.ReadHeaderTimeout > 0 {
+			headBy = accepted.Add(s.ReadHeaderTimeout)
+		}
+		if !s.awaitRequest(br, dl, headBy) {
 			c.Close()
 			return
 		}
 		// Nothing of the request is consumed from br until it is parsed,
 		// so that a hand-off can replay every byte read.
-		n, err := s.bufferHead(br, dl)
+		n, err := s.bufferHead(br, dl, &headBy)
 		if err != nil {
 			c.Close()
 			return
@@ -163,11 +173,11 @@ func (s *Server) serveConn(c net.Conn) {
 		if req == nil || !simple(req) {
 			// Not of the strict form (net/http decides, and answers
 			// 400 or 431 with its own wording), or not simple.
-			s.handOff(c, br)
+			s.handOff(c, br, headBy)
 			return
 		}
 		br.Discard(n)
-		if req.ContentLength > 0 && !s.readBody(c, br, dl, req) {
+		if req.ContentLength > 0 && !s.readBody(c, br, dl, req, &headBy) {
 			return
 		}
 		req.RemoteAddr = remote
@@ -179,16 +189,23 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
-// awaitRequest waits up to the idle timeout for the first byte of a next
-// request and reports whether one came.
-func (s *Server) awaitRequest(br *bufio.Reader, dl *deadline) bool {
+// awaitRequest waits for the first byte of a next request and reports
+// whether one came: until headBy for a connection's first request (a
+// client that connects and sends nothing is cut at the read-header
+// timeout), else up to the idle timeout.
+func (s *Server) awaitRequest(br *bufio.Reader, dl *deadline, headBy time.Time) bool {
 	if br.Buffered() > 0 { // pipelined
 		return !s.closing()
 	}
 	var since time.Time
-	if s.IdleTimeout > 0 {
+	switch {
+	case !headBy.IsZero():
+		dl.head(headBy)
+	case s.IdleTimeout > 0:
 		since = time.Now()
 		dl.idle(since, s.IdleTimeout)
+	case !dl.at.IsZero():
+		dl.set(time.Time{}, false) // an earlier request's head deadline
 	}
 	// Checked after the deadline is set: Shutdown sets closing before it
 	// wakes waiting connections, so its wake-up is not overwritten unseen.
@@ -200,7 +217,7 @@ func (s *Server) awaitRequest(br *bufio.Reader, dl *deadline) bool {
 		if err == nil {
 			return !s.closing()
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || s.closing() || s.IdleTimeout <= 0 ||
+		if !errors.Is(err, os.ErrDeadlineExceeded) || s.closing() || since.IsZero() ||
 			time.Since(since) >= s.IdleTimeout {
 			return false
 		}
@@ -209,9 +226,9 @@ func (s *Server) awaitRequest(br *bufio.Reader, dl *deadline) bool {
 	}
 }
 
-// bufferHead waits, under the read-header timeout, until br holds the whole
-// request head, and returns its length; 0 if it cannot fit.
-func (s *Server) bufferHead(br *bufio.Reader, dl *deadline) (int, error) {
+// bufferHead waits, until *headBy, for br to hold the whole request head,
+// and returns its length; 0 if it cannot fit.
+func (s *Server) bufferHead(br *bufio.Reader, dl *deadline, headBy *time.Time) (int, error) {
 	for {
 		b, _ := br.Peek(br.Buffered())
 		if n, ok := httphead.HeadEnd(b); ok {
@@ -220,11 +237,23 @@ func (s *Server) bufferHead(br *bufio.Reader, dl *deadline) (int, error) {
 		if len(b) == br.Size() {
 			return 0, nil
 		}
-		dl.head(s.ReadHeaderTimeout)
+		s.headDeadline(dl, headBy)
 		if _, err := br.Peek(len(b) + 1); err != nil {
 			return 0, err
 		}
 	}
+}
+
+// headDeadline makes reads end at the request's read-header deadline,
+// *headBy, fixing it at the timeout from now if it is not yet.
+func (s *Server) headDeadline(dl *deadline, headBy *time.Time) {
+	if s.ReadHeaderTimeout <= 0 {
+		return
+	}
+	if headBy.IsZero() {
+		*headBy = time.Now().Add(s.ReadHeaderTimeout)
+	}
+	dl.head(*headBy)
 }
 
 // readBody reads a simple request's body (at most MaxSimpleBody bytes)
@@ -233,9 +262,9 @@ func (s *Server) bufferHead(br *bufio.Reader, dl *deadline) (int, error) {
 // taken, waiting. A body that does not arrive in time is answered 408 and
 // the connection closed; one cut short just closes it. It reports whether
 // the request can be served.
-func (s *Server) readBody(c net.Conn, br *bufio.Reader, dl *deadline, req *http.Request) bool {
+func (s *Server) readBody(c net.Conn, br *bufio.Reader, dl *deadline, req *http.Request, headBy *time.Time) bool {
 	if int64(br.Buffered()) < req.ContentLength {
-		dl.head(s.ReadHeaderTimeout)
+		s.headDeadline(dl, headBy)
 	}
 	b := make([]byte, req.ContentLength)
 	if _, err := io.ReadFull(br, b); err != nil {
@@ -276,12 +305,16 @@ func simple(r *http.Request) bool {
 }
 
 // handOff gives the connection to the fallback server, with the bytes of
-// the current request replayed: all of them are still in br.
-func (s *Server) handOff(c net.Conn, br *bufio.Reader) {
+// the current request replayed: all of them are still in br. The request's
+// head must still be in by headBy (see prefixConn.SetReadDeadline).
+func (s *Server) handOff(c net.Conn, br *bufio.Reader, headBy time.Time) {
 	buffered, _ := br.Peek(br.Buffered())
 	replay := append([]byte(nil), buffered...)
-	c.SetReadDeadline(time.Time{})
-	pc := &prefixConn{Conn: c, prefix: replay}
+	if headBy.IsZero() && s.ReadHeaderTimeout > 0 {
+		headBy = time.Now().Add(s.ReadHeaderTimeout)
+	}
+	c.SetReadDeadline(headBy)
+	pc := &prefixConn{Conn: c, prefix: replay, headBy: headBy}
 	if !s.handoff.deliver(pc) {
 		c.Close()
 	}

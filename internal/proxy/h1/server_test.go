@@ -421,3 +421,111 @@ func TestIdleTimeoutAfterKeptDeadline(t *testing.T) {
 		t.Fatalf("idle connection closed after %v, want %v", d, idle)
 	}
 }
+
+// withTimeouts sets the read-header and idle timeouts of the lean server
+// and of its fallback alike, as the proxy does.
+func withTimeouts(readHeader, idle time.Duration) func(*Server) {
+	return func(s *Server) {
+		s.ReadHeaderTimeout, s.IdleTimeout = readHeader, idle
+		s.Fallback.ReadHeaderTimeout, s.Fallback.IdleTimeout = readHeader, idle
+	}
+}
+
+// closedWithin reads from c until the server closes it and reports how long
+// after began that was. The bounds are loose (0.9x to 1.6x) for a loaded
+// machine; what they tell apart is one timeout from two, or from the idle
+// timeout.
+func closedWithin(t *testing.T, c net.Conn, began time.Time, timeout time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(4 * timeout))
+	_, err := io.Copy(io.Discard, c)
+	d := time.Since(began)
+	if errors.Is(err, os.ErrDeadlineExceeded) { // EOF or a reset is the server closing
+		t.Fatalf("not closed by the server within %v", 4*timeout)
+	}
+	if d < timeout*9/10 || d >= timeout*16/10 {
+		t.Fatalf("closed after %v, want about the %v read-header timeout", d, timeout)
+	}
+}
+
+// A connection that never sends a byte is closed at the read-header
+// timeout, as net/http does, not kept for the idle timeout.
+func TestSilentConnectionClosedAtReadHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	addr := start(t, http.HandlerFunc(echo), withTimeouts(timeout, 20*time.Second))
+	began := time.Now()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closedWithin(t, c, began, timeout)
+}
+
+// A head that is still arriving when it outgrows the lean server's buffer
+// is handed to net/http, which must not start the read-header timeout
+// afresh: the head is cut at the timeout measured from the connection's
+// start (first request) or from the request's first byte (later ones).
+func TestSlowHeadCutAcrossHandOff(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	addr := start(t, http.HandlerFunc(echo), withTimeouts(timeout, 20*time.Second))
+	slowHead := func(t *testing.T, c net.Conn) {
+		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\nX-A: "+strings.Repeat("a", 2000))
+		// The client is slow, not the test waiting for the server.
+		time.Sleep(timeout * 8 / 10)
+		io.WriteString(c, strings.Repeat("b", 3000)) // past 4 KiB: handed off, never ended
+	}
+	t.Run("first request", func(t *testing.T) {
+		t.Parallel()
+		began := time.Now()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		slowHead(t, c)
+		closedWithin(t, c, began, timeout)
+	})
+	t.Run("after a kept-alive request", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		time.Sleep(timeout) // idle between requests does not count
+		began := time.Now()
+		slowHead(t, c)
+		c.SetReadDeadline(time.Now().Add(4 * timeout))
+		_, err = io.Copy(io.Discard, br)
+		if d := time.Since(began); errors.Is(err, os.ErrDeadlineExceeded) || d < timeout*9/10 || d >= timeout*16/10 {
+			t.Fatalf("closed after %v (%v), want about the %v read-header timeout from the head's first byte", d, err, timeout)
+		}
+	})
+}
+
+// A handler's "Connection: close" is sent and obeyed: nothing after that
+// response is read as a request.
+func TestHandlerClosesConnection(t *testing.T) {
+	var calls atomic.Int32
+	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "no", http.StatusBadRequest)
+	}))
+	got := raw(t, addr, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 400 ") || !strings.Contains(got, "\r\nConnection: close\r\n") ||
+		strings.Count(got, "HTTP/1.1") != 1 || calls.Load() != 1 {
+		t.Fatalf("got %q after %d handler calls; want one 400 with Connection: close, then the connection closed", got, calls.Load())
+	}
+}
