@@ -32,6 +32,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	version := fs.Bool("version", false, "print the version and exit")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	role := fs.String("role", "", "edge or gateway; overrides the config's role")
+	http1 := fs.String("http1-server", "", "lean or stdlib: the edge's HTTP/1.1 server; overrides the config's http1Server")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--role edge|gateway] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n")
 		fs.PrintDefaults()
@@ -63,6 +64,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *http1 != "" {
+		cfg.HTTP1Server = *http1
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("--http1-server: %w", err)
+		}
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d routes, %d links)\n", *cfgPath, len(cfg.Routes), len(cfg.Links))

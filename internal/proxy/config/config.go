@@ -36,6 +36,11 @@ type Config struct {
 	// Listen is the address apps send mesh traffic to (HTTP/1.1 and h2c);
 	// for the gateway, the address vehicles connect to (TLS).
 	Listen string `yaml:"listen"`
+	// HTTP1Server is the HTTP/1.1 server on the edge's listen address:
+	// lean (internal/proxy/h1, which hands what it does not take to
+	// net/http; the default) or stdlib (net/http for every connection).
+	// The gateway always uses net/http. The --http1-server flag overrides it.
+	HTTP1Server string `yaml:"http1Server"`
 	// Admin is the address of the admin API (/healthz, /readyz, /metrics, /v1/...).
 	Admin string `yaml:"admin"`
 	// Health, when set, serves only GET /healthz and /readyz, for probes
@@ -232,6 +237,12 @@ type Replay struct {
 const (
 	RoleEdge    = "edge"
 	RoleGateway = "gateway"
+)
+
+// HTTP/1.1 servers for the edge's listen address (http1Server).
+const (
+	HTTP1Lean   = "lean"
+	HTTP1Stdlib = "stdlib"
 )
 
 // Gateway configures the cloud gateway (role: gateway).
@@ -498,6 +509,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Gateway.Idempotency.MaxStoredBody, DefaultMaxResponseBytes)
 	setDefault(&c.Gateway.IdentityHeader, DefaultIdentityHeader)
 	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.HTTP1Server, HTTP1Lean)
 	setDefault(&c.Admin, DefaultAdmin)
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -610,6 +622,9 @@ func (c *Config) Validate() error {
 		bad("role", "%q is not a role; use edge or gateway", c.Role)
 	}
 	checkAddr("listen", c.Listen)
+	if c.HTTP1Server != HTTP1Lean && c.HTTP1Server != HTTP1Stdlib {
+		bad("http1Server", "%q is not an HTTP/1.1 server; use lean or stdlib", c.HTTP1Server)
+	}
 	checkAddr("admin", c.Admin)
 	if c.Listen == c.Admin && !strings.HasSuffix(c.Listen, ":0") {
 		bad("admin", "must differ from listen (%s); pick another port", c.Listen)

@@ -241,12 +241,20 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return s.runDNS(gctx) })
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
-	lean := &h1.Server{
-		Handler: s, Fallback: mesh,
-		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), IdleTimeout: lim.IdleTimeout.D(), Log: s.log,
+	// The mesh server: the lean HTTP/1.1 server in front of net/http, or
+	// net/http alone (http1Server: stdlib).
+	var meshSrv interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+	} = mesh
+	if s.cfg.HTTP1Server != config.HTTP1Stdlib {
+		meshSrv = &h1.Server{
+			Handler: s, Fallback: mesh,
+			ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), IdleTimeout: lim.IdleTimeout.D(), Log: s.log,
+		}
 	}
 	g.Go(func() error {
-		if err := lean.Serve(meshLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := meshSrv.Serve(meshLn); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -270,7 +278,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 		defer cancel()
-		err := lean.Shutdown(sctx)
+		err := meshSrv.Shutdown(sctx)
 		close(s.httpDone) // the spool closes after the last request that may write to it
 		err = errors.Join(err, adminSrv.Shutdown(sctx), healthSrv.Shutdown(sctx))
 		for _, rt := range routes {

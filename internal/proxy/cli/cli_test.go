@@ -1,0 +1,34 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// --http1-server overrides the config's http1Server and is validated as it is.
+func TestHTTP1ServerFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(path, []byte("http1Server: lean\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ flag, err string }{
+		{"stdlib", ""},
+		{"lean", ""},
+		{"nginx", `--http1-server: http1Server: "nginx" is not an HTTP/1.1 server; use lean or stdlib`},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := Run(context.Background(), []string{"--config", path, "--http1-server", tc.flag, "--check"}, &out, &errOut)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("got %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
