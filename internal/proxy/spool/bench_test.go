@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 // BenchmarkEnqueue measures durable enqueues of 1 KiB bodies from 64
@@ -22,7 +23,7 @@ import (
 func BenchmarkEnqueue(b *testing.B) {
 	const writers = 64
 	body := make([]byte, 1024)
-	record := appendFrame(nil, typeRequest, appendRecord(nil, &Record{
+	record := framelog.AppendFrame(nil, typeRequest, appendRecord(nil, &Record{
 		Seq: 1 << 40, Route: "telemetry", Method: "POST", URL: "/v1/telemetry",
 		IdempotencyKey: "0123456789abcdef0123456789abcdef",
 		Header:         http.Header{"Content-Type": {"application/json"}},

@@ -5,7 +5,9 @@
 // # Design
 //
 // The spool is an append-only log cut into segment files (seg-NNNNNNNN.log,
-// 64 MiB by default), with the index in memory:
+// 64 MiB by default), with the index in memory. Each segment is a
+// framelog log: framelog writes, fsyncs and recovers the frames, by the
+// same rule as the proxy's and the gateway's other logs.
 //
 //   - Every frame carries a CRC-32C over its type, length and payload. A
 //     request is one frame: method, URL, headers, route, priority,
@@ -17,8 +19,10 @@
 //     evicted) appends a small done frame; a retry appends an attempt frame.
 //   - Enqueue appends under one lock and, under SyncAlways, waits for an
 //     fdatasync that covers its frame. One waiter runs it for everyone
-//     appended so far: concurrent enqueues share one fsync (group commit).
-//     Under SyncInterval a loop fsyncs periodically instead.
+//     appended so far: concurrent enqueues share one fsync (group commit,
+//     framelog's Sync). Under SyncInterval a loop (Run) fsyncs periodically
+//     instead. A failed write is cut back and a failed fsync fails every
+//     enqueue it covered: neither is acknowledged.
 //   - Open reads the segments in order and rebuilds the index: per route, a
 //     FIFO of 32-byte entries with no pointers (a million spooled requests
 //     cost 32 MB of index). A large queue's entries live in anonymous memory
@@ -29,7 +33,8 @@
 //     segment is a write the crash interrupted: it is copied to quarantine/
 //     and cut off. A damaged frame elsewhere is found by its checksum,
 //     copied to quarantine/, counted, and skipped: the scan resumes at the
-//     next frame whose magic and checksum are good.
+//     next frame whose magic and checksum are good, and every intact frame
+//     after the damage is kept (framelog's one recovery rule).
 //   - A sealed segment is removed once no live request is in it, oldest
 //     first. A done frame may sit in a later segment than its request. So
 //     an earlier segment is always gone before a later one, and a done frame

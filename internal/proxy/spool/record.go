@@ -6,24 +6,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/http"
+
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
-// A segment file is a sequence of frames:
-//
-//	0  magic   "MS"
-//	2  type    1 request, 2 done, 3 attempt, 4 segment start
-//	3  flags   0
-//	4  length  uint32 LE, payload bytes
-//	8  crc     uint32 LE, CRC-32C of bytes 2..8 and the payload
-//	12 payload
-//
-// The magic lets recovery find the next frame after a damaged one; the CRC
-// covers the type and length too, so a flipped length is caught.
+// A segment file is a sequence of framelog frames (the format this
+// package wrote before framelog was split out of it, so segments on disk
+// read as they are), of these types:
 const (
-	frameHeader = 12
-	magic0      = 'M'
-	magic1      = 'S'
-
 	typeRequest = 1
 	typeDone    = 2
 	typeAttempt = 3
@@ -36,53 +26,13 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Errors from decoding a frame or a payload.
-var (
-	errShortFrame = errors.New("spool: frame runs past the end of the file")
-	errBadFrame   = errors.New("spool: damaged frame (bad magic, length or checksum)")
-	errBadPayload = errors.New("spool: malformed record payload")
-)
+// errBadPayload means a frame whose checksum is good holds a payload that
+// does not decode.
+var errBadPayload = errors.New("spool: malformed record payload")
 
-// appendFrame appends a frame of type typ around payload to b.
-func appendFrame(b []byte, typ byte, payload []byte) []byte {
-	start := len(b)
-	b = append(b, magic0, magic1, typ, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(payload)))
-	b = append(b, payload...)
-	crc := crc32.Update(0, castagnoli, b[start+2:start+8])
-	crc = crc32.Update(crc, castagnoli, payload)
-	binary.LittleEndian.PutUint32(b[start+8:], crc)
-	return b
-}
-
-// readFrame decodes the frame at the start of b: its type, payload and
-// total length. errShortFrame means b ends inside a frame whose header is
-// plausible (a torn write at the end of a file); errBadFrame means the bytes
-// are not a frame.
+// readFrame decodes the segment frame at the start of b.
 func readFrame(b []byte) (typ byte, payload []byte, n int, err error) {
-	if len(b) < frameHeader {
-		if len(b) >= 2 && (b[0] != magic0 || b[1] != magic1) {
-			return 0, nil, 0, errBadFrame
-		}
-		return 0, nil, 0, errShortFrame
-	}
-	if b[0] != magic0 || b[1] != magic1 || b[3] != 0 || b[2] < typeRequest || b[2] > typeStart {
-		return 0, nil, 0, errBadFrame
-	}
-	length := binary.LittleEndian.Uint32(b[4:8])
-	if length > maxPayload {
-		return 0, nil, 0, errBadFrame
-	}
-	end := frameHeader + int(length)
-	if len(b) < end {
-		return 0, nil, 0, errShortFrame
-	}
-	crc := crc32.Update(0, castagnoli, b[2:8])
-	crc = crc32.Update(crc, castagnoli, b[frameHeader:end])
-	if crc != binary.LittleEndian.Uint32(b[8:12]) {
-		return 0, nil, 0, errBadFrame
-	}
-	return b[2], b[frameHeader:end], end, nil
+	return framelog.ReadFrame(b, maxPayload)
 }
 
 // Record is one spooled request as stored.

@@ -1,9 +1,7 @@
 package spool
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,11 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
-
-// scanChunk is how much of a segment recovery reads at once.
-const scanChunk = 1 << 20
 
 // recover rebuilds the index from the segment files.
 func (s *Spool) recover() error {
@@ -39,30 +34,27 @@ func (s *Spool) recover() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, ord := range ords {
-		last := i == len(ords)-1
-		f, err := os.OpenFile(s.path(segName(ord)), os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("spool: open segment %d: %w", ord, err)
+		index := func(fr framelog.Frame) error {
+			s.indexFrame(ord, fr.Off, int(fr.Len()), fr.Type, fr.Payload)
+			return nil
 		}
-		end, err := s.scanSegment(f, ord, last)
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("spool: read segment %d: %w", ord, err)
+		if i == len(ords)-1 {
+			// The newest segment is appended to: framelog cuts a bad tail.
+			l, _, err := framelog.Open(s.path(segName(ord)), s.logOptions(ord, true), index)
+			if err != nil {
+				return fmt.Errorf("spool: open segment %d: %w", ord, err)
+			}
+			s.active, s.activeOrd = l, ord
+		} else if err := s.scanSealed(ord, index); err != nil {
+			return err
 		}
 		s.segs = append(s.segs, ord)
-		if last {
-			s.active, s.activeOrd, s.size = f, ord, end
-		} else {
-			f.Close()
-		}
 	}
 	if s.active == nil {
 		if err := s.createSegmentLocked(0); err != nil {
 			return fmt.Errorf("spool: create segment: %w", err)
 		}
 	}
-	// Everything recovered is on disk as far as this process knows.
-	s.synced = s.lsn
 	for _, q := range s.queues {
 		q.compact()
 		if q.live == 0 {
@@ -76,67 +68,53 @@ func (s *Spool) recover() error {
 	return nil
 }
 
-// scanSegment indexes one segment's frames and returns the offset where
-// appending may go on. Damage is quarantined: a span of bad bytes followed
-// by a good frame is copied out and skipped; at the end of the newest
-// segment, the bad tail is copied out and cut off (a write the crash left
-// unfinished, most likely).
-func (s *Spool) scanSegment(f *os.File, ord uint32, last bool) (int64, error) {
+// scanSealed indexes a sealed segment's frames, read only: damage is
+// skipped (and quarantined by logOptions' OnDamage), nothing is cut.
+func (s *Spool) scanSealed(ord uint32, index func(framelog.Frame) error) error {
+	f, err := os.Open(s.path(segName(ord)))
+	if err != nil {
+		return fmt.Errorf("spool: open segment %d: %w", ord, err)
+	}
+	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return fmt.Errorf("spool: read segment %d: %w", ord, err)
 	}
-	w := &window{f: f, size: st.Size()}
-	off := int64(0)
-	for off < w.size {
-		typ, payload, n, ferr := w.frame(off)
-		if ferr == nil {
-			s.indexFrame(ord, off, n, typ, payload)
-			off += int64(n)
-			continue
-		}
-		if !errors.Is(ferr, errShortFrame) && !errors.Is(ferr, errBadFrame) {
-			return 0, ferr
-		}
-		next, err := w.resync(off + 1)
-		if err != nil {
-			return 0, err
-		}
-		if next >= 0 {
-			s.quarantine(ord, f, off, next)
-			off = next
-			continue
-		}
-		// The damage runs to the end of the file.
-		if !last {
-			s.quarantine(ord, f, off, w.size)
-			return w.size, nil
-		}
-		torn, err := w.tornTail(off, ferr)
-		if err != nil {
-			return 0, err
-		}
-		if torn {
-			s.stats.TornBytes += w.size - off
-			s.copyOut(ord, f, off, w.size, "torn")
-			s.log.Warn("cut an unfinished write from the newest segment", "segment", ord, "offset", off, "bytes", w.size-off)
-		} else {
-			s.quarantine(ord, f, off, w.size)
-		}
-		if err := f.Truncate(off); err != nil {
-			return 0, err
-		}
-		if err := durable.Fdatasync(f); err != nil {
-			return 0, err
-		}
-		return off, nil
+	sc := framelog.NewScanner(f, st.Size(), maxPayload)
+	sc.OnDamage = s.logOptions(ord, false).OnDamage
+	for sc.Next() {
+		index(sc.Frame())
 	}
-	return off, nil
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("spool: read segment %d: %w", ord, err)
+	}
+	return nil
+}
+
+// logOptions are segment ord's framelog options. Every span recovery
+// skips or cuts is copied to quarantine/ first and counted: at the end of
+// the newest segment (newest) a torn tail is a write the crash left
+// unfinished; anywhere else, bad bytes are damage.
+func (s *Spool) logOptions(ord uint32, newest bool) framelog.Options {
+	return framelog.Options{
+		Sync:       s.opts.Sync,
+		MaxPayload: maxPayload,
+		BeforeSync: s.opts.BeforeSync,
+		Failpoint:  s.opts.Failpoint,
+		OnDamage: func(sp framelog.Span) {
+			if newest && sp.Torn {
+				s.stats.TornBytes += sp.Len
+				s.copyOut(ord, sp.Off, sp.Off+sp.Len, "torn")
+				s.log.Warn("cut an unfinished write from the newest segment", "segment", ord, "offset", sp.Off, "bytes", sp.Len)
+				return
+			}
+			s.quarantine(ord, sp.Off, sp.Off+sp.Len)
+		},
+	}
 }
 
 // indexFrame applies one good frame to the index.
 func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byte) {
-	s.lsn += uint64(n)
 	switch typ {
 	case typeStart:
 		if len(payload) != 8 {
@@ -200,6 +178,8 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 		if q, i := s.findLocked(seq); q != nil && q.entries[i].attempts < 1<<16-1 {
 			q.entries[i].attempts++
 		}
+	default:
+		s.damagedFrame(ord, off, n, fmt.Errorf("%w: frame type %d", errBadPayload, typ))
 	}
 }
 
@@ -212,16 +192,22 @@ func (s *Spool) damagedFrame(ord uint32, off int64, n int, err error) {
 }
 
 // quarantine copies a damaged span out and counts it.
-func (s *Spool) quarantine(ord uint32, f *os.File, from, to int64) {
+func (s *Spool) quarantine(ord uint32, from, to int64) {
 	s.stats.DamagedSpans++
 	s.stats.DamagedBytes += to - from
-	s.copyOut(ord, f, from, to, "damaged")
+	s.copyOut(ord, from, to, "damaged")
 	s.log.Warn("damaged bytes quarantined", "segment", ord, "offset", from, "bytes", to-from)
 }
 
 // copyOut saves bytes [from, to) of segment ord in the quarantine
 // directory, so that nothing recovery skips or cuts is destroyed.
-func (s *Spool) copyOut(ord uint32, f *os.File, from, to int64, kind string) {
+func (s *Spool) copyOut(ord uint32, from, to int64, kind string) {
+	f, err := os.Open(s.path(segName(ord)))
+	if err != nil {
+		s.log.Error("quarantine", "err", err)
+		return
+	}
+	defer f.Close()
 	name := s.path("quarantine", fmt.Sprintf("seg-%08x-%012x.%s", ord, from, kind))
 	out, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -313,92 +299,4 @@ func skimRecord(p []byte) (recordMeta, error) {
 		d.err = errBadPayload
 	}
 	return m, d.err
-}
-
-// window reads a file through one buffer, for recovery's sequential scan.
-type window struct {
-	f    *os.File
-	size int64
-	base int64
-	buf  []byte
-}
-
-// at returns the bytes [off, off+n), fewer at the end of the file.
-func (w *window) at(off int64, n int) ([]byte, error) {
-	if off >= w.base && off+int64(n) <= w.base+int64(len(w.buf)) {
-		return w.buf[off-w.base : off-w.base+int64(n)], nil
-	}
-	want := int64(max(n, scanChunk))
-	if want > w.size-off {
-		want = w.size - off
-	}
-	if int64(cap(w.buf)) < want {
-		w.buf = make([]byte, want)
-	}
-	w.buf = w.buf[:want]
-	if _, err := w.f.ReadAt(w.buf, off); err != nil && err != io.EOF {
-		return nil, err
-	}
-	w.base = off
-	return w.buf[:min(int64(n), want)], nil
-}
-
-// frame reads the frame at off.
-func (w *window) frame(off int64) (typ byte, payload []byte, n int, err error) {
-	b, err := w.at(off, frameHeader)
-	if err != nil {
-		return 0, nil, 0, err
-	}
-	if len(b) == frameHeader && b[0] == magic0 && b[1] == magic1 {
-		if l := binary.LittleEndian.Uint32(b[4:8]); l <= maxPayload {
-			if b, err = w.at(off, frameHeader+int(l)); err != nil {
-				return 0, nil, 0, err
-			}
-		}
-	}
-	return readFrame(b)
-}
-
-// tornTail reports whether the bad tail from off looks like a write the
-// crash left unfinished: a frame cut short, or zeros (a file system may
-// extend a file before the data reaches it).
-func (w *window) tornTail(off int64, ferr error) (bool, error) {
-	if errors.Is(ferr, errShortFrame) {
-		return true, nil
-	}
-	for o := off; o < w.size; {
-		b, err := w.at(o, scanChunk)
-		if err != nil {
-			return false, err
-		}
-		for _, c := range b {
-			if c != 0 {
-				return false, nil
-			}
-		}
-		o += int64(len(b))
-	}
-	return true, nil
-}
-
-// resync returns the offset of the first good frame at or after from, or
-// -1 if there is none.
-func (w *window) resync(from int64) (int64, error) {
-	for off := from; off < w.size; {
-		b, err := w.at(off, scanChunk)
-		if err != nil {
-			return 0, err
-		}
-		i := bytes.IndexByte(b, magic0)
-		if i < 0 {
-			off += int64(len(b))
-			continue
-		}
-		off += int64(i)
-		if _, _, _, err := w.frame(off); err == nil {
-			return off, nil
-		}
-		off++
-	}
-	return -1, nil
 }

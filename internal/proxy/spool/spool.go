@@ -20,20 +20,22 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
-// SyncPolicy says when an enqueued record is forced to disk.
-type SyncPolicy string
+// SyncPolicy says when an enqueued record is forced to disk: framelog's
+// policies, of which the spool takes two.
+type SyncPolicy = framelog.SyncPolicy
 
 const (
 	// SyncAlways: Enqueue returns only after the record (and its body file)
 	// is fsynced. Concurrent enqueues share one fsync (group commit).
-	SyncAlways SyncPolicy = "always"
+	SyncAlways = framelog.SyncAlways
 	// SyncInterval: Enqueue returns once the record is written to the
-	// page cache; a background loop fsyncs every Options.SyncInterval.
+	// page cache; Run fsyncs every Options.SyncInterval.
 	// A power loss or kernel crash loses at most the records of that last
 	// interval; a crash of the proxy alone loses none.
-	SyncInterval SyncPolicy = "interval"
+	SyncInterval = framelog.SyncInterval
 )
 
 // Eviction is what a route does when its quota, or the total, is reached.
@@ -85,6 +87,9 @@ type Options struct {
 	// range that fsync covers is fixed. The replayer makes results durable
 	// there, so that a done frame is never on disk before its result.
 	BeforeSync func() error
+	// Failpoint fails the segments' writes, fsyncs and truncations on
+	// purpose, for tests.
+	Failpoint framelog.Failpoint
 }
 
 // Limits bound one route's share of the spool.
@@ -131,7 +136,7 @@ const (
 
 // Spool is a crash-safe, segmented, append-only queue of requests.
 //
-// Lock order: mu, then syncMu.
+// Lock order: mu, then a segment log's own locks.
 type Spool struct {
 	opts Options
 	log  *slog.Logger
@@ -140,13 +145,11 @@ type Spool struct {
 
 	mu        sync.Mutex // guards fields below
 	closed    bool
-	segs      []uint32            // segment ordinals on disk, oldest first; the last is active
-	segLive   map[uint32]int32    // live request records per segment
-	readers   map[uint32]*os.File // sealed segments opened for reading
-	active    *os.File
+	segs      []uint32                 // segment ordinals on disk, oldest first; the last is active
+	segLive   map[uint32]int32         // live request records per segment
+	readers   map[uint32]segmentReader // sealed segments opened for reading
+	active    *framelog.Log
 	activeOrd uint32
-	size      int64  // bytes in the active segment
-	lsn       uint64 // bytes appended since Open, across segments
 	nextSeq   uint64
 	queues    map[string]*queue
 	records   int64
@@ -155,16 +158,21 @@ type Spool struct {
 	unlinks   []pendingUnlink   // body files to remove once their done frame is durable
 	frame     []byte            // encoding buffer
 	evicted   []Finished        // since the last Sweep
-	stats     Stats
-
-	syncMu  sync.Mutex // guards fields below
-	synced  uint64     // lsn known durable
-	syncing bool
-	syncOK  *sync.Cond
+	stats     Stats             // Fsyncs: of sealed segments; the active one counts its own
 }
 
+// segmentReader is a segment open for reading: the active one's log, or a
+// sealed one's file.
+type segmentReader interface {
+	io.ReaderAt
+	Close() error
+}
+
+// pendingUnlink is a body file to remove once the done frame of its
+// record, appended to segment seg up to position pos, is durable.
 type pendingUnlink struct {
-	lsn  uint64
+	seg  uint32
+	pos  uint64
 	name string
 }
 
@@ -203,12 +211,11 @@ func Open(opts Options) (*Spool, error) {
 		opts:    opts,
 		log:     opts.Log.With("component", "spool"),
 		segLive: map[uint32]int32{},
-		readers: map[uint32]*os.File{},
+		readers: map[uint32]segmentReader{},
 		queues:  map[string]*queue{},
 		bodies:  map[uint64]string{},
 		nextSeq: 1,
 	}
-	s.syncOK = sync.NewCond(&s.syncMu)
 	for _, d := range []string{opts.Dir, s.path("bodies"), s.path("quarantine")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
@@ -260,14 +267,15 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 		s.mu.Unlock()
 		return fail(fmt.Errorf("%w: a request head of %d bytes is too large to spool", ErrFull, len(payload)))
 	}
-	s.frame = appendFrame(s.frame[:0], typeRequest, payload)
+	s.frame = framelog.AppendFrame(s.frame[:0], typeRequest, payload)
 	size := int64(len(s.frame)) + r.BodySize
 	if err := s.makeRoom(r.Route, size, lim); err != nil {
 		s.stats.Rejected++
 		s.mu.Unlock()
 		return fail(err)
 	}
-	off, err := s.appendLocked(s.frame)
+	seg := s.active
+	off, pos, err := seg.Append(s.frame)
 	if err != nil {
 		s.mu.Unlock()
 		return fail(fmt.Errorf("spool: append: %w", err))
@@ -276,7 +284,7 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 	q := s.queueLocked(r.Route)
 	q.priority = r.Priority
 	q.push(entry{
-		seq: r.Seq, seg: s.activeOrd, off: off, size: uint32(size),
+		seq: r.Seq, seg: s.activeOrd, off: uint32(off), size: uint32(size),
 		enq: uint32(r.Enqueued / 1e9), exp: expirySeconds(r.Expires),
 	})
 	q.live++
@@ -288,18 +296,17 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 		s.bodies[r.Seq] = r.BodyFile
 	}
 	s.stats.Enqueued++
-	lsn := s.lsn
 	rotateErr := s.maybeRotateLocked()
 	s.mu.Unlock()
 	if rotateErr != nil {
 		s.log.Error("segment rotation", "err", rotateErr)
 	}
-	if s.opts.Sync == SyncAlways {
-		if err := s.waitDurable(lsn); err != nil {
-			// Not acknowledged: take it back so it is never delivered.
-			s.abort(r.Seq)
-			return 0, fmt.Errorf("spool: fsync: %w", err)
-		}
+	// Under SyncAlways, one fsync for every enqueue waiting (group
+	// commit); a rotation meanwhile has synced the segment already.
+	if err := seg.Commit(pos); err != nil {
+		// Not acknowledged: take it back so it is never delivered.
+		s.abort(r.Seq)
+		return 0, fmt.Errorf("spool: %w", err)
 	}
 	return r.Seq, nil
 }
@@ -399,48 +406,35 @@ func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
 // offset. On failure (disk full) the segment is cut back, so a later
 // append starts on a frame boundary.
 func (s *Spool) appendLocked(b []byte) (uint32, error) {
-	off := s.size
-	if _, err := s.active.WriteAt(b, off); err != nil {
-		if terr := s.active.Truncate(off); terr != nil {
-			s.log.Error("cutting back a failed append", "segment", s.activeOrd, "err", terr)
-		}
-		return 0, err
-	}
-	s.size += int64(len(b))
-	s.lsn += uint64(len(b))
-	return uint32(off), nil
+	off, _, err := s.active.Append(b)
+	return uint32(off), err
 }
 
 // maybeRotateLocked seals the active segment once it is full: it is
-// fsynced (so every lsn in it is durable) and a new one started.
+// fsynced (so everything in it is durable) and a new one started.
 func (s *Spool) maybeRotateLocked() error {
-	if s.size < s.opts.SegmentBytes {
+	if s.active.Size() < s.opts.SegmentBytes {
 		return nil
 	}
-	if err := s.syncSegment(s.active); err != nil {
+	old, oldOrd := s.active, s.activeOrd
+	if err := old.Sync(old.Pos()); err != nil {
 		return err
 	}
-	s.stats.Fsyncs++
-	s.markSynced(s.lsn)
-	old, oldOrd := s.active, s.activeOrd
 	if err := s.createSegmentLocked(oldOrd + 1); err != nil {
 		return err
 	}
+	s.stats.Fsyncs += old.Syncs()
 	s.readers[oldOrd] = old
 	return nil
 }
 
 // createSegmentLocked starts segment ord, with its start frame.
 func (s *Spool) createSegmentLocked(ord uint32) error {
-	f, err := os.OpenFile(s.path(segName(ord)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	l, err := framelog.Create(s.path(segName(ord)), s.logOptions(ord, true))
 	if err != nil {
 		return err
 	}
-	if err := durable.SyncDir(s.opts.Dir); err != nil {
-		f.Close()
-		return err
-	}
-	s.active, s.activeOrd, s.size = f, ord, 0
+	s.active, s.activeOrd = l, ord
 	s.segs = append(s.segs, ord)
 	_, err = s.appendLocked(s.startFrame())
 	return err
@@ -449,7 +443,7 @@ func (s *Spool) createSegmentLocked(ord uint32) error {
 // startFrame is a segment's first frame: the next sequence number, so that
 // numbers never repeat even when every record has been drained.
 func (s *Spool) startFrame() []byte {
-	return appendFrame(nil, typeStart, binary.LittleEndian.AppendUint64(nil, s.nextSeq))
+	return framelog.AppendFrame(nil, typeStart, binary.LittleEndian.AppendUint64(nil, s.nextSeq))
 }
 
 // resetActiveAt is the size past which a drained active segment is cut
@@ -459,94 +453,24 @@ const resetActiveAt = 64 << 10
 // resetActiveLocked empties the active segment once the whole spool is
 // drained, so the space comes back without creating a file (which a full
 // disk would refuse). The start frame is rewritten in place with the
-// current next sequence number before the cut: a crash in between leaves
-// only finished records behind it.
+// current next sequence number and fsynced before the cut (framelog's
+// Reset): a crash in between leaves only finished records behind it.
 func (s *Spool) resetActiveLocked() {
-	start := s.startFrame()
-	err := func() error {
-		if _, err := s.active.WriteAt(start, 0); err != nil {
-			return err
-		}
-		if err := s.syncSegment(s.active); err != nil {
-			return err
-		}
-		s.stats.Fsyncs++
-		s.markSynced(s.lsn)
-		s.unlinkDurableLocked(s.lsn)
-		if err := s.active.Truncate(int64(len(start))); err != nil {
-			return err
-		}
-		return durable.Fdatasync(s.active)
-	}()
-	if err != nil {
+	if err := s.active.Reset(s.startFrame()); err != nil {
 		s.log.Warn("emptying the drained segment", "segment", s.activeOrd, "err", err)
 		return
 	}
-	s.size = int64(len(start))
+	s.unlinkDurableLocked()
 }
 
-// waitDurable returns once every byte up to lsn is fsynced. One waiter
-// at a time runs fdatasync for everyone written so far (group commit).
-func (s *Spool) waitDurable(lsn uint64) error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	for s.synced < lsn {
-		if !s.syncing {
-			s.syncing = true
-			s.syncMu.Unlock()
-			err := s.syncNow()
-			s.syncMu.Lock()
-			s.syncing = false
-			s.syncOK.Broadcast()
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		s.syncOK.Wait()
-	}
-	return nil
-}
-
-// syncNow fsyncs the active segment and marks what it covered durable.
-func (s *Spool) syncNow() error {
-	s.mu.Lock()
-	f, target := s.active, s.lsn
-	s.mu.Unlock()
-	if f == nil {
-		return ErrClosed
-	}
-	err := s.syncSegment(f)
-	if errors.Is(err, os.ErrClosed) {
-		// Sealed (and so fsynced) by a rotation meanwhile.
-		err = nil
-	}
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.stats.Fsyncs++
-	s.markSynced(target)
-	s.unlinkDurableLocked(target)
-	s.mu.Unlock()
-	return nil
-}
-
-// markSynced records that every byte up to lsn is durable. Called with
-// mu held (lock order mu, syncMu).
-func (s *Spool) markSynced(lsn uint64) {
-	s.syncMu.Lock()
-	if lsn > s.synced {
-		s.synced = lsn
-	}
-	s.syncMu.Unlock()
-}
-
-// unlinkDurableLocked removes body files whose done frames are durable.
-func (s *Spool) unlinkDurableLocked(synced uint64) {
+// unlinkDurableLocked removes body files whose done frames are durable: in
+// a sealed segment (fsynced when it was sealed), or in the active one up
+// to what it has synced.
+func (s *Spool) unlinkDurableLocked() {
+	synced := s.active.Synced()
 	n := 0
 	for _, u := range s.unlinks {
-		if u.lsn > synced {
+		if u.seg == s.activeOrd && u.pos > synced {
 			break
 		}
 		os.Remove(s.path("bodies", u.name))
@@ -590,7 +514,7 @@ func (s *Spool) findLocked(seq uint64) (*queue, int) {
 // index, and segments nothing lives in any more are removed, oldest first.
 func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
 	e := q.entries[i]
-	if _, err := s.appendLocked(appendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
+	if _, err := s.appendLocked(framelog.AppendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
 		s.log.Warn("recording a finished request", "seq", e.seq, "err", err)
 	}
 	s.forgetLocked(q, i, o)
@@ -606,7 +530,7 @@ func (s *Spool) forgetLocked(q *queue, i int, o Outcome) {
 	s.segLive[e.seg]--
 	if name, ok := s.bodies[e.seq]; ok {
 		delete(s.bodies, e.seq)
-		s.unlinks = append(s.unlinks, pendingUnlink{lsn: s.lsn, name: name})
+		s.unlinks = append(s.unlinks, pendingUnlink{seg: s.activeOrd, pos: s.active.Pos(), name: name})
 	}
 	switch o {
 	case Delivered:
@@ -640,7 +564,7 @@ func (s *Spool) reclaimLocked() {
 		delete(s.segLive, ord)
 		s.segs = s.segs[1:]
 	}
-	if len(s.segs) == 1 && s.records == 0 && s.size >= resetActiveAt {
+	if len(s.segs) == 1 && s.records == 0 && s.active.Size() >= resetActiveAt {
 		s.resetActiveLocked()
 	}
 }
@@ -717,7 +641,7 @@ func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 	}
 	q := s.queues[route]
 	var es []entry
-	var fs []*os.File // nil where the segment could not be opened
+	var fs []segmentReader // nil where the segment could not be opened
 	var openErrs []error
 	if q != nil && n > 0 {
 		for i := q.firstQueued(); i >= 0 && i < len(q.entries) && len(es) < n; i++ {
@@ -760,13 +684,13 @@ func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 		}
 		for m := k; m < j; m++ {
 			var r *Record
-			err := errShortFrame
+			err := framelog.ErrShortFrame
 			if rel := int(es[m].off - es[k].off); buf != nil && rel < len(buf) {
 				r, err = recordFrom(buf[rel:min(len(buf), rel+int(frameSpan(es[m])))], es[m])
 			}
 			if openErrs[m] != nil {
 				err = openErrs[m]
-			} else if errors.Is(err, errShortFrame) {
+			} else if errors.Is(err, framelog.ErrShortFrame) {
 				r, err = readRecord(fs[m], es[m]) // alone, or past what the run's read got
 				s.reads.Add(1)
 			}
@@ -789,10 +713,10 @@ func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 
 // frameSpan is the most of a segment entry e's record can take: its size
 // counts a body file's bytes too.
-func frameSpan(e entry) int64 { return min(int64(e.size), frameHeader+maxPayload) }
+func frameSpan(e entry) int64 { return min(int64(e.size), framelog.HeaderSize+maxPayload) }
 
-// segmentFileLocked returns an open file of segment ord, for reading.
-func (s *Spool) segmentFileLocked(ord uint32) (*os.File, error) {
+// segmentFileLocked returns segment ord open for reading.
+func (s *Spool) segmentFileLocked(ord uint32) (segmentReader, error) {
 	if ord == s.activeOrd {
 		return s.active, nil
 	}
@@ -808,22 +732,22 @@ func (s *Spool) segmentFileLocked(ord uint32) (*os.File, error) {
 }
 
 // readRecord reads e's record back from its segment file.
-func readRecord(f *os.File, e entry) (*Record, error) {
+func readRecord(f io.ReaderAt, e entry) (*Record, error) {
 	// The entry's size is the frame's, plus a body file's: for a record
 	// with its body inline, one read gets the whole frame.
-	b := make([]byte, min(int(e.size), frameHeader+maxPayload))
+	b := make([]byte, min(int(e.size), framelog.HeaderSize+maxPayload))
 	n, err := f.ReadAt(b, int64(e.off))
-	if n < frameHeader {
+	if n < framelog.HeaderSize {
 		if err == nil || err == io.EOF {
-			err = errShortFrame
+			err = framelog.ErrShortFrame
 		}
 		return nil, err
 	}
 	length := binary.LittleEndian.Uint32(b[4:8])
 	if length > maxPayload {
-		return nil, errBadFrame
+		return nil, framelog.ErrBadFrame
 	}
-	if need := frameHeader + int(length); need > n {
+	if need := framelog.HeaderSize + int(length); need > n {
 		b = make([]byte, need)
 		if _, err := f.ReadAt(b, int64(e.off)); err != nil {
 			return nil, err
@@ -835,14 +759,14 @@ func readRecord(f *os.File, e entry) (*Record, error) {
 }
 
 // recordFrom decodes the record of entry e from b, which starts with its
-// frame. errShortFrame means b ends inside it.
+// frame. framelog.ErrShortFrame means b ends inside it.
 func recordFrom(b []byte, e entry) (*Record, error) {
 	typ, payload, _, err := readFrame(b)
 	if err != nil {
 		return nil, err
 	}
 	if typ != typeRequest {
-		return nil, errBadFrame
+		return nil, framelog.ErrBadFrame
 	}
 	r, err := decodeRecord(payload)
 	if err != nil {
@@ -907,7 +831,7 @@ func (s *Spool) FinishAll(seqs []uint64, outcomes []Outcome) error {
 	queues := make([]*queue, len(seqs))
 	for k, seq := range seqs {
 		if queues[k], _ = s.findLocked(seq); queues[k] != nil {
-			frames = appendFrame(frames, typeDone, appendDone(nil, seq, outcomes[k]))
+			frames = framelog.AppendFrame(frames, typeDone, appendDone(nil, seq, outcomes[k]))
 			found = append(found, k)
 		}
 	}
@@ -945,7 +869,7 @@ func (s *Spool) Retry(seq uint64) error {
 	if e.attempts < 1<<16-1 {
 		e.attempts++
 	}
-	if _, err := s.appendLocked(appendFrame(nil, typeAttempt, appendAttempt(nil, seq))); err != nil {
+	if _, err := s.appendLocked(framelog.AppendFrame(nil, typeAttempt, appendAttempt(nil, seq))); err != nil {
 		s.log.Warn("recording an attempt", "seq", seq, "err", err)
 	}
 	return nil
@@ -1052,12 +976,16 @@ func (s *Spool) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Segments = len(s.segs)
+	if s.active != nil {
+		st.Fsyncs += s.active.Syncs()
+	}
 	return st
 }
 
 // Run fsyncs every SyncInterval until ctx ends: under SyncInterval, and
 // under either policy whenever frames that need no fsync of their own (done,
-// attempt) are waiting, or body files of finished records are to go.
+// attempt) are waiting; then it removes the body files of finished records
+// whose done frames are durable.
 func (s *Spool) Run(ctx context.Context) error {
 	t := time.NewTicker(s.opts.SyncInterval)
 	defer t.Stop()
@@ -1068,37 +996,35 @@ func (s *Spool) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		lsn, closed, pending := s.lsn, s.closed, len(s.unlinks) > 0
+		active, closed := s.active, s.closed
 		s.mu.Unlock()
 		if closed {
 			return nil
 		}
-		s.syncMu.Lock()
-		behind := s.synced < lsn // done and attempt frames not yet durable
-		s.syncMu.Unlock()
-		if s.opts.Sync == SyncInterval || pending || behind {
-			if err := s.waitDurable(lsn); err != nil && !errors.Is(err, ErrClosed) {
+		if active.Dirty() {
+			if err := active.Sync(active.Pos()); err != nil && !errors.Is(err, framelog.ErrClosed) {
 				s.log.Error("periodic fsync", "err", err)
 			}
 		}
+		s.mu.Lock()
+		if !s.closed {
+			s.unlinkDurableLocked()
+		}
+		s.mu.Unlock()
 	}
 }
 
 // Close fsyncs and closes the spool.
 func (s *Spool) Close() error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return nil
 	}
-	lsn := s.lsn
-	s.mu.Unlock()
-	err := s.waitDurable(lsn)
-	s.mu.Lock()
 	s.closed = true
-	s.closeFilesLocked()
-	s.mu.Unlock()
-	return err
+	err := s.active.Sync(s.active.Pos())
+	s.unlinkDurableLocked()
+	return errors.Join(err, s.closeFilesLocked())
 }
 
 func (s *Spool) closeFiles() {
@@ -1108,19 +1034,20 @@ func (s *Spool) closeFiles() {
 }
 
 // closeFilesLocked closes the files and releases the index (Close, or a
-// failed Open).
-func (s *Spool) closeFilesLocked() {
+// failed Open), and returns the active segment's last fsync's error.
+func (s *Spool) closeFilesLocked() error {
 	for _, q := range s.queues {
 		q.release()
 	}
+	var err error
 	if s.active != nil {
-		s.active.Close()
-		s.active = nil
+		err = s.active.Close()
 	}
 	for ord, f := range s.readers {
 		f.Close()
 		delete(s.readers, ord)
 	}
+	return err
 }
 
 // expirySeconds rounds a Unix-nanosecond expiry up to whole seconds.
@@ -1130,14 +1057,4 @@ func expirySeconds(ns int64) uint32 {
 	}
 	sec := (ns + 1e9 - 1) / 1e9
 	return uint32(min(sec, 1<<32-1))
-}
-
-// syncSegment makes f durable, after the BeforeSync hook.
-func (s *Spool) syncSegment(f *os.File) error {
-	if h := s.opts.BeforeSync; h != nil {
-		if err := h(); err != nil {
-			return fmt.Errorf("before sync: %w", err)
-		}
-	}
-	return durable.Fdatasync(f)
 }

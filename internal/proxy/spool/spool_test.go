@@ -13,9 +13,12 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 // clock is a settable wall clock.
@@ -612,20 +615,6 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-func FuzzReadFrame(f *testing.F) {
-	f.Add(appendFrame(nil, typeRequest, appendRecord(nil, request("r", 1, nil))))
-	f.Add(appendFrame(nil, typeDone, appendDone(nil, 7, Delivered)))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		typ, payload, n, err := readFrame(b)
-		if err != nil {
-			return
-		}
-		if n > len(b) || !bytes.Equal(appendFrame(nil, typ, payload), b[:n]) {
-			t.Fatalf("frame of %d bytes does not re-encode", n)
-		}
-	})
-}
-
 // A queue past offHeapEntries moves its index off the heap and keeps
 // every entry through the move, FIFO; draining it unmaps the memory.
 func TestLargeQueueIndexOffHeap(t *testing.T) {
@@ -835,4 +824,90 @@ func TestNextNSkipsAMissingSegment(t *testing.T) {
 	if st := s.Stats(); st.DamagedSpans != int64(40-len(recs)) {
 		t.Fatalf("DamagedSpans %d, want the %d records of the missing segment", st.DamagedSpans, 40-len(recs))
 	}
+}
+
+// Each failpoint a segment has: a failed write (a full disk) or fsync is
+// a clear error naming the segment, the request is not acknowledged and
+// never delivered, every acknowledged one is delivered after a restart,
+// and the spool takes requests again once the fault is gone. A torn tail
+// that cannot be cut fails Open with the segment's name.
+func TestFailpoints(t *testing.T) {
+	for _, op := range []framelog.Op{framelog.OpWrite, framelog.OpSync} {
+		t.Run(string(op), func(t *testing.T) {
+			dir := t.TempDir()
+			var armed atomic.Bool
+			fp := func(o framelog.Op, path string) error {
+				if o == op && strings.Contains(path, "seg-") && armed.Load() {
+					return syscall.ENOSPC
+				}
+				return nil
+			}
+			s := open(t, dir, func(o *Options) { o.Failpoint = fp })
+			var acked []string
+			try := func(i int) error {
+				r := request("r", i, []byte(fmt.Sprint(i)))
+				_, err := s.Enqueue(r, nil, Limits{})
+				if err == nil {
+					acked = append(acked, r.URL)
+				}
+				return err
+			}
+			for i := range 10 {
+				if err := try(i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			armed.Store(true)
+			for i := 10; i < 13; i++ {
+				err := try(i)
+				if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), segmentFiles(t, dir)[0]) {
+					t.Fatalf("enqueue on a failing disk: %v; want ENOSPC naming the segment", err)
+				}
+			}
+			if rs := s.Routes(); len(rs) != 1 || rs[0].Records != 10 {
+				t.Fatalf("after the failed enqueues: %+v, want the 10 acknowledged", rs)
+			}
+			armed.Store(false)
+			for i := 13; i < 20; i++ {
+				if err := try(i); err != nil {
+					t.Fatalf("enqueue once the fault is gone: %v", err)
+				}
+			}
+			s.Close()
+			s = open(t, dir)
+			var got []string
+			for _, r := range drain(t, s, "r") {
+				got = append(got, r.URL)
+			}
+			if !reflect.DeepEqual(got, acked) {
+				t.Fatalf("after a restart: %v\nwant the acknowledged %v", got, acked)
+			}
+			if st := s.Stats(); st.DamagedSpans != 0 {
+				t.Fatalf("damage after a fault: %+v", st)
+			}
+		})
+	}
+	t.Run(string(framelog.OpTruncate), func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, dir)
+		enqueue(t, s, request("r", 1, nil), Limits{})
+		s.Close()
+		seg := segmentFiles(t, dir)[0]
+		f, _ := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+		f.Write(framelog.AppendFrame(nil, typeRequest, appendRecord(nil, request("r", 2, nil)))[:30])
+		f.Close()
+		_, err := Open(Options{Dir: dir, Failpoint: func(o framelog.Op, _ string) error {
+			if o == framelog.OpTruncate {
+				return syscall.EIO
+			}
+			return nil
+		}})
+		if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), seg) {
+			t.Fatalf("Open with a torn tail it cannot cut: %v", err)
+		}
+		s = open(t, dir)
+		if got := drain(t, s, "r"); len(got) != 1 || s.Stats().TornBytes != 30 {
+			t.Fatalf("once the fault is gone: %d records, %+v", len(got), s.Stats())
+		}
+	})
 }
