@@ -118,6 +118,9 @@ type Limits struct {
 	// environment if set, else 100 for the edge and DefaultGatewayGCPercent
 	// for the gateway, which trades memory for CPU.
 	GCPercent int `yaml:"gcPercent"`
+	// HTTP2 bounds what one HTTP/2 connection may make the server do
+	// besides requests (http2.go).
+	HTTP2 HTTP2Limits `yaml:"http2"`
 }
 
 // DefaultGatewayGCPercent is the gateway's GOGC unless set: a cloud
@@ -487,11 +490,18 @@ const (
 	DefaultProbeTimeout      = 2 * time.Second
 	DefaultBackoffInitial    = 500 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
-	DefaultSyncInterval      = 100 * time.Millisecond
-	DefaultSpoolBytes        = 1 << 30
-	DefaultSpoolRequests     = 1000000
-	DefaultRetention         = 24 * time.Hour
-	DefaultMaxResponseBytes  = 1 << 20
+	// DefaultProbeBackoffMax is the longest wait between probes of a down
+	// upstream unless set: how late, at worst, a route notices the
+	// upstream is back when no request or dial shows it first.
+	DefaultProbeBackoffMax = 2 * time.Second
+	// MaxProbeBackoff caps probe.backoff.max: a route must not sit held
+	// for minutes after its upstream returned.
+	MaxProbeBackoff         = 30 * time.Second
+	DefaultSyncInterval     = 100 * time.Millisecond
+	DefaultSpoolBytes       = 1 << 30
+	DefaultSpoolRequests    = 1000000
+	DefaultRetention        = 24 * time.Hour
+	DefaultMaxResponseBytes = 1 << 20
 	// MaxBatch is the largest offline.batch.
 	MaxBatch                 = batch.MaxItems
 	DefaultReplayConcurrency = 16
@@ -517,6 +527,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Limits.ReadHeaderTimeout, Duration(DefaultReadHeaderTimeout))
 	setDefault(&c.Limits.IdleTimeout, Duration(DefaultIdleTimeout))
 	setDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
+	c.Limits.HTTP2.setDefaults()
 	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
 	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
 	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
@@ -570,7 +581,7 @@ func (c *Config) SetDefaults() {
 		setDefault(&r.Probe.Interval, Duration(DefaultProbeInterval))
 		setDefault(&r.Probe.Timeout, Duration(DefaultProbeTimeout))
 		setDefault(&r.Probe.Backoff.Initial, Duration(DefaultBackoffInitial))
-		setDefault(&r.Probe.Backoff.Max, Duration(DefaultBackoffMax))
+		setDefault(&r.Probe.Backoff.Max, max(Duration(DefaultProbeBackoffMax), r.Probe.Backoff.Initial))
 		setDefault(&r.Offline.Metered, Allow)
 		setDefault(&r.Offline.Roaming, Allow)
 		setDefault(&r.Offline.RetryAfter, max(r.Offline.Hold, Duration(time.Second)))
@@ -651,6 +662,7 @@ func (c *Config) Validate() error {
 	if c.Limits.Memory < 0 || (c.Limits.Memory > 0 && c.Limits.Memory < 16<<20) {
 		bad("limits.memory", "%d bytes is too little to run in; set 16MiB or more, or 0 for no limit", c.Limits.Memory)
 	}
+	c.Limits.HTTP2.validate(bad)
 	if c.HoldLimit.Requests < 0 || c.HoldLimit.Bytes < 0 {
 		bad("holdLimit", "requests and bytes must not be negative")
 	}
@@ -797,6 +809,9 @@ func (c *Config) Validate() error {
 		}
 		if r.Probe.Backoff.Max < r.Probe.Backoff.Initial {
 			bad(f+".probe.backoff.max", "%v is below backoff.initial %v; raise it", r.Probe.Backoff.Max, r.Probe.Backoff.Initial)
+		}
+		if r.Probe.Backoff.Max.D() > MaxProbeBackoff {
+			bad(f+".probe.backoff.max", "%v is above the cap of %v; a down upstream is probed at least that often", r.Probe.Backoff.Max, MaxProbeBackoff)
 		}
 		for j, cl := range r.Offline.Links {
 			if !validName(cl) {

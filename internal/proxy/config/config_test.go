@@ -35,7 +35,7 @@ func TestIssueExampleParsesWithDefaults(t *testing.T) {
 		Timeouts: Timeouts{Connect: Duration(DefaultConnectTimeout), ResponseHeader: Duration(DefaultResponseHeader),
 			Idle: Duration(DefaultUpstreamIdle)},
 		Probe: Probe{Type: ProbeTCP, Path: "/", Interval: Duration(DefaultProbeInterval), Timeout: Duration(DefaultProbeTimeout),
-			Backoff: Backoff{Initial: Duration(DefaultBackoffInitial), Max: Duration(DefaultBackoffMax)}},
+			Backoff: Backoff{Initial: Duration(DefaultBackoffInitial), Max: Duration(DefaultProbeBackoffMax)}},
 		Offline: Offline{Hold: Duration(30 * time.Second), Links: []string{"wifi", "cellular", "ethernet"},
 			Metered: Allow, Roaming: Allow, RetryAfter: Duration(30 * time.Second),
 			TTL: Duration(DefaultSpoolTTL), Eviction: EvictReject},

@@ -45,6 +45,16 @@ const (
 // and may be retried.
 var ErrNotSent = errors.New("forward: upstream not reached")
 
+// ErrNoResponse wraps a failure after the request was sent (in part or
+// whole) and before any byte of a response arrived: the connection was
+// closed or reset at once, or the upstream stayed silent past the
+// response-header timeout (a modem out of coverage). Nothing was written to
+// the app. Forward returns it only for a request that may be sent again
+// whole: a safe method or one with an Idempotency-Key, whose body is absent
+// or offered again by GetBody. The upstream may have acted on it, which the
+// Idempotency-Key makes harmless at the cloud gateway.
+var ErrNoResponse = errors.New("forward: no response from upstream")
+
 // Upstream forwards to one route's upstream.
 type Upstream struct {
 	target     *url.URL // scheme http or https
@@ -58,6 +68,7 @@ type Upstream struct {
 	reqTimeout time.Duration
 	// respHeaderTimeout bounds the wait for response headers on the fast path.
 	respHeaderTimeout time.Duration
+	onReach           atomic.Pointer[func()] // called on every successful dial and response head
 	log               *slog.Logger
 }
 
@@ -183,7 +194,23 @@ func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	if eps := f.endpoints.Load(); eps != nil && len(*eps) > 0 && addr == f.Addr() {
 		addr = (*eps)[int(f.next.Add(1)-1)%len(*eps)]
 	}
-	return f.dialer.DialContext(ctx, network, addr)
+	c, err := f.dialer.DialContext(ctx, network, addr)
+	if err == nil {
+		f.reached()
+	}
+	return c, err
+}
+
+// OnReach sets fn to be called whenever the upstream is reached: a dial
+// that succeeds (a request's or a probe's) or a response head that arrives.
+// The caller's health tracking uses it to mark a down route usable at once,
+// without waiting for the next probe. fn must be cheap and must not block.
+func (f *Upstream) OnReach(fn func()) { f.onReach.Store(&fn) }
+
+func (f *Upstream) reached() {
+	if fn := f.onReach.Load(); fn != nil {
+		(*fn)()
+	}
 }
 
 // SetEndpoints makes new connections go to these host:port addresses in
@@ -248,7 +275,7 @@ func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery stri
 	}
 	a := &attempt{delivery: delivery}
 	if r.Body != nil && r.Body != http.NoBody {
-		a.body = &trackedBody{r: r.Body}
+		a.body = &trackedBody{r: r.Body, trailer: r.Trailer}
 		r.Body = a.body
 	}
 	ctx := context.WithValue(r.Context(), attemptKey{}, a)
@@ -299,6 +326,7 @@ func viaValue(r *http.Request) []string {
 }
 
 func (f *Upstream) modifyResponse(resp *http.Response) error {
+	f.reached()
 	resp.Header.Add("Via", via(resp.Request))
 	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
 		resp.Header.Set(HeaderDelivery, a.delivery)
@@ -308,12 +336,26 @@ func (f *Upstream) modifyResponse(resp *http.Response) error {
 
 func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	a, _ := r.Context().Value(attemptKey{}).(*attempt)
-	if a != nil && health.IsDialError(err) && (a.body == nil || !a.body.touched.Load()) {
-		a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
-		return
+	// A request whose app left or whose own timeout passed says nothing
+	// about the upstream, even when it ended in the middle of a dial.
+	if a != nil && r.Context().Err() == nil {
+		switch {
+		case health.IsDialError(err) && (a.body == nil || !a.body.touched.Load()):
+			a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
+			return
+		case noResponse(err) && resendable(r):
+			a.err = fmt.Errorf("%w: %w", ErrNoResponse, err)
+			return
+		}
 	}
 	if a != nil {
 		a.err = err
+	}
+	if berr := a.bodyErr(); berr != nil && r.Context().Err() == nil {
+		// The app's body broke, not the upstream: 400 and close.
+		a.err = fmt.Errorf("%w: %w", ErrBadBody, berr)
+		RefuseBody(w, r, berr)
+		return
 	}
 	f.writeError(w, r, err)
 }
@@ -339,22 +381,60 @@ func (f *Upstream) writeError(w http.ResponseWriter, r *http.Request, err error)
 	}
 }
 
+// noResponse reports whether a round trip failed with nothing of a response
+// received: the connection closed or reset, or silence past the
+// response-header timeout. A malformed response is not one of them.
+func noResponse(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err)
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// trackedBody records whether the transport read the body, and keeps the
-// server's body open when the transport closes it after a failed dial, so the
-// request can be retried intact.
+// trackedBody records whether the transport read the body, and how
+// reading it failed, and keeps the server's body open when the transport
+// closes it after a failed dial, so the request can be retried intact. At
+// the body's end it drops the trailer fields that must not pass on.
 type trackedBody struct {
 	r       io.ReadCloser
+	trailer http.Header // the request's, shared with the outgoing request; nil if none declared
 	touched atomic.Bool // the transport reads on its own goroutine
+	err     atomic.Pointer[error]
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	b.touched.Store(true)
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	switch {
+	case err == io.EOF && b.trailer != nil:
+		// The server filled the trailers in before returning EOF, and
+		// the transport writes them after it, on this goroutine.
+		dropFramingTrailers(b.trailer)
+	case err != nil && err != io.EOF && !isTooLarge(err):
+		b.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// bodyErr returns the error reading the request body, other than its
+// size limit, if any; nil-safe.
+func (a *attempt) bodyErr() error {
+	if a == nil || a.body == nil {
+		return nil
+	}
+	if p := a.body.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func isTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
 }
 
 func (b *trackedBody) Close() error { return nil }

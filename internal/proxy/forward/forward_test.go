@@ -216,6 +216,7 @@ func TestFastPathTimeoutsAndDepartures(t *testing.T) {
 	release := make(chan struct{})
 	upstreamSawCancel := make(chan struct{}, 1)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // so the server watches for the client leaving
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -225,9 +226,21 @@ func TestFastPathTimeoutsAndDepartures(t *testing.T) {
 	defer up.Close()
 	defer close(release)
 
-	t.Run("response header timeout is 504", func(t *testing.T) {
+	t.Run("silence past the response header timeout is not delivered", func(t *testing.T) {
+		// Nothing of a response arrived: the request may be sent again
+		// (GET), so the caller gets ErrNoResponse and the app nothing yet.
+		f := newForwarder(t, up.URL, func(r *config.Route) { r.Timeouts.ResponseHeader = config.Duration(100 * time.Millisecond) })
+		rec := httptest.NewRecorder()
+		err := f.Forward(rec, httptest.NewRequest(http.MethodGet, "http://svc.mesh/", nil), "direct")
+		if !errors.Is(err, ErrNoResponse) || rec.Code != 200 || rec.Body.Len() != 0 || len(rec.Header()) != 0 {
+			t.Fatalf("err %v, wrote %d %q", err, rec.Code, rec.Body)
+		}
+		<-upstreamSawCancel
+	})
+	t.Run("response header timeout of a request that cannot be sent again is 504", func(t *testing.T) {
+		// A POST without an Idempotency-Key cannot be sent twice.
 		url := front(t, newForwarder(t, up.URL, func(r *config.Route) { r.Timeouts.ResponseHeader = config.Duration(100 * time.Millisecond) }))
-		resp, body := do(t, "GET", url+"/", nil, "")
+		resp, body := do(t, "POST", url+"/", nil, "x")
 		if resp.StatusCode != http.StatusGatewayTimeout {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}

@@ -156,16 +156,8 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 		}
 		select {
 		case p.slots <- struct{}{}:
-			p.mu.Lock()
-			epoch := p.epoch
-			p.mu.Unlock()
-			c, err := p.dial(ctx, "tcp", p.addr)
-			if err != nil {
-				<-p.slots
-				return nil, false, err
-			}
-			c = sockio.Wrap(c)
-			return &h1Conn{epoch: epoch, c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+			pc, err := p.dialNew(ctx)
+			return pc, false, err
 		default:
 		}
 		// At the cap: wait for a connection to come back or close.
@@ -174,6 +166,47 @@ func (p *h1Pool) get(ctx context.Context) (pc *h1Conn, reused bool, err error) {
 			return nil, false, ctx.Err()
 		case <-p.freed():
 		}
+	}
+}
+
+// dialNew opens a connection for a slot the caller holds. The dial does not
+// end with the request: a client that gives up mid-dial must not turn into a
+// dial failure (which marks a healthy upstream down), so the dial runs to
+// its own timeout and a connection nobody waits for any more goes idle for
+// the next request, as http.Transport does.
+func (p *h1Pool) dialNew(ctx context.Context) (*h1Conn, error) {
+	p.mu.Lock()
+	epoch := p.epoch
+	p.mu.Unlock()
+	type dialed struct {
+		pc  *h1Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := p.dial(context.WithoutCancel(ctx), "tcp", p.addr)
+		if err != nil {
+			ch <- dialed{err: err}
+			return
+		}
+		c = sockio.Wrap(c)
+		ch <- dialed{pc: &h1Conn{epoch: epoch, c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}}
+	}()
+	select {
+	case d := <-ch:
+		if d.err != nil {
+			p.release()
+		}
+		return d.pc, d.err
+	case <-ctx.Done():
+		go func() {
+			if d := <-ch; d.err != nil {
+				p.release()
+			} else {
+				p.put(d.pc)
+			}
+		}()
+		return nil, ctx.Err()
 	}
 }
 
@@ -243,6 +276,11 @@ func (p *h1Pool) put(pc *h1Conn) {
 // discard closes a connection and frees its slot.
 func (p *h1Pool) discard(pc *h1Conn) {
 	pc.c.Close()
+	p.release()
+}
+
+// release frees a slot and wakes a waiter.
+func (p *h1Pool) release() {
 	<-p.slots
 	p.mu.Lock()
 	p.signalLocked()
@@ -262,9 +300,10 @@ func (p *h1Pool) closeIdle() {
 	}
 }
 
-// errStale means a reused connection turned out closed before any byte of
-// a response arrived.
-var errStale = errors.New("forward: reused upstream connection was closed")
+// errNoResponse means an exchange failed before any byte of a response
+// arrived: the connection was closed or reset, or the response-header
+// timeout passed in silence.
+var errNoResponse = errors.New("no byte of a response arrived")
 
 // forwardFast proxies an eligible request. Its error contract is Forward's.
 func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery string) error {
@@ -278,6 +317,11 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := f.h1.get(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				// The app left, or the request's own timeout passed,
+				// while waiting for a connection: not the upstream's fault.
+				return f.fail(w, r, ctx.Err())
+			}
 			if health.IsDialError(err) {
 				return fmt.Errorf("%w: %w", ErrNotSent, err)
 			}
@@ -306,11 +350,16 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 		if err != nil {
 			stop()
 			f.h1.discard(pc)
-			if errors.Is(err, errStale) && attempt == 0 && reused && replayable(r) {
-				continue
-			}
 			if ctx.Err() != nil {
-				err = ctx.Err()
+				return f.fail(w, r, ctx.Err())
+			}
+			if errors.Is(err, errNoResponse) && resendable(r) {
+				if attempt == 0 && reused {
+					// A pooled connection the upstream (or a middlebox)
+					// had closed: once more on a fresh one.
+					continue
+				}
+				return fmt.Errorf("%w: %w", ErrNoResponse, err)
 			}
 			return f.fail(w, r, err)
 		}
@@ -334,6 +383,13 @@ func replayable(r *http.Request) bool {
 	return a || b
 }
 
+// resendable reports whether r may be sent again, whole, after an attempt
+// that got no response: it is replayable and its body can be read again
+// (none, or one the caller buffered and offers through GetBody).
+func resendable(r *http.Request) bool {
+	return replayable(r) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || r.GetBody != nil)
+}
+
 // exchange writes the request and reads the response headers.
 func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, body []byte) (*http.Response, error) {
 	// Small requests fit the socket buffer, so only the wait for the
@@ -352,14 +408,11 @@ func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, bo
 	writeRequestHead(pc.bw, r, len(body))
 	pc.bw.Write(body)
 	if err := pc.bw.Flush(); err != nil {
-		return nil, fmt.Errorf("%w: %w", errStale, err)
+		return nil, fmt.Errorf("forward: write request: %w: %w", errNoResponse, err)
 	}
-	for {
-		resp, err := f.readResponse(ctx, pc, r, sent)
+	for first := true; ; first = false {
+		resp, err := f.readResponse(ctx, pc, r, sent, first)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("%w: %w", errStale, err)
-			}
 			return nil, err
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 {
@@ -379,8 +432,10 @@ func (f *Upstream) exchange(ctx context.Context, pc *h1Conn, r *http.Request, bo
 }
 
 // readResponse reads a response head: with httphead when it is all
-// buffered and of the strict form, else with net/http.
-func (f *Upstream) readResponse(ctx context.Context, pc *h1Conn, r *http.Request, sent time.Time) (*http.Response, error) {
+// buffered and of the strict form, else with net/http. When first (no 1xx
+// came before) and the connection fails before any byte arrives, the error
+// wraps errNoResponse.
+func (f *Upstream) readResponse(ctx context.Context, pc *h1Conn, r *http.Request, sent time.Time, first bool) (*http.Response, error) {
 	for {
 		b, _ := pc.br.Peek(pc.br.Buffered())
 		if n, ok := httphead.HeadEnd(b); ok {
@@ -399,6 +454,9 @@ func (f *Upstream) readResponse(ctx context.Context, pc *h1Conn, r *http.Request
 			continue
 		}
 		if !f.rearm(ctx, pc, err, sent) {
+			if first && len(b) == 0 {
+				return nil, fmt.Errorf("forward: read response: %w: %w", errNoResponse, err)
+			}
 			return nil, err
 		}
 	}
@@ -475,6 +533,7 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, bodyLen int) {
 // respond copies the upstream response to the app and returns the
 // connection to the pool once its body is read to the end.
 func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, resp *http.Response, delivery string, stop func() bool) error {
+	f.reached()
 	h := w.Header()
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
@@ -50,6 +51,8 @@ type Upstream struct {
 	onChange func()
 	kick     chan struct{}
 
+	up atomic.Bool // status.Reachable, read without the lock on the request path
+
 	mu     sync.Mutex // guards status
 	status Status
 }
@@ -58,12 +61,14 @@ type Upstream struct {
 // request or probe corrects it). prober may be nil for probe type none.
 // onChange is called without locks held whenever reachability flips.
 func New(name string, cfg config.Probe, prober Prober, clk clock.Clock, log *slog.Logger, onChange func()) *Upstream {
-	return &Upstream{
+	u := &Upstream{
 		name: name, cfg: cfg, prober: prober, clock: clk, onChange: onChange,
 		log:    log.With("component", "health", "upstream", name),
 		kick:   make(chan struct{}, 1),
 		status: Status{Reachable: true, Since: clk.Now(), Source: "start"},
 	}
+	u.up.Store(true)
+	return u
 }
 
 // NewProber builds the prober a route's probe config asks for, or nil for
@@ -131,11 +136,23 @@ func (u *Upstream) Failed(err error) {
 	u.Kick()
 }
 
+// Reached records a passive success: a dial or a response of a real request
+// (or of a probe through the same dialer). An unreachable upstream becomes
+// reachable at once, without waiting for the next probe; a reachable one
+// costs one atomic load.
+func (u *Upstream) Reached() {
+	if u.up.Load() {
+		return
+	}
+	u.set(true, "request", nil)
+}
+
 func (u *Upstream) set(ok bool, source string, err error) {
 	u.mu.Lock()
 	changed := u.status.Reachable != ok
 	if changed {
 		u.status = Status{Reachable: ok, Since: u.clock.Now(), Source: source}
+		u.up.Store(ok)
 	}
 	if err != nil {
 		u.status.LastError = err.Error()

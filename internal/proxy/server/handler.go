@@ -13,16 +13,19 @@ import (
 
 	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
+	"github.com/misaki-io/misaki/internal/uuidv7"
 )
 
-// maxNotSentRetries bounds how often one request is re-sent after failed
-// dials while its route keeps flapping back to usable.
+// maxNotSentRetries bounds how often one request is sent again after an
+// attempt that was not delivered (a failed dial, or no response) while its
+// route keeps flapping back to usable.
 const maxNotSentRetries = 8
 
 // ServeHTTP serves one app request: match the route, forward it at once if
 // the route is usable, otherwise hold it until the route is usable, the hold
 // window passes, or the app goes away.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	forward.CloseAmbiguous(w, r)
 	set := s.set.Load()
 	i := set.table.Match(r.Host, r.URL.Path, r.Header)
 	if i < 0 {
@@ -65,6 +68,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		holdUntil time.Time
 		window    time.Duration
 	)
+	switch {
+	case read != nil:
+		body, buffered = read, true
+	case r.ContentLength > 0 && r.ContentLength <= resendBodyMax:
+		// A small body of known length is read before the first attempt,
+		// so that the request can be sent again whole if the upstream
+		// closes or stays silent before answering.
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			s.bodyError(w, rt, err)
+			return
+		}
+		buffered = true
+	}
+	if (buffered || r.ContentLength == 0) && !safeMethod(r.Method) &&
+		r.Header["Idempotency-Key"] == nil && r.Header["X-Idempotency-Key"] == nil {
+		// A request the proxy may send twice carries a key from the first
+		// attempt, so the cloud gateway can answer a repeat from its store.
+		r.Header.Set("Idempotency-Key", uuidv7.New())
+	}
 	for attempt := 0; ; attempt++ {
 		if !rt.queue.Usable() {
 			if holdUntil.IsZero() {
@@ -74,8 +97,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					// Nothing to wait for, or the app asked not to wait
 					// ("Prefer: respond-async"): spool at once, the body
 					// streamed to disk.
-					if ok, _ := s.spoolable(rt, r); ok && !buffered {
-						s.spoolRequest(w, r, rt, read, read != nil)
+					if ok, _ := s.spoolable(rt, r); ok {
+						s.spoolRequest(w, r, rt, body, buffered)
 						return
 					}
 				}
@@ -90,24 +113,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// A held request's body is read now: it is counted against
 				// the hold limits, and only once the body is consumed does
 				// the server notice a client that hangs up while waiting.
-				if read != nil {
-					body = read
-				} else {
-					var err error
-					if body, err = io.ReadAll(r.Body); err != nil {
-						s.bodyError(w, rt, err)
-						return
-					}
+				var err error
+				if body, err = io.ReadAll(r.Body); err != nil {
+					s.bodyError(w, rt, err)
+					return
 				}
 				buffered = true
 			}
 			proceed, expired := s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil)
 			if expired {
-				if ok, why := s.spoolable(rt, r); ok {
-					s.spoolRequest(w, r, rt, body, true)
-				} else {
-					s.holdExpired(w, rt, window, why)
-				}
+				s.offline(w, r, rt, body, buffered, window)
 				return
 			}
 			if !proceed {
@@ -118,24 +133,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if buffered {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
 		err := rt.fwd.Forward(w, r, delivery)
-		if errors.Is(err, forward.ErrNotSent) && attempt < maxNotSentRetries {
-			// The upstream could not be reached and nothing was sent: mark
-			// it down (this re-evaluates the route) and go round to hold.
+		if errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) {
+			// Not delivered, and nothing written to the app: the
+			// upstream could not be reached, or closed or stayed silent
+			// before answering. Mark it down (this re-evaluates the
+			// route) and treat the request as the route's offline policy
+			// says: held while the window lasts, then spooled or 503.
 			rt.health.Failed(err)
 			s.evaluate()
-			continue
+			if holdUntil.IsZero() {
+				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
+				holdUntil = s.clock.Now().Add(window)
+			}
+			if attempt+1 < maxNotSentRetries && s.clock.Now().Before(holdUntil) {
+				continue
+			}
+			// The window is over, or the upstream keeps passing probes
+			// yet failing requests.
+			s.offline(w, r, rt, body, buffered, window)
+			return
 		}
 		switch {
-		case errors.Is(err, forward.ErrNotSent):
-			// Still not reached after every retry (the upstream keeps
-			// passing probes yet refusing requests): nothing was written.
-			rt.count[outcomeUpstreamError].Inc()
-			http.Error(w, "misaki: upstream not reachable: "+err.Error(), http.StatusBadGateway)
 		case err == nil:
 			rt.count[delivery].Inc()
 			rt.duration[delivery].Observe(time.Since(start).Seconds())
+		case errors.Is(err, forward.ErrBadBody):
+			// Answered 400 and the connection closed.
+			rt.count[bodyOutcome(err)].Inc()
 		case isTooLarge(err):
 			rt.count[outcomeTooLarge].Inc()
 		case r.Context().Err() != nil:
@@ -144,6 +171,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.count[outcomeUpstreamError].Inc()
 		}
 		return
+	}
+}
+
+// resendBodyMax is the largest body of known length read before the first
+// attempt (so the request can be sent again); larger ones stream.
+const resendBodyMax = 64 << 10
+
+// safeMethod reports whether m is safe to send twice by itself (RFC 9110
+// §9.2.1), so needs no Idempotency-Key to be retried.
+func safeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// offline answers a request that could not be delivered within its hold
+// window: spooled (202) where the route allows it, else 503.
+func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *routeRT, body []byte, buffered bool, window time.Duration) {
+	if ok, why := s.spoolable(rt, r); ok {
+		s.spoolRequest(w, r, rt, body, buffered)
+	} else {
+		s.holdExpired(w, rt, window, why)
 	}
 }
 
@@ -226,13 +277,28 @@ func (s *Server) unavailable(w http.ResponseWriter, rt *routeRT, what string) {
 	http.Error(w, msg, http.StatusServiceUnavailable)
 }
 
+// bodyError answers a request whose body could not be read: 413 past the
+// route's limit, else 400. Never 200 with nothing: the connection closes
+// after it, which net/http does past the limit (http.MaxBytesReader), and
+// CloseAmbiguous asked for on every chunked body, the only kind whose
+// framing can break (one of known length can only end early, when the app
+// has gone).
 func (s *Server) bodyError(w http.ResponseWriter, rt *routeRT, err error) {
 	if isTooLarge(err) {
 		rt.count[outcomeTooLarge].Inc()
 		http.Error(w, fmt.Sprintf("misaki: request body larger than the route's limit of %d bytes", rt.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	rt.count[outcomeClientGone].Inc()
+	rt.count[bodyOutcome(err)].Inc()
+	http.Error(w, "misaki: malformed request body: "+err.Error(), http.StatusBadRequest)
+}
+
+// bodyOutcome is the outcome of a request whose body could not be read.
+func bodyOutcome(err error) string {
+	if forward.BodyCutShort(err) {
+		return outcomeClientGone
+	}
+	return outcomeBadRequest
 }
 
 func isTooLarge(err error) bool {

@@ -229,8 +229,9 @@ func TestHeldBodyThatCannotFitIsRefusedBeforeReading(t *testing.T) {
 }
 
 // TestUpstreamThatPassesProbesButRefusesRequests: a prober that always says
-// reachable while every real connection is refused must end in a 502, not
-// in an empty answer or an endless loop.
+// reachable while every real connection is refused must end in the route's
+// offline answer (503 here: it does not spool), not in a 502, an empty
+// answer or an endless loop.
 func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
 	cfg, _ := unreachableRoute(t, "{type: none}", "1h")
 	p := startProxy(t, cfg, true)
@@ -250,8 +251,8 @@ func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
 		}
 	}()
 	r := p.send(context.Background(), "telemetry.cloud.misaki", "r", nil, nil)
-	if r.status != http.StatusBadGateway || !strings.Contains(r.body, "not reachable") {
-		t.Fatalf("status %d %q, want 502 after the retries", r.status, r.body)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "connection refused") {
+		t.Fatalf("status %d %q, want 503 with Retry-After after the retries", r.status, r.body)
 	}
 }
 

@@ -60,6 +60,9 @@ func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
 	rt.queue.SetUsable(false)
 	prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
 	rt.health = health.New(rc.Name, rc.Probe, prober, s.clock, s.log, s.evaluate)
+	// Any dial that connects or response that arrives, a probe's or a
+	// request's, marks a down upstream reachable at once.
+	fwd.OnReach(rt.health.Reached)
 	for _, o := range allOutcomes {
 		rt.count[o] = s.metrics.requests.WithLabelValues(rc.Name, o)
 	}
