@@ -126,7 +126,15 @@ func (p *Replayer) Run(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		for _, r := range p.o.Results.Owed() {
+		owed := p.o.Results.Owed()
+		rep := p.o.Results.Report()
+		if rep.DamagedFrames > 0 {
+			p.o.Log.Warn("damaged results skipped (each costs its own request's result)", "frames", rep.DamagedFrames, "bytes", rep.DamagedBytes)
+		}
+		for _, err := range rep.Unconverted {
+			p.o.Log.Error("a results file of the previous release was kept unconverted; its results are not found until it is", "err", err)
+		}
+		for _, r := range owed {
 			p.callback(ctx, r)
 		}
 	}()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"maps"
 	"net/http"
@@ -18,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 // Result is a finished spooled request as the app sees it at
@@ -51,22 +50,27 @@ type Response struct {
 }
 
 // Results keeps finished requests' outcomes for the retention period, in
-// append-only files each holding the results of 4,096 consecutive request
-// ids (results/<id>>12, 16 hex digits>.log). Ids are spool sequence numbers,
-// and requests finish roughly in order, so the results written together go
-// to one or two files. A Put appends one frame (length, id, CRC-32C, JSON)
-// and does not sync; Flush, run by the spool before each of its fsyncs
-// (spool.Options.BeforeSync), fsyncs the files written since the last
-// Flush, so that a request's done frame is never on disk before its result,
-// and the results finished together share one fsync (group commit).
+// append-only framelog files each holding the results of 4,096
+// consecutive request ids (results/<id>>12, 16 hex digits>.results). Ids
+// are spool sequence numbers, and requests finish roughly in order, so the
+// results written together go to one or two files. A Put appends one frame
+// (the id, 8 bytes little endian, then the result as JSON) and does not
+// sync (framelog.SyncNone); Flush, run by the spool before each of its
+// fsyncs (spool.Options.BeforeSync), fsyncs the files written since the
+// last Flush, so that a request's done frame is never on disk before its
+// result, and the results finished together share one fsync (group
+// commit).
 //
 // Get scans one file for the id's last frame, reading only the headers of
 // the others. Retention is kept by whole files: a file whose newest result
 // is past the retention is removed. A later Put of the same id (a callback
-// that was accepted) appends a new version, which wins. A torn frame at a
-// file's end (a crash mid-write) is cut off when the file is next appended
-// to; a damaged frame elsewhere hides the frames after it from Get, and
-// costs those results, never the spool's requests.
+// that was accepted) appends a new version, which wins. Damage follows
+// framelog's one rule: a damaged frame costs its own result and no other;
+// a torn frame at a file's end (a crash mid-write) is cut off when the
+// file is next appended to.
+//
+// The previous release wrote <bucket>.log files of another frame shape;
+// NewResults converts them (see convertLegacy).
 //
 // One file per result, the first design, spent a third of the replay's CPU
 // creating and renaming files, and flushing them took a syncfs(2) of the
@@ -75,40 +79,55 @@ type Results struct {
 	dir       string
 	retention time.Duration
 	now       func() time.Time
+	failpoint framelog.Failpoint // tests
 
 	flushMu sync.Mutex // one Flush at a time
 
-	mu     sync.Mutex           // guards the fields below
-	files  map[uint64]*os.File  // buckets open for appending
-	dirty  map[uint64]bool      // buckets written since the last Flush
-	newDir bool                 // a bucket file was created since the last Flush
-	newest map[uint64]time.Time // bucket → its newest result's Finished
+	mu     sync.Mutex               // guards the fields below
+	logs   map[uint64]*framelog.Log // buckets open for appending
+	dirty  map[uint64]bool          // buckets written since the last Flush
+	newest map[uint64]time.Time     // bucket → its newest result's Finished
+	report ResultsReport
+}
+
+// ResultsReport is what reading the results files found since the start.
+type ResultsReport struct {
+	// DamagedFrames and DamagedBytes count the damage Owed's read of every
+	// file skipped (each costs the result it held).
+	DamagedFrames int
+	DamagedBytes  int64
+	// Unconverted are the previous release's files NewResults could not
+	// convert: they are kept, and tried again at the next start.
+	Unconverted []error
 }
 
 const (
-	bucketShift = 12 // 4,096 ids per file
-	frameHeader = 16 // payload length u32, CRC-32C u32 (of id and payload), id u64
-	maxFrame    = 64 << 20
+	bucketShift  = 12 // 4,096 ids per file
+	typeResult   = 1  // a result frame: id (8 bytes LE), then JSON
+	maxFrame     = 64 << 20
+	bucketSuffix = ".results"
+	legacySuffix = ".log" // the previous release's files
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// NewResults keeps results in dir (created if missing).
+// NewResults keeps results in dir (created if missing). Files the previous
+// release left are converted first, once.
 func NewResults(dir string, retention time.Duration, now func() time.Time) (*Results, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("results: %w", err)
 	}
-	return &Results{
+	rs := &Results{
 		dir: dir, retention: retention, now: now,
-		files: map[uint64]*os.File{}, dirty: map[uint64]bool{}, newest: map[uint64]time.Time{},
-	}, nil
+		logs: map[uint64]*framelog.Log{}, dirty: map[uint64]bool{}, newest: map[uint64]time.Time{},
+	}
+	rs.convertLegacy()
+	return rs, nil
 }
 
 // ErrNoResult means no result is kept under that id.
 var ErrNoResult = errors.New("results: no such request")
 
 func (rs *Results) bucketPath(b uint64) string {
-	return filepath.Join(rs.dir, fmt.Sprintf("%016x.log", b))
+	return filepath.Join(rs.dir, fmt.Sprintf("%016x%s", b, bucketSuffix))
 }
 
 // Put stores r; it is durable after the next Flush.
@@ -125,30 +144,27 @@ func (rs *Results) PutAll(results []*Result) error {
 		newest time.Time
 	}
 	var groups []group
+	var payload []byte
 	for _, r := range results {
 		id, err := strconv.ParseUint(r.ID, 10, 64)
 		if err != nil {
 			return ErrNoResult
 		}
-		payload, err := json.Marshal(r)
+		enc, err := json.Marshal(r)
 		if err != nil {
 			return err
 		}
-		if len(payload) > maxFrame {
-			return fmt.Errorf("results: result %s is %d bytes", r.ID, len(payload))
+		if len(enc)+8 > maxFrame {
+			return fmt.Errorf("results: result %s is %d bytes", r.ID, len(enc))
 		}
+		payload = append(binary.LittleEndian.AppendUint64(payload[:0], id), enc...)
 		b := id >> bucketShift
 		k := slices.IndexFunc(groups, func(g group) bool { return g.bucket == b })
 		if k < 0 {
 			groups, k = append(groups, group{bucket: b}), len(groups)
 		}
 		g := &groups[k]
-		start := len(g.frames)
-		g.frames = append(g.frames, make([]byte, frameHeader)...)
-		binary.LittleEndian.PutUint32(g.frames[start:], uint32(len(payload)))
-		binary.LittleEndian.PutUint64(g.frames[start+8:], id)
-		g.frames = append(g.frames, payload...)
-		binary.LittleEndian.PutUint32(g.frames[start+4:], crc32.Checksum(g.frames[start+8:], castagnoli))
+		g.frames = framelog.AppendFrame(g.frames, typeResult, payload)
 		if r.Finished.After(g.newest) {
 			g.newest = r.Finished
 		}
@@ -156,11 +172,11 @@ func (rs *Results) PutAll(results []*Result) error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for _, g := range groups {
-		f, err := rs.fileLocked(g.bucket)
+		l, err := rs.logLocked(g.bucket)
 		if err != nil {
 			return fmt.Errorf("results: %w", err)
 		}
-		if _, err := f.Write(g.frames); err != nil {
+		if _, _, err := l.Append(g.frames); err != nil {
 			return fmt.Errorf("results: %w", err)
 		}
 		rs.dirty[g.bucket] = true
@@ -171,136 +187,84 @@ func (rs *Results) PutAll(results []*Result) error {
 	return nil
 }
 
-// fileLocked returns bucket b open for appending. The first time this run,
-// a torn frame at its end (a crash mid-write) is cut off.
-func (rs *Results) fileLocked(b uint64) (*os.File, error) {
-	if f := rs.files[b]; f != nil {
-		return f, nil
+// logLocked returns bucket b open for appending. The first time this run,
+// its file is scanned and a torn frame at its end (a crash mid-write) is
+// cut off.
+func (rs *Results) logLocked(b uint64) (*framelog.Log, error) {
+	if l := rs.logs[b]; l != nil {
+		return l, nil
 	}
-	p := rs.bucketPath(b)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	l, _, err := framelog.Open(rs.bucketPath(b), rs.logOptions(), nil)
 	if err != nil {
 		return nil, err
 	}
-	end, err := validPrefix(f, func(uint64, []byte) {})
-	if err == nil {
-		var fi os.FileInfo
-		if fi, err = f.Stat(); err == nil {
-			if fi.Size() == 0 {
-				rs.newDir = true
-			}
-			if fi.Size() != end {
-				err = f.Truncate(end)
-			}
-		}
-	}
-	if err == nil {
-		_, err = f.Seek(end, io.SeekStart)
-	}
+	rs.logs[b] = l
+	return l, nil
+}
+
+func (rs *Results) logOptions() framelog.Options {
+	return framelog.Options{Sync: framelog.SyncNone, MaxPayload: maxFrame, Failpoint: rs.failpoint}
+}
+
+// scanFile scans the results file at path, calling fn with each intact
+// result frame's id and JSON. With want set, frames of other ids are
+// stepped over unread (framelog's Filter), so that looking one result up
+// costs a read of the file's frame headers and not of every response body
+// in it.
+func scanFile(path string, want func(id uint64) bool, fn func(id uint64, enc []byte)) (framelog.Report, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		f.Close()
-		return nil, err
+		return framelog.Report{}, err
 	}
-	rs.files[b] = f
-	return f, nil
-}
-
-// validPrefix reads f's frames from the start, calling fn with each
-// intact one, and returns where the intact frames end.
-func validPrefix(f *os.File, fn func(id uint64, payload []byte)) (int64, error) {
-	return scan(f, nil, fn)
-}
-
-// scan reads f's frames from the start, calling fn with each intact one
-// that want accepts (every one if want is nil), and returns where the
-// frames read end. A frame want refuses is skipped unread, its checksum
-// unchecked, so that looking one result up costs a read of the file's
-// frame headers and not of every response body in it.
-func scan(f *os.File, want func(id uint64) bool, fn func(id uint64, payload []byte)) (int64, error) {
-	sr := io.NewSectionReader(f, 0, 1<<62)
-	r := bufio.NewReaderSize(sr, 64<<10)
-	var off int64
-	hdr := make([]byte, frameHeader)
-	var buf []byte
-	for {
-		if _, err := io.ReadFull(r, hdr); err != nil {
-			return off, nil
-		}
-		n := binary.LittleEndian.Uint32(hdr[0:])
-		if n > maxFrame {
-			return off, nil
-		}
-		id := binary.LittleEndian.Uint64(hdr[8:])
-		next := off + int64(frameHeader) + int64(n)
-		if want != nil && !want(id) {
-			if int(n) <= r.Buffered() {
-				r.Discard(int(n))
-			} else {
-				if _, err := sr.Seek(next, io.SeekStart); err != nil {
-					return off, err
-				}
-				r.Reset(sr)
-			}
-			off = next
-			continue
-		}
-		if cap(buf) < int(n) {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return off, nil
-		}
-		c := crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, buf)
-		if c != binary.LittleEndian.Uint32(hdr[4:]) {
-			return off, nil
-		}
-		fn(id, buf)
-		off = next
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return framelog.Report{}, err
 	}
+	sc := framelog.NewScanner(f, st.Size(), maxFrame)
+	if want != nil {
+		sc.Filter(8, func(typ byte, head []byte) bool {
+			return typ == typeResult && len(head) == 8 && want(binary.LittleEndian.Uint64(head))
+		})
+	}
+	for sc.Next() {
+		if fr := sc.Frame(); fr.Type == typeResult && len(fr.Payload) >= 8 {
+			fn(binary.LittleEndian.Uint64(fr.Payload), fr.Payload[8:])
+		}
+	}
+	return sc.Report(), sc.Err()
 }
 
 // Flush makes every result whose Put returned before Flush was called
-// durable. Puts may go on meanwhile; they are for the next Flush.
+// durable. Puts may go on meanwhile; they are for the next Flush. A file
+// whose fsync failed is not tried again: framelog never reports a failed
+// fsync's bytes durable, and the spool's fsync waiting on this one fails.
 func (rs *Results) Flush() error {
 	rs.flushMu.Lock()
 	defer rs.flushMu.Unlock()
 	rs.mu.Lock()
-	var files []*os.File
-	var buckets []uint64
+	var logs []*framelog.Log
 	for b := range rs.dirty {
-		files = append(files, rs.files[b])
-		buckets = append(buckets, b)
+		logs = append(logs, rs.logs[b])
 	}
 	clear(rs.dirty)
-	newDir := rs.newDir
-	rs.newDir = false
 	rs.mu.Unlock()
 
 	var err error
-	for _, f := range files {
-		if serr := durable.Fdatasync(f); serr != nil && err == nil {
-			err = serr
-		}
+	for _, l := range logs {
+		err = errors.Join(err, l.Sync(l.Pos()))
 	}
-	if err == nil && newDir {
-		err = durable.SyncDir(rs.dir)
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if err != nil {
-		for _, b := range buckets {
-			rs.dirty[b] = true
-		}
-		rs.newDir = rs.newDir || newDir
-		return fmt.Errorf("results: fsync: %w", err)
-	}
 	// Keep the two newest buckets open; the others are done with.
-	open := slices.Sorted(maps.Keys(rs.files))
+	open := slices.Sorted(maps.Keys(rs.logs))
 	for i, b := range open {
 		if i < len(open)-2 && !rs.dirty[b] {
-			rs.files[b].Close()
-			delete(rs.files, b)
+			rs.logs[b].Close()
+			delete(rs.logs, b)
 		}
 	}
 	return nil
@@ -312,18 +276,14 @@ func (rs *Results) Get(id string) (*Result, error) {
 	if err != nil {
 		return nil, ErrNoResult
 	}
-	f, err := os.Open(rs.bucketPath(n >> bucketShift))
+	var last []byte
+	_, err = scanFile(rs.bucketPath(n>>bucketShift), func(got uint64) bool { return got == n }, func(_ uint64, enc []byte) {
+		last = append(last[:0], enc...)
+	})
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoResult
 	}
 	if err != nil {
-		return nil, fmt.Errorf("results: %w", err)
-	}
-	defer f.Close()
-	var last []byte
-	if _, err := scan(f, func(got uint64) bool { return got == n }, func(_ uint64, payload []byte) {
-		last = append(last[:0], payload...)
-	}); err != nil {
 		return nil, fmt.Errorf("results: %w", err)
 	}
 	if last == nil {
@@ -340,7 +300,8 @@ func (rs *Results) Get(id string) (*Result, error) {
 }
 
 // Owed reads every kept result, learning each file's newest, and returns
-// the results whose callback is still owed. Run it once, at start.
+// the results whose callback is still owed. Run it once, at start; Report
+// then says what damage it skipped.
 func (rs *Results) Owed() []*Result {
 	des, err := os.ReadDir(rs.dir)
 	if err != nil {
@@ -349,19 +310,15 @@ func (rs *Results) Owed() []*Result {
 	cutoff := rs.now().Add(-rs.retention)
 	var owed []*Result
 	for _, de := range des {
-		b, ok := bucketOf(de.Name())
+		b, ok := bucketOf(de.Name(), bucketSuffix)
 		if !ok {
-			continue
-		}
-		f, err := os.Open(filepath.Join(rs.dir, de.Name()))
-		if err != nil {
 			continue
 		}
 		latest := map[uint64]*Result{}
 		var newest time.Time
-		validPrefix(f, func(id uint64, payload []byte) {
+		rep, _ := scanFile(filepath.Join(rs.dir, de.Name()), nil, func(id uint64, enc []byte) {
 			var r Result
-			if json.Unmarshal(payload, &r) != nil {
+			if json.Unmarshal(enc, &r) != nil {
 				return
 			}
 			latest[id] = &r
@@ -369,11 +326,12 @@ func (rs *Results) Owed() []*Result {
 				newest = r.Finished
 			}
 		})
-		f.Close()
 		rs.mu.Lock()
 		if newest.After(rs.newest[b]) {
 			rs.newest[b] = newest
 		}
+		rs.report.DamagedFrames += rep.Damaged
+		rs.report.DamagedBytes += rep.DamagedBytes
 		rs.mu.Unlock()
 		for _, r := range latest {
 			if r.Callback != "" && !r.CallbackDone && !r.Finished.Before(cutoff) {
@@ -385,8 +343,17 @@ func (rs *Results) Owed() []*Result {
 	return owed
 }
 
-func bucketOf(name string) (uint64, bool) {
-	h, ok := strings.CutSuffix(name, ".log")
+// Report returns what reading the files found since the start.
+func (rs *Results) Report() ResultsReport {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rep := rs.report
+	rep.Unconverted = slices.Clone(rep.Unconverted)
+	return rep
+}
+
+func bucketOf(name, suffix string) (uint64, bool) {
+	h, ok := strings.CutSuffix(name, suffix)
 	if !ok || len(h) != 16 {
 		return 0, false
 	}
@@ -405,9 +372,9 @@ func (rs *Results) Sweep() {
 		if !newest.Before(cutoff) || rs.dirty[b] {
 			continue
 		}
-		if f := rs.files[b]; f != nil {
-			f.Close()
-			delete(rs.files, b)
+		if l := rs.logs[b]; l != nil {
+			l.Close()
+			delete(rs.logs, b)
 		}
 		if err := os.Remove(rs.bucketPath(b)); err == nil || errors.Is(err, os.ErrNotExist) {
 			delete(rs.newest, b)
@@ -419,9 +386,75 @@ func (rs *Results) Sweep() {
 func (rs *Results) Close() error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	for b, f := range rs.files {
-		f.Close()
-		delete(rs.files, b)
+	var err error
+	for b, l := range rs.logs {
+		err = errors.Join(err, l.Close())
+		delete(rs.logs, b)
 	}
-	return nil
+	return err
+}
+
+// convertLegacy converts the previous release's files, <bucket>.log: frames
+// of a payload length, a CRC-32C, the id and the JSON, with no magic, read
+// up to the first bad one as that release read them (framelog.ScanLegacy).
+// Each becomes <bucket>.results, written whole and crash-safely: its
+// results, then whatever the new file already holds (results put after a
+// conversion that failed, or a copy of its own made by a conversion that
+// crashed before removing the old file; later versions still come last
+// and win), and then the old file is removed. A file that cannot be
+// converted (a full disk) is kept, reported (Report) and tried again at
+// the next start; until then its results are not found.
+func (rs *Results) convertLegacy() {
+	des, err := os.ReadDir(rs.dir)
+	if err != nil {
+		rs.report.Unconverted = append(rs.report.Unconverted, fmt.Errorf("results: %w", err))
+		return
+	}
+	for _, de := range des {
+		b, ok := bucketOf(de.Name(), legacySuffix)
+		if !ok {
+			continue
+		}
+		old := filepath.Join(rs.dir, de.Name())
+		if err := rs.convert(old, rs.bucketPath(b)); err != nil {
+			rs.report.Unconverted = append(rs.report.Unconverted, fmt.Errorf("results: converting %s: %w", old, err))
+			continue
+		}
+		os.Remove(old) // a removal a crash undoes costs a second, harmless conversion
+	}
+}
+
+func (rs *Results) convert(old, path string) error {
+	in, err := os.Open(old)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	cur, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		cur = nil
+	} else if err != nil {
+		return err
+	}
+	if cur != nil {
+		defer cur.Close()
+	}
+	return framelog.WriteFile(path, rs.failpoint, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 256<<10)
+		var frame, payload []byte
+		if _, err := framelog.ScanLegacy(in, 8, maxFrame, func(id, enc []byte) error {
+			payload = append(append(payload[:0], id...), enc...)
+			frame = framelog.AppendFrame(frame[:0], typeResult, payload)
+			_, err := bw.Write(frame)
+			return err
+		}); err != nil {
+			return err
+		}
+		if cur != nil {
+			if _, err := io.Copy(bw, cur); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	})
 }
