@@ -10,13 +10,18 @@
 // of the service's own cooperation can avoid that).
 //
 // Answers are durable before Complete returns. They are appended to a
-// write-ahead log, CRC-32C framed, and the answers completing together
-// share one write and one fdatasync (group commit: a committer goroutine
-// takes every answer queued while the previous group was being synced).
-// About once a second the log is checkpointed into a bbolt file, which
-// holds the keys for the whole window, in one transaction, and then
-// removed; until then the log's answers are also kept in memory. A start
-// applies whatever logs a crash left to bbolt before serving.
+// write-ahead log (a framelog log, path.log-N, under framelog.SyncAlways),
+// and the answers completing together share one write and one fdatasync
+// (group commit: a committer goroutine takes every answer queued while the
+// previous group was being synced). About once a second the log is
+// checkpointed into a bbolt file, which holds the keys for the whole
+// window, in one transaction, and then removed; until then the log's
+// answers are also kept in memory. A start applies whatever logs a crash
+// left to bbolt before serving, by framelog's one rule: a damaged frame
+// costs its own answer and no other, so every key stored after it is
+// still remembered and its repeat never reaches the service. The previous
+// release's logs (path.wal-N, another frame shape) are applied too, read
+// as that release read them: up to their first bad frame.
 //
 // bbolt alone, one transaction per group, costs about 1.2 ms per group
 // here (it rewrites the B+tree pages the random keys land on and syncs
@@ -32,7 +37,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"maps"
 	"net/http"
 	"os"
@@ -43,7 +47,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 var (
@@ -95,15 +99,15 @@ type Store struct {
 	inFlight map[string]struct{}
 	recent   map[string]*Entry // in the current log, not yet in bbolt
 	moving   map[string]*Entry // being checkpointed into bbolt
-	wal      *os.File
+	wal      *framelog.Log
 	walSeq   uint64
-	walSize  int64
 	rotated  time.Time     // when the current log was started
 	every    time.Duration // checkpointEvery; tests stretch it
 
 	commits     chan *commit
 	stopped     chan struct{}
 	checkpoints sync.WaitGroup
+	failpoint   framelog.Failpoint // tests
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -117,6 +121,9 @@ type Stats struct {
 	CommitError      int64         // groups that failed
 	Checkpoints      int64         // logs moved into bbolt
 	CheckpointErrors int64         // checkpoints that failed (their logs are kept, and retried)
+	// What the last start found in the logs a crash left: damaged frames
+	// skipped (each costs its own answer) and a torn tail's bytes.
+	DamagedFrames, DamagedBytes, TornBytes int64
 }
 
 // Stats returns the counters so far.
@@ -132,8 +139,13 @@ type commit struct {
 	done chan error
 }
 
-// Open opens (or creates) the store file at path; its logs are path.wal-N.
+// Open opens (or creates) the store file at path; its logs are path.log-N.
 func Open(path string, window time.Duration, now func() time.Time) (*Store, error) {
+	return open(path, window, now, nil)
+}
+
+// open is Open with a failpoint for the logs (tests).
+func open(path string, window time.Duration, now func() time.Time, fp framelog.Failpoint) (*Store, error) {
 	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("idempotency store %s: %w", path, err)
@@ -141,7 +153,7 @@ func Open(path string, window time.Duration, now func() time.Time) (*Store, erro
 	s := &Store{
 		db: db, path: path, window: window, now: now,
 		inFlight: map[string]struct{}{}, recent: map[string]*Entry{}, every: checkpointEvery,
-		commits: make(chan *commit, 256), stopped: make(chan struct{}),
+		commits: make(chan *commit, 256), stopped: make(chan struct{}), failpoint: fp,
 	}
 	if err := s.recover(); err != nil {
 		db.Close()
@@ -151,23 +163,41 @@ func Open(path string, window time.Duration, now func() time.Time) (*Store, erro
 	return s, nil
 }
 
+// Log file names: path + logPrefix + 16 hex digits; legacyPrefix for the
+// previous release's.
+const (
+	logPrefix    = ".log-"
+	legacyPrefix = ".wal-"
+	typeAnswer   = 1        // a log frame: the key's length (uvarint), the key, the entry as JSON
+	maxFrame     = 64 << 20 // an entry holds at most the stored body, in JSON
+)
+
 // recover creates the buckets, applies the logs a crash left to bbolt,
 // removes them and starts a new one.
 func (s *Store) recover() error {
-	logs, err := filepath.Glob(s.path + ".wal-*")
-	if err != nil {
-		return err
-	}
-	slices.Sort(logs) // the sequence number is fixed-width hex
 	entries := map[string]*Entry{}
-	for _, p := range logs {
-		if err := readLog(p, func(key []byte, e *Entry) { entries[string(key)] = e }); err != nil {
+	var all []string
+	// The previous release's logs are older than any of this one's.
+	for _, prefix := range []string{legacyPrefix, logPrefix} {
+		logs, err := filepath.Glob(s.path + prefix + "*")
+		if err != nil {
 			return err
 		}
-		var seq uint64
-		if _, err := fmt.Sscanf(p[len(s.path):], ".wal-%016x", &seq); err == nil && seq > s.walSeq {
-			s.walSeq = seq
+		slices.Sort(logs) // the sequence number is fixed-width hex
+		for _, p := range logs {
+			read := s.readLog
+			if prefix == legacyPrefix {
+				read = readLegacyLog
+			}
+			if err := read(p, func(key []byte, e *Entry) { entries[string(key)] = e }); err != nil {
+				return err
+			}
+			var seq uint64
+			if _, err := fmt.Sscanf(p[len(s.path)+len(prefix):], "%016x", &seq); err == nil && seq > s.walSeq {
+				s.walSeq = seq
+			}
 		}
+		all = append(all, logs...)
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketKeys, bucketTime} {
@@ -179,7 +209,7 @@ func (s *Store) recover() error {
 	}); err != nil {
 		return err
 	}
-	for _, p := range logs {
+	for _, p := range all {
 		if err := os.Remove(p); err != nil {
 			return err
 		}
@@ -190,81 +220,100 @@ func (s *Store) recover() error {
 // newLog starts the next log file; called with mu held, or before serving.
 func (s *Store) newLog() error {
 	s.walSeq++
-	f, err := os.OpenFile(fmt.Sprintf("%s.wal-%016x", s.path, s.walSeq), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	l, err := framelog.Create(fmt.Sprintf("%s%s%016x", s.path, logPrefix, s.walSeq), framelog.Options{
+		Sync: framelog.SyncAlways, MaxPayload: maxFrame, Failpoint: s.failpoint,
+	})
 	if err != nil {
 		return err
 	}
-	if err := durable.SyncDir(filepath.Dir(s.path)); err != nil {
-		f.Close()
-		return err
-	}
-	s.wal, s.walSize, s.rotated = f, 0, time.Now()
+	s.wal, s.rotated = l, time.Now()
 	return nil
 }
 
-// readLog calls fn with each intact frame of the log at p, in order,
-// stopping at the first torn or damaged one (a crash mid-write).
-func readLog(p string, fn func(key []byte, e *Entry)) error {
-	b, err := os.ReadFile(p)
+// readLog calls fn with each intact answer of the log at p, in order,
+// skipping damage (framelog's rule), and counts what it skipped.
+func (s *Store) readLog(p string, fn func(key []byte, e *Entry)) error {
+	f, err := os.Open(p)
 	if err != nil {
 		return err
 	}
-	for len(b) >= 8 {
-		n := binary.LittleEndian.Uint32(b)
-		if uint64(n) > uint64(len(b)-8) || crc32.Checksum(b[8:8+n], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
-			break
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	sc := framelog.NewScanner(f, st.Size(), maxFrame)
+	for sc.Next() {
+		if fr := sc.Frame(); fr.Type == typeAnswer {
+			if key, e := decodeAnswer(fr.Payload); e != nil {
+				fn(key, e)
+			}
 		}
-		if key, e := decodeFrame(b[8 : 8+n]); e != nil {
-			fn(key, e)
-		}
-		b = b[8+n:]
+	}
+	rep := sc.Report()
+	s.statsMu.Lock()
+	s.stats.DamagedFrames += int64(rep.Damaged)
+	s.stats.DamagedBytes += rep.DamagedBytes
+	s.stats.TornBytes += rep.TornBytes
+	s.statsMu.Unlock()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
 	}
 	return nil
 }
 
-// A log frame is its payload's length and CRC-32C (4 bytes each, little
-// endian), then the payload: frameV1, the key's length (uvarint), the key,
-// and the entry as JSON, the same bytes the checkpoint puts in bbolt.
-const frameV1 = 1
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// appendFrame appends a frame of key and e to dst, and keeps e's JSON in e.
+// appendFrame appends a log frame of key and e to dst, and keeps e's JSON
+// in e: the same bytes the checkpoint puts in bbolt.
 func appendFrame(dst []byte, key []byte, e *Entry) ([]byte, error) {
 	enc, err := json.Marshal(e)
 	if err != nil {
 		return dst, err
 	}
 	e.enc = enc
-	start := len(dst)
-	dst = append(dst, make([]byte, 8)...)
-	dst = append(dst, frameV1)
-	dst = binary.AppendUvarint(dst, uint64(len(key)))
-	dst = append(dst, key...)
-	dst = append(dst, enc...)
-	payload := dst[start+8:]
-	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
-	return dst, nil
+	payload := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(key)+len(enc)), uint64(len(key)))
+	payload = append(append(payload, key...), enc...)
+	return framelog.AppendFrame(dst, typeAnswer, payload), nil
 }
 
-// decodeFrame decodes a frame's payload; a nil entry means it is not one.
-func decodeFrame(p []byte) ([]byte, *Entry) {
-	if len(p) == 0 || p[0] != frameV1 {
+// decodeAnswer decodes a log frame's payload; a nil entry means it is not
+// one.
+func decodeAnswer(p []byte) ([]byte, *Entry) {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)-w) {
 		return nil, nil
 	}
-	n, w := binary.Uvarint(p[1:])
-	if w <= 0 || n > uint64(len(p)-1-w) {
-		return nil, nil
-	}
-	key, enc := p[1+w:1+w+int(n)], p[1+w+int(n):]
+	key, enc := p[w:w+int(n)], p[w+int(n):]
 	var e Entry
 	if json.Unmarshal(enc, &e) != nil {
 		return nil, nil
 	}
-	e.enc = enc
-	return key, &e
+	e.enc = bytes.Clone(enc) // the scanner reuses its buffer
+	return bytes.Clone(key), &e
 }
+
+// readLegacyLog calls fn with each answer of a log the previous release
+// wrote (frames of the payload's length and CRC-32C, 4 bytes each, then
+// frameV1, the key's length, the key and the entry as JSON), up to the
+// first torn or damaged frame, as that release read them.
+func readLegacyLog(p string, fn func(key []byte, e *Entry)) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = framelog.ScanLegacy(f, 0, maxFrame, func(_, payload []byte) error {
+		if len(payload) > 0 && payload[0] == frameV1 {
+			if key, e := decodeAnswer(payload[1:]); e != nil {
+				fn(key, e)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// frameV1 began every payload of the previous release's logs.
+const frameV1 = 1
 
 // apply writes entries to bbolt, replacing each key's earlier entry.
 //
@@ -320,8 +369,8 @@ func (s *Store) Close() error {
 	err := s.rotateLocked(false)
 	if s.wal != nil {
 		s.wal.Close()
-		if s.walSize == 0 {
-			os.Remove(s.wal.Name())
+		if s.wal.Size() == 0 {
+			os.Remove(s.wal.Path())
 		}
 	}
 	s.mu.Unlock()
@@ -447,22 +496,23 @@ func (s *Store) committer() {
 			}
 		}
 		s.mu.Lock()
-		wal, size := s.wal, s.walSize
+		wal := s.wal
 		s.mu.Unlock()
 		if err == nil {
-			if _, err = wal.Write(buf); err == nil {
-				err = durable.Fdatasync(wal)
+			// One write and one fdatasync for the group. A failed write is
+			// cut back by framelog; a group whose fsync failed is not
+			// acknowledged, though its frames may yet be applied at a start:
+			// they hold the service's real answers.
+			var pos uint64
+			if _, pos, err = wal.Append(buf); err == nil {
+				err = wal.Commit(pos)
 			}
 			if err != nil {
-				// Cut what may have been written, so that later groups
-				// are not hidden behind a torn frame (the log is opened
-				// O_APPEND: the next write goes to the new end).
-				wal.Truncate(size)
+				err = fmt.Errorf("idempotency store: %w", err)
 			}
 		}
 		s.mu.Lock()
 		if err == nil {
-			s.walSize += int64(len(buf))
 			for _, c := range batch {
 				s.recent[string(c.key)] = c.e
 			}
@@ -486,7 +536,7 @@ func (s *Store) committer() {
 // checkpointIfDueLocked starts a checkpoint in the background once the
 // log is old or large enough. Called with mu held.
 func (s *Store) checkpointIfDueLocked() {
-	if s.walSize >= checkpointBytes || time.Since(s.rotated) >= s.every {
+	if s.wal.Size() >= checkpointBytes || time.Since(s.rotated) >= s.every {
 		s.rotateLocked(true)
 	}
 }
@@ -531,7 +581,7 @@ func (s *Store) rotateLocked(async bool) error {
 			return fmt.Errorf("idempotency store: checkpoint: %w", err)
 		}
 		old.Close()
-		os.Remove(old.Name())
+		os.Remove(old.Path())
 		s.moving = nil
 		s.statsMu.Lock()
 		s.stats.Checkpoints++
