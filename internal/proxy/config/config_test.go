@@ -78,6 +78,8 @@ func TestValidation(t *testing.T) {
 		{"duration without unit", route("    offline: {hold: 30}\n"), []string{`"30" has no unit; write it like 30s`}},
 		{"bad duration", route("    offline: {hold: soon}\n"), []string{"not a duration"}},
 		{"bad size", "limits: {maxBodyBytes: lots}\n", []string{"not a size"}},
+		{"probe backoff over the cap", route("    probe: {backoff: {max: 1m}}\n"), []string{"routes[0].probe.backoff.max: 1m0s is above the cap of 30s"}},
+		{"probe backoff initial above the default max", route("    probe: {backoff: {initial: 5s}}\n"), nil},
 		{"sizes with units", "limits: {maxBodyBytes: 16MiB, maxHeaderBytes: 8KB}\n", nil},
 		{"list where mapping", "limits: [1]\n", []string{"limits: want a mapping"}},
 		{"mapping where list", "routes: {a: 1}\n", []string{"routes: want a list"}},
