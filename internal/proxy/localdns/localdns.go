@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 // Config configures a Server. Zero values take the defaults.
@@ -71,7 +72,8 @@ type Config struct {
 	MeshTTL time.Duration
 	// Clock is the wall clock and the stale timer's. Default clock.Real.
 	Clock clock.Clock
-	// Log receives upstream failures. Default: discard.
+	// Log receives upstream failures and damage found in the cache file.
+	// Default: discard.
 	Log *slog.Logger
 	// Metrics, when set, counts what the server does.
 	Metrics *Metrics
@@ -130,6 +132,8 @@ type Server struct {
 	mesh   atomic.Pointer[meshSet]
 	flight singleflight.Group
 	m      *Metrics
+
+	failpoint framelog.Failpoint // fails the cache file's writes on purpose (tests)
 }
 
 // zone is a suffix (lower case, fully qualified) and its resolvers.

@@ -1,12 +1,19 @@
 package localdns
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 // upstream is a real DNS server on loopback (UDP and TCP on one port)
@@ -463,5 +471,111 @@ func TestGeneration(t *testing.T) {
 	query(t, addr, "a.example.", dns.TypeA, false)
 	if g1 == g0 || s.Generation() != g1 {
 		t.Fatalf("generations %d, %d, %d: want a change for the new answer and none for the cached one", g0, g1, s.Generation())
+	}
+}
+
+// A bit flipped in the middle of the cache file costs the entry it lands
+// in and no other.
+func TestCacheFileBitFlipInTheMiddle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dns-cache")
+	s := New(Config{Clock: newClock()})
+	const n = 40
+	fill(s, n)
+	if got, err := s.Save(path); err != nil || got != n {
+		t.Fatalf("Save: %d, %v", got, err)
+	}
+	b, _ := os.ReadFile(path)
+	b[len(b)/2] ^= 0x01
+	os.WriteFile(path, b, 0o640)
+	if got, err := New(Config{Clock: newClock()}).Load(path); err != nil || got != n-1 {
+		t.Fatalf("Load after one flipped bit: %d entries, %v; want %d", got, err, n-1)
+	}
+}
+
+// A crash can cut the cache file anywhere (a file system that does not
+// order the rename after the data): every whole entry before the cut is
+// loaded.
+func TestCacheFileTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dns-cache")
+	s := New(Config{Clock: newClock()})
+	const n = 10
+	fill(s, n)
+	if _, err := s.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	for cut := len(b) - 1; cut > len(b)-40; cut-- {
+		os.WriteFile(path, b[:cut], 0o640)
+		if got, err := New(Config{Clock: newClock()}).Load(path); err != nil || got != n-1 {
+			t.Fatalf("cut at %d of %d: %d entries, %v; want %d", cut, len(b), got, err, n-1)
+		}
+	}
+}
+
+// A full disk (or any failed write, fsync or rename) is a clear error
+// from Save naming the file, and the file saved before is kept whole.
+func TestCacheFileDiskFull(t *testing.T) {
+	for _, op := range []framelog.Op{framelog.OpWrite, framelog.OpSync, framelog.OpRename} {
+		t.Run(string(op), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "dns-cache")
+			s := New(Config{Clock: newClock()})
+			fill(s, 5)
+			if _, err := s.Save(path); err != nil {
+				t.Fatal(err)
+			}
+			fill(s, 50)
+			s.failpoint = func(o framelog.Op, p string) error {
+				if o == op && strings.HasPrefix(p, path) {
+					return syscall.ENOSPC
+				}
+				return nil
+			}
+			if _, err := s.Save(path); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Save on a full disk: %v; want ENOSPC naming %s", err, path)
+			}
+			if got, err := New(Config{Clock: newClock()}).Load(path); err != nil || got != 5 {
+				t.Fatalf("the file saved before: %d entries, %v", got, err)
+			}
+			if des, _ := os.ReadDir(dir); len(des) != 1 {
+				t.Fatalf("files left behind: %v", des)
+			}
+			s.failpoint = nil
+			if n, err := s.Save(path); err != nil || n != 50 {
+				t.Fatalf("Save once there is room: %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// A cache file of the previous release (cacheMagicV1, frames without
+// magic) is loaded, up to its first damaged frame as that release did.
+func TestCacheFilePreviousFormat(t *testing.T) {
+	clk := newClock()
+	s := New(Config{Clock: clk})
+	fill(s, 4)
+	old := []byte(cacheMagicV1)
+	s.cache.each(func(key, msg []byte, stored int64, ttl uint32) error {
+		p := binary.AppendUvarint(nil, uint64(len(key)))
+		p = append(p, key...)
+		p = binary.LittleEndian.AppendUint64(p, uint64(stored))
+		p = binary.LittleEndian.AppendUint32(p, ttl)
+		p = append(p, msg...)
+		old = binary.LittleEndian.AppendUint32(old, uint32(len(p)))
+		old = binary.LittleEndian.AppendUint32(old, crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)))
+		old = append(old, p...)
+		return nil
+	})
+	path := filepath.Join(t.TempDir(), "dns-cache")
+	os.WriteFile(path, old[:len(old)-2], 0o640) // the last entry torn
+	s2 := New(Config{Clock: clk})
+	if got, err := s2.Load(path); err != nil || got != 3 {
+		t.Fatalf("Load of the previous format: %d, %v; want 3", got, err)
+	}
+	if n, err := s2.Save(path); err != nil || n != 3 {
+		t.Fatalf("Save: %d, %v", n, err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.HasPrefix(b, []byte(cacheMagic)) {
+		t.Fatal("the next Save did not write the new format")
 	}
 }

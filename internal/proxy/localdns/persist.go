@@ -5,40 +5,47 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
 	"os"
-	"slices"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
-// The cache file: cacheMagic, then one frame per entry, most recently used
-// first: the payload's length and CRC-32C (4 bytes each, little endian),
-// then the payload: the key's length (uvarint), the key, when it was
-// stored (Unix nanoseconds, 8 bytes), its TTL (4 bytes), and the message.
-const cacheMagic = "misaki-dns-cache-1\n"
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// The cache file: cacheMagic, then one framelog frame per entry (type
+// typeEntry), most recently used first. An entry's payload: the key's
+// length (uvarint), the key, when it was stored (Unix nanoseconds, 8
+// bytes), its TTL (4 bytes), and the message.
+//
+// The previous release's file began with cacheMagicV1, and its frames were
+// the payload's length and CRC-32C (4 bytes each, little endian), then the
+// same payload; Load reads it as that release did, up to the first damaged
+// frame, and the next Save writes the new format.
+const (
+	cacheMagic   = "misaki-dns-cache-2\n"
+	cacheMagicV1 = "misaki-dns-cache-1\n"
+	typeEntry    = 1
+	maxEntry     = 1 << 20
+)
 
 // Generation changes whenever an answer is cached or dropped: a Save at
 // the same generation would write what the last one did.
 func (s *Server) Generation() uint64 { return s.cache.generation() }
 
-// Save writes the cache to path, crash-safe: a temporary file, fsynced,
-// renamed over path, and the directory fsynced. A crash leaves the old
-// file or the new one whole.
+// Save writes the cache to path, crash-safe (framelog.WriteFile): a
+// temporary file, fsynced, renamed over path, and the directory fsynced.
+// A crash leaves the old file or the new one whole; a failure (a full
+// disk) leaves the old one, and an error that names the file.
 //
 // The directory is made if it is missing: by default the file is in the
 // spool's, which nothing else may have made yet.
 func (s *Server) Save(path string) (int, error) {
 	n := 0
-	err := durable.WriteFile(path, func(f io.Writer) error {
+	err := framelog.WriteFile(path, s.failpoint, func(f io.Writer) error {
 		w := bufio.NewWriterSize(f, 256<<10)
 		w.WriteString(cacheMagic)
-		var payload []byte
+		var payload, frame []byte
 		// Written under the cache's lock, which the entries need (their
 		// slots are reused once dropped) and which keeps the file one state
 		// of the cache: about 10 ms for 100,000 answers, every
@@ -50,11 +57,8 @@ func (s *Server) Save(path string) (int, error) {
 			payload = binary.LittleEndian.AppendUint64(payload, uint64(stored))
 			payload = binary.LittleEndian.AppendUint32(payload, ttl)
 			payload = append(payload, msg...)
-			var hdr [8]byte
-			binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
-			binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(payload, castagnoli))
-			w.Write(hdr[:])
-			_, err := w.Write(payload)
+			frame = framelog.AppendFrame(frame[:0], typeEntry, payload)
+			_, err := w.Write(frame)
 			n++
 			return err
 		})
@@ -70,9 +74,9 @@ func (s *Server) Save(path string) (int, error) {
 }
 
 // Load reads the cache file at path into the cache, and returns how many
-// entries it took. A missing file is no error; a damaged frame ends the
-// load with what came before it. Entries past their maximum stale age are
-// left out.
+// entries it took. A missing file is no error. A damaged entry is skipped
+// and logged, and every intact one after it loaded (framelog's rule).
+// Entries past their maximum stale age are left out.
 func (s *Server) Load(path string) (int, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -82,30 +86,21 @@ func (s *Server) Load(path string) (int, error) {
 		return 0, fmt.Errorf("dns cache: %w", err)
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 256<<10)
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("dns cache: %w", err)
+	}
 	magic := make([]byte, len(cacheMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != cacheMagic {
+	if _, err := io.ReadFull(f, magic); err != nil || string(magic) != cacheMagic && string(magic) != cacheMagicV1 {
 		return 0, fmt.Errorf("dns cache: %s is not a cache file", path)
 	}
 	now := s.cfg.Clock.Now()
-	loaded := 0
-	var hdr [8]byte
-	var payload []byte
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			break
-		}
-		n := binary.LittleEndian.Uint32(hdr[0:])
-		if n > 1<<20 {
-			break
-		}
-		payload = slices.Grow(payload[:0], int(n))[:n]
-		if _, err := io.ReadFull(r, payload); err != nil || crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
-			break
-		}
+	loaded, bad := 0, 0
+	load := func(payload []byte) {
 		klen, w := binary.Uvarint(payload)
 		if w <= 0 || klen > math.MaxUint16 || klen > uint64(len(payload)-w) || len(payload)-w-int(klen) < 12 {
-			break
+			bad++
+			return
 		}
 		p := payload[w:]
 		key, p := p[:klen], p[klen:]
@@ -116,6 +111,33 @@ func (s *Server) Load(path string) (int, error) {
 			s.cache.store(string(key), p[12:], stored, ttl, false)
 			loaded++
 		}
+	}
+	if string(magic) == cacheMagicV1 {
+		_, err := framelog.ScanLegacy(f, 0, maxEntry, func(_, payload []byte) error {
+			load(payload)
+			return nil
+		})
+		if err != nil {
+			return loaded, fmt.Errorf("dns cache: %s: %w", path, err)
+		}
+		return loaded, nil
+	}
+	size := st.Size() - int64(len(cacheMagic))
+	sc := framelog.NewScanner(io.NewSectionReader(f, int64(len(cacheMagic)), size), size, maxEntry)
+	sc.OnDamage = func(sp framelog.Span) {
+		s.cfg.Log.Warn("dns: damaged bytes in the cache file skipped", "file", path,
+			"offset", int64(len(cacheMagic))+sp.Off, "bytes", sp.Len, "torn", sp.Torn)
+	}
+	for sc.Next() {
+		if fr := sc.Frame(); fr.Type == typeEntry {
+			load(fr.Payload)
+		}
+	}
+	if bad > 0 {
+		s.cfg.Log.Warn("dns: undecodable entries in the cache file skipped", "file", path, "entries", bad)
+	}
+	if err := sc.Err(); err != nil {
+		return loaded, fmt.Errorf("dns cache: %s: %w", path, err)
 	}
 	return loaded, nil
 }
