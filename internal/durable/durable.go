@@ -1,9 +1,10 @@
 //go:build linux
 
 // Package durable holds the two system calls the proxy's on-disk stores
-// (the spool, replay results, the gateway's key log) make their writes
-// durable with, and the crash-safe replacement of a whole file (the DNS
-// cache, the kept xDS config) built on them.
+// make their writes durable with (framelog, which the spool, replay
+// results, the gateway's key log and the DNS cache are written through,
+// calls them), and the crash-safe replacement of a whole file built on
+// them, for the kept xDS config.
 package durable
 
 import (
