@@ -63,6 +63,9 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $${FUZZTIME:-60s} ./internal/batch/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $${FUZZTIME:-60s} ./internal/proxy/localdns/
+	$(GO) test -run '^$$' -fuzz FuzzPutLink -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
+	$(GO) test -run '^$$' -fuzz FuzzRequests -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
+	$(GO) test -run '^$$' -fuzz FuzzGet -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
 
 .PHONY: generate
 generate: ## Regenerate the CRD, deepcopy and RBAC from api/ and the controller's markers, and the proxy's xDS messages

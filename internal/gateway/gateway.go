@@ -256,6 +256,7 @@ func identity(cs *tls.ConnectionState) string {
 
 // ServeHTTP forwards one vehicle request, de-duplicated by its key.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	forward.CloseAmbiguous(w, r)
 	id := identity(r.TLS)
 	ih := s.cfg.Gateway.IdentityHeader
 	r.Header.Del(ih)
@@ -314,8 +315,9 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 	var err error
 	defer func() {
 		p := recover()
-		if rec.status == 0 || retryable(rec.status) {
-			// No final answer (the service failed or was not reached):
+		if rec.status == 0 || retryable(rec.status) || errors.Is(err, forward.ErrBadBody) {
+			// No final answer (the service failed or was not reached,
+			// or the vehicle's body broke and the gateway answered 400):
 			// the retry must reach the service.
 			hb.seal()
 			s.store.Release(key)
@@ -377,7 +379,7 @@ func (s *Server) repeat(w http.ResponseWriter, r *http.Request, routeName string
 	h := fingerprintHead(r)
 	if r.Body != nil && !e.BodyUnknown {
 		if _, err := io.Copy(h, r.Body); err != nil {
-			http.Error(w, "misaki gateway: reading the body: "+err.Error(), http.StatusBadRequest)
+			forward.RefuseBody(w, r, err)
 			return
 		}
 	}

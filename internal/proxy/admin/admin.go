@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -93,10 +94,8 @@ func Handler(o Options) http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/links/{name}", func(w http.ResponseWriter, r *http.Request) {
 		var ov link.Override
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ov); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf(`body must be JSON like {"state":"down"} (state up, down or auto; optional metered, roaming): %v`, err))
+		if code, err := decodeJSON(w, r, &ov); err != nil {
+			writeError(w, code, fmt.Sprintf(`body must be one JSON object like {"state":"down"} (state up, down or auto; optional metered, roaming): %v`, err))
 			return
 		}
 		st, err := o.Links.Set(r.PathValue("name"), ov)
@@ -132,6 +131,36 @@ func Handler(o Options) http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux
+}
+
+// MaxBodyBytes is the largest request body the admin API reads.
+const MaxBodyBytes = 4096
+
+// decodeJSON reads exactly one JSON object into v: no unknown fields, and
+// nothing after it but white space. It returns the status for the error:
+// 413 for a body over MaxBodyBytes, 400 otherwise.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) (int, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+			if terr != nil {
+				err = fmt.Errorf("after the JSON object: %w", terr)
+			}
+		}
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return http.StatusBadRequest, errors.New("empty body")
+	}
+	return http.StatusBadRequest, err
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

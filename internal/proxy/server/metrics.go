@@ -19,11 +19,12 @@ const (
 	outcomeSpooled       = "spooled"        // 202: written to the spool
 	outcomeSpoolFull     = "spool_full"     // 507: a spool quota or the disk is full
 	outcomeSpoolRefused  = "spool_refused"  // 400: a bad Misaki-Callback
+	outcomeBadRequest    = "bad_request"    // 400: a malformed body (connection closed)
 )
 
 var allOutcomes = []string{outcomeDirect, outcomeHeld, outcomeHoldExpired, outcomeHoldFull,
 	outcomeUnavailable, outcomeClientGone, outcomeUpstreamError, outcomeTooLarge, outcomeShutdown,
-	outcomeSpooled, outcomeSpoolFull, outcomeSpoolRefused}
+	outcomeSpooled, outcomeSpoolFull, outcomeSpoolRefused, outcomeBadRequest}
 
 type metrics struct {
 	spoolOutcomes *prometheus.CounterVec

@@ -147,10 +147,12 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 		rec.Expires = s.clock.Now().Add(ttl).UnixNano()
 	}
 	var src io.Reader
+	var rb *bodyReader
 	if bodyRead {
 		rec.Body = body
 	} else if r.Body != nil && r.Body != http.NoBody {
-		src = r.Body
+		rb = &bodyReader{r: r.Body}
+		src = rb
 	}
 	lim := spool.Limits{MaxBytes: int64(rt.cfg.Offline.Quota.Bytes), MaxRecords: int64(rt.cfg.Offline.Quota.Requests), Evict: spool.Reject}
 	if rt.cfg.Offline.Eviction == config.EvictDropOldest {
@@ -161,6 +163,9 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 		switch {
 		case isTooLarge(err):
 			s.bodyError(w, rt, err)
+		case rb != nil && rb.err != nil:
+			// The app's body broke, not the spool.
+			s.bodyError(w, rt, rb.err)
 		case errors.Is(err, spool.ErrFull), errors.Is(err, syscall.ENOSPC):
 			rt.count[outcomeSpoolFull].Inc()
 			http.Error(w, fmt.Sprintf("misaki: route %s: the request was not stored: %v", rt.cfg.Name, err), http.StatusInsufficientStorage)
@@ -182,6 +187,21 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	fmt.Fprintf(w, "{\"id\":%q,\"state\":\"queued\",\"route\":%q}\n", id, rt.cfg.Name)
+}
+
+// bodyReader remembers the first error reading a request body, to tell it
+// from the spool's own errors.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // requestStatus serves GET /v1/requests/{id}.
