@@ -40,6 +40,22 @@ var refusedRequests = map[string]string{
 	"bad method":         "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
 	"bad percent":        "GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n",
 	"leading empty line": "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+	// Smuggling shapes (internal/smuggletest runs them end to end).
+	"length and TE":         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+	"TE in capitals":        "POST / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: CHUNKED\r\n\r\n",
+	"TE after a tab":        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n",
+	"TE on HTTP/1.0":        "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+	"differing lengths":     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+	"length list":           "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+	"hex length":            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",
+	"split length":          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 0\r\n\r\n",
+	"folded length":         "POST / HTTP/1.1\r\nHost: a\r\nX: a\r\n Content-Length: 40\r\nContent-Length: 5\r\n\r\n",
+	"fold before headers":   "POST / HTTP/1.1\r\n Content-Length: 40\r\nHost: a\r\n\r\n",
+	"NUL in value":          "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+	"NUL in name":           "GET / HTTP/1.1\r\nHost: a\r\nX-\x00A: b\r\n\r\n",
+	"bare CR in value":      "GET / HTTP/1.1\r\nHost: a\r\nX: a\rContent-Length: 5\r\n\r\n",
+	"vertical tab in value": "GET / HTTP/1.1\r\nHost: a\r\nX: \x0bb\r\n\r\n",
+	"space in name":         "POST / HTTP/1.1\r\nHost: a\r\nContent Length: 5\r\n\r\n",
 }
 
 func TestParseRequestMatchesNetHTTP(t *testing.T) {
