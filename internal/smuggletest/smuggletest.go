@@ -330,7 +330,7 @@ var Corpus = []Case{
 
 // Target is a proxy under test.
 type Target struct {
-	Dial     func() (net.Conn, error)
+	Dial func() (net.Conn, error)
 	Host string // routes to Upstream
 	// Extra returns header lines, each ending in CRLF, for the first
 	// request of the case with this id; nil for none.
@@ -400,6 +400,13 @@ func runCase(t *testing.T, tg Target, c Case, id string) {
 	case Refused, Closed, NotForwarded:
 		if len(smuggled) > 0 {
 			t.Errorf("the smuggled request reached the upstream: %+v", smuggled[0])
+		}
+	}
+	if c.Want == Refused || c.Want == Closed {
+		for _, r := range resps {
+			if !r.Close {
+				t.Errorf("a %d before the close does not say Connection: close", r.StatusCode)
+			}
 		}
 	}
 	switch c.Want {
