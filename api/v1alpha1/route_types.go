@@ -318,6 +318,13 @@ type Offline struct {
 	// +kubebuilder:validation:Maximum=256
 	// +optional
 	Batch int32 `json:"batch,omitempty"`
+	// GRPC is what a gRPC call gets when its hold window passes:
+	// unavailable (grpc-status UNAVAILABLE, not sent, never spooled) or
+	// spool (spooled where the route spools, answered DEADLINE_EXCEEDED
+	// with its Misaki-Request-Id). Default unavailable.
+	// +kubebuilder:validation:Enum=unavailable;spool
+	// +optional
+	GRPC string `json:"grpc,omitempty"`
 }
 
 // Limit bounds a count of requests and their bytes.

@@ -383,6 +383,12 @@ type Timeouts struct {
 	Idle Duration `yaml:"idle"`
 }
 
+// What a gRPC call gets when its hold window passes (Offline.GRPC).
+const (
+	GRPCUnavailable = "unavailable"
+	GRPCSpool       = "spool"
+)
+
 // Probe types.
 const (
 	ProbeTCP  = "tcp"
@@ -462,6 +468,12 @@ type Offline struct {
 	// exchange. The upstream must be a Misaki gateway. Default 0: one
 	// request per exchange.
 	Batch int `yaml:"batch"`
+	// GRPC is what a gRPC call (content-type application/grpc) gets when
+	// its hold window passes: unavailable (default: grpc-status UNAVAILABLE,
+	// the call was not sent, never spooled) or spool (spooled like any
+	// request where the route spools, and answered grpc-status
+	// DEADLINE_EXCEEDED with its Misaki-Request-Id; see docs/proxy.md).
+	GRPC string `yaml:"grpc"`
 }
 
 // SpoolQuota bounds one route's spooled requests.
@@ -587,6 +599,7 @@ func (c *Config) SetDefaults() {
 		setDefault(&r.Offline.RetryAfter, max(r.Offline.Hold, Duration(time.Second)))
 		setDefault(&r.Offline.TTL, Duration(DefaultSpoolTTL))
 		setDefault(&r.Offline.Eviction, EvictReject)
+		setDefault(&r.Offline.GRPC, GRPCUnavailable)
 		for j, m := range r.Offline.UnsafeMethods {
 			r.Offline.UnsafeMethods[j] = strings.ToUpper(m)
 		}
@@ -840,6 +853,9 @@ func (c *Config) Validate() error {
 		}
 		if r.Offline.Eviction != EvictReject && r.Offline.Eviction != EvictDropOldest {
 			bad(f+".offline.eviction", "%q must be reject or drop-oldest", r.Offline.Eviction)
+		}
+		if r.Offline.GRPC != GRPCUnavailable && r.Offline.GRPC != GRPCSpool {
+			bad(f+".offline.grpc", "%q must be unavailable or spool", r.Offline.GRPC)
 		}
 		for j, m := range r.Offline.UnsafeMethods {
 			if m == "" || strings.ContainsFunc(m, func(c rune) bool { return c < 'A' || c > 'Z' }) {

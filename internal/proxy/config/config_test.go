@@ -38,7 +38,7 @@ func TestIssueExampleParsesWithDefaults(t *testing.T) {
 			Backoff: Backoff{Initial: Duration(DefaultBackoffInitial), Max: Duration(DefaultProbeBackoffMax)}},
 		Offline: Offline{Hold: Duration(30 * time.Second), Links: []string{"wifi", "cellular", "ethernet"},
 			Metered: Allow, Roaming: Allow, RetryAfter: Duration(30 * time.Second),
-			TTL: Duration(DefaultSpoolTTL), Eviction: EvictReject},
+			TTL: Duration(DefaultSpoolTTL), Eviction: EvictReject, GRPC: GRPCUnavailable},
 	}
 	if d := cmp.Diff(want, r); d != "" {
 		t.Errorf("route (-want +got):\n%s", d)

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -359,6 +360,9 @@ func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spo
 	switch {
 	case err != nil && errors.Is(err, errUnreadable):
 		res.State, res.Reason = OutcomeFailed, err.Error()
+	case err == nil && cw.status < 300 && grpcRetryable(cw.header):
+		p.retry(route, rec.Seq, errors.New("replay: the upstream answered grpc-status "+grpcStatus(cw.header)), cw.status)
+		return nil, 0
 	case err != nil || retryable(cw.status, cw.header):
 		if ctx.Err() == nil && t.NotSent != nil && t.NotSent(err) && t.Unreachable != nil {
 			t.Unreachable(err)
@@ -367,6 +371,9 @@ func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spo
 		return nil, 0
 	case cw.status >= 400:
 		res.State, res.Reason = OutcomeFailed, fmt.Sprintf("the upstream answered %d", cw.status)
+		res.Response = cw.response()
+	case isGRPCResponse(cw.header) && grpcStatus(cw.header) != "0":
+		res.State, res.Reason = OutcomeFailed, "the upstream answered grpc-status "+grpcStatus(cw.header)
 		res.Response = cw.response()
 	default:
 		res.State = OutcomeDelivered
@@ -423,6 +430,36 @@ func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http
 func retryable(status int, h http.Header) bool {
 	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests ||
 		status == http.StatusConflict && h.Get("Retry-After") != ""
+}
+
+// isGRPCResponse reports whether a response is a gRPC one.
+func isGRPCResponse(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "application/grpc")
+}
+
+// grpcStatus is a gRPC response's grpc-status, from its trailers (or its
+// headers, for a Trailers-Only response); "" when it has none (the stream
+// broke off before its end).
+func grpcStatus(h http.Header) string {
+	if v := h.Get(http.TrailerPrefix + "Grpc-Status"); v != "" {
+		return v
+	}
+	return h.Get("Grpc-Status")
+}
+
+// grpcRetryable reports whether a gRPC response with HTTP status 2xx means
+// "try again later": no grpc-status at all (cut short), UNAVAILABLE (14) or
+// RESOURCE_EXHAUSTED (8), the gRPC forms of 503 and 429. Delivery is judged
+// by grpc-status as well as the HTTP status.
+func grpcRetryable(h http.Header) bool {
+	if !isGRPCResponse(h) {
+		return false
+	}
+	switch grpcStatus(h) {
+	case "", "14", "8":
+		return true
+	}
+	return false
 }
 
 // retry puts the request back at the head of its route, which waits a

@@ -62,6 +62,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	delivery := outcomeDirect
+	grpc := isGRPC(r)
 	var (
 		body      []byte
 		buffered  bool
@@ -103,23 +104,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					}
 				}
 			}
-			if !buffered && !rt.queue.Fits(max(r.ContentLength, 0)+headerSize(r)) {
-				// Its declared length cannot fit: refuse before reading it.
-				rt.count[outcomeHoldFull].Inc()
-				s.unavailable(w, rt, "hold limit reached; the request is larger than the room left for held requests")
-				return
-			}
-			if !buffered {
-				// A held request's body is read now: it is counted against
-				// the hold limits, and only once the body is consumed does
-				// the server notice a client that hangs up while waiting.
-				var err error
-				if body, err = io.ReadAll(r.Body); err != nil {
-					s.bodyError(w, rt, err)
-					return
-				}
-				buffered = true
-			}
+			// A body that was not read up front (unknown length, or
+			// larger than resendBodyMax) is not read while held either:
+			// it stays with the app, its flow control holding the app back,
+			// and streams upstream once the route is usable. So a
+			// bidirectional gRPC stream or a long upload is held for the
+			// window like any request, then answered and released, and a
+			// held request costs its headers only.
 			proceed, expired := s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil)
 			if expired {
 				s.offline(w, r, rt, body, buffered, window)
@@ -134,6 +125,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
 			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
+		if grpc && delivery == outcomeHeld && !shortenGRPCTimeout(r.Header, time.Since(start)) {
+			// The app's deadline passed while the call was held.
+			rt.count[outcomeHoldExpired].Inc()
+			writeGRPCStatus(w, grpcDeadlineExceeded, fmt.Sprintf("misaki: route %s: the call's grpc-timeout passed while it was held; it was not sent", rt.cfg.Name),
+				grpcReasonNotSent, map[string]string{"route": rt.cfg.Name})
+			return
 		}
 		err := rt.fwd.Forward(w, r, delivery)
 		if errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) {
@@ -194,7 +192,7 @@ func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *routeRT, bo
 	if ok, why := s.spoolable(rt, r); ok {
 		s.spoolRequest(w, r, rt, body, buffered)
 	} else {
-		s.holdExpired(w, rt, window, why)
+		s.holdExpired(w, r, rt, window, why)
 	}
 }
 
@@ -224,7 +222,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 	o, err := rt.queue.Wait(ctx, size, window)
 	if err != nil { // hold.ErrFull
 		rt.count[outcomeHoldFull].Inc()
-		s.unavailable(w, rt, "hold limit reached; too many requests are already waiting")
+		s.unavailable(w, r, rt, "hold limit reached; too many requests are already waiting")
 		return false, false
 	}
 	if window > 0 {
@@ -241,7 +239,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 		}
 	case hold.Closed:
 		rt.count[outcomeShutdown].Inc()
-		s.unavailable(w, rt, "the proxy is shutting down")
+		s.unavailable(w, r, rt, "the proxy is shutting down")
 	case hold.Expired:
 		return false, true
 	}
@@ -250,7 +248,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 
 // holdExpired answers a request whose hold window passed (or that had none)
 // and that is not spooled: 503 with Retry-After, and why not spooled.
-func (s *Server) holdExpired(w http.ResponseWriter, rt *routeRT, window time.Duration, whyNotSpooled string) {
+func (s *Server) holdExpired(w http.ResponseWriter, r *http.Request, rt *routeRT, window time.Duration, whyNotSpooled string) {
 	msg := "no usable link"
 	if window > 0 {
 		rt.count[outcomeHoldExpired].Inc()
@@ -261,10 +259,13 @@ func (s *Server) holdExpired(w http.ResponseWriter, rt *routeRT, window time.Dur
 	if whyNotSpooled != "" {
 		msg += "; " + whyNotSpooled
 	}
-	s.unavailable(w, rt, msg)
+	s.unavailable(w, r, rt, msg)
 }
 
-func (s *Server) unavailable(w http.ResponseWriter, rt *routeRT, what string) {
+// unavailable answers a request that was not sent: 503 with Retry-After,
+// or for a gRPC call grpc-status UNAVAILABLE, which a gRPC client may
+// retry safely.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, rt *routeRT, what string) {
 	s.evalMu.Lock()
 	reason := rt.reason
 	s.evalMu.Unlock()
@@ -273,6 +274,10 @@ func (s *Server) unavailable(w http.ResponseWriter, rt *routeRT, what string) {
 	msg := fmt.Sprintf("misaki: route %s: %s", rt.cfg.Name, what)
 	if reason != "" {
 		msg += " (" + reason + ")"
+	}
+	if isGRPC(r) {
+		writeGRPCStatus(w, grpcUnavailable, msg+"; the call was not sent", grpcReasonNotSent, map[string]string{"route": rt.cfg.Name})
+		return
 	}
 	http.Error(w, msg, http.StatusServiceUnavailable)
 }

@@ -97,6 +97,8 @@ func (s *Server) spoolable(rt *routeRT, r *http.Request) (bool, string) {
 		return false, fmt.Sprintf("%s is not spooled on this route (offline.unsafeMethods)", r.Method)
 	case r.Header.Get("Upgrade") != "":
 		return false, "upgrades (WebSocket) cannot be spooled"
+	case rt.cfg.Offline.GRPC != config.GRPCSpool && isGRPC(r):
+		return false, "gRPC calls are not spooled unless the route sets offline.grpc: spool"
 	}
 	return true, ""
 }
@@ -136,7 +138,9 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 		key = uuidv7.New()
 	}
 	h := r.Header.Clone()
-	for _, k := range []string{headerCallback, "Idempotency-Key", "Prefer", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Proxy-Connection"} {
+	// The app's grpc-timeout is its deadline for this call, long past when
+	// the call is replayed.
+	for _, k := range []string{headerCallback, "Idempotency-Key", "Prefer", "Grpc-Timeout", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Proxy-Connection"} {
 		delete(h, k)
 	}
 	rec := &spool.Record{
@@ -174,7 +178,7 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 		default:
 			rt.count[outcomeSpoolFull].Inc()
 			s.log.Error("spooling a request", "route", rt.cfg.Name, "err", err)
-			s.unavailable(w, rt, "the request could not be stored: "+err.Error())
+			s.unavailable(w, r, rt, "the request could not be stored: "+err.Error())
 		}
 		return
 	}
@@ -184,6 +188,15 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	w.Header().Set(headerRequestID, id)
 	w.Header().Set("Location", s.sp.requests+id)
 	w.Header().Set(forward.HeaderDelivery, deliverySpooled)
+	if isGRPC(r) {
+		// Accepted for later: not UNAVAILABLE, which clients retry (and a
+		// retry would be a second call). DEADLINE_EXCEEDED says the call
+		// did not complete in time and may still complete; the id in the
+		// trailers is where its answer will be.
+		writeGRPCStatus(w, grpcDeadlineExceeded, fmt.Sprintf("misaki: route %s: accepted for later delivery as request %s; its answer will be at %s", rt.cfg.Name, id, s.sp.requests+id),
+			grpcReasonSpooled, map[string]string{"route": rt.cfg.Name, "request-id": id})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	fmt.Fprintf(w, "{\"id\":%q,\"state\":\"queued\",\"route\":%q}\n", id, rt.cfg.Name)
