@@ -331,6 +331,12 @@ func (f *Upstream) modifyResponse(resp *http.Response) error {
 	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
 		resp.Header.Set(HeaderDelivery, a.delivery)
 	}
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		// Announced trailers are listed to the app before the body; the
+		// values arrive after it.
+		dropForbiddenTrailers(resp.Trailer)
+		resp.Body = &trailerFilter{ReadCloser: resp.Body, resp: resp}
+	}
 	return nil
 }
 
@@ -413,7 +419,7 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	case err == io.EOF && b.trailer != nil:
 		// The server filled the trailers in before returning EOF, and
 		// the transport writes them after it, on this goroutine.
-		dropFramingTrailers(b.trailer)
+		dropForbiddenTrailers(b.trailer)
 	case err != nil && err != io.EOF && !isTooLarge(err):
 		b.err.CompareAndSwap(nil, &err)
 	}

@@ -57,16 +57,3 @@ func CloseAmbiguous(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 }
-
-// notInTrailers are fields a request's trailers do not pass on: framing,
-// routing and hop-by-hop fields, which a recipient must not take from
-// trailers (RFC 9110 §6.5.1), and which an upstream that merges trailers
-// into the header section would misread.
-var notInTrailers = [...]string{"Content-Length", "Transfer-Encoding", "Trailer", "Host",
-	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Upgrade"}
-
-func dropFramingTrailers(h http.Header) {
-	for _, k := range notInTrailers {
-		delete(h, k)
-	}
-}

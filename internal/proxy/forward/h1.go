@@ -591,7 +591,9 @@ func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, r
 		return werr
 	}
 	for k, vs := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vs
+		if TrailerAllowed(k) {
+			h[http.TrailerPrefix+k] = vs
+		}
 	}
 	if resp.Close || !intact {
 		f.h1.discard(pc)

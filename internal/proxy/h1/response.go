@@ -162,13 +162,16 @@ func (w *responseWriter) finish() bool {
 		for _, decl := range h["Trailer"] {
 			for k := range strings.SplitSeq(decl, ",") {
 				k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+				if !httpguts.ValidTrailerHeader(k) {
+					continue // as net/http's servers do: framing, routing and the like never go in trailers
+				}
 				for _, v := range h[k] {
 					w.bw.WriteString(k + ": " + v + "\r\n")
 				}
 			}
 		}
 		for k, vs := range h {
-			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(http.CanonicalHeaderKey(name)) {
 				for _, v := range vs {
 					w.bw.WriteString(name + ": " + v + "\r\n")
 				}

@@ -50,7 +50,8 @@ func TestAdminAPIAndMetrics(t *testing.T) {
 		{"/v1/links/nope", `{"state":"down"}`, 404, "unknown link"},
 		{"/v1/links/wlan", `{"state":"sideways"}`, 400, "use up, down or auto"},
 		{"/v1/links/wlan", `{"state":"down","extra":1}`, 400, "unknown field"},
-		{"/v1/links/wlan", `not json`, 400, "must be JSON"},
+		{"/v1/links/wlan", `not json`, 400, "must be one JSON object"},
+		{"/v1/links/wlan", `{"state":"down"} {"state":"up"}`, 400, "trailing data"},
 	} {
 		if code, body := put(c.path, c.body); code != c.code || !strings.Contains(body, c.want) {
 			t.Errorf("PUT %s %s: %d %q, want %d containing %q", c.path, c.body, code, body, c.code, c.want)
