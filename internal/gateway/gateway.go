@@ -43,6 +43,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/gateway/idem"
+	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/route"
@@ -192,6 +193,12 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       s.cfg.Limits.IdleTimeout.D(),
 		MaxHeaderBytes:    int(s.cfg.Limits.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: s.cfg.Limits.HTTP2.MaxConcurrentStreams},
+	}
+	guard := h2guard.New(s.cfg.Limits.HTTP2.Guard(), h2guard.Options{Log: s.log, MetricPrefix: "misaki_gateway"})
+	s.reg.MustRegister(guard)
+	if err := guard.ConfigureServer(srv); err != nil {
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

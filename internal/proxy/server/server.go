@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
@@ -210,6 +211,13 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
 		IdleTimeout:       lim.IdleTimeout.D(),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: lim.HTTP2.MaxConcurrentStreams},
+	}
+	guard := h2guard.New(lim.HTTP2.Guard(), h2guard.Options{Log: s.log.With("component", "h2guard"), Clock: s.clock, MetricPrefix: "misaki_proxy"})
+	s.reg.MustRegister(guard)
+	if err := guard.ConfigureServer(mesh); err != nil {
+		s.closeListeners()
+		return err
 	}
 	if s.spools() {
 		if err := s.openSpool(); err != nil {

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/misaki-io/misaki/internal/h2guard"
+	"github.com/misaki-io/misaki/internal/h2guard/h2abuse"
+	"github.com/misaki-io/misaki/internal/proxy/config"
+)
+
+var h2abuseMeasure = flag.Duration("h2abuse.measure", 0, "TestH2AbuseMeasure: run each HTTP/2 abuse for this long and log what reached the upstream")
+
+// abuse is one attack on the mesh listener, and how the proxy must end it.
+type abuse struct {
+	name   string
+	attack h2abuse.Attack
+	code   http2.ErrCode // of the GOAWAY
+	limit  string        // in its debug data and the metric; "" when Go's server ends it
+}
+
+var abuses = []abuse{
+	{"rapid reset", h2abuse.RapidReset, http2.ErrCodeEnhanceYourCalm, "resets"},
+	{"MadeYouReset/zero WINDOW_UPDATE", h2abuse.ZeroWindowUpdate.Attack, http2.ErrCodeEnhanceYourCalm, "resets"},
+	{"MadeYouReset/WINDOW_UPDATE overflow", h2abuse.WindowOverflow.Attack, http2.ErrCodeEnhanceYourCalm, "resets"},
+	{"MadeYouReset/DATA after END_STREAM", h2abuse.DataAfterEndStream.Attack, http2.ErrCodeEnhanceYourCalm, "resets"},
+	{"MadeYouReset/PRIORITY on itself", h2abuse.SelfDependency.Attack, http2.ErrCodeEnhanceYourCalm, "resets"},
+	{"CONTINUATION flood/empty", h2abuse.ContinuationFlood(nil), http2.ErrCodeEnhanceYourCalm, "continuations"},
+	// Header bytes past limits.maxHeaderBytes: Go's server ends that itself.
+	{"CONTINUATION flood/header bytes", h2abuse.ContinuationFlood([]byte("\x10\x05x-pad\x7f\x81\x07" + strings.Repeat("a", 1000))), http2.ErrCodeProtocol, ""},
+	{"SETTINGS flood", h2abuse.SettingsFlood, http2.ErrCodeEnhanceYourCalm, "settings"},
+	{"PING flood", h2abuse.PingFlood, http2.ErrCodeEnhanceYourCalm, "pings"},
+}
+
+// maxAbuseRequests bounds the requests one abusive connection may get to
+// the upstream with the default limits: the resets burst (500), and
+// streams the server has not reset yet (at most 4 x 250), with room.
+const maxAbuseRequests = config.DefaultHTTP2MaxStreams*4 + 500
+
+// TestH2Abuse sends each HTTP/2 attack on one h2c connection to the mesh
+// listener: the proxy must end the connection with GOAWAY, count it in
+// misaki_proxy_http2_limit_closes_total, keep the requests that reached
+// the upstream bounded, and go on serving. Without limits.http2 none of
+// them is ended (docs/proxy.md has the figures).
+func TestH2Abuse(t *testing.T) {
+	for _, a := range abuses {
+		t.Run(a.name, func(t *testing.T) {
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+			p := startProxy(t, simpleRoute(up.URL, ""), false)
+			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
+				a.attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.GoAway || res.GoAwayCode != a.code || (a.limit != "" && res.GoAwayDebug != "misaki: over limits.http2."+a.limit) {
+				t.Errorf("%s; want GOAWAY %v over limits.http2.%s", res, a.code, a.limit)
+			}
+			if n := up.total(); n > maxAbuseRequests {
+				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
+			}
+			if a.limit != "" {
+				want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 1`, a.limit)
+				if m := p.metrics(t); !strings.Contains(m, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
+			if r := p.send(context.Background(), "svc.mesh", "after", nil, nil); r.status != 200 {
+				t.Errorf("a request after the attack: %d %v", r.status, r.err)
+			}
+		})
+	}
+}
+
+// TestH2AbuseStdlibServer: with http1Server: stdlib, net/http takes the
+// h2c connections itself, and the limits hold the same.
+func TestH2AbuseStdlibServer(t *testing.T) {
+	for _, a := range []abuse{abuses[0], abuses[1], abuses[7]} {
+		t.Run(a.name, func(t *testing.T) {
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+			p := startProxy(t, "http1Server: stdlib\n"+simpleRoute(up.URL, ""), false)
+			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
+				a.attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.GoAway || res.GoAwayCode != a.code || res.GoAwayDebug != "misaki: over limits.http2."+a.limit {
+				t.Errorf("%s; want GOAWAY %v over limits.http2.%s", res, a.code, a.limit)
+			}
+			if n := up.total(); n > maxAbuseRequests {
+				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
+			}
+		})
+	}
+}
+
+// TestH2AbuseMeasure logs what each attack gets through in a given time;
+// docs/proxy.md has its figures.
+func TestH2AbuseMeasure(t *testing.T) {
+	if *h2abuseMeasure == 0 {
+		t.Skip("-h2abuse.measure not set")
+	}
+	for _, a := range abuses {
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+		p := startProxy(t, simpleRoute(up.URL, ""), false)
+		res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
+			a.attack, h2abuse.Options{Units: 1 << 30, Duration: *h2abuseMeasure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.stop()
+		n := up.total()
+		t.Logf("%-36s %s; upstream got %d (%.0f/s)", a.name, res, n, float64(n)/res.Elapsed.Seconds())
+	}
+}
+
+// TestH2LegitTraffic: what gRPC and Go clients do on one connection, with
+// the default limits, never ends it: 600 watch streams cancelled after a
+// second (more than the resets burst), 400 calls cancelled young (within
+// it), and 1,000 calls, pings and settings included.
+func TestH2LegitTraffic(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("telemetry", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(ln)
+	defer gs.Stop()
+
+	p := startProxy(t, simpleRoute("h2c://"+ln.Addr().String(), ""), true)
+	conn, err := grpc.NewClient("passthrough:///"+p.mesh,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("svc.mesh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for round := 0; round < 3; round++ {
+		const streams = 200 // within limits.http2.maxConcurrentStreams
+		cancels := make([]context.CancelFunc, streams)
+		for i := range cancels {
+			sctx, scancel := context.WithCancel(ctx)
+			cancels[i] = scancel
+			w, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatalf("round %d, watch %d: %v", round, i, err)
+			}
+		}
+		p.clock.Advance(h2guard.PrematureReset)
+		for _, c := range cancels {
+			c()
+		}
+	}
+
+	// Calls cancelled while the upstream has them: the watch's first
+	// answer is back, the stream is young.
+	for i := 0; i < 400; i++ {
+		sctx, scancel := context.WithCancel(ctx)
+		w, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		scancel()
+		if err != nil {
+			t.Fatalf("young watch %d: %v", i, err)
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "telemetry"}); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a call failed: %v", err)
+	}
+
+	// A Go client on h2c with prior knowledge: 1,000 requests at once.
+	up := newUpstream(t, nil)
+	p2 := startProxy(t, simpleRoute(up.URL, ""), false)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p2.mesh+"/x", nil)
+			req.Host = "svc.mesh"
+			resp, err := h2c.Do(req)
+			if err != nil {
+				t.Errorf("h2c request: %v", err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Errorf("h2c request answered over %s", resp.Proto)
+			}
+		}()
+	}
+	wg.Wait()
+
+	for _, m := range []string{p.metrics(t), p2.metrics(t)} {
+		for _, limit := range []string{"resets", "settings", "pings", "continuations", "streams"} {
+			if want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 0`, limit); !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
+}
+
+func h2cOnly() *http.Protocols {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
+// metrics is the admin API's /metrics.
+func (p *proxy) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
