@@ -385,9 +385,17 @@ func replayable(r *http.Request) bool {
 
 // resendable reports whether r may be sent again, whole, after an attempt
 // that got no response: it is replayable and its body can be read again
-// (none, or one the caller buffered and offers through GetBody).
+// (none, one the caller buffered and offers through GetBody, or one that
+// holds all its bytes, as the lean HTTP/1.1 server's does).
 func resendable(r *http.Request) bool {
-	return replayable(r) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || r.GetBody != nil)
+	if !replayable(r) {
+		return false
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || r.GetBody != nil {
+		return true
+	}
+	_, whole := r.Body.(interface{ Bytes() []byte })
+	return whole
 }
 
 // exchange writes the request and reads the response headers.

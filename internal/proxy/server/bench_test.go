@@ -21,21 +21,29 @@ func BenchmarkServe(b *testing.B) {
 	up := rawUpstream(b, []byte(resp))
 	p := startProxy(b, "routes:\n  - name: bench\n    hosts: [bench.mesh]\n    upstream: http://"+up+"\n", false)
 
-	c, err := net.Dial("tcp", p.mesh)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req := []byte("GET /v1/x HTTP/1.1\r\nHost: bench.mesh\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
-	br := bufio.NewReader(c)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if n := readRawResponse(b, br); n != len(body) {
-			b.Fatalf("body %d bytes, want %d", n, len(body))
-		}
+	for _, bc := range []struct{ name, req string }{
+		{"GET", "GET /v1/x HTTP/1.1\r\nHost: bench.mesh\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"},
+		// A POST the proxy may send twice: it gets an Idempotency-Key.
+		{"POST", "POST /v1/x HTTP/1.1\r\nHost: bench.mesh\r\nUser-Agent: bench\r\nContent-Type: application/json\r\nContent-Length: 256\r\n\r\n" + strings.Repeat("y", 256)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", p.mesh)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			req := []byte(bc.req)
+			br := bufio.NewReader(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if n := readRawResponse(b, br); n != len(body) {
+					b.Fatalf("body %d bytes, want %d", n, len(body))
+				}
+			}
+		})
 	}
 }
 
@@ -56,7 +64,8 @@ func rawUpstream(b *testing.B, resp []byte) string {
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
-					for { // request head, no body
+					n := 0
+					for { // request head, then a Content-Length body if any
 						line, err := br.ReadSlice('\n')
 						if err != nil {
 							return
@@ -64,6 +73,12 @@ func rawUpstream(b *testing.B, resp []byte) string {
 						if len(line) <= 2 {
 							break
 						}
+						if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+							n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+						}
+					}
+					if _, err := br.Discard(n); err != nil {
+						return
 					}
 					if _, err := c.Write(resp); err != nil {
 						return

@@ -121,10 +121,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			delivery = outcomeHeld
 		}
-		if buffered {
+		if buffered && (attempt > 0 || read == nil) {
+			// A fresh reader over the bytes for each attempt; the lean
+			// server's own body serves the first (it offers its bytes, so
+			// the forwarder knows it can be sent again).
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
-			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			r.GetBody = bodyGetter(body)
 		}
 		if grpc && delivery == outcomeHeld && !shortenGRPCTimeout(r.Header, time.Since(start)) {
 			// The app's deadline passed while the call was held.
@@ -170,6 +173,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+}
+
+// bodyGetter returns a GetBody over b. It is a function of its own so that
+// the handler's body variable is not captured (and moved to the heap) on
+// the path that never needs it.
+func bodyGetter(b []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }
 
 // resendBodyMax is the largest body of known length read before the first
