@@ -380,6 +380,9 @@ func (s *Server) repeat(w http.ResponseWriter, r *http.Request, routeName string
 	if e.State == idem.InFlight {
 		s.requests.WithLabelValues(routeName, outcomeConflict).Inc()
 		w.Header().Set("Retry-After", "1")
+		// The edge proxy knows its own re-sent request by this: it waits
+		// and asks again instead of passing the 409 to the app.
+		w.Header().Set(forward.HeaderIdempotency, forward.IdempotencyInFlight)
 		http.Error(w, "misaki gateway: a request with this Idempotency-Key is still being answered", http.StatusConflict)
 		return
 	}

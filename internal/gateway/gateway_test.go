@@ -19,6 +19,7 @@ import (
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/forward"
 )
 
 // pki is a throwaway fleet PKI (devpki) as files, with the client side
@@ -223,8 +224,8 @@ func TestInFlightConflictAndRetryableAnswers(t *testing.T) {
 	for svc.hits("slow") == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if r := g.post(t, c, "slow", "b"); r.status != http.StatusConflict {
-		t.Fatalf("repeat while in flight: %d %q", r.status, r.body)
+	if r := g.post(t, c, "slow", "b"); r.status != http.StatusConflict || r.header.Get(forward.HeaderIdempotency) != forward.IdempotencyInFlight || r.header.Get("Retry-After") == "" {
+		t.Fatalf("repeat while in flight: %d %v %q", r.status, r.header, r.body)
 	}
 	close(release)
 	if r := <-done; r.status != 200 {

@@ -40,6 +40,15 @@ const (
 	HeaderDelivery = "Misaki-Delivery"
 )
 
+// HeaderIdempotency on a gateway's 409 says why: IdempotencyInFlight, an
+// earlier request with the same Idempotency-Key is still being answered.
+// The edge knows its own re-sent request by it, and waits and asks again
+// instead of passing the 409 to the app.
+const (
+	HeaderIdempotency   = "Misaki-Idempotency"
+	IdempotencyInFlight = "in-flight"
+)
+
 // ErrNotSent wraps a connection failure that happened before any byte of the
 // request was sent or any byte of the response written: the request is intact
 // and may be retried.

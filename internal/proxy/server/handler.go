@@ -66,6 +66,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var (
 		body      []byte
 		buffered  bool
+		resent    bool // an attempt got no response: the next goes with the same key
 		holdUntil time.Time
 		window    time.Duration
 	)
@@ -136,7 +137,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				grpcReasonNotSent, map[string]string{"route": rt.cfg.Name})
 			return
 		}
-		err := rt.fwd.Forward(w, r, delivery)
+		fw := http.ResponseWriter(w)
+		var catcher *inFlightCatcher
+		if resent {
+			catcher = newInFlightCatcher(w)
+			fw = catcher
+		}
+		err := rt.fwd.Forward(fw, r, delivery)
+		if err == nil && catcher != nil && catcher.caught {
+			// The gateway is still answering the attempt that got no
+			// response: ask again after its Retry-After, within the window.
+			if holdUntil.IsZero() {
+				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
+				holdUntil = s.clock.Now().Add(window)
+			}
+			wait := min(catcher.retryAfter, holdUntil.Sub(s.clock.Now()))
+			if wait <= 0 || attempt+1 >= maxNotSentRetries {
+				s.offline(w, r, rt, body, buffered, window)
+				return
+			}
+			t := s.clock.NewTimer(wait)
+			select {
+			case <-t.C():
+			case <-r.Context().Done():
+				t.Stop()
+				rt.count[outcomeClientGone].Inc()
+				return
+			}
+			delivery = outcomeHeld
+			continue
+		}
+		if errors.Is(err, forward.ErrNoResponse) {
+			resent = true
+		}
 		if errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) {
 			// Not delivered, and nothing written to the app: the
 			// upstream could not be reached, or closed or stayed silent
