@@ -11,12 +11,15 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/listenfd"
 	"github.com/misaki-io/misaki/internal/proxy/server"
+	"github.com/misaki-io/misaki/internal/proxy/supervise"
 	"github.com/misaki-io/misaki/internal/proxy/xds"
 )
 
@@ -33,8 +36,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	role := fs.String("role", "", "edge or gateway; overrides the config's role")
 	http1 := fs.String("http1-server", "", "lean or stdlib: the edge's HTTP/1.1 server; overrides the config's http1Server")
+	supervised := fs.Bool("supervise", false, "edge: bind the listening sockets here and run the proxy as a child that is restarted when it dies, the sockets kept open meanwhile (docs/proxy.md, Supervisor)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--role edge|gateway] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n")
+		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--role edge|gateway] [--supervise] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -90,6 +94,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--log-format %q: use json or text", *logFormat)
 	}
 	log := slog.New(h).With("app", "misaki-proxy", "role", cfg.Role)
+	var sockets *listenfd.Set // from the supervisor, or systemd
+	if cfg.Role == config.RoleEdge {
+		if sockets, err = listenfd.FromEnv(); err != nil {
+			return err
+		}
+	}
+	if *supervised {
+		if cfg.Role != config.RoleEdge {
+			return errors.New("--supervise: only the edge role is supervised")
+		}
+		return runSupervisor(ctx, cfg, sockets, args, stdout, stderr, log.With("component", "supervisor"))
+	}
 	if m := cfg.Limits.Memory; m > 0 {
 		debug.SetMemoryLimit(int64(m))
 		log.Info("soft memory limit", "bytes", int64(m))
@@ -109,9 +125,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return gw.Run(ctx)
 	}
 	if cfg.XDS.Server != "" {
-		return runXDS(ctx, cfg, log)
+		return runXDS(ctx, cfg, sockets, log)
 	}
-	srv, err := server.New(cfg, log, server.Options{})
+	srv, err := server.New(cfg, log, server.Options{Sockets: sockets})
 	if err != nil {
 		return err
 	}
@@ -126,7 +142,7 @@ const ConfigEnv = "MISAKI_PROXY_CONFIG"
 // starts from the routes kept in xds.cache, if any, so that it serves at
 // once even when the controller is unreachable, and applies what the
 // controller sends from then on.
-func runXDS(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runXDS(ctx context.Context, cfg *config.Config, sockets *listenfd.Set, log *slog.Logger) error {
 	start := cfg
 	cached, err := xds.LoadCache(cfg.XDS.Cache)
 	if err != nil {
@@ -143,7 +159,7 @@ func runXDS(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Info("xds: starting from the kept config", "cache", cfg.XDS.Cache, "routes", len(cached.Routes), "versions", cached.Versions)
 		}
 	}
-	srv, err := server.New(start, log, server.Options{Endpoints: eps})
+	srv, err := server.New(start, log, server.Options{Endpoints: eps, Sockets: sockets})
 	if err != nil {
 		return err
 	}
@@ -158,4 +174,35 @@ func runXDS(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return client.Run(gctx) })
 	return g.Wait()
+}
+
+// runSupervisor binds the proxy's sockets (or takes systemd's) and runs
+// the proxy, this binary with args less --supervise, as a child that is
+// restarted when it dies (internal/proxy/supervise).
+func runSupervisor(ctx context.Context, cfg *config.Config, handed *listenfd.Set, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	files, err := supervise.Bind(cfg, handed)
+	if err != nil {
+		return err
+	}
+	log.Info("supervising", supervise.Addrs(files)...)
+	return supervise.Run(ctx, supervise.Options{
+		Args: withoutSupervise(args), Sockets: files, Stdout: stdout, Stderr: stderr, Log: log,
+	})
+}
+
+// withoutSupervise drops --supervise (in any of the flag package's
+// spellings) from args.
+func withoutSupervise(args []string) []string {
+	var out []string
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "supervise" {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -32,3 +32,20 @@ func TestHTTP1ServerFlag(t *testing.T) {
 		})
 	}
 }
+
+// The supervisor starts the proxy with its own arguments, less --supervise.
+func TestWithoutSupervise(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"--supervise --config a.yaml", "--config a.yaml"},
+		{"-config a.yaml -supervise", "-config a.yaml"},
+		{"--supervise=true --log-format text", "--log-format text"},
+		{"--config a.yaml -- --supervise", "--config a.yaml -- --supervise"},
+		{"--config supervise", "--config supervise"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := strings.Join(withoutSupervise(strings.Fields(tc.in)), " "); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

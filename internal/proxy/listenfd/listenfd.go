@@ -90,6 +90,10 @@ type Set struct {
 	files []File     // not taken yet
 }
 
+// NewSet is a Set of files, for a process that has them by other means
+// than its environment (tests).
+func NewSet(files ...File) *Set { return &Set{files: slices.Clone(files)} }
+
 // FromEnv takes the sockets this process was handed, and unsets the
 // variables. It returns nil, and no error, when there are none, or when
 // they were meant for another process (LISTEN_PID or MISAKI_LISTEN_PARENT

@@ -48,7 +48,7 @@ func (s *Server) listenDNS() error {
 	s.dns.Bind(s.reg)
 	s.dnsAddrs = addrs
 	s.setMesh(s.set.Load())
-	s.dnsPC, s.dnsLn, err = localdns.Listen(d.Listen)
+	s.dnsPC, s.dnsLn, err = s.listenDNSSockets(d.Listen)
 	return err
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
 	"github.com/misaki-io/misaki/internal/proxy/link"
+	"github.com/misaki-io/misaki/internal/proxy/listenfd"
 	"github.com/misaki-io/misaki/internal/proxy/localdns"
 	"github.com/misaki-io/misaki/internal/proxy/route"
 )
@@ -66,6 +67,8 @@ type Server struct {
 	stopping        atomic.Bool
 	active          atomic.Int64 // requests being served now
 	rejectedConns   prometheus.Counter
+
+	sockets *listenfd.Set // handed over by a supervisor or systemd; nil: bind
 }
 
 // routeRT is a route's runtime: its config and the parts that serve it.
@@ -97,6 +100,10 @@ type Options struct {
 	// name, as the xDS client kept them; routes without any dial their
 	// upstream URL's host.
 	Endpoints map[string][]string
+	// Sockets, when not nil, are the listening sockets handed over by a
+	// supervisor or by systemd (internal/proxy/listenfd): Listen takes
+	// them instead of binding the addresses.
+	Sockets *listenfd.Set
 }
 
 // New builds a server from a validated config. It reads the TLS files the
@@ -113,6 +120,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		reg:     prometheus.NewRegistry(),
 		budget:  hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
 		applyCh: make(chan applyReq),
+		sockets: opt.Sockets,
 
 		httpDone: make(chan struct{}),
 	}
@@ -139,19 +147,21 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 	return s, nil
 }
 
-// Listen binds the mesh and admin listeners. Addresses with port 0 get a free
-// port; MeshAddr and AdminAddr tell which.
+// Listen binds the mesh and admin listeners, or takes the ones handed over
+// (Options.Sockets). Addresses with port 0 get a free port; MeshAddr and
+// AdminAddr tell which.
 func (s *Server) Listen() error {
+	defer s.closeUnusedSockets()
 	var err error
-	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+	if s.meshLn, err = s.listenTCP(listenfd.Mesh, s.cfg.Listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin); err != nil {
+	if s.adminLn, err = s.listenTCP(listenfd.Admin, s.cfg.Admin); err != nil {
 		s.meshLn.Close()
 		return fmt.Errorf("admin: %w", err)
 	}
 	if s.cfg.Health != "" {
-		if s.healthLn, err = net.Listen("tcp", s.cfg.Health); err != nil {
+		if s.healthLn, err = s.listenTCP(listenfd.Health, s.cfg.Health); err != nil {
 			s.closeListeners()
 			return fmt.Errorf("health: %w", err)
 		}

@@ -49,6 +49,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -153,9 +154,11 @@ func Bind(cfg *config.Config, handed *listenfd.Set) (files []listenfd.File, err 
 	return files, nil
 }
 
-// Addrs describes files for a log line: name=address.
+// Addrs describes files for a log line: name, "tcp 127.0.0.1:80", …
+// (sockets of one name joined by commas).
 func Addrs(files []listenfd.File) []any {
-	var kv []any
+	var names []string
+	addrs := map[string][]string{}
 	for _, f := range files {
 		addr := "?"
 		if c, err := net.FileListener(f.File); err == nil {
@@ -165,7 +168,14 @@ func Addrs(files []listenfd.File) []any {
 			addr = "udp " + c.LocalAddr().String()
 			c.Close()
 		}
-		kv = append(kv, f.Name, addr)
+		if addrs[f.Name] == nil {
+			names = append(names, f.Name)
+		}
+		addrs[f.Name] = append(addrs[f.Name], addr)
+	}
+	var kv []any
+	for _, n := range names {
+		kv = append(kv, n, strings.Join(addrs[n], ", "))
 	}
 	return kv
 }
