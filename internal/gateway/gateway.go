@@ -181,6 +181,9 @@ func (s *Server) Run(ctx context.Context) error {
 		{"commit_errors_total", "Groups whose write failed: those answers were relayed to the vehicle but not stored.", func(st idem.Stats) float64 { return float64(st.CommitError) }},
 		{"checkpoints_total", "Logs moved into the key database.", func(st idem.Stats) float64 { return float64(st.Checkpoints) }},
 		{"checkpoint_errors_total", "Checkpoints that failed (the log is kept and applied later).", func(st idem.Stats) float64 { return float64(st.CheckpointErrors) }},
+		{"damaged_frames_total", "Damaged frames the last start skipped in the key logs a crash left (each costs its own stored answer; every intact one after it is kept).", func(st idem.Stats) float64 { return float64(st.DamagedFrames) }},
+		{"damaged_bytes_total", "Bytes of those damaged frames.", func(st idem.Stats) float64 { return float64(st.DamagedBytes) }},
+		{"torn_bytes_total", "Bytes of torn tails cut from the key logs at the last start.", func(st idem.Stats) float64 { return float64(st.TornBytes) }},
 	} {
 		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "misaki_gateway_store_" + c.name, Help: c.help},
 			func() float64 { return c.value(store.Stats()) }))
