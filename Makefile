@@ -63,6 +63,7 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $${FUZZTIME:-60s} ./internal/batch/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $${FUZZTIME:-60s} ./internal/proxy/localdns/
+	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime $${FUZZTIME:-60s} ./internal/h2guard/
 	$(GO) test -run '^$$' -fuzz FuzzPutLink -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
 	$(GO) test -run '^$$' -fuzz FuzzRequests -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
 	$(GO) test -run '^$$' -fuzz FuzzGet -fuzztime $${FUZZTIME:-60s} ./internal/proxy/admin/
