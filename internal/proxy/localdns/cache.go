@@ -95,22 +95,47 @@ func (c *cache) get(key []byte, now time.Time, buf []byte) (hit, bool) {
 // put stores msg for key, replacing the key's entry, as the most recently
 // used, and evicts from the cold end past the bounds.
 func (c *cache) put(key string, msg []byte, stored time.Time, ttl uint32) {
-	c.store(key, msg, stored, ttl, true)
-}
-
-// store is put, with the entry as the least recently used unless front.
-func (c *cache) store(key string, msg []byte, stored time.Time, ttl uint32, front bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old := c.entries[key]; old != 0 {
 		c.removeLocked(old)
 	}
-	if len(key) > 0xFFFF || int64(eHdrSize+len(key)+len(msg)+entryOverhead) > c.maxBytes {
+	if c.insertLocked(key, msg, stored, ttl, true) == 0 {
 		return
+	}
+	c.gen++
+	for len(c.entries) > c.maxEntries || c.bytes > c.maxBytes {
+		c.removeLocked(c.tail)
+	}
+}
+
+// load stores an entry read from the cache file, as the least recently
+// used, if there is room for it and the key has no entry yet: one there
+// was put while the file was loading, and is newer. It leaves the
+// generation as it is, since the file holds the entry.
+func (c *cache) load(key string, msg []byte, stored time.Time, ttl uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries[key] != 0 || len(c.entries) >= c.maxEntries {
+		return false
+	}
+	ref := c.insertLocked(key, msg, stored, ttl, false)
+	if ref != 0 && c.bytes > c.maxBytes {
+		c.dropLocked(ref)
+		return false
+	}
+	return ref != 0
+}
+
+// insertLocked adds an entry for key, which has none, at the front or the
+// back, and returns its ref, or 0 when it cannot be stored.
+func (c *cache) insertLocked(key string, msg []byte, stored time.Time, ttl uint32, front bool) uint32 {
+	if len(key) > 0xFFFF || int64(eHdrSize+len(key)+len(msg)+entryOverhead) > c.maxBytes {
+		return 0
 	}
 	ref := c.slab.alloc(eHdrSize + len(key) + len(msg))
 	if ref == 0 {
-		return
+		return 0
 	}
 	e := c.view(ref)
 	e.fill(key, msg, stored.UnixNano(), ttl)
@@ -121,10 +146,7 @@ func (c *cache) store(key string, msg []byte, stored time.Time, ttl uint32, fron
 		c.pushBack(ref)
 	}
 	c.bytes += c.size(ref)
-	c.gen++
-	for len(c.entries) > c.maxEntries || c.bytes > c.maxBytes {
-		c.removeLocked(c.tail)
-	}
+	return ref
 }
 
 func (c *cache) view(ref uint32) entryView { return entryView(c.slab.bytes(ref)) }
@@ -167,12 +189,18 @@ func (c *cache) unlink(ref uint32) {
 	}
 }
 
+// removeLocked drops an entry, a change of the entries.
 func (c *cache) removeLocked(ref uint32) {
+	c.dropLocked(ref)
+	c.gen++
+}
+
+// dropLocked drops an entry and frees its slot.
+func (c *cache) dropLocked(ref uint32) {
 	c.unlink(ref)
 	delete(c.entries, c.view(ref).key())
 	c.bytes -= c.size(ref)
 	c.slab.free(ref)
-	c.gen++
 }
 
 // generation counts the changes to the entries (not to their order).

@@ -133,7 +133,12 @@ type Server struct {
 	flight singleflight.Group
 	m      *Metrics
 
+	// loading is closed when the cache file's load ends; nil when none
+	// is on.
+	loading atomic.Pointer[chan struct{}]
+
 	failpoint framelog.Failpoint // fails the cache file's writes on purpose (tests)
+	onLoad    func()             // called after each entry read from the cache file (tests)
 }
 
 // zone is a suffix (lower case, fully qualified) and its resolvers.
@@ -244,19 +249,45 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	// Missing or expired: ask upstream; with a stale entry, wait only
 	// StaleAfter for it.
 	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
-	var timer <-chan time.Time
-	if cached {
-		t := s.cfg.Clock.NewTimer(s.cfg.StaleAfter)
-		defer t.Stop()
-		timer = t.C()
-	}
-	select {
-	case res := <-ch:
-		if res.Err == nil {
-			// Shared with the other clients that asked: a copy each.
-			return s.reply(req, res.Val.(*dns.Msg).Copy(), opt, false), SourceUpstream
+	var res singleflight.Result
+	got := false // res is ch's
+	if loading := s.loadingDone(); loading != nil && !cached {
+		// The cache file is still loading, and may hold the name further
+		// on: whichever comes first of the upstream's answer and the end
+		// of the load, and the end of the load if the upstream fails.
+		select {
+		case res = <-ch:
+			got = true
+			if res.Err != nil {
+				<-loading
+			}
+		case <-loading:
 		}
-	case <-timer:
+		if !got || res.Err != nil {
+			h, cached = s.cache.get([]byte(key), s.cfg.Clock.Now(), nil)
+			if cached && h.fresh() {
+				if r := s.fromEntry(req, opt, h.msg, h.ttlLeft(), false); r != nil {
+					return r, SourceCache
+				}
+			}
+		}
+	}
+	if !got {
+		var timer <-chan time.Time
+		if cached {
+			t := s.cfg.Clock.NewTimer(s.cfg.StaleAfter)
+			defer t.Stop()
+			timer = t.C()
+		}
+		select {
+		case res = <-ch:
+			got = true
+		case <-timer:
+		}
+	}
+	if got && res.Err == nil {
+		// Shared with the other clients that asked: a copy each.
+		return s.reply(req, res.Val.(*dns.Msg).Copy(), opt, false), SourceUpstream
 	}
 	if cached {
 		if r := s.fromEntry(req, opt, h.msg, staleTTL, true); r != nil {
@@ -417,6 +448,7 @@ func Listen(addr string) (*net.UDPConn, net.Listener, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("dns: %w", err)
 		}
+		setReadBuffer(pc) // from the first query on, not from Serve on
 		ln, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
 			return pc, ln, nil

@@ -30,7 +30,8 @@ const (
 )
 
 // Generation changes whenever an answer is cached or dropped: a Save at
-// the same generation would write what the last one did.
+// the same generation would write what the last one did. Loading the
+// file does not change it: the file holds what was loaded.
 func (s *Server) Generation() uint64 { return s.cache.generation() }
 
 // Save writes the cache to path, crash-safe (framelog.WriteFile): a
@@ -73,11 +74,73 @@ func (s *Server) Save(path string) (int, error) {
 	return n, nil
 }
 
+// StartLoad loads the cache file at path into the cache, as Load does, in
+// a goroutine of its own, and returns at once; wait returns Load's result
+// when the load is over. Call it before Serve, so that the first query
+// finds the load on. While it runs, every query is answered, none held
+// until the end of the load:
+//
+//   - mesh names, and the names loaded so far, at once;
+//   - another name by whichever comes first: the upstream's answer, or the
+//     end of the load and the file's answer (a fresh one; a stale one is
+//     served as usual, if the upstream has not answered within
+//     StaleAfter);
+//   - if the upstream fails first, by the file's answer at the end of the
+//     load, or SERVFAIL when the file has none.
+//
+// An answer got from upstream during the load is kept over the file's.
+// Loading 100,000 answers from the page cache takes about 110 ms on one
+// core of a server (BenchmarkLoad); from a vehicle's flash after a
+// reboot, longer.
+func (s *Server) StartLoad(path string) (wait func() (int, error)) {
+	end := s.beginLoad()
+	var (
+		n    int
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		defer end()
+		n, err = s.load(path)
+	}()
+	return func() (int, error) {
+		<-done
+		return n, err
+	}
+}
+
+// beginLoad tells queries that a load is on, until end is called.
+func (s *Server) beginLoad() (end func()) {
+	ch := make(chan struct{})
+	s.loading.Store(&ch)
+	return func() {
+		s.loading.CompareAndSwap(&ch, nil)
+		close(ch)
+	}
+}
+
+// loadingDone is closed when the load on ends, or nil when none is on.
+func (s *Server) loadingDone() <-chan struct{} {
+	if p := s.loading.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Load reads the cache file at path into the cache, and returns how many
 // entries it took. A missing file is no error. A damaged entry is skipped
 // and logged, and every intact one after it loaded (framelog's rule).
-// Entries past their maximum stale age are left out.
+// Entries past their maximum stale age are left out, and so are those for
+// a question the cache has an answer to already. It may run while Serve
+// serves (see StartLoad).
 func (s *Server) Load(path string) (int, error) {
+	end := s.beginLoad()
+	defer end()
+	return s.load(path)
+}
+
+func (s *Server) load(path string) (int, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -106,10 +169,13 @@ func (s *Server) Load(path string) (int, error) {
 		key, p := p[:klen], p[klen:]
 		stored := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
 		ttl := binary.LittleEndian.Uint32(p[8:])
-		if now.Sub(stored) <= time.Duration(ttl)*time.Second+s.cfg.MaxStale {
-			// The file is most recently used first: each goes behind the last.
-			s.cache.store(string(key), p[12:], stored, ttl, false)
+		// The file is most recently used first: each goes behind the last.
+		if now.Sub(stored) <= time.Duration(ttl)*time.Second+s.cfg.MaxStale &&
+			s.cache.load(string(key), p[12:], stored, ttl) {
 			loaded++
+		}
+		if s.onLoad != nil {
+			s.onLoad()
 		}
 	}
 	if string(magic) == cacheMagicV1 {

@@ -36,12 +36,17 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
+// setReadBuffer makes room for a burst while the process is not reading
+// (starting, a collection, a busy neighbour): up to net.core.rmem_max, 4
+// MiB as unbound's so-rcvbuf is often set; the kernel takes memory as
+// datagrams wait. With the default (208 KiB) a couple of hundred small
+// queries fit (about 250 in TestDNSThroughKill9AndRestart), and the rest
+// are dropped without a word, each costing its client a timeout.
+func setReadBuffer(conn *net.UDPConn) { conn.SetReadBuffer(4 << 20) }
+
 // serveUDP answers queries on conn until it is closed.
 func (s *Server) serveUDP(conn *net.UDPConn) error {
-	// Room for a burst while the process is not running (a collection, a
-	// busy neighbour): up to net.core.rmem_max, 4 MiB as unbound's
-	// so-rcvbuf is often set; the kernel takes memory as datagrams wait.
-	conn.SetReadBuffer(4 << 20)
+	setReadBuffer(conn) // Listen did, but conn may come from elsewhere
 	var bc batchConn = ipv6.NewPacketConn(conn)
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() != nil {
 		bc = ipv4.NewPacketConn(conn)
