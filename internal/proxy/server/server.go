@@ -245,6 +245,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("listening", "mesh", s.MeshAddr(), "admin", s.AdminAddr(), "health", s.HealthAddr(), "dns", s.DNSAddr(), "routes", len(s.set.Load().routes), "links", len(s.cfg.Links))
 
+	// The first link scan, and with it the first verdict on every route,
+	// before the mesh server takes a connection: requests that waited in
+	// the listen backlog (a restart under the supervisor) would otherwise
+	// find every route unusable and get 503.
+	s.links.Rescan()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
 	g.Go(func() error { return s.trimAfterBursts(gctx) })

@@ -21,13 +21,17 @@
 //     config only for the listen addresses. A changed address takes effect
 //     when the parent restarts (the child warns when its config names
 //     another address than the socket it was handed).
-//   - The first restart after a crash is immediate: a crash is rare, and
-//     every moment without a proxy delays apps. A proxy that dies again
-//     within StableRun is in a crash loop: the restarts back off from
-//     BackoffInitial, doubling, to BackoffMax, so a loop neither burns the
-//     CPU nor stops retrying. In a pod, the kubelet's probes of the health
-//     port still fail while no proxy answers, so a proxy that never comes
-//     back still gets the container restarted.
+//   - A proxy that dies is started again at once: a crash is rare, and
+//     every moment without a proxy delays apps. One that dies within
+//     StableRun of its start, after one that did too, is in a crash loop
+//     (it cannot start: a config or spool it refuses, a full disk): the
+//     restarts back off from BackoffInitial, doubling, to BackoffMax, so a
+//     loop neither burns the CPU nor stops retrying. StableRun is short (a
+//     proxy starts in tens of milliseconds), so a proxy that crashes while
+//     serving is restarted at once however often that happens. Meanwhile
+//     connections wait, up to the app's own timeout. In a pod, the
+//     kubelet's probes of the health port fail while no proxy answers, so
+//     a proxy that never comes back still gets the container restarted.
 //   - SIGTERM or SIGINT to the parent is passed to the proxy as SIGTERM; the
 //     parent closes its copies of the sockets first, so that once the proxy
 //     stops accepting (it drains for up to its grace), new connections are
@@ -63,7 +67,7 @@ import (
 const (
 	// StableRun is how long a proxy must have run for its death to count
 	// as a crash, not a crash loop: the next restart is then immediate.
-	StableRun = 10 * time.Second
+	StableRun = time.Second
 	// BackoffInitial is the delay before the second restart in a row.
 	BackoffInitial = 100 * time.Millisecond
 	// BackoffMax caps the delay between restarts of a crash loop.
@@ -209,7 +213,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer closeSockets()
 	log, clk := opt.Log, opt.Clock
-	crashes := 0 // deaths in a row, each within StableRun of its start
+	quick := 0 // deaths in a row within StableRun of their start
 	for {
 		started := clk.Now()
 		p, err := start(opt)
@@ -233,13 +237,14 @@ func Run(ctx context.Context, opt Options) error {
 			}
 			log.Error("proxy exited; restarting it", "pid", p.pid, "status", p.state.String(), "ran", clk.Now().Sub(started).String())
 		}
-		if clk.Now().Sub(started) >= StableRun {
-			crashes = 0
+		if clk.Now().Sub(started) < StableRun {
+			quick++
+		} else {
+			quick = 0
 		}
-		crashes++
-		d := Delay(crashes)
+		d := Delay(quick)
 		if d > 0 {
-			log.Warn("the proxy is crash-looping; waiting before the next start", "restarts", crashes, "delay", d.String())
+			log.Warn("the proxy is crash-looping; waiting before the next start", "quickDeaths", quick, "delay", d.String())
 		}
 		t := clk.NewTimer(d)
 		select {
@@ -252,8 +257,8 @@ func Run(ctx context.Context, opt Options) error {
 }
 
 // Delay is the wait before the start that follows the n-th death in a row
-// (n ≥ 1): none after the first, then BackoffInitial doubling up to
-// BackoffMax.
+// within StableRun of its start: none for n ≤ 1, then BackoffInitial
+// doubling up to BackoffMax.
 func Delay(n int) time.Duration {
 	if n <= 1 {
 		return 0

@@ -22,7 +22,7 @@ import (
 
 func TestDelay(t *testing.T) {
 	for n, want := range map[int]time.Duration{
-		1: 0, 2: 100 * time.Millisecond, 3: 200 * time.Millisecond, 4: 400 * time.Millisecond,
+		0: 0, 1: 0, 2: 100 * time.Millisecond, 3: 200 * time.Millisecond, 4: 400 * time.Millisecond,
 		7: 3200 * time.Millisecond, 8: BackoffMax, 50: BackoffMax,
 	} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
@@ -155,7 +155,7 @@ func TestSupervisor(t *testing.T) {
 	if got := get(); got != a {
 		t.Fatalf("served by %d, want the child %d", got, a)
 	}
-	// A first death: restarted at once.
+	// A first quick death: restarted at once.
 	kill(a)
 	b := next()
 	if got := get(); got != b {
@@ -185,10 +185,16 @@ func TestSupervisor(t *testing.T) {
 	}
 	clk.Advance(time.Millisecond)
 	d := next()
-	// A child that ran for StableRun: its death is a first one again.
+	// A child that ran for StableRun: restarted at once, and so is the
+	// next quick death.
 	clk.Advance(StableRun)
 	kill(d)
 	e := next()
+	if got := get(); got != e {
+		t.Fatalf("served by %d, want %d", got, e)
+	}
+	kill(e)
+	e = next()
 	if got := get(); got != e {
 		t.Fatalf("served by %d, want %d", got, e)
 	}
