@@ -87,24 +87,31 @@ func (s *Server) DNSAddr() string {
 	return s.dnsPC.LocalAddr().String()
 }
 
-// runDNS serves DNS until ctx ends. The cache is loaded from its file
-// first, written to it every dns.saveInterval, and written once more at
-// the end.
+// runDNS serves DNS until ctx ends. It serves from the start, while the
+// cache is loaded from its file (localdns.StartLoad: queries meanwhile
+// are answered, not held until the end); the cache is written to the
+// file every dns.saveInterval once loaded, and once more at the end.
 func (s *Server) runDNS(ctx context.Context) error {
 	file := s.cfg.DNS.CacheFile
+	saved := s.dns.Generation() // the file holds what is loaded from it
+	var wait func() (int, error)
+	start := time.Now()
 	if file != "" {
-		start := time.Now()
-		n, err := s.dns.Load(file)
+		wait = s.dns.StartLoad(file) // before the first query is read
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.dns.Serve(ctx, s.dnsPC, s.dnsLn) }()
+	s.log.Info("dns: listening", "addr", s.DNSAddr())
+	if wait != nil {
+		// Not saved before the load is over: the file would lose what
+		// is not loaded yet.
+		n, err := wait()
 		if err != nil {
-			s.log.Warn("dns: the cache file could not be read; starting empty", "file", file, "err", err)
+			s.log.Warn("dns: the cache file could not be read; starting with what was read of it", "file", file, "entries", n, "err", err)
 		} else {
 			s.log.Info("dns: cache loaded", "file", file, "entries", n, "took", time.Since(start).Round(time.Microsecond))
 		}
 	}
-	s.log.Info("dns: listening", "addr", s.DNSAddr())
-	saved := s.dns.Generation() // what the file holds, before any query
-	done := make(chan error, 1)
-	go func() { done <- s.dns.Serve(ctx, s.dnsPC, s.dnsLn) }()
 	save := func() {
 		// An unchanged cache is not written again: a vehicle's flash wears.
 		gen := s.dns.Generation()
