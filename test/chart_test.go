@@ -62,10 +62,11 @@ func TestChart(t *testing.T) {
 		t.Fatalf("kubectl create namespace: %v %s", err, readAll(errOut))
 	}
 	for name, set := range map[string][]string{
-		"defaults":    nil,
-		"no webhook":  {"--set", "webhook.enabled=false"},
-		"replicas":    {"--set", "controller.replicas=3", "--set", "webhook.failurePolicy=Ignore", "--set", "webhook.excludeNamespaces={monitoring}"},
-		"proxy extra": {"--set-json", `proxy.config={"log":{"level":"debug"},"holdLimit":{"requests":500},"links":[{"name":"eth","match":"eth0","class":"ethernet"}]}`, "--set-json", `proxy.clusterDNS=["10.43.0.10"]`},
+		"defaults":      nil,
+		"no webhook":    {"--set", "webhook.enabled=false"},
+		"replicas":      {"--set", "controller.replicas=3", "--set", "webhook.failurePolicy=Ignore", "--set", "webhook.excludeNamespaces={monitoring}"},
+		"no supervisor": {"--set", "proxy.supervise=false"},
+		"proxy extra":   {"--set-json", `proxy.config={"log":{"level":"debug"},"holdLimit":{"requests":500},"links":[{"name":"eth","match":"eth0","class":"ethernet"}]}`, "--set-json", `proxy.clusterDNS=["10.43.0.10"]`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := helm(t, append([]string{"template", "misaki", chart, "--namespace", "misaki-system"}, set...)...)
@@ -89,6 +90,10 @@ func TestChart(t *testing.T) {
 			case "no webhook":
 				if has("MutatingWebhookConfiguration") != "" || !strings.Contains(out, "--webhook-addr=0") {
 					t.Error("webhook.enabled=false still installs the webhook")
+				}
+			case "no supervisor":
+				if !strings.Contains(has("ConfigMap"), "supervise: false") {
+					t.Error("proxy.supervise=false is not in the injector config")
 				}
 			case "replicas":
 				if !strings.Contains(out, "--leader-elect=true") || !strings.Contains(has("MutatingWebhookConfiguration"), "failurePolicy: Ignore") ||

@@ -216,7 +216,10 @@ func TestInjection(t *testing.T) {
 			wrap = append(wrap, e.Name+"="+v)
 		}
 	}
-	startProxyBinary(t, "", wrap...)
+	if !slices.Equal(sidecar.Args, []string{"--supervise"}) {
+		t.Errorf("the sidecar's args are %q, want the proxy under its supervisor", sidecar.Args)
+	}
+	startProxyBinaryArgs(t, "", wrap, sidecar.Args)
 
 	// The kubelet's startup probe, on the pod's address.
 	// The probe names its port; the container declares it.

@@ -64,11 +64,18 @@ func (l *logBuffer) String() string {
 // binary, reading the bound addresses from its "listening" log line.
 func startProxyBinary(t *testing.T, cfg string, wrap ...string) *runningProxy {
 	t.Helper()
+	return startProxyBinaryArgs(t, cfg, wrap, nil)
+}
+
+// startProxyBinaryArgs is startProxyBinary with more arguments for the
+// binary (a container's args).
+func startProxyBinaryArgs(t *testing.T, cfg string, wrap, more []string) *runningProxy {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "proxy.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append(wrap, filepath.Join(binDir, "misaki-proxy"))
+	args := append(append(wrap, filepath.Join(binDir, "misaki-proxy")), more...)
 	if cfg != "" {
 		args = append(args, "--config", path)
 	} // else the wrapper sets $MISAKI_PROXY_CONFIG

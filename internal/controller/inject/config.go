@@ -10,7 +10,10 @@
 //   - the proxy as a native sidecar (an init container with restartPolicy
 //     Always), first, so it runs before init and app containers and stops
 //     after them; a startup probe holds the app back until the proxy's DNS
-//     and mesh listener are up;
+//     and mesh listener are up; it runs under its supervisor (--supervise),
+//     which restarts a proxy that crashed inside the container, the
+//     listening sockets kept open, so apps' connections wait instead of
+//     being refused (Config.Supervise turns that off);
 //   - its config in $MISAKI_PROXY_CONFIG: the mesh listener on
 //     127.0.0.1:80, DNS on 127.0.0.1:53 forwarding to the cluster's DNS,
 //     xDS from the controller, the spool on the spool volume;
@@ -85,6 +88,11 @@ type Config struct {
 	SpoolSizeLimit *resource.Quantity `json:"spoolSizeLimit,omitempty"`
 	// UID runs the proxy as this user and group. Default 65532.
 	UID int64 `json:"uid,omitempty"`
+	// Supervise runs the proxy under its supervisor (misaki-proxy
+	// --supervise), which keeps the listening sockets open while a proxy
+	// that crashed is restarted, so apps' connections wait instead of
+	// being refused (docs/proxy.md, "Supervisor"). Default true.
+	Supervise *bool `json:"supervise,omitempty"`
 	// ExcludeNamespaces are never injected, whatever their labels: the
 	// system namespaces and the controller's own are always among them.
 	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
@@ -151,6 +159,9 @@ func (c *Config) SetDefaults(controllerNamespace string) {
 	}
 	if c.UID == 0 {
 		c.UID = 65532
+	}
+	if c.Supervise == nil {
+		c.Supervise = ptr(true)
 	}
 	for _, ns := range append(slices.Clone(SystemNamespaces), controllerNamespace) {
 		if ns != "" && !slices.Contains(c.ExcludeNamespaces, ns) {

@@ -155,3 +155,28 @@ func TestHandler(t *testing.T) {
 		t.Errorf("port 80: allowed=%v %v, want a refusal naming the annotation", resp.Allowed, resp.Result)
 	}
 }
+
+// The proxy runs under its supervisor unless the config says not to.
+func TestSupervise(t *testing.T) {
+	for name, tc := range map[string]struct {
+		supervise *bool
+		want      []string
+	}{
+		"default": {nil, []string{"--supervise"}},
+		"off":     {ptr(false), nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := testConfig(t)
+			c.Supervise = tc.supervise
+			c.SetDefaults("misaki-system")
+			pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+			out, _, err := c.Pod(pod, "apps")
+			if err != nil || out == nil {
+				t.Fatalf("Pod: %v %v", out, err)
+			}
+			if got := out.Spec.InitContainers[0].Args; !cmp.Equal(got, tc.want) {
+				t.Errorf("the proxy's args are %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -143,10 +143,18 @@ func (c *Config) container(proxyYAML []byte) corev1.Container {
 			FailureThreshold: failures,
 		}
 	}
+	var args []string
+	if c.Supervise == nil || *c.Supervise {
+		// The container's first process keeps the sockets and restarts
+		// the proxy: a crash costs what was in flight, not a restart of
+		// the container.
+		args = []string{"--supervise"}
+	}
 	return corev1.Container{
 		Name:            ContainerName,
 		Image:           c.Image,
 		ImagePullPolicy: c.ImagePullPolicy,
+		Args:            args,
 		RestartPolicy:   &always,
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
