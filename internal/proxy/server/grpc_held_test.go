@@ -29,6 +29,7 @@ import (
 // set, runs before each unary call.
 type grpcUpstream struct {
 	addr      string
+	health    *health.Server // serves "telemetry"
 	calls     atomic.Int32
 	intercept func(ctx context.Context) error
 }
@@ -49,18 +50,20 @@ func newGRPCUpstream(t *testing.T, intercept func(ctx context.Context) error) *g
 		}
 		return h(ctx, req)
 	}))
-	hs := health.NewServer()
-	hs.SetServingStatus("telemetry", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
+	u.health = health.NewServer()
+	u.health.SetServingStatus("telemetry", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, u.health)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	return u
 }
 
-func grpcClient(t *testing.T, p *proxy) *grpc.ClientConn {
+// grpcClient is a grpc-go client of the proxy's mesh listener calling
+// authority.
+func grpcClient(t *testing.T, p *proxy, authority string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///"+p.mesh,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("telemetry.cloud.misaki"))
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func TestGRPCHeldCallIsUnavailableNotSpooled(t *testing.T) {
 	up := newGRPCUpstream(t, nil)
 	p := startProxy(t, grpcRoute(t, up.addr, "hold: 300ms, spool: true"), false)
 	p.offline(t)
-	client := healthpb.NewHealthClient(grpcClient(t, p))
+	client := healthpb.NewHealthClient(grpcClient(t, p, "telemetry.cloud.misaki"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
@@ -139,7 +142,7 @@ func TestGRPCSpoolOptIn(t *testing.T) {
 	})
 	p := startProxy(t, grpcRoute(t, up.addr, "hold: 300ms, spool: true, grpc: spool"), false)
 	p.offline(t)
-	client := healthpb.NewHealthClient(grpcClient(t, p))
+	client := healthpb.NewHealthClient(grpcClient(t, p, "telemetry.cloud.misaki"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var trl metadata.MD
@@ -167,7 +170,7 @@ func TestGRPCReplayFailsOnFinalStatus(t *testing.T) {
 	up := newGRPCUpstream(t, nil)
 	p := startProxy(t, grpcRoute(t, up.addr, "hold: 300ms, spool: true, grpc: spool"), false)
 	p.offline(t)
-	client := healthpb.NewHealthClient(grpcClient(t, p))
+	client := healthpb.NewHealthClient(grpcClient(t, p, "telemetry.cloud.misaki"))
 	var trl metadata.MD
 	_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "unknown"}, grpc.Trailer(&trl))
 	if status.Code(err) != codes.DeadlineExceeded {
@@ -191,7 +194,7 @@ func TestGRPCTimeoutShortenedByHold(t *testing.T) {
 	})
 	p := startProxy(t, grpcRoute(t, up.addr, "hold: 5s, spool: true"), false)
 	p.offline(t)
-	client := healthpb.NewHealthClient(grpcClient(t, p))
+	client := healthpb.NewHealthClient(grpcClient(t, p, "telemetry.cloud.misaki"))
 	const timeout = 5 * time.Second
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -224,7 +227,7 @@ func TestHeldStreamsAreAnsweredAtTheWindow(t *testing.T) {
 	p.offline(t)
 
 	t.Run("bidirectional gRPC", func(t *testing.T) {
-		conn := grpcClient(t, p)
+		conn := grpcClient(t, p, "telemetry.cloud.misaki")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		s, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/misaki.test.Echo/Chat")

@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -19,24 +16,10 @@ import (
 // from a grpc-go client through the proxy to a grpc-go server on h2c. The
 // status travels in HTTP/2 trailers, so this also proves trailers pass.
 func TestGRPCThroughTheProxy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("telemetry", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	defer gs.Stop()
-
-	p := startProxy(t, simpleRoute("h2c://"+ln.Addr().String(), ""), false)
-	conn, err := grpc.NewClient("passthrough:///"+p.mesh,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("svc.mesh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	up := newGRPCUpstream(t, nil)
+	hs := up.health
+	p := startProxy(t, simpleRoute("h2c://"+up.addr, ""), false)
+	conn := grpcClient(t, p, "svc.mesh")
 	client := healthpb.NewHealthClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

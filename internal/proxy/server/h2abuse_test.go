@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,9 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/misaki-io/misaki/internal/h2guard"
@@ -132,24 +128,9 @@ func TestH2AbuseMeasure(t *testing.T) {
 // second (more than the resets burst), 400 calls cancelled young (within
 // it), and 1,000 calls, pings and settings included.
 func TestH2LegitTraffic(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("telemetry", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	defer gs.Stop()
-
-	p := startProxy(t, simpleRoute("h2c://"+ln.Addr().String(), ""), true)
-	conn, err := grpc.NewClient("passthrough:///"+p.mesh,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("svc.mesh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	up := newGRPCUpstream(t, nil)
+	p := startProxy(t, simpleRoute("h2c://"+up.addr, ""), true)
+	conn := grpcClient(t, p, "svc.mesh")
 	client := healthpb.NewHealthClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -206,8 +187,8 @@ func TestH2LegitTraffic(t *testing.T) {
 	}
 
 	// A Go client on h2c with prior knowledge: 1,000 requests at once.
-	up := newUpstream(t, nil)
-	p2 := startProxy(t, simpleRoute(up.URL, ""), false)
+	up2 := newUpstream(t, nil)
+	p2 := startProxy(t, simpleRoute(up2.URL, ""), false)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
 	for i := 0; i < 1000; i++ {
 		wg.Add(1)
