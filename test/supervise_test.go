@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -510,10 +511,16 @@ func (sp *supervisedProxy) wait(t *testing.T, msg string, pid int) logEvent {
 	}
 }
 
-// child returns the pid of the supervisor's child, read from /proc.
+// child returns the pid of the supervisor's child.
 func (sp *supervisedProxy) child(t *testing.T) int {
 	t.Helper()
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", sp.cmd.Process.Pid))
+	return childOf(t, sp.cmd.Process.Pid)
+}
+
+// childOf returns the pid of the only child of pid, read from /proc.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	var pids []int
 	for _, f := range tasks {
 		b, _ := os.ReadFile(f)
@@ -524,7 +531,85 @@ func (sp *supervisedProxy) child(t *testing.T) int {
 		}
 	}
 	if len(pids) != 1 {
-		t.Fatalf("the supervisor has children %v, want one", pids)
+		t.Fatalf("process %d has children %v, want one", pid, pids)
 	}
 	return pids[0]
+}
+
+// TestSystemdSocketActivation hands the proxy its mesh and admin sockets
+// as systemd does (systemd-socket-activate: LISTEN_FDS, LISTEN_FDNAMES and
+// LISTEN_PID), Unix sockets here so that no port is guessed: the proxy
+// serves on them, alone and under the supervisor, which hands them on to
+// each child. systemd-socket-activate starts the proxy on the first
+// connection, which waits in the backlog meanwhile and is served.
+func TestSystemdSocketActivation(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate is not installed (Debian systemd)")
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	cfg := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+routes:
+  - {name: api, hosts: [api.mesh], upstream: %s, probe: {type: none}}
+`, up.URL)
+	for _, supervised := range []bool{false, true} {
+		t.Run(fmt.Sprintf("supervise=%v", supervised), func(t *testing.T) {
+			dir := t.TempDir()
+			mesh, admin := filepath.Join(dir, "mesh.sock"), filepath.Join(dir, "admin.sock")
+			var more []string
+			if supervised {
+				more = []string{"--supervise"}
+			}
+			get := func(sock, host, path string) error {
+				c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+						return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+					}}}
+				req, _ := http.NewRequest(http.MethodGet, "http://"+host+path, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("GET http://%s%s on %s: %d", host, path, sock, resp.StatusCode)
+				}
+				return nil
+			}
+			first := make(chan error, 1)
+			go func() {
+				for {
+					if _, err := os.Stat(admin); err == nil { // the last bound
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				first <- get(mesh, "api.mesh", "/")
+			}()
+			p := startProxyBinaryArgs(t, cfg, []string{activate, "-l", mesh, "-l", admin, "--fdname=mesh:admin"}, more)
+			if p.mesh != mesh || p.admin != admin {
+				t.Fatalf("the proxy listens on %s and %s, want the sockets handed over, %s and %s", p.mesh, p.admin, mesh, admin)
+			}
+			if err := <-first; err != nil {
+				t.Fatalf("the connection that started the proxy: %v", err)
+			}
+			if err := get(admin, "admin", "/readyz"); err != nil {
+				t.Fatal(err)
+			}
+			if supervised {
+				pid := childOf(t, p.cmd.Process.Pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+				waitFor(t, "the child to die and be reaped", func() bool {
+					_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+					return err != nil
+				})
+				if err := get(mesh, "api.mesh", "/"); err != nil { // waits for the next child
+					t.Fatalf("after a kill of the child: %v", err)
+				}
+			}
+		})
+	}
 }
