@@ -66,15 +66,16 @@ import (
 // Restart backoff (see the package doc).
 const (
 	// StableRun is how long a proxy must have run for its death to count
-	// as a crash, not a crash loop: the next restart is then immediate.
+	// as a crash, not part of a crash loop: the next start is immediate.
 	StableRun = time.Second
-	// BackoffInitial is the delay before the second restart in a row.
+	// BackoffInitial is the wait after the second death in a row within
+	// StableRun of the start.
 	BackoffInitial = 100 * time.Millisecond
 	// BackoffMax caps the delay between restarts of a crash loop.
 	BackoffMax = 5 * time.Second
 )
 
-// Options are what Run needs. Sockets and Args are required.
+// Options are what Run needs; the zero value of a field is its default.
 type Options struct {
 	// Path is the proxy binary. Default: this process's executable.
 	Path string
