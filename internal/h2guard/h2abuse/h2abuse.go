@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,16 @@ type Result struct {
 	ServerResets     int           // RST_STREAM frames the server sent
 	Responses        int           // HEADERS frames the server sent
 	ReadErr          error         // how reading ended, if it did
+}
+
+// Limit is the Misaki limit the GOAWAY's debug data names
+// ("misaki: over limits.http2.<limit>"), or "".
+func (r Result) Limit() string {
+	name, _ := strings.CutPrefix(r.GoAwayDebug, "misaki: over limits.http2.")
+	if name == r.GoAwayDebug {
+		return ""
+	}
+	return name
 }
 
 func (r Result) String() string {
