@@ -229,8 +229,19 @@ func (s *Server) Run(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	if s.dns != nil {
+		// DNS first: apps resolve names (the mesh's own, and the cache
+		// file's) while the spool opens, which takes a while for a large
+		// backlog after a reboot.
+		g.Go(func() error { return s.runDNS(gctx) })
+	}
 	if s.spools() {
 		if err := s.openSpool(); err != nil {
+			cancel()
+			g.Wait()
 			s.closeListeners()
 			return err
 		}
@@ -250,7 +261,6 @@ func (s *Server) Run(ctx context.Context) error {
 	// the listen backlog (a restart under the supervisor) would otherwise
 	// find every route unusable and get 503.
 	s.links.Rescan()
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.links.Run(gctx) })
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	g.Go(func() error { return s.manageRoutes(gctx) })
@@ -259,9 +269,6 @@ func (s *Server) Run(ctx context.Context) error {
 			err := s.runSpool(gctx, s.httpDone)
 			return err
 		})
-	}
-	if s.dns != nil {
-		g.Go(func() error { return s.runDNS(gctx) })
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
 	// The mesh server: the lean HTTP/1.1 server in front of net/http, or
