@@ -1,16 +1,13 @@
 //go:build linux
 
 // Package durable holds the two system calls the proxy's on-disk stores
-// make their writes durable with (framelog, which the spool, replay
-// results, the gateway's key log and the DNS cache are written through,
-// calls them), and the crash-safe replacement of a whole file built on
-// them, for the kept xDS config.
+// make their writes durable with. framelog, which the spool, replay
+// results, the gateway's key log, the DNS cache and the kept xDS config are
+// written through, calls them.
 package durable
 
 import (
-	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,34 +41,4 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// WriteFile replaces path, crash-safely, with what write writes: a
-// temporary file in the same directory, fdatasynced, renamed over path,
-// and the directory fsynced. A crash leaves the old file or the new one
-// whole, never a mix. The directory is made if it is missing.
-func WriteFile(path string, write func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
-	err = write(tmp)
-	if err == nil {
-		err = Fdatasync(tmp)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = SyncDir(dir)
-	}
-	return err
 }

@@ -7,18 +7,18 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/misaki-io/misaki/internal/durable"
+	"github.com/misaki-io/misaki/internal/framelog"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// SaveCache writes s to path crash-safely (durable.WriteFile): a crash
+// SaveCache writes s to path crash-safely (framelog.WriteFile): a crash
 // leaves the old file or the new one, never a mix.
 func SaveCache(path string, s *Snapshot) error {
 	b, err := yaml.Marshal(s)
 	if err != nil {
 		return err
 	}
-	return durable.WriteFile(path, func(w io.Writer) error {
+	return framelog.WriteFile(path, nil, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
