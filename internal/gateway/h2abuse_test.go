@@ -7,40 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/misaki-io/misaki/internal/h2guard/h2abuse"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
 var h2abuseMeasure = flag.Duration("h2abuse.measure", 0, "TestH2AbuseMeasure: run each HTTP/2 abuse for this long and log what reached the service")
-
-var abuses = []struct {
-	name   string
-	attack h2abuse.Attack
-	code   http2.ErrCode // of the GOAWAY
-	limit  string        // in its debug data and the metric; "" when Go's server ends it
-	// A MadeYouReset attack is ended by the resets limit, or by the open
-	// streams one when the attacker opens streams faster than the server
-	// resets them: "resets|streams", either bounds it.
-}{
-	{"rapid reset", h2abuse.RapidReset, http2.ErrCodeEnhanceYourCalm, "resets"},
-	{"MadeYouReset/zero WINDOW_UPDATE", h2abuse.ZeroWindowUpdate.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/WINDOW_UPDATE overflow", h2abuse.WindowOverflow.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/DATA after END_STREAM", h2abuse.DataAfterEndStream.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/PRIORITY on itself", h2abuse.SelfDependency.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"CONTINUATION flood/empty", h2abuse.ContinuationFlood(nil), http2.ErrCodeEnhanceYourCalm, "continuations"},
-	{"CONTINUATION flood/header bytes", h2abuse.ContinuationFlood([]byte("\x10\x05x-pad\x7f\x81\x07" + strings.Repeat("a", 1000))), http2.ErrCodeProtocol, ""},
-	{"SETTINGS flood", h2abuse.SettingsFlood, http2.ErrCodeEnhanceYourCalm, "settings"},
-	{"PING flood", h2abuse.PingFlood, http2.ErrCodeEnhanceYourCalm, "pings"},
-}
 
 // vehicle is the TLS a vehicle's edge proxy connects with.
 func (p *pki) vehicle() *tls.Config {
@@ -51,24 +28,24 @@ func (p *pki) vehicle() *tls.Config {
 // from a vehicle as the edge does (internal/proxy/server's TestH2Abuse).
 
 func TestH2Abuse(t *testing.T) {
-	for _, a := range abuses {
-		t.Run(a.name, func(t *testing.T) {
+	for _, a := range h2abuse.Cases {
+		t.Run(a.Name, func(t *testing.T) {
 			var n atomic.Int64
 			svc := newService(t, func(w http.ResponseWriter, r *http.Request) { n.Add(1); w.Write([]byte("ok")) })
 			p := newPKI(t)
 			g := startGateway(t, p, svc.URL, t.TempDir())
 			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: g.Addr(), TLS: p.vehicle(), Authority: "telemetry.cloud.misaki", Path: "/x"},
-				a.attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+				a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.GoAway || res.GoAwayCode != a.code || (a.limit != "" && !slices.Contains(strings.Split(a.limit, "|"), res.Limit())) {
-				t.Errorf("%s; want GOAWAY %v over limits.http2.%s", res, a.code, a.limit)
+			if !a.EndedBy(res) {
+				t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
 			}
 			if max := int64(config.DefaultHTTP2MaxStreams*4 + 500); n.Load() > max {
 				t.Errorf("%d requests reached the service, want at most %d", n.Load(), max)
 			}
-			if a.limit != "" {
+			if len(a.Limits) > 0 {
 				want := fmt.Sprintf(`misaki_gateway_http2_limit_closes_total{limit=%q} 1`, res.Limit())
 				if m := g.metrics(t); !strings.Contains(m, want) {
 					t.Errorf("/metrics lacks %s", want)
@@ -84,18 +61,18 @@ func TestH2AbuseMeasure(t *testing.T) {
 	if *h2abuseMeasure == 0 {
 		t.Skip("-h2abuse.measure not set")
 	}
-	for _, a := range abuses {
+	for _, a := range h2abuse.Cases {
 		var n atomic.Int64
 		svc := newService(t, func(w http.ResponseWriter, r *http.Request) { n.Add(1); w.Write([]byte("ok")) })
 		p := newPKI(t)
 		g := startGateway(t, p, svc.URL, t.TempDir())
 		res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: g.Addr(), TLS: p.vehicle(), Authority: "telemetry.cloud.misaki", Path: "/x"},
-			a.attack, h2abuse.Options{Units: 1 << 30, Duration: *h2abuseMeasure})
+			a.Attack, h2abuse.Options{Units: 1 << 30, Duration: *h2abuseMeasure})
 		if err != nil {
 			t.Fatal(err)
 		}
 		g.stop()
-		t.Logf("%-36s %s; service got %d (%.0f/s)", a.name, res, n.Load(), float64(n.Load())/res.Elapsed.Seconds())
+		t.Logf("%-36s %s; service got %d (%.0f/s)", a.Name, res, n.Load(), float64(n.Load())/res.Elapsed.Seconds())
 	}
 }
 

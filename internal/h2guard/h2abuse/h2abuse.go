@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -444,4 +445,37 @@ loop:
 		res.ReadErr = nil
 	}
 	return res
+}
+
+// Case is one attack and how a server with Misaki's HTTP/2 limits must end
+// it; the edge's and the gateway's tests run the same cases.
+type Case struct {
+	Name   string
+	Attack Attack
+	Code   http2.ErrCode // of the GOAWAY
+	// Limits are the limits the GOAWAY may name; none when Go's own server
+	// ends the attack. A MadeYouReset attack is ended by the resets limit,
+	// or by the open streams one when the attacker opens streams faster
+	// than the server resets them: either bounds it.
+	Limits []string
+}
+
+// EndedBy reports whether r ended the way the case must.
+func (c Case) EndedBy(r Result) bool {
+	return r.GoAway && r.GoAwayCode == c.Code && (len(c.Limits) == 0 || slices.Contains(c.Limits, r.Limit()))
+}
+
+// Cases are the attacks of issue 16: rapid reset, MadeYouReset in four
+// forms, CONTINUATION floods, SETTINGS and PING floods.
+var Cases = []Case{
+	{"rapid reset", RapidReset, http2.ErrCodeEnhanceYourCalm, []string{"resets"}},
+	{"MadeYouReset/zero WINDOW_UPDATE", ZeroWindowUpdate.Attack, http2.ErrCodeEnhanceYourCalm, []string{"resets", "streams"}},
+	{"MadeYouReset/WINDOW_UPDATE overflow", WindowOverflow.Attack, http2.ErrCodeEnhanceYourCalm, []string{"resets", "streams"}},
+	{"MadeYouReset/DATA after END_STREAM", DataAfterEndStream.Attack, http2.ErrCodeEnhanceYourCalm, []string{"resets", "streams"}},
+	{"MadeYouReset/PRIORITY on itself", SelfDependency.Attack, http2.ErrCodeEnhanceYourCalm, []string{"resets", "streams"}},
+	{"CONTINUATION flood/empty", ContinuationFlood(nil), http2.ErrCodeEnhanceYourCalm, []string{"continuations"}},
+	// Header bytes past limits.maxHeaderBytes: Go's server ends that itself.
+	{"CONTINUATION flood/header bytes", ContinuationFlood([]byte("\x10\x05x-pad\x7f\x81\x07" + strings.Repeat("a", 1000))), http2.ErrCodeProtocol, nil},
+	{"SETTINGS flood", SettingsFlood, http2.ErrCodeEnhanceYourCalm, []string{"settings"}},
+	{"PING flood", PingFlood, http2.ErrCodeEnhanceYourCalm, []string{"pings"}},
 }

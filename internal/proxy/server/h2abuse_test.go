@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/misaki-io/misaki/internal/h2guard"
@@ -21,30 +19,6 @@ import (
 )
 
 var h2abuseMeasure = flag.Duration("h2abuse.measure", 0, "TestH2AbuseMeasure: run each HTTP/2 abuse for this long and log what reached the upstream")
-
-// abuse is one attack on the mesh listener, and how the proxy must end it.
-type abuse struct {
-	name   string
-	attack h2abuse.Attack
-	code   http2.ErrCode // of the GOAWAY
-	limit  string        // in its debug data and the metric; "" when Go's server ends it
-	// A MadeYouReset attack is ended by the resets limit, or by the open
-	// streams one when the attacker opens streams faster than the server
-	// resets them: "resets|streams", either bounds it.
-}
-
-var abuses = []abuse{
-	{"rapid reset", h2abuse.RapidReset, http2.ErrCodeEnhanceYourCalm, "resets"},
-	{"MadeYouReset/zero WINDOW_UPDATE", h2abuse.ZeroWindowUpdate.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/WINDOW_UPDATE overflow", h2abuse.WindowOverflow.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/DATA after END_STREAM", h2abuse.DataAfterEndStream.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"MadeYouReset/PRIORITY on itself", h2abuse.SelfDependency.Attack, http2.ErrCodeEnhanceYourCalm, "resets|streams"},
-	{"CONTINUATION flood/empty", h2abuse.ContinuationFlood(nil), http2.ErrCodeEnhanceYourCalm, "continuations"},
-	// Header bytes past limits.maxHeaderBytes: Go's server ends that itself.
-	{"CONTINUATION flood/header bytes", h2abuse.ContinuationFlood([]byte("\x10\x05x-pad\x7f\x81\x07" + strings.Repeat("a", 1000))), http2.ErrCodeProtocol, ""},
-	{"SETTINGS flood", h2abuse.SettingsFlood, http2.ErrCodeEnhanceYourCalm, "settings"},
-	{"PING flood", h2abuse.PingFlood, http2.ErrCodeEnhanceYourCalm, "pings"},
-}
 
 // maxAbuseRequests bounds the requests one abusive connection may get to
 // the upstream with the default limits: the resets burst (500), and
@@ -57,22 +31,22 @@ const maxAbuseRequests = config.DefaultHTTP2MaxStreams*4 + 500
 // the upstream bounded, and go on serving. Without limits.http2 none of
 // them is ended (docs/proxy.md has the figures).
 func TestH2Abuse(t *testing.T) {
-	for _, a := range abuses {
-		t.Run(a.name, func(t *testing.T) {
+	for _, a := range h2abuse.Cases {
+		t.Run(a.Name, func(t *testing.T) {
 			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 			p := startProxy(t, simpleRoute(up.URL, ""), false)
 			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
-				a.attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+				a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.GoAway || res.GoAwayCode != a.code || (a.limit != "" && !slices.Contains(strings.Split(a.limit, "|"), res.Limit())) {
-				t.Errorf("%s; want GOAWAY %v over limits.http2.%s", res, a.code, a.limit)
+			if !a.EndedBy(res) {
+				t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
 			}
 			if n := up.total(); n > maxAbuseRequests {
 				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
 			}
-			if a.limit != "" {
+			if len(a.Limits) > 0 {
 				want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 1`, res.Limit())
 				if m := p.metrics(t); !strings.Contains(m, want) {
 					t.Errorf("/metrics lacks %s", want)
@@ -88,17 +62,17 @@ func TestH2Abuse(t *testing.T) {
 // TestH2AbuseStdlibServer: with http1Server: stdlib, net/http takes the
 // h2c connections itself, and the limits hold the same.
 func TestH2AbuseStdlibServer(t *testing.T) {
-	for _, a := range []abuse{abuses[0], abuses[1], abuses[7]} {
-		t.Run(a.name, func(t *testing.T) {
+	for _, a := range []h2abuse.Case{h2abuse.Cases[0], h2abuse.Cases[1], h2abuse.Cases[7]} {
+		t.Run(a.Name, func(t *testing.T) {
 			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 			p := startProxy(t, "http1Server: stdlib\n"+simpleRoute(up.URL, ""), false)
 			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
-				a.attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+				a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.GoAway || res.GoAwayCode != a.code || !slices.Contains(strings.Split(a.limit, "|"), res.Limit()) {
-				t.Errorf("%s; want GOAWAY %v over limits.http2.%s", res, a.code, a.limit)
+			if !a.EndedBy(res) {
+				t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
 			}
 			if n := up.total(); n > maxAbuseRequests {
 				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
@@ -113,17 +87,17 @@ func TestH2AbuseMeasure(t *testing.T) {
 	if *h2abuseMeasure == 0 {
 		t.Skip("-h2abuse.measure not set")
 	}
-	for _, a := range abuses {
+	for _, a := range h2abuse.Cases {
 		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 		p := startProxy(t, simpleRoute(up.URL, ""), false)
 		res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
-			a.attack, h2abuse.Options{Units: 1 << 30, Duration: *h2abuseMeasure})
+			a.Attack, h2abuse.Options{Units: 1 << 30, Duration: *h2abuseMeasure})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.stop()
 		n := up.total()
-		t.Logf("%-36s %s; upstream got %d (%.0f/s)", a.name, res, n, float64(n)/res.Elapsed.Seconds())
+		t.Logf("%-36s %s; upstream got %d (%.0f/s)", a.Name, res, n, float64(n)/res.Elapsed.Seconds())
 	}
 }
 
