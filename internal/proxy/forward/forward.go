@@ -77,7 +77,7 @@ type Upstream struct {
 	reqTimeout time.Duration
 	// respHeaderTimeout bounds the wait for response headers on the fast path.
 	respHeaderTimeout time.Duration
-	onReach           atomic.Pointer[func()] // called on every successful dial and response head
+	onReach           atomic.Pointer[func(answered bool)] // called on every successful dial and response head
 	log               *slog.Logger
 }
 
@@ -205,20 +205,21 @@ func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	}
 	c, err := f.dialer.DialContext(ctx, network, addr)
 	if err == nil {
-		f.reached()
+		f.reached(false)
 	}
 	return c, err
 }
 
 // OnReach sets fn to be called whenever the upstream is reached: a dial
-// that succeeds (a request's or a probe's) or a response head that arrives.
-// The caller's health tracking uses it to mark a down route usable at once,
-// without waiting for the next probe. fn must be cheap and must not block.
-func (f *Upstream) OnReach(fn func()) { f.onReach.Store(&fn) }
+// that succeeds (a request's or a probe's; answered false) or a response
+// head that arrives (answered true). The caller's health tracking uses it to
+// mark a down route usable at once, without waiting for the next probe. fn
+// must be cheap and must not block.
+func (f *Upstream) OnReach(fn func(answered bool)) { f.onReach.Store(&fn) }
 
-func (f *Upstream) reached() {
+func (f *Upstream) reached(answered bool) {
 	if fn := f.onReach.Load(); fn != nil {
-		(*fn)()
+		(*fn)(answered)
 	}
 }
 
@@ -335,7 +336,7 @@ func viaValue(r *http.Request) []string {
 }
 
 func (f *Upstream) modifyResponse(resp *http.Response) error {
-	f.reached()
+	f.reached(true)
 	resp.Header.Add("Via", via(resp.Request))
 	if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
 		resp.Header.Set(HeaderDelivery, a.delivery)

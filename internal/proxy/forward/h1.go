@@ -541,7 +541,7 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, bodyLen int) {
 // respond copies the upstream response to the app and returns the
 // connection to the pool once its body is read to the end.
 func (f *Upstream) respond(w http.ResponseWriter, r *http.Request, pc *h1Conn, resp *http.Response, delivery string, stop func() bool) error {
-	f.reached()
+	f.reached(true)
 	h := w.Header()
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {

@@ -52,6 +52,10 @@ type Upstream struct {
 	kick     chan struct{}
 
 	up atomic.Bool // status.Reachable, read without the lock on the request path
+	// unanswered is set while the upstream is down because it accepted a
+	// connection and then closed it or stayed silent: connecting to it
+	// again proves nothing, only an answer does.
+	unanswered atomic.Bool
 
 	mu     sync.Mutex // guards status
 	status Status
@@ -136,12 +140,23 @@ func (u *Upstream) Failed(err error) {
 	u.Kick()
 }
 
-// Reached records a passive success: a dial or a response of a real request
-// (or of a probe through the same dialer). An unreachable upstream becomes
-// reachable at once, without waiting for the next probe; a reachable one
-// costs one atomic load.
-func (u *Upstream) Reached() {
-	if u.up.Load() {
+// Unanswered records a passive failure after connecting: the upstream (or
+// a middlebox in front of it) accepted a request's connection, then closed
+// it or stayed silent before any byte of a response. Until an answer or a
+// probe says otherwise, a connect that succeeds does not make it reachable.
+func (u *Upstream) Unanswered(err error) {
+	u.unanswered.Store(true)
+	u.set(false, "request", err)
+	u.Kick()
+}
+
+// Reached records a passive success: a dial (answered false) or a response
+// (answered true) of a real request, or of a probe through the same dialer.
+// An unreachable upstream becomes reachable at once, without waiting for
+// the next probe, unless it went down unanswered and this is only a dial; a
+// reachable one costs one atomic load.
+func (u *Upstream) Reached(answered bool) {
+	if u.up.Load() || (!answered && u.unanswered.Load()) {
 		return
 	}
 	u.set(true, "request", nil)
@@ -153,6 +168,9 @@ func (u *Upstream) set(ok bool, source string, err error) {
 	if changed {
 		u.status = Status{Reachable: ok, Since: u.clock.Now(), Source: source}
 		u.up.Store(ok)
+	}
+	if ok {
+		u.unanswered.Store(false)
 	}
 	if err != nil {
 		u.status.LastError = err.Error()

@@ -65,7 +65,8 @@ func TestProbeBackoffCappedByDefault(t *testing.T) {
 }
 
 // A dial or a response that succeeds marks a down upstream reachable at
-// once, before any probe.
+// once, before any probe; after a failure with no answer (the connection
+// accepted, then closed or silent) only an answer does.
 func TestReachedMarksReachableAtOnce(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	var flips atomic.Int32
@@ -76,12 +77,27 @@ func TestReachedMarksReachableAtOnce(t *testing.T) {
 	if u.Reachable() {
 		t.Fatal("reachable after a failure")
 	}
-	u.Reached()
+	u.Reached(false) // a dial that connects
 	if s := u.Status(); !s.Reachable || s.Source != "request" || flips.Load() != 2 {
-		t.Fatalf("after Reached: %+v, %d flips", s, flips.Load())
+		t.Fatalf("after a dial: %+v, %d flips", s, flips.Load())
 	}
-	u.Reached() // already reachable: no flip
+	u.Reached(true) // already reachable: no flip
 	if flips.Load() != 2 {
 		t.Fatalf("%d flips", flips.Load())
+	}
+
+	u.Unanswered(errors.New("EOF before any byte of a response"))
+	u.Reached(false)
+	if u.Reachable() {
+		t.Fatal("a dial made an upstream that closes accepted connections reachable")
+	}
+	u.Reached(true)
+	if !u.Reachable() || flips.Load() != 4 {
+		t.Fatalf("an answer did not make it reachable: %+v, %d flips", u.Status(), flips.Load())
+	}
+	u.Failed(errors.New("refused")) // the flag went with the answer
+	u.Reached(false)
+	if !u.Reachable() {
+		t.Fatal("a dial after a refused one did not make it reachable")
 	}
 }

@@ -176,7 +176,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// before answering. Mark it down (this re-evaluates the
 			// route) and treat the request as the route's offline policy
 			// says: held while the window lasts, then spooled or 503.
-			rt.health.Failed(err)
+			if errors.Is(err, forward.ErrNoResponse) {
+				rt.health.Unanswered(err)
+			} else {
+				rt.health.Failed(err)
+			}
 			s.evaluate()
 			if holdUntil.IsZero() {
 				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
