@@ -292,7 +292,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		s.requests.WithLabelValues(rc.Name, outcomeNoKey).Inc()
-		fwd.Forward(w, r, "direct")
+		notReached(w, fwd.Forward(w, r, "direct"))
 		return
 	}
 	scoped := idem.Scope(id, key)
@@ -343,6 +343,21 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 	// may already be acting on the request, and only its answer, stored,
 	// keeps the vehicle's retry from acting twice.
 	err = fwd.Forward(rec, r.WithContext(context.WithoutCancel(r.Context())), "direct")
+	notReached(rec, err)
+}
+
+// notReached answers the vehicle when Forward wrote nothing because the
+// service was not reached (503: nothing was sent, try again) or closed the
+// connection before any byte of an answer (502). Left unanswered, net/http
+// would send an empty 200, which the edge takes as delivered.
+func notReached(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, forward.ErrNotSent):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "misaki gateway: the service was not reached: "+err.Error(), http.StatusServiceUnavailable)
+	case errors.Is(err, forward.ErrNoResponse):
+		http.Error(w, "misaki gateway: the service gave no answer: "+err.Error(), http.StatusBadGateway)
+	}
 }
 
 // complete stores the service's final answer. cut means relaying it to
