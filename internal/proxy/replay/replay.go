@@ -40,9 +40,9 @@ type Target struct {
 	// Forward sends r upstream and writes the answer to w (the forwarder's
 	// Forward with delivery "spooled").
 	Forward func(w http.ResponseWriter, r *http.Request) error
-	// NotSent reports whether Forward's error means nothing reached the
-	// upstream; Unreachable is then told, so the route stops being usable
-	// until the upstream answers probes again.
+	// NotSent reports whether Forward's error means the upstream was not
+	// reached, or gave no answer at all; Unreachable is then told, so the
+	// route stops being usable until the upstream answers again.
 	NotSent     func(error) bool
 	Unreachable func(error)
 	// Batch, when over 1, sends up to that many requests per exchange to

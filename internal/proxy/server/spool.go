@@ -295,9 +295,13 @@ func (s *Server) replayTarget(name string) (replay.Target, bool) {
 			defer rt.inflight.Add(-1)
 			return rt.fwd.Forward(w, r, deliverySpooled)
 		},
-		NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) },
+		NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) },
 		Unreachable: func(err error) {
-			rt.health.Failed(err)
+			if errors.Is(err, forward.ErrNoResponse) {
+				rt.health.Unanswered(err)
+			} else {
+				rt.health.Failed(err)
+			}
 			s.evaluate()
 		},
 		Batch: rt.cfg.Offline.Batch,
