@@ -295,7 +295,9 @@ func (s *Server) replayTarget(name string) (replay.Target, bool) {
 			defer rt.inflight.Add(-1)
 			return rt.fwd.Forward(w, r, deliverySpooled)
 		},
-		NotSent: func(err error) bool { return errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) },
+		NotSent: func(err error) bool {
+			return errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse)
+		},
 		Unreachable: func(err error) {
 			if errors.Is(err, forward.ErrNoResponse) {
 				rt.health.Unanswered(err)
