@@ -2,7 +2,7 @@
 # Installs the real Kubernetes parts the control-plane tests run against and
 # prints the directory to use as KUBEBUILDER_ASSETS:
 #
-#   etcd            Debian's etcd-server (3.4 works with kube-apiserver 1.31)
+#   etcd            Debian's etcd-server (3.4 works with kube-apiserver 1.37)
 #   kube-apiserver  built from the Go module proxy: a throwaway module requires
 #   kubectl         k8s.io/kubernetes $KUBE_VERSION and replaces every
 #                   k8s.io/<staging> module with v0.<minor>.<patch>, as the
@@ -15,12 +15,12 @@
 # stderr; stdout is the assets directory and nothing else.
 #
 # Env:
-#   KUBE_VERSION     k8s.io/kubernetes version (default v1.31.14)
+#   KUBE_VERSION     k8s.io/kubernetes version (default v1.37.2)
 #   MISAKI_K8S_DIR   cache dir (default $HOME/.cache/misaki/k8s/$KUBE_VERSION)
 #   HELM_VERSION     helm version (default v4.3.1), cached in $HOME/.cache/misaki/helm
 set -euo pipefail
 
-KUBE_VERSION="${KUBE_VERSION:-v1.31.14}"
+KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
 DIR="${MISAKI_K8S_DIR:-$HOME/.cache/misaki/k8s/$KUBE_VERSION}"
 log() { printf '[kube-tools] %s\n' "$*" >&2; }
 

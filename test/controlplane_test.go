@@ -33,7 +33,7 @@ func kubeAssets(t *testing.T) string {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
 		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache/misaki/k8s/v1.31.14")
+		dir = filepath.Join(home, ".cache/misaki/k8s/v1.37.2")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
 		if os.Getenv("CI") != "" {

@@ -93,7 +93,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		home, _ := os.UserHomeDir()
-		assets = filepath.Join(home, ".cache/misaki/k8s/v1.31.14")
+		assets = filepath.Join(home, ".cache/misaki/k8s/v1.37.2")
 	}
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		b.Skipf("no kube-apiserver in %s: run hack/kube-tools.sh", assets)
