@@ -160,6 +160,11 @@ func (s *Set) Names() []string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.namesLocked()
+}
+
+// namesLocked lists the sockets not taken yet; the caller holds mu.
+func (s *Set) namesLocked() []string {
 	var names []string
 	for _, f := range s.files {
 		names = append(names, f.Name)
@@ -265,9 +270,8 @@ func (s *Set) Close() []string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var names []string
+	names := s.namesLocked()
 	for _, f := range s.files {
-		names = append(names, f.Name)
 		f.File.Close()
 	}
 	s.files = nil

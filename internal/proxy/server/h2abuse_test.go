@@ -25,6 +25,27 @@ var h2abuseMeasure = flag.Duration("h2abuse.measure", 0, "TestH2AbuseMeasure: ru
 // streams the server has not reset yet (at most 4 x 250), with room.
 const maxAbuseRequests = config.DefaultHTTP2MaxStreams*4 + 500
 
+// attackMesh runs attack a on one h2c connection to a proxy started with
+// extra config before its route, and checks that the connection was ended
+// as a must be and that the upstream got at most maxAbuseRequests.
+func attackMesh(t *testing.T, extra string, a h2abuse.Case) (*proxy, h2abuse.Result) {
+	t.Helper()
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	p := startProxy(t, extra+simpleRoute(up.URL, ""), false)
+	res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
+		a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.EndedBy(res) {
+		t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
+	}
+	if n := up.total(); n > maxAbuseRequests {
+		t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
+	}
+	return p, res
+}
+
 // TestH2Abuse sends each HTTP/2 attack on one h2c connection to the mesh
 // listener: the proxy must end the connection with GOAWAY, count it in
 // misaki_proxy_http2_limit_closes_total, keep the requests that reached
@@ -33,19 +54,7 @@ const maxAbuseRequests = config.DefaultHTTP2MaxStreams*4 + 500
 func TestH2Abuse(t *testing.T) {
 	for _, a := range h2abuse.Cases {
 		t.Run(a.Name, func(t *testing.T) {
-			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-			p := startProxy(t, simpleRoute(up.URL, ""), false)
-			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
-				a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !a.EndedBy(res) {
-				t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
-			}
-			if n := up.total(); n > maxAbuseRequests {
-				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
-			}
+			p, res := attackMesh(t, "", a)
 			if len(a.Limits) > 0 {
 				want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 1`, res.Limit())
 				if m := p.metrics(t); !strings.Contains(m, want) {
@@ -64,19 +73,7 @@ func TestH2Abuse(t *testing.T) {
 func TestH2AbuseStdlibServer(t *testing.T) {
 	for _, a := range []h2abuse.Case{h2abuse.Cases[0], h2abuse.Cases[1], h2abuse.Cases[7]} {
 		t.Run(a.Name, func(t *testing.T) {
-			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-			p := startProxy(t, "http1Server: stdlib\n"+simpleRoute(up.URL, ""), false)
-			res, err := h2abuse.Run(context.Background(), h2abuse.Target{Addr: p.mesh, Authority: "svc.mesh", Path: "/x"},
-				a.Attack, h2abuse.Options{Units: 20000, Duration: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !a.EndedBy(res) {
-				t.Errorf("%s; want GOAWAY %v over limits.http2.%v", res, a.Code, a.Limits)
-			}
-			if n := up.total(); n > maxAbuseRequests {
-				t.Errorf("%d requests reached the upstream, want at most %d", n, maxAbuseRequests)
-			}
+			attackMesh(t, "http1Server: stdlib\n", a)
 		})
 	}
 }

@@ -90,11 +90,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// attempt, so the cloud gateway can answer a repeat from its store.
 		r.Header.Set("Idempotency-Key", uuidv7.New())
 	}
+	// startWindow starts the request's hold window, once: when it is first
+	// held, or when an attempt first fails to deliver. It reports whether
+	// this call started it.
+	startWindow := func() bool {
+		if !holdUntil.IsZero() {
+			return false
+		}
+		window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
+		holdUntil = s.clock.Now().Add(window)
+		return true
+	}
 	for attempt := 0; ; attempt++ {
 		if !rt.queue.Usable() {
-			if holdUntil.IsZero() {
-				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
-				holdUntil = s.clock.Now().Add(window)
+			if startWindow() {
 				if window <= 0 || respondAsync(r.Header) {
 					// Nothing to wait for, or the app asked not to wait
 					// ("Prefer: respond-async"): spool at once, the body
@@ -147,10 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil && catcher != nil && catcher.caught {
 			// The gateway is still answering the attempt that got no
 			// response: ask again after its Retry-After, within the window.
-			if holdUntil.IsZero() {
-				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
-				holdUntil = s.clock.Now().Add(window)
-			}
+			startWindow()
 			wait := min(catcher.retryAfter, holdUntil.Sub(s.clock.Now()))
 			if wait <= 0 || attempt+1 >= maxNotSentRetries {
 				s.offline(w, r, rt, body, buffered, window)
@@ -182,10 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				rt.health.Failed(err)
 			}
 			s.evaluate()
-			if holdUntil.IsZero() {
-				window = holdWindow(rt.cfg.Offline.Hold.D(), r.Header)
-				holdUntil = s.clock.Now().Add(window)
-			}
+			startWindow()
 			if attempt+1 < maxNotSentRetries && s.clock.Now().Before(holdUntil) {
 				continue
 			}
