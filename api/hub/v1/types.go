@@ -1,0 +1,373 @@
+// Package v1 is the hub's wire API (/v1): the JSON shapes the hub serves and
+// accepts, shared by the hub, the agent and the CLI. docs/hub.md describes
+// the endpoints; /v1/openapi.json (internal/hub/api/openapi.json) is the
+// machine-readable form.
+//
+// Names follow Kubernetes where the idea is the same (labels, label
+// selectors, resource quantities and resource names such as
+// "ephemeral-storage"), so an operator reads them the way they read kubectl
+// output.
+package v1
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ResourceList maps a Kubernetes resource name ("cpu", "memory",
+// "ephemeral-storage", "nvidia.com/gpu") to a quantity ("4", "7Gi", "500m").
+type ResourceList map[string]string
+
+// Facts are what a vehicle's cluster reports about itself. Rendering uses
+// them as Helm's capabilities.
+type Facts struct {
+	// KubernetesVersion is the API server's version, such as "v1.37.2".
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// APIVersions are the served group versions ("apps/v1") and, as Helm's
+	// .Capabilities.APIVersions has them, group/version/kind entries.
+	APIVersions []string `json:"apiVersions,omitempty"`
+	// CRDs are the names of the installed CustomResourceDefinitions.
+	CRDs []string `json:"crds,omitempty"`
+	// Arch is the nodes' CPU architecture (GOARCH spelling: amd64, arm64).
+	Arch string `json:"arch,omitempty"`
+}
+
+// Vehicle is one car: its identity, what it can run, and what it last said.
+type Vehicle struct {
+	// ID is a DNS label (lower-case letters, digits and '-', at most 54
+	// characters) so the cloud namespace misaki-v-<id> is a valid name.
+	ID     string            `json:"id"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Capacity and Allocatable are the sums over the vehicle cluster's
+	// nodes, as the agent reports them (an operator may set them before the
+	// first report).
+	Capacity    ResourceList `json:"capacity,omitempty"`
+	Allocatable ResourceList `json:"allocatable,omitempty"`
+	Facts       Facts        `json:"facts"`
+	// Enrolled is when the vehicle first got a certificate; nil before.
+	Enrolled *time.Time `json:"enrolled,omitempty"`
+	// CertificateExpires is the NotAfter of the newest certificate issued.
+	CertificateExpires *time.Time `json:"certificateExpires,omitempty"`
+	// LastSeen is the last authenticated request from the vehicle.
+	LastSeen *time.Time `json:"lastSeen,omitempty"`
+	// Online is LastSeen within the hub's online window (computed on read).
+	Online  bool      `json:"online"`
+	Created time.Time `json:"created"`
+	// ResourceVersion changes on every write (the ETag of reads).
+	ResourceVersion int64 `json:"resourceVersion"`
+}
+
+// BootstrapToken lets one agent enrol once as one vehicle.
+type BootstrapToken struct {
+	// ID is the token's public half.
+	ID        string    `json:"id"`
+	VehicleID string    `json:"vehicleId"`
+	Expires   time.Time `json:"expires"`
+	// Used is when the token was spent; a token works once.
+	Used      *time.Time `json:"used,omitempty"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	Created   time.Time  `json:"created"`
+	// Token is "<id>.<secret>", returned only by the call that creates it;
+	// the hub keeps only a hash of the secret.
+	Token string `json:"token,omitempty"`
+}
+
+// Chart source types.
+const (
+	SourceHTTP  = "http"  // a Helm chart repository: <url>/index.yaml
+	SourceOCI   = "oci"   // an OCI registry: oci://host/path
+	SourceLocal = "local" // a directory of charts (unpacked or .tgz) or one .tgz on the hub's disk
+)
+
+// ChartSource is where charts come from.
+type ChartSource struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	URL  string `json:"url"`
+	// Charts lists the chart names to look for in an OCI source (a
+	// registry has no index); ignored for the other types.
+	Charts []string `json:"charts,omitempty"`
+	// CAFile and InsecureSkipTLSVerify configure TLS to the source.
+	CAFile                string    `json:"caFile,omitempty"`
+	InsecureSkipTLSVerify bool      `json:"insecureSkipTLSVerify,omitempty"`
+	PlainHTTP             bool      `json:"plainHTTP,omitempty"` // OCI over http://
+	Created               time.Time `json:"created"`
+}
+
+// ChartVersion is one published version of a chart in a source.
+type ChartVersion struct {
+	Source      string `json:"source"`
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	AppVersion  string `json:"appVersion,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Digest is "sha256:<hex>" of the chart archive's bytes, when known
+	// (an index entry's digest, or the pinned digest).
+	Digest string `json:"digest,omitempty"`
+	// Pinned is true once a deployment uses this version: from then on the
+	// source must serve exactly Digest's bytes for it.
+	Pinned bool `json:"pinned,omitempty"`
+	// ValuesSchema is the chart's values.schema.json, when it has one and
+	// the version is read one at a time.
+	ValuesSchema json.RawMessage `json:"valuesSchema,omitempty"`
+}
+
+// Chart is a chart name and its versions, newest first.
+type Chart struct {
+	Source   string         `json:"source"`
+	Name     string         `json:"name"`
+	Versions []ChartVersion `json:"versions"`
+}
+
+// ChartRef names one chart version. Digest is filled in by the hub when the
+// deployment is created (the version is pinned to it).
+type ChartRef struct {
+	Source  string `json:"source"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Digest  string `json:"digest,omitempty"`
+}
+
+// Placement policies and places.
+const (
+	PlaceVehicle = "vehicle"
+	PlaceCloud   = "cloud"
+	PlaceAuto    = "auto"
+)
+
+// Customization overrides values for the targeted vehicles that match its
+// selector (Fleet's targetCustomizations). Customizations apply in order,
+// each merged over the deployment's values and the ones before it.
+type Customization struct {
+	Name     string         `json:"name"`
+	Selector string         `json:"selector"`
+	Values   map[string]any `json:"values,omitempty"`
+}
+
+// Deployment is a chart version rolled out to the vehicles its selector
+// matches.
+type Deployment struct {
+	// Name is a DNS label; it is the Helm release name.
+	Name string `json:"name"`
+	// Namespace on the vehicle for namespaced objects the chart does not
+	// place itself. Default "default".
+	Namespace string         `json:"namespace,omitempty"`
+	Chart     ChartRef       `json:"chart"`
+	Values    map[string]any `json:"values,omitempty"`
+	// Selector is a Kubernetes label selector ("fleet=eu,tier in (a,b)");
+	// empty selects no vehicle.
+	Selector       string          `json:"selector"`
+	Customizations []Customization `json:"customizations,omitempty"`
+	// Placement maps a component name to vehicle, cloud or auto. A
+	// component not listed takes the chart's misaki.io/placement
+	// annotation, else DefaultPlacement, else auto.
+	Placement        map[string]string `json:"placement,omitempty"`
+	DefaultPlacement string            `json:"defaultPlacement,omitempty"`
+	// Generation counts changes to the spec (everything above).
+	Generation int64     `json:"generation"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+	CreatedBy  string    `json:"createdBy,omitempty"`
+}
+
+// Halves of a vehicle's desired state.
+const (
+	HalfVehicle = "vehicle" // applied by the agent on the vehicle's cluster
+	HalfCloud   = "cloud"   // applied in misaki-v-<vehicle> in the cloud cluster
+)
+
+// ComponentPlacement says where one component of a deployment runs for one
+// vehicle, and why.
+type ComponentPlacement struct {
+	Deployment string `json:"deployment"`
+	Component  string `json:"component"`
+	// Policy is what was asked (vehicle, cloud, auto) and Place what was
+	// decided (vehicle, cloud).
+	Policy string `json:"policy"`
+	Place  string `json:"place"`
+	Reason string `json:"reason"`
+	// Requests are the component's summed resource requests (× replicas).
+	Requests ResourceList `json:"requests,omitempty"`
+	// Objects are the component's objects as kind/namespace/name.
+	Objects []string `json:"objects,omitempty"`
+}
+
+// DesiredState is the signed payload: everything one half of one vehicle
+// must run. The agent applies Objects as a set (a newer revision's set
+// replaces this one's, and objects it no longer lists are pruned).
+type DesiredState struct {
+	Vehicle  string    `json:"vehicle"`
+	Half     string    `json:"half"`
+	Revision int64     `json:"revision"`
+	IssuedAt time.Time `json:"issuedAt"`
+	Expires  time.Time `json:"expires"`
+	// Namespace is where the cloud half runs (misaki-v-<vehicle>); empty
+	// for the vehicle half.
+	Namespace   string               `json:"namespace,omitempty"`
+	Deployments []DeploymentRevision `json:"deployments"`
+	Placement   []ComponentPlacement `json:"placement"`
+	// Objects are Kubernetes objects (JSON), in the order rendering
+	// produced them.
+	Objects []json.RawMessage `json:"objects"`
+}
+
+// DeploymentRevision records which deployment generation and chart bytes a
+// desired state was rendered from.
+type DeploymentRevision struct {
+	Name       string   `json:"name"`
+	Generation int64    `json:"generation"`
+	Chart      ChartRef `json:"chart"`
+}
+
+// Envelope is a DSSE envelope (github.com/secure-systems-lab/dsse): the
+// signatures cover PAE(PayloadType, Payload).
+type Envelope struct {
+	PayloadType string      `json:"payloadType"`
+	Payload     []byte      `json:"payload"` // base64 in JSON, as DSSE has it
+	Signatures  []Signature `json:"signatures"`
+}
+
+// Signature is one DSSE signature.
+type Signature struct {
+	KeyID string `json:"keyid"`
+	Sig   []byte `json:"sig"`
+}
+
+// PayloadTypeDesired is the DSSE payload type of a DesiredState.
+const PayloadTypeDesired = "application/vnd.misaki.desired-state.v1+json"
+
+// Desired is what GET /v1/vehicles/{id}/desired answers: a signed revision
+// and the digest of its payload's exact bytes.
+type Desired struct {
+	Vehicle  string `json:"vehicle"`
+	Half     string `json:"half"`
+	Revision int64  `json:"revision"`
+	// Digest is "sha256:<hex>" of Envelope.Payload.
+	Digest   string    `json:"digest"`
+	IssuedAt time.Time `json:"issuedAt"`
+	Expires  time.Time `json:"expires"`
+	// RootVersion is the newest trust root version; an agent that pins an
+	// older one fetches /v1/trust/root/{n}.json up to it.
+	RootVersion int64    `json:"rootVersion"`
+	Envelope    Envelope `json:"envelope"`
+}
+
+// Object states in a report.
+const (
+	StateApplied     = "applied"
+	StateProgressing = "progressing"
+	StateHealthy     = "healthy"
+	StateError       = "error"
+)
+
+// ObjectStatus is one object's state on the vehicle.
+type ObjectStatus struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// GateState is a vehicle-state gate as the agent last evaluated it.
+type GateState struct {
+	Name   string `json:"name"`
+	Holds  bool   `json:"holds"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Refusal is a desired revision the agent would not apply, and why.
+type Refusal struct {
+	Revision int64  `json:"revision"`
+	Reason   string `json:"reason"`
+}
+
+// Reported is what an agent says about one half of its vehicle (PUT
+// /v1/vehicles/{id}/reported). Putting the same report twice changes
+// nothing the second time.
+type Reported struct {
+	Half            string         `json:"half"`
+	AppliedRevision int64          `json:"appliedRevision"`
+	Objects         []ObjectStatus `json:"objects,omitempty"`
+	Facts           *Facts         `json:"facts,omitempty"`
+	Capacity        ResourceList   `json:"capacity,omitempty"`
+	Allocatable     ResourceList   `json:"allocatable,omitempty"`
+	Gates           []GateState    `json:"gates,omitempty"`
+	AgentVersion    string         `json:"agentVersion,omitempty"`
+	Refused         *Refusal       `json:"refused,omitempty"`
+	// Message is a free-form line from the agent (the last error, say).
+	Message string `json:"message,omitempty"`
+	// Time is when the hub received the report (set by the hub).
+	Time time.Time `json:"time"`
+}
+
+// Twin is GET /v1/vehicles/{id}: the vehicle, both halves' desired and
+// reported state, and the difference.
+type Twin struct {
+	Vehicle   Vehicle              `json:"vehicle"`
+	Desired   []DesiredSummary     `json:"desired"`
+	Reported  []Reported           `json:"reported"`
+	Delta     []Delta              `json:"delta"`
+	Placement []ComponentPlacement `json:"placement"`
+}
+
+// DesiredSummary is a desired revision without its objects' bodies.
+type DesiredSummary struct {
+	Half     string    `json:"half"`
+	Revision int64     `json:"revision"`
+	Digest   string    `json:"digest"`
+	IssuedAt time.Time `json:"issuedAt"`
+	Expires  time.Time `json:"expires"`
+	Objects  []string  `json:"objects"` // kind/namespace/name
+}
+
+// Delta is one way reported differs from desired.
+type Delta struct {
+	Half string `json:"half"`
+	// Kind of difference: revision (applied < desired), missing (desired
+	// object not reported), unhealthy (reported, not healthy), extra
+	// (reported, not desired).
+	Kind   string `json:"kind"`
+	Object string `json:"object,omitempty"`
+	Detail string `json:"detail"`
+}
+
+// EnrolRequest is POST /v1/enrol: a bootstrap token and a PEM CSR.
+type EnrolRequest struct {
+	Token string `json:"token"`
+	CSR   string `json:"csr"`
+}
+
+// Certificate answers enrolment and renewal.
+type Certificate struct {
+	Vehicle     string    `json:"vehicle"`
+	Certificate string    `json:"certificate"` // PEM
+	CA          string    `json:"ca"`          // PEM bundle the vehicle trusts for the hub
+	Expires     time.Time `json:"expires"`
+}
+
+// AuditEntry is one write through the API.
+type AuditEntry struct {
+	ID     int64     `json:"id"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`  // operator token name, or vehicle/<id>
+	Action string    `json:"action"` // create, update, delete, enrol, rotate, ...
+	Object string    `json:"object"` // deployments/shuttle, vehicles/car-1
+	Detail string    `json:"detail,omitempty"`
+}
+
+// List is a page of items; Next is the cursor for the next page ("" when
+// this is the last).
+type List[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// Error is every 4xx and 5xx body.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	// Field names the input field at fault, when there is one.
+	Field string `json:"field,omitempty"`
+}
