@@ -77,7 +77,7 @@ func Components(objs []*unstructured.Unstructured, namespace string) ([]Componen
 type component struct {
 	name      string
 	workloads []int
-	members   []int // non-workload objects, ascending
+	members   []int             // non-workload objects, ascending
 	pods      []*corev1.PodSpec // by workload
 	wrefs     []string          // by workload: Kind/namespace/name
 	requests  corev1.ResourceList
