@@ -40,6 +40,7 @@ var (
 // Store is the hub's state. Methods are safe for concurrent use. Lists are
 // ordered by their key and paged: Page.After is the last key of the
 // previous page ("" for the first), Page.Limit caps the items (0: 100).
+// Times come back in UTC, truncated to the microsecond.
 type Store interface {
 	// Chart sources.
 	CreateSource(ctx context.Context, s hubv1.ChartSource) error
@@ -111,6 +112,12 @@ type Store interface {
 	// vehicle half's stored revision (else ErrStale), advances the change
 	// sequence and, on PostgreSQL, notifies every listener on commit.
 	PutDesired(ctx context.Context, d Desired) error
+	// PutDesiredBatch stores several revisions in one transaction, all or
+	// nothing: each entry obeys PutDesired's rules in order (a later
+	// entry for the same vehicle half must be above an earlier one), each
+	// gets its own sequence number, and listeners are woken once, with the
+	// last. An error names the entry at fault; an empty batch is a no-op.
+	PutDesiredBatch(ctx context.Context, ds []Desired) error
 	// GetDesired returns a vehicle half's newest revision, or ErrNotFound.
 	GetDesired(ctx context.Context, vehicle, half string) (Desired, error)
 	// DesiredSince lists the (vehicle, half, revision) changed after seq,
@@ -133,6 +140,18 @@ type Store interface {
 	// name for holder until now+ttl if it is free, expired or already
 	// holder's, and reports whether holder has it.
 	TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+
+	// Dirty-vehicle queue: API writes mark the vehicles whose desired
+	// state may change; the replica holding the "desired" lease takes
+	// them. Marking a vehicle twice before it is taken keeps one entry
+	// (Force if either asked for it). ID AllVehicles means every vehicle.
+	MarkDirty(ctx context.Context, ds []Dirty) error
+	// TakeDirty removes and returns up to limit entries (0: all), oldest
+	// first.
+	TakeDirty(ctx context.Context, limit int) ([]Dirty, error)
+
+	// Counts returns the numbers /metrics reports.
+	Counts(ctx context.Context, onlineSince time.Time) (Counts, error)
 
 	// Ping checks the store answers (readiness).
 	Ping(ctx context.Context) error
@@ -174,6 +193,27 @@ type Desired struct {
 	Objects []string
 	// Seq is the change sequence the write got (set by PutDesired).
 	Seq int64
+}
+
+// Dirty is a vehicle whose desired state must be recomputed; Force
+// issues a new revision even if the content did not change (after a key
+// rotation).
+type Dirty struct {
+	ID    string
+	Force bool
+}
+
+// AllVehicles as a Dirty ID stands for every vehicle.
+const AllVehicles = "*"
+
+// Counts are fleet-wide numbers for /metrics.
+type Counts struct {
+	Vehicles int64
+	// Online: vehicles seen at or after onlineSince.
+	Online int64
+	// Pending: vehicle halves whose newest desired revision is above the
+	// revision their last report says is applied (or with no report).
+	Pending int64
 }
 
 // Change is one desired revision written, as DesiredSince lists it.

@@ -1,0 +1,169 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// sourceSpec is the part of a chart source kept as JSON. Its fields carry
+// no omitempty, so a nil list and an empty one both come back as they went.
+type sourceSpec struct {
+	Charts                []string `json:"charts"`
+	CAFile                string   `json:"caFile"`
+	InsecureSkipTLSVerify bool     `json:"insecureSkipTLSVerify"`
+	PlainHTTP             bool     `json:"plainHTTP"`
+}
+
+// CreateSource stores s, or returns store.ErrExists.
+func (s *Store) CreateSource(ctx context.Context, src hubv1.ChartSource) error {
+	spec, err := encode(sourceSpec{src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP})
+	if err != nil {
+		return fmt.Errorf("sqlite: create source %s: %w", src.Name, err)
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO chart_sources (name, type, url, spec, created) VALUES (?, ?, ?, ?, ?)`,
+		src.Name, src.Type, src.URL, spec, micros(src.Created))
+	if err != nil {
+		return fmt.Errorf("sqlite: create source %s: %w", src.Name, constraint(err))
+	}
+	return nil
+}
+
+const sourceCols = `name, type, url, spec, created`
+
+func scanSource(sc interface{ Scan(...any) error }) (hubv1.ChartSource, error) {
+	var (
+		src     hubv1.ChartSource
+		spec    string
+		created int64
+	)
+	if err := sc.Scan(&src.Name, &src.Type, &src.URL, &spec, &created); err != nil {
+		return src, err
+	}
+	var sp sourceSpec
+	if err := decode(spec, &sp); err != nil {
+		return src, err
+	}
+	src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP = sp.Charts, sp.CAFile, sp.InsecureSkipTLSVerify, sp.PlainHTTP
+	src.Created = fromMicros(created)
+	return src, nil
+}
+
+// GetSource returns the named source, or store.ErrNotFound.
+func (s *Store) GetSource(ctx context.Context, name string) (hubv1.ChartSource, error) {
+	src, err := scanSource(s.r.QueryRowContext(ctx, `SELECT `+sourceCols+` FROM chart_sources WHERE name = ?`, name))
+	if err != nil {
+		return hubv1.ChartSource{}, fmt.Errorf("sqlite: get source %s: %w", name, notFound(err))
+	}
+	return src, nil
+}
+
+// ListSources returns every source by name.
+func (s *Store) ListSources(ctx context.Context) ([]hubv1.ChartSource, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+sourceCols+` FROM chart_sources ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list sources: %w", err)
+	}
+	defer rows.Close()
+	out := []hubv1.ChartSource{}
+	for rows.Next() {
+		src, err := scanSource(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list sources: %w", err)
+		}
+		out = append(out, src)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list sources: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteSource deletes the named source (its pins stay), or returns
+// store.ErrNotFound.
+func (s *Store) DeleteSource(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM chart_sources WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("sqlite: delete source %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sqlite: delete source %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+// PinChart pins ref to ref.Digest; see store.Store.
+func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
+	what := ref.Source + "/" + ref.Name + "@" + ref.Version
+	if ref.Digest == "" {
+		return fmt.Errorf("sqlite: pin %s: no digest", what)
+	}
+	var pinned string
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO chart_pins (source, name, version, digest) VALUES (?, ?, ?, ?)
+			ON CONFLICT (source, name, version) DO NOTHING`, ref.Source, ref.Name, ref.Version, ref.Digest); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT digest FROM chart_pins WHERE source = ? AND name = ? AND version = ?`,
+			ref.Source, ref.Name, ref.Version).Scan(&pinned)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: pin %s: %w", what, err)
+	}
+	if pinned != ref.Digest {
+		return fmt.Errorf("sqlite: pin %s: pinned to %s, offered %s: %w", what, pinned, ref.Digest, store.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// GetPin returns the digest (source, name, version) is pinned to.
+func (s *Store) GetPin(ctx context.Context, source, name, version string) (string, error) {
+	var d string
+	err := s.r.QueryRowContext(ctx, `SELECT digest FROM chart_pins WHERE source = ? AND name = ? AND version = ?`,
+		source, name, version).Scan(&d)
+	if err != nil {
+		return "", fmt.Errorf("sqlite: get pin %s/%s@%s: %w", source, name, version, notFound(err))
+	}
+	return d, nil
+}
+
+// PutBlob stores data under digest, which must be "sha256:<hex>" of data
+// (else an error wrapping store.ErrDigestMismatch naming both).
+func (s *Store) PutBlob(ctx context.Context, digest string, data []byte) error {
+	if err := checkDigest(digest, data); err != nil {
+		return fmt.Errorf("sqlite: put blob: %w", err)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO blobs (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING`, digest, data); err != nil {
+		return fmt.Errorf("sqlite: put blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// GetBlob returns the bytes stored under digest, or store.ErrNotFound.
+func (s *Store) GetBlob(ctx context.Context, digest string) ([]byte, error) {
+	var b []byte
+	if err := s.r.QueryRowContext(ctx, `SELECT data FROM blobs WHERE digest = ?`, digest).Scan(&b); err != nil {
+		return nil, fmt.Errorf("sqlite: get blob %s: %w", digest, notFound(err))
+	}
+	return b, nil
+}
+
+func checkDigest(digest string, data []byte) error {
+	const prefix = "sha256:"
+	if len(digest) != len(prefix)+2*sha256.Size || digest[:len(prefix)] != prefix {
+		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", digest)
+	}
+	sum := sha256.Sum256(data)
+	if got := prefix + hex.EncodeToString(sum[:]); got != digest {
+		return fmt.Errorf("data is %s, not %s: %w", got, digest, store.ErrDigestMismatch)
+	}
+	return nil
+}

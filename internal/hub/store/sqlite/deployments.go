@@ -1,0 +1,147 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// deploymentSpec is the part of a deployment kept as JSON. Its fields
+// carry no omitempty, so nil and empty maps and lists both come back as
+// they went; numbers in Values come back as float64, as encoding/json
+// decodes them.
+type deploymentSpec struct {
+	Namespace        string                `json:"namespace"`
+	Chart            hubv1.ChartRef        `json:"chart"`
+	Values           map[string]any        `json:"values"`
+	Selector         string                `json:"selector"`
+	Customizations   []hubv1.Customization `json:"customizations"`
+	Placement        map[string]string     `json:"placement"`
+	DefaultPlacement string                `json:"defaultPlacement"`
+}
+
+func specOf(d hubv1.Deployment) (string, error) {
+	return encode(deploymentSpec{d.Namespace, d.Chart, d.Values, d.Selector, d.Customizations, d.Placement, d.DefaultPlacement})
+}
+
+const deploymentCols = `name, generation, spec, created_by, created, updated`
+
+func scanDeployment(sc interface{ Scan(...any) error }) (hubv1.Deployment, error) {
+	var (
+		d                hubv1.Deployment
+		spec             string
+		created, updated int64
+	)
+	if err := sc.Scan(&d.Name, &d.Generation, &spec, &d.CreatedBy, &created, &updated); err != nil {
+		return d, err
+	}
+	var sp deploymentSpec
+	if err := decode(spec, &sp); err != nil {
+		return d, fmt.Errorf("deployment %s: %w", d.Name, err)
+	}
+	d.Namespace, d.Chart, d.Values, d.Selector = sp.Namespace, sp.Chart, sp.Values, sp.Selector
+	d.Customizations, d.Placement, d.DefaultPlacement = sp.Customizations, sp.Placement, sp.DefaultPlacement
+	d.Created, d.Updated = fromMicros(created), fromMicros(updated)
+	return d, nil
+}
+
+// CreateDeployment stores d, or returns store.ErrExists. A zero
+// Generation is stored as 1, a zero Updated as Created.
+func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error {
+	spec, err := specOf(d)
+	if err != nil {
+		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, err)
+	}
+	gen := max(d.Generation, 1)
+	updated := d.Updated
+	if updated.IsZero() {
+		updated = d.Created
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+		d.Name, gen, spec, d.CreatedBy, micros(d.Created), micros(updated))
+	if err != nil {
+		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, constraint(err))
+	}
+	return nil
+}
+
+// GetDeployment returns the named deployment, or store.ErrNotFound.
+func (s *Store) GetDeployment(ctx context.Context, name string) (hubv1.Deployment, error) {
+	d, err := scanDeployment(s.r.QueryRowContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name = ?`, name))
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("sqlite: get deployment %s: %w", name, notFound(err))
+	}
+	return d, nil
+}
+
+// ListDeployments pages deployments by name.
+func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Deployment, string, error) {
+	lim := limit(p)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name > ? ORDER BY name LIMIT ?`, p.After, lim+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite: list deployments: %w", err)
+	}
+	defer rows.Close()
+	out := []hubv1.Deployment{}
+	for rows.Next() {
+		d, err := scanDeployment(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("sqlite: list deployments: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("sqlite: list deployments: %w", err)
+	}
+	if len(out) > lim {
+		out = out[:lim]
+		return out, out[lim-1].Name, nil
+	}
+	return out, "", nil
+}
+
+// UpdateDeployment stores d's spec and Updated time (Created and
+// CreatedBy stay) if d.Generation is the stored one; see store.Store.
+func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error) {
+	spec, err := specOf(d)
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("sqlite: update deployment %s: %w", d.Name, err)
+	}
+	var out hubv1.Deployment
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = scanDeployment(tx.QueryRowContext(ctx, `UPDATE deployments SET spec = ?, generation = generation + 1,
+			updated = CASE WHEN ? THEN updated ELSE ? END
+			WHERE name = ? AND generation = ? RETURNING `+deploymentCols,
+			spec, d.Updated.IsZero(), micros(d.Updated), d.Name, d.Generation))
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM deployments WHERE name = ?`, d.Name).Scan(&one); err != nil {
+			return notFound(err)
+		}
+		return fmt.Errorf("generation %d: %w", d.Generation, store.ErrConflict)
+	})
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("sqlite: update deployment %s: %w", d.Name, err)
+	}
+	return out, nil
+}
+
+// DeleteDeployment deletes the named deployment, or returns
+// store.ErrNotFound.
+func (s *Store) DeleteDeployment(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM deployments WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("sqlite: delete deployment %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sqlite: delete deployment %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+// Package sqlite is the hub's embedded store: store.Store on one SQLite
+// file in the hub's data directory, through modernc.org/sqlite (pure Go, no
+// cgo; driver name "sqlite").
+//
+// Dialect choices. The database runs in WAL mode, so readers never wait
+// for the writer. Every write goes through one connection (a database/sql
+// pool of size 1 whose transactions BEGIN IMMEDIATE): writes from any
+// number of goroutines queue in the process instead of racing for SQLite's
+// lock, so they never fail with SQLITE_BUSY. Reads use a separate pool of
+// read-only connections. busy_timeout (10 s) covers what is left: a
+// checkpoint, or another process opening the same file. Foreign keys are
+// on; deleting a vehicle deletes its tokens, reports and desired rows.
+// Times are INTEGER microseconds since the Unix epoch, UTC; structured
+// values that are not queried (labels, resources, facts, values,
+// customizations, placement, the envelope) are JSON text.
+// The schema is versioned with goose (migrations/, embedded) and migrated
+// by Open.
+//
+// Durability. The file runs with synchronous=NORMAL: a commit is appended
+// to the WAL and reaches the disk at the next checkpoint (SQLite's
+// automatic checkpoint runs when the WAL passes 1000 pages, about 4 MB,
+// and at Close), not at each commit. A crash of the hub process loses
+// nothing (committed pages are in the operating system's cache), and the
+// database is never corrupted; a power loss or kernel crash rolls back the
+// transactions committed since the last checkpoint, at most the last ~4 MB
+// of writes. What that can undo: desired revisions (the hub must issue a
+// revision above the vehicle's reported applied revision, not only above
+// the stored one, to recover), spent bootstrap tokens (one may work once
+// more), and audit entries.
+//
+// Changes is in-process: every subscriber of one *Store is woken by every
+// write through that *Store. Two *Store values, or two processes, on one
+// file do not wake each other; one hub process owns a SQLite store (use
+// PostgreSQL for replicas).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/fanout"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// busyTimeout is how long a statement waits for a lock held by another
+// process, or by a checkpoint, before failing with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// maxReaders caps the read-only connections.
+const maxReaders = 4
+
+// Store is store.Store on a SQLite file. Its methods are safe for
+// concurrent use.
+type Store struct {
+	w   *sql.DB // the one writer connection; every write goes through it
+	r   *sql.DB // read-only connections
+	log *slog.Logger
+	fan fanout.Fanout // Changes subscribers
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database file at path and migrates
+// its schema to the newest version. path is a file name; ":memory:" and
+// names with a '?' are refused (the writer and the readers must share
+// one file).
+func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
+	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, ":memory:") || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: open %q: want a plain file name", path)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	common := fmt.Sprintf("_busy_timeout=%d&_foreign_keys=1", busyTimeout.Milliseconds())
+	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+	s := &Store{w: w, log: log.With("component", "hub-store", "dialect", "sqlite")}
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: journal mode is %q, not wal (a file system without shared memory?)", path, mode)
+	}
+	if err := migrate(ctx, w, s.log); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// Readers open after the writer has made the file WAL (a persistent
+	// property of the file), so they need not set it.
+	r, err := sql.Open("sqlite", path+"?"+common+"&_synchronous=NORMAL&_query_only=1")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(maxReaders)
+	r.SetMaxIdleConns(maxReaders)
+	s.r = r
+	return s, nil
+}
+
+// Ping checks both pools answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping readers: %w", err)
+	}
+	if err := s.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping writer: %w", err)
+	}
+	return nil
+}
+
+// Close closes Changes channels and the database; the last connection to
+// close checkpoints the WAL into the main file.
+func (s *Store) Close() error {
+	s.fan.Close()
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// write runs fn in one transaction on the writer connection.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// constraint maps a constraint violation to its sentinel: a taken key to
+// store.ErrExists, a missing referenced row to store.ErrNotFound. Other
+// errors come back unchanged.
+func constraint(err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+		return store.ErrExists
+	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// notFound maps sql.ErrNoRows to store.ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// exists reports whether the vehicle row exists, inside tx.
+func vehicleExists(ctx context.Context, q querier, id string) (bool, error) {
+	var one int
+	err := q.QueryRowContext(ctx, "SELECT 1 FROM vehicles WHERE id = ?", id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Times are stored as microseconds since the Unix epoch.
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func nullMicros(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func fromNullMicros(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMicros(v.Int64)
+	return &t
+}
+
+// norm is how a time comes back from the store.
+func norm(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func encode(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode %T: %w", v, err)
+	}
+	return string(b), nil
+}
+
+func decode(s string, v any) error {
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	return nil
+}
+
+// limit is a page's item cap.
+func limit(p store.Page) int {
+	if p.Limit <= 0 {
+		return 100
+	}
+	return p.Limit
+}

@@ -1,0 +1,312 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+const vehicleCols = `id, labels, capacity, allocatable, facts, enrolled, cert_expires, last_seen, created, resource_version`
+
+func scanVehicle(sc interface{ Scan(...any) error }) (hubv1.Vehicle, error) {
+	var (
+		v                                   hubv1.Vehicle
+		labels, capacity, allocatable, fact string
+		enrolled, certExpires, lastSeen     sql.NullInt64
+		created                             int64
+	)
+	if err := sc.Scan(&v.ID, &labels, &capacity, &allocatable, &fact, &enrolled, &certExpires, &lastSeen, &created, &v.ResourceVersion); err != nil {
+		return v, err
+	}
+	for _, f := range []struct {
+		s string
+		v any
+	}{{labels, &v.Labels}, {capacity, &v.Capacity}, {allocatable, &v.Allocatable}, {fact, &v.Facts}} {
+		if err := decode(f.s, f.v); err != nil {
+			return v, fmt.Errorf("vehicle %s: %w", v.ID, err)
+		}
+	}
+	v.Enrolled, v.CertificateExpires, v.LastSeen = fromNullMicros(enrolled), fromNullMicros(certExpires), fromNullMicros(lastSeen)
+	v.Created = fromMicros(created)
+	return v, nil
+}
+
+// CreateVehicle stores v with ResourceVersion 1 (Online is not stored), or
+// returns store.ErrExists.
+func (s *Store) CreateVehicle(ctx context.Context, v hubv1.Vehicle) error {
+	var js [4]string
+	for i, x := range []any{v.Labels, v.Capacity, v.Allocatable, v.Facts} {
+		var err error
+		if js[i], err = encode(x); err != nil {
+			return fmt.Errorf("sqlite: create vehicle %s: %w", v.ID, err)
+		}
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+		v.ID, js[0], js[1], js[2], js[3], nullMicros(v.Enrolled), nullMicros(v.CertificateExpires), nullMicros(v.LastSeen), micros(v.Created))
+	if err != nil {
+		return fmt.Errorf("sqlite: create vehicle %s: %w", v.ID, constraint(err))
+	}
+	return nil
+}
+
+// GetVehicle returns the vehicle, or store.ErrNotFound.
+func (s *Store) GetVehicle(ctx context.Context, id string) (hubv1.Vehicle, error) {
+	v, err := scanVehicle(s.r.QueryRowContext(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id = ?`, id))
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("sqlite: get vehicle %s: %w", id, notFound(err))
+	}
+	return v, nil
+}
+
+// ListVehicles pages vehicles by ID; see store.Store. With a match func it
+// reads rows in chunks until it has a page of matches and knows whether
+// another match follows.
+func (s *Store) ListVehicles(ctx context.Context, p store.Page, match func(map[string]string) bool) ([]hubv1.Vehicle, string, error) {
+	lim := limit(p)
+	chunk := lim + 1
+	if match != nil {
+		chunk = max(chunk, 256)
+	}
+	out := []hubv1.Vehicle{}
+	after := p.After
+	for {
+		n, err := s.vehicleChunk(ctx, after, chunk, func(v hubv1.Vehicle) bool {
+			after = v.ID
+			if match == nil || match(v.Labels) {
+				out = append(out, v)
+			}
+			return len(out) <= lim
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("sqlite: list vehicles after %q: %w", after, err)
+		}
+		if len(out) > lim || n < chunk {
+			break
+		}
+	}
+	if len(out) > lim {
+		out = out[:lim]
+		return out, out[lim-1].ID, nil
+	}
+	return out, "", nil
+}
+
+// vehicleChunk calls each for up to n vehicles after the ID after, until
+// each returns false, and returns how many rows it read.
+func (s *Store) vehicleChunk(ctx context.Context, after string, n int, each func(hubv1.Vehicle) bool) (int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id > ? ORDER BY id LIMIT ?`, after, n)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	read := 0
+	for rows.Next() {
+		v, err := scanVehicle(rows)
+		if err != nil {
+			return read, err
+		}
+		read++
+		if !each(v) {
+			return read, nil
+		}
+	}
+	return read, rows.Err()
+}
+
+// UpdateVehicle replaces labels, and capacity and allocatable when not
+// nil, if v.ResourceVersion is the stored one; see store.Store.
+func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehicle, error) {
+	labels, err := encode(v.Labels)
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)
+	}
+	var capacity, allocatable sql.NullString
+	for _, f := range []struct {
+		l hubv1.ResourceList
+		s *sql.NullString
+	}{{v.Capacity, &capacity}, {v.Allocatable, &allocatable}} {
+		if f.l == nil {
+			continue
+		}
+		if f.s.String, err = encode(f.l); err != nil {
+			return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)
+		}
+		f.s.Valid = true
+	}
+	var out hubv1.Vehicle
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = scanVehicle(tx.QueryRowContext(ctx, `UPDATE vehicles SET labels = ?, capacity = coalesce(?, capacity),
+			allocatable = coalesce(?, allocatable), resource_version = resource_version + 1
+			WHERE id = ? AND resource_version = ? RETURNING `+vehicleCols,
+			labels, capacity, allocatable, v.ID, v.ResourceVersion))
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if ok, err := vehicleExists(ctx, tx, v.ID); err != nil {
+			return err
+		} else if !ok {
+			return store.ErrNotFound
+		}
+		return fmt.Errorf("resource version %d: %w", v.ResourceVersion, store.ErrConflict)
+	})
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)
+	}
+	return out, nil
+}
+
+// DeleteVehicle deletes the vehicle with its tokens, reports and desired
+// state, or returns store.ErrNotFound.
+func (s *Store) DeleteVehicle(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM vehicles WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("sqlite: delete vehicle %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sqlite: delete vehicle %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// SetEnrolled sets the certificate expiry, and the enrolment time if the
+// vehicle has none yet.
+func (s *Store) SetEnrolled(ctx context.Context, id string, at, certExpires time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE vehicles SET enrolled = coalesce(enrolled, ?), cert_expires = ?,
+		resource_version = resource_version + 1 WHERE id = ?`, micros(at), micros(certExpires), id)
+	if err != nil {
+		return fmt.Errorf("sqlite: set enrolled %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sqlite: set enrolled %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// Seen moves the vehicle's last-seen time forward to at (never back).
+func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE vehicles SET last_seen = ?, resource_version = resource_version + 1
+			WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`, micros(at), id, micros(at))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		if ok, err := vehicleExists(ctx, tx, id); err != nil {
+			return err
+		} else if !ok {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: seen %s: %w", id, err)
+	}
+	return nil
+}
+
+// PutReported stores the report of r.Half and merges the facts, capacity
+// and allocatable it carries (each when not nil) into the vehicle.
+func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (bool, error) {
+	r.Time = norm(r.Time)
+	body, err := encode(r)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: put reported %s/%s: %w", id, r.Half, err)
+	}
+	var changed bool
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var fact, capacity, allocatable string
+		err := tx.QueryRowContext(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = ?`, id).Scan(&fact, &capacity, &allocatable)
+		if err != nil {
+			return notFound(err)
+		}
+		if r.Facts != nil {
+			f, err := encode(*r.Facts)
+			if err != nil {
+				return err
+			}
+			if f != fact {
+				fact, changed = f, true
+			}
+		}
+		for _, f := range []struct {
+			l      hubv1.ResourceList
+			stored *string
+		}{{r.Capacity, &capacity}, {r.Allocatable, &allocatable}} {
+			if f.l == nil {
+				continue
+			}
+			var old hubv1.ResourceList
+			if err := decode(*f.stored, &old); err != nil {
+				return err
+			}
+			if maps.Equal(old, f.l) {
+				continue
+			}
+			if *f.stored, err = encode(f.l); err != nil {
+				return err
+			}
+			changed = true
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO reports (vehicle, half, applied_revision, body) VALUES (?, ?, ?, ?)
+			ON CONFLICT (vehicle, half) DO UPDATE SET applied_revision = excluded.applied_revision, body = excluded.body`,
+			id, r.Half, r.AppliedRevision, body); err != nil {
+			return err
+		}
+		if !changed {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE vehicles SET facts = ?, capacity = ?, allocatable = ?,
+			resource_version = resource_version + 1 WHERE id = ?`, fact, capacity, allocatable, id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: put reported %s/%s: %w", id, r.Half, err)
+	}
+	return changed, nil
+}
+
+// GetReported returns the vehicle's reports by half, or store.ErrNotFound
+// if there is no such vehicle.
+func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, error) {
+	out, err := s.reports(ctx, id)
+	if err == nil && len(out) == 0 {
+		var ok bool
+		if ok, err = vehicleExists(ctx, s.r, id); err == nil && !ok {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get reported %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (s *Store) reports(ctx context.Context, id string) ([]hubv1.Reported, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT body FROM reports WHERE vehicle = ? ORDER BY half`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []hubv1.Reported{}
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, err
+		}
+		var r hubv1.Reported
+		if err := decode(body, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
