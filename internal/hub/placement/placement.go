@@ -102,9 +102,15 @@
 // and each cloud component with a Service the vehicle would call says so
 // in its reason.
 //
-// Limits, by design: a Route lives in the Service's namespace, so apps in
-// other namespaces on the vehicle reach a cloud Service only through
-// their own Routes; cloud components reach each other by bare name (the
+// An object rendered without a metadata.namespace is taken to be in the
+// deployment's namespace (Deployment.Namespace, default "default"), where
+// the agent applies it: that is the namespace used to match it with
+// workloads, in the placement table's Kind/namespace/name entries, and for
+// a Service's Route and hosts. The vehicle half keeps it without one.
+//
+// Limits, by design: a Route serves the proxies of its namespace (the
+// controller publishes Routes per namespace), so only meshed pods in the
+// Service's namespace reach a cloud Service by it; cloud components reach each other by bare name (the
 // cloud namespace's search path), not by names that spell the vehicle's
 // namespace; and nothing routes calls from the cloud into the vehicle.
 package placement
