@@ -1,0 +1,20 @@
+// Command misaki is the operator CLI of Misaki's fleet hub: chart
+// sources, vehicles and their bootstrap tokens, deployments, the digital
+// twin, keys and the audit log (docs/cli.md).
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/misaki-io/misaki/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+)
+
+var twinCommand = &command{
+	name: "twin", args: "<vehicle>",
+	summary: "Show a vehicle's digital twin: desired vs reported, placement, delta",
+	help: `For each half (the vehicle's cluster, and its namespace in the cloud): the
+desired revision the hub signed and the revision the agent applied, the
+digest and expiry of the desired revision, and how many of its objects the
+agent reports healthy. Then where each component runs and why, and every
+way the report differs from what is desired. -o json or -o yaml print the
+twin as the hub serves it.`,
+	run: twin,
+}
+
+func twin(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	pos, err := e.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := e.hub()
+	if err != nil {
+		return err
+	}
+	var tw hubv1.Twin
+	if err := c.get(ctx, "/v1/vehicles/"+pathEscape(pos[0]), nil, &tw); err != nil {
+		return err
+	}
+	return e.show(tw, func(w io.Writer) error { return e.writeTwin(w, tw) })
+}
+
+func (e *env) writeTwin(w io.Writer, tw hubv1.Twin) error {
+	v := tw.Vehicle
+	f := &fields{}
+	f.add("Vehicle", v.ID)
+	online := yesNo(v.Online)
+	if v.LastSeen != nil {
+		online += ", last seen " + e.relative(v.LastSeen)
+	}
+	f.add("Online", online)
+	f.add("Labels", kv(v.Labels, ", "))
+	if err := f.write(w); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	t := newTable("HALF", "DESIRED", "APPLIED", "DIGEST", "ISSUED", "EXPIRES", "HEALTHY", "REPORTED", "AGENT")
+	for _, half := range []string{hubv1.HalfVehicle, hubv1.HalfCloud} {
+		var d *hubv1.DesiredSummary
+		for i := range tw.Desired {
+			if tw.Desired[i].Half == half {
+				d = &tw.Desired[i]
+			}
+		}
+		var r *hubv1.Reported
+		for i := range tw.Reported {
+			if tw.Reported[i].Half == half {
+				r = &tw.Reported[i]
+			}
+		}
+		if d == nil && r == nil {
+			continue
+		}
+		desired, digest, issued, expires := "-", "-", "-", "-"
+		if d != nil {
+			desired, digest = fmt.Sprint(d.Revision), shortDigest(d.Digest)
+			issued, expires = e.relative(&d.IssuedAt), e.relative(&d.Expires)
+		}
+		applied, reported, agent, healthy := "-", "never", "-", "-"
+		if r != nil {
+			applied, reported, agent = fmt.Sprint(r.AppliedRevision), e.relative(&r.Time), orDash(r.AgentVersion)
+			n := 0
+			for _, o := range r.Objects {
+				if o.State == hubv1.StateHealthy {
+					n++
+				}
+			}
+			total := len(r.Objects)
+			if d != nil {
+				total = len(d.Objects)
+			}
+			healthy = fmt.Sprintf("%d/%d", n, total)
+		}
+		t.add(half, desired, applied, digest, issued, expires, healthy, reported, agent)
+	}
+	if len(t.rows) == 0 {
+		fmt.Fprintln(w, "No desired revision yet, and nothing reported.")
+	} else if err := t.write(w); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nPlacement:")
+	if len(tw.Placement) == 0 {
+		fmt.Fprintln(w, "  <none>")
+	} else if err := placementTable(tw.Placement).write(w); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nDelta:")
+	if len(tw.Delta) == 0 {
+		_, err := fmt.Fprintln(w, "  <none>")
+		return err
+	}
+	dt := newTable("HALF", "KIND", "OBJECT", "DETAIL")
+	for _, d := range tw.Delta {
+		dt.add(orDash(d.Half), d.Kind, orDash(d.Object), d.Detail)
+	}
+	return dt.write(w)
+}
