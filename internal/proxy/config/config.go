@@ -259,6 +259,10 @@ type Gateway struct {
 	// first URI SAN, else its common name) to the services; a value sent by
 	// the client is replaced. Default Misaki-Vehicle-Id.
 	IdentityHeader string `yaml:"identityHeader"`
+	// VehicleServices, when present, sends a vehicle's calls to cloud
+	// Services' cluster DNS names that no route serves to the Service in
+	// that vehicle's own cloud namespace (vehicleservices.go). nil: off.
+	VehicleServices *VehicleServices `yaml:"vehicleServices"`
 }
 
 // ServerTLS is a TLS server's certificate and its client CA.
@@ -540,6 +544,9 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Limits.IdleTimeout, Duration(DefaultIdleTimeout))
 	setDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
 	c.Limits.HTTP2.setDefaults()
+	if v := c.Gateway.VehicleServices; v != nil {
+		v.setDefaults(c.Limits.MaxBodyBytes)
+	}
 	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
 	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
 	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
@@ -641,6 +648,9 @@ func (c *Config) Validate() error {
 		}
 		if http.CanonicalHeaderKey(g.IdentityHeader) != g.IdentityHeader || strings.ContainsAny(g.IdentityHeader, " :") {
 			bad("gateway.identityHeader", "%q is not a canonical header name; write it like Misaki-Vehicle-Id", g.IdentityHeader)
+		}
+		if g.VehicleServices != nil {
+			g.VehicleServices.validate(bad)
 		}
 	default:
 		bad("role", "%q is not a role; use edge or gateway", c.Role)

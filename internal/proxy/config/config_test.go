@@ -58,6 +58,9 @@ func TestValidation(t *testing.T) {
 	route := func(extra string) string {
 		return "routes:\n  - name: r\n    hosts: [a.mesh]\n    upstream: http://127.0.0.1:1\n" + extra
 	}
+	vs := func(section string) string {
+		return "role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x}, vehicleServices: " + section + "}\n"
+	}
 	tests := []struct {
 		name string
 		yaml string
@@ -101,6 +104,25 @@ func TestValidation(t *testing.T) {
 		{"bad role", "role: cloud\n", []string{"role:", "edge or gateway"}},
 		{"gateway without tls", "role: gateway\ngateway: {idempotency: {dir: /x}}\n", []string{"gateway.tls", "mutual TLS"}},
 		{"gateway", "role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x, window: 48h}}\n", nil},
+		{"vehicle services", vs("{clusterDomain: fleet.internal, namespace: \"car-{vehicle}\", upstream: \"http://{service}.{namespace}.svc.cloud.local:{port}/\", protocol: h2c, maxUpstreams: 10}"), nil},
+		{"vehicle services, bad cluster domain", vs("{clusterDomain: \"cluster.local.\"}"), []string{"gateway.vehicleServices.clusterDomain", "not a DNS name"}},
+		{"vehicle services, wildcard cluster domain", vs("{clusterDomain: \"*.local\"}"), []string{"gateway.vehicleServices.clusterDomain"}},
+		{"vehicle services, unknown placeholder", vs("{upstream: \"http://{svc}.{namespace}:{port}\"}"), []string{"gateway.vehicleServices.upstream", "{svc} is not a placeholder here; use {service}, {namespace}, {clusterDomain}, {port}"}},
+		{"vehicle services, open brace", vs("{upstream: \"http://{service.{namespace}\"}"), []string{"gateway.vehicleServices.upstream", "not a placeholder"}},
+		{"vehicle services, unclosed brace", vs("{upstream: \"http://{service}.{namespace}:{port\"}"), []string{"gateway.vehicleServices.upstream", "not closed"}},
+		{"vehicle services, stray brace", vs("{upstream: \"http://{service}.{namespace}}\"}"), []string{"gateway.vehicleServices.upstream", "closes no placeholder"}},
+		{"vehicle services, upstream without namespace", vs("{upstream: \"http://{service}.shared:{port}\"}"), []string{"gateway.vehicleServices.upstream", "has no {namespace}"}},
+		{"vehicle services, upstream without service", vs("{upstream: \"http://ingress.{namespace}:80\"}"), []string{"gateway.vehicleServices.upstream", "has no {service}"}},
+		{"vehicle services, h2c scheme", vs("{upstream: \"h2c://{service}.{namespace}:{port}\"}"), []string{"gateway.vehicleServices.upstream", "write it with http://; gateway.vehicleServices.protocol chooses"}},
+		{"vehicle services, upstream path", vs("{upstream: \"http://{service}.{namespace}:{port}/api\"}"), []string{"gateway.vehicleServices.upstream", "paths, queries"}},
+		{"vehicle services, vehicle in upstream", vs("{upstream: \"http://{service}.{namespace}.{vehicle}\"}"), []string{"{vehicle} is not a placeholder here"}},
+		{"vehicle services, namespace without vehicle", vs("{namespace: cloud}"), []string{"gateway.vehicleServices.namespace", "has no {vehicle}"}},
+		{"vehicle services, namespace not a name", vs("{namespace: \"V_{vehicle}\"}"), []string{"gateway.vehicleServices.namespace", "does not make a namespace name"}},
+		{"vehicle services, namespace placeholder", vs("{namespace: \"{namespace}-{vehicle}\"}"), []string{"gateway.vehicleServices.namespace", "{namespace} is not a placeholder here; use {vehicle}"}},
+		{"vehicle services, bad protocol", vs("{protocol: grpc}"), []string{"gateway.vehicleServices.protocol", "auto, http or h2c"}},
+		{"vehicle services, negative bound", vs("{maxUpstreams: -1}"), []string{"gateway.vehicleServices.maxUpstreams", "negative"}},
+		{"vehicle services, negative timeout", vs("{timeouts: {idle: -1s}}"), []string{"gateway.vehicleServices.timeouts.idle", "negative"}},
+		{"vehicle services, unknown field", vs("{namespaces: x}"), []string{"gateway.vehicleServices.namespaces: unknown field", `did you mean "namespace"?`}},
 		{"spool without dir", route("    offline: {spool: true}\n"), []string{"routes[0].offline.spool", "spool.dir is not set"}},
 		{"spooling route", "spool: {dir: /var/lib/misaki/spool, sync: interval, syncInterval: 50ms}\n" +
 			route("    offline: {hold: 5s, spool: true, ttl: 24h, priority: 5, quota: {bytes: 64MiB, requests: 1000}, eviction: drop-oldest, unsafeMethods: [delete]}\n"), nil},
@@ -191,6 +213,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("limits: {maxBodyBytes: 1KiB}\nlinks: [{name: a, class: wifi, match: \"w*\"}]\n")
 	f.Add("a: &x [*x]\n")
 	f.Add("routes:\n  - {}\n  - null\n")
+	f.Add("role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x}, vehicleServices: {namespace: \"v-{vehicle}\", upstream: \"http://{service}.{namespace}:{port}\"}}\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := Parse([]byte(in))
 		if err != nil {
@@ -234,5 +257,47 @@ func TestXDSTakesTheRoutes(t *testing.T) {
 	c, _ := Parse([]byte(base))
 	if _, err := c.WithRoutes([]Route{{Name: "a", Hosts: []string{"a.mesh"}, Upstream: "http://127.0.0.1:1"}}); err != nil {
 		t.Fatalf("routes applied from the controller: %v", err)
+	}
+}
+
+// gateway.vehicleServices is on when present, even with nothing under it,
+// and then takes every documented default; absent, it is off.
+func TestVehicleServicesDefaults(t *testing.T) {
+	const gw = "role: gateway\nlimits: {maxBodyBytes: 1MiB}\ngateway:\n  tls: {certFile: c, keyFile: k, clientCAFile: ca}\n  idempotency: {dir: /x}\n"
+	want := &VehicleServices{
+		ClusterDomain: "cluster.local", Namespace: "misaki-v-{vehicle}",
+		Upstream: "http://{service}.{namespace}.svc.{clusterDomain}:{port}", Protocol: VehicleProtocolAuto,
+		MaxUpstreams: 4096, MaxBodyBytes: 1 << 20, MaxUpstreamConnections: DefaultUpstreamConns,
+		Timeouts: Timeouts{Connect: Duration(DefaultConnectTimeout), ResponseHeader: Duration(DefaultResponseHeader), Idle: Duration(DefaultUpstreamIdle)},
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		want       *VehicleServices
+	}{
+		{"absent", gw, nil},
+		{"empty mapping", gw + "  vehicleServices: {}\n", want},
+		{"key alone", gw + "  vehicleServices:\n", want},
+		{"null", gw + "  vehicleServices: null\n", want},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, c.Gateway.VehicleServices); d != "" {
+				t.Errorf("gateway.vehicleServices (-want +got):\n%s", d)
+			}
+			if tc.want == nil {
+				return
+			}
+			// A copy with other routes does not share the section.
+			n, err := c.WithRoutes(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Gateway.VehicleServices == c.Gateway.VehicleServices || *n.Gateway.VehicleServices != *c.Gateway.VehicleServices {
+				t.Errorf("WithRoutes: %p %+v, from %p %+v", n.Gateway.VehicleServices, n.Gateway.VehicleServices, c.Gateway.VehicleServices, c.Gateway.VehicleServices)
+			}
+		})
 	}
 }

@@ -76,6 +76,10 @@ func parse(b []byte, role string) (*Config, error) {
 	if role != "" {
 		c.Role = role
 	}
+	if c.Gateway.VehicleServices == nil && hasKey(root, "gateway", "vehicleServices") {
+		// Present with nothing under it: on, with every default.
+		c.Gateway.VehicleServices = &VehicleServices{}
+	}
 	c.SetDefaults()
 	err := c.Validate()
 	if c.XDS.Server != "" && len(c.Routes) > 0 {
@@ -138,6 +142,26 @@ func checkFields(n *yaml.Node, t reflect.Type, path string) error {
 		errs = append(errs, fmt.Errorf("%s: want a list (line %d); write it like [a, b]", path, n.Line))
 	}
 	return errors.Join(errs...)
+}
+
+// hasKey reports whether the mapping n has the key path, whatever its value.
+func hasKey(n *yaml.Node, path ...string) bool {
+	for _, k := range path {
+		if n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return false
+		}
+		n = next
+	}
+	return true
 }
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
@@ -213,6 +237,10 @@ func DecodeRoute(b []byte) (Route, error) {
 // (defaults set); routes are not modified.
 func (c *Config) WithRoutes(routes []Route) (*Config, error) {
 	n := *c
+	if v := c.Gateway.VehicleServices; v != nil {
+		vc := *v
+		n.Gateway.VehicleServices = &vc
+	}
 	n.Routes = make([]Route, len(routes))
 	for i, r := range routes {
 		r.Offline.UnsafeMethods = slices.Clone(r.Offline.UnsafeMethods)
