@@ -1,6 +1,8 @@
 // Package gateway is the cloud side of Misaki (misaki-proxy --role
 // gateway): vehicles' edge proxies connect to it with mutual TLS, and it
-// forwards to cloud services by route, as the edge does. It also answers
+// forwards to cloud services by route, as the edge does, and a vehicle's
+// calls to the cluster DNS names of its cloud-placed Services to those
+// Services in the vehicle's own cloud namespace (vehicles.go). It also answers
 // every repeat of an Idempotency-Key from what the service answered the
 // first time, so a request the edge delivers twice (after a crash lost
 // the record of its first delivery) reaches the service once:
@@ -57,6 +59,7 @@ const (
 	outcomeConflict  = "conflict"  // 409: the first is still being answered
 	outcomeMismatch  = "mismatch"  // 422: same key, different request
 	outcomeNoRoute   = "no_route"
+	outcomeForbidden = "forbidden" // 403: a cloud Service name from a certificate that names no vehicle
 	outcomeError     = "error"
 )
 
@@ -69,6 +72,13 @@ type Server struct {
 	table  *route.Table
 	routes []*forward.Upstream
 	store  *idem.Store
+	// static are the routes' hosts; vs serves cloud Service names no
+	// route serves (vehicles.go), nil unless gateway.vehicleServices is set.
+	static staticHosts
+	vs     *vehicleServices
+	// vehicleEndpoints, for tests only, gives the addresses a vehicle
+	// service's upstream (its host:port) dials instead of resolving it.
+	vehicleEndpoints func(addr string) []string
 
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -107,12 +117,13 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
-		table: route.NewTable(cfg.Routes),
-		slots: make(chan struct{}, batchItemsInFlight),
-		reg:   prometheus.NewRegistry(),
+		table:  route.NewTable(cfg.Routes),
+		static: newStaticHosts(cfg.Routes),
+		slots:  make(chan struct{}, batchItemsInFlight),
+		reg:    prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_gateway_requests_total",
-			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, error).",
+			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, forbidden, error).",
 		}, []string{"route", "outcome"}),
 	}
 	s.batches = prometheus.NewCounter(prometheus.CounterOpts{
@@ -130,6 +141,13 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			return nil, err
 		}
 		s.routes = append(s.routes, f)
+	}
+	if vc := g.VehicleServices; vc != nil {
+		s.vs = newVehicleServices(*vc, s)
+		s.reg.MustRegister(s.vs.upstreams.dropped, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "misaki_gateway_vehicle_upstreams",
+			Help: "Vehicle services' upstreams kept, one per (service, vehicle namespace, port, protocol), at most gateway.vehicleServices.maxUpstreams.",
+		}, func() float64 { return float64(s.vs.upstreams.len()) }))
 	}
 	return s, nil
 }
@@ -208,7 +226,7 @@ func (s *Server) Run(ctx context.Context) error {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	adminSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.log.Info("listening", "addr", s.Addr(), "admin", s.AdminAddr(), "routes", len(s.routes))
+	s.log.Info("listening", "addr", s.Addr(), "admin", s.AdminAddr(), "routes", len(s.routes), "vehicleServices", s.vs != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -239,6 +257,23 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	})
+	if s.vs != nil {
+		g.Go(func() error {
+			idle := s.vs.cfg.Timeouts.Idle.D()
+			t := time.NewTicker(idle)
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+					if n := s.vs.upstreams.sweep(idle); n > 0 {
+						s.log.Debug("idle vehicle service upstreams dropped", "upstreams", n)
+					}
+				}
+			}
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -246,6 +281,9 @@ func (s *Server) Run(ctx context.Context) error {
 		err := errors.Join(srv.Shutdown(sctx), adminSrv.Shutdown(sctx))
 		for _, f := range s.routes {
 			f.Close()
+		}
+		if s.vs != nil {
+			s.vs.upstreams.closeAll()
 		}
 		return err
 	})
@@ -279,35 +317,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveBatch(w, r)
 		return
 	}
-	i := s.table.Match(r.Host, r.URL.Path, r.Header)
-	if i < 0 {
-		s.requests.WithLabelValues("", outcomeNoRoute).Inc()
-		http.Error(w, fmt.Sprintf("misaki gateway: no route for host %q", r.Host), http.StatusNotFound)
+	if i := s.table.Match(r.Host, r.URL.Path, r.Header); i >= 0 {
+		s.serve(w, r, id, s.cfg.Routes[i].Name, s.routes[i], s.cfg.Routes[i].MaxBodyBytes)
 		return
 	}
-	rc, fwd := s.cfg.Routes[i], s.routes[i]
+	// The routes' hosts are theirs even when no route's matches take the
+	// request: vehicle services only get names no route serves.
+	if s.vs != nil && !s.static.has(r.Host) && s.vs.serve(s, w, r, id) {
+		return
+	}
+	s.requests.WithLabelValues("", outcomeNoRoute).Inc()
+	http.Error(w, fmt.Sprintf("misaki gateway: no route for host %q", r.Host), http.StatusNotFound)
+}
+
+// serve forwards a request of the vehicle with this identity to fwd, as
+// routeName, de-duplicated by its Idempotency-Key.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, id, routeName string, fwd *forward.Upstream, maxBody config.ByteSize) {
 	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, int64(rc.MaxBodyBytes))
+		r.Body = http.MaxBytesReader(w, r.Body, int64(maxBody))
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
-		s.requests.WithLabelValues(rc.Name, outcomeNoKey).Inc()
+		s.requests.WithLabelValues(routeName, outcomeNoKey).Inc()
 		notReached(w, fwd.Forward(w, r, "direct"))
 		return
 	}
 	scoped := idem.Scope(id, key)
 	e, err := s.store.Claim(scoped)
 	if err != nil {
-		s.requests.WithLabelValues(rc.Name, outcomeError).Inc()
+		s.requests.WithLabelValues(routeName, outcomeError).Inc()
 		s.log.Error("idempotency store", "err", err)
 		http.Error(w, "misaki gateway: idempotency store unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	if e != nil {
-		s.repeat(w, r, rc.Name, e)
+		s.repeat(w, r, routeName, e)
 		return
 	}
-	s.first(w, r, rc.Name, fwd, scoped)
+	s.first(w, r, routeName, fwd, scoped)
 }
 
 // first forwards the request that claimed its key. Once the service has

@@ -89,13 +89,23 @@ type gw struct {
 
 func startGateway(t *testing.T, p *pki, svcURL, dir string) *gw {
 	t.Helper()
-	cfg, err := config.Parse([]byte(p.GatewayYAML(dir, svcURL)))
+	return startGatewayConfig(t, p.GatewayYAML(dir, svcURL), nil)
+}
+
+// startGatewayConfig runs a gateway from a config file's text; prepare, if
+// not nil, is called before it listens.
+func startGatewayConfig(t *testing.T, yaml string, prepare func(*Server)) *gw {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
