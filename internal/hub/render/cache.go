@@ -6,11 +6,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/singleflight"
-	"helm.sh/helm/v4/pkg/chart/common"
 )
 
 // DefaultCacheSize is the number of renders a Cache keeps when NewCache is
@@ -153,15 +153,15 @@ func cacheKey(in Input) ([sha256.Size]byte, error) {
 		return key, fmt.Errorf("render: cache key: Input.Layers are not JSON: %w", err)
 	}
 	// Spellings that render alike key alike: "" is the default namespace,
-	// "1.37.2" is "v1.37.2". A version that does not parse is left as it
-	// is; Render reports it.
+	// and "1.37.2" is "v1.37.2" (the SDK's ParseKubeVersion adds the v; a
+	// version that does not parse never reaches the cache).
 	ns := in.Namespace
 	if ns == "" {
 		ns = DefaultNamespace
 	}
 	kv := in.Facts.KubernetesVersion
-	if v, err := common.ParseKubeVersion(kv); kv != "" && err == nil {
-		kv = v.Version
+	if kv != "" && !strings.HasPrefix(kv, "v") {
+		kv = "v" + kv
 	}
 	versions := sortedSet(in.Facts.APIVersions)
 

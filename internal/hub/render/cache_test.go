@@ -1,6 +1,7 @@
 package render_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 
@@ -51,6 +52,33 @@ func TestCacheConcurrentSameInput(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, outs[0]); diff != "" {
 		t.Errorf("cached output differs from Render (-render +cache):\n%s", diff)
+	}
+}
+
+// TestCacheConcurrentKeys renders distinct keys at once (Render itself
+// must be safe for concurrent use; -race checks it).
+func TestCacheConcurrentKeys(t *testing.T) {
+	base := shuttle(t)
+	c := render.NewCache(16)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			in := base
+			in.Release = fmt.Sprintf("shuttle-%d", i)
+			out, err := c.Render(in)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got := out.Objects[1].GetLabels()[render.LabelDeployment]; got != in.Release {
+				t.Errorf("%s: %s label %q", in.Release, render.LabelDeployment, got)
+			}
+		})
+	}
+	wg.Wait()
+	stats(t, c, 0, 8)
+	if c.Len() != 8 {
+		t.Errorf("%d entries, want 8", c.Len())
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/engine"
@@ -94,7 +95,7 @@ type Output struct {
 	// subcharts; Helm installs them before anything else and never
 	// templates them), then the templates' objects in Helm's InstallOrder
 	// (by kind, then template path, then position in the file; kinds Helm
-	// does not know come last). Each namespaced object without a
+	// does not know come last, by kind name). Each namespaced object without a
 	// namespace has the release namespace, and every object has the
 	// LabelManagedBy and LabelDeployment labels.
 	Objects []*unstructured.Unstructured
@@ -102,7 +103,8 @@ type Output struct {
 	// so on), ordered as Helm runs them (weight, then name), with the same
 	// namespace and labels as Objects. They are not in Objects, and the
 	// agent does not run them in this version; they are returned so the
-	// hub can show them. Test hooks are dropped.
+	// hub can show them. Test hooks (only the test event) are dropped, and
+	// so, as helm does, are hooks with an event helm does not know.
 	Hooks []*unstructured.Unstructured
 	// Values are the merged values the templates saw (chart defaults and
 	// layers, coalesced).
@@ -155,6 +157,17 @@ func Render(in Input) (*Output, error) {
 	if c := ch.Metadata.KubeVersion; c != "" && !chartutil.IsCompatibleRange(c, caps.KubeVersion.String()) {
 		return nil, fmt.Errorf("render: chart %s requires kubeVersion %s, which Kubernetes %s (Facts.KubernetesVersion) does not meet",
 			name, c, caps.KubeVersion.Version)
+	}
+
+	if ch.Metadata.Type == "library" {
+		return nil, fmt.Errorf("render: chart %s is a library chart, which is not installable", name)
+	}
+	// helm install refuses a chart whose Chart.yaml names a dependency
+	// that its charts/ directory does not have (action.CheckDependencies).
+	for _, d := range ch.Metadata.Dependencies {
+		if !slices.ContainsFunc(ch.Dependencies(), func(c *chart.Chart) bool { return c.Name() == d.Name }) {
+			return nil, fmt.Errorf("render: chart %s: dependency %s is in Chart.yaml but missing from charts/", name, d.Name)
+		}
 	}
 
 	vals := mergeLayers(in.Layers)

@@ -455,6 +455,85 @@ metadata: {name: t}
 	}
 }
 
+// TestDependencies checks a subchart: its condition enables or disables it
+// (with its crds/), its values come from the parent's key, and its own
+// values.schema.json applies.
+func TestDependencies(t *testing.T) {
+	dir := chartDir(t, map[string]string{
+		"Chart.yaml": `apiVersion: v2
+name: demo
+version: 0.1.0
+dependencies:
+  - name: telemetry
+    version: 0.2.0
+    condition: telemetry.enabled
+`,
+		"values.yaml":                         "telemetry:\n  enabled: false\n",
+		"charts/telemetry/Chart.yaml":         "apiVersion: v2\nname: telemetry\nversion: 0.2.0\n",
+		"charts/telemetry/values.yaml":        "sampleRate: 10\n",
+		"charts/telemetry/values.schema.json": `{"properties": {"sampleRate": {"type": "integer", "maximum": 100}}}`,
+		"charts/telemetry/crds/probes.yaml":   crd("probes", "Probe", "Namespaced"),
+		"charts/telemetry/templates/cm.yaml": `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-telemetry
+data:
+  sampleRate: {{ .Values.sampleRate | quote }}
+`,
+	})
+	data, digest := rendertest.ChartArchive(t, dir)
+	base := render.Input{Chart: data, Digest: digest, Release: "demo", Facts: hubv1.Facts{KubernetesVersion: kube}}
+	tests := []struct {
+		name    string
+		layers  []map[string]any
+		want    []string
+		wantErr string
+	}{
+		{name: "disabled by default"},
+		{
+			name:   "enabled by a layer",
+			layers: []map[string]any{{"telemetry": map[string]any{"enabled": true, "sampleRate": 50}}},
+			want:   []string{"CustomResourceDefinition probes.example.misaki.io", "ConfigMap default/demo-telemetry"},
+		},
+		{
+			name:    "subchart schema",
+			layers:  []map[string]any{{"telemetry": map[string]any{"enabled": true, "sampleRate": 500}}},
+			wantErr: "/sampleRate",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := base
+			in.Layers = tt.layers
+			out, err := render.Render(in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "telemetry") {
+					t.Fatalf("error %v, want one naming telemetry and %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, names(out.Objects)); diff != "" {
+				t.Errorf("objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("sampleRate from the parent's key", func(t *testing.T) {
+		in := base
+		in.Layers = []map[string]any{{"telemetry": map[string]any{"enabled": true, "sampleRate": 50}}}
+		out, err := render.Render(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, _ := unstructured.NestedString(out.Objects[1].Object, "data", "sampleRate")
+		if got != "50" {
+			t.Errorf("sampleRate %q, want 50", got)
+		}
+	})
+}
+
 func TestErrors(t *testing.T) {
 	good := shuttle(t)
 	chartWith := func(t *testing.T, file, content string) render.Input {
@@ -622,6 +701,20 @@ func TestErrors(t *testing.T) {
 				return in
 			},
 			want: []string{"Input.Digest", good.Digest},
+		},
+		{
+			name: "library chart",
+			in: func(t *testing.T) render.Input {
+				return chartWith(t, "Chart.yaml", "apiVersion: v2\nname: demo\nversion: 0.1.0\ntype: library\n")
+			},
+			want: []string{"library chart"},
+		},
+		{
+			name: "dependency missing from charts/",
+			in: func(t *testing.T) render.Input {
+				return chartWith(t, "Chart.yaml", "apiVersion: v2\nname: demo\nversion: 0.1.0\ndependencies:\n  - name: redis\n    version: 1.0.0\n")
+			},
+			want: []string{"redis", "missing from charts/"},
 		},
 		{
 			name: "not a chart archive",
