@@ -247,8 +247,8 @@ func Render(in Input) (*Output, error) {
 
 // Digest returns "sha256:<hex>" of a chart archive's bytes, the form
 // Input.Digest and hubv1.ChartVersion.Digest have.
-func Digest(chart []byte) string {
-	sum := sha256.Sum256(chart)
+func Digest(archive []byte) string {
+	sum := sha256.Sum256(archive)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
