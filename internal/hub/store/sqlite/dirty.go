@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -67,7 +68,7 @@ func (s *Store) TakeDirty(ctx context.Context, limit int) ([]store.Dirty, error)
 		return nil, fmt.Errorf("sqlite: take dirty: %w", err)
 	}
 	// RETURNING's order is unspecified.
-	slices.SortFunc(got, func(a, b entry) int { return int(a.ord - b.ord) })
+	slices.SortFunc(got, func(a, b entry) int { return cmp.Compare(a.ord, b.ord) })
 	out := make([]store.Dirty, len(got))
 	for i, e := range got {
 		out[i] = e.d

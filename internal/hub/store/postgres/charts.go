@@ -1,0 +1,164 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// sourceSpec is the part of a chart source kept as JSON. Its fields carry
+// no omitempty, so a nil list and an empty one both come back as they went.
+type sourceSpec struct {
+	Charts                []string `json:"charts"`
+	CAFile                string   `json:"caFile"`
+	InsecureSkipTLSVerify bool     `json:"insecureSkipTLSVerify"`
+	PlainHTTP             bool     `json:"plainHTTP"`
+}
+
+// CreateSource stores src, or returns store.ErrExists.
+func (s *Store) CreateSource(ctx context.Context, src hubv1.ChartSource) error {
+	spec, err := encode(sourceSpec{src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP})
+	if err != nil {
+		return fmt.Errorf("postgres: create source %s: %w", src.Name, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO chart_sources (name, type, url, spec, created) VALUES ($1, $2, $3, $4, $5)`,
+		src.Name, src.Type, src.URL, spec, src.Created)
+	if err != nil {
+		return fmt.Errorf("postgres: create source %s: %w", src.Name, constraint(err))
+	}
+	return nil
+}
+
+const sourceCols = `name, type, url, spec, created`
+
+func scanSource(row pgx.Row) (hubv1.ChartSource, error) {
+	var (
+		src  hubv1.ChartSource
+		spec string
+	)
+	if err := row.Scan(&src.Name, &src.Type, &src.URL, &spec, &src.Created); err != nil {
+		return src, err
+	}
+	var sp sourceSpec
+	if err := decode(spec, &sp); err != nil {
+		return src, err
+	}
+	src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP = sp.Charts, sp.CAFile, sp.InsecureSkipTLSVerify, sp.PlainHTTP
+	src.Created = utc(src.Created)
+	return src, nil
+}
+
+// GetSource returns the named source, or store.ErrNotFound.
+func (s *Store) GetSource(ctx context.Context, name string) (hubv1.ChartSource, error) {
+	src, err := scanSource(s.pool.QueryRow(ctx, `SELECT `+sourceCols+` FROM chart_sources WHERE name = $1`, name))
+	if err != nil {
+		return hubv1.ChartSource{}, fmt.Errorf("postgres: get source %s: %w", name, notFound(err))
+	}
+	return src, nil
+}
+
+// ListSources returns every source by name.
+func (s *Store) ListSources(ctx context.Context) ([]hubv1.ChartSource, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+sourceCols+` FROM chart_sources ORDER BY name`)
+	out, err := collect(rows, scanSource)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list sources: %w", err)
+	}
+	return nonNil(out), nil
+}
+
+// DeleteSource deletes the named source (its pins stay), or returns
+// store.ErrNotFound.
+func (s *Store) DeleteSource(ctx context.Context, name string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM chart_sources WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("postgres: delete source %s: %w", name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: delete source %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+// PinChart pins ref to ref.Digest; see store.Store.
+func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
+	what := ref.Source + "/" + ref.Name + "@" + ref.Version
+	if ref.Digest == "" {
+		return fmt.Errorf("postgres: pin %s: no digest", what)
+	}
+	// A pin never changes once written, so the insert and the read need
+	// no transaction: whoever inserted first, the read sees the pin.
+	_, err := s.pool.Exec(ctx, `INSERT INTO chart_pins (source, name, version, digest) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (source, name, version) DO NOTHING`, ref.Source, ref.Name, ref.Version, ref.Digest)
+	if err != nil {
+		return fmt.Errorf("postgres: pin %s: %w", what, err)
+	}
+	pinned, err := s.GetPin(ctx, ref.Source, ref.Name, ref.Version)
+	if err != nil {
+		return err
+	}
+	if pinned != ref.Digest {
+		return fmt.Errorf("postgres: pin %s: pinned to %s, offered %s: %w", what, pinned, ref.Digest, store.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// GetPin returns the digest (source, name, version) is pinned to.
+func (s *Store) GetPin(ctx context.Context, source, name, version string) (string, error) {
+	var d string
+	err := s.pool.QueryRow(ctx, `SELECT digest FROM chart_pins WHERE source = $1 AND name = $2 AND version = $3`,
+		source, name, version).Scan(&d)
+	if err != nil {
+		return "", fmt.Errorf("postgres: get pin %s/%s@%s: %w", source, name, version, notFound(err))
+	}
+	return d, nil
+}
+
+// PutBlob stores data under digest, which must be "sha256:<hex>" of data
+// (else an error wrapping store.ErrDigestMismatch naming both).
+func (s *Store) PutBlob(ctx context.Context, digest string, data []byte) error {
+	if err := checkDigest(digest, data); err != nil {
+		return fmt.Errorf("postgres: put blob: %w", err)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO blobs (digest, data) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING`, digest, data); err != nil {
+		return fmt.Errorf("postgres: put blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// GetBlob returns the bytes stored under digest, or store.ErrNotFound.
+func (s *Store) GetBlob(ctx context.Context, digest string) ([]byte, error) {
+	var b []byte
+	if err := s.pool.QueryRow(ctx, `SELECT data FROM blobs WHERE digest = $1`, digest).Scan(&b); err != nil {
+		return nil, fmt.Errorf("postgres: get blob %s: %w", digest, notFound(err))
+	}
+	return b, nil
+}
+
+func checkDigest(digest string, data []byte) error {
+	const prefix = "sha256:"
+	if len(digest) != len(prefix)+2*sha256.Size || digest[:len(prefix)] != prefix {
+		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", digest)
+	}
+	sum := sha256.Sum256(data)
+	if got := prefix + hex.EncodeToString(sum[:]); got != digest {
+		return fmt.Errorf("data is %s, not %s: %w", got, digest, store.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// nonNil returns an empty list for none, so every list is [] in JSON.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,131 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// deploymentSpec is the part of a deployment kept as JSON. Its fields
+// carry no omitempty, so nil and empty maps and lists both come back as
+// they went; numbers in Values come back as float64, as encoding/json
+// decodes them.
+type deploymentSpec struct {
+	Namespace        string                `json:"namespace"`
+	Chart            hubv1.ChartRef        `json:"chart"`
+	Values           map[string]any        `json:"values"`
+	Selector         string                `json:"selector"`
+	Customizations   []hubv1.Customization `json:"customizations"`
+	Placement        map[string]string     `json:"placement"`
+	DefaultPlacement string                `json:"defaultPlacement"`
+}
+
+func specOf(d hubv1.Deployment) (string, error) {
+	return encode(deploymentSpec{d.Namespace, d.Chart, d.Values, d.Selector, d.Customizations, d.Placement, d.DefaultPlacement})
+}
+
+const deploymentCols = `name, generation, spec, created_by, created, updated`
+
+func scanDeployment(row pgx.Row) (hubv1.Deployment, error) {
+	var (
+		d    hubv1.Deployment
+		spec string
+	)
+	if err := row.Scan(&d.Name, &d.Generation, &spec, &d.CreatedBy, &d.Created, &d.Updated); err != nil {
+		return d, err
+	}
+	var sp deploymentSpec
+	if err := decode(spec, &sp); err != nil {
+		return d, fmt.Errorf("deployment %s: %w", d.Name, err)
+	}
+	d.Namespace, d.Chart, d.Values, d.Selector = sp.Namespace, sp.Chart, sp.Values, sp.Selector
+	d.Customizations, d.Placement, d.DefaultPlacement = sp.Customizations, sp.Placement, sp.DefaultPlacement
+	d.Created, d.Updated = utc(d.Created), utc(d.Updated)
+	return d, nil
+}
+
+// CreateDeployment stores d, or returns store.ErrExists. A zero
+// Generation is stored as 1, a zero Updated as Created.
+func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error {
+	spec, err := specOf(d)
+	if err != nil {
+		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, err)
+	}
+	updated := d.Updated
+	if updated.IsZero() {
+		updated = d.Created
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+		d.Name, max(d.Generation, 1), spec, d.CreatedBy, d.Created, updated)
+	if err != nil {
+		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, constraint(err))
+	}
+	return nil
+}
+
+// GetDeployment returns the named deployment, or store.ErrNotFound.
+func (s *Store) GetDeployment(ctx context.Context, name string) (hubv1.Deployment, error) {
+	d, err := scanDeployment(s.pool.QueryRow(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name = $1`, name))
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("postgres: get deployment %s: %w", name, notFound(err))
+	}
+	return d, nil
+}
+
+// ListDeployments pages deployments by name.
+func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Deployment, string, error) {
+	lim := limit(p)
+	rows, _ := s.pool.Query(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name > $1 ORDER BY name LIMIT $2`, p.After, lim+1)
+	out, err := collect(rows, scanDeployment)
+	if err != nil {
+		return nil, "", fmt.Errorf("postgres: list deployments: %w", err)
+	}
+	if len(out) > lim {
+		out = out[:lim]
+		return out, out[lim-1].Name, nil
+	}
+	return nonNil(out), "", nil
+}
+
+// UpdateDeployment stores d's spec and Updated time (Created and
+// CreatedBy stay) if d.Generation is the stored one; see store.Store.
+func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error) {
+	spec, err := specOf(d)
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("postgres: update deployment %s: %w", d.Name, err)
+	}
+	out, err := scanDeployment(s.pool.QueryRow(ctx, `UPDATE deployments SET spec = $1, generation = generation + 1,
+		updated = CASE WHEN $2 THEN updated ELSE $3 END
+		WHERE name = $4 AND generation = $5 RETURNING `+deploymentCols,
+		spec, d.Updated.IsZero(), d.Updated, d.Name, d.Generation))
+	if errors.Is(err, pgx.ErrNoRows) {
+		var ok bool
+		if err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE name = $1)`, d.Name).Scan(&ok); err == nil {
+			err = store.ErrNotFound
+			if ok {
+				err = fmt.Errorf("generation %d: %w", d.Generation, store.ErrConflict)
+			}
+		}
+	}
+	if err != nil {
+		return hubv1.Deployment{}, fmt.Errorf("postgres: update deployment %s: %w", d.Name, err)
+	}
+	return out, nil
+}
+
+// DeleteDeployment deletes the named deployment, or returns
+// store.ErrNotFound.
+func (s *Store) DeleteDeployment(ctx context.Context, name string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM deployments WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("postgres: delete deployment %s: %w", name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: delete deployment %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+const vehicleCols = `id, labels, capacity, allocatable, facts, enrolled, cert_expires, last_seen, created, resource_version`
+
+func scanVehicle(row pgx.Row) (hubv1.Vehicle, error) {
+	var (
+		v                                   hubv1.Vehicle
+		labels, capacity, allocatable, fact string
+	)
+	if err := row.Scan(&v.ID, &labels, &capacity, &allocatable, &fact, &v.Enrolled, &v.CertificateExpires, &v.LastSeen,
+		&v.Created, &v.ResourceVersion); err != nil {
+		return v, err
+	}
+	for _, f := range []struct {
+		s string
+		v any
+	}{{labels, &v.Labels}, {capacity, &v.Capacity}, {allocatable, &v.Allocatable}, {fact, &v.Facts}} {
+		if err := decode(f.s, f.v); err != nil {
+			return v, fmt.Errorf("vehicle %s: %w", v.ID, err)
+		}
+	}
+	v.Enrolled, v.CertificateExpires, v.LastSeen = utcPtr(v.Enrolled), utcPtr(v.CertificateExpires), utcPtr(v.LastSeen)
+	v.Created = utc(v.Created)
+	return v, nil
+}
+
+// CreateVehicle stores v with ResourceVersion 1 (Online is not stored), or
+// returns store.ErrExists.
+func (s *Store) CreateVehicle(ctx context.Context, v hubv1.Vehicle) error {
+	var js [4]string
+	for i, x := range []any{v.Labels, v.Capacity, v.Allocatable, v.Facts} {
+		var err error
+		if js[i], err = encode(x); err != nil {
+			return fmt.Errorf("postgres: create vehicle %s: %w", v.ID, err)
+		}
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
+		v.ID, js[0], js[1], js[2], js[3], v.Enrolled, v.CertificateExpires, v.LastSeen, v.Created)
+	if err != nil {
+		return fmt.Errorf("postgres: create vehicle %s: %w", v.ID, constraint(err))
+	}
+	return nil
+}
+
+// GetVehicle returns the vehicle, or store.ErrNotFound.
+func (s *Store) GetVehicle(ctx context.Context, id string) (hubv1.Vehicle, error) {
+	v, err := scanVehicle(s.pool.QueryRow(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id = $1`, id))
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("postgres: get vehicle %s: %w", id, notFound(err))
+	}
+	return v, nil
+}
+
+// ListVehicles pages vehicles by ID; see store.Store. With a match func it
+// reads rows in chunks until it has a page of matches and knows whether
+// another match follows.
+func (s *Store) ListVehicles(ctx context.Context, p store.Page, match func(map[string]string) bool) ([]hubv1.Vehicle, string, error) {
+	lim := limit(p)
+	chunk := lim + 1
+	if match != nil {
+		chunk = max(chunk, 256)
+	}
+	out := []hubv1.Vehicle{}
+	after := p.After
+	for {
+		rows, _ := s.pool.Query(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id > $1 ORDER BY id LIMIT $2`, after, chunk)
+		vs, err := collect(rows, scanVehicle)
+		if err != nil {
+			return nil, "", fmt.Errorf("postgres: list vehicles after %q: %w", after, err)
+		}
+		for _, v := range vs {
+			if match == nil || match(v.Labels) {
+				out = append(out, v)
+			}
+			if len(out) > lim {
+				break
+			}
+		}
+		if len(out) > lim || len(vs) < chunk {
+			break
+		}
+		after = vs[len(vs)-1].ID
+	}
+	if len(out) > lim {
+		out = out[:lim]
+		return out, out[lim-1].ID, nil
+	}
+	return out, "", nil
+}
+
+// UpdateVehicle replaces labels, and capacity and allocatable when not
+// nil, if v.ResourceVersion is the stored one; see store.Store.
+func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehicle, error) {
+	labels, err := encode(v.Labels)
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("postgres: update vehicle %s: %w", v.ID, err)
+	}
+	var capacity, allocatable *string
+	for _, f := range []struct {
+		l hubv1.ResourceList
+		s **string
+	}{{v.Capacity, &capacity}, {v.Allocatable, &allocatable}} {
+		if f.l == nil {
+			continue
+		}
+		js, err := encode(f.l)
+		if err != nil {
+			return hubv1.Vehicle{}, fmt.Errorf("postgres: update vehicle %s: %w", v.ID, err)
+		}
+		*f.s = &js
+	}
+	out, err := scanVehicle(s.pool.QueryRow(ctx, `UPDATE vehicles SET labels = $1, capacity = coalesce($2, capacity),
+		allocatable = coalesce($3, allocatable), resource_version = resource_version + 1
+		WHERE id = $4 AND resource_version = $5 RETURNING `+vehicleCols,
+		labels, capacity, allocatable, v.ID, v.ResourceVersion))
+	if errors.Is(err, pgx.ErrNoRows) {
+		var ok bool
+		if ok, err = vehicleExists(ctx, s.pool, v.ID); err == nil {
+			err = store.ErrNotFound
+			if ok {
+				err = fmt.Errorf("resource version %d: %w", v.ResourceVersion, store.ErrConflict)
+			}
+		}
+	}
+	if err != nil {
+		return hubv1.Vehicle{}, fmt.Errorf("postgres: update vehicle %s: %w", v.ID, err)
+	}
+	return out, nil
+}
+
+// DeleteVehicle deletes the vehicle with its tokens, reports and desired
+// state, or returns store.ErrNotFound.
+func (s *Store) DeleteVehicle(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM vehicles WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("postgres: delete vehicle %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: delete vehicle %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// SetEnrolled sets the certificate expiry, and the enrolment time if the
+// vehicle has none yet.
+func (s *Store) SetEnrolled(ctx context.Context, id string, at, certExpires time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE vehicles SET enrolled = coalesce(enrolled, $1), cert_expires = $2,
+		resource_version = resource_version + 1 WHERE id = $3`, at, certExpires, id)
+	if err != nil {
+		return fmt.Errorf("postgres: set enrolled %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: set enrolled %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// Seen moves the vehicle's last-seen time forward to at (never back).
+func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
+	at = norm(at)
+	tag, err := s.pool.Exec(ctx, `UPDATE vehicles SET last_seen = $1, resource_version = resource_version + 1
+		WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`, at, id)
+	if err == nil && tag.RowsAffected() == 0 {
+		var ok bool
+		if ok, err = vehicleExists(ctx, s.pool, id); err == nil && !ok {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: seen %s: %w", id, err)
+	}
+	return nil
+}
+
+// PutReported stores the report of r.Half and merges the facts, capacity
+// and allocatable it carries (each when not nil) into the vehicle.
+func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (bool, error) {
+	r.Time = norm(r.Time)
+	body, err := encode(r)
+	if err != nil {
+		return false, fmt.Errorf("postgres: put reported %s/%s: %w", id, r.Half, err)
+	}
+	var changed bool
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var fact, capacity, allocatable string
+		err := tx.QueryRow(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = $1 FOR UPDATE`, id).Scan(&fact, &capacity, &allocatable)
+		if err != nil {
+			return notFound(err)
+		}
+		if r.Facts != nil {
+			f, err := encode(*r.Facts)
+			if err != nil {
+				return err
+			}
+			if f != fact {
+				fact, changed = f, true
+			}
+		}
+		for _, f := range []struct {
+			l      hubv1.ResourceList
+			stored *string
+		}{{r.Capacity, &capacity}, {r.Allocatable, &allocatable}} {
+			if f.l == nil {
+				continue
+			}
+			var old hubv1.ResourceList
+			if err := decode(*f.stored, &old); err != nil {
+				return err
+			}
+			if maps.Equal(old, f.l) {
+				continue
+			}
+			if *f.stored, err = encode(f.l); err != nil {
+				return err
+			}
+			changed = true
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO reports (vehicle, half, applied_revision, body) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (vehicle, half) DO UPDATE SET applied_revision = excluded.applied_revision, body = excluded.body`,
+			id, r.Half, r.AppliedRevision, body); err != nil {
+			return err
+		}
+		if !changed {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `UPDATE vehicles SET facts = $1, capacity = $2, allocatable = $3,
+			resource_version = resource_version + 1 WHERE id = $4`, fact, capacity, allocatable, id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: put reported %s/%s: %w", id, r.Half, err)
+	}
+	return changed, nil
+}
+
+// GetReported returns the vehicle's reports by half, or store.ErrNotFound
+// if there is no such vehicle.
+func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT body FROM reports WHERE vehicle = $1 ORDER BY half`, id)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (hubv1.Reported, error) {
+		var (
+			body string
+			r    hubv1.Reported
+		)
+		if err := row.Scan(&body); err != nil {
+			return r, err
+		}
+		return r, decode(body, &r)
+	})
+	if err == nil && len(out) == 0 {
+		var ok bool
+		if ok, err = vehicleExists(ctx, s.pool, id); err == nil && !ok {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get reported %s: %w", id, err)
+	}
+	return nonNil(out), nil
+}
