@@ -98,9 +98,9 @@ func FuzzUpdateRoot(f *testing.F) {
 
 	base := mustVerifier(f, r1)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = NewVerifier(b)
+		_, _ = NewVerifier(b, t0)
 		v := &Verifier{cur: base.current()}
-		err := v.UpdateRoot(b)
+		err := v.UpdateRoot(b, t0)
 		if err == nil {
 			t.Fatalf("accepted a root the fuzzer made:\n%s", b)
 		}

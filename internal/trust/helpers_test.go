@@ -43,7 +43,7 @@ func mustLoad(t testing.TB, dir string) *Keys {
 
 func mustVerifier(t testing.TB, root []byte) *Verifier {
 	t.Helper()
-	v, err := NewVerifier(root)
+	v, err := NewVerifier(root, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

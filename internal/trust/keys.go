@@ -126,7 +126,7 @@ func Init(dir string, now time.Time, opts InitOptions) error {
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := NewVerifier(b); err != nil { // what we wrote must be what an agent accepts
+	if _, err := NewVerifier(b, now); err != nil { // what we wrote must be what an agent accepts
 		return fail(err)
 	}
 	if err := writeFileNew(rootPath(dir, 1), b, 0o644); err != nil {
@@ -246,7 +246,7 @@ func verifyChain(roots [][]byte) (*trusted, error) {
 	if len(roots) == 0 {
 		return nil, errors.New("no root versions")
 	}
-	v, err := NewVerifier(roots[0])
+	v, err := NewVerifier(roots[0], time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("root version 1: %w", err)
 	}
@@ -254,7 +254,7 @@ func verifyChain(roots [][]byte) (*trusted, error) {
 		return nil, fmt.Errorf("first root is version %d, want 1", n)
 	}
 	for i, r := range roots[1:] {
-		if err := v.UpdateRoot(r); err != nil {
+		if err := v.UpdateRoot(r, time.Time{}); err != nil {
 			return nil, fmt.Errorf("root version %d: %w", i+2, err)
 		}
 	}

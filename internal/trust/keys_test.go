@@ -261,7 +261,7 @@ func TestRotateTargets(t *testing.T) {
 	if !strings.Contains(err.Error(), "the hub has root version 2") {
 		t.Errorf("refusal does not say a newer root exists: %v", err)
 	}
-	if err := v.UpdateRoot(rootOf(t, k2, 2)); err != nil {
+	if err := v.UpdateRoot(rootOf(t, k2, 2), t0); err != nil {
 		t.Fatal(err)
 	}
 	if n, b := v.Root(); n != 2 || !bytes.Equal(b, rootOf(t, k2, 2)) {
@@ -327,7 +327,7 @@ func TestRotateRootChain(t *testing.T) {
 	v := mustVerifier(t, r1)
 	d := mustSign(t, k, state(1))
 	for i, r := range [][]byte{r2, r3} {
-		if err := v.UpdateRoot(r); err != nil {
+		if err := v.UpdateRoot(r, t0); err != nil {
 			t.Fatalf("UpdateRoot(%d): %v", i+2, err)
 		}
 	}
@@ -335,8 +335,8 @@ func TestRotateRootChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Applying a version again, or an older one, is refused.
-	wantRefusal(t, v.UpdateRoot(r3), ReasonRootVersion)
-	wantRefusal(t, v.UpdateRoot(r2), ReasonRootVersion)
+	wantRefusal(t, v.UpdateRoot(r3, t0), ReasonRootVersion)
+	wantRefusal(t, v.UpdateRoot(r2, t0), ReasonRootVersion)
 }
 
 // TestUpdateRootRefuses: the TUF rules for root N+1.
@@ -388,7 +388,7 @@ func TestUpdateRootRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := mustVerifier(t, r1)
-			wantRefusal(t, v.UpdateRoot(tc.next), tc.reason)
+			wantRefusal(t, v.UpdateRoot(tc.next, t0), tc.reason)
 			if n, b := v.Root(); n != 1 || !bytes.Equal(b, r1) {
 				t.Errorf("trusted root changed to version %d", n)
 			}
@@ -411,13 +411,13 @@ func TestRootChainThroughExpiredRoots(t *testing.T) {
 	now := later.Add(time.Hour)
 
 	v := mustVerifier(t, rootOf(t, k, 1))
-	if err := v.UpdateRoot(rootOf(t, k, 2)); err != nil {
+	if err := v.UpdateRoot(rootOf(t, k, 2), now); err != nil {
 		t.Fatalf("expired intermediate root refused: %v", err)
 	}
 	// Signed by a key root 2 does not have.
 	_, err := v.Verify(d, want1, now)
 	wantRefusal(t, err, ReasonSignature)
-	if err := v.UpdateRoot(rootOf(t, k, 3)); err != nil {
+	if err := v.UpdateRoot(rootOf(t, k, 3), now); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Verify(d, want1, now); err != nil {
@@ -431,7 +431,7 @@ func TestRootChainThroughExpiredRoots(t *testing.T) {
 	s2 := state(1)
 	s2.IssuedAt, s2.Expires = t0.Add(2*time.Hour), later.Add(24*time.Hour)
 	v2 := mustVerifier(t, rootOf(t, k2, 1))
-	if err := v2.UpdateRoot(rootOf(t, k2, 2)); err != nil {
+	if err := v2.UpdateRoot(rootOf(t, k2, 2), now); err != nil {
 		t.Fatal(err)
 	}
 	_, err = v2.Verify(mustSign(t, k2, s2), want1, now)

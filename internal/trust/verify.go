@@ -40,11 +40,14 @@ type Verifier struct {
 
 // NewVerifier trusts rootJSON, a TUF root (any version: the one the vehicle
 // was provisioned with, or the last one it persisted). The root must be
-// well formed and signed by a threshold of its own root keys. An expired
-// root is accepted here, so an agent that was off for longer than the
-// root's lifetime can still walk the chain forward with UpdateRoot; Verify
-// refuses every document until it has.
-func NewVerifier(rootJSON []byte) (*Verifier, error) {
+// well formed and signed by a threshold of its own root keys. A root that
+// has expired by now is accepted here, so an agent that was off for longer
+// than the root's lifetime can still walk the chain forward with
+// UpdateRoot; Verify refuses every document until it has. (now refuses
+// nothing; it is there so the agent's start-up reads like its other calls
+// and so a later check, such as a warning for a root about to expire, needs
+// no new signature.)
+func NewVerifier(rootJSON []byte, now time.Time) (*Verifier, error) {
 	t, err := parseRoot(bytes.Clone(rootJSON))
 	if err != nil {
 		return nil, err
@@ -78,13 +81,15 @@ func (v *Verifier) RootExpires() time.Time { return v.current().expires }
 // order (GET /v1/trust/root/{n}.json for n = version+1 up to the hub's
 // newest), persisting Root after each.
 //
-// As in TUF's client workflow, an intermediate root's expiry does not
-// matter: a vehicle offline for two years must be able to walk through
-// roots that have expired since. Only the root in force when a document
+// next may have expired by now. As in TUF's client workflow (spec 5.3.10:
+// the freeze check comes after the loop over versions), an intermediate
+// root's expiry does not matter: a vehicle offline for longer than a root's
+// life must walk through roots that have expired since, or it would be
+// stranded at the old one forever. Only the root in force when a document
 // is verified must be unexpired, and Verify checks that
 // (ReasonRootExpired). Refusals are *RefusalError with ReasonRootInvalid,
 // ReasonRootVersion or ReasonRootSignature.
-func (v *Verifier) UpdateRoot(next []byte) error {
+func (v *Verifier) UpdateRoot(next []byte, now time.Time) error {
 	n, err := parseRoot(bytes.Clone(next))
 	if err != nil {
 		return err

@@ -335,7 +335,7 @@ func TestNewVerifierRefuses(t *testing.T) {
 		}, ReasonRootSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := NewVerifier(tc.root())
+			v, err := NewVerifier(tc.root(), t0)
 			if v != nil {
 				t.Error("returned a verifier with the error")
 			}

@@ -322,6 +322,18 @@ func (ca *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey, now time.Time, 
 	return der, tmpl.NotAfter.Truncate(time.Second), nil
 }
 
+// CheckCSR checks csrPEM as IssueVehicle would (PEM, signature, key type
+// and size) without issuing anything: the hub calls it before it spends a
+// one-time token on a request it would refuse. Errors wrap ErrInvalidCSR or
+// ErrKeyNotAllowed.
+func CheckCSR(csrPEM []byte) error {
+	csr, err := parseCSR(csrPEM)
+	if err != nil {
+		return err
+	}
+	return allowedKey(csr.PublicKey)
+}
+
 func parseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {

@@ -258,7 +258,15 @@ func TestIssueVehicleRefuses(t *testing.T) {
 		{"invalid vehicle ID", func(t *testing.T) []byte { return csrFor(t, ecKey(t), nil) }, "Car_1", ErrInvalidVehicleID},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			certPEM, _, err := ca.IssueVehicle(tc.csr(t), tc.vehicle, t0, time.Hour)
+			csr := tc.csr(t)
+			wantCheck := tc.want
+			if wantCheck == ErrInvalidVehicleID { // not the CSR's fault
+				wantCheck = nil
+			}
+			if err := CheckCSR(csr); (err == nil) != (wantCheck == nil) || !errors.Is(err, wantCheck) {
+				t.Errorf("CheckCSR = %v, want %v", err, wantCheck)
+			}
+			certPEM, _, err := ca.IssueVehicle(csr, tc.vehicle, t0, time.Hour)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatal(err)
