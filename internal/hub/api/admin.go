@@ -1,0 +1,141 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) error {
+	_, root := s.trust.Root()
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(root)
+	return nil
+}
+
+// getRootVersion serves /v1/trust/root/{n}.json, the TUF way agents walk
+// the chain from their pinned root.
+func (s *Server) getRootVersion(w http.ResponseWriter, r *http.Request) error {
+	f := r.PathValue("file")
+	n, err := strconv.ParseInt(strings.TrimSuffix(f, ".json"), 10, 64)
+	if err != nil || !strings.HasSuffix(f, ".json") || n < 1 {
+		return errorf(http.StatusNotFound, "", "no root %q: roots are /v1/trust/root/<version>.json", f)
+	}
+	b, err := s.trust.RootVersion(n)
+	if err != nil {
+		return errorf(http.StatusNotFound, "", "no root version %d", n)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+	return nil
+}
+
+// rotateRequest is POST /v1/keys/rotate.
+type rotateRequest struct {
+	Role string `json:"role"` // targets (default) or root
+}
+
+type rotateResult struct {
+	Role        string `json:"role"`
+	RootVersion int64  `json:"rootVersion"`
+}
+
+func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) error {
+	var req rotateRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	if req.Role == "" {
+		req.Role = "targets"
+	}
+	if req.Role != "targets" && req.Role != "root" {
+		return badRequest("role", "role: want targets or root, got %q", req.Role)
+	}
+	v, err := s.trust.Rotate(r.Context(), req.Role)
+	if err != nil {
+		return errorf(http.StatusConflict, "role", "rotate %s key: %v", req.Role, err)
+	}
+	s.audit(r, "rotate", "keys/"+req.Role, "root version "+strconv.FormatInt(v, 10))
+	// Every vehicle gets a revision signed with the new key.
+	if err := s.markDirty(r.Context(), store.Dirty{ID: store.AllVehicles, Force: true}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rotateResult{Role: req.Role, RootVersion: v})
+	return nil
+}
+
+// OperatorToken is the API shape of an operator token.
+type OperatorToken struct {
+	Name    string `json:"name"`
+	Scope   string `json:"scope"`
+	Created string `json:"created,omitempty"`
+	// Token is the secret, returned only by the call that creates it.
+	Token string `json:"token,omitempty"`
+}
+
+func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.st.ListOperatorTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	out := []OperatorToken{}
+	for _, t := range ts {
+		out = append(out, OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created.Format("2006-01-02T15:04:05Z07:00")})
+	}
+	writeRead(w, r, hubv1.List[OperatorToken]{Items: out})
+	return nil
+}
+
+func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) error {
+	var req OperatorToken
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if errs := validation.IsDNS1123Label(req.Name); len(errs) > 0 {
+		return badRequest("name", "name: %q: %s", req.Name, strings.Join(errs, "; "))
+	}
+	if req.Scope != store.ScopeRead && req.Scope != store.ScopeAdmin {
+		return badRequest("scope", "scope: want read or admin, got %q", req.Scope)
+	}
+	secret, hash := NewOperatorSecret()
+	t := store.OperatorToken{Name: req.Name, Scope: req.Scope, Hash: hash, Created: s.clk.Now().UTC()}
+	if err := s.st.CreateOperatorToken(r.Context(), t); err != nil {
+		return err
+	}
+	s.audit(r, "create", "operator-tokens/"+req.Name, "scope "+req.Scope)
+	writeJSON(w, http.StatusCreated, OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created.Format("2006-01-02T15:04:05Z07:00"), Token: secret})
+	return nil
+}
+
+func (s *Server) deleteOperatorToken(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if name == principal(r.Context()).Operator {
+		return errorf(http.StatusConflict, "name", "operator token %s is the one this request uses; delete it with another admin token", name)
+	}
+	if err := s.st.DeleteOperatorToken(r.Context(), name); err != nil {
+		return err
+	}
+	s.audit(r, "delete", "operator-tokens/"+name, "")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	es, next, err := s.st.ListAudit(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	writeRead(w, r, hubv1.List[hubv1.AuditEntry]{Items: orEmpty(es), Next: next})
+	return nil
+}

@@ -1,0 +1,193 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/hub/enrol"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// Principal is who made a request.
+type Principal struct {
+	// Operator is the operator token's name; Vehicle the vehicle ID from
+	// the client certificate. One of them is set.
+	Operator string
+	Scope    string // operator scope: read or admin
+	Vehicle  string
+}
+
+// Actor is the principal as the audit log names it.
+func (p Principal) Actor() string {
+	if p.Vehicle != "" {
+		return "vehicle/" + p.Vehicle
+	}
+	return "operator/" + p.Operator
+}
+
+type principalKey struct{}
+
+func principal(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}
+
+// OperatorTokenPrefix starts every operator token, so one pasted in the
+// wrong place is recognisable (and found by secret scanners).
+const OperatorTokenPrefix = "mkh_"
+
+// NewOperatorSecret returns a new operator token secret and its hash.
+func NewOperatorSecret() (secret string, hash []byte) {
+	b := make([]byte, 24)
+	rand.Read(b)
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = alphabet[int(c)%len(alphabet)]
+	}
+	secret = OperatorTokenPrefix + string(out)
+	return secret, HashOperatorSecret(secret)
+}
+
+// HashOperatorSecret is what the store keeps of an operator token.
+func HashOperatorSecret(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// tokenCacheTTL is how long a looked-up operator token is trusted without
+// asking the store again: a deleted token stops working within it.
+const tokenCacheTTL = 10 * time.Second
+
+type tokenCache struct {
+	mu sync.Mutex // guards m
+	m  map[string]cachedToken
+}
+
+type cachedToken struct {
+	tok     store.OperatorToken
+	err     error
+	expires time.Time
+}
+
+// authenticate finds the principal: a verified client certificate is a
+// vehicle; a bearer token an operator. Neither: the zero Principal.
+func (s *Server) authenticate(r *http.Request) (Principal, error) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		id, err := enrol.VehicleID(r.TLS.VerifiedChains[0][0])
+		if err != nil {
+			return Principal{}, errorf(http.StatusUnauthorized, "", "client certificate: %v", err)
+		}
+		return Principal{Vehicle: id}, nil
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return Principal{}, nil
+	}
+	secret, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return Principal{}, errorf(http.StatusUnauthorized, "", "Authorization: want \"Bearer <token>\"")
+	}
+	tok, err := s.operatorToken(r.Context(), strings.TrimSpace(secret))
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Operator: tok.Name, Scope: tok.Scope}, nil
+}
+
+func (s *Server) operatorToken(ctx context.Context, secret string) (store.OperatorToken, error) {
+	key := string(HashOperatorSecret(secret))
+	now := s.clk.Now()
+	s.tokens.mu.Lock()
+	c, ok := s.tokens.m[key]
+	s.tokens.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.tok, c.err
+	}
+	tok, err := s.st.OperatorTokenByHash(ctx, []byte(key))
+	if errors.Is(err, store.ErrNotFound) {
+		err = errorf(http.StatusUnauthorized, "", "unknown operator token")
+	} else if err != nil {
+		return tok, err
+	}
+	s.tokens.mu.Lock()
+	if len(s.tokens.m) > 10000 {
+		clear(s.tokens.m)
+	}
+	s.tokens.m[key] = cachedToken{tok: tok, err: err, expires: now.Add(tokenCacheTTL)}
+	s.tokens.mu.Unlock()
+	return tok, err
+}
+
+// Access levels of a route.
+type access int
+
+const (
+	public        access = iota // anyone (enrolment, trust roots, OpenAPI)
+	read                        // an operator token of any scope
+	admin                       // an operator token with the admin scope
+	vehicle                     // the vehicle named by {id} (its certificate), or an admin
+	readOrVehicle               // an operator token, or the vehicle named by {id}
+)
+
+// guard wraps h with authentication and the access check.
+func (s *Server) guard(a access, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := allowed(a, p, r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if p.Vehicle != "" {
+			s.seen(r.Context(), p.Vehicle)
+		}
+		if err := h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p))); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func allowed(a access, p Principal, r *http.Request) error {
+	unauth := errorf(http.StatusUnauthorized, "", "this endpoint needs an operator token (Authorization: Bearer) or a vehicle certificate")
+	forbidden := func(why string) error { return errorf(http.StatusForbidden, "", "%s", why) }
+	switch a {
+	case public:
+		return nil
+	case read, admin:
+		if p.Operator == "" {
+			if p.Vehicle != "" {
+				return forbidden("vehicles may not use this endpoint")
+			}
+			return unauth
+		}
+		if a == admin && p.Scope != store.ScopeAdmin {
+			return forbidden("operator token " + p.Operator + " is read-only")
+		}
+		return nil
+	case vehicle, readOrVehicle:
+		if p.Vehicle != "" {
+			if p.Vehicle != r.PathValue("id") {
+				return forbidden("vehicle " + p.Vehicle + " may only use its own state")
+			}
+			return nil
+		}
+		if p.Operator == "" {
+			return unauth
+		}
+		if a == vehicle && p.Scope != store.ScopeAdmin {
+			return forbidden("operator token " + p.Operator + " is read-only")
+		}
+		return nil
+	}
+	return forbidden("no access")
+}

@@ -1,0 +1,232 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// defaultWait is a long-poll's wait when the request names none.
+const defaultWait = 30 * time.Second
+
+// getDesired is the vehicle's long-poll: the newest signed revision above
+// ?after= at once, or 304 once ?wait= has passed without one.
+func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	half := q.Get("half")
+	if half == "" {
+		half = hubv1.HalfVehicle
+	}
+	if half != hubv1.HalfVehicle && half != hubv1.HalfCloud {
+		return badRequest("half", "half: want vehicle or cloud, got %q", half)
+	}
+	var after int64
+	if a := q.Get("after"); a != "" {
+		n, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || n < 0 {
+			return badRequest("after", "after: want a revision number, got %q", a)
+		}
+		after = n
+	}
+	wait := defaultWait
+	if ws := q.Get("wait"); ws != "" {
+		d, err := time.ParseDuration(ws)
+		if err != nil || d < 0 {
+			return badRequest("wait", "wait: want a duration such as 30s, got %q", ws)
+		}
+		wait = min(d, s.opts.MaxWait)
+	}
+	if _, err := s.st.GetVehicle(r.Context(), id); err != nil {
+		return err
+	}
+	var timer <-chan time.Time
+	for {
+		// Register before reading, so a write between the read and the
+		// wait still wakes this poll.
+		woken, cancel := s.waker.Wait(id, half)
+		d, err := s.st.GetDesired(r.Context(), id, half)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			cancel()
+			return err
+		}
+		if err == nil && d.Revision > after {
+			cancel()
+			d.Desired.RootVersion, _ = s.trust.Root()
+			writeJSON(w, http.StatusOK, d.Desired)
+			return nil
+		}
+		if timer == nil {
+			if wait == 0 {
+				cancel()
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+			t := s.clk.NewTimer(wait)
+			defer t.Stop()
+			timer = t.C()
+		}
+		s.metrics.waiting.Inc()
+		select {
+		case <-woken:
+			s.metrics.waiting.Dec()
+			cancel()
+			continue
+		case <-timer:
+			s.metrics.waiting.Dec()
+			cancel()
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		case <-r.Context().Done():
+			s.metrics.waiting.Dec()
+			cancel()
+			return nil
+		}
+	}
+}
+
+func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
+	var rep hubv1.Reported
+	if err := decode(r, &rep); err != nil {
+		return err
+	}
+	if rep.Half == "" {
+		rep.Half = hubv1.HalfVehicle
+	}
+	if rep.Half != hubv1.HalfVehicle && rep.Half != hubv1.HalfCloud {
+		return badRequest("half", "half: want vehicle or cloud, got %q", rep.Half)
+	}
+	if rep.AppliedRevision < 0 {
+		return badRequest("appliedRevision", "appliedRevision: must not be negative")
+	}
+	for i, o := range rep.Objects {
+		switch o.State {
+		case hubv1.StateApplied, hubv1.StateProgressing, hubv1.StateHealthy, hubv1.StateError:
+		default:
+			return badRequest(fmt.Sprintf("objects[%d].state", i), "objects[%d].state: want applied, progressing, healthy or error, got %q", i, o.State)
+		}
+		if o.Kind == "" || o.Name == "" {
+			return badRequest(fmt.Sprintf("objects[%d]", i), "objects[%d]: kind and name are required", i)
+		}
+	}
+	if err := validateResources("capacity", rep.Capacity); err != nil {
+		return err
+	}
+	if err := validateResources("allocatable", rep.Allocatable); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	rep.Time = s.clk.Now().UTC()
+	changed, err := s.st.PutReported(r.Context(), id, rep)
+	if err != nil {
+		return err
+	}
+	if changed {
+		// New facts or resources can change rendering and placement.
+		if err := s.markDirty(r.Context(), store.Dirty{ID: id}); err != nil {
+			return err
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// getTwin is the digital twin: desired and reported side by side, and
+// the delta.
+func (s *Server) getTwin(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	v, err := s.st.GetVehicle(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.online(&v)
+	reps, err := s.st.GetReported(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	t := hubv1.Twin{Vehicle: v, Desired: []hubv1.DesiredSummary{}, Reported: orEmpty(reps), Delta: []hubv1.Delta{}, Placement: []hubv1.ComponentPlacement{}}
+	for _, half := range []string{hubv1.HalfVehicle, hubv1.HalfCloud} {
+		d, err := s.st.GetDesired(r.Context(), id, half)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		t.Desired = append(t.Desired, hubv1.DesiredSummary{Half: half, Revision: d.Revision, Digest: d.Digest, IssuedAt: d.IssuedAt, Expires: d.Expires, Objects: orEmpty(d.Objects)})
+		if half == hubv1.HalfVehicle || len(t.Placement) == 0 {
+			t.Placement = orEmpty(d.Placement)
+		}
+		var rep *hubv1.Reported
+		for i := range reps {
+			if reps[i].Half == half {
+				rep = &reps[i]
+			}
+		}
+		t.Delta = append(t.Delta, delta(half, d, rep)...)
+	}
+	if s.issuer != nil {
+		if msg := s.issuer.Error(id); msg != "" {
+			t.Delta = append(t.Delta, hubv1.Delta{Kind: "error", Detail: msg})
+		}
+	}
+	writeRead(w, r, t)
+	return nil
+}
+
+// delta lists how a half's report differs from its desired revision.
+func delta(half string, d store.Desired, rep *hubv1.Reported) []hubv1.Delta {
+	var out []hubv1.Delta
+	if rep == nil {
+		return []hubv1.Delta{{Half: half, Kind: "revision", Detail: fmt.Sprintf("desired revision %d, nothing reported", d.Revision)}}
+	}
+	if rep.AppliedRevision < d.Revision {
+		detail := fmt.Sprintf("desired revision %d, applied %d", d.Revision, rep.AppliedRevision)
+		if rep.Refused != nil {
+			detail += fmt.Sprintf("; revision %d refused: %s", rep.Refused.Revision, rep.Refused.Reason)
+		}
+		out = append(out, hubv1.Delta{Half: half, Kind: "revision", Detail: detail})
+	}
+	reported := map[string]hubv1.ObjectStatus{}
+	for _, o := range rep.Objects {
+		reported[objectName(o)] = o
+	}
+	want := map[string]bool{}
+	for _, name := range d.Objects {
+		want[name] = true
+		o, ok := reported[name]
+		switch {
+		case !ok:
+			out = append(out, hubv1.Delta{Half: half, Kind: "missing", Object: name, Detail: "desired, not reported"})
+		case o.State != hubv1.StateHealthy:
+			detail := o.State
+			if o.Reason != "" {
+				detail += ": " + o.Reason
+			}
+			out = append(out, hubv1.Delta{Half: half, Kind: "unhealthy", Object: name, Detail: detail})
+		}
+	}
+	var extra []string
+	for name := range reported {
+		if !want[name] {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	for _, name := range extra {
+		out = append(out, hubv1.Delta{Half: half, Kind: "extra", Object: name, Detail: "reported, not desired"})
+	}
+	return out
+}
+
+func objectName(o hubv1.ObjectStatus) string {
+	if o.Namespace != "" {
+		return o.Kind + "/" + o.Namespace + "/" + o.Name
+	}
+	return o.Kind + "/" + o.Name
+}

@@ -1,0 +1,329 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub/enrol"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+func (s *Server) listVehicles(w http.ResponseWriter, r *http.Request) error {
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	var match func(map[string]string) bool
+	if q := r.URL.Query().Get("selector"); q != "" {
+		sel, err := labels.Parse(q)
+		if err != nil {
+			return badRequest("selector", "selector: %v", err)
+		}
+		match = func(l map[string]string) bool { return sel.Matches(labels.Set(l)) }
+	}
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "", "online", "offline":
+	default:
+		return badRequest("state", "state: want online or offline, got %q", state)
+	}
+	if state != "" {
+		now, window := s.clk.Now(), s.opts.OnlineWindow
+		// Online depends on last seen, which the match func does not get;
+		// filter after the read and keep paging until the page is full.
+		items, next, err := s.filterVehicles(r, p, match, func(v hubv1.Vehicle) bool {
+			on := v.LastSeen != nil && now.Sub(*v.LastSeen) < window
+			return on == (state == "online")
+		})
+		if err != nil {
+			return err
+		}
+		writeRead(w, r, hubv1.List[hubv1.Vehicle]{Items: items, Next: next})
+		return nil
+	}
+	items, next, err := s.st.ListVehicles(r.Context(), p, match)
+	if err != nil {
+		return err
+	}
+	for i := range items {
+		s.online(&items[i])
+	}
+	writeRead(w, r, hubv1.List[hubv1.Vehicle]{Items: orEmpty(items), Next: next})
+	return nil
+}
+
+// filterVehicles pages through the store until it has p.Limit vehicles
+// that keep accepts.
+func (s *Server) filterVehicles(r *http.Request, p store.Page, match func(map[string]string) bool, keep func(hubv1.Vehicle) bool) ([]hubv1.Vehicle, string, error) {
+	out := []hubv1.Vehicle{}
+	for {
+		items, next, err := s.st.ListVehicles(r.Context(), store.Page{After: p.After, Limit: p.Limit}, match)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, v := range items {
+			s.online(&v)
+			if keep(v) {
+				out = append(out, v)
+				if len(out) == p.Limit {
+					if i == len(items)-1 {
+						return out, next, nil
+					}
+					return out, v.ID, nil
+				}
+			}
+		}
+		if next == "" {
+			return out, "", nil
+		}
+		p.After = next
+	}
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func validateVehicle(v *hubv1.Vehicle) error {
+	if err := enrol.ValidVehicleID(v.ID); err != nil {
+		return badRequest("id", "id: %v", err)
+	}
+	if err := validateLabels(v.Labels); err != nil {
+		return err
+	}
+	for field, rl := range map[string]hubv1.ResourceList{"capacity": v.Capacity, "allocatable": v.Allocatable} {
+		if err := validateResources(field, rl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateLabels(l map[string]string) error {
+	for k, v := range l {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return badRequest("labels", "labels: key %q: %s", k, errs[0])
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return badRequest("labels", "labels: value %q of %q: %s", v, k, errs[0])
+		}
+	}
+	return nil
+}
+
+func validateResources(field string, rl hubv1.ResourceList) error {
+	for name, q := range rl {
+		if _, err := resource.ParseQuantity(q); err != nil {
+			return badRequest(field, "%s.%s: %q is not a quantity (examples: 4, 500m, 8Gi)", field, name, q)
+		}
+	}
+	return nil
+}
+
+func (s *Server) createVehicle(w http.ResponseWriter, r *http.Request) error {
+	var v hubv1.Vehicle
+	if err := decode(r, &v); err != nil {
+		return err
+	}
+	if err := validateVehicle(&v); err != nil {
+		return err
+	}
+	v.Created = s.clk.Now().UTC()
+	v.Enrolled, v.LastSeen, v.CertificateExpires = nil, nil, nil
+	if err := s.st.CreateVehicle(r.Context(), v); err != nil {
+		return err
+	}
+	s.audit(r, "create", "vehicles/"+v.ID, "")
+	if err := s.markDirty(r.Context(), store.Dirty{ID: v.ID}); err != nil {
+		return err
+	}
+	got, err := s.st.GetVehicle(r.Context(), v.ID)
+	if err != nil {
+		return err
+	}
+	s.online(&got)
+	writeJSON(w, http.StatusCreated, got)
+	return nil
+}
+
+// vehiclePatch is PATCH /v1/vehicles/{id}: the fields given replace the
+// stored ones. resourceVersion, when given, must be the stored one.
+type vehiclePatch struct {
+	Labels          map[string]string  `json:"labels,omitempty"`
+	Capacity        hubv1.ResourceList `json:"capacity,omitempty"`
+	Allocatable     hubv1.ResourceList `json:"allocatable,omitempty"`
+	ResourceVersion int64              `json:"resourceVersion,omitempty"`
+}
+
+func (s *Server) patchVehicle(w http.ResponseWriter, r *http.Request) error {
+	var p vehiclePatch
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	for range 5 {
+		v, err := s.st.GetVehicle(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if p.ResourceVersion != 0 && p.ResourceVersion != v.ResourceVersion {
+			return fmt.Errorf("vehicle %s: resourceVersion %d: %w", id, p.ResourceVersion, store.ErrConflict)
+		}
+		if p.Labels != nil {
+			v.Labels = p.Labels
+		}
+		if p.Capacity != nil {
+			v.Capacity = p.Capacity
+		}
+		if p.Allocatable != nil {
+			v.Allocatable = p.Allocatable
+		}
+		if err := validateVehicle(&v); err != nil {
+			return err
+		}
+		got, err := s.st.UpdateVehicle(r.Context(), v)
+		if errors.Is(err, store.ErrConflict) && p.ResourceVersion == 0 {
+			continue // a report landed in between; apply the patch again
+		}
+		if err != nil {
+			return err
+		}
+		s.audit(r, "update", "vehicles/"+id, "")
+		if err := s.markDirty(r.Context(), store.Dirty{ID: id}); err != nil {
+			return err
+		}
+		s.online(&got)
+		writeJSON(w, http.StatusOK, got)
+		return nil
+	}
+	return fmt.Errorf("vehicle %s: %w", id, store.ErrConflict)
+}
+
+func (s *Server) deleteVehicle(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := s.st.DeleteVehicle(r.Context(), id); err != nil {
+		return err
+	}
+	s.audit(r, "delete", "vehicles/"+id, "")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// tokenRequest is POST /v1/vehicles/{id}/tokens.
+type tokenRequest struct {
+	// TTL is how long the token may be used, such as "24h". Default: the
+	// hub's --token-ttl.
+	TTL string `json:"ttl,omitempty"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+	var req tokenRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	ttl := s.opts.TokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > 30*24*time.Hour {
+			return badRequest("ttl", "ttl: want a duration from 1s to 720h, got %q", req.TTL)
+		}
+		ttl = d
+	}
+	id := r.PathValue("id")
+	if _, err := s.st.GetVehicle(r.Context(), id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return errorf(http.StatusNotFound, "id", "vehicle %s does not exist: create it first (POST /v1/vehicles)", id)
+		}
+		return err
+	}
+	tid, secret, token, err := enrol.NewToken()
+	if err != nil {
+		return err
+	}
+	now := s.clk.Now().UTC()
+	t := hubv1.BootstrapToken{ID: tid, VehicleID: id, Expires: now.Add(ttl), Created: now, CreatedBy: principal(r.Context()).Actor()}
+	if err := s.st.CreateToken(r.Context(), t, enrol.HashSecret(secret)); err != nil {
+		return err
+	}
+	s.audit(r, "create", "vehicles/"+id+"/tokens/"+tid, "expires "+t.Expires.Format(time.RFC3339))
+	t.Token = token
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.st.ListTokens(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeRead(w, r, hubv1.List[hubv1.BootstrapToken]{Items: orEmpty(ts)})
+	return nil
+}
+
+// enrol spends a bootstrap token for a certificate.
+func (s *Server) enrol(w http.ResponseWriter, r *http.Request) error {
+	var req hubv1.EnrolRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	tid, secret, err := enrol.ParseToken(req.Token)
+	if err != nil {
+		return errorf(http.StatusUnauthorized, "token", "token: %v", err)
+	}
+	if req.CSR == "" {
+		return badRequest("csr", "csr: a PEM certificate request is required")
+	}
+	now := s.clk.Now().UTC()
+	// Check the CSR before spending the token, so a bad CSR does not
+	// burn it.
+	if err := enrol.CheckCSR([]byte(req.CSR)); err != nil {
+		return badRequest("csr", "csr: %v", err)
+	}
+	id, err := s.st.UseToken(r.Context(), tid, enrol.HashSecret(secret), now)
+	if err != nil {
+		return err
+	}
+	return s.issueCertificate(w, r, id, []byte(req.CSR), "enrol")
+}
+
+// renewRequest is POST /v1/vehicles/{id}/certificate.
+type renewRequest struct {
+	CSR string `json:"csr"` // PEM
+}
+
+func (s *Server) renewCertificate(w http.ResponseWriter, r *http.Request) error {
+	var req renewRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if principal(r.Context()).Vehicle == "" {
+		return errorf(http.StatusForbidden, "", "only the vehicle renews its certificate (use a bootstrap token to enrol it again)")
+	}
+	return s.issueCertificate(w, r, r.PathValue("id"), []byte(req.CSR), "renew")
+}
+
+func (s *Server) issueCertificate(w http.ResponseWriter, r *http.Request, id string, csr []byte, action string) error {
+	now := s.clk.Now().UTC()
+	cert, notAfter, err := s.ca.IssueVehicle(csr, id, now, s.opts.CertTTL)
+	if err != nil {
+		return badRequest("csr", "csr: %v", err)
+	}
+	if err := s.st.SetEnrolled(r.Context(), id, now, notAfter); err != nil {
+		return err
+	}
+	s.audit(r, action, "vehicles/"+id, "certificate until "+notAfter.Format(time.RFC3339))
+	writeJSON(w, http.StatusOK, hubv1.Certificate{Vehicle: id, Certificate: string(cert), CA: string(s.ca.CertPEM()), Expires: notAfter})
+	return nil
+}

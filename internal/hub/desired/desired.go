@@ -1,0 +1,473 @@
+// Package desired computes, signs and stores each vehicle's desired state:
+// for a vehicle, every deployment whose selector matches it is rendered
+// (through the render cache: alike vehicles share one render), placed
+// (internal/hub/placement splits it into a vehicle half and a cloud half),
+// and each half whose content changed gets the next revision, signed
+// (internal/trust) and written with store.PutDesiredBatch, which wakes the
+// long-polls on every replica.
+//
+// A new revision is issued only when what the vehicle runs changes (a
+// content hash over objects, placement and deployment generations), when
+// the stored one is within Options.Refresh of expiry, or when forced (after
+// a key rotation). A vehicle for which any matching deployment fails to
+// render keeps its current revision: dropping that deployment's objects
+// would make the agent prune them.
+//
+// Issuer.Run is the loop one replica runs (it holds the store lease
+// "desired"): it drains the store's dirty-vehicle queue, which API writes
+// fill, and re-examines every vehicle at start and every Options.Resync,
+// which also catches a queue entry lost to a crash between take and write.
+package desired
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/hub/placement"
+	"github.com/misaki-io/misaki/internal/hub/render"
+	"github.com/misaki-io/misaki/internal/hub/store"
+)
+
+// Signer signs a desired state; trust.Keys is the implementation.
+type Signer interface {
+	Sign(ctx context.Context, s hubv1.DesiredState) (hubv1.Desired, error)
+}
+
+// Renderer renders a chart; render.Cache is the implementation.
+type Renderer interface {
+	Render(in render.Input) (*render.Output, error)
+}
+
+// Options tune the Issuer. The zero value means the defaults.
+type Options struct {
+	// TTL is how long a signed revision is valid. Default 14 days: a
+	// vehicle offline longer keeps running what it has and applies
+	// nothing new until it fetches a fresh revision.
+	TTL time.Duration
+	// Refresh re-issues a revision that has less than this left. Default
+	// TTL/2.
+	Refresh time.Duration
+	// Resync re-examines every vehicle this often. Default 10 minutes.
+	Resync time.Duration
+	// Batch is how many vehicles one store write covers. Default 256.
+	Batch int
+	// Placement is passed to placement.Place.
+	Placement placement.Options
+}
+
+func (o *Options) defaults() {
+	if o.TTL <= 0 {
+		o.TTL = 14 * 24 * time.Hour
+	}
+	if o.Refresh <= 0 {
+		o.Refresh = o.TTL / 2
+	}
+	if o.Resync <= 0 {
+		o.Resync = 10 * time.Minute
+	}
+	if o.Batch <= 0 {
+		o.Batch = 256
+	}
+}
+
+// Issuer turns deployments into signed desired revisions.
+type Issuer struct {
+	st     store.Store
+	sign   Signer
+	render Renderer
+	clk    clock.Clock
+	opts   Options
+	log    *slog.Logger
+
+	blobs sync.Map      // chart digest → []byte (archives are immutable by digest)
+	kick  chan struct{} // Kick → Run
+
+	mu     sync.Mutex // guards errs
+	errs   map[string]string
+	issued [2]uint64 // revisions issued: vehicle, cloud (under mu)
+}
+
+// New returns an Issuer. It does no I/O.
+func New(st store.Store, sign Signer, r Renderer, clk clock.Clock, opts Options, log *slog.Logger) *Issuer {
+	opts.defaults()
+	return &Issuer{st: st, sign: sign, render: r, clk: clk, opts: opts, log: log.With("component", "desired"), errs: map[string]string{}, kick: make(chan struct{}, 1)}
+}
+
+// Deployments is a snapshot of every deployment with its selectors parsed,
+// read once per pass.
+type Deployments struct {
+	items []deployment
+}
+
+type deployment struct {
+	d      hubv1.Deployment
+	sel    labels.Selector
+	custom []labels.Selector
+}
+
+// LoadDeployments reads every deployment.
+func (is *Issuer) LoadDeployments(ctx context.Context) (*Deployments, error) {
+	var all []hubv1.Deployment
+	p := store.Page{Limit: 500}
+	for {
+		ds, next, err := is.st.ListDeployments(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("desired: list deployments: %w", err)
+		}
+		all = append(all, ds...)
+		if next == "" {
+			break
+		}
+		p.After = next
+	}
+	return NewDeployments(all)
+}
+
+// NewDeployments parses the deployments' selectors.
+func NewDeployments(all []hubv1.Deployment) (*Deployments, error) {
+	slices.SortFunc(all, func(a, b hubv1.Deployment) int { return cmpString(a.Name, b.Name) })
+	out := &Deployments{}
+	for _, d := range all {
+		sel, err := ParseSelector(d.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("desired: deployment %s: selector: %w", d.Name, err)
+		}
+		dep := deployment{d: d, sel: sel}
+		for _, c := range d.Customizations {
+			cs, err := ParseSelector(c.Selector)
+			if err != nil {
+				return nil, fmt.Errorf("desired: deployment %s: customization %s: selector: %w", d.Name, c.Name, err)
+			}
+			dep.custom = append(dep.custom, cs)
+		}
+		out.items = append(out.items, dep)
+	}
+	return out, nil
+}
+
+// ParseSelector parses a Kubernetes label selector. The empty string
+// selects nothing (not everything, as in Kubernetes): a deployment must
+// say which vehicles it is for.
+func ParseSelector(s string) (labels.Selector, error) {
+	if s == "" {
+		return labels.Nothing(), nil
+	}
+	return labels.Parse(s)
+}
+
+// Force makes the named deployment select every vehicle (for previews).
+func (ds *Deployments) Force(name string) {
+	for i := range ds.items {
+		if ds.items[i].d.Name == name {
+			ds.items[i].sel = labels.Everything()
+		}
+	}
+}
+
+// Matching returns the names of the deployments that select the labels.
+func (ds *Deployments) Matching(l map[string]string) []string {
+	var out []string
+	for _, d := range ds.items {
+		if d.sel.Matches(labels.Set(l)) {
+			out = append(out, d.d.Name)
+		}
+	}
+	return out
+}
+
+// Plan is one vehicle's computed (unsigned) desired state.
+type Plan struct {
+	Vehicle     hubv1.Vehicle
+	Deployments []hubv1.DeploymentRevision
+	Result      *placement.Result
+	// Rendered is each deployment's render output, by name (for previews).
+	Rendered map[string]*render.Output
+}
+
+// Compute renders and places every deployment in ds that selects v.
+func (is *Issuer) Compute(ctx context.Context, v hubv1.Vehicle, ds *Deployments) (*Plan, error) {
+	p := &Plan{Vehicle: v, Rendered: map[string]*render.Output{}}
+	var objs []placement.DeploymentObjects
+	for _, dep := range ds.items {
+		if !dep.sel.Matches(labels.Set(v.Labels)) {
+			continue
+		}
+		out, err := is.renderFor(ctx, dep, v)
+		if err != nil {
+			return nil, err
+		}
+		p.Rendered[dep.d.Name] = out
+		p.Deployments = append(p.Deployments, hubv1.DeploymentRevision{Name: dep.d.Name, Generation: dep.d.Generation, Chart: dep.d.Chart})
+		objs = append(objs, placement.DeploymentObjects{Deployment: dep.d, Objects: out.Objects})
+	}
+	res, err := placement.Place(v, objs, is.opts.Placement)
+	if err != nil {
+		return nil, fmt.Errorf("desired: vehicle %s: %w", v.ID, err)
+	}
+	p.Result = res
+	return p, nil
+}
+
+func (is *Issuer) renderFor(ctx context.Context, dep deployment, v hubv1.Vehicle) (*render.Output, error) {
+	d := dep.d
+	chart, err := is.blob(ctx, d.Chart.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("desired: deployment %s: chart %s %s: %w", d.Name, d.Chart.Name, d.Chart.Version, err)
+	}
+	layers := []map[string]any{d.Values}
+	for i, c := range d.Customizations {
+		if dep.custom[i].Matches(labels.Set(v.Labels)) {
+			layers = append(layers, c.Values)
+		}
+	}
+	ns := d.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	out, err := is.render.Render(render.Input{
+		Chart: chart, Digest: d.Chart.Digest, Release: d.Name, Namespace: ns,
+		Layers: layers, Facts: v.Facts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("desired: deployment %s for vehicle %s: %w", d.Name, v.ID, err)
+	}
+	return out, nil
+}
+
+func (is *Issuer) blob(ctx context.Context, digest string) ([]byte, error) {
+	if b, ok := is.blobs.Load(digest); ok {
+		return b.([]byte), nil
+	}
+	b, err := is.st.GetBlob(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	is.blobs.Store(digest, b)
+	return b, nil
+}
+
+// Stats counts what one Issue call did.
+type Stats struct {
+	Vehicles int // examined
+	Issued   int // revisions written (both halves)
+	Failed   int // vehicles left at their revision because of an error
+}
+
+// Issue examines the vehicles and writes a new revision for each half
+// whose content changed, is near expiry, or (force) always. A vehicle
+// that no longer exists is skipped.
+func (is *Issuer) Issue(ctx context.Context, ids []string, force bool, ds *Deployments) (Stats, error) {
+	var st Stats
+	var batch []store.Desired
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := is.putBatch(ctx, batch); err != nil {
+			return err
+		}
+		st.Issued += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		v, err := is.st.GetVehicle(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return st, fmt.Errorf("desired: vehicle %s: %w", id, err)
+		}
+		st.Vehicles++
+		ds2, err := is.vehicle(ctx, v, ds, force)
+		if err != nil {
+			st.Failed++
+			is.setError(id, err.Error())
+			is.log.Warn("vehicle keeps its revision", "vehicle", id, "err", err)
+			continue
+		}
+		is.setError(id, "")
+		batch = append(batch, ds2...)
+		if len(batch) >= is.opts.Batch {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+	}
+	return st, flush()
+}
+
+// putBatch writes the batch; a revision another writer got to first
+// (ErrStale) is dropped and its vehicle re-queued.
+func (is *Issuer) putBatch(ctx context.Context, batch []store.Desired) error {
+	err := is.st.PutDesiredBatch(ctx, batch)
+	if err == nil {
+		is.count(batch)
+		return nil
+	}
+	if !errors.Is(err, store.ErrStale) {
+		return fmt.Errorf("desired: store revisions: %w", err)
+	}
+	for _, d := range batch {
+		if err := is.st.PutDesired(ctx, d); err != nil && !errors.Is(err, store.ErrStale) {
+			return fmt.Errorf("desired: store revision %s/%s %d: %w", d.Vehicle, d.Half, d.Revision, err)
+		}
+		is.count([]store.Desired{d})
+	}
+	return nil
+}
+
+func (is *Issuer) count(batch []store.Desired) {
+	is.mu.Lock()
+	for _, d := range batch {
+		if d.Half == hubv1.HalfCloud {
+			is.issued[1]++
+		} else {
+			is.issued[0]++
+		}
+	}
+	is.mu.Unlock()
+}
+
+// Issued returns how many revisions this Issuer wrote, per half.
+func (is *Issuer) Issued() (vehicle, cloud uint64) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.issued[0], is.issued[1]
+}
+
+// Error returns the last error computing the vehicle's desired state on
+// this replica, or "".
+func (is *Issuer) Error(vehicle string) string {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.errs[vehicle]
+}
+
+func (is *Issuer) setError(vehicle, msg string) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if msg == "" {
+		delete(is.errs, vehicle)
+	} else {
+		is.errs[vehicle] = msg
+	}
+}
+
+// vehicle computes v's halves and returns the signed revisions to write.
+func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments, force bool) ([]store.Desired, error) {
+	p, err := is.Compute(ctx, v, ds)
+	if err != nil {
+		return nil, err
+	}
+	now := is.clk.Now().UTC().Truncate(time.Second) // the store keeps microseconds; the envelope and payload must agree
+	var out []store.Desired
+	halves := []struct {
+		half, ns string
+		objs     []*unstructured.Unstructured
+	}{
+		{hubv1.HalfVehicle, "", p.Result.Vehicle},
+		{hubv1.HalfCloud, p.Result.CloudNamespace, p.Result.Cloud},
+	}
+	for _, h := range halves {
+		prev, err := is.st.GetDesired(ctx, v.ID, h.half)
+		hasPrev := err == nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("read revision: %w", err)
+		}
+		if !hasPrev && len(h.objs) == 0 && (h.half == hubv1.HalfCloud || len(p.Deployments) == 0) {
+			continue // nothing to say yet
+		}
+		raw := make([]json.RawMessage, 0, len(h.objs))
+		names := make([]string, 0, len(h.objs))
+		for _, o := range h.objs {
+			b, err := o.MarshalJSON()
+			if err != nil {
+				return nil, fmt.Errorf("encode %s: %w", ObjectName(o), err)
+			}
+			raw = append(raw, b)
+			names = append(names, ObjectName(o))
+		}
+		hash, err := contentHash(h.ns, p.Deployments, p.Result.Placement, raw)
+		if err != nil {
+			return nil, err
+		}
+		if hasPrev && !force && prev.ContentHash == hash && prev.Expires.Sub(now) > is.opts.Refresh {
+			continue
+		}
+		rev := int64(1)
+		if hasPrev {
+			rev = prev.Revision + 1
+		}
+		state := hubv1.DesiredState{
+			Vehicle: v.ID, Half: h.half, Revision: rev,
+			IssuedAt: now, Expires: now.Add(is.opts.TTL),
+			Namespace:   h.ns,
+			Deployments: orEmpty(p.Deployments),
+			Placement:   orEmpty(p.Result.Placement),
+			Objects:     raw,
+		}
+		signed, err := is.sign.Sign(ctx, state)
+		if err != nil {
+			return nil, fmt.Errorf("sign %s revision %d: %w", h.half, rev, err)
+		}
+		out = append(out, store.Desired{Desired: signed, ContentHash: hash, Placement: state.Placement, Objects: names})
+	}
+	return out, nil
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// contentHash identifies what a half makes the vehicle run.
+func contentHash(ns string, deps []hubv1.DeploymentRevision, pl []hubv1.ComponentPlacement, objs []json.RawMessage) (string, error) {
+	b, err := json.Marshal(struct {
+		Namespace   string                     `json:"namespace"`
+		Deployments []hubv1.DeploymentRevision `json:"deployments"`
+		Placement   []hubv1.ComponentPlacement `json:"placement"`
+		Objects     []json.RawMessage          `json:"objects"`
+	}{ns, deps, pl, objs})
+	if err != nil {
+		return "", fmt.Errorf("hash content: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// ObjectName is "Kind/namespace/name" ("Kind/name" when cluster-scoped).
+func ObjectName(o *unstructured.Unstructured) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return o.GetKind() + "/" + ns + "/" + o.GetName()
+	}
+	return o.GetKind() + "/" + o.GetName()
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
