@@ -3,6 +3,7 @@
 // desired state and the digital twin API (docs/hub.md).
 //
 //	misaki-hub [flags]                 serve (SQLite in ./misaki-hub-data with no flags)
+//	misaki-hub keys init --dir DIR     make the first trust root and keys (to keep the root key offline)
 //	misaki-hub keys rotate --dir DIR   rotate a key where the root key is (offline root)
 package main
 
@@ -44,6 +45,9 @@ func run(ctx context.Context, args []string) error {
 	if len(args) >= 2 && args[0] == "keys" && args[1] == "rotate" {
 		return rotate(args[2:])
 	}
+	if len(args) >= 2 && args[0] == "keys" && args[1] == "init" {
+		return initKeys(args[2:])
+	}
 	fs := flag.NewFlagSet("misaki-hub", flag.ContinueOnError)
 	var c hub.Config
 	var hosts stringsFlag
@@ -72,7 +76,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (subcommands: keys rotate)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (subcommands: keys init, keys rotate)", fs.Arg(0))
 	}
 	c.Hosts = hosts
 	if gwTLS != (v1alpha1.UpstreamTLS{}) {
@@ -101,5 +105,27 @@ func rotate(args []string) error {
 		return err
 	}
 	fmt.Printf("rotated the %s key: root version %d\n", *role, v)
+	return nil
+}
+
+// initKeys is misaki-hub keys init: the first root and keys, made where the
+// root key will stay; copy root/ and the targets key to the hub's
+// --keys-dir (or its Secret) and keep keys/root-*.pem offline.
+func initKeys(args []string) error {
+	fs := flag.NewFlagSet("misaki-hub keys init", flag.ContinueOnError)
+	dir := fs.String("dir", "misaki-hub-data/keys", "the key directory to create")
+	var o trust.InitOptions
+	fs.IntVar(&o.RootKeys, "root-keys", 1, "number of root keys")
+	fs.IntVar(&o.RootThreshold, "root-threshold", 1, "root signatures a new root needs")
+	fs.IntVar(&o.TargetsKeys, "targets-keys", 1, "number of targets (signing) keys")
+	fs.IntVar(&o.TargetsThreshold, "targets-threshold", 1, "targets signatures a desired state needs")
+	fs.DurationVar(&o.RootExpiry, "root-expiry", trust.DefaultRootExpiry, "validity of root version 1")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := trust.Init(*dir, time.Now(), o); err != nil {
+		return err
+	}
+	fmt.Printf("trust root in %s (an existing root is left as it was)\n", *dir)
 	return nil
 }

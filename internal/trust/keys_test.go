@@ -171,6 +171,13 @@ func TestLoadKeys(t *testing.T) {
 				}
 			}
 		}, "chmod 600"},
+		{"key writable by the group", func(t *testing.T, dir string) {
+			for _, n := range keyFiles(t, dir, keysDir) {
+				if strings.HasPrefix(n, "targets-") {
+					os.Chmod(filepath.Join(dir, keysDir, n), 0o660)
+				}
+			}
+		}, "chmod 600"},
 		{"a root version missing", func(t *testing.T, dir string) {
 			mustRotate(t, dir, RoleTargets, t0, 2)
 			mustRotate(t, dir, RoleTargets, t0, 3)
@@ -457,5 +464,22 @@ func TestRotateRetiresLeftovers(t *testing.T) {
 	}
 	if _, err := Rotate(dir, "snapshot", t0); err == nil {
 		t.Error("Rotate accepted role snapshot")
+	}
+}
+
+// A key as a Kubernetes Secret volume with an fsGroup mounts it (0440)
+// loads: that is how hub replicas share the signing key.
+func TestLoadKeysFromSecretVolumeMode(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, t0, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range keyFiles(t, dir, keysDir) {
+		if err := os.Chmod(filepath.Join(dir, keysDir, n), 0o440); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := LoadKeys(dir); err != nil {
+		t.Fatalf("a 0440 key: %v", err)
 	}
 }

@@ -93,8 +93,12 @@ func LoadFileSigner(path string) (*FileSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust: load key: %w", err)
 	}
-	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return nil, fmt.Errorf("trust: load key %s: mode %#o lets group or others read it; chmod 600 it", path, m)
+	// Others may not read it and nobody but the owner may write it. Group
+	// read is allowed: a Kubernetes Secret volume with an fsGroup gives a
+	// key mode 0440 (owner root, the pod's group), and that is how hub
+	// replicas share the signing key.
+	if m := fi.Mode().Perm(); m&0o037 != 0 {
+		return nil, fmt.Errorf("trust: load key %s: mode %#o lets others read it or group write it; chmod 600 (or 640) it", path, m)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
