@@ -38,8 +38,13 @@ func TestPostgres(t *testing.T) {
 	t.Run("ChangesAfterClose", func(t *testing.T) { testChangesAfterClose(t, srv) })
 }
 
+func BenchmarkStore(b *testing.B) {
+	srv := &server{admin: pgtest.Start(b)}
+	storetest.Bench(b, func(b *testing.B) store.Store { return srv.open(b, srv.createDB(b)) })
+}
+
 // createDB creates a fresh database and returns its DSN.
-func (srv *server) createDB(t *testing.T) string {
+func (srv *server) createDB(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("hub_%d", srv.n.Add(1))
 	srv.exec(t, `CREATE DATABASE `+name)
@@ -52,7 +57,7 @@ func (srv *server) createDB(t *testing.T) string {
 }
 
 // exec runs sql on the postgres database.
-func (srv *server) exec(t *testing.T, sql string, args ...any) {
+func (srv *server) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), srv.admin)
 	if err != nil {
@@ -64,7 +69,7 @@ func (srv *server) exec(t *testing.T, sql string, args ...any) {
 	}
 }
 
-func (srv *server) open(t *testing.T, dsn string) *Store {
+func (srv *server) open(t testing.TB, dsn string) *Store {
 	t.Helper()
 	s, err := Open(t.Context(), dsn, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -27,6 +27,13 @@
 // s. A change committed by another replica reaches subscribers as fast as
 // PostgreSQL delivers the notification (milliseconds on a LAN).
 //
+// Semantics the interface leaves open, the same on both stores: bootstrap
+// tokens, reports and desired revisions belong to an existing vehicle (else
+// store.ErrNotFound) and go when it is deleted; pins outlive their source;
+// PutBlob refuses bytes that are not its digest's (store.ErrDigestMismatch);
+// ListTokens("") lists every vehicle's; a new deployment's zero Generation
+// is stored as 1; every list is non-nil.
+//
 // Durability is the server's: a commit returns once PostgreSQL has made it
 // durable under its synchronous_commit setting (on by default: nothing
 // committed is lost in a crash; off: up to 3 × wal_writer_delay, 600 ms by

@@ -258,3 +258,7 @@ func FuzzLabels(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return openAt(b, filepath.Join(b.TempDir(), "hub.db")) })
+}

@@ -5,7 +5,8 @@
 // optimistic concurrency, paging, single use of tokens under concurrency,
 // monotonic desired revisions, the change sequence and its notifications,
 // leases, and exact round trips of maps, lists and times (UTC, to the
-// microsecond).
+// microsecond). Bench is the matching benchmark of the write path the
+// hub's fleet benchmark leans on.
 package storetest
 
 import (
