@@ -16,6 +16,11 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
+// versionTable records the applied migrations (goose's table, named for
+// the hub so that it cannot meet another goose user's in a shared
+// database).
+const versionTable = "hub_schema_version"
+
 // schemaLockID is the session advisory lock held while migrating
 // (the ASCII bytes of "misakihu").
 const schemaLockID int64 = 0x6d69_7361_6b69_6875
@@ -29,7 +34,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, dir,
-		goose.WithDisableGlobalRegistry(true), goose.WithSlog(log),
+		goose.WithDisableGlobalRegistry(true), goose.WithSlog(log), goose.WithTableName(versionTable),
 		goose.WithSessionLocker(advisoryLock{schemaLockID}))
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)

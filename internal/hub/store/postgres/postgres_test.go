@@ -303,7 +303,7 @@ func testConcurrentOpen(t *testing.T, srv *server) {
 	}
 	s := srv.open(t, dsn)
 	var applied int
-	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+versionTable+` WHERE version_id > 0`).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
 	if want := 1; applied != want {

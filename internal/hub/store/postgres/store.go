@@ -80,7 +80,9 @@ var _ store.Store = (*Store)(nil)
 var errClosed = errors.New("store closed")
 
 // Open connects to the database dsn names (a postgres:// URL or key=value
-// string, as pgx parses it) and migrates its schema to the newest version.
+// string, as pgx parses it; pool_max_conns sets the pool's size, by
+// default 4 or the number of CPUs if more) and migrates its schema to the
+// newest version.
 func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
