@@ -209,6 +209,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	url := "https://" + hostPort(ln.Addr(), c.Hosts)
+	// The CA certificate, for clients (the CLI, agents) to trust the hub.
+	if err := os.WriteFile(filepath.Join(c.DataDir, "ca.crt"), ca.CertPEM(), 0o644); err != nil {
+		ln.Close()
+		return err
+	}
 	if err := bootstrapAdmin(ctx, st, c, url, ca, log); err != nil {
 		ln.Close()
 		return err
@@ -338,9 +343,6 @@ func bootstrapAdmin(ctx context.Context, st store.Store, c Config, url string, c
 		return fmt.Errorf("create admin token: %w", err)
 	}
 	caFile := filepath.Join(c.DataDir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		return err
-	}
 	if err := os.WriteFile(filepath.Join(c.DataDir, "admin.token"), []byte(secret+"\n"), 0o600); err != nil {
 		return err
 	}
