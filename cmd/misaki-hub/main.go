@@ -50,12 +50,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("misaki-hub", flag.ContinueOnError)
 	var c hub.Config
-	var hosts stringsFlag
+	var hosts, roots stringsFlag
 	var gwTLS v1alpha1.UpstreamTLS
 	fs.StringVar(&c.DataDir, "data-dir", "misaki-hub-data", "directory for the SQLite database, PKI, keys and the first admin token")
 	fs.StringVar(&c.Listen, "listen", ":8443", "HTTPS address of the API")
 	fs.StringVar(&c.Database, "database", os.Getenv("MISAKI_HUB_DATABASE"), "store: empty (SQLite in --data-dir), sqlite://<path>, or a postgres:// DSN (default $MISAKI_HUB_DATABASE)")
 	fs.Var(&hosts, "host", "a name or IP for the hub's certificate (repeat; default localhost, 127.0.0.1, ::1 and the host name); the first is the URL written to misaki.yaml")
+	fs.Var(&roots, "local-chart-root", "a directory local chart sources may be under (repeat; default: anywhere)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve this certificate instead of one from the fleet CA")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
 	fs.StringVar(&c.CACertFile, "ca-cert-file", "", "fleet CA certificate (default: made in --data-dir/pki)")
@@ -78,7 +79,7 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (subcommands: keys init, keys rotate)", fs.Arg(0))
 	}
-	c.Hosts = hosts
+	c.Hosts, c.LocalChartRoots = hosts, roots
 	if gwTLS != (v1alpha1.UpstreamTLS{}) {
 		c.GatewayTLS = &gwTLS
 	}

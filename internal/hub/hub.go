@@ -68,6 +68,9 @@ type Config struct {
 	// KeysDir holds the trust roots and signing keys. Default DataDir/keys.
 	// Replicas must share it (a Secret or shared volume).
 	KeysDir string
+	// LocalChartRoots confine local chart sources to these directories;
+	// empty allows any path on the hub's disk.
+	LocalChartRoots []string
 	// Gateway is where the vehicle half's Routes send calls to components
 	// placed in the cloud. Empty: no Routes (the placement says so).
 	GatewayURL string
@@ -200,7 +203,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		is.Kick()
 	}
 	wk := wake.New(st, log)
-	cat := catalog.New(catalog.Options{Logger: log, CacheDir: filepath.Join(c.DataDir, "cache")})
+	cat := catalog.New(catalog.Options{Logger: log, CacheDir: filepath.Join(c.DataDir, "cache"), LocalRoots: c.LocalChartRoots})
 	srv := api.New(st, cat, ca, keys, is, wk, c.Clock, reg, c.API, log)
 	registerMetrics(reg, st, cache, is, c)
 
