@@ -371,3 +371,64 @@ type Error struct {
 	// Field names the input field at fault, when there is one.
 	Field string `json:"field,omitempty"`
 }
+
+// VehiclePatch is PATCH /v1/vehicles/{id}: the fields given replace the
+// stored ones; ResourceVersion, when given, must be the stored one.
+type VehiclePatch struct {
+	Labels          map[string]string `json:"labels,omitempty"`
+	Capacity        ResourceList      `json:"capacity,omitempty"`
+	Allocatable     ResourceList      `json:"allocatable,omitempty"`
+	ResourceVersion int64             `json:"resourceVersion,omitempty"`
+}
+
+// TokenRequest is POST /v1/vehicles/{id}/tokens.
+type TokenRequest struct {
+	// TTL is how long the token may be used, such as "24h". Default: the
+	// hub's --token-ttl.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// RenewRequest is POST /v1/vehicles/{id}/certificate.
+type RenewRequest struct {
+	CSR string `json:"csr"` // PEM
+}
+
+// RotateRequest is POST /v1/keys/rotate.
+type RotateRequest struct {
+	Role string `json:"role"` // targets (default) or root
+}
+
+// RotateResult answers it.
+type RotateResult struct {
+	Role        string `json:"role"`
+	RootVersion int64  `json:"rootVersion"`
+}
+
+// OperatorToken is an operator API token. Token, the secret, is only in
+// the answer that creates it.
+type OperatorToken struct {
+	Name    string    `json:"name"`
+	Scope   string    `json:"scope"` // read or admin
+	Created time.Time `json:"created,omitzero"`
+	Token   string    `json:"token,omitempty"`
+}
+
+// PreviewRequest is POST /v1/preview: what a deployment (new or changed)
+// would give one vehicle, beside the vehicle's other deployments.
+type PreviewRequest struct {
+	Deployment Deployment `json:"deployment"`
+	Vehicle    string     `json:"vehicle"`
+}
+
+// Preview answers it: both halves, the placement table, the merged values
+// and the chart's notes. Matches says whether the deployment's selector
+// selects the vehicle (the preview applies it either way).
+type Preview struct {
+	Vehicle        []json.RawMessage    `json:"vehicle"`
+	Cloud          []json.RawMessage    `json:"cloud"`
+	CloudNamespace string               `json:"cloudNamespace,omitempty"`
+	Placement      []ComponentPlacement `json:"placement"`
+	Values         map[string]any       `json:"values,omitempty"`
+	Notes          string               `json:"notes,omitempty"`
+	Matches        bool                 `json:"matches"`
+}

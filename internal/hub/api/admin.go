@@ -35,18 +35,8 @@ func (s *Server) getRootVersion(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// rotateRequest is POST /v1/keys/rotate.
-type rotateRequest struct {
-	Role string `json:"role"` // targets (default) or root
-}
-
-type rotateResult struct {
-	Role        string `json:"role"`
-	RootVersion int64  `json:"rootVersion"`
-}
-
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) error {
-	var req rotateRequest
+	var req hubv1.RotateRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, &req); err != nil {
 			return err
@@ -67,17 +57,8 @@ func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) error {
 	if err := s.markDirty(r.Context(), store.Dirty{ID: store.AllVehicles, Force: true}); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rotateResult{Role: req.Role, RootVersion: v})
+	writeJSON(w, http.StatusOK, hubv1.RotateResult{Role: req.Role, RootVersion: v})
 	return nil
-}
-
-// OperatorToken is the API shape of an operator token.
-type OperatorToken struct {
-	Name    string `json:"name"`
-	Scope   string `json:"scope"`
-	Created string `json:"created,omitempty"`
-	// Token is the secret, returned only by the call that creates it.
-	Token string `json:"token,omitempty"`
 }
 
 func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) error {
@@ -85,16 +66,16 @@ func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	out := []OperatorToken{}
+	out := []hubv1.OperatorToken{}
 	for _, t := range ts {
-		out = append(out, OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created.Format("2006-01-02T15:04:05Z07:00")})
+		out = append(out, hubv1.OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created})
 	}
-	writeRead(w, r, hubv1.List[OperatorToken]{Items: out})
+	writeRead(w, r, hubv1.List[hubv1.OperatorToken]{Items: out})
 	return nil
 }
 
 func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) error {
-	var req OperatorToken
+	var req hubv1.OperatorToken
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -110,7 +91,7 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	s.audit(r, "create", "operator-tokens/"+req.Name, "scope "+req.Scope)
-	writeJSON(w, http.StatusCreated, OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created.Format("2006-01-02T15:04:05Z07:00"), Token: secret})
+	writeJSON(w, http.StatusCreated, hubv1.OperatorToken{Name: t.Name, Scope: t.Scope, Created: t.Created, Token: secret})
 	return nil
 }
 

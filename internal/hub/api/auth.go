@@ -21,14 +21,20 @@ type Principal struct {
 	Operator string
 	Scope    string // operator scope: read or admin
 	Vehicle  string
+	via      string // how an unauthenticated request was vouched for (enrolment's token)
 }
 
 // Actor is the principal as the audit log names it.
 func (p Principal) Actor() string {
-	if p.Vehicle != "" {
+	switch {
+	case p.via != "":
+		return p.via
+	case p.Vehicle != "":
 		return "vehicle/" + p.Vehicle
+	case p.Operator != "":
+		return "operator/" + p.Operator
 	}
-	return "operator/" + p.Operator
+	return "anonymous"
 }
 
 type principalKey struct{}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -254,26 +255,8 @@ func (s *Server) dirtySelected(ctx context.Context, sel1, sel2 string) error {
 	}
 }
 
-// PreviewRequest is POST /v1/preview: what a deployment (new or changed)
-// would give one vehicle, with the vehicle's other deployments.
-type PreviewRequest struct {
-	Deployment hubv1.Deployment `json:"deployment"`
-	Vehicle    string           `json:"vehicle"`
-}
-
-// Preview is the answer: the two halves and the placement table.
-type Preview struct {
-	Vehicle   []*unstructured.Unstructured `json:"vehicle"`
-	Cloud     []*unstructured.Unstructured `json:"cloud"`
-	Namespace string                       `json:"cloudNamespace,omitempty"`
-	Placement []hubv1.ComponentPlacement   `json:"placement"`
-	Values    map[string]any               `json:"values,omitempty"`
-	Notes     string                       `json:"notes,omitempty"`
-	Matches   bool                         `json:"matches"`
-}
-
 func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
-	var req PreviewRequest
+	var req hubv1.PreviewRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -298,7 +281,10 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The previewed deployment always applies to the chosen vehicle;
 	// whether its selector matches is reported beside.
-	sel, _ := labels.Parse(d.Selector)
+	sel, err := desired.ParseSelector(d.Selector) // empty selects nothing, as the issuer has it
+	if err != nil {
+		return badRequest("deployment.selector", "deployment.selector: %v", err)
+	}
 	matches := sel.Matches(labels.Set(v.Labels))
 	byName[d.Name] = d
 	ds, err := desired.NewDeployments(slicesFromMap(byName))
@@ -310,12 +296,30 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errorf(http.StatusUnprocessableEntity, "deployment", "%v", err)
 	}
-	out := Preview{Vehicle: plan.Result.Vehicle, Cloud: plan.Result.Cloud, Namespace: plan.Result.CloudNamespace, Placement: plan.Result.Placement, Matches: matches}
+	out := hubv1.Preview{CloudNamespace: plan.Result.CloudNamespace, Placement: orEmpty(plan.Result.Placement), Matches: matches}
+	if out.Vehicle, err = rawObjects(plan.Result.Vehicle); err != nil {
+		return err
+	}
+	if out.Cloud, err = rawObjects(plan.Result.Cloud); err != nil {
+		return err
+	}
 	if o := plan.Rendered[d.Name]; o != nil {
 		out.Values, out.Notes = o.Values, o.Notes
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+func rawObjects(objs []*unstructured.Unstructured) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, 0, len(objs))
+	for _, o := range objs {
+		b, err := o.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 func slicesFromMap(m map[string]hubv1.Deployment) []hubv1.Deployment {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
@@ -42,11 +43,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ae):
 		e = hubv1.Error{Code: ae.code, Message: ae.msg, Field: ae.field}
 	case errors.Is(err, store.ErrNotFound):
-		e = hubv1.Error{Code: http.StatusNotFound, Message: err.Error()}
+		e = hubv1.Error{Code: http.StatusNotFound, Message: storeMessage(err)}
 	case errors.Is(err, store.ErrExists):
-		e = hubv1.Error{Code: http.StatusConflict, Message: err.Error()}
+		e = hubv1.Error{Code: http.StatusConflict, Message: storeMessage(err)}
 	case errors.Is(err, store.ErrConflict):
-		e = hubv1.Error{Code: http.StatusConflict, Message: err.Error() + ": read it again and retry"}
+		e = hubv1.Error{Code: http.StatusConflict, Message: storeMessage(err) + ": read it again and retry"}
 	case errors.Is(err, store.ErrDigestMismatch):
 		e = hubv1.Error{Code: http.StatusConflict, Message: err.Error()}
 	case errors.Is(err, store.ErrTokenInvalid):
@@ -58,6 +59,26 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, e.Code, e)
+}
+
+// storeMessage turns a store error ("sqlite: get vehicle car-9: not
+// found") into what a user reads ("vehicle car-9 not found"): the dialect
+// and the store's verb are not theirs to know.
+func storeMessage(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"sqlite: ", "postgres: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	for _, verb := range []string{"get ", "delete ", "update ", "create ", "put ", "pin "} {
+		if rest, ok := strings.CutPrefix(msg, verb); ok {
+			msg = rest
+			break
+		}
+	}
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrExists} {
+		msg = strings.Replace(msg, ": "+sentinel.Error(), " "+sentinel.Error(), 1)
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

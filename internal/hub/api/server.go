@@ -139,7 +139,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/openapi.json", public, s.openapi, "This document.", nil, nil, nil},
 		{"GET /v1/trust/root", public, s.getRoot, "The newest trust root (TUF root.json).", nil, nil, nil},
 		{"GET /v1/trust/root/{file}", public, s.getRootVersion, "Trust root version n, as {n}.json; agents walk from their pinned root one version at a time.", nil, nil, nil},
-		{"POST /v1/keys/rotate", admin, s.rotateKeys, "Rotate the targets (signing) or root key; every vehicle gets a revision signed with the new key.", rotateRequest{}, rotateResult{}, nil},
+		{"POST /v1/keys/rotate", admin, s.rotateKeys, "Rotate the targets (signing) or root key; every vehicle gets a revision signed with the new key.", hubv1.RotateRequest{}, hubv1.RotateResult{}, nil},
 
 		{"GET /v1/sources", read, s.listSources, "Chart sources.", nil, hubv1.List[hubv1.ChartSource]{}, nil},
 		{"POST /v1/sources", admin, s.createSource, "Add a chart source (it is reached before it is stored).", hubv1.ChartSource{}, hubv1.ChartSource{}, nil},
@@ -151,12 +151,12 @@ func (s *Server) routes() []route {
 		{"GET /v1/vehicles", read, s.listVehicles, "Vehicles, filtered by label selector and state.", nil, hubv1.List[hubv1.Vehicle]{}, append([]string{"selector: a label selector", "state: online or offline"}, pageQ...)},
 		{"POST /v1/vehicles", admin, s.createVehicle, "Register a vehicle (before its bootstrap token).", hubv1.Vehicle{}, hubv1.Vehicle{}, nil},
 		{"GET /v1/vehicles/{id}", readOrVehicle, s.getTwin, "The digital twin: the vehicle, desired and reported state, their delta, and placement.", nil, hubv1.Twin{}, nil},
-		{"PATCH /v1/vehicles/{id}", admin, s.patchVehicle, "Change a vehicle's labels, capacity or allocatable.", vehiclePatch{}, hubv1.Vehicle{}, nil},
+		{"PATCH /v1/vehicles/{id}", admin, s.patchVehicle, "Change a vehicle's labels, capacity or allocatable.", hubv1.VehiclePatch{}, hubv1.Vehicle{}, nil},
 		{"DELETE /v1/vehicles/{id}", admin, s.deleteVehicle, "Forget a vehicle.", nil, nil, nil},
 		{"GET /v1/vehicles/{id}/desired", vehicle, s.getDesired, "Long-poll: the newest signed revision above ?after= at once, else 304 after ?wait=.", nil, hubv1.Desired{}, []string{"after: the revision the agent has (default 0)", "wait: how long to wait, such as 30s (default 30s, at most the hub's max wait)", "half: vehicle (default) or cloud"}},
 		{"PUT /v1/vehicles/{id}/reported", vehicle, s.putReported, "The agent's report for one half (idempotent).", hubv1.Reported{}, nil, nil},
-		{"POST /v1/vehicles/{id}/certificate", vehicle, s.renewCertificate, "Renew the vehicle's certificate (mTLS with the current one).", renewRequest{}, hubv1.Certificate{}, nil},
-		{"POST /v1/vehicles/{id}/tokens", admin, s.createToken, "A one-time bootstrap token for the vehicle; the secret is in this answer only.", tokenRequest{}, hubv1.BootstrapToken{}, nil},
+		{"POST /v1/vehicles/{id}/certificate", vehicle, s.renewCertificate, "Renew the vehicle's certificate (mTLS with the current one).", hubv1.RenewRequest{}, hubv1.Certificate{}, nil},
+		{"POST /v1/vehicles/{id}/tokens", admin, s.createToken, "A one-time bootstrap token for the vehicle; the secret is in this answer only.", hubv1.TokenRequest{}, hubv1.BootstrapToken{}, nil},
 		{"GET /v1/vehicles/{id}/tokens", read, s.listTokens, "The vehicle's bootstrap tokens (without secrets).", nil, hubv1.List[hubv1.BootstrapToken]{}, nil},
 		{"POST /v1/enrol", public, s.enrol, "Spend a bootstrap token: a CSR in, the vehicle's client certificate out.", hubv1.EnrolRequest{}, hubv1.Certificate{}, nil},
 
@@ -165,10 +165,10 @@ func (s *Server) routes() []route {
 		{"GET /v1/deployments/{name}", read, s.getDeployment, "One deployment.", nil, hubv1.Deployment{}, nil},
 		{"PUT /v1/deployments/{name}", admin, s.putDeployment, "Replace a deployment's spec; generation must be the one read.", hubv1.Deployment{}, hubv1.Deployment{}, nil},
 		{"DELETE /v1/deployments/{name}", admin, s.deleteDeployment, "Delete a deployment (its vehicles get revisions without it).", nil, nil, nil},
-		{"POST /v1/preview", read, s.preview, "Render and place a deployment (new or changed) for one vehicle, without storing anything.", PreviewRequest{}, Preview{}, nil},
+		{"POST /v1/preview", read, s.preview, "Render and place a deployment (new or changed) for one vehicle, without storing anything.", hubv1.PreviewRequest{}, hubv1.Preview{}, nil},
 
-		{"GET /v1/operator-tokens", admin, s.listOperatorTokens, "Operator API tokens (without secrets).", nil, hubv1.List[OperatorToken]{}, nil},
-		{"POST /v1/operator-tokens", admin, s.createOperatorToken, "A new operator token (scope read or admin); the secret is in this answer only.", OperatorToken{}, OperatorToken{}, nil},
+		{"GET /v1/operator-tokens", admin, s.listOperatorTokens, "Operator API tokens (without secrets).", nil, hubv1.List[hubv1.OperatorToken]{}, nil},
+		{"POST /v1/operator-tokens", admin, s.createOperatorToken, "A new operator token (scope read or admin); the secret is in this answer only.", hubv1.OperatorToken{}, hubv1.OperatorToken{}, nil},
 		{"DELETE /v1/operator-tokens/{name}", admin, s.deleteOperatorToken, "Revoke an operator token (within 10 s on every replica).", nil, nil, nil},
 		{"GET /v1/audit", read, s.listAudit, "The audit log, newest first.", nil, hubv1.List[hubv1.AuditEntry]{}, pageQ},
 	}

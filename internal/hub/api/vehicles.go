@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -156,17 +157,8 @@ func (s *Server) createVehicle(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// vehiclePatch is PATCH /v1/vehicles/{id}: the fields given replace the
-// stored ones. resourceVersion, when given, must be the stored one.
-type vehiclePatch struct {
-	Labels          map[string]string  `json:"labels,omitempty"`
-	Capacity        hubv1.ResourceList `json:"capacity,omitempty"`
-	Allocatable     hubv1.ResourceList `json:"allocatable,omitempty"`
-	ResourceVersion int64              `json:"resourceVersion,omitempty"`
-}
-
 func (s *Server) patchVehicle(w http.ResponseWriter, r *http.Request) error {
-	var p vehiclePatch
+	var p hubv1.VehiclePatch
 	if err := decode(r, &p); err != nil {
 		return err
 	}
@@ -219,15 +211,8 @@ func (s *Server) deleteVehicle(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// tokenRequest is POST /v1/vehicles/{id}/tokens.
-type tokenRequest struct {
-	// TTL is how long the token may be used, such as "24h". Default: the
-	// hub's --token-ttl.
-	TTL string `json:"ttl,omitempty"`
-}
-
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
-	var req tokenRequest
+	var req hubv1.TokenRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, &req); err != nil {
 			return err
@@ -295,16 +280,13 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The request has no principal: the token speaks for the vehicle.
+	r = r.WithContext(context.WithValue(r.Context(), principalKey{}, Principal{Vehicle: id, via: "bootstrap-token/" + tid}))
 	return s.issueCertificate(w, r, id, []byte(req.CSR), "enrol")
 }
 
-// renewRequest is POST /v1/vehicles/{id}/certificate.
-type renewRequest struct {
-	CSR string `json:"csr"` // PEM
-}
-
 func (s *Server) renewCertificate(w http.ResponseWriter, r *http.Request) error {
-	var req renewRequest
+	var req hubv1.RenewRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}

@@ -415,6 +415,15 @@ func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments,
 		if hasPrev {
 			rev = prev.Revision + 1
 		}
+		// Never below what the vehicle says it applied: a store restored
+		// from a backup, or SQLite after a power loss, may have lost
+		// revisions the vehicle has, and the agent refuses anything not
+		// above its own.
+		if applied, err := is.applied(ctx, v.ID, h.half); err != nil {
+			return nil, err
+		} else if applied >= rev {
+			rev = applied + 1
+		}
 		state := hubv1.DesiredState{
 			Vehicle: v.ID, Half: h.half, Revision: rev,
 			IssuedAt: now, Expires: now.Add(is.opts.TTL),
@@ -430,6 +439,20 @@ func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments,
 		out = append(out, store.Desired{Desired: signed, ContentHash: hash, Placement: state.Placement, Objects: names})
 	}
 	return out, nil
+}
+
+// applied is the revision the vehicle last reported applied for half.
+func (is *Issuer) applied(ctx context.Context, vehicle, half string) (int64, error) {
+	reps, err := is.st.GetReported(ctx, vehicle)
+	if err != nil {
+		return 0, fmt.Errorf("read reports: %w", err)
+	}
+	for _, r := range reps {
+		if r.Half == half {
+			return r.AppliedRevision, nil
+		}
+	}
+	return 0, nil
 }
 
 func orEmpty[T any](s []T) []T {

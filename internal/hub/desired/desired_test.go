@@ -222,3 +222,17 @@ func TestRunDrainsQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A store that lost revisions (restored from a backup) still issues above
+// what the vehicle reports it applied: the agent refuses anything else.
+func TestIssuesAboveAppliedRevision(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if _, err := f.st.PutReported(ctx, "car-1", hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: 41}); err != nil {
+		t.Fatal(err)
+	}
+	f.issue(t, false, "car-1")
+	if got := f.revision(t, "car-1", hubv1.HalfVehicle); got != 42 {
+		t.Fatalf("revision %d, want 42 (one above the applied 41)", got)
+	}
+}
