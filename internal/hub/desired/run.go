@@ -81,19 +81,20 @@ func (is *Issuer) Run(ctx context.Context, holder string) error {
 	}
 }
 
-// pass drains the dirty queue, or examines every vehicle when full.
+// pass drains the dirty queue, or examines every vehicle when full. The
+// queue is taken before the deployments and vehicles are read, so a write
+// that queued a vehicle is always visible to the pass that takes it.
 func (is *Issuer) pass(ctx context.Context, full bool) error {
-	ds, err := is.LoadDeployments(ctx)
-	if err != nil {
-		return err
-	}
 	if full {
-		ids, err := is.allVehicles(ctx)
+		if _, err := is.st.TakeDirty(ctx, 0); err != nil {
+			return err
+		}
+		ds, err := is.LoadDeployments(ctx)
 		if err != nil {
 			return err
 		}
-		// Entries queued before this pass are covered by it.
-		if _, err := is.st.TakeDirty(ctx, 0); err != nil {
+		ids, err := is.allVehicles(ctx)
+		if err != nil {
 			return err
 		}
 		st, err := is.Issue(ctx, ids, false, ds)
@@ -107,6 +108,10 @@ func (is *Issuer) pass(ctx context.Context, full bool) error {
 		}
 		if len(dirty) == 0 {
 			return nil
+		}
+		ds, err := is.LoadDeployments(ctx)
+		if err != nil {
+			return err
 		}
 		var ids, forced []string
 		for _, d := range dirty {
@@ -127,12 +132,19 @@ func (is *Issuer) pass(ctx context.Context, full bool) error {
 				ids = append(ids, d.ID)
 			}
 		}
+		err = nil
 		if len(forced) > 0 {
-			if _, err := is.Issue(ctx, dedupe(forced), true, ds); err != nil {
-				return err
-			}
+			_, err = is.Issue(ctx, dedupe(forced), true, ds)
 		}
-		if _, err := is.Issue(ctx, dedupe(ids), false, ds); err != nil {
+		if err == nil {
+			_, err = is.Issue(ctx, dedupe(ids), false, ds)
+		}
+		if err != nil {
+			// Put the entries back for the next pass (a store error, or
+			// this replica shutting down); re-examining is harmless.
+			if qerr := is.st.MarkDirty(context.WithoutCancel(ctx), dirty); qerr != nil {
+				is.log.Error("re-queue vehicles after a failed pass", "vehicles", len(dirty), "err", qerr)
+			}
 			return err
 		}
 	}
