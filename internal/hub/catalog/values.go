@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"github.com/misaki-io/misaki/internal/hub/render"
 	"slices"
 	"strings"
 
@@ -47,12 +48,17 @@ func ValidateValues(ch *chart.Chart, layers ...map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("chart %s %s: merge values: %w", ch.Name(), ch.Metadata.Version, err)
 	}
-	err = chartutil.ValidateAgainstSchema(ch, vals)
+	// render's validator, not the SDK's: it never follows a schema's
+	// http(s) or file $ref (a chart must not make the hub fetch or read).
+	err = render.ValidateSchema(ch, vals)
 	if err == nil {
 		return nil
 	}
 	ve := &ValuesError{Chart: ch.Name() + " " + ch.Metadata.Version}
 	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	if len(lines) > 0 && strings.HasPrefix(lines[0], "values don't meet the specifications") {
+		lines = lines[1:] // the error already says what it is
+	}
 	// The SDK heads the top chart's findings with "<name>:"; the error
 	// already names the chart.
 	if len(lines) > 0 && lines[0] == ch.Name()+":" {

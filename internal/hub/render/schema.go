@@ -85,3 +85,11 @@ func (offlineLoader) Load(url string) (any, error) {
 	}
 	return nil, fmt.Errorf("%s: the renderer does not fetch schemas (only refs within values.schema.json are resolved)", url)
 }
+
+// ValidateSchema checks coalesced values against the chart's schemas (and
+// its subcharts') as Render does: offline, no $ref fetched. The catalog
+// uses it so a deployment's values are checked the same way at write time
+// as at render time.
+func ValidateSchema(ch *chart.Chart, values map[string]any) error {
+	return validateSchema(ch, values)
+}
