@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/misaki-io/misaki/internal/durable"
 	"os"
 	"path/filepath"
 	"slices"
@@ -129,7 +130,7 @@ func Init(dir string, now time.Time, opts InitOptions) error {
 	if _, err := NewVerifier(b, now); err != nil { // what we wrote must be what an agent accepts
 		return fail(err)
 	}
-	if err := writeFileNew(rootPath(dir, 1), b, 0o644); err != nil {
+	if err := durable.WriteNew(rootPath(dir, 1), b, 0o644); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			// Another Init won the race; its root stands, our keys go.
 			for _, p := range created {
@@ -470,7 +471,7 @@ func Rotate(dir string, role string, now time.Time) (newVersion int64, err error
 	if err := cur.verifyNext(nt); err != nil { // what we write must be what an agent accepts
 		return 0, err
 	}
-	if err := writeFileNew(rootPath(dir, nt.version), b, 0o644); err != nil {
+	if err := durable.WriteNew(rootPath(dir, nt.version), b, 0o644); err != nil {
 		return 0, err
 	}
 	if err := retireUnused(dir, nt); err != nil {

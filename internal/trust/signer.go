@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/misaki-io/misaki/internal/durable"
 	"os"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -79,7 +80,7 @@ func (s *FileSigner) write(path string) error {
 		return fmt.Errorf("trust: encode key: %w", err)
 	}
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := writeFileNew(path, pemBytes, 0o600); err != nil {
+	if err := durable.WriteNew(path, pemBytes, 0o600); err != nil {
 		return fmt.Errorf("trust: write key: %w", err)
 	}
 	s.path = path

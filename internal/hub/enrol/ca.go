@@ -26,6 +26,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/misaki-io/misaki/internal/durable"
 	"math/big"
 	"net"
 	"net/url"
@@ -110,7 +111,7 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFileNew(keyFile, keyPEM, 0o600); err != nil {
+		if err := durable.WriteNew(keyFile, keyPEM, 0o600); err != nil {
 			return nil, fmt.Errorf("enrol: CA key: %w", err)
 		}
 		key = k
@@ -133,7 +134,7 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enrol: CA certificate: %w", err)
 	}
-	if err := writeFileNew(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := durable.WriteNew(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		if errors.Is(err, os.ErrExist) { // another process made it first: use theirs
 			return LoadCA(certFile, keyFile)
 		}
@@ -390,42 +391,4 @@ func exists(path string) (bool, error) {
 		return false, nil
 	}
 	return false, err
-}
-
-// writeFileNew writes data to path, which must not exist: a temporary file
-// in the same directory is written, synced and hard-linked into place (a
-// crash leaves no file or the whole file; an existing file is never
-// replaced), then the directory is synced.
-func writeFileNew(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
