@@ -15,19 +15,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,6 +29,7 @@ import (
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hubclient"
 	"github.com/misaki-io/misaki/internal/trust"
 )
 
@@ -49,8 +43,8 @@ func main() {
 }
 
 type agent struct {
-	hub, dir string
-	c        *http.Client
+	dir      string
+	c        *hubclient.Client
 	id       string
 	verifier *trust.Verifier
 	applied  int64
@@ -73,8 +67,8 @@ func run(ctx context.Context) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
-	a := &agent{hub: *hub, dir: *dir}
-	plain := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: time.Minute}
+	a := &agent{dir: *dir}
+	plain := hubclient.New(*hub, pool, nil)
 	cert, err := tls.LoadX509KeyPair(a.path("vehicle.crt"), a.path("vehicle.key"))
 	if errors.Is(err, os.ErrNotExist) {
 		if *token == "" {
@@ -91,7 +85,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	a.id = leaf.Subject.CommonName
-	a.c = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}, Timeout: *wait + time.Minute}
+	a.c = hubclient.New(*hub, pool, &cert)
 	if err := a.loadTrust(ctx, plain); err != nil {
 		return err
 	}
@@ -118,25 +112,11 @@ func run(ctx context.Context) error {
 
 func (a *agent) path(name string) string { return filepath.Join(a.dir, name) }
 
-func (a *agent) enrol(ctx context.Context, c *http.Client, token string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+func (a *agent) enrol(ctx context.Context, c *hubclient.Client, token string) (tls.Certificate, error) {
+	tc, cert, keyPEM, err := c.EnrolNew(ctx, token)
 	if err != nil {
-		return tls.Certificate{}, err
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "simvehicle"}}, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	var cert hubv1.Certificate
-	req := hubv1.EnrolRequest{Token: token, CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}
-	if err := do(ctx, c, "POST", a.hub+"/v1/enrol", req, &cert); err != nil {
 		return tls.Certificate{}, fmt.Errorf("enrol: %w", err)
 	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
 	if err := os.WriteFile(a.path("vehicle.key"), keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, err
 	}
@@ -144,14 +124,14 @@ func (a *agent) enrol(ctx context.Context, c *http.Client, token string) (tls.Ce
 		return tls.Certificate{}, err
 	}
 	fmt.Printf("enrolled as vehicle %s (certificate until %s)\n", cert.Vehicle, cert.Expires.Format(time.RFC3339))
-	return tls.X509KeyPair([]byte(cert.Certificate), keyPEM)
+	return tc, nil
 }
 
 // loadTrust restores the pinned root, or pins root 1 from the hub.
-func (a *agent) loadTrust(ctx context.Context, c *http.Client) error {
+func (a *agent) loadTrust(ctx context.Context, c *hubclient.Client) error {
 	root, err := os.ReadFile(a.path("root.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		if root, err = get(ctx, c, a.hub+"/v1/trust/root/1.json"); err != nil {
+		if root, err = c.Root(ctx, 1); err != nil {
 			return fmt.Errorf("fetch root 1: %w", err)
 		}
 		if err := os.WriteFile(a.path("root.json"), root, 0o644); err != nil {
@@ -166,33 +146,13 @@ func (a *agent) loadTrust(ctx context.Context, c *http.Client) error {
 
 // poll long-polls once; it reports whether a revision was applied.
 func (a *agent) poll(ctx context.Context, wait time.Duration) (bool, error) {
-	url := fmt.Sprintf("%s/v1/vehicles/%s/desired?after=%d&wait=%s", a.hub, a.id, a.applied, wait)
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := a.c.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified {
-		return false, nil
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return false, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("desired: %s: %s", resp.Status, body)
-	}
-	var d hubv1.Desired
-	if err := json.Unmarshal(body, &d); err != nil {
+	d, err := a.c.Desired(ctx, a.id, hubv1.HalfVehicle, a.applied, wait)
+	if err != nil || d == nil {
 		return false, err
 	}
 	// Walk the root chain to the hub's newest, one version at a time.
 	for v, _ := a.verifier.Root(); v < d.RootVersion; v, _ = a.verifier.Root() {
-		next, err := get(ctx, a.c, fmt.Sprintf("%s/v1/trust/root/%d.json", a.hub, v+1))
+		next, err := a.c.Root(ctx, v+1)
 		if err != nil {
 			return false, err
 		}
@@ -204,7 +164,7 @@ func (a *agent) poll(ctx context.Context, wait time.Duration) (bool, error) {
 			return false, err
 		}
 	}
-	state, err := a.verifier.Verify(d, trust.Expect{Vehicle: a.id, Half: hubv1.HalfVehicle, After: a.applied}, time.Now())
+	state, err := a.verifier.Verify(*d, trust.Expect{Vehicle: a.id, Half: hubv1.HalfVehicle, After: a.applied}, time.Now())
 	if err != nil {
 		return false, a.refuse(ctx, d.Revision, err)
 	}
@@ -232,62 +192,14 @@ func (a *agent) poll(ctx context.Context, wait time.Duration) (bool, error) {
 		return false, err
 	}
 	rep := hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: a.applied, Objects: objs, AgentVersion: "simvehicle"}
-	return true, do(ctx, a.c, "PUT", fmt.Sprintf("%s/v1/vehicles/%s/reported", a.hub, a.id), rep, nil)
+	return true, a.c.Report(ctx, a.id, rep)
 }
 
 // refuse reports a refused revision to the hub, as the agent does.
 func (a *agent) refuse(ctx context.Context, rev int64, why error) error {
 	rep := hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: a.applied, AgentVersion: "simvehicle", Refused: &hubv1.Refusal{Revision: rev, Reason: why.Error()}}
-	if err := do(ctx, a.c, "PUT", fmt.Sprintf("%s/v1/vehicles/%s/reported", a.hub, a.id), rep, nil); err != nil {
+	if err := a.c.Report(ctx, a.id, rep); err != nil {
 		return fmt.Errorf("refused revision %d (%v), and the report failed: %w", rev, why, err)
 	}
 	return fmt.Errorf("refused revision %d: %w", rev, why)
-}
-
-func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	return b, nil
-}
-
-func do(ctx context.Context, c *http.Client, method, url string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, bytes.TrimSpace(body))
-	}
-	if out != nil {
-		return json.Unmarshal(body, out)
-	}
-	return nil
 }
