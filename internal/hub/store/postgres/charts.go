@@ -9,20 +9,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
-
-// sourceSpec is the part of a chart source kept as JSON. Its fields carry
-// no omitempty, so a nil list and an empty one both come back as they went.
-type sourceSpec struct {
-	Charts                []string `json:"charts"`
-	CAFile                string   `json:"caFile"`
-	InsecureSkipTLSVerify bool     `json:"insecureSkipTLSVerify"`
-	PlainHTTP             bool     `json:"plainHTTP"`
-}
 
 // CreateSource stores src, or returns store.ErrExists.
 func (s *Store) CreateSource(ctx context.Context, src hubv1.ChartSource) error {
-	spec, err := encode(sourceSpec{src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP})
+	spec, err := codec.SourceSpec(src)
 	if err != nil {
 		return fmt.Errorf("postgres: create source %s: %w", src.Name, err)
 	}
@@ -44,11 +36,9 @@ func scanSource(row pgx.Row) (hubv1.ChartSource, error) {
 	if err := row.Scan(&src.Name, &src.Type, &src.URL, &spec, &src.Created); err != nil {
 		return src, err
 	}
-	var sp sourceSpec
-	if err := decode(spec, &sp); err != nil {
+	if err := codec.DecodeSourceSpec(spec, &src); err != nil {
 		return src, err
 	}
-	src.Charts, src.CAFile, src.InsecureSkipTLSVerify, src.PlainHTTP = sp.Charts, sp.CAFile, sp.InsecureSkipTLSVerify, sp.PlainHTTP
 	src.Created = utc(src.Created)
 	return src, nil
 }

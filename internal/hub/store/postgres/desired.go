@@ -2,12 +2,12 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // Desired state keeps one row per vehicle half: its newest revision and the
@@ -56,18 +56,12 @@ func (s *Store) putDesired(ctx context.Context, ds []store.Desired) error {
 	b := &pgx.Batch{}
 	b.Queue(`UPDATE change_seq SET value = value + $1 WHERE id = 1 RETURNING value`, n)
 	for i, d := range ds {
-		envelope, err := json.Marshal(d.Envelope)
-		var placement, objects string
-		if err == nil {
-			if placement, err = encode(d.Placement); err == nil {
-				objects, err = encode(d.Objects)
-			}
-		}
+		j, err := codec.EncodeDesired(d)
 		if err != nil {
-			return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+			return err
 		}
 		b.Queue(upsertDesired, d.Vehicle, d.Half, d.Revision, n-1-i, d.Digest, d.IssuedAt, d.Expires,
-			d.RootVersion, d.ContentHash, envelope, placement, objects)
+			d.RootVersion, d.ContentHash, j.Envelope, j.Placement, j.Objects)
 	}
 	b.Queue(`SELECT pg_notify('` + channel + `', value::text) FROM change_seq WHERE id = 1`)
 
@@ -88,9 +82,9 @@ func (s *Store) putDesired(ctx context.Context, ds []store.Desired) error {
 				}
 				if err != nil {
 					if c := constraint(err); errors.Is(c, store.ErrNotFound) {
-						err = fmt.Errorf("vehicle %w", c)
+						err = c
 					}
-					return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+					return codec.EntryError(d, err)
 				}
 			}
 			_, err := br.Exec()
@@ -105,9 +99,9 @@ func (s *Store) putDesired(ctx context.Context, ds []store.Desired) error {
 		d := ds[stale]
 		var stored int64
 		if err := tx.QueryRow(ctx, `SELECT revision FROM desired WHERE vehicle = $1 AND half = $2`, d.Vehicle, d.Half).Scan(&stored); err != nil {
-			return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+			return codec.EntryError(d, err)
 		}
-		return fmt.Errorf("%s/%s revision %d, stored %d: %w", d.Vehicle, d.Half, d.Revision, stored, store.ErrStale)
+		return codec.Stale(d, stored)
 	})
 	if err != nil {
 		return err
@@ -124,24 +118,18 @@ const desiredCols = `vehicle, half, revision, seq, digest, issued_at, expires, r
 // store.ErrNotFound.
 func (s *Store) GetDesired(ctx context.Context, vehicle, half string) (store.Desired, error) {
 	var (
-		d                  store.Desired
-		envelope           []byte
-		placement, objects string
+		d store.Desired
+		j codec.DesiredJSON
 	)
 	err := s.pool.QueryRow(ctx, `SELECT `+desiredCols+` FROM desired WHERE vehicle = $1 AND half = $2`, vehicle, half).Scan(
 		&d.Vehicle, &d.Half, &d.Revision, &d.Seq, &d.Digest, &d.IssuedAt, &d.Expires, &d.RootVersion, &d.ContentHash,
-		&envelope, &placement, &objects)
+		&j.Envelope, &j.Placement, &j.Objects)
 	if err != nil {
 		return store.Desired{}, fmt.Errorf("postgres: get desired %s/%s: %w", vehicle, half, notFound(err))
 	}
 	d.IssuedAt, d.Expires = utc(d.IssuedAt), utc(d.Expires)
-	for _, f := range []struct {
-		s string
-		v any
-	}{{string(envelope), &d.Envelope}, {placement, &d.Placement}, {objects, &d.Objects}} {
-		if err := decode(f.s, f.v); err != nil {
-			return store.Desired{}, fmt.Errorf("postgres: get desired %s/%s: %w", vehicle, half, err)
-		}
+	if err := j.Decode(&d); err != nil {
+		return store.Desired{}, fmt.Errorf("postgres: get desired %s/%s: %w", vehicle, half, err)
 	}
 	return d, nil
 }

@@ -5,10 +5,12 @@
 // Dialect choices. Keys are text COLLATE "C", so lists page in byte order
 // whatever the database's locale; times are timestamptz (microseconds,
 // read back in UTC); structured values that are not queried are JSON text,
-// as on SQLite. The schema is versioned with goose (migrations/, embedded)
-// and migrated by Open under a session advisory lock
-// (pg_advisory_lock(schemaLockID)), so replicas that start together
-// migrate once and the others wait, then find nothing to do.
+// as on SQLite (internal/hub/store/internal/codec encodes them and holds
+// the rules both stores share; this package holds what is PostgreSQL's).
+// The schema is versioned with goose (migrations/, embedded) and migrated
+// by Open under a session advisory lock (pg_advisory_lock(schemaLockID)),
+// so replicas that start together migrate once and the others wait, then
+// find nothing to do.
 //
 // The change sequence is one row advanced inside each PutDesired's
 // transaction (not a SEQUENCE, whose numbers are not transactional): its
@@ -42,7 +44,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,24 +184,6 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// norm is how a time comes back from the store.
-func norm(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-func encode(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("encode %T: %w", v, err)
-	}
-	return string(b), nil
-}
-
-func decode(s string, v any) error {
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		return fmt.Errorf("decode %T: %w", v, err)
-	}
-	return nil
 }
 
 // limit is a page's item cap.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // CreateToken stores a bootstrap token for an existing vehicle (else
@@ -31,7 +32,7 @@ func (s *Store) CreateToken(ctx context.Context, t hubv1.BootstrapToken, secretH
 // token used. The hash comparison is not constant-time: it compares hashes
 // of secrets, which tell a timing attacker nothing about the secret.
 func (s *Store) UseToken(ctx context.Context, id string, secretHash []byte, now time.Time) (string, error) {
-	now = norm(now)
+	now = codec.Norm(now)
 	var vehicle string
 	err := s.pool.QueryRow(ctx, `UPDATE bootstrap_tokens SET used = $1
 		WHERE id = $2 AND used IS NULL AND expires > $1 AND secret_hash = $3 RETURNING vehicle`,

@@ -4,32 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 const vehicleCols = `id, labels, capacity, allocatable, facts, enrolled, cert_expires, last_seen, created, resource_version`
 
 func scanVehicle(row pgx.Row) (hubv1.Vehicle, error) {
 	var (
-		v                                   hubv1.Vehicle
-		labels, capacity, allocatable, fact string
+		v hubv1.Vehicle
+		j codec.VehicleJSON
 	)
-	if err := row.Scan(&v.ID, &labels, &capacity, &allocatable, &fact, &v.Enrolled, &v.CertificateExpires, &v.LastSeen,
+	if err := row.Scan(&v.ID, &j.Labels, &j.Capacity, &j.Allocatable, &j.Facts, &v.Enrolled, &v.CertificateExpires, &v.LastSeen,
 		&v.Created, &v.ResourceVersion); err != nil {
 		return v, err
 	}
-	for _, f := range []struct {
-		s string
-		v any
-	}{{labels, &v.Labels}, {capacity, &v.Capacity}, {allocatable, &v.Allocatable}, {fact, &v.Facts}} {
-		if err := decode(f.s, f.v); err != nil {
-			return v, fmt.Errorf("vehicle %s: %w", v.ID, err)
-		}
+	if err := j.Decode(&v); err != nil {
+		return v, err
 	}
 	v.Enrolled, v.CertificateExpires, v.LastSeen = utcPtr(v.Enrolled), utcPtr(v.CertificateExpires), utcPtr(v.LastSeen)
 	v.Created = utc(v.Created)
@@ -39,15 +34,12 @@ func scanVehicle(row pgx.Row) (hubv1.Vehicle, error) {
 // CreateVehicle stores v with ResourceVersion 1 (Online is not stored), or
 // returns store.ErrExists.
 func (s *Store) CreateVehicle(ctx context.Context, v hubv1.Vehicle) error {
-	var js [4]string
-	for i, x := range []any{v.Labels, v.Capacity, v.Allocatable, v.Facts} {
-		var err error
-		if js[i], err = encode(x); err != nil {
-			return fmt.Errorf("postgres: create vehicle %s: %w", v.ID, err)
-		}
+	j, err := codec.EncodeVehicle(v)
+	if err != nil {
+		return fmt.Errorf("postgres: create vehicle %s: %w", v.ID, err)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
-		v.ID, js[0], js[1], js[2], js[3], v.Enrolled, v.CertificateExpires, v.LastSeen, v.Created)
+	_, err = s.pool.Exec(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
+		v.ID, j.Labels, j.Capacity, j.Allocatable, j.Facts, v.Enrolled, v.CertificateExpires, v.LastSeen, v.Created)
 	if err != nil {
 		return fmt.Errorf("postgres: create vehicle %s: %w", v.ID, constraint(err))
 	}
@@ -103,28 +95,14 @@ func (s *Store) ListVehicles(ctx context.Context, p store.Page, match func(map[s
 // UpdateVehicle replaces labels, and capacity and allocatable when not
 // nil, if v.ResourceVersion is the stored one; see store.Store.
 func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehicle, error) {
-	labels, err := encode(v.Labels)
+	u, err := codec.EncodeUpdate(v)
 	if err != nil {
 		return hubv1.Vehicle{}, fmt.Errorf("postgres: update vehicle %s: %w", v.ID, err)
-	}
-	var capacity, allocatable *string
-	for _, f := range []struct {
-		l hubv1.ResourceList
-		s **string
-	}{{v.Capacity, &capacity}, {v.Allocatable, &allocatable}} {
-		if f.l == nil {
-			continue
-		}
-		js, err := encode(f.l)
-		if err != nil {
-			return hubv1.Vehicle{}, fmt.Errorf("postgres: update vehicle %s: %w", v.ID, err)
-		}
-		*f.s = &js
 	}
 	out, err := scanVehicle(s.pool.QueryRow(ctx, `UPDATE vehicles SET labels = $1, capacity = coalesce($2, capacity),
 		allocatable = coalesce($3, allocatable), resource_version = resource_version + 1
 		WHERE id = $4 AND resource_version = $5 RETURNING `+vehicleCols,
-		labels, capacity, allocatable, v.ID, v.ResourceVersion))
+		u.Labels, u.Capacity, u.Allocatable, v.ID, v.ResourceVersion))
 	if errors.Is(err, pgx.ErrNoRows) {
 		var ok bool
 		if ok, err = vehicleExists(ctx, s.pool, v.ID); err == nil {
@@ -169,7 +147,7 @@ func (s *Store) SetEnrolled(ctx context.Context, id string, at, certExpires time
 
 // Seen moves the vehicle's last-seen time forward to at (never back).
 func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
-	at = norm(at)
+	at = codec.Norm(at)
 	tag, err := s.pool.Exec(ctx, `UPDATE vehicles SET last_seen = $1, resource_version = resource_version + 1
 		WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`, at, id)
 	if err == nil && tag.RowsAffected() == 0 {
@@ -187,45 +165,19 @@ func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
 // PutReported stores the report of r.Half and merges the facts, capacity
 // and allocatable it carries (each when not nil) into the vehicle.
 func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (bool, error) {
-	r.Time = norm(r.Time)
-	body, err := encode(r)
+	body, err := codec.ReportBody(r)
 	if err != nil {
 		return false, fmt.Errorf("postgres: put reported %s/%s: %w", id, r.Half, err)
 	}
 	var changed bool
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var fact, capacity, allocatable string
-		err := tx.QueryRow(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = $1 FOR UPDATE`, id).Scan(&fact, &capacity, &allocatable)
+		var j codec.ReportedJSON
+		err := tx.QueryRow(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = $1 FOR UPDATE`, id).Scan(&j.Facts, &j.Capacity, &j.Allocatable)
 		if err != nil {
 			return notFound(err)
 		}
-		if r.Facts != nil {
-			f, err := encode(*r.Facts)
-			if err != nil {
-				return err
-			}
-			if f != fact {
-				fact, changed = f, true
-			}
-		}
-		for _, f := range []struct {
-			l      hubv1.ResourceList
-			stored *string
-		}{{r.Capacity, &capacity}, {r.Allocatable, &allocatable}} {
-			if f.l == nil {
-				continue
-			}
-			var old hubv1.ResourceList
-			if err := decode(*f.stored, &old); err != nil {
-				return err
-			}
-			if maps.Equal(old, f.l) {
-				continue
-			}
-			if *f.stored, err = encode(f.l); err != nil {
-				return err
-			}
-			changed = true
+		if j, changed, err = j.Merge(r); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO reports (vehicle, half, applied_revision, body) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (vehicle, half) DO UPDATE SET applied_revision = excluded.applied_revision, body = excluded.body`,
@@ -236,7 +188,7 @@ func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (b
 			return nil
 		}
 		_, err = tx.Exec(ctx, `UPDATE vehicles SET facts = $1, capacity = $2, allocatable = $3,
-			resource_version = resource_version + 1 WHERE id = $4`, fact, capacity, allocatable, id)
+			resource_version = resource_version + 1 WHERE id = $4`, j.Facts, j.Capacity, j.Allocatable, id)
 		return err
 	})
 	if err != nil {
@@ -250,14 +202,11 @@ func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (b
 func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT body FROM reports WHERE vehicle = $1 ORDER BY half`, id)
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (hubv1.Reported, error) {
-		var (
-			body string
-			r    hubv1.Reported
-		)
+		var body string
 		if err := row.Scan(&body); err != nil {
-			return r, err
+			return hubv1.Reported{}, err
 		}
-		return r, decode(body, &r)
+		return codec.DecodeReport(body)
 	})
 	if err == nil && len(out) == 0 {
 		var ok bool

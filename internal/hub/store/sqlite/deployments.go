@@ -8,25 +8,8 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
-
-// deploymentSpec is the part of a deployment kept as JSON. Its fields
-// carry no omitempty, so nil and empty maps and lists both come back as
-// they went; numbers in Values come back as float64, as encoding/json
-// decodes them.
-type deploymentSpec struct {
-	Namespace        string                `json:"namespace"`
-	Chart            hubv1.ChartRef        `json:"chart"`
-	Values           map[string]any        `json:"values"`
-	Selector         string                `json:"selector"`
-	Customizations   []hubv1.Customization `json:"customizations"`
-	Placement        map[string]string     `json:"placement"`
-	DefaultPlacement string                `json:"defaultPlacement"`
-}
-
-func specOf(d hubv1.Deployment) (string, error) {
-	return encode(deploymentSpec{d.Namespace, d.Chart, d.Values, d.Selector, d.Customizations, d.Placement, d.DefaultPlacement})
-}
 
 const deploymentCols = `name, generation, spec, created_by, created, updated`
 
@@ -39,12 +22,9 @@ func scanDeployment(sc interface{ Scan(...any) error }) (hubv1.Deployment, error
 	if err := sc.Scan(&d.Name, &d.Generation, &spec, &d.CreatedBy, &created, &updated); err != nil {
 		return d, err
 	}
-	var sp deploymentSpec
-	if err := decode(spec, &sp); err != nil {
-		return d, fmt.Errorf("deployment %s: %w", d.Name, err)
+	if err := codec.DecodeDeploymentSpec(spec, &d); err != nil {
+		return d, err
 	}
-	d.Namespace, d.Chart, d.Values, d.Selector = sp.Namespace, sp.Chart, sp.Values, sp.Selector
-	d.Customizations, d.Placement, d.DefaultPlacement = sp.Customizations, sp.Placement, sp.DefaultPlacement
 	d.Created, d.Updated = fromMicros(created), fromMicros(updated)
 	return d, nil
 }
@@ -52,7 +32,7 @@ func scanDeployment(sc interface{ Scan(...any) error }) (hubv1.Deployment, error
 // CreateDeployment stores d, or returns store.ErrExists. A zero
 // Generation is stored as 1, a zero Updated as Created.
 func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error {
-	spec, err := specOf(d)
+	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
 		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, err)
 	}
@@ -107,7 +87,7 @@ func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Depl
 // UpdateDeployment stores d's spec and Updated time (Created and
 // CreatedBy stay) if d.Generation is the stored one; see store.Store.
 func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error) {
-	spec, err := specOf(d)
+	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
 		return hubv1.Deployment{}, fmt.Errorf("sqlite: update deployment %s: %w", d.Name, err)
 	}

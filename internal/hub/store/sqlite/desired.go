@@ -3,11 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // Desired state keeps one row per vehicle half: its newest revision and the
@@ -53,21 +53,11 @@ func (s *Store) putDesired(ctx context.Context, ds []store.Desired) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	type row struct {
-		envelope           []byte
-		placement, objects string
-	}
-	rows := make([]row, len(ds))
+	js := make([]codec.DesiredJSON, len(ds))
 	for i, d := range ds {
 		var err error
-		r := &rows[i]
-		if r.envelope, err = json.Marshal(d.Envelope); err == nil {
-			if r.placement, err = encode(d.Placement); err == nil {
-				r.objects, err = encode(d.Objects)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+		if js[i], err = codec.EncodeDesired(d); err != nil {
+			return err
 		}
 	}
 	var last int64
@@ -86,20 +76,20 @@ func (s *Store) putDesired(ctx context.Context, ds []store.Desired) error {
 			var rev int64
 			err := stmt.QueryRowContext(ctx, d.Vehicle, d.Half, d.Revision, first+int64(i), d.Digest,
 				micros(d.IssuedAt), micros(d.Expires), d.RootVersion, d.ContentHash,
-				rows[i].envelope, rows[i].placement, rows[i].objects).Scan(&rev)
+				js[i].Envelope, js[i].Placement, js[i].Objects).Scan(&rev)
 			if errors.Is(err, sql.ErrNoRows) {
 				var stored int64
 				if err := tx.QueryRowContext(ctx, `SELECT revision FROM desired WHERE vehicle = ? AND half = ?`,
 					d.Vehicle, d.Half).Scan(&stored); err != nil {
-					return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+					return codec.EntryError(d, err)
 				}
-				return fmt.Errorf("%s/%s revision %d, stored %d: %w", d.Vehicle, d.Half, d.Revision, stored, store.ErrStale)
+				return codec.Stale(d, stored)
 			}
 			if err != nil {
 				if c := constraint(err); errors.Is(c, store.ErrNotFound) {
-					err = fmt.Errorf("vehicle %w", c)
+					err = c
 				}
-				return fmt.Errorf("%s/%s revision %d: %w", d.Vehicle, d.Half, d.Revision, err)
+				return codec.EntryError(d, err)
 			}
 		}
 		return nil
@@ -117,25 +107,19 @@ const desiredCols = `vehicle, half, revision, seq, digest, issued_at, expires, r
 // store.ErrNotFound.
 func (s *Store) GetDesired(ctx context.Context, vehicle, half string) (store.Desired, error) {
 	var (
-		d                  store.Desired
-		issued, expires    int64
-		envelope           []byte
-		placement, objects string
+		d               store.Desired
+		issued, expires int64
+		j               codec.DesiredJSON
 	)
 	err := s.r.QueryRowContext(ctx, `SELECT `+desiredCols+` FROM desired WHERE vehicle = ? AND half = ?`, vehicle, half).Scan(
 		&d.Vehicle, &d.Half, &d.Revision, &d.Seq, &d.Digest, &issued, &expires, &d.RootVersion, &d.ContentHash,
-		&envelope, &placement, &objects)
+		&j.Envelope, &j.Placement, &j.Objects)
 	if err != nil {
 		return store.Desired{}, fmt.Errorf("sqlite: get desired %s/%s: %w", vehicle, half, notFound(err))
 	}
 	d.IssuedAt, d.Expires = fromMicros(issued), fromMicros(expires)
-	for _, f := range []struct {
-		s string
-		v any
-	}{{string(envelope), &d.Envelope}, {placement, &d.Placement}, {objects, &d.Objects}} {
-		if err := decode(f.s, f.v); err != nil {
-			return store.Desired{}, fmt.Errorf("sqlite: get desired %s/%s: %w", vehicle, half, err)
-		}
+	if err := j.Decode(&d); err != nil {
+		return store.Desired{}, fmt.Errorf("sqlite: get desired %s/%s: %w", vehicle, half, err)
 	}
 	return d, nil
 }

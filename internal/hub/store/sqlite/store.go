@@ -12,7 +12,9 @@
 // on; deleting a vehicle deletes its tokens, reports and desired rows.
 // Times are INTEGER microseconds since the Unix epoch, UTC; structured
 // values that are not queried (labels, resources, facts, values,
-// customizations, placement, the envelope) are JSON text.
+// customizations, placement, the envelope) are JSON text, encoded as on
+// PostgreSQL by internal/hub/store/internal/codec, which also holds the
+// rules both stores share; this package holds what is SQLite's.
 // The schema is versioned with goose (migrations/, embedded) and migrated
 // by Open.
 //
@@ -45,7 +47,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -256,24 +257,6 @@ func fromNullMicros(v sql.NullInt64) *time.Time {
 	}
 	t := fromMicros(v.Int64)
 	return &t
-}
-
-// norm is how a time comes back from the store.
-func norm(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-func encode(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("encode %T: %w", v, err)
-	}
-	return string(b), nil
-}
-
-func decode(s string, v any) error {
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		return fmt.Errorf("decode %T: %w", v, err)
-	}
-	return nil
 }
 
 // limit is a page's item cap.

@@ -5,32 +5,27 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 const vehicleCols = `id, labels, capacity, allocatable, facts, enrolled, cert_expires, last_seen, created, resource_version`
 
 func scanVehicle(sc interface{ Scan(...any) error }) (hubv1.Vehicle, error) {
 	var (
-		v                                   hubv1.Vehicle
-		labels, capacity, allocatable, fact string
-		enrolled, certExpires, lastSeen     sql.NullInt64
-		created                             int64
+		v                               hubv1.Vehicle
+		j                               codec.VehicleJSON
+		enrolled, certExpires, lastSeen sql.NullInt64
+		created                         int64
 	)
-	if err := sc.Scan(&v.ID, &labels, &capacity, &allocatable, &fact, &enrolled, &certExpires, &lastSeen, &created, &v.ResourceVersion); err != nil {
+	if err := sc.Scan(&v.ID, &j.Labels, &j.Capacity, &j.Allocatable, &j.Facts, &enrolled, &certExpires, &lastSeen, &created, &v.ResourceVersion); err != nil {
 		return v, err
 	}
-	for _, f := range []struct {
-		s string
-		v any
-	}{{labels, &v.Labels}, {capacity, &v.Capacity}, {allocatable, &v.Allocatable}, {fact, &v.Facts}} {
-		if err := decode(f.s, f.v); err != nil {
-			return v, fmt.Errorf("vehicle %s: %w", v.ID, err)
-		}
+	if err := j.Decode(&v); err != nil {
+		return v, err
 	}
 	v.Enrolled, v.CertificateExpires, v.LastSeen = fromNullMicros(enrolled), fromNullMicros(certExpires), fromNullMicros(lastSeen)
 	v.Created = fromMicros(created)
@@ -40,15 +35,12 @@ func scanVehicle(sc interface{ Scan(...any) error }) (hubv1.Vehicle, error) {
 // CreateVehicle stores v with ResourceVersion 1 (Online is not stored), or
 // returns store.ErrExists.
 func (s *Store) CreateVehicle(ctx context.Context, v hubv1.Vehicle) error {
-	var js [4]string
-	for i, x := range []any{v.Labels, v.Capacity, v.Allocatable, v.Facts} {
-		var err error
-		if js[i], err = encode(x); err != nil {
-			return fmt.Errorf("sqlite: create vehicle %s: %w", v.ID, err)
-		}
+	j, err := codec.EncodeVehicle(v)
+	if err != nil {
+		return fmt.Errorf("sqlite: create vehicle %s: %w", v.ID, err)
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-		v.ID, js[0], js[1], js[2], js[3], nullMicros(v.Enrolled), nullMicros(v.CertificateExpires), nullMicros(v.LastSeen), micros(v.Created))
+	_, err = s.w.ExecContext(ctx, `INSERT INTO vehicles (`+vehicleCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+		v.ID, j.Labels, j.Capacity, j.Allocatable, j.Facts, nullMicros(v.Enrolled), nullMicros(v.CertificateExpires), nullMicros(v.LastSeen), micros(v.Created))
 	if err != nil {
 		return fmt.Errorf("sqlite: create vehicle %s: %w", v.ID, constraint(err))
 	}
@@ -122,22 +114,9 @@ func (s *Store) vehicleChunk(ctx context.Context, after string, n int, each func
 // UpdateVehicle replaces labels, and capacity and allocatable when not
 // nil, if v.ResourceVersion is the stored one; see store.Store.
 func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehicle, error) {
-	labels, err := encode(v.Labels)
+	u, err := codec.EncodeUpdate(v)
 	if err != nil {
 		return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)
-	}
-	var capacity, allocatable sql.NullString
-	for _, f := range []struct {
-		l hubv1.ResourceList
-		s *sql.NullString
-	}{{v.Capacity, &capacity}, {v.Allocatable, &allocatable}} {
-		if f.l == nil {
-			continue
-		}
-		if f.s.String, err = encode(f.l); err != nil {
-			return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)
-		}
-		f.s.Valid = true
 	}
 	var out hubv1.Vehicle
 	err = s.write(ctx, func(tx *sql.Tx) error {
@@ -145,7 +124,7 @@ func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehic
 		out, err = scanVehicle(tx.QueryRowContext(ctx, `UPDATE vehicles SET labels = ?, capacity = coalesce(?, capacity),
 			allocatable = coalesce(?, allocatable), resource_version = resource_version + 1
 			WHERE id = ? AND resource_version = ? RETURNING `+vehicleCols,
-			labels, capacity, allocatable, v.ID, v.ResourceVersion))
+			u.Labels, u.Capacity, u.Allocatable, v.ID, v.ResourceVersion))
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -216,45 +195,19 @@ func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
 // PutReported stores the report of r.Half and merges the facts, capacity
 // and allocatable it carries (each when not nil) into the vehicle.
 func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (bool, error) {
-	r.Time = norm(r.Time)
-	body, err := encode(r)
+	body, err := codec.ReportBody(r)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: put reported %s/%s: %w", id, r.Half, err)
 	}
 	var changed bool
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		var fact, capacity, allocatable string
-		err := tx.QueryRowContext(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = ?`, id).Scan(&fact, &capacity, &allocatable)
+		var j codec.ReportedJSON
+		err := tx.QueryRowContext(ctx, `SELECT facts, capacity, allocatable FROM vehicles WHERE id = ?`, id).Scan(&j.Facts, &j.Capacity, &j.Allocatable)
 		if err != nil {
 			return notFound(err)
 		}
-		if r.Facts != nil {
-			f, err := encode(*r.Facts)
-			if err != nil {
-				return err
-			}
-			if f != fact {
-				fact, changed = f, true
-			}
-		}
-		for _, f := range []struct {
-			l      hubv1.ResourceList
-			stored *string
-		}{{r.Capacity, &capacity}, {r.Allocatable, &allocatable}} {
-			if f.l == nil {
-				continue
-			}
-			var old hubv1.ResourceList
-			if err := decode(*f.stored, &old); err != nil {
-				return err
-			}
-			if maps.Equal(old, f.l) {
-				continue
-			}
-			if *f.stored, err = encode(f.l); err != nil {
-				return err
-			}
-			changed = true
+		if j, changed, err = j.Merge(r); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO reports (vehicle, half, applied_revision, body) VALUES (?, ?, ?, ?)
 			ON CONFLICT (vehicle, half) DO UPDATE SET applied_revision = excluded.applied_revision, body = excluded.body`,
@@ -265,7 +218,7 @@ func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (b
 			return nil
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE vehicles SET facts = ?, capacity = ?, allocatable = ?,
-			resource_version = resource_version + 1 WHERE id = ?`, fact, capacity, allocatable, id)
+			resource_version = resource_version + 1 WHERE id = ?`, j.Facts, j.Capacity, j.Allocatable, id)
 		return err
 	})
 	if err != nil {
@@ -302,8 +255,8 @@ func (s *Store) reports(ctx context.Context, id string) ([]hubv1.Reported, error
 		if err := rows.Scan(&body); err != nil {
 			return nil, err
 		}
-		var r hubv1.Reported
-		if err := decode(body, &r); err != nil {
+		r, err := codec.DecodeReport(body)
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
