@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // AppendAudit appends e; the store assigns its ID (e.ID is ignored).
@@ -56,8 +57,8 @@ func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry
 // concurrent takers of a free lease: the second's insert waits for the
 // first's and then finds it held.
 func (s *Store) TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
-	if holder == "" || ttl <= 0 {
-		return false, fmt.Errorf("postgres: lease %s: want a holder and a positive ttl", name)
+	if err := codec.CheckLease(holder, ttl); err != nil {
+		return false, fmt.Errorf("postgres: lease %s: %w", name, err)
 	}
 	var got string
 	err := s.pool.QueryRow(ctx, `INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3)

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -77,9 +75,9 @@ func (s *Store) DeleteSource(ctx context.Context, name string) error {
 
 // PinChart pins ref to ref.Digest; see store.Store.
 func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
-	what := ref.Source + "/" + ref.Name + "@" + ref.Version
-	if ref.Digest == "" {
-		return fmt.Errorf("postgres: pin %s: no digest", what)
+	what := codec.PinName(ref)
+	if err := codec.CheckPin(ref); err != nil {
+		return fmt.Errorf("postgres: pin %s: %w", what, err)
 	}
 	// A pin never changes once written, so the insert and the read need
 	// no transaction: whoever inserted first, the read sees the pin.
@@ -92,8 +90,8 @@ func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
 	if err != nil {
 		return err
 	}
-	if pinned != ref.Digest {
-		return fmt.Errorf("postgres: pin %s: pinned to %s, offered %s: %w", what, pinned, ref.Digest, store.ErrDigestMismatch)
+	if err := codec.Pinned(ref, pinned); err != nil {
+		return fmt.Errorf("postgres: pin %s: %w", what, err)
 	}
 	return nil
 }
@@ -112,7 +110,7 @@ func (s *Store) GetPin(ctx context.Context, source, name, version string) (strin
 // PutBlob stores data under digest, which must be "sha256:<hex>" of data
 // (else an error wrapping store.ErrDigestMismatch naming both).
 func (s *Store) PutBlob(ctx context.Context, digest string, data []byte) error {
-	if err := checkDigest(digest, data); err != nil {
+	if err := codec.CheckDigest(digest, data); err != nil {
 		return fmt.Errorf("postgres: put blob: %w", err)
 	}
 	if data == nil {
@@ -131,18 +129,6 @@ func (s *Store) GetBlob(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("postgres: get blob %s: %w", digest, notFound(err))
 	}
 	return b, nil
-}
-
-func checkDigest(digest string, data []byte) error {
-	const prefix = "sha256:"
-	if len(digest) != len(prefix)+2*sha256.Size || digest[:len(prefix)] != prefix {
-		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", digest)
-	}
-	sum := sha256.Sum256(data)
-	if got := prefix + hex.EncodeToString(sum[:]); got != digest {
-		return fmt.Errorf("data is %s, not %s: %w", got, digest, store.ErrDigestMismatch)
-	}
-	return nil
 }
 
 // nonNil returns an empty list for none, so every list is [] in JSON.

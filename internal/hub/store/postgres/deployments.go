@@ -35,12 +35,9 @@ func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error 
 	if err != nil {
 		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, err)
 	}
-	updated := d.Updated
-	if updated.IsZero() {
-		updated = d.Created
-	}
+	d = codec.NewDeployment(d)
 	_, err = s.pool.Exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-		d.Name, max(d.Generation, 1), spec, d.CreatedBy, d.Created, updated)
+		d.Name, d.Generation, spec, d.CreatedBy, d.Created, d.Updated)
 	if err != nil {
 		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, constraint(err))
 	}

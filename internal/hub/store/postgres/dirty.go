@@ -1,14 +1,13 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // dirtyLockID serialises MarkDirty transactions (the ASCII bytes of
@@ -22,19 +21,8 @@ func (s *Store) MarkDirty(ctx context.Context, ds []store.Dirty) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	// One statement cannot upsert a row twice: merge repeats here, keeping
-	// the first place.
-	var ids []string
-	var force []bool
-	at := make(map[string]int, len(ds))
-	for _, d := range ds {
-		if i, ok := at[d.ID]; ok {
-			force[i] = force[i] || d.Force
-			continue
-		}
-		at[d.ID] = len(ids)
-		ids, force = append(ids, d.ID), append(force, d.Force)
-	}
+	// One statement cannot upsert a row twice: merge repeats first.
+	ids, force := codec.MergeDirty(ds)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, dirtyLockID); err != nil {
 			return err
@@ -58,28 +46,18 @@ func (s *Store) TakeDirty(ctx context.Context, limit int) ([]store.Dirty, error)
 	if limit > 0 {
 		lim = &limit
 	}
-	type entry struct {
-		ord int64
-		d   store.Dirty
-	}
 	rows, _ := s.pool.Query(ctx, `DELETE FROM dirty WHERE ord IN
 		(SELECT ord FROM dirty ORDER BY ord LIMIT $1 FOR UPDATE SKIP LOCKED)
 		RETURNING ord, id, force`, lim)
-	got, err := collect(rows, func(row pgx.Row) (entry, error) {
-		var e entry
-		err := row.Scan(&e.ord, &e.d.ID, &e.d.Force)
+	got, err := collect(rows, func(row pgx.Row) (codec.Taken, error) {
+		var e codec.Taken
+		err := row.Scan(&e.Ord, &e.ID, &e.Force)
 		return e, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: take dirty: %w", err)
 	}
-	// RETURNING's order is unspecified.
-	slices.SortFunc(got, func(a, b entry) int { return cmp.Compare(a.ord, b.ord) })
-	out := make([]store.Dirty, len(got))
-	for i, e := range got {
-		out[i] = e.d
-	}
-	return out, nil
+	return codec.InOrder(got), nil
 }
 
 // Counts returns the fleet-wide numbers for /metrics.

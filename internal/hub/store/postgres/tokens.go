@@ -16,8 +16,8 @@ import (
 // store.ErrNotFound) with the hash of its secret; t.Token and t.Used are
 // not stored. A taken ID is store.ErrExists.
 func (s *Store) CreateToken(ctx context.Context, t hubv1.BootstrapToken, secretHash []byte) error {
-	if len(secretHash) == 0 {
-		return fmt.Errorf("postgres: create token %s: empty secret hash", t.ID)
+	if err := codec.CheckToken(secretHash); err != nil {
+		return fmt.Errorf("postgres: create token %s: %w", t.ID, err)
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO bootstrap_tokens (id, vehicle, secret_hash, expires, created_by, created)
 		VALUES ($1, $2, $3, $4, $5, $6)`, t.ID, t.VehicleID, secretHash, t.Expires, t.CreatedBy, t.Created)
@@ -66,8 +66,8 @@ func (s *Store) ListTokens(ctx context.Context, vehicleID string) ([]hubv1.Boots
 // CreateOperatorToken stores t, or returns store.ErrExists if its name or
 // hash is taken.
 func (s *Store) CreateOperatorToken(ctx context.Context, t store.OperatorToken) error {
-	if len(t.Hash) == 0 {
-		return fmt.Errorf("postgres: create operator token %s: empty hash", t.Name)
+	if err := codec.CheckOperatorToken(t); err != nil {
+		return fmt.Errorf("postgres: create operator token %s: %w", t.Name, err)
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO operator_tokens (name, scope, hash, created) VALUES ($1, $2, $3, $4)`,
 		t.Name, t.Scope, t.Hash, t.Created)

@@ -8,6 +8,7 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // AppendAudit appends e; the store assigns its ID (e.ID is ignored).
@@ -62,8 +63,8 @@ func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry
 // TryLease takes or renews name for holder until now+ttl if it is free,
 // expired at now, or holder's; it reports whether holder has it.
 func (s *Store) TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
-	if holder == "" || ttl <= 0 {
-		return false, fmt.Errorf("sqlite: lease %s: want a holder and a positive ttl", name)
+	if err := codec.CheckLease(holder, ttl); err != nil {
+		return false, fmt.Errorf("sqlite: lease %s: %w", name, err)
 	}
 	rows, err := s.w.QueryContext(ctx, `INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires

@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
@@ -89,9 +87,9 @@ func (s *Store) DeleteSource(ctx context.Context, name string) error {
 
 // PinChart pins ref to ref.Digest; see store.Store.
 func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
-	what := ref.Source + "/" + ref.Name + "@" + ref.Version
-	if ref.Digest == "" {
-		return fmt.Errorf("sqlite: pin %s: no digest", what)
+	what := codec.PinName(ref)
+	if err := codec.CheckPin(ref); err != nil {
+		return fmt.Errorf("sqlite: pin %s: %w", what, err)
 	}
 	var pinned string
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -105,8 +103,8 @@ func (s *Store) PinChart(ctx context.Context, ref hubv1.ChartRef) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: pin %s: %w", what, err)
 	}
-	if pinned != ref.Digest {
-		return fmt.Errorf("sqlite: pin %s: pinned to %s, offered %s: %w", what, pinned, ref.Digest, store.ErrDigestMismatch)
+	if err := codec.Pinned(ref, pinned); err != nil {
+		return fmt.Errorf("sqlite: pin %s: %w", what, err)
 	}
 	return nil
 }
@@ -125,7 +123,7 @@ func (s *Store) GetPin(ctx context.Context, source, name, version string) (strin
 // PutBlob stores data under digest, which must be "sha256:<hex>" of data
 // (else an error wrapping store.ErrDigestMismatch naming both).
 func (s *Store) PutBlob(ctx context.Context, digest string, data []byte) error {
-	if err := checkDigest(digest, data); err != nil {
+	if err := codec.CheckDigest(digest, data); err != nil {
 		return fmt.Errorf("sqlite: put blob: %w", err)
 	}
 	if data == nil {
@@ -144,16 +142,4 @@ func (s *Store) GetBlob(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("sqlite: get blob %s: %w", digest, notFound(err))
 	}
 	return b, nil
-}
-
-func checkDigest(digest string, data []byte) error {
-	const prefix = "sha256:"
-	if len(digest) != len(prefix)+2*sha256.Size || digest[:len(prefix)] != prefix {
-		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", digest)
-	}
-	sum := sha256.Sum256(data)
-	if got := prefix + hex.EncodeToString(sum[:]); got != digest {
-		return fmt.Errorf("data is %s, not %s: %w", got, digest, store.ErrDigestMismatch)
-	}
-	return nil
 }

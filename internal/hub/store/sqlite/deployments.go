@@ -36,13 +36,9 @@ func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error 
 	if err != nil {
 		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, err)
 	}
-	gen := max(d.Generation, 1)
-	updated := d.Updated
-	if updated.IsZero() {
-		updated = d.Created
-	}
+	d = codec.NewDeployment(d)
 	_, err = s.w.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-		d.Name, gen, spec, d.CreatedBy, micros(d.Created), micros(updated))
+		d.Name, d.Generation, spec, d.CreatedBy, micros(d.Created), micros(d.Updated))
 	if err != nil {
 		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, constraint(err))
 	}

@@ -1,14 +1,13 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // MarkDirty queues the vehicles in one transaction; an ID already queued
@@ -17,6 +16,7 @@ func (s *Store) MarkDirty(ctx context.Context, ds []store.Dirty) error {
 	if len(ds) == 0 {
 		return nil
 	}
+	ids, force := codec.MergeDirty(ds)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO dirty (id, force) VALUES (?, ?)
 			ON CONFLICT (id) DO UPDATE SET force = force OR excluded.force`)
@@ -24,9 +24,9 @@ func (s *Store) MarkDirty(ctx context.Context, ds []store.Dirty) error {
 			return err
 		}
 		defer stmt.Close()
-		for _, d := range ds {
-			if _, err := stmt.ExecContext(ctx, d.ID, d.Force); err != nil {
-				return fmt.Errorf("%s: %w", d.ID, err)
+		for i, id := range ids {
+			if _, err := stmt.ExecContext(ctx, id, force[i]); err != nil {
+				return fmt.Errorf("%s: %w", id, err)
 			}
 		}
 		return nil
@@ -43,11 +43,7 @@ func (s *Store) TakeDirty(ctx context.Context, limit int) ([]store.Dirty, error)
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	type entry struct {
-		ord int64
-		d   store.Dirty
-	}
-	var got []entry
+	var got []codec.Taken
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `DELETE FROM dirty WHERE ord IN (SELECT ord FROM dirty ORDER BY ord LIMIT ?)
 			RETURNING ord, id, force`, limit)
@@ -56,8 +52,8 @@ func (s *Store) TakeDirty(ctx context.Context, limit int) ([]store.Dirty, error)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var e entry
-			if err := rows.Scan(&e.ord, &e.d.ID, &e.d.Force); err != nil {
+			var e codec.Taken
+			if err := rows.Scan(&e.Ord, &e.ID, &e.Force); err != nil {
 				return err
 			}
 			got = append(got, e)
@@ -67,13 +63,7 @@ func (s *Store) TakeDirty(ctx context.Context, limit int) ([]store.Dirty, error)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: take dirty: %w", err)
 	}
-	// RETURNING's order is unspecified.
-	slices.SortFunc(got, func(a, b entry) int { return cmp.Compare(a.ord, b.ord) })
-	out := make([]store.Dirty, len(got))
-	for i, e := range got {
-		out[i] = e.d
-	}
-	return out, nil
+	return codec.InOrder(got), nil
 }
 
 // Counts returns the fleet-wide numbers for /metrics.

@@ -9,14 +9,15 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
+	"github.com/misaki-io/misaki/internal/hub/store/internal/codec"
 )
 
 // CreateToken stores a bootstrap token for an existing vehicle (else
 // store.ErrNotFound) with the hash of its secret; t.Token and t.Used are
 // not stored. A taken ID is store.ErrExists.
 func (s *Store) CreateToken(ctx context.Context, t hubv1.BootstrapToken, secretHash []byte) error {
-	if len(secretHash) == 0 {
-		return fmt.Errorf("sqlite: create token %s: empty secret hash", t.ID)
+	if err := codec.CheckToken(secretHash); err != nil {
+		return fmt.Errorf("sqlite: create token %s: %w", t.ID, err)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO bootstrap_tokens (id, vehicle, secret_hash, expires, created_by, created)
 		VALUES (?, ?, ?, ?, ?, ?)`, t.ID, t.VehicleID, secretHash, micros(t.Expires), t.CreatedBy, micros(t.Created))
@@ -74,8 +75,8 @@ func (s *Store) ListTokens(ctx context.Context, vehicleID string) ([]hubv1.Boots
 // CreateOperatorToken stores t, or returns store.ErrExists if its name or
 // hash is taken.
 func (s *Store) CreateOperatorToken(ctx context.Context, t store.OperatorToken) error {
-	if len(t.Hash) == 0 {
-		return fmt.Errorf("sqlite: create operator token %s: empty hash", t.Name)
+	if err := codec.CheckOperatorToken(t); err != nil {
+		return fmt.Errorf("sqlite: create operator token %s: %w", t.Name, err)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO operator_tokens (name, scope, hash, created) VALUES (?, ?, ?, ?)`,
 		t.Name, t.Scope, t.Hash, micros(t.Created))

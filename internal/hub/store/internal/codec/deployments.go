@@ -35,3 +35,13 @@ func DecodeDeploymentSpec(spec string, d *hubv1.Deployment) error {
 	d.Customizations, d.Placement, d.DefaultPlacement = sp.Customizations, sp.Placement, sp.DefaultPlacement
 	return nil
 }
+
+// NewDeployment is d as CreateDeployment stores it: a zero Generation is
+// 1, a zero Updated is Created.
+func NewDeployment(d hubv1.Deployment) hubv1.Deployment {
+	d.Generation = max(d.Generation, 1)
+	if d.Updated.IsZero() {
+		d.Updated = d.Created
+	}
+	return d
+}
