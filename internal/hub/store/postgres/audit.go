@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,14 +25,11 @@ func (s *Store) AppendAudit(ctx context.Context, e hubv1.AuditEntry) error {
 // ListAudit pages entries newest first; p.After is the ID of the last
 // entry of the previous page.
 func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry, string, error) {
-	before := int64(1<<63 - 1)
-	if p.After != "" {
-		var err error
-		if before, err = strconv.ParseInt(p.After, 10, 64); err != nil {
-			return nil, "", fmt.Errorf("postgres: list audit: cursor %q is not an entry ID", p.After)
-		}
+	before, err := codec.AuditBefore(p.After)
+	if err != nil {
+		return nil, "", fmt.Errorf("postgres: list audit: %w", err)
 	}
-	lim := limit(p)
+	lim := codec.Limit(p.Limit)
 	rows, _ := s.pool.Query(ctx, `SELECT id, time, actor, action, object, detail FROM audit
 		WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, lim+1)
 	out, err := collect(rows, func(row pgx.Row) (hubv1.AuditEntry, error) {
@@ -45,11 +41,8 @@ func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry
 	if err != nil {
 		return nil, "", fmt.Errorf("postgres: list audit: %w", err)
 	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, strconv.FormatInt(out[lim-1].ID, 10), nil
-	}
-	return nonNil(out), "", nil
+	out, next := codec.PageAudit(out, lim)
+	return out, next, nil
 }
 
 // TryLease takes or renews name for holder until now+ttl if it is free,

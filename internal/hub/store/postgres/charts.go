@@ -57,7 +57,7 @@ func (s *Store) ListSources(ctx context.Context) ([]hubv1.ChartSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list sources: %w", err)
 	}
-	return nonNil(out), nil
+	return codec.NonNil(out), nil
 }
 
 // DeleteSource deletes the named source (its pins stay), or returns
@@ -129,12 +129,4 @@ func (s *Store) GetBlob(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("postgres: get blob %s: %w", digest, notFound(err))
 	}
 	return b, nil
-}
-
-// nonNil returns an empty list for none, so every list is [] in JSON.
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }

@@ -55,17 +55,14 @@ func (s *Store) GetDeployment(ctx context.Context, name string) (hubv1.Deploymen
 
 // ListDeployments pages deployments by name.
 func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Deployment, string, error) {
-	lim := limit(p)
+	lim := codec.Limit(p.Limit)
 	rows, _ := s.pool.Query(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name > $1 ORDER BY name LIMIT $2`, p.After, lim+1)
 	out, err := collect(rows, scanDeployment)
 	if err != nil {
 		return nil, "", fmt.Errorf("postgres: list deployments: %w", err)
 	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, out[lim-1].Name, nil
-	}
-	return nonNil(out), "", nil
+	out, next := codec.PageDeployments(out, lim)
+	return out, next, nil
 }
 
 // UpdateDeployment stores d's spec and Updated time (Created and

@@ -137,9 +137,7 @@ func (s *Store) GetDesired(ctx context.Context, vehicle, half string) (store.Des
 // DesiredSince lists the vehicle halves whose newest revision was written
 // after seq, in sequence order, at most limit (0: 100).
 func (s *Store) DesiredSince(ctx context.Context, seq int64, limit int) ([]store.Change, error) {
-	if limit <= 0 {
-		limit = 100
-	}
+	limit = codec.Limit(limit)
 	rows, _ := s.pool.Query(ctx, `SELECT seq, vehicle, half, revision FROM desired WHERE seq > $1 ORDER BY seq LIMIT $2`, seq, limit)
 	out, err := collect(rows, func(row pgx.Row) (store.Change, error) {
 		var c store.Change
@@ -149,7 +147,7 @@ func (s *Store) DesiredSince(ctx context.Context, seq int64, limit int) ([]store
 	if err != nil {
 		return nil, fmt.Errorf("postgres: desired since %d: %w", seq, err)
 	}
-	return nonNil(out), nil
+	return codec.NonNil(out), nil
 }
 
 // Sequence returns the newest change sequence (0 before the first write).

@@ -186,14 +186,6 @@ func utcPtr(t *time.Time) *time.Time {
 	return &u
 }
 
-// limit is a page's item cap.
-func limit(p store.Page) int {
-	if p.Limit <= 0 {
-		return 100
-	}
-	return p.Limit
-}
-
 // collect reads every row with scan, which also reads single rows.
 func collect[T any](rows pgx.Rows, scan func(pgx.Row) (T, error)) ([]T, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })

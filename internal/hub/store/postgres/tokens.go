@@ -60,7 +60,7 @@ func (s *Store) ListTokens(ctx context.Context, vehicleID string) ([]hubv1.Boots
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list tokens of %q: %w", vehicleID, err)
 	}
-	return nonNil(out), nil
+	return codec.NonNil(out), nil
 }
 
 // CreateOperatorToken stores t, or returns store.ErrExists if its name or
@@ -103,7 +103,7 @@ func (s *Store) ListOperatorTokens(ctx context.Context) ([]store.OperatorToken, 
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list operator tokens: %w", err)
 	}
-	return nonNil(out), nil
+	return codec.NonNil(out), nil
 }
 
 // DeleteOperatorToken deletes the named token, or returns

@@ -55,41 +55,17 @@ func (s *Store) GetVehicle(ctx context.Context, id string) (hubv1.Vehicle, error
 	return v, nil
 }
 
-// ListVehicles pages vehicles by ID; see store.Store. With a match func it
-// reads rows in chunks until it has a page of matches and knows whether
-// another match follows.
+// ListVehicles pages vehicles by ID; see store.Store and
+// codec.ListVehicles.
 func (s *Store) ListVehicles(ctx context.Context, p store.Page, match func(map[string]string) bool) ([]hubv1.Vehicle, string, error) {
-	lim := limit(p)
-	chunk := lim + 1
-	if match != nil {
-		chunk = max(chunk, 256)
+	out, next, err := codec.ListVehicles(p, match, func(after string, n int) ([]hubv1.Vehicle, error) {
+		rows, _ := s.pool.Query(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id > $1 ORDER BY id LIMIT $2`, after, n)
+		return collect(rows, scanVehicle)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("postgres: list vehicles %w", err)
 	}
-	out := []hubv1.Vehicle{}
-	after := p.After
-	for {
-		rows, _ := s.pool.Query(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id > $1 ORDER BY id LIMIT $2`, after, chunk)
-		vs, err := collect(rows, scanVehicle)
-		if err != nil {
-			return nil, "", fmt.Errorf("postgres: list vehicles after %q: %w", after, err)
-		}
-		for _, v := range vs {
-			if match == nil || match(v.Labels) {
-				out = append(out, v)
-			}
-			if len(out) > lim {
-				break
-			}
-		}
-		if len(out) > lim || len(vs) < chunk {
-			break
-		}
-		after = vs[len(vs)-1].ID
-	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, out[lim-1].ID, nil
-	}
-	return out, "", nil
+	return out, next, nil
 }
 
 // UpdateVehicle replaces labels, and capacity and allocatable when not
@@ -217,5 +193,5 @@ func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, e
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get reported %s: %w", id, err)
 	}
-	return nonNil(out), nil
+	return codec.NonNil(out), nil
 }

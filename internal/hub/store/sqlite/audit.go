@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
@@ -24,21 +23,18 @@ func (s *Store) AppendAudit(ctx context.Context, e hubv1.AuditEntry) error {
 // ListAudit pages entries newest first; p.After is the ID of the last
 // entry of the previous page.
 func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry, string, error) {
-	before := int64(1<<63 - 1)
-	if p.After != "" {
-		var err error
-		if before, err = strconv.ParseInt(p.After, 10, 64); err != nil {
-			return nil, "", fmt.Errorf("sqlite: list audit: cursor %q is not an entry ID", p.After)
-		}
+	before, err := codec.AuditBefore(p.After)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite: list audit: %w", err)
 	}
-	lim := limit(p)
+	lim := codec.Limit(p.Limit)
 	rows, err := s.r.QueryContext(ctx, `SELECT id, time, actor, action, object, detail FROM audit
 		WHERE id < ? ORDER BY id DESC LIMIT ?`, before, lim+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("sqlite: list audit: %w", err)
 	}
 	defer rows.Close()
-	out := []hubv1.AuditEntry{}
+	var out []hubv1.AuditEntry
 	for rows.Next() {
 		var (
 			e  hubv1.AuditEntry
@@ -53,11 +49,8 @@ func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("sqlite: list audit: %w", err)
 	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, strconv.FormatInt(out[lim-1].ID, 10), nil
-	}
-	return out, "", nil
+	out, next := codec.PageAudit(out, lim)
+	return out, next, nil
 }
 
 // TryLease takes or renews name for holder until now+ttl if it is free,

@@ -56,13 +56,13 @@ func (s *Store) GetDeployment(ctx context.Context, name string) (hubv1.Deploymen
 
 // ListDeployments pages deployments by name.
 func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Deployment, string, error) {
-	lim := limit(p)
+	lim := codec.Limit(p.Limit)
 	rows, err := s.r.QueryContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE name > ? ORDER BY name LIMIT ?`, p.After, lim+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("sqlite: list deployments: %w", err)
 	}
 	defer rows.Close()
-	out := []hubv1.Deployment{}
+	var out []hubv1.Deployment
 	for rows.Next() {
 		d, err := scanDeployment(rows)
 		if err != nil {
@@ -73,11 +73,8 @@ func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Depl
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("sqlite: list deployments: %w", err)
 	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, out[lim-1].Name, nil
-	}
-	return out, "", nil
+	out, next := codec.PageDeployments(out, lim)
+	return out, next, nil
 }
 
 // UpdateDeployment stores d's spec and Updated time (Created and

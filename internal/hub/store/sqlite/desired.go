@@ -127,9 +127,7 @@ func (s *Store) GetDesired(ctx context.Context, vehicle, half string) (store.Des
 // DesiredSince lists the vehicle halves whose newest revision was written
 // after seq, in sequence order, at most limit (0: 100).
 func (s *Store) DesiredSince(ctx context.Context, seq int64, limit int) ([]store.Change, error) {
-	if limit <= 0 {
-		limit = 100
-	}
+	limit = codec.Limit(limit)
 	rows, err := s.r.QueryContext(ctx, `SELECT seq, vehicle, half, revision FROM desired WHERE seq > ? ORDER BY seq LIMIT ?`, seq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: desired since %d: %w", seq, err)

@@ -258,11 +258,3 @@ func fromNullMicros(v sql.NullInt64) *time.Time {
 	t := fromMicros(v.Int64)
 	return &t
 }
-
-// limit is a page's item cap.
-func limit(p store.Page) int {
-	if p.Limit <= 0 {
-		return 100
-	}
-	return p.Limit
-}

@@ -56,59 +56,34 @@ func (s *Store) GetVehicle(ctx context.Context, id string) (hubv1.Vehicle, error
 	return v, nil
 }
 
-// ListVehicles pages vehicles by ID; see store.Store. With a match func it
-// reads rows in chunks until it has a page of matches and knows whether
-// another match follows.
+// ListVehicles pages vehicles by ID; see store.Store and
+// codec.ListVehicles.
 func (s *Store) ListVehicles(ctx context.Context, p store.Page, match func(map[string]string) bool) ([]hubv1.Vehicle, string, error) {
-	lim := limit(p)
-	chunk := lim + 1
-	if match != nil {
-		chunk = max(chunk, 256)
+	out, next, err := codec.ListVehicles(p, match, func(after string, n int) ([]hubv1.Vehicle, error) {
+		return s.vehicles(ctx, after, n)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite: list vehicles %w", err)
 	}
-	out := []hubv1.Vehicle{}
-	after := p.After
-	for {
-		n, err := s.vehicleChunk(ctx, after, chunk, func(v hubv1.Vehicle) bool {
-			after = v.ID
-			if match == nil || match(v.Labels) {
-				out = append(out, v)
-			}
-			return len(out) <= lim
-		})
-		if err != nil {
-			return nil, "", fmt.Errorf("sqlite: list vehicles after %q: %w", after, err)
-		}
-		if len(out) > lim || n < chunk {
-			break
-		}
-	}
-	if len(out) > lim {
-		out = out[:lim]
-		return out, out[lim-1].ID, nil
-	}
-	return out, "", nil
+	return out, next, nil
 }
 
-// vehicleChunk calls each for up to n vehicles after the ID after, until
-// each returns false, and returns how many rows it read.
-func (s *Store) vehicleChunk(ctx context.Context, after string, n int, each func(hubv1.Vehicle) bool) (int, error) {
+// vehicles reads up to n vehicles with IDs above after, by ID.
+func (s *Store) vehicles(ctx context.Context, after string, n int) ([]hubv1.Vehicle, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+vehicleCols+` FROM vehicles WHERE id > ? ORDER BY id LIMIT ?`, after, n)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rows.Close()
-	read := 0
+	var out []hubv1.Vehicle
 	for rows.Next() {
 		v, err := scanVehicle(rows)
 		if err != nil {
-			return read, err
+			return nil, err
 		}
-		read++
-		if !each(v) {
-			return read, nil
-		}
+		out = append(out, v)
 	}
-	return read, rows.Err()
+	return out, rows.Err()
 }
 
 // UpdateVehicle replaces labels, and capacity and allocatable when not
