@@ -64,12 +64,15 @@ func (is *Issuer) Run(ctx context.Context, holder string) error {
 		}
 		if leader {
 			full := now.Sub(lastFull) >= is.opts.Resync
-			if err := is.pass(ctx, full); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+			held, err := is.holding(ctx, holder, func(ctx context.Context) error { return is.pass(ctx, full) })
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case !held:
+				leader = false // the pass was stopped; its queue entries are back
+			case err != nil:
 				is.log.Warn("issue pass", "err", err)
-			} else if full {
+			case full:
 				lastFull = now
 			}
 		}
@@ -79,6 +82,45 @@ func (is *Issuer) Run(ctx context.Context, holder string) error {
 		}
 		t = is.clk.NewTimer(wait)
 	}
+}
+
+// holding runs fn (a pass) while renewing the lease every leaseTTL/3,
+// and cancels fn's context as soon as a renewal fails or finds the lease
+// taken: a pass over thousands of vehicles outlasts the lease, and
+// without renewal another replica takes the lease and issues beside this
+// one (each then starting a full pass of its own). It reports whether the
+// lease was still held when fn returned.
+func (is *Issuer) holding(ctx context.Context, holder string, fn func(context.Context) error) (held bool, err error) {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	finished, stopped := make(chan struct{}), make(chan struct{})
+	held = true // written by the renewer before it closes stopped
+	go func() {
+		defer close(stopped)
+		for {
+			t := is.clk.NewTimer(leaseTTL / 3)
+			select {
+			case <-finished:
+				t.Stop()
+				return
+			case <-t.C():
+			}
+			ok, err := is.st.TryLease(fctx, LeaseName, holder, is.clk.Now(), leaseTTL)
+			if err == nil && ok {
+				continue
+			}
+			if fctx.Err() == nil {
+				is.log.Warn("lost the issuing lease during a pass: stopping it", "holder", holder, "err", err)
+			}
+			held = false
+			cancel()
+			return
+		}
+	}()
+	err = fn(fctx)
+	close(finished)
+	<-stopped
+	return held, err
 }
 
 // pass drains the dirty queue, or examines every vehicle when full. The
