@@ -167,11 +167,18 @@ func (h *Hub) Enrol(t testing.TB, id string, labels map[string]string, allocatab
 	}
 	var tok hubv1.BootstrapToken
 	h.Admin(t, http.StatusCreated, "POST", "/v1/vehicles/"+id+"/tokens", nil, &tok)
+	return h.EnrolToken(t, tok.Token)
+}
+
+// EnrolToken enrols with a bootstrap token made elsewhere (by the CLI,
+// say) and a fresh key, as an agent does; the vehicle is the token's.
+func (h *Hub) EnrolToken(t testing.TB, token string) *Vehicle {
+	t.Helper()
 	key, csr := NewCSR(t)
 	var cert hubv1.Certificate
-	code, b = h.Do(t, h.Client(), "", "POST", "/v1/enrol", hubv1.EnrolRequest{Token: tok.Token, CSR: string(csr)}, &cert)
+	code, b := h.Do(t, h.Client(), "", "POST", "/v1/enrol", hubv1.EnrolRequest{Token: token, CSR: string(csr)}, &cert)
 	if code != http.StatusOK {
-		t.Fatalf("enrol %s: %d %s", id, code, b)
+		t.Fatalf("enrol: %d %s", code, b)
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
@@ -181,7 +188,7 @@ func (h *Hub) Enrol(t testing.TB, id string, labels map[string]string, allocatab
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Vehicle{ID: id, Cert: tc, Client: &http.Client{
+	return &Vehicle{ID: cert.Vehicle, Cert: tc, Client: &http.Client{
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.CA, Certificates: []tls.Certificate{tc}}},
 		Timeout:   2 * time.Minute,
 	}}
