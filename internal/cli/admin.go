@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -37,7 +36,7 @@ The hub keeps only a hash: this is the only time it is shown.`,
 	{
 		group: "token", name: "delete", aliases: []string{"rm", "revoke"}, args: "<name>",
 		summary: "Revoke an operator token (within 10 s on every replica)",
-		run:     tokenDelete,
+		run:     deleteNamed("/v1/operator-tokens/", "operator-token", "deleted"),
 	},
 }
 
@@ -60,25 +59,11 @@ func keysRotate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var res struct {
-		Role        string `json:"role"`
-		RootVersion int64  `json:"rootVersion"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/keys/rotate", nil, map[string]string{"role": *role}, &res); err != nil {
+	var res hubv1.RotateResult
+	if err := c.do(ctx, http.MethodPost, "/v1/keys/rotate", nil, hubv1.RotateRequest{Role: *role}, &res); err != nil {
 		return err
 	}
-	return e.show(res, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "%s key rotated; trust root version %d\n", res.Role, res.RootVersion)
-		return err
-	})
-}
-
-// operatorToken is the API's operator token (internal/hub/api.OperatorToken).
-type operatorToken struct {
-	Name    string `json:"name"`
-	Scope   string `json:"scope"`
-	Created string `json:"created,omitempty"`
-	Token   string `json:"token,omitempty"`
+	return e.showLine(res, "%s key rotated; trust root version %d", res.Role, res.RootVersion)
 }
 
 func tokenCreate(ctx context.Context, e *env, args []string) error {
@@ -95,58 +80,24 @@ func tokenCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var got operatorToken
-	if err := c.do(ctx, http.MethodPost, "/v1/operator-tokens", nil, operatorToken{Name: pos[0], Scope: *scope}, &got); err != nil {
+	var got hubv1.OperatorToken
+	if err := c.do(ctx, http.MethodPost, "/v1/operator-tokens", nil, hubv1.OperatorToken{Name: pos[0], Scope: *scope}, &got); err != nil {
 		return err
 	}
-	return e.show(got, func(w io.Writer) error {
-		fmt.Fprintf(e.stderr, "operator token %s (scope %s) created; the secret is shown once:\n", got.Name, got.Scope)
-		_, err := fmt.Fprintln(w, got.Token)
-		return err
-	})
+	return e.showSecret(got, fmt.Sprintf("operator token %s (scope %s) created; the secret is shown once:", got.Name, got.Scope), got.Token)
 }
 
 func tokenList(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if _, err := e.parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	c, err := e.hub()
+	_, c, err := e.connect(e.flags(), args, 0, 0)
 	if err != nil {
 		return err
 	}
-	var l hubv1.List[operatorToken]
+	var l hubv1.List[hubv1.OperatorToken]
 	if err := c.get(ctx, "/v1/operator-tokens", nil, &l); err != nil {
 		return err
 	}
-	return e.show(l, func(w io.Writer) error {
-		t := newTable("NAME", "SCOPE", "AGE")
-		for _, tok := range l.Items {
-			age := "<unknown>"
-			if ts, err := time.Parse(time.RFC3339, tok.Created); err == nil {
-				age = e.since(ts)
-			}
-			t.add(tok.Name, tok.Scope, age)
-		}
-		return e.listOrNone(w, t, "operator tokens")
-	})
-}
-
-func tokenDelete(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.hub()
-	if err != nil {
-		return err
-	}
-	if err := c.do(ctx, http.MethodDelete, "/v1/operator-tokens/"+pathEscape(pos[0]), nil, nil, nil); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(e.stdout, "operator-token/%s deleted\n", pos[0])
-	return err
+	return showList(e, l, "operator tokens", []string{"NAME", "SCOPE", "AGE"},
+		func(tok hubv1.OperatorToken) []string { return []string{tok.Name, tok.Scope, e.since(tok.Created)} })
 }
 
 func audit(ctx context.Context, e *env, args []string) error {
@@ -166,11 +117,8 @@ func audit(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return e.show(l, func(w io.Writer) error {
-		t := newTable("TIME", "ACTOR", "ACTION", "OBJECT", "DETAIL")
-		for _, a := range l.Items {
-			t.add(a.Time.UTC().Format(time.RFC3339), a.Actor, a.Action, a.Object, orDash(a.Detail))
-		}
-		return e.listOrNone(w, t, "audit entries")
-	})
+	return showList(e, l, "audit entries", []string{"TIME", "ACTOR", "ACTION", "OBJECT", "DETAIL"},
+		func(a hubv1.AuditEntry) []string {
+			return []string{a.Time.UTC().Format(time.RFC3339), a.Actor, a.Action, a.Object, orDash(a.Detail)}
+		})
 }

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -90,6 +91,22 @@ func (c *command) usageLine() string {
 		s += " " + c.args
 	}
 	return s + " [flags]"
+}
+
+// deleteNamed is the run of a command that deletes the object its one
+// argument names: DELETE prefix+name, then "<kind>/<name> <done>".
+func deleteNamed(prefix, kind, done string) func(context.Context, *env, []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		pos, c, err := e.connect(e.flags(), args, 1, 1)
+		if err != nil {
+			return err
+		}
+		if err := c.do(ctx, http.MethodDelete, prefix+pathEscape(pos[0]), nil, nil, nil); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s/%s %s\n", kind, pos[0], done)
+		return err
+	}
 }
 
 // group is a noun with subcommands.
@@ -279,10 +296,7 @@ var versionCommand = &command{
 			OS      string `json:"os"`
 			Arch    string `json:"arch"`
 		}{version(), runtime.Version(), runtime.GOOS, runtime.GOARCH}
-		return e.show(v, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "misaki %s (%s, %s/%s)\n", v.Version, v.Go, v.OS, v.Arch)
-			return err
-		})
+		return e.showLine(v, "misaki %s (%s, %s/%s)", v.Version, v.Go, v.OS, v.Arch)
 	},
 }
 

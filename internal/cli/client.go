@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,6 +78,21 @@ func (e *env) hub() (*client, error) {
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &client{base: c.Hub, token: c.Token, hc: &http.Client{Transport: tr, Timeout: e.g.timeout}}, nil
+}
+
+// connect parses the command line with fs (between min and max
+// arguments, as parse checks) and answers the arguments and a client for
+// the configured hub.
+func (e *env) connect(fs *flag.FlagSet, args []string, min, max int) ([]string, *client, error) {
+	pos, err := e.parse(fs, args, min, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := e.hub()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, c, nil
 }
 
 // do sends one request: in (if not nil) as the JSON body, and the answer
@@ -163,6 +179,33 @@ func isStatus(err error, code int) bool {
 
 func (c *client) get(ctx context.Context, path string, q url.Values, out any) error {
 	return c.do(ctx, http.MethodGet, path, q, nil, out)
+}
+
+// vehicle reads vehicle id's digital twin (the vehicle and its halves).
+func (c *client) vehicle(ctx context.Context, id string) (hubv1.Twin, error) {
+	var tw hubv1.Twin
+	err := c.get(ctx, "/v1/vehicles/"+pathEscape(id), nil, &tw)
+	return tw, err
+}
+
+// deployment reads deployment name.
+func (c *client) deployment(ctx context.Context, name string) (hubv1.Deployment, error) {
+	var d hubv1.Deployment
+	err := c.get(ctx, "/v1/deployments/"+pathEscape(name), nil, &d)
+	return d, err
+}
+
+// retryOnConflict calls f, up to tries times in all, while it fails with
+// 409 Conflict: f read an object and wrote it back naming the version it
+// read, and someone changed the object in between; f reads it again.
+func retryOnConflict(tries int, f func() error) error {
+	for try := 1; ; try++ {
+		err := f()
+		if try < tries && isStatus(err, http.StatusConflict) {
+			continue
+		}
+		return err
+	}
 }
 
 // listAll follows a list's next cursors; limit bounds the items (0: all).

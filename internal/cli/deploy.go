@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -64,7 +65,7 @@ Example:
 	{
 		group: "deploy", name: "delete", aliases: []string{"rm"}, args: "<name>",
 		summary: "Delete a deployment (its vehicles get revisions without it)",
-		run:     deployDelete,
+		run:     deleteNamed("/v1/deployments/", "deployment", "deleted"),
 	},
 	{
 		group: "deploy", name: "preview", args: "<name>",
@@ -243,19 +244,12 @@ func deployCreate(ctx context.Context, e *env, args []string) error {
 	if err := c.do(ctx, http.MethodPost, "/v1/deployments", nil, dep, &got); err != nil {
 		return err
 	}
-	return e.show(got, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "deployment/%s created (chart %s/%s %s, %s)\n",
-			got.Name, got.Chart.Source, got.Chart.Name, got.Chart.Version, shortDigest(got.Chart.Digest))
-		return err
-	})
+	return e.showLine(got, "deployment/%s created (chart %s/%s %s, %s)",
+		got.Name, got.Chart.Source, got.Chart.Name, got.Chart.Version, shortDigest(got.Chart.Digest))
 }
 
 func deployList(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if _, err := e.parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	c, err := e.hub()
+	_, c, err := e.connect(e.flags(), args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -263,28 +257,21 @@ func deployList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return e.show(l, func(w io.Writer) error {
-		t := newTable("NAME", "CHART", "VERSION", "SELECTOR", "GENERATION", "UPDATED", "AGE")
-		for _, d := range l.Items {
-			t.add(d.Name, d.Chart.Source+"/"+d.Chart.Name, d.Chart.Version, d.Selector,
-				fmt.Sprint(d.Generation), e.since(d.Updated), e.since(d.Created))
-		}
-		return e.listOrNone(w, t, "deployments")
-	})
+	return showList(e, l, "deployments",
+		[]string{"NAME", "CHART", "VERSION", "SELECTOR", "GENERATION", "UPDATED", "AGE"},
+		func(d hubv1.Deployment) []string {
+			return []string{d.Name, d.Chart.Source + "/" + d.Chart.Name, d.Chart.Version, d.Selector,
+				fmt.Sprint(d.Generation), e.since(d.Updated), e.since(d.Created)}
+		})
 }
 
 func deployShow(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
+	pos, c, err := e.connect(e.flags(), args, 1, 1)
 	if err != nil {
 		return err
 	}
-	c, err := e.hub()
+	d, err := c.deployment(ctx, pos[0])
 	if err != nil {
-		return err
-	}
-	var d hubv1.Deployment
-	if err := c.get(ctx, "/v1/deployments/"+pathEscape(pos[0]), nil, &d); err != nil {
 		return err
 	}
 	return e.show(d, func(w io.Writer) error { return e.describeDeployment(w, d) })
@@ -357,10 +344,9 @@ func deployUpdate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	path := "/v1/deployments/" + pathEscape(pos[0])
-	for attempt := 0; ; attempt++ {
-		var dep hubv1.Deployment
-		if err := c.get(ctx, path, nil, &dep); err != nil {
+	return retryOnConflict(3, func() error {
+		dep, err := c.deployment(ctx, pos[0])
+		if err != nil {
 			return err
 		}
 		before := dep.Generation
@@ -368,50 +354,15 @@ func deployUpdate(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		var got hubv1.Deployment
-		err := c.do(ctx, http.MethodPut, path, nil, dep, &got)
-		if isStatus(err, http.StatusConflict) && attempt < 2 {
-			continue
-		}
-		if err != nil {
+		if err := c.do(ctx, http.MethodPut, "/v1/deployments/"+pathEscape(pos[0]), nil, dep, &got); err != nil {
 			return err
 		}
-		return e.show(got, func(w io.Writer) error {
-			if got.Generation == before {
-				_, err := fmt.Fprintf(w, "deployment/%s unchanged (generation %d)\n", got.Name, got.Generation)
-				return err
-			}
-			_, err := fmt.Fprintf(w, "deployment/%s updated (generation %d)\n", got.Name, got.Generation)
-			return err
-		})
-	}
-}
-
-func deployDelete(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.hub()
-	if err != nil {
-		return err
-	}
-	if err := c.do(ctx, http.MethodDelete, "/v1/deployments/"+pathEscape(pos[0]), nil, nil, nil); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(e.stdout, "deployment/%s deleted\n", pos[0])
-	return err
-}
-
-// preview is POST /v1/preview's answer (internal/hub/api.Preview).
-type preview struct {
-	Vehicle   []map[string]any           `json:"vehicle"`
-	Cloud     []map[string]any           `json:"cloud"`
-	Namespace string                     `json:"cloudNamespace,omitempty"`
-	Placement []hubv1.ComponentPlacement `json:"placement"`
-	Values    map[string]any             `json:"values,omitempty"`
-	Notes     string                     `json:"notes,omitempty"`
-	Matches   bool                       `json:"matches"`
+		change := "updated"
+		if got.Generation == before {
+			change = "unchanged"
+		}
+		return e.showLine(got, "deployment/%s %s (generation %d)", got.Name, change, got.Generation)
+	})
 }
 
 func deployPreview(ctx context.Context, e *env, args []string) error {
@@ -430,8 +381,7 @@ func deployPreview(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var dep hubv1.Deployment
-	err = c.get(ctx, "/v1/deployments/"+pathEscape(pos[0]), nil, &dep)
+	dep, err := c.deployment(ctx, pos[0])
 	switch {
 	case isStatus(err, http.StatusNotFound):
 		if d.chart == "" || d.version == "" {
@@ -444,12 +394,8 @@ func deployPreview(ctx context.Context, e *env, args []string) error {
 	if err := d.apply(fs, &dep, e.stdin); err != nil {
 		return err
 	}
-	req := struct {
-		Deployment hubv1.Deployment `json:"deployment"`
-		Vehicle    string           `json:"vehicle"`
-	}{dep, *vehicle}
-	var p preview
-	if err := c.do(ctx, http.MethodPost, "/v1/preview", nil, req, &p); err != nil {
+	var p hubv1.Preview
+	if err := c.do(ctx, http.MethodPost, "/v1/preview", nil, hubv1.PreviewRequest{Deployment: dep, Vehicle: *vehicle}, &p); err != nil {
 		return err
 	}
 	return e.show(p, func(w io.Writer) error { return writePreview(w, dep.Name, *vehicle, p) })
@@ -457,7 +403,7 @@ func deployPreview(ctx context.Context, e *env, args []string) error {
 
 // writePreview prints a preview as YAML: the placement table in comments,
 // then each half's objects as documents.
-func writePreview(w io.Writer, name, vehicle string, p preview) error {
+func writePreview(w io.Writer, name, vehicle string, p hubv1.Preview) error {
 	var b strings.Builder
 	match := "matches"
 	if !p.Matches {
@@ -473,8 +419,8 @@ func writePreview(w io.Writer, name, vehicle string, p preview) error {
 	}
 	halves := []struct {
 		name string
-		objs []map[string]any
-	}{{"vehicle half", p.Vehicle}, {"cloud half, namespace " + p.Namespace, p.Cloud}}
+		objs []json.RawMessage
+	}{{"vehicle half", p.Vehicle}, {"cloud half, namespace " + p.CloudNamespace, p.Cloud}}
 	for _, h := range halves {
 		for _, o := range h.objs {
 			y, err := yaml.Marshal(o)

@@ -3,17 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,39 +19,8 @@ import (
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub"
 	"github.com/misaki-io/misaki/internal/hub/catalog/catalogtest"
+	"github.com/misaki-io/misaki/internal/hub/hubtest"
 )
-
-// startHub runs the real hub on loopback with a fresh data dir, as
-// misaki-hub with no flags would (bar the address), and answers its URL
-// and data dir.
-func startHub(t *testing.T) (url, dataDir string) {
-	t.Helper()
-	dataDir = t.TempDir()
-	ready := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	go func() { done <- hub.Run(ctx, hub.Config{DataDir: dataDir, Listen: "127.0.0.1:0", Ready: ready}, log) }()
-	select {
-	case url = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("hub did not start: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("hub did not start within 60s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub: %v", err)
-		}
-	})
-	return url, dataDir
-}
 
 // misaki runs the CLI's Run with args, as a shell would run the binary.
 func misaki(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -123,93 +83,17 @@ func hasRow(out string, cells ...string) bool {
 	return false
 }
 
-// agent is a simulated vehicle agent: enrolled with a bootstrap token and
-// a CSR of its own, then mTLS with the certificate the hub issued.
-type agent struct {
-	id  string
-	hub string
-	c   *http.Client
-}
-
-func enrol(t *testing.T, hubURL string, ca *x509.CertPool, token string) *agent {
+// desired long-polls for the vehicle half's revision above after, as the
+// agent does, and checks the signed payload names the vehicle and the
+// revision.
+func desired(t *testing.T, h *hubtest.Hub, v *hubtest.Vehicle, after int64) (hubv1.Desired, hubv1.DesiredState) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agent"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	plain := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}}, Timeout: time.Minute}
-	var cert hubv1.Certificate
-	code, body := call(t, plain, http.MethodPost, hubURL+"/v1/enrol", hubv1.EnrolRequest{Token: token, CSR: string(csr)}, &cert)
-	if code != http.StatusOK {
-		t.Fatalf("enrol: %d %s", code, body)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := tls.X509KeyPair([]byte(cert.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &agent{id: cert.Vehicle, hub: hubURL, c: &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca, Certificates: []tls.Certificate{tc}}},
-		Timeout:   time.Minute,
-	}}
-}
-
-func call(t *testing.T, c *http.Client, method, url string, in, out any) (int, []byte) {
-	t.Helper()
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			t.Fatal(err)
+	var d *hubv1.Desired
+	for deadline := time.Now().Add(60 * time.Second); d == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("desired after %d: no new revision in 60s", after)
 		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: decode: %v\n%s", method, url, err, b)
-		}
-	}
-	return resp.StatusCode, b
-}
-
-// desired long-polls for a revision above after, as the agent does.
-func (a *agent) desired(t *testing.T, after int64) (hubv1.Desired, hubv1.DesiredState) {
-	t.Helper()
-	var d hubv1.Desired
-	url := fmt.Sprintf("%s/v1/vehicles/%s/desired?after=%d&wait=10s", a.hub, a.id, after)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, body := call(t, a.c, http.MethodGet, url, nil, &d)
-		if code == http.StatusOK {
-			break
-		}
-		if code != http.StatusNotModified || time.Now().After(deadline) {
-			t.Fatalf("desired after %d: %d %s", after, code, body)
-		}
+		_, d = h.Desired(t, v, hubv1.HalfVehicle, after, 10*time.Second)
 	}
 	var s hubv1.DesiredState
 	if d.Envelope.PayloadType != hubv1.PayloadTypeDesired || len(d.Envelope.Signatures) == 0 {
@@ -218,14 +102,14 @@ func (a *agent) desired(t *testing.T, after int64) (hubv1.Desired, hubv1.Desired
 	if err := json.Unmarshal(d.Envelope.Payload, &s); err != nil {
 		t.Fatalf("desired payload: %v", err)
 	}
-	if s.Vehicle != a.id || s.Revision != d.Revision {
-		t.Fatalf("desired payload for %s revision %d, want %s revision %d", s.Vehicle, s.Revision, a.id, d.Revision)
+	if s.Vehicle != v.ID || s.Revision != d.Revision {
+		t.Fatalf("desired payload for %s revision %d, want %s revision %d", s.Vehicle, s.Revision, v.ID, d.Revision)
 	}
-	return d, s
+	return *d, s
 }
 
-// report says the agent applied revision rev, every object healthy.
-func (a *agent) report(t *testing.T, s hubv1.DesiredState) {
+// report says the vehicle applied s, every object healthy.
+func report(t *testing.T, h *hubtest.Hub, v *hubtest.Vehicle, s hubv1.DesiredState) {
 	t.Helper()
 	rep := hubv1.Reported{Half: s.Half, AppliedRevision: s.Revision, AgentVersion: "test"}
 	for _, raw := range s.Objects {
@@ -241,8 +125,7 @@ func (a *agent) report(t *testing.T, s hubv1.DesiredState) {
 		}
 		rep.Objects = append(rep.Objects, hubv1.ObjectStatus{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, State: hubv1.StateHealthy})
 	}
-	code, body := call(t, a.c, http.MethodPut, fmt.Sprintf("%s/v1/vehicles/%s/reported", a.hub, a.id), rep, nil)
-	if code != http.StatusNoContent {
+	if code, body := h.Do(t, v.Client, "", http.MethodPut, "/v1/vehicles/"+v.ID+"/reported", rep, nil); code != http.StatusNoContent {
 		t.Fatalf("report: %d %s", code, body)
 	}
 }
@@ -253,15 +136,9 @@ func (a *agent) report(t *testing.T, s hubv1.DesiredState) {
 // signed desired revision in the twin; then the other commands, and bad
 // input that must fail clearly and change nothing.
 func TestEndToEnd(t *testing.T) {
-	hubURL, dataDir := startHub(t)
+	h := hubtest.Start(t, hub.Config{})
 	// The user's setup: the config the hub wrote on first start.
-	t.Setenv("MISAKI_CONFIG", filepath.Join(dataDir, "misaki.yaml"))
-	caPEM, err := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := x509.NewCertPool()
-	ca.AppendCertsFromPEM(caPEM)
+	t.Setenv("MISAKI_CONFIG", filepath.Join(h.DataDir, "misaki.yaml"))
 
 	// Chart sources and charts.
 	repo := catalogtest.ServeRepo(t, catalogtest.ShuttleChart(t))
@@ -296,9 +173,9 @@ func TestEndToEnd(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`^[^\s]+\.[^\s]+\n$`).MatchString(tokOut) || !strings.Contains(tokErr, "shown once") {
 		t.Fatalf("vehicle token: exit %d, stdout %q (want the token alone), stderr %q", code, tokOut, tokErr)
 	}
-	car := enrol(t, hubURL, ca, strings.TrimSpace(tokOut))
-	if car.id != "car-1" {
-		t.Fatalf("enrolled as %q", car.id)
+	car := h.EnrolToken(t, strings.TrimSpace(tokOut))
+	if car.ID != "car-1" {
+		t.Fatalf("enrolled as %q", car.ID)
 	}
 	var vs hubv1.List[hubv1.Vehicle]
 	okJSON(t, &vs, "vehicle", "list", "-l", "fleet=eu")
@@ -315,7 +192,7 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(out, "deployment/shuttle created (chart charts/shuttle 1.0.0, sha256:") {
 		t.Errorf("deploy create: %q", out)
 	}
-	d, state := car.desired(t, 0)
+	d, state := desired(t, h, car, 0)
 	place := map[string]string{}
 	for _, p := range state.Placement {
 		place[p.Component] = p.Place
@@ -323,7 +200,7 @@ func TestEndToEnd(t *testing.T) {
 	if place["api"] != hubv1.PlaceVehicle || place["planner"] != hubv1.PlaceCloud {
 		t.Errorf("placement in revision %d: %+v", d.Revision, state.Placement)
 	}
-	car.report(t, state)
+	report(t, h, car, state)
 
 	// The twin shows it: desired and applied, the digest, placement.
 	rev := fmt.Sprint(d.Revision)
@@ -361,7 +238,7 @@ func TestEndToEnd(t *testing.T) {
 	if fmt.Sprint(dep.Values["replicas"]) != "2" || dep.Placement["api"] != "vehicle" {
 		t.Errorf("after update, values and placement: %+v %+v", dep.Values, dep.Placement)
 	}
-	if d2, _ := car.desired(t, d.Revision); d2.Revision <= d.Revision {
+	if d2, _ := desired(t, h, car, d.Revision); d2.Revision <= d.Revision {
 		t.Errorf("after update: revision %d", d2.Revision)
 	}
 	out = ok(t, "deploy", "preview", "shuttle", "--vehicle", "car-1", "--placement", "planner=vehicle")
@@ -379,7 +256,7 @@ func TestEndToEnd(t *testing.T) {
 	if docs == 0 {
 		t.Errorf("deploy preview: no manifests:\n%s", out)
 	}
-	var pv preview
+	var pv hubv1.Preview
 	okJSON(t, &pv, "deploy", "preview", "trial", "--chart", "charts/shuttle", "--version", "1.0.0", "--selector", "fleet=us", "--vehicle", "car-1")
 	if len(pv.Vehicle) == 0 || len(pv.Placement) == 0 || pv.Matches {
 		t.Errorf("preview of a new deployment: %d vehicle objects, placement %+v, matches %v", len(pv.Vehicle), pv.Placement, pv.Matches)
@@ -417,6 +294,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("vehicle token --create: exit %d, %q", code, tok2)
 	}
 	fails(t, 1, []string{"vehicle car-9 does not exist", "or add --create"}, "vehicle", "token", "car-9")
+	// Removing the last label leaves none (an empty labels map on the wire).
+	ok(t, "vehicle", "label", "car-3", "fleet-")
+	var v3 hubv1.Vehicle
+	okJSON(t, &v3, "vehicle", "show", "car-3")
+	if len(v3.Labels) != 0 {
+		t.Errorf("car-3 labels after removing its only one: %v", v3.Labels)
+	}
 	if out := ok(t, "vehicle", "delete", "car-3"); out != "vehicle/car-3 deleted\n" {
 		t.Errorf("vehicle delete: %q", out)
 	}
@@ -465,7 +349,7 @@ func TestEndToEnd(t *testing.T) {
 	// Without the hub's CA the hub's certificate is not trusted, and the
 	// message says what to do.
 	noCA := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(noCA, []byte("hub: "+hubURL+"\ntoken: x\n"), 0o600); err != nil {
+	if err := os.WriteFile(noCA, []byte("hub: "+h.URL+"\ntoken: x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fails(t, 1, []string{"certificate", "--ca-file"}, "vehicle", "list", "--config", noCA)

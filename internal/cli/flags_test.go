@@ -24,6 +24,23 @@ func testEnv() (*env, *bytes.Buffer, *bytes.Buffer) {
 	return e, &out, &errb
 }
 
+// errorWanted fails the test unless err is what want says: nil for "",
+// else an error whose message contains want. It reports whether an error
+// was wanted (the case ends there).
+func errorWanted(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want != "" {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want it to contain %q", err, want)
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
+}
+
 func TestParse(t *testing.T) {
 	type result struct {
 		Pos          []string

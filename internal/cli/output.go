@@ -12,6 +12,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/yaml"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 )
 
 // show prints v as -o asks: JSON or YAML of v itself, or what table
@@ -35,6 +37,38 @@ func (e *env) show(v any, table func(w io.Writer) error) error {
 	default:
 		return table(e.stdout)
 	}
+}
+
+// showLine prints v as -o asks; in table output, the one line format and
+// args make, such as "vehicle/car-1 created".
+func (e *env) showLine(v any, format string, args ...any) error {
+	return e.show(v, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s\n", fmt.Sprintf(format, args...))
+		return err
+	})
+}
+
+// showSecret prints v as -o asks; in table output, note on stderr and
+// the secret alone on stdout, so that a script can capture it
+// (TOKEN=$(misaki ...)).
+func (e *env) showSecret(v any, note, secret string) error {
+	return e.show(v, func(w io.Writer) error {
+		fmt.Fprintln(e.stderr, note)
+		_, err := fmt.Fprintln(w, secret)
+		return err
+	})
+}
+
+// showList prints l as -o asks; in table output, header over a row per
+// item, or "No <what> found." (listOrNone).
+func showList[T any](e *env, l hubv1.List[T], what string, header []string, row func(T) []string) error {
+	return e.show(l, func(w io.Writer) error {
+		t := newTable(header...)
+		for _, item := range l.Items {
+			t.add(row(item)...)
+		}
+		return e.listOrNone(w, t, what)
+	})
 }
 
 // table is rows under a header, printed with aligned columns as kubectl

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -137,14 +138,14 @@ func TestTwinTable(t *testing.T) {
 }
 
 func TestPreviewOutput(t *testing.T) {
-	p := preview{
-		Vehicle: []map[string]any{
-			{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "shuttle-config", "namespace": "default"}, "data": map[string]any{"logLevel": "info"}},
+	p := hubv1.Preview{
+		Vehicle: []json.RawMessage{
+			json.RawMessage(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"shuttle-config","namespace":"default"},"data":{"logLevel":"info"}}`),
 		},
-		Cloud: []map[string]any{
-			{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "shuttle-planner", "namespace": "misaki-v-car-1"}, "spec": map[string]any{"replicas": 1}},
+		Cloud: []json.RawMessage{
+			json.RawMessage(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"shuttle-planner","namespace":"misaki-v-car-1"},"spec":{"replicas":1}}`),
 		},
-		Namespace: "misaki-v-car-1",
+		CloudNamespace: "misaki-v-car-1",
 		Placement: []hubv1.ComponentPlacement{
 			{Deployment: "shuttle", Component: "api", Policy: "vehicle", Place: "vehicle", Reason: "policy vehicle"},
 			{Deployment: "shuttle", Component: "planner", Policy: "auto", Place: "cloud", Reason: "requests cpu=4 exceed allocatable cpu=2"},
@@ -318,14 +319,8 @@ func TestDeployFlags(t *testing.T) {
 			got.Placement = cloneMap(tt.base.Placement)
 			got.Customizations = append([]hubv1.Customization(nil), tt.base.Customizations...)
 			err := d.apply(fs, &got, strings.NewReader(""))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
-				}
+			if errorWanted(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("deployment (-want +got):\n%s", diff)

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -34,7 +32,7 @@ Examples:
 	{
 		group: "repo", name: "remove", aliases: []string{"rm", "delete"}, args: "<name>",
 		summary: "Remove a chart source no deployment uses",
-		run:     repoRemove,
+		run:     deleteNamed("/v1/sources/", "source", "removed"),
 	},
 }
 
@@ -82,18 +80,11 @@ func repoAdd(ctx context.Context, e *env, args []string) error {
 	if err := c.do(ctx, http.MethodPost, "/v1/sources", nil, src, &got); err != nil {
 		return err
 	}
-	return e.show(got, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "source/%s added (%s %s)\n", got.Name, got.Type, got.URL)
-		return err
-	})
+	return e.showLine(got, "source/%s added (%s %s)", got.Name, got.Type, got.URL)
 }
 
 func repoList(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if _, err := e.parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	c, err := e.hub()
+	_, c, err := e.connect(e.flags(), args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -101,13 +92,11 @@ func repoList(ctx context.Context, e *env, args []string) error {
 	if err := c.get(ctx, "/v1/sources", nil, &l); err != nil {
 		return err
 	}
-	return e.show(l, func(w io.Writer) error {
-		t := newTable("NAME", "TYPE", "URL", "CHARTS", "TLS", "AGE")
-		for _, s := range l.Items {
-			t.add(s.Name, s.Type, s.URL, orDash(strings.Join(s.Charts, ",")), sourceTLS(s), e.since(s.Created))
-		}
-		return e.listOrNone(w, t, "chart sources")
-	})
+	return showList(e, l, "chart sources",
+		[]string{"NAME", "TYPE", "URL", "CHARTS", "TLS", "AGE"},
+		func(s hubv1.ChartSource) []string {
+			return []string{s.Name, s.Type, s.URL, orDash(strings.Join(s.Charts, ",")), sourceTLS(s), e.since(s.Created)}
+		})
 }
 
 func sourceTLS(s hubv1.ChartSource) string {
@@ -122,21 +111,4 @@ func sourceTLS(s hubv1.ChartSource) string {
 		out = append(out, "ca="+s.CAFile)
 	}
 	return orDash(strings.Join(out, ","))
-}
-
-func repoRemove(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.hub()
-	if err != nil {
-		return err
-	}
-	if err := c.do(ctx, http.MethodDelete, "/v1/sources/"+pathEscape(pos[0]), nil, nil, nil); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(e.stdout, "source/%s removed\n", pos[0])
-	return err
 }

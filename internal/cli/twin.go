@@ -21,17 +21,12 @@ twin as the hub serves it.`,
 }
 
 func twin(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
+	pos, c, err := e.connect(e.flags(), args, 1, 1)
 	if err != nil {
 		return err
 	}
-	c, err := e.hub()
+	tw, err := c.vehicle(ctx, pos[0])
 	if err != nil {
-		return err
-	}
-	var tw hubv1.Twin
-	if err := c.get(ctx, "/v1/vehicles/"+pathEscape(pos[0]), nil, &tw); err != nil {
 		return err
 	}
 	return e.show(tw, func(w io.Writer) error { return e.writeTwin(w, tw) })
@@ -41,11 +36,7 @@ func (e *env) writeTwin(w io.Writer, tw hubv1.Twin) error {
 	v := tw.Vehicle
 	f := &fields{}
 	f.add("Vehicle", v.ID)
-	online := yesNo(v.Online)
-	if v.LastSeen != nil {
-		online += ", last seen " + e.relative(v.LastSeen)
-	}
-	f.add("Online", online)
+	f.add("Online", e.online(v))
 	f.add("Labels", kv(v.Labels, ", "))
 	if err := f.write(w); err != nil {
 		return err

@@ -101,14 +101,8 @@ func TestValueFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := cmp.Diff(nil, tt.base)
 			got, err := tt.v.merge(tt.base, strings.NewReader(tt.stdin))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
-				}
+			if errorWanted(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("values (-want +got):\n%s", diff)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -60,7 +59,7 @@ The hub keeps only a hash of the secret: this is the only time it is shown.`,
 	{
 		group: "vehicle", name: "delete", aliases: []string{"rm"}, args: "<id>",
 		summary: "Forget a vehicle",
-		run:     vehicleDelete,
+		run:     deleteNamed("/v1/vehicles/", "vehicle", "deleted"),
 	},
 }
 
@@ -107,14 +106,12 @@ func vehicleList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = e.show(l, func(w io.Writer) error {
-		t := newTable("ID", "ONLINE", "LAST-SEEN", "ENROLLED", "KUBERNETES", "ALLOCATABLE", "LABELS", "AGE")
-		for _, v := range l.Items {
-			t.add(v.ID, yesNo(v.Online), e.relative(v.LastSeen), yesNo(v.Enrolled != nil),
-				orDash(v.Facts.KubernetesVersion), orDash(kv(v.Allocatable, ",")), kv(v.Labels, ","), e.since(v.Created))
-		}
-		return e.listOrNone(w, t, "vehicles")
-	})
+	err = showList(e, l, "vehicles",
+		[]string{"ID", "ONLINE", "LAST-SEEN", "ENROLLED", "KUBERNETES", "ALLOCATABLE", "LABELS", "AGE"},
+		func(v hubv1.Vehicle) []string {
+			return []string{v.ID, yesNo(v.Online), e.relative(v.LastSeen), yesNo(v.Enrolled != nil),
+				orDash(v.Facts.KubernetesVersion), orDash(kv(v.Allocatable, ",")), kv(v.Labels, ","), e.since(v.Created)}
+		})
 	if err == nil && l.Next != "" && e.g.output == "table" {
 		fmt.Fprintf(e.stderr, "More vehicles: add --after %s for the next page, or --all.\n", l.Next)
 	}
@@ -122,17 +119,12 @@ func vehicleList(ctx context.Context, e *env, args []string) error {
 }
 
 func vehicleShow(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
+	pos, c, err := e.connect(e.flags(), args, 1, 1)
 	if err != nil {
 		return err
 	}
-	c, err := e.hub()
+	tw, err := c.vehicle(ctx, pos[0])
 	if err != nil {
-		return err
-	}
-	var tw hubv1.Twin
-	if err := c.get(ctx, "/v1/vehicles/"+pathEscape(pos[0]), nil, &tw); err != nil {
 		return err
 	}
 	v := tw.Vehicle
@@ -146,11 +138,7 @@ func vehicleShow(ctx context.Context, e *env, args []string) error {
 	f := &fields{}
 	f.add("ID", v.ID)
 	f.add("Labels", kv(v.Labels, "\n"))
-	online := yesNo(v.Online)
-	if v.LastSeen != nil {
-		online += ", last seen " + e.relative(v.LastSeen)
-	}
-	f.add("Online", online)
+	f.add("Online", e.online(v))
 	if v.Enrolled != nil {
 		f.add("Enrolled", e.ago(v.Enrolled))
 		f.add("Certificate expires", e.ago(v.CertificateExpires))
@@ -182,6 +170,15 @@ func vehicleShow(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// online is "yes" or "no", and when the vehicle was last seen.
+func (e *env) online(v hubv1.Vehicle) string {
+	s := yesNo(v.Online)
+	if v.LastSeen != nil {
+		s += ", last seen " + e.relative(v.LastSeen)
+	}
+	return s
+}
+
 func vehicleCreate(ctx context.Context, e *env, args []string) error {
 	fs := e.flags()
 	var labels, alloc, capacity multiString
@@ -204,10 +201,7 @@ func vehicleCreate(ctx context.Context, e *env, args []string) error {
 	if err := c.do(ctx, http.MethodPost, "/v1/vehicles", nil, v, &got); err != nil {
 		return err
 	}
-	return e.show(got, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "vehicle/%s created\n", got.ID)
-		return err
-	})
+	return e.showLine(got, "vehicle/%s created", got.ID)
 }
 
 func newVehicle(id string, labels, alloc, capacity []string) (hubv1.Vehicle, error) {
@@ -307,9 +301,9 @@ func vehicleLabel(ctx context.Context, e *env, args []string) error {
 	id := pos[0]
 	// Read, change, write back with the resource version read; a report
 	// that lands in between makes the hub refuse, and we read again.
-	for attempt := 0; ; attempt++ {
-		var tw hubv1.Twin
-		if err := c.get(ctx, "/v1/vehicles/"+pathEscape(id), nil, &tw); err != nil {
+	return retryOnConflict(5, func() error {
+		tw, err := c.vehicle(ctx, id)
+		if err != nil {
 			return err
 		}
 		labels, warnings, err := ch.apply(tw.Vehicle.Labels, *overwrite)
@@ -320,28 +314,26 @@ func vehicleLabel(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
 		}
 		if maps.Equal(labels, tw.Vehicle.Labels) || len(labels) == 0 && len(tw.Vehicle.Labels) == 0 {
-			return e.show(tw.Vehicle, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "vehicle/%s not labeled\n", id)
-				return err
-			})
+			return e.showLine(tw.Vehicle, "vehicle/%s not labeled", id)
 		}
-		patch := struct {
-			Labels          map[string]string `json:"labels"`
-			ResourceVersion int64             `json:"resourceVersion"`
-		}{labels, tw.Vehicle.ResourceVersion}
 		var got hubv1.Vehicle
-		err = c.do(ctx, http.MethodPatch, "/v1/vehicles/"+pathEscape(id), nil, patch, &got)
-		if isStatus(err, http.StatusConflict) && attempt < 4 {
-			continue
-		}
-		if err != nil {
+		if err := c.do(ctx, http.MethodPatch, "/v1/vehicles/"+pathEscape(id), nil, labelPatch(labels, tw.Vehicle.ResourceVersion), &got); err != nil {
 			return err
 		}
-		return e.show(got, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "vehicle/%s labeled\n", id)
-			return err
-		})
-	}
+		return e.showLine(got, "vehicle/%s labeled", id)
+	})
+}
+
+// labelPatch is the PATCH that sets a vehicle's labels to labels, naming
+// the resource version they were read at. hubv1.VehiclePatch omits an
+// empty Labels map, which the hub reads as "labels unchanged"; removing
+// the last label needs "labels": {} on the wire, so Labels is written
+// here always.
+func labelPatch(labels map[string]string, resourceVersion int64) any {
+	return struct {
+		hubv1.VehiclePatch
+		Labels map[string]string `json:"labels"`
+	}{hubv1.VehiclePatch{ResourceVersion: resourceVersion}, labels}
 }
 
 func vehicleToken(ctx context.Context, e *env, args []string) error {
@@ -366,7 +358,7 @@ func vehicleToken(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *create {
-		err := c.get(ctx, "/v1/vehicles/"+pathEscape(id), nil, &hubv1.Twin{})
+		_, err := c.vehicle(ctx, id)
 		if isStatus(err, http.StatusNotFound) {
 			v, verr := newVehicle(id, labels, nil, nil)
 			if verr != nil {
@@ -380,9 +372,7 @@ func vehicleToken(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	req := struct {
-		TTL string `json:"ttl,omitempty"`
-	}{}
+	var req hubv1.TokenRequest
 	if *ttl > 0 {
 		req.TTL = ttl.String()
 	}
@@ -394,27 +384,6 @@ func vehicleToken(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return e.show(tok, func(w io.Writer) error {
-		fmt.Fprintf(e.stderr, "bootstrap token %s for vehicle/%s, valid until %s (shown once):\n",
-			tok.ID, tok.VehicleID, tok.Expires.UTC().Format(time.RFC3339))
-		_, err := fmt.Fprintln(w, tok.Token)
-		return err
-	})
-}
-
-func vehicleDelete(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	pos, err := e.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := e.hub()
-	if err != nil {
-		return err
-	}
-	if err := c.do(ctx, http.MethodDelete, "/v1/vehicles/"+pathEscape(pos[0]), nil, nil, nil); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(e.stdout, "vehicle/%s deleted\n", pos[0])
-	return err
+	return e.showSecret(tok, fmt.Sprintf("bootstrap token %s for vehicle/%s, valid until %s (shown once):",
+		tok.ID, tok.VehicleID, tok.Expires.UTC().Format(time.RFC3339)), tok.Token)
 }
