@@ -375,7 +375,9 @@ type Error struct {
 // VehiclePatch is PATCH /v1/vehicles/{id}: the fields given replace the
 // stored ones; ResourceVersion, when given, must be the stored one.
 type VehiclePatch struct {
-	Labels          map[string]string `json:"labels,omitempty"`
+	// Labels replace the vehicle's labels when present: {} removes them
+	// all; absent or null leaves them.
+	Labels          map[string]string `json:"labels"`
 	Capacity        ResourceList      `json:"capacity,omitempty"`
 	Allocatable     ResourceList      `json:"allocatable,omitempty"`
 	ResourceVersion int64             `json:"resourceVersion,omitempty"`
