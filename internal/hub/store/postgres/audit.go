@@ -25,11 +25,10 @@ func (s *Store) AppendAudit(ctx context.Context, e hubv1.AuditEntry) error {
 // ListAudit pages entries newest first; p.After is the ID of the last
 // entry of the previous page.
 func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry, string, error) {
-	before, err := codec.AuditBefore(p.After)
+	before, lim, err := codec.AuditRange(p)
 	if err != nil {
 		return nil, "", fmt.Errorf("postgres: list audit: %w", err)
 	}
-	lim := codec.Limit(p.Limit)
 	rows, _ := s.pool.Query(ctx, `SELECT id, time, actor, action, object, detail FROM audit
 		WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, lim+1)
 	out, err := collect(rows, func(row pgx.Row) (hubv1.AuditEntry, error) {

@@ -79,10 +79,7 @@ func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1
 	if errors.Is(err, pgx.ErrNoRows) {
 		var ok bool
 		if err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE name = $1)`, d.Name).Scan(&ok); err == nil {
-			err = store.ErrNotFound
-			if ok {
-				err = fmt.Errorf("generation %d: %w", d.Generation, store.ErrConflict)
-			}
+			err = codec.Missed(ok, "generation", d.Generation)
 		}
 	}
 	if err != nil {

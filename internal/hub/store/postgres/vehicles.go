@@ -82,10 +82,7 @@ func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehic
 	if errors.Is(err, pgx.ErrNoRows) {
 		var ok bool
 		if ok, err = vehicleExists(ctx, s.pool, v.ID); err == nil {
-			err = store.ErrNotFound
-			if ok {
-				err = fmt.Errorf("resource version %d: %w", v.ResourceVersion, store.ErrConflict)
-			}
+			err = codec.Missed(ok, "resource version", v.ResourceVersion)
 		}
 	}
 	if err != nil {

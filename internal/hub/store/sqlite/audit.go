@@ -23,11 +23,10 @@ func (s *Store) AppendAudit(ctx context.Context, e hubv1.AuditEntry) error {
 // ListAudit pages entries newest first; p.After is the ID of the last
 // entry of the previous page.
 func (s *Store) ListAudit(ctx context.Context, p store.Page) ([]hubv1.AuditEntry, string, error) {
-	before, err := codec.AuditBefore(p.After)
+	before, lim, err := codec.AuditRange(p)
 	if err != nil {
 		return nil, "", fmt.Errorf("sqlite: list audit: %w", err)
 	}
-	lim := codec.Limit(p.Limit)
 	rows, err := s.r.QueryContext(ctx, `SELECT id, time, actor, action, object, detail FROM audit
 		WHERE id < ? ORDER BY id DESC LIMIT ?`, before, lim+1)
 	if err != nil {

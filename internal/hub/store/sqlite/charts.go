@@ -123,11 +123,9 @@ func (s *Store) GetPin(ctx context.Context, source, name, version string) (strin
 // PutBlob stores data under digest, which must be "sha256:<hex>" of data
 // (else an error wrapping store.ErrDigestMismatch naming both).
 func (s *Store) PutBlob(ctx context.Context, digest string, data []byte) error {
-	if err := codec.CheckDigest(digest, data); err != nil {
+	data, err := codec.Blob(digest, data)
+	if err != nil {
 		return fmt.Errorf("sqlite: put blob: %w", err)
-	}
-	if data == nil {
-		data = []byte{}
 	}
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO blobs (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING`, digest, data); err != nil {
 		return fmt.Errorf("sqlite: put blob %s: %w", digest, err)

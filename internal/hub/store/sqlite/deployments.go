@@ -95,10 +95,11 @@ func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1
 			return err
 		}
 		var one int
-		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM deployments WHERE name = ?`, d.Name).Scan(&one); err != nil {
-			return notFound(err)
+		err = tx.QueryRowContext(ctx, `SELECT 1 FROM deployments WHERE name = ?`, d.Name).Scan(&one)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
-		return fmt.Errorf("generation %d: %w", d.Generation, store.ErrConflict)
+		return codec.Missed(err == nil, "generation", d.Generation)
 	})
 	if err != nil {
 		return hubv1.Deployment{}, fmt.Errorf("sqlite: update deployment %s: %w", d.Name, err)

@@ -103,12 +103,11 @@ func (s *Store) UpdateVehicle(ctx context.Context, v hubv1.Vehicle) (hubv1.Vehic
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if ok, err := vehicleExists(ctx, tx, v.ID); err != nil {
+		ok, err := vehicleExists(ctx, tx, v.ID)
+		if err != nil {
 			return err
-		} else if !ok {
-			return store.ErrNotFound
 		}
-		return fmt.Errorf("resource version %d: %w", v.ResourceVersion, store.ErrConflict)
+		return codec.Missed(ok, "resource version", v.ResourceVersion)
 	})
 	if err != nil {
 		return hubv1.Vehicle{}, fmt.Errorf("sqlite: update vehicle %s: %w", v.ID, err)

@@ -14,10 +14,21 @@ import (
 // The checks on input both stores make before they write. Each error is
 // said without the store's name or the operation: the caller adds them.
 
-// CheckDigest checks that digest is "sha256:<64 hex digits>" and is
-// data's; a well-formed digest of other bytes is an error wrapping
+// Blob is what PutBlob stores for data under digest: data, never nil (the
+// column is NOT NULL), if digest is "sha256:<64 hex digits>" and is
+// data's. A well-formed digest of other bytes is an error wrapping
 // store.ErrDigestMismatch that names both digests.
-func CheckDigest(digest string, data []byte) error {
+func Blob(digest string, data []byte) ([]byte, error) {
+	if err := checkDigest(digest, data); err != nil {
+		return nil, err
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
+}
+
+func checkDigest(digest string, data []byte) error {
 	const prefix = "sha256:"
 	if len(digest) != len(prefix)+2*sha256.Size || digest[:len(prefix)] != prefix {
 		return fmt.Errorf("digest %q is not sha256:<64 hex digits>", digest)
@@ -73,4 +84,15 @@ func CheckLease(holder string, ttl time.Duration) error {
 		return errors.New("want a holder and a positive ttl")
 	}
 	return nil
+}
+
+// Missed is the error for a conditional update (UpdateVehicle,
+// UpdateDeployment) that matched no row: store.ErrNotFound if the row
+// does not exist, else store.ErrConflict naming the field the caller
+// read ("resource version", "generation") and its value.
+func Missed(exists bool, field string, read int64) error {
+	if !exists {
+		return store.ErrNotFound
+	}
+	return fmt.Errorf("%s %d: %w", field, read, store.ErrConflict)
 }

@@ -45,17 +45,17 @@ func PageDeployments(ds []hubv1.Deployment, lim int) ([]hubv1.Deployment, string
 	return page(ds, lim, func(d hubv1.Deployment) string { return d.Name })
 }
 
-// AuditBefore is the entry ID a ListAudit page reads below: the cursor
-// after, or above every ID for the first page.
-func AuditBefore(after string) (int64, error) {
-	if after == "" {
-		return math.MaxInt64, nil
+// AuditRange is what a ListAudit page reads: up to lim+1 entries with
+// IDs below before, which is p's cursor, or above every ID for the first
+// page.
+func AuditRange(p store.Page) (before int64, lim int, err error) {
+	if p.After == "" {
+		return math.MaxInt64, Limit(p.Limit), nil
 	}
-	before, err := strconv.ParseInt(after, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("cursor %q is not an entry ID", after)
+	if before, err = strconv.ParseInt(p.After, 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("cursor %q is not an entry ID", p.After)
 	}
-	return before, nil
+	return before, Limit(p.Limit), nil
 }
 
 // PageAudit is a page of audit entries read newest first, up to lim+1.

@@ -49,19 +49,20 @@ func TestPage(t *testing.T) {
 	}
 }
 
-func TestAuditBefore(t *testing.T) {
+func TestAuditRange(t *testing.T) {
 	for _, tc := range []struct {
-		after string
-		want  int64
-		ok    bool
+		p      store.Page
+		before int64
+		lim    int
+		ok     bool
 	}{
-		{"", math.MaxInt64, true},
-		{"42", 42, true},
-		{"x", 0, false},
+		{store.Page{}, math.MaxInt64, 100, true},
+		{store.Page{After: "42", Limit: 5}, 42, 5, true},
+		{store.Page{After: "x"}, 0, 0, false},
 	} {
-		got, err := AuditBefore(tc.after)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("AuditBefore(%q) = %d, %v; want %d, ok %v", tc.after, got, err, tc.want, tc.ok)
+		before, lim, err := AuditRange(tc.p)
+		if (err == nil) != tc.ok || before != tc.before || lim != tc.lim {
+			t.Errorf("AuditRange(%+v) = %d, %d, %v; want %d, %d, ok %v", tc.p, before, lim, err, tc.before, tc.lim, tc.ok)
 		}
 	}
 }

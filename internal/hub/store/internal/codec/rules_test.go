@@ -49,7 +49,7 @@ func TestInOrder(t *testing.T) {
 	}
 }
 
-func TestCheckDigest(t *testing.T) {
+func TestBlob(t *testing.T) {
 	data := []byte("chart")
 	sum := sha256.Sum256(data)
 	good := "sha256:" + hex.EncodeToString(sum[:])
@@ -67,11 +67,32 @@ func TestCheckDigest(t *testing.T) {
 		{"empty", "", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckDigest(tc.digest, data)
+			got, err := Blob(tc.digest, data)
 			if (err == nil) != tc.ok || errors.Is(err, store.ErrDigestMismatch) != tc.mismatch {
-				t.Errorf("CheckDigest: %v; want ok %v, mismatch %v", err, tc.ok, tc.mismatch)
+				t.Errorf("Blob: %v; want ok %v, mismatch %v", err, tc.ok, tc.mismatch)
+			}
+			if tc.ok && string(got) != string(data) {
+				t.Errorf("Blob = %q, want %q", got, data)
 			}
 		})
+	}
+}
+
+func TestBlobEmpty(t *testing.T) {
+	sum := sha256.Sum256(nil)
+	got, err := Blob("sha256:"+hex.EncodeToString(sum[:]), nil)
+	if err != nil || got == nil {
+		t.Errorf("Blob of no bytes = %#v, %v; want an empty, non-nil slice", got, err)
+	}
+}
+
+func TestMissed(t *testing.T) {
+	if err := Missed(false, "generation", 3); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("missing row: %v, want store.ErrNotFound", err)
+	}
+	err := Missed(true, "generation", 3)
+	if want := "generation 3: " + store.ErrConflict.Error(); !errors.Is(err, store.ErrConflict) || err.Error() != want {
+		t.Errorf("stored row: %v, want %q wrapping store.ErrConflict", err, want)
 	}
 }
 
