@@ -9,13 +9,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +24,7 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub"
+	"github.com/misaki-io/misaki/internal/hubclient"
 )
 
 // Hub is a running hub.
@@ -174,19 +171,9 @@ func (h *Hub) Enrol(t testing.TB, id string, labels map[string]string, allocatab
 // say) and a fresh key, as an agent does; the vehicle is the token's.
 func (h *Hub) EnrolToken(t testing.TB, token string) *Vehicle {
 	t.Helper()
-	key, csr := NewCSR(t)
-	var cert hubv1.Certificate
-	code, b := h.Do(t, h.Client(), "", "POST", "/v1/enrol", hubv1.EnrolRequest{Token: token, CSR: string(csr)}, &cert)
-	if code != http.StatusOK {
-		t.Fatalf("enrol: %d %s", code, b)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
+	tc, cert, _, err := hubclient.New(h.URL, h.CA, nil).EnrolNew(context.Background(), token)
 	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := tls.X509KeyPair([]byte(cert.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("enrol: %v", err)
 	}
 	return &Vehicle{ID: cert.Vehicle, Cert: tc, Client: &http.Client{
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.CA, Certificates: []tls.Certificate{tc}}},
@@ -197,15 +184,15 @@ func (h *Hub) EnrolToken(t testing.TB, token string) *Vehicle {
 // NewCSR makes a P-256 key and a CSR for it.
 func NewCSR(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := hubclient.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agent"}}, key)
+	csr, err := hubclient.NewCSR(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	return key, csr
 }
 
 // Desired long-polls the vehicle's desired state above after.
