@@ -32,28 +32,26 @@ func TestSpecsRoundTrip(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			spec, err := SourceSpec(tc.src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var src hubv1.ChartSource
-			if err := DecodeSourceSpec(spec, &src); err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.src, src); diff != "" {
-				t.Errorf("source (-want +got):\n%s", diff)
-			}
-			if spec, err = DeploymentSpec(tc.dep); err != nil {
-				t.Fatal(err)
-			}
-			var dep hubv1.Deployment
-			if err := DecodeDeploymentSpec(spec, &dep); err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.dep, dep); diff != "" {
-				t.Errorf("deployment (-want +got):\n%s", diff)
-			}
+			roundTrip(t, tc.src, SourceSpec, DecodeSourceSpec)
+			roundTrip(t, tc.dep, DeploymentSpec, DecodeDeploymentSpec)
 		})
+	}
+}
+
+// roundTrip checks that dec(enc(want)) is want, nil and empty lists and
+// maps included (cmp tells them apart).
+func roundTrip[T any](t *testing.T, want T, enc func(T) (string, error), dec func(string, *T) error) {
+	t.Helper()
+	spec, err := enc(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got T
+	if err := dec(spec, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%T (-want +got):\n%s", want, diff)
 	}
 }
 
