@@ -1,0 +1,88 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/misaki-io/misaki/internal/pgtest"
+)
+
+// The benchmark end to end with 200 vehicles: every configuration
+// PostgreSQL allows here (all three in CI), every vehicle fetches,
+// verifies and reports both rollouts, and the counters add up: one
+// render for the changed values, a revision per vehicle half.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds misaki-hub and runs it with a simulated fleet")
+	}
+	configs := []string{"sqlite"}
+	switch {
+	case pgtest.BinDir() != "":
+		configs = allConfigs
+	case os.Getenv("CI") != "":
+		t.Fatal("no PostgreSQL server under /usr/lib/postgresql; .ci/run installs the postgresql package")
+	}
+	vehicles := 200
+	if raceBuild() {
+		// The hub is built with -race too (buildHub), and both run several
+		// times slower: fewer vehicles, and the two-replica configuration
+		// stands for PostgreSQL.
+		vehicles = 50
+		if len(configs) > 1 {
+			configs = []string{"sqlite", "postgres-2"}
+		}
+	}
+	o, err := parse([]string{"-vehicles", strconv.Itoa(vehicles), "-configs", strings.Join(configs, ","), "-settle", "200ms", "-timeout", "2m"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bench(t.Context(), o, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	printResults(&out, o, rep)
+	rs := rep.results
+	t.Log(out.String())
+	if len(rs) != len(configs) {
+		t.Fatalf("%d results for %d configurations", len(rs), len(configs))
+	}
+	for _, r := range rs {
+		var misses, issuedVeh, issuedCld float64
+		issuers := 0
+		for _, h := range r.hubs {
+			misses += h.misses
+			issuedVeh += h.issuedVeh
+			issuedCld += h.issuedCld
+			if h.issuer {
+				issuers++
+			}
+		}
+		switch {
+		case len(r.wake) != vehicles || len(r.reported) != vehicles || r.verified < int64(vehicles):
+			t.Errorf("%s: %d woken, %d reported, %d verified; want %d", r.name, len(r.wake), len(r.reported), r.verified, vehicles)
+		case r.errors != 0:
+			t.Errorf("%s: %d agent errors, the last: %v", r.name, r.errors, r.lastErr)
+		case misses != 1:
+			t.Errorf("%s: %v render cache misses for one change of values, want 1", r.name, misses)
+		case issuedVeh != float64(vehicles) || issuedCld != float64(vehicles):
+			t.Errorf("%s: %v + %v revisions issued, want %d + %d", r.name, issuedVeh, issuedCld, vehicles, vehicles)
+		case issuers != 1:
+			t.Errorf("%s: %d replicas issued revisions, want 1 (the lease holder)", r.name, issuers)
+		case r.total <= 0 || r.total > time.Minute:
+			t.Errorf("%s: total %v", r.name, r.total)
+		}
+	}
+}
+
+// testWriter sends the benchmark's progress lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
