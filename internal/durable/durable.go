@@ -1,9 +1,10 @@
 //go:build linux
 
-// Package durable holds the two system calls the proxy's on-disk stores
-// make their writes durable with. framelog, which the spool, replay
+// Package durable makes writes durable: Fdatasync and SyncDir, the calls
+// the proxy's on-disk stores rely on (framelog, which the spool, replay
 // results, the gateway's key log, the DNS cache and the kept xDS config are
-// written through, calls them.
+// written through, calls them), and WriteNew, the write-once file the
+// hub's trust roots, signing keys and fleet CA are created with.
 package durable
 
 import (
@@ -30,15 +31,4 @@ func Fdatasync(f *os.File) error {
 		return err
 	}
 	return serr
-}
-
-// SyncDir fsyncs a directory, making the files created or removed in it
-// so far durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

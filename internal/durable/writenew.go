@@ -42,10 +42,12 @@ func WriteNew(path string, data []byte, perm os.FileMode) error {
 	if err := os.Remove(tmp); err != nil {
 		return err
 	}
-	return syncDirPortable(dir)
+	return SyncDir(dir)
 }
 
-func syncDirPortable(dir string) error {
+// SyncDir fsyncs a directory, making the files created or removed in it
+// so far durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

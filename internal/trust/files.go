@@ -3,6 +3,7 @@ package trust
 import (
 	"errors"
 	"fmt"
+	"github.com/misaki-io/misaki/internal/durable"
 	"os"
 	"path/filepath"
 )
@@ -18,23 +19,8 @@ func moveFile(src, dst string) error {
 	if err := os.Rename(src, dst); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(src))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return durable.SyncDir(filepath.Dir(src))
 }
