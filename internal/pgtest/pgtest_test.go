@@ -1,7 +1,13 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,5 +51,68 @@ func TestStart(t *testing.T) {
 	n, err := listener.WaitForNotification(ctx)
 	if err != nil || n.Channel != "changes" || n.Payload != "vehicle-1" {
 		t.Fatalf("notification %+v, %v", n, err)
+	}
+}
+
+// A server for a program: its settings replace the defaults, and Stop
+// ends the server and removes its directory (twice is harmless).
+func TestStartServer(t *testing.T) {
+	if BinDir() == "" {
+		t.Skip("pgtest: PostgreSQL not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := StartServer(ctx, Options{Settings: map[string]string{"fsync": "on", "synchronous_commit": "local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	conn, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"fsync": "on", "synchronous_commit": "local", "full_page_writes": "off", "max_connections": "200"} {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+	var pid int
+	if err := conn.QueryRow(ctx, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if ppid := parent(t, pid); ppid != s.PID {
+		t.Errorf("the checkpointer's parent is %d, want the server's PID %d", ppid, s.PID)
+	}
+	s.Stop()
+	s.Stop()
+	if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+		t.Errorf("%s after Stop: %v", s.Dir, err)
+	}
+	if err := syscall.Kill(s.PID, 0); err == nil {
+		t.Errorf("process %d still there after Stop", s.PID)
+	}
+}
+
+func parent(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, k := range []string{"port", "listen_addresses", "unix_socket_directories"} {
+		if err := (Options{Settings: map[string]string{k: "x"}}).Validate(); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("Settings[%s]: %v", k, err)
+		}
+	}
+	if err := (Options{Settings: map[string]string{"work_mem": "64MB"}}).Validate(); err != nil {
+		t.Errorf("work_mem: %v", err)
 	}
 }
