@@ -142,6 +142,28 @@ func (c *Client) Report(ctx context.Context, vehicle string, r hubv1.Reported) e
 	return c.do(ctx, "PUT", "/v1/vehicles/"+url.PathEscape(vehicle)+"/reported", r, nil)
 }
 
+// Statuses are objects (a desired state's, as rendered) each with state:
+// what a report says of objects the vehicle has applied. It fails on an
+// object that is not a JSON object.
+func Statuses(objects []json.RawMessage, state string) ([]hubv1.ObjectStatus, error) {
+	out := make([]hubv1.ObjectStatus, 0, len(objects))
+	for i, raw := range objects {
+		var o struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return nil, fmt.Errorf("hubclient: object %d: %w", i, err)
+		}
+		out = append(out, hubv1.ObjectStatus{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, State: state})
+	}
+	return out, nil
+}
+
 // Renew asks for a new certificate over the current one.
 func (c *Client) Renew(ctx context.Context, vehicle string, csrPEM []byte) (hubv1.Certificate, error) {
 	var cert hubv1.Certificate

@@ -2,8 +2,11 @@ package hubclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +69,25 @@ func TestAgainstHub(t *testing.T) {
 	}
 	if _, err := c.Root(ctx, 9); !hubclient.IsStatus(err, http.StatusNotFound) {
 		t.Fatalf("root 9: %v", err)
+	}
+}
+
+// A report's statuses name each object by apiVersion, kind, namespace
+// and name; an object that is not one is an error.
+func TestStatuses(t *testing.T) {
+	objs := []json.RawMessage{
+		json.RawMessage(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"planner","namespace":"shuttle"},"spec":{}}`),
+		json.RawMessage(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shuttle"}}`),
+	}
+	got, err := hubclient.Statuses(objs, hubv1.StateHealthy)
+	want := []hubv1.ObjectStatus{
+		{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "shuttle", Name: "planner", State: hubv1.StateHealthy},
+		{APIVersion: "v1", Kind: "Namespace", Name: "shuttle", State: hubv1.StateHealthy},
+	}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("got %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := hubclient.Statuses(append(objs, json.RawMessage(`[1]`)), hubv1.StateHealthy); err == nil || !strings.Contains(err.Error(), "object 2") {
+		t.Fatalf("an array among the objects: %v", err)
 	}
 }
