@@ -1,25 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hubclient"
 	"github.com/misaki-io/misaki/internal/trust"
 )
 
@@ -37,118 +31,60 @@ var (
 	}
 )
 
-// vehicle is one simulated vehicle: its identity, the replica it talks
-// to, and an HTTP client with its own certificate (so its own TLS
-// connection).
+// vehicle is one simulated vehicle: its identity and its hubclient.Client
+// for the replica it talks to, with its own certificate and its own
+// connection.
 type vehicle struct {
-	id     string
-	url    string // its hub replica
-	client *http.Client
+	id string
+	c  *hubclient.Client
 }
 
 // enrol creates the vehicle, makes a bootstrap token and enrols with a
 // fresh P-256 key and CSR, as an agent does.
 func enrol(ctx context.Context, op *operator, url, id string) (*vehicle, error) {
 	v := hubv1.Vehicle{ID: id, Labels: fleetLabels, Allocatable: allocatable, Facts: facts}
-	if err := op.do(ctx, http.StatusCreated, "POST", url+"/v1/vehicles", true, v, nil); err != nil {
+	if err := op.do(ctx, http.StatusCreated, "POST", url+"/v1/vehicles", v, nil); err != nil {
 		return nil, err
 	}
 	var tok hubv1.BootstrapToken
-	if err := op.do(ctx, http.StatusCreated, "POST", url+"/v1/vehicles/"+id+"/tokens", true, nil, &tok); err != nil {
+	if err := op.do(ctx, http.StatusCreated, "POST", url+"/v1/vehicles/"+id+"/tokens", nil, &tok); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tc, _, _, err := op.vehicle(url).EnrolNew(ctx, tok.Token)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("enrol %s: %w", id, err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agent"}}, key)
-	if err != nil {
-		return nil, err
-	}
-	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	var cert hubv1.Certificate
-	if err := op.do(ctx, http.StatusOK, "POST", url+"/v1/enrol", false, hubv1.EnrolRequest{Token: tok.Token, CSR: string(csr)}, &cert); err != nil {
-		return nil, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := tls.X509KeyPair([]byte(cert.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
-	if err != nil {
-		return nil, err
-	}
-	return &vehicle{id: id, url: url, client: &http.Client{
+	return &vehicle{id: id, c: agentClient(url, op.pool, tc)}, nil
+}
+
+// agentClient is a vehicle's hubclient.Client: HTTP/1.1 on one connection
+// of its own with its certificate, as the published figures were measured
+// (docs/benchmarks.md), not hubclient.New's HTTP/2.
+func agentClient(url string, roots *x509.CertPool, cert tls.Certificate) *hubclient.Client {
+	h1 := new(http.Protocols)
+	h1.SetHTTP1(true)
+	return &hubclient.Client{URL: url, HTTP: &http.Client{
 		Timeout: 5 * time.Minute, // above the long-poll's wait
 		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: op.pool, Certificates: []tls.Certificate{tc}},
+			TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}},
+			Protocols:           h1,
 			MaxIdleConnsPerHost: 1,
 			DisableCompression:  true,
 		},
-	}}, nil
+	}}
 }
 
 // connect opens the vehicle's connection (a TLS handshake with its
 // certificate) with a request that needs none, so the long-polls start on
 // open connections.
 func (v *vehicle) connect(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", v.url+"/healthz", nil)
-	resp, err := v.client.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", v.c.URL+"/healthz", nil)
+	resp, err := v.c.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return nil
-}
-
-// desired long-polls once: the revision above after, or nil on 304.
-func (v *vehicle) desired(ctx context.Context, after int64, wait time.Duration) (*hubv1.Desired, error) {
-	u := v.url + "/v1/vehicles/" + v.id + "/desired?half=vehicle&after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		io.Copy(io.Discard, resp.Body)
-		return nil, nil
-	case http.StatusOK:
-		var d hubv1.Desired
-		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-			return nil, fmt.Errorf("desired: decode: %w", err)
-		}
-		return &d, nil
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return nil, fmt.Errorf("desired: status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-}
-
-// report puts the vehicle half's report.
-func (v *vehicle) report(ctx context.Context, r hubv1.Reported) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, "PUT", v.url+"/v1/vehicles/"+v.id+"/reported", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("reported: status %d: %s", resp.StatusCode, bytes.TrimSpace(body))
-	}
 	return nil
 }
 
@@ -204,7 +140,7 @@ func (f *fleet) run(ctx context.Context, i int) {
 	v := f.vehicles[i]
 	var applied int64
 	for ctx.Err() == nil {
-		d, err := v.desired(ctx, applied, f.wait)
+		d, err := v.c.Desired(ctx, v.id, hubv1.HalfVehicle, applied, f.wait)
 		if err == nil {
 			f.polls.Add(1)
 		}
@@ -219,7 +155,10 @@ func (f *fleet) run(ctx context.Context, i int) {
 				f.payload.Store(int64(len(d.Envelope.Payload)))
 				f.sample.Store(st)
 				f.fetched(i, st, got)
-				err = v.report(ctx, reportOf(d, st))
+				var rep hubv1.Reported
+				if rep, err = reportOf(d, st); err == nil {
+					err = v.c.Report(ctx, v.id, rep)
+				}
 			}
 		}
 		if err != nil {
@@ -286,25 +225,14 @@ func (f *fleet) reported(i int, st *hubv1.DesiredState, at time.Time) {
 // reportOf is the agent's report after applying st: every object
 // healthy, with the vehicle's facts and allocatable (unchanged, so the
 // hub does not re-render).
-func reportOf(d *hubv1.Desired, st *hubv1.DesiredState) hubv1.Reported {
-	objs := make([]hubv1.ObjectStatus, 0, len(st.Objects))
-	for _, raw := range st.Objects {
-		var o struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-			Metadata   struct {
-				Name      string `json:"name"`
-				Namespace string `json:"namespace"`
-			} `json:"metadata"`
-		}
-		if json.Unmarshal(raw, &o) != nil {
-			continue
-		}
-		objs = append(objs, hubv1.ObjectStatus{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, State: hubv1.StateHealthy})
+func reportOf(d *hubv1.Desired, st *hubv1.DesiredState) (hubv1.Reported, error) {
+	objs, err := hubclient.Statuses(st.Objects, hubv1.StateHealthy)
+	if err != nil {
+		return hubv1.Reported{}, err
 	}
 	f := facts
 	return hubv1.Reported{
 		Half: hubv1.HalfVehicle, AppliedRevision: d.Revision, Objects: objs,
 		Facts: &f, Allocatable: allocatable, AgentVersion: "hubbench",
-	}
+	}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/pgtest"
 	"github.com/misaki-io/misaki/internal/trust"
 )
 
@@ -217,7 +218,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 		replicas = 2
 	}
 	var dbArgs []string
-	var pg *pgServer
+	var pg *pgtest.Server
 	if name != "sqlite" {
 		var err error
 		if pg, err = startPostgres(ctx, o.pgSync); err != nil {
@@ -255,9 +256,9 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 		return nil, err
 	}
 	defer op.client.CloseIdleConnections()
-	root, err := fetchRoot(ctx, op, h1.URL)
+	root, err := op.vehicle(h1.URL).Root(ctx, 1) // the root the vehicles pin
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("trust root: %w", err)
 	}
 	var verifier *trust.Verifier
 	if o.verify {
@@ -265,7 +266,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 			return nil, fmt.Errorf("trust root: %w", err)
 		}
 	}
-	if err := op.do(ctx, http.StatusCreated, "POST", h1.URL+"/v1/sources", true,
+	if err := op.do(ctx, http.StatusCreated, "POST", h1.URL+"/v1/sources",
 		hubv1.ChartSource{Name: "bench", Type: hubv1.SourceLocal, URL: chart}, nil); err != nil {
 		return nil, err
 	}
@@ -276,7 +277,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 	defer func() {
 		for _, v := range f.vehicles {
 			if v != nil {
-				v.client.CloseIdleConnections()
+				v.c.HTTP.CloseIdleConnections()
 			}
 		}
 	}()
@@ -323,7 +324,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 		Values:   map[string]any{"image": map[string]any{"tag": tagBefore}},
 		Selector: "fleet=bench",
 	}
-	if err := op.do(ctx, http.StatusCreated, "POST", h1.URL+"/v1/deployments", true, dep, &dep); err != nil {
+	if err := op.do(ctx, http.StatusCreated, "POST", h1.URL+"/v1/deployments", dep, &dep); err != nil {
 		return nil, err
 	}
 	if err := wait(ctx, p1, o.timeout, f); err != nil {
@@ -347,7 +348,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 	f.phase.Store(p2)
 	dep.Values = map[string]any{"image": map[string]any{"tag": tagAfter}}
 	t0 := time.Now()
-	if err := op.do(ctx, http.StatusOK, "PUT", h1.URL+"/v1/deployments/"+deploymentName, true, dep, &dep); err != nil {
+	if err := op.do(ctx, http.StatusOK, "PUT", h1.URL+"/v1/deployments/"+deploymentName, dep, &dep); err != nil {
 		return nil, err
 	}
 	tPut := time.Now()
@@ -406,24 +407,6 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 	return r, nil
 }
 
-// fetchRoot reads trust root version 1, which the vehicles pin.
-func fetchRoot(ctx context.Context, op *operator, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", url+"/v1/trust/root/1.json", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := op.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("trust root: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("trust root: status %d: %v", resp.StatusCode, err)
-	}
-	return b, nil
-}
-
 // waitWaiters waits until every agent's long-poll is waiting on its hub.
 func waitWaiters(ctx context.Context, op *operator, hubs []*hubProc, want int) error {
 	deadline := time.Now().Add(2 * time.Minute)
@@ -475,7 +458,7 @@ type snap struct {
 	selfCPU float64
 }
 
-func snapshot(ctx context.Context, op *operator, hubs []*hubProc, pg *pgServer) (snap, error) {
+func snapshot(ctx context.Context, op *operator, hubs []*hubProc, pg *pgtest.Server) (snap, error) {
 	var s snap
 	for _, h := range hubs {
 		cpu, err := cpuSeconds(h.Pid())
@@ -493,7 +476,7 @@ func snapshot(ctx context.Context, op *operator, hubs []*hubProc, pg *pgServer) 
 		s.hubs = append(s.hubs, procSnap{cpu: cpu, hwm: hwm, rss: rss, m: m})
 	}
 	if pg != nil {
-		s.pgCPU = pg.CPU()
+		s.pgCPU = pgCPU(pg)
 	}
 	s.selfCPU, _ = cpuSeconds(os.Getpid())
 	return s, nil

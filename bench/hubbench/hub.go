@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/hubclient"
 )
 
 // buildHub builds cmd/misaki-hub into dir with go build and returns its
@@ -161,6 +164,16 @@ func (h *hubProc) Stop() {
 	}
 }
 
+// freePort is a loopback port free now, for a hub to listen on.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
 // tail returns the last n lines of a file.
 func tail(path string, n int) string {
 	b, _ := os.ReadFile(path)
@@ -201,10 +214,15 @@ func newOperator(dataDir string) (*operator, error) {
 	}, nil
 }
 
-// do sends a JSON request (with the admin token unless token is false)
-// and decodes a 2xx JSON answer into out. It fails unless the status is
-// want.
-func (o *operator) do(ctx context.Context, want int, method, url string, token bool, in, out any) error {
+// vehicle is a hubclient.Client for url on the operator's connections
+// (the CA, no certificate): for what a vehicle asks before it has one.
+func (o *operator) vehicle(url string) *hubclient.Client {
+	return &hubclient.Client{URL: url, HTTP: o.client}
+}
+
+// do sends a JSON request with the admin token and decodes a 2xx JSON
+// answer into out. It fails unless the status is want.
+func (o *operator) do(ctx context.Context, want int, method, url string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -217,9 +235,7 @@ func (o *operator) do(ctx context.Context, want int, method, url string, token b
 	if err != nil {
 		return err
 	}
-	if token {
-		req.Header.Set("Authorization", "Bearer "+o.token)
-	}
+	req.Header.Set("Authorization", "Bearer "+o.token)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

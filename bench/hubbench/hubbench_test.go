@@ -1,13 +1,18 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/hubclient"
 	"github.com/misaki-io/misaki/internal/pgtest"
 )
 
@@ -85,4 +90,39 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// The agents speak HTTP/1.1, each on a connection of its own, even to a
+// server that offers HTTP/2 (hubclient.New's client takes it): the
+// published figures were measured so.
+func TestAgentClientHTTP1(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	for _, tc := range []struct {
+		name string
+		c    *hubclient.Client
+		want string
+	}{
+		{"agent", agentClient(srv.URL, roots, tls.Certificate{}), "HTTP/1.1"},
+		{"hubclient.New", hubclient.New(srv.URL, roots, nil), "HTTP/2.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer tc.c.HTTP.CloseIdleConnections()
+			resp, err := tc.c.HTTP.Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != tc.want {
+				t.Errorf("%s, want %s", b, tc.want)
+			}
+		})
+	}
 }

@@ -4,7 +4,8 @@
 // process (or two, sharing PostgreSQL), creates N vehicles, gives each a
 // bootstrap token and enrols it with its own key and CSR as an agent does,
 // and starts one in-process agent per vehicle: a goroutine with its own
-// client certificate and its own mTLS connection that long-polls
+// client certificate and its own mTLS connection (HTTP/1.1) that, through
+// internal/hubclient, long-polls
 // GET /v1/vehicles/{id}/desired?after=N&wait=30s, verifies each new
 // revision with internal/trust's Verifier (its signature from the trust
 // root, vehicle, half, revision and digest), and reports it applied with
@@ -24,8 +25,8 @@
 //
 // Configurations (-configs): sqlite (one hub, the default store),
 // postgres (one hub on a PostgreSQL server this program starts from
-// Debian's binaries, as internal/pgtest does), and postgres-2 (two hub
-// replicas on that server sharing the keys and the fleet CA; vehicles
+// Debian's binaries with internal/pgtest, fsync on), and postgres-2 (two
+// hub replicas on that server sharing the keys and the fleet CA; vehicles
 // alternate between them; the change is sent to replica 1; the replica
 // holding the issuing lease renders and signs).
 //
