@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -172,20 +171,9 @@ func (a *agent) poll(ctx context.Context, wait time.Duration) (bool, error) {
 	for _, p := range state.Placement {
 		fmt.Printf("  %-12s %-12s %-8s %s\n", p.Deployment, p.Component, p.Place, p.Reason)
 	}
-	var objs []hubv1.ObjectStatus
-	for _, raw := range state.Objects {
-		var o struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-			Metadata   struct {
-				Name      string `json:"name"`
-				Namespace string `json:"namespace"`
-			} `json:"metadata"`
-		}
-		if err := json.Unmarshal(raw, &o); err != nil {
-			return false, err
-		}
-		objs = append(objs, hubv1.ObjectStatus{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, State: hubv1.StateHealthy})
+	objs, err := hubclient.Statuses(state.Objects, hubv1.StateHealthy)
+	if err != nil {
+		return false, err
 	}
 	a.applied = state.Revision
 	if err := os.WriteFile(a.path("applied"), []byte(strconv.FormatInt(a.applied, 10)), 0o644); err != nil {
