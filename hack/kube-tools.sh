@@ -10,6 +10,13 @@
 #   helm            go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION, for the
 #                   chart tests and make generate (about 4 minutes once).
 #
+# With KUBE_TOOLS_CLUSTER=1, also the parts of a whole (simulated) cluster, for
+# the agent's tests (issue 18): Deployments that really become Ready.
+#   kube-controller-manager, kube-scheduler
+#                   built as kube-apiserver is (they build at 1.37, not 1.31).
+#   kwok            go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION: nodes
+#                   with capacity whose pods it marks running (about 3 min once).
+#
 # The binaries are cached in $HOME/.cache/misaki/k8s/$KUBE_VERSION, so only the
 # first run pays for the build (about 10 minutes on 2 cores). Progress goes to
 # stderr; stdout is the assets directory and nothing else.
@@ -18,6 +25,8 @@
 #   KUBE_VERSION     k8s.io/kubernetes version (default v1.37.2)
 #   MISAKI_K8S_DIR   cache dir (default $HOME/.cache/misaki/k8s/$KUBE_VERSION)
 #   HELM_VERSION     helm version (default v4.3.1), cached in $HOME/.cache/misaki/helm
+#   KUBE_TOOLS_CLUSTER  1: also kube-controller-manager, kube-scheduler and kwok
+#   KWOK_VERSION     kwok version (default v0.8.0)
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
@@ -59,6 +68,38 @@ if [ ! -x "$DIR/kube-apiserver" ] || [ ! -x "$DIR/kubectl" ]; then
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
+fi
+
+# ---- kube-controller-manager, kube-scheduler, kwok (KUBE_TOOLS_CLUSTER=1) -------
+if [ "${KUBE_TOOLS_CLUSTER:-}" = 1 ]; then
+  if [ ! -x "$DIR/kube-controller-manager" ] || [ ! -x "$DIR/kube-scheduler" ]; then
+    staging_version="v0.${KUBE_VERSION#v1.}"
+    cwork="$(mktemp -d)"
+    log "building kube-controller-manager and kube-scheduler $KUBE_VERSION in $cwork (first run only)"
+    (
+      cd "$cwork"
+      go mod init misaki.local/kube-tools >/dev/null 2>&1
+      mods="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+      grep -o 'k8s.io/[a-z0-9-]* => ./staging' "$mods" | cut -d' ' -f1 | sort -u >staging.txt
+      args=()
+      while read -r m; do args+=("-replace=$m=$m@$staging_version"); done <staging.txt
+      go mod edit "${args[@]}" "-require=k8s.io/kubernetes@$KUBE_VERSION"
+      printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler/app"\n)\n' >tools.go
+      go mod tidy >&2
+      ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+      CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager >&2
+      CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DIR/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler >&2
+    )
+    rm -rf "$cwork"
+  fi
+  KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+  kwok_dir="$HOME/.cache/misaki/kwok/$KWOK_VERSION"
+  if [ ! -x "$kwok_dir/kwok" ]; then
+    log "building kwok $KWOK_VERSION (first run only, ~3 min)"
+    mkdir -p "$kwok_dir"
+    GOBIN="$kwok_dir" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
+  fi
+  ln -sf "$kwok_dir/kwok" "$DIR/kwok"
 fi
 
 # ---- helm (Go module proxy) ----------------------------------------------------
