@@ -238,7 +238,10 @@ func TestHeldBodyIsNotReadWhileHeld(t *testing.T) {
 // offline answer (503 here: it does not spool), not in a 502, an empty
 // answer or an endless loop.
 func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
-	cfg, _ := unreachableRoute(t, "{type: none}", "1h")
+	// A hold window the clock cannot run through while the retries happen:
+	// with 1h, the goroutine below advanced past it on a loaded machine
+	// under -race before the eighth attempt (1 run in 20).
+	cfg, _ := unreachableRoute(t, "{type: none}", "1000h")
 	p := startProxy(t, cfg, true)
 	// Without a prober the upstream is retried after each backoff step; drive
 	// the fake clock so every retry is due at once.
