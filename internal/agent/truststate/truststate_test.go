@@ -62,18 +62,31 @@ func (h *hub) doc(t *testing.T, vehicle, half string, rev int64) hubv1.Desired {
 	return d
 }
 
-func TestAcceptPersistsAndRefusesRollback(t *testing.T) {
-	h := newHub(t)
+// open starts a gate for car-1 on root 1 in a fresh dir.
+func open(t *testing.T, h *hub) (string, *Gate) {
+	t.Helper()
 	dir := t.TempDir()
 	g, err := Open(dir, "car-1", h.root(t, 1), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Accept(h.doc(t, "car-1", hubv1.HalfVehicle, 1), hubv1.HalfVehicle, t0); err != nil {
-		t.Fatal(err)
+	return dir, g
+}
+
+// accept accepts a vehicle-half document or fails the test.
+func accept(t *testing.T, g *Gate, d hubv1.Desired) {
+	t.Helper()
+	if _, err := g.Accept(d, hubv1.HalfVehicle, t0); err != nil {
+		t.Fatalf("accept revision %d: %v", d.Revision, err)
 	}
+}
+
+func TestAcceptPersistsAndRefusesRollback(t *testing.T) {
+	h := newHub(t)
+	dir, g := open(t, h)
+	accept(t, g, h.doc(t, "car-1", hubv1.HalfVehicle, 1))
 	// After a restart the gate remembers revision 1.
-	g, err = Open(dir, "car-1", nil, t0)
+	g, err := Open(dir, "car-1", nil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,14 +108,8 @@ func TestAcceptPersistsAndRefusesRollback(t *testing.T) {
 // A refused document changes nothing, on disk or in memory.
 func TestRefusalChangesNothing(t *testing.T) {
 	h := newHub(t)
-	dir := t.TempDir()
-	g, err := Open(dir, "car-1", h.root(t, 1), t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Accept(h.doc(t, "car-1", hubv1.HalfVehicle, 1), hubv1.HalfVehicle, t0); err != nil {
-		t.Fatal(err)
-	}
+	dir, g := open(t, h)
+	accept(t, g, h.doc(t, "car-1", hubv1.HalfVehicle, 1))
 	before, _ := os.ReadFile(filepath.Join(dir, FileName))
 	tampered := h.doc(t, "car-1", hubv1.HalfVehicle, 5)
 	tampered.Envelope.Payload = bytes.Replace(tampered.Envelope.Payload, []byte(`"revision":5`), []byte(`"revision":6`), 1)
@@ -131,11 +138,7 @@ func TestRefusalChangesNothing(t *testing.T) {
 // A write that fails leaves the document not accepted.
 func TestWriteFailureAcceptsNothing(t *testing.T) {
 	h := newHub(t)
-	dir := t.TempDir()
-	g, err := Open(dir, "car-1", h.root(t, 1), t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, g := open(t, h)
 	g.fp = func(op framelog.Op, path string) error { return errors.New("disk full") }
 	if _, err := g.Accept(h.doc(t, "car-1", hubv1.HalfVehicle, 1), hubv1.HalfVehicle, t0); err == nil {
 		t.Fatal("accepted without a durable record")
@@ -143,6 +146,9 @@ func TestWriteFailureAcceptsNothing(t *testing.T) {
 	g.fp = nil
 	if g.Accepted(hubv1.HalfVehicle).Revision != 0 {
 		t.Fatal("accepted in memory though the write failed")
+	}
+	if again, err := Open(dir, "car-1", nil, t0); err != nil || again.Accepted(hubv1.HalfVehicle).Revision != 0 {
+		t.Fatalf("on disk after the failed write: %v", err)
 	}
 	if _, err := g.Accept(h.doc(t, "car-1", hubv1.HalfVehicle, 1), hubv1.HalfVehicle, t0); err != nil {
 		t.Fatalf("after the disk recovered: %v", err)
@@ -152,11 +158,7 @@ func TestWriteFailureAcceptsNothing(t *testing.T) {
 // After a key rotation, the new root is needed and is kept across restarts.
 func TestRootRotation(t *testing.T) {
 	h := newHub(t)
-	dir := t.TempDir()
-	g, err := Open(dir, "car-1", h.root(t, 1), t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, g := open(t, h)
 	if _, err := trust.Rotate(h.dir, "targets", t0); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func TestRootRotation(t *testing.T) {
 	if err := g.UpdateRoot(h.root(t, 2), t0); err != nil {
 		t.Fatal(err)
 	}
-	g, err = Open(dir, "car-1", nil, t0)
+	g, err := Open(dir, "car-1", nil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
