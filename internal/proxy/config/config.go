@@ -802,25 +802,14 @@ func (c *Config) Validate() error {
 		if r.MaxUpstreamConnections < 0 {
 			bad(f+".maxUpstreamConnections", "must not be negative")
 		}
-		for _, d := range []struct {
-			field string
-			v     Duration
-		}{
-			{"timeouts.connect", r.Timeouts.Connect},
-			{"timeouts.responseHeader", r.Timeouts.ResponseHeader},
-			{"timeouts.request", r.Timeouts.Request},
-			{"timeouts.idle", r.Timeouts.Idle},
-			{"probe.interval", r.Probe.Interval},
-			{"probe.timeout", r.Probe.Timeout},
-			{"probe.backoff.initial", r.Probe.Backoff.Initial},
-			{"probe.backoff.max", r.Probe.Backoff.Max},
-			{"offline.hold", r.Offline.Hold},
-			{"offline.retryAfter", r.Offline.RetryAfter},
-		} {
-			if d.v < 0 {
-				bad(f+"."+d.field, "must not be negative")
-			}
-		}
+		notNegative(f, bad, append(r.Timeouts.fields(),
+			durationField{"probe.interval", r.Probe.Interval},
+			durationField{"probe.timeout", r.Probe.Timeout},
+			durationField{"probe.backoff.initial", r.Probe.Backoff.Initial},
+			durationField{"probe.backoff.max", r.Probe.Backoff.Max},
+			durationField{"offline.hold", r.Offline.Hold},
+			durationField{"offline.retryAfter", r.Offline.RetryAfter},
+		)...)
 		switch r.Probe.Type {
 		case ProbeTCP, ProbeNone:
 		case ProbeHTTP:
@@ -874,6 +863,31 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// durationField is a duration and its field name, for notNegative.
+type durationField struct {
+	name string
+	v    Duration
+}
+
+// notNegative reports each duration below zero as prefix.name.
+func notNegative(prefix string, bad func(field, format string, args ...any), ds ...durationField) {
+	for _, d := range ds {
+		if d.v < 0 {
+			bad(prefix+"."+d.name, "must not be negative")
+		}
+	}
+}
+
+// fields are the timeouts as notNegative takes them.
+func (t Timeouts) fields() []durationField {
+	return []durationField{
+		{"timeouts.connect", t.Connect},
+		{"timeouts.responseHeader", t.ResponseHeader},
+		{"timeouts.request", t.Request},
+		{"timeouts.idle", t.Idle},
+	}
 }
 
 func validateUpstream(f string, r Route, bad func(field, format string, args ...any)) {

@@ -115,19 +115,7 @@ func (v *VehicleServices) validate(bad func(field, format string, args ...any)) 
 	if v.MaxUpstreamConnections < 0 {
 		bad(f+".maxUpstreamConnections", "must not be negative")
 	}
-	for _, d := range []struct {
-		field string
-		v     Duration
-	}{
-		{"timeouts.connect", v.Timeouts.Connect},
-		{"timeouts.responseHeader", v.Timeouts.ResponseHeader},
-		{"timeouts.request", v.Timeouts.Request},
-		{"timeouts.idle", v.Timeouts.Idle},
-	} {
-		if d.v < 0 {
-			bad(f+"."+d.field, "must not be negative")
-		}
-	}
+	notNegative(f, bad, v.Timeouts.fields()...)
 }
 
 func (v *VehicleServices) validateUpstream(bad func(field, format string, args ...any)) {
