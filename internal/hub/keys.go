@@ -83,6 +83,8 @@ func (kr *keyring) Sign(ctx context.Context, s hubv1.DesiredState) (hubv1.Desire
 
 func (kr *keyring) Root() (int64, []byte) { return kr.current().Root() }
 
+func (kr *keyring) Version() int64 { return kr.current().Version() }
+
 func (kr *keyring) RootVersion(n int64) ([]byte, error) { return kr.current().RootVersion(n) }
 
 // Rotate rotates a role's key in the key directory and loads the result.

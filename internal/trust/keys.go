@@ -330,6 +330,9 @@ func (k *Keys) Root() (version int64, rootJSON []byte) {
 	return k.newest.version, bytes.Clone(k.newest.json)
 }
 
+// Version is the newest root's version (Root without copying its JSON).
+func (k *Keys) Version() int64 { return k.newest.version }
+
 // RootExpires is the newest root's expiry: the hub should warn well before
 // it, and rotate (which renews it).
 func (k *Keys) RootExpires() time.Time { return k.newest.expires }

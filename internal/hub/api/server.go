@@ -43,6 +43,8 @@ type Catalog interface {
 // internal/trust.
 type Trust interface {
 	Root() (version int64, rootJSON []byte)
+	// Version is Root's version alone (each long-poll answer carries it).
+	Version() int64
 	RootVersion(n int64) ([]byte, error)
 	Rotate(ctx context.Context, role string) (version int64, err error)
 }

@@ -58,7 +58,7 @@ func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) error {
 		}
 		if err == nil && d.Revision > after {
 			cancel()
-			d.Desired.RootVersion, _ = s.trust.Root()
+			d.Desired.RootVersion = s.trust.Version()
 			writeJSON(w, http.StatusOK, d.Desired)
 			return nil
 		}
