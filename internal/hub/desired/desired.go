@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +139,7 @@ func (is *Issuer) LoadDeployments(ctx context.Context) (*Deployments, error) {
 
 // NewDeployments parses the deployments' selectors.
 func NewDeployments(all []hubv1.Deployment) (*Deployments, error) {
-	slices.SortFunc(all, func(a, b hubv1.Deployment) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(all, func(a, b hubv1.Deployment) int { return strings.Compare(a.Name, b.Name) })
 	out := &Deployments{}
 	for _, d := range all {
 		sel, err := ParseSelector(d.Selector)
@@ -377,7 +378,10 @@ func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments,
 		return nil, err
 	}
 	now := is.clk.Now().UTC().Truncate(time.Second) // the store keeps microseconds; the envelope and payload must agree
-	var out []store.Desired
+	var (
+		out  []store.Desired
+		reps []hubv1.Reported // read once, when a half is issued
+	)
 	halves := []struct {
 		half, ns string
 		objs     []*unstructured.Unstructured
@@ -419,10 +423,15 @@ func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments,
 		// from a backup, or SQLite after a power loss, may have lost
 		// revisions the vehicle has, and the agent refuses anything not
 		// above its own.
-		if applied, err := is.applied(ctx, v.ID, h.half); err != nil {
-			return nil, err
-		} else if applied >= rev {
-			rev = applied + 1
+		if reps == nil {
+			if reps, err = is.st.GetReported(ctx, v.ID); err != nil {
+				return nil, fmt.Errorf("read reports: %w", err)
+			}
+		}
+		for _, r := range reps {
+			if r.Half == h.half && r.AppliedRevision >= rev {
+				rev = r.AppliedRevision + 1
+			}
 		}
 		state := hubv1.DesiredState{
 			Vehicle: v.ID, Half: h.half, Revision: rev,
@@ -439,20 +448,6 @@ func (is *Issuer) vehicle(ctx context.Context, v hubv1.Vehicle, ds *Deployments,
 		out = append(out, store.Desired{Desired: signed, ContentHash: hash, Placement: state.Placement, Objects: names})
 	}
 	return out, nil
-}
-
-// applied is the revision the vehicle last reported applied for half.
-func (is *Issuer) applied(ctx context.Context, vehicle, half string) (int64, error) {
-	reps, err := is.st.GetReported(ctx, vehicle)
-	if err != nil {
-		return 0, fmt.Errorf("read reports: %w", err)
-	}
-	for _, r := range reps {
-		if r.Half == half {
-			return r.AppliedRevision, nil
-		}
-	}
-	return 0, nil
 }
 
 func orEmpty[T any](s []T) []T {
@@ -483,14 +478,4 @@ func ObjectName(o *unstructured.Unstructured) string {
 		return o.GetKind() + "/" + ns + "/" + o.GetName()
 	}
 	return o.GetKind() + "/" + o.GetName()
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
