@@ -135,6 +135,15 @@ func (g *Gate) UpdateRoot(next []byte, now time.Time) error {
 	return nil
 }
 
+// Check verifies d as the next document of half, as Accept does, without
+// recording anything: the agent checks a document before it writes it to
+// its own state, and accepts it after.
+func (g *Gate) Check(d hubv1.Desired, half string, now time.Time) (*hubv1.DesiredState, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.v.Verify(d, trust.Expect{Vehicle: g.vehicle, Half: half, After: g.st.Halves[half].Revision}, now)
+}
+
 // Accept verifies d as the next document of half and, only if it passes,
 // records it durably and returns its payload. A refusal is a
 // *trust.RefusalError (its Reason is what the agent reports) and changes
