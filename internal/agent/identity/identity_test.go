@@ -178,13 +178,12 @@ func TestEnrolRefusedTokenWritesNothing(t *testing.T) {
 	if _, err := Enrol(ctx, t.TempDir(), hubclient.New(h.URL, h.CA, nil), used, nil); err != nil {
 		t.Fatal(err)
 	}
-	expired := newToken(t, h, "car-2", "1m")
-	hubClk.set(time.Hour) // the hub an hour on: the token has expired
-	t.Cleanup(func() { hubClk.set(0) })
-
 	_, existingDir := enrolled(t, h, "car-3", nil)
 	existing := readFile(t, filepath.Join(existingDir, FileName))
 	existingCA := readFile(t, filepath.Join(existingDir, HubCAFile))
+	expired := newToken(t, h, "car-2", "1m")
+	hubClk.set(time.Hour) // the hub an hour on: the token has expired
+	t.Cleanup(func() { hubClk.set(0) })
 
 	for _, tc := range []struct {
 		name, token, dir string
