@@ -93,8 +93,9 @@ type Half struct {
 	ledger  *ledger.Ledger
 	applier *apply.Applier
 
-	docs   chan *hubv1.Desired // newest fetched document (capacity 1, latest wins)
-	notify chan struct{}
+	docs    chan *hubv1.Desired // newest fetched document (capacity 1, latest wins)
+	notify  chan struct{}
+	refresh chan struct{}
 
 	// Owned by the run loop.
 	rec      ledger.Record
@@ -124,6 +125,7 @@ func NewHalf(cfg HalfConfig) (*Half, error) {
 		applier: apply.New(cfg.Client, apply.Options{Vehicle: cfg.Vehicle, Half: cfg.Half, Namespace: cfg.Namespace}),
 		docs:    make(chan *hubv1.Desired, 1),
 		notify:  make(chan struct{}, 1),
+		refresh: make(chan struct{}, 1),
 	}
 	if err := h.finishPending(now); err != nil {
 		return nil, err
@@ -163,6 +165,18 @@ func (h *Half) Notify() {
 	default:
 	}
 }
+
+// Refresh asks the half to report again (the facts that Extra adds
+// changed).
+func (h *Half) Refresh() {
+	select {
+	case h.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// RootVersion is the newest trust root the half verified.
+func (h *Half) RootVersion() int64 { return h.gate.RootVersion() }
 
 // Accepted is the revision of the newest accepted document.
 func (h *Half) Accepted() int64 { return h.gate.Accepted(h.cfg.Half).Revision }
@@ -206,6 +220,8 @@ func (h *Half) Run(ctx context.Context) error {
 			if err := h.judge(ctx); err != nil {
 				return err
 			}
+		case <-h.refresh:
+			h.report()
 		case <-drift.C():
 			drift = h.cfg.Clock.NewTimer(h.cfg.DriftInterval)
 			h.correctDrift(ctx)
