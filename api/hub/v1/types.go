@@ -163,6 +163,9 @@ type Deployment struct {
 	// annotation, else DefaultPlacement, else auto.
 	Placement        map[string]string `json:"placement,omitempty"`
 	DefaultPlacement string            `json:"defaultPlacement,omitempty"`
+	// Health is how the agent judges the deployment's objects after it
+	// applies a revision; nil: the agent's defaults, no rollback.
+	Health *HealthPolicy `json:"health,omitempty"`
 	// Generation counts changes to the spec (everything above).
 	Generation int64     `json:"generation"`
 	Created    time.Time `json:"created"`
@@ -212,11 +215,25 @@ type DesiredState struct {
 }
 
 // DeploymentRevision records which deployment generation and chart bytes a
-// desired state was rendered from.
+// desired state was rendered from, and the deployment's health policy.
 type DeploymentRevision struct {
-	Name       string   `json:"name"`
-	Generation int64    `json:"generation"`
-	Chart      ChartRef `json:"chart"`
+	Name       string        `json:"name"`
+	Generation int64         `json:"generation"`
+	Chart      ChartRef      `json:"chart"`
+	Health     *HealthPolicy `json:"health,omitempty"`
+}
+
+// HealthPolicy says how long a deployment's objects have, after the agent
+// applied a revision, to become ready (kstatus: Current), and what the
+// agent does when they do not.
+type HealthPolicy struct {
+	// Deadline is a duration such as "10m", counted from the end of the
+	// apply. Empty: the agent's --health-deadline.
+	Deadline string `json:"deadline,omitempty"`
+	// Rollback: a deployment not ready by its deadline goes back to its
+	// objects in the last revision that was healthy on the vehicle (and is
+	// removed if it had none). The revision is reported Failed either way.
+	Rollback bool `json:"rollback,omitempty"`
 }
 
 // Envelope is a DSSE envelope (github.com/secure-systems-lab/dsse): the
@@ -277,6 +294,26 @@ type GateState struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// Phases of the revision an agent applied, in a report.
+const (
+	PhaseApplying    = "Applying"    // the apply is under way
+	PhaseProgressing = "Progressing" // applied; waiting for objects to be ready
+	PhaseHealthy     = "Healthy"     // every object ready
+	PhaseFailed      = "Failed"      // the apply failed, or not ready by the deadline
+)
+
+// Failure is why a revision is Failed, and what the agent did about it.
+type Failure struct {
+	Revision int64  `json:"revision"`
+	Reason   string `json:"reason"`
+	// Deployments are the deployments whose objects failed.
+	Deployments []string `json:"deployments,omitempty"`
+	// RolledBackTo is the healthy revision whose objects the failed
+	// deployments went back to (0: none; those with no rollback policy
+	// stay as applied).
+	RolledBackTo int64 `json:"rolledBackTo,omitempty"`
+}
+
 // Refusal is a desired revision the agent would not apply, and why.
 type Refusal struct {
 	Revision int64  `json:"revision"`
@@ -287,15 +324,19 @@ type Refusal struct {
 // /v1/vehicles/{id}/reported). Putting the same report twice changes
 // nothing the second time.
 type Reported struct {
-	Half            string         `json:"half"`
-	AppliedRevision int64          `json:"appliedRevision"`
-	Objects         []ObjectStatus `json:"objects,omitempty"`
-	Facts           *Facts         `json:"facts,omitempty"`
-	Capacity        ResourceList   `json:"capacity,omitempty"`
-	Allocatable     ResourceList   `json:"allocatable,omitempty"`
-	Gates           []GateState    `json:"gates,omitempty"`
-	AgentVersion    string         `json:"agentVersion,omitempty"`
-	Refused         *Refusal       `json:"refused,omitempty"`
+	Half            string `json:"half"`
+	AppliedRevision int64  `json:"appliedRevision"`
+	// Phase is the applied revision's (Applying, Progressing, Healthy,
+	// Failed); Failure says why when it is Failed.
+	Phase        string         `json:"phase,omitempty"`
+	Failure      *Failure       `json:"failure,omitempty"`
+	Objects      []ObjectStatus `json:"objects,omitempty"`
+	Facts        *Facts         `json:"facts,omitempty"`
+	Capacity     ResourceList   `json:"capacity,omitempty"`
+	Allocatable  ResourceList   `json:"allocatable,omitempty"`
+	Gates        []GateState    `json:"gates,omitempty"`
+	AgentVersion string         `json:"agentVersion,omitempty"`
+	Refused      *Refusal       `json:"refused,omitempty"`
 	// Message is a free-form line from the agent (the last error, say).
 	Message string `json:"message,omitempty"`
 	// Time is when the hub received the report (set by the hub).
@@ -325,9 +366,13 @@ type DesiredSummary struct {
 // Delta is one way reported differs from desired.
 type Delta struct {
 	Half string `json:"half"`
-	// Kind of difference: revision (applied < desired), missing (desired
-	// object not reported), unhealthy (reported, not healthy), extra
-	// (reported, not desired).
+	// Kind of difference: revision (applied < desired), failed (the half's
+	// report is Phase Failed: one delta without Object whose Detail has
+	// the failed revision, the reason, the deployments and what they were
+	// rolled back to; and, in place of unhealthy, one per desired object
+	// reported not healthy), missing (desired object not reported),
+	// unhealthy (reported, not healthy), extra (reported, not desired),
+	// error (the hub could not compute the vehicle's desired state).
 	Kind   string `json:"kind"`
 	Object string `json:"object,omitempty"`
 	Detail string `json:"detail"`
@@ -355,6 +400,22 @@ type AuditEntry struct {
 	Action string    `json:"action"` // create, update, delete, enrol, rotate, ...
 	Object string    `json:"object"` // deployments/shuttle, vehicles/car-1
 	Detail string    `json:"detail,omitempty"`
+}
+
+// Change is one vehicle half whose desired state got a new revision, at
+// sequence Seq of the hub's change sequence.
+type Change struct {
+	Vehicle  string `json:"vehicle"`
+	Half     string `json:"half"`
+	Revision int64  `json:"revision"`
+	Seq      int64  `json:"seq"`
+}
+
+// Changes answers GET /v1/changes: the changes after the sequence asked
+// for, oldest first, and Seq, the sequence to ask after next time.
+type Changes struct {
+	Items []Change `json:"items"`
+	Seq   int64    `json:"seq"`
 }
 
 // List is a page of items; Next is the cursor for the next page ("" when
@@ -410,7 +471,7 @@ type RotateResult struct {
 // the answer that creates it.
 type OperatorToken struct {
 	Name    string    `json:"name"`
-	Scope   string    `json:"scope"` // read or admin
+	Scope   string    `json:"scope"` // read, admin or cloud-agent
 	Created time.Time `json:"created,omitzero"`
 	Token   string    `json:"token,omitempty"`
 }
