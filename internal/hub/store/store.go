@@ -167,15 +167,19 @@ type Page struct {
 // OperatorToken is an API bearer token for people and scripts.
 type OperatorToken struct {
 	Name    string
-	Scope   string // "read" or "admin"
+	Scope   string // ScopeRead, ScopeAdmin or ScopeCloudAgent
 	Hash    []byte // SHA-256 of the secret
 	Created time.Time
 }
 
 // Operator token scopes.
 const (
-	ScopeRead  = "read"
-	ScopeAdmin = "admin"
+	ScopeRead  = "read"  // every read an operator makes
+	ScopeAdmin = "admin" // everything
+	// ScopeCloudAgent is the agent that applies every vehicle's cloud
+	// half in the cloud cluster: it reads any vehicle's cloud half and
+	// its change feed, and reports on it; nothing else.
+	ScopeCloudAgent = "cloud-agent"
 )
 
 // Desired is a stored signed revision of one half of one vehicle.

@@ -32,6 +32,7 @@ func fullDeployment(name string) hubv1.Deployment {
 		},
 		Placement:        map[string]string{"api": hubv1.PlaceVehicle, "ml": hubv1.PlaceCloud, "db": hubv1.PlaceAuto},
 		DefaultPlacement: hubv1.PlaceAuto,
+		Health:           &hubv1.HealthPolicy{Deadline: "10m", Rollback: true},
 		Generation:       1,
 		Created:          at(0),
 		Updated:          at(time.Second),
@@ -112,23 +113,37 @@ func testUpdateDeployment(t *testing.T, s store.Store) {
 			},
 		},
 		{
+			name: "no health policy",
+			update: change(2, func(d *hubv1.Deployment) {
+				d.Values, d.Health, d.Updated = map[string]any{"replicas": float64(5)}, nil, at(time.Minute)
+			}),
+			want: func(d *hubv1.Deployment) { d.Health, d.Generation = nil, 3 },
+		},
+		{
+			name: "another health policy",
+			update: change(3, func(d *hubv1.Deployment) {
+				d.Values, d.Health, d.Updated = map[string]any{"replicas": float64(5)}, &hubv1.HealthPolicy{Deadline: "90s"}, at(time.Minute)
+			}),
+			want: func(d *hubv1.Deployment) { d.Health, d.Generation = &hubv1.HealthPolicy{Deadline: "90s"}, 4 },
+		},
+		{
 			name:   "stale generation",
 			update: change(1, func(d *hubv1.Deployment) { d.Selector = "fleet=us" }),
 			err:    store.ErrConflict,
 		},
 		{
 			name:   "future generation",
-			update: change(3, func(d *hubv1.Deployment) { d.Selector = "fleet=us" }),
+			update: change(5, func(d *hubv1.Deployment) { d.Selector = "fleet=us" }),
 			err:    store.ErrConflict,
 		},
 		{
 			name: "new chart, placement and no customizations",
-			update: change(2, func(d *hubv1.Deployment) {
+			update: change(4, func(d *hubv1.Deployment) {
 				d.Chart.Version, d.Placement, d.Customizations, d.Updated = "1.3.0", nil, nil, at(2*time.Minute)
-				d.Values = map[string]any{"replicas": float64(5)}
+				d.Values, d.Health = map[string]any{"replicas": float64(5)}, &hubv1.HealthPolicy{Deadline: "90s"}
 			}),
 			want: func(d *hubv1.Deployment) {
-				d.Chart.Version, d.Placement, d.Customizations, d.Generation, d.Updated = "1.3.0", nil, nil, 3, stored(at(2*time.Minute))
+				d.Chart.Version, d.Placement, d.Customizations, d.Generation, d.Updated = "1.3.0", nil, nil, 5, stored(at(2*time.Minute))
 			},
 		},
 	} {

@@ -318,7 +318,8 @@ func testPutReported(t *testing.T, s store.Store) {
 	facts1 := &hubv1.Facts{KubernetesVersion: "v1.37.2", APIVersions: []string{"apps/v1", "v1"}, Arch: "arm64"}
 	facts2 := &hubv1.Facts{KubernetesVersion: "v1.37.3", APIVersions: []string{"apps/v1", "v1"}, Arch: "arm64"}
 	full := hubv1.Reported{
-		Half: hubv1.HalfVehicle, AppliedRevision: 3,
+		Half: hubv1.HalfVehicle, AppliedRevision: 3, Phase: hubv1.PhaseFailed,
+		Failure: &hubv1.Failure{Revision: 3, Reason: "not ready within 10m", Deployments: []string{"radar", "shuttle"}, RolledBackTo: 2},
 		Objects: []hubv1.ObjectStatus{
 			{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "default", Name: "api", State: hubv1.StateHealthy},
 			{APIVersion: "v1", Kind: "Service", Namespace: "default", Name: "api", State: hubv1.StateError, Reason: "port taken"},
@@ -361,6 +362,10 @@ func testPutReported(t *testing.T, s store.Store) {
 		}), true, func(v *hubv1.Vehicle) { v.Allocatable = hubv1.ResourceList{"cpu": "2"} }},
 		{"equal resources in another map", with(func(r *hubv1.Reported) {
 			r.Facts, r.Capacity, r.Allocatable = facts2, hubv1.ResourceList{"memory": "16Gi", "cpu": "4"}, hubv1.ResourceList{"cpu": "2"}
+		}), false, nil},
+		{"healthy, the failure gone", with(func(r *hubv1.Reported) {
+			r.Facts, r.Capacity, r.Allocatable = facts2, hubv1.ResourceList{"memory": "16Gi", "cpu": "4"}, hubv1.ResourceList{"cpu": "2"}
+			r.Phase, r.Failure, r.AppliedRevision = hubv1.PhaseHealthy, nil, 5
 		}), false, nil},
 	}
 	latest := map[string]hubv1.Reported{}

@@ -28,7 +28,7 @@ func TestSpecsRoundTrip(t *testing.T) {
 			src:  hubv1.ChartSource{Charts: []string{"a", "b"}, CAFile: "/ca.pem", InsecureSkipTLSVerify: true, PlainHTTP: true},
 			dep: hubv1.Deployment{Namespace: "ns", Chart: hubv1.ChartRef{Source: "s", Name: "c", Version: "1.0.0"},
 				Values: map[string]any{"replicas": float64(2)}, Selector: "a=b", Placement: map[string]string{"x": "y"},
-				DefaultPlacement: "linux"},
+				DefaultPlacement: "linux", Health: &hubv1.HealthPolicy{Deadline: "10m", Rollback: true}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +98,18 @@ func TestMergeReported(t *testing.T) {
 	}
 	if _, _, err := (ReportedJSON{Capacity: "not json"}).Merge(hubv1.Reported{Capacity: hubv1.ResourceList{}}); err == nil {
 		t.Error("merging into a stored column that is not JSON: no error")
+	}
+}
+
+// A spec written before deployments had a health policy decodes with
+// none.
+func TestDeploymentSpecWithoutHealth(t *testing.T) {
+	d := hubv1.Deployment{Name: "old", Health: &hubv1.HealthPolicy{Deadline: "1m"}}
+	if err := DecodeDeploymentSpec(`{"namespace":"","chart":{"source":"s","name":"c","version":"1"},"values":null,"selector":"a=b","customizations":null,"placement":null,"defaultPlacement":""}`, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Health != nil || d.Selector != "a=b" {
+		t.Errorf("health %+v, selector %q; want nil and a=b", d.Health, d.Selector)
 	}
 }
 

@@ -16,12 +16,15 @@ type deploymentSpec struct {
 	Customizations   []hubv1.Customization `json:"customizations"`
 	Placement        map[string]string     `json:"placement"`
 	DefaultPlacement string                `json:"defaultPlacement"`
+	// Health is null for no policy; a row written before it existed has
+	// no key and decodes the same.
+	Health *hubv1.HealthPolicy `json:"health"`
 }
 
 // DeploymentSpec is d's spec column: everything but its name, generation,
 // creator and times.
 func DeploymentSpec(d hubv1.Deployment) (string, error) {
-	return Encode(deploymentSpec{d.Namespace, d.Chart, d.Values, d.Selector, d.Customizations, d.Placement, d.DefaultPlacement})
+	return Encode(deploymentSpec{d.Namespace, d.Chart, d.Values, d.Selector, d.Customizations, d.Placement, d.DefaultPlacement, d.Health})
 }
 
 // DecodeDeploymentSpec sets the fields of d that DeploymentSpec keeps in
@@ -33,6 +36,7 @@ func DecodeDeploymentSpec(spec string, d *hubv1.Deployment) error {
 	}
 	d.Namespace, d.Chart, d.Values, d.Selector = sp.Namespace, sp.Chart, sp.Values, sp.Selector
 	d.Customizations, d.Placement, d.DefaultPlacement = sp.Customizations, sp.Placement, sp.DefaultPlacement
+	d.Health = sp.Health
 	return nil
 }
 
