@@ -7,7 +7,8 @@
 // long-polls on every replica.
 //
 // A new revision is issued only when what the vehicle runs changes (a
-// content hash over objects, placement and deployment generations), when
+// content hash over objects, placement, and the deployments' generations
+// and health policies, which each revision carries to the agent), when
 // the stored one is within Options.Refresh of expiry, or when forced (after
 // a key rotation). A vehicle for which any matching deployment fails to
 // render keeps its current revision: dropping that deployment's objects
@@ -211,7 +212,12 @@ func (is *Issuer) Compute(ctx context.Context, v hubv1.Vehicle, ds *Deployments)
 			return nil, err
 		}
 		p.Rendered[dep.d.Name] = out
-		p.Deployments = append(p.Deployments, hubv1.DeploymentRevision{Name: dep.d.Name, Generation: dep.d.Generation, Chart: dep.d.Chart})
+		rev := hubv1.DeploymentRevision{Name: dep.d.Name, Generation: dep.d.Generation, Chart: dep.d.Chart}
+		if h := dep.d.Health; h != nil {
+			hc := *h // the plan must not share the deployment's policy
+			rev.Health = &hc
+		}
+		p.Deployments = append(p.Deployments, rev)
 		objs = append(objs, placement.DeploymentObjects{Deployment: dep.d, Objects: out.Objects})
 	}
 	res, err := placement.Place(v, objs, is.opts.Placement)
@@ -457,7 +463,10 @@ func orEmpty[T any](s []T) []T {
 	return s
 }
 
-// contentHash identifies what a half makes the vehicle run.
+// contentHash identifies what a half makes the vehicle run, and how the
+// agent judges it: deps carry each deployment's health policy, so a new
+// policy is a new revision. (A policy absent is absent from the JSON, so
+// hashes written before policies existed are unchanged.)
 func contentHash(ns string, deps []hubv1.DeploymentRevision, pl []hubv1.ComponentPlacement, objs []json.RawMessage) (string, error) {
 	b, err := json.Marshal(struct {
 		Namespace   string                     `json:"namespace"`

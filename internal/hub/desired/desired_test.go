@@ -2,6 +2,7 @@ package desired_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -234,5 +235,41 @@ func TestIssuesAboveAppliedRevision(t *testing.T) {
 	f.issue(t, false, "car-1")
 	if got := f.revision(t, "car-1", hubv1.HalfVehicle); got != 42 {
 		t.Fatalf("revision %d, want 42 (one above the applied 41)", got)
+	}
+}
+
+// A deployment's health policy rides in each revision's payload, and a
+// new policy is a new revision.
+func TestRevisionCarriesHealthPolicy(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.issue(t, false, "car-1")
+	health := func() *hubv1.HealthPolicy {
+		t.Helper()
+		d, err := f.st.GetDesired(ctx, "car-1", hubv1.HalfVehicle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s hubv1.DesiredState
+		if err := json.Unmarshal(d.Envelope.Payload, &s); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Deployments) != 1 {
+			t.Fatalf("revision %d: deployments %+v", d.Revision, s.Deployments)
+		}
+		return s.Deployments[0].Health
+	}
+	if h := health(); h != nil {
+		t.Fatalf("no policy, yet the revision says %+v", h)
+	}
+	f.dep.Health = &hubv1.HealthPolicy{Deadline: "5m", Rollback: true}
+	if _, err := f.st.UpdateDeployment(ctx, f.dep); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.issue(t, false, "car-1"); st.Issued != 1 || f.revision(t, "car-1", hubv1.HalfVehicle) != 2 {
+		t.Fatalf("after a new policy: %+v, revision %d", st, f.revision(t, "car-1", hubv1.HalfVehicle))
+	}
+	if h := health(); h == nil || *h != *f.dep.Health {
+		t.Fatalf("revision 2 carries %+v, want %+v", h, f.dep.Health)
 	}
 }
