@@ -2,9 +2,11 @@
 // registers a waiter for its (vehicle, half) before it reads the store;
 // Run follows the store's change sequence (store.Store.Changes, fed by
 // every hub replica sharing the store) and, for each change DesiredSince
-// lists, closes the waiters of that (vehicle, half). One query serves any
-// number of changed vehicles; a replica that falls behind by more than a
-// page reads the next page at once.
+// lists, closes the waiters of that (vehicle, half), and the channel
+// Changed handed out for that half (the change feed, GET /v1/changes,
+// waits on it). One query serves any number of changed vehicles and
+// waiting requests; a replica that falls behind by more than a page reads
+// the next page at once.
 package wake
 
 import (
@@ -28,13 +30,16 @@ type Waker struct {
 	mu      sync.Mutex // guards the fields below
 	waiters map[key]map[*waiter]struct{}
 	n       int
+	// halves are the channels Changed handed out, by half, each closed
+	// (and dropped) at the next change of that half.
+	halves map[string]chan struct{}
 }
 
 type waiter struct{ ch chan struct{} }
 
 // New returns a Waker over st. It does no I/O.
 func New(st store.Store, log *slog.Logger) *Waker {
-	return &Waker{st: st, log: log.With("component", "wake"), waiters: map[key]map[*waiter]struct{}{}}
+	return &Waker{st: st, log: log.With("component", "wake"), waiters: map[key]map[*waiter]struct{}{}, halves: map[string]chan struct{}{}}
 }
 
 // Wait registers interest in the next change of (vehicle, half). The
@@ -65,6 +70,22 @@ func (w *Waker) Wait(vehicle, half string) (ch <-chan struct{}, cancel func()) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// Changed returns a channel that closes at the next change of half on any
+// vehicle (written by any replica). Every caller until then gets the same
+// channel, so there is nothing to cancel. As with Wait, call it before
+// reading the store, so a write between the read and the wait still
+// closes it.
+func (w *Waker) Changed(half string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := w.halves[half]
+	if ch == nil {
+		ch = make(chan struct{})
+		w.halves[half] = ch
+	}
+	return ch
 }
 
 // Waiting is the number of registered waiters.
@@ -125,5 +146,9 @@ func (w *Waker) wake(cs []store.Change) {
 			w.n--
 		}
 		delete(w.waiters, k)
+		if ch, ok := w.halves[c.Half]; ok {
+			close(ch)
+			delete(w.halves, c.Half)
+		}
 	}
 }

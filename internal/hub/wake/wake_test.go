@@ -79,3 +79,77 @@ func TestWakesOnlyTheChangedVehicle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Changed closes at the next change of its half, on any vehicle, and not
+// at a change of the other half.
+func TestChangedFollowsOneHalf(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "hub.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, id := range []string{"car-1", "car-2"} {
+		if err := st.CreateVehicle(ctx, hubv1.Vehicle{ID: id, Created: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := wake.New(st, log)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	put := func(id, half string, rev int64) {
+		t.Helper()
+		d := store.Desired{Desired: hubv1.Desired{Vehicle: id, Half: half, Revision: rev, Digest: "sha256:00", IssuedAt: now, Expires: now.Add(time.Hour)}}
+		if err := st.PutDesired(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cloud := w.Changed(hubv1.HalfCloud)
+	if again := w.Changed(hubv1.HalfCloud); again != cloud {
+		t.Fatal("two callers before a change got different channels")
+	}
+	// As in TestWakesOnlyTheChangedVehicle: write until Run listens.
+	deadline := time.After(10 * time.Second)
+	for rev := int64(1); ; rev++ {
+		veh := w.Changed(hubv1.HalfVehicle)
+		put("car-1", hubv1.HalfVehicle, rev)
+		select {
+		case <-veh:
+		case <-time.After(50 * time.Millisecond):
+			continue
+		case <-deadline:
+			t.Fatal("the vehicle half's channel did not close")
+		}
+		break
+	}
+	select {
+	case <-cloud:
+		t.Fatal("the cloud half's channel closed at a change of the vehicle half")
+	default:
+	}
+	if veh := w.Changed(hubv1.HalfVehicle); isClosed(veh) {
+		t.Fatal("after a change, Changed handed out the closed channel again")
+	}
+	put("car-2", hubv1.HalfCloud, 1)
+	select {
+	case <-cloud:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cloud half's channel did not close at car-2's cloud change")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
