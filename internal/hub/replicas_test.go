@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/misaki-io/misaki/internal/hub"
 	"github.com/misaki-io/misaki/internal/hub/catalog/catalogtest"
 	"github.com/misaki-io/misaki/internal/hub/hubtest"
+	"github.com/misaki-io/misaki/internal/hubclient"
 	"github.com/misaki-io/misaki/internal/pgtest"
 )
 
@@ -63,6 +65,72 @@ func TestReplicasWakeEachOther(t *testing.T) {
 			t.Fatalf("change %d: b's long-poll did not wake", i)
 		}
 		d.Revision++
+	}
+}
+
+// Two replicas on one PostgreSQL: the cloud agent follows the change feed
+// on one, and a deployment change made on the other wakes it within a
+// second.
+func TestReplicasWakeChangeFeed(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Start(t)
+	shared := t.TempDir()
+	a := hubtest.Start(t, hub.Config{Database: dsn, KeysDir: filepath.Join(shared, "keys"), Replica: "a"})
+	caCert, caKey := filepath.Join(a.DataDir, "pki", "ca.crt"), filepath.Join(a.DataDir, "pki", "ca.key")
+	b := hubtest.Start(t, hub.Config{Database: dsn, KeysDir: filepath.Join(shared, "keys"), Replica: "b", CACertFile: caCert, CAKeyFile: caKey})
+	b.Token = a.Token
+
+	repo := catalogtest.ServeRepo(t, catalogtest.ShuttleChart(t))
+	a.Admin(t, http.StatusCreated, "POST", "/v1/sources", hubv1.ChartSource{Name: "apps", Type: hubv1.SourceHTTP, URL: repo}, nil)
+	a.Admin(t, http.StatusCreated, "POST", "/v1/vehicles", hubv1.Vehicle{ID: "car-1", Labels: map[string]string{"fleet": "eu"}, Allocatable: small}, nil)
+	var tok hubv1.OperatorToken
+	a.Admin(t, http.StatusCreated, "POST", "/v1/operator-tokens", hubv1.OperatorToken{Name: "cloud", Scope: "cloud-agent"}, &tok)
+	var dep hubv1.Deployment
+	a.Admin(t, http.StatusCreated, "POST", "/v1/deployments", shuttle("fleet=eu"), &dep)
+	// The cloud agent follows replica b.
+	c := hubclient.New(b.URL, b.CA, nil)
+	c.Token = tok.Token
+	var seq, rev int64
+	for deadline := time.Now().Add(60 * time.Second); rev == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no cloud revision through b in 60s")
+		}
+		ch, err := c.Changes(ctx, hubv1.HalfCloud, seq, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range ch.Items {
+			rev = it.Revision
+		}
+		seq = ch.Seq
+	}
+	for i := range 3 {
+		got := make(chan hubv1.Changes, 1)
+		go func() {
+			ch, err := c.Changes(ctx, hubv1.HalfCloud, seq, 30*time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- ch
+		}()
+		waitForWaiter(t, b)
+		dep.Values = map[string]any{"replicas": 2 + i}
+		a.Admin(t, http.StatusOK, "PUT", "/v1/deployments/shuttle", dep, &dep)
+		changed := time.Now()
+		select {
+		case ch := <-got:
+			if len(ch.Items) != 1 || ch.Items[0].Vehicle != "car-1" || ch.Items[0].Revision != rev+1 {
+				t.Fatalf("change %d: %+v, want car-1 at revision %d", i, ch, rev+1)
+			}
+			if lat := time.Since(changed); lat > time.Second {
+				t.Errorf("change %d: the feed on b woke %v after the write on a", i, lat)
+			} else {
+				t.Logf("change %d: woke after %v", i, lat)
+			}
+			seq, rev = ch.Seq, rev+1
+		case <-time.After(30 * time.Second):
+			t.Fatalf("change %d: the feed on b did not wake", i)
+		}
 	}
 }
 

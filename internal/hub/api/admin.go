@@ -82,8 +82,10 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) err
 	if errs := validation.IsDNS1123Label(req.Name); len(errs) > 0 {
 		return badRequest("name", "name: %q: %s", req.Name, strings.Join(errs, "; "))
 	}
-	if req.Scope != store.ScopeRead && req.Scope != store.ScopeAdmin {
-		return badRequest("scope", "scope: want read or admin, got %q", req.Scope)
+	switch req.Scope {
+	case store.ScopeRead, store.ScopeAdmin, store.ScopeCloudAgent:
+	default:
+		return badRequest("scope", "scope: want read, admin or cloud-agent, got %q", req.Scope)
 	}
 	secret, hash := NewOperatorSecret()
 	t := store.OperatorToken{Name: req.Name, Scope: req.Scope, Hash: hash, Created: s.clk.Now().UTC()}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/enrol"
 	"github.com/misaki-io/misaki/internal/hub/store"
 )
@@ -19,7 +20,7 @@ type Principal struct {
 	// Operator is the operator token's name; Vehicle the vehicle ID from
 	// the client certificate. One of them is set.
 	Operator string
-	Scope    string // operator scope: read or admin
+	Scope    string // operator scope: read, admin or cloud-agent
 	Vehicle  string
 	via      string // how an unauthenticated request was vouched for (enrolment's token)
 }
@@ -136,10 +137,14 @@ type access int
 
 const (
 	public        access = iota // anyone (enrolment, trust roots, OpenAPI)
-	read                        // an operator token of any scope
+	read                        // an operator token with the read or admin scope
 	admin                       // an operator token with the admin scope
 	vehicle                     // the vehicle named by {id} (its certificate), or an admin
-	readOrVehicle               // an operator token, or the vehicle named by {id}
+	readOrVehicle               // a read or admin token, or the vehicle named by {id}
+	// agent is vehicle, and also a cloud-agent token for any {id}; the
+	// handler holds such a token to the cloud half (cloudOnly).
+	agent
+	feed // an operator token with the admin or cloud-agent scope
 )
 
 // guard wraps h with authentication and the access check.
@@ -166,21 +171,32 @@ func (s *Server) guard(a access, h func(http.ResponseWriter, *http.Request) erro
 func allowed(a access, p Principal, r *http.Request) error {
 	unauth := errorf(http.StatusUnauthorized, "", "this endpoint needs an operator token (Authorization: Bearer) or a vehicle certificate")
 	forbidden := func(why string) error { return errorf(http.StatusForbidden, "", "%s", why) }
+	cloudAgent := func() error {
+		return forbidden("operator token " + p.Operator + " has the cloud-agent scope: it may only read vehicles' cloud halves (GET /v1/vehicles/{id}/desired?half=cloud), report on them and follow /v1/changes")
+	}
 	switch a {
 	case public:
 		return nil
-	case read, admin:
+	case read, admin, feed:
 		if p.Operator == "" {
 			if p.Vehicle != "" {
 				return forbidden("vehicles may not use this endpoint")
 			}
 			return unauth
 		}
-		if a == admin && p.Scope != store.ScopeAdmin {
+		switch {
+		case p.Scope == store.ScopeAdmin:
+		case a == feed && p.Scope == store.ScopeCloudAgent:
+		case p.Scope == store.ScopeCloudAgent:
+			return cloudAgent()
+		case a == read && p.Scope == store.ScopeRead:
+		case a == feed:
+			return forbidden("operator token " + p.Operator + " is read-only: the change feed is for admin and cloud-agent tokens")
+		default:
 			return forbidden("operator token " + p.Operator + " is read-only")
 		}
 		return nil
-	case vehicle, readOrVehicle:
+	case vehicle, readOrVehicle, agent:
 		if p.Vehicle != "" {
 			if p.Vehicle != r.PathValue("id") {
 				return forbidden("vehicle " + p.Vehicle + " may only use its own state")
@@ -190,10 +206,25 @@ func allowed(a access, p Principal, r *http.Request) error {
 		if p.Operator == "" {
 			return unauth
 		}
-		if a == vehicle && p.Scope != store.ScopeAdmin {
+		switch {
+		case p.Scope == store.ScopeAdmin:
+		case a == agent && p.Scope == store.ScopeCloudAgent:
+		case p.Scope == store.ScopeCloudAgent:
+			return cloudAgent()
+		case a == readOrVehicle && p.Scope == store.ScopeRead:
+		default:
 			return forbidden("operator token " + p.Operator + " is read-only")
 		}
 		return nil
 	}
 	return forbidden("no access")
+}
+
+// cloudOnly holds a cloud-agent token to the cloud half: half is the one
+// the request names (the query's, or the report's).
+func cloudOnly(p Principal, half string) error {
+	if p.Operator != "" && p.Scope == store.ScopeCloudAgent && half != hubv1.HalfCloud {
+		return errorf(http.StatusForbidden, "half", "operator token %s has the cloud-agent scope: it may only use the cloud half (half=cloud), not %q", p.Operator, half)
+	}
+	return nil
 }

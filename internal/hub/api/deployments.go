@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -90,6 +91,9 @@ func (s *Server) checkDeployment(ctx context.Context, d *hubv1.Deployment) error
 	if d.DefaultPlacement != "" && !validPlacement(d.DefaultPlacement) {
 		return badRequest("defaultPlacement", "defaultPlacement: want vehicle, cloud or auto, got %q", d.DefaultPlacement)
 	}
+	if err := checkHealth(d); err != nil {
+		return err
+	}
 	if d.Chart.Source == "" || d.Chart.Name == "" || d.Chart.Version == "" {
 		return badRequest("chart", "chart: source, name and version are required")
 	}
@@ -123,6 +127,29 @@ func (s *Server) checkDeployment(ctx context.Context, d *hubv1.Deployment) error
 		return err
 	}
 	d.Chart.Digest = a.Digest
+	return nil
+}
+
+// maxHealthDeadline bounds a health policy's deadline: a revision that
+// has not become ready in a day is failed, not slow.
+const maxHealthDeadline = 24 * time.Hour
+
+// checkHealth validates d's health policy; an empty one ({}) is none.
+func checkHealth(d *hubv1.Deployment) error {
+	h := d.Health
+	if h == nil {
+		return nil
+	}
+	if *h == (hubv1.HealthPolicy{}) {
+		d.Health = nil
+		return nil
+	}
+	if h.Deadline != "" {
+		dl, err := time.ParseDuration(h.Deadline)
+		if err != nil || dl <= 0 || dl > maxHealthDeadline {
+			return badRequest("health.deadline", "health.deadline: want a duration above 0 and at most 24h, such as 10m, got %q", h.Deadline)
+		}
+	}
 	return nil
 }
 

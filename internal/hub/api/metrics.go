@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, wk *wake.Waker) *metrics {
 		}, []string{"route"}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "misaki_hub_longpoll_waiters",
-			Help: "Long-polls waiting for a desired revision on this replica.",
+			Help: "Long-polls waiting on this replica (for a desired revision, or on the change feed).",
 		}),
 	}
 	if reg != nil {

@@ -71,7 +71,7 @@ func (s *Server) OpenAPI() ([]byte, error) {
 		"info": map[string]any{
 			"title":       "Misaki hub API",
 			"version":     "v1",
-			"description": "Chart catalog, vehicles, deployments and the digital twin. Operators use bearer tokens (scope read or admin); vehicles use their client certificate and reach only their own state. docs/hub.md describes each endpoint.",
+			"description": "Chart catalog, vehicles, deployments and the digital twin. Operators use bearer tokens (scope read, admin or cloud-agent); vehicles use their client certificate and reach only their own state. docs/hub.md describes each endpoint.",
 		},
 		"paths": paths,
 		"components": map[string]any{
@@ -107,7 +107,7 @@ func security(a access) []any {
 	switch a {
 	case public:
 		return []any{}
-	case read, admin:
+	case read, admin, feed:
 		return []any{op}
 	default:
 		return []any{veh, op}

@@ -5,9 +5,11 @@
 // people; openapi.json (served at /v1/openapi.json) for machines, and a
 // test keeps the two route tables equal.
 //
-// Operators authenticate with bearer tokens (scope read or admin),
-// vehicles with their client certificate (internal/hub/enrol); a vehicle
-// reaches only its own state. Every write is in the audit log.
+// Operators authenticate with bearer tokens (scope read, admin, or
+// cloud-agent: the agent that runs every vehicle's cloud half, which
+// reaches only cloud halves and the change feed), vehicles with their
+// client certificate (internal/hub/enrol); a vehicle reaches only its own
+// state. Every write is in the audit log.
 package api
 
 import (
@@ -155,8 +157,9 @@ func (s *Server) routes() []route {
 		{"GET /v1/vehicles/{id}", readOrVehicle, s.getTwin, "The digital twin: the vehicle, desired and reported state, their delta, and placement.", nil, hubv1.Twin{}, nil},
 		{"PATCH /v1/vehicles/{id}", admin, s.patchVehicle, "Change a vehicle's labels, capacity or allocatable.", hubv1.VehiclePatch{}, hubv1.Vehicle{}, nil},
 		{"DELETE /v1/vehicles/{id}", admin, s.deleteVehicle, "Forget a vehicle.", nil, nil, nil},
-		{"GET /v1/vehicles/{id}/desired", vehicle, s.getDesired, "Long-poll: the newest signed revision above ?after= at once, else 304 after ?wait=.", nil, hubv1.Desired{}, []string{"after: the revision the agent has (default 0)", "wait: how long to wait, such as 30s (default 30s, at most the hub's max wait)", "half: vehicle (default) or cloud"}},
-		{"PUT /v1/vehicles/{id}/reported", vehicle, s.putReported, "The agent's report for one half (idempotent).", hubv1.Reported{}, nil, nil},
+		{"GET /v1/vehicles/{id}/desired", agent, s.getDesired, "Long-poll: the newest signed revision above ?after= at once, else 304 after ?wait=. A cloud-agent token reads any vehicle's cloud half.", nil, hubv1.Desired{}, []string{"after: the revision the agent has (default 0)", "wait: how long to wait, such as 30s (default 30s, at most the hub's max wait)", "half: vehicle (default) or cloud"}},
+		{"PUT /v1/vehicles/{id}/reported", agent, s.putReported, "The agent's report for one half (idempotent). A cloud-agent token reports any vehicle's cloud half (without facts or resources).", hubv1.Reported{}, nil, nil},
+		{"GET /v1/changes", feed, s.getChanges, "Long-poll: the vehicles whose half got a new revision after change sequence ?after=, oldest first, at once; else an empty list after ?wait=. Seq is the ?after= of the next call.", nil, hubv1.Changes{}, []string{"half: vehicle or cloud (required)", "after: the seq of the previous answer (default 0: every vehicle's newest revision)", "wait: how long to wait, such as 30s (default 30s, at most the hub's max wait)", "limit: items at most, 1 to 5000 (default 500)"}},
 		{"POST /v1/vehicles/{id}/certificate", vehicle, s.renewCertificate, "Renew the vehicle's certificate (mTLS with the current one).", hubv1.RenewRequest{}, hubv1.Certificate{}, nil},
 		{"POST /v1/vehicles/{id}/tokens", admin, s.createToken, "A one-time bootstrap token for the vehicle; the secret is in this answer only.", hubv1.TokenRequest{}, hubv1.BootstrapToken{}, nil},
 		{"GET /v1/vehicles/{id}/tokens", read, s.listTokens, "The vehicle's bootstrap tokens (without secrets).", nil, hubv1.List[hubv1.BootstrapToken]{}, nil},
@@ -170,7 +173,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/preview", read, s.preview, "Render and place a deployment (new or changed) for one vehicle, without storing anything.", hubv1.PreviewRequest{}, hubv1.Preview{}, nil},
 
 		{"GET /v1/operator-tokens", admin, s.listOperatorTokens, "Operator API tokens (without secrets).", nil, hubv1.List[hubv1.OperatorToken]{}, nil},
-		{"POST /v1/operator-tokens", admin, s.createOperatorToken, "A new operator token (scope read or admin); the secret is in this answer only.", hubv1.OperatorToken{}, hubv1.OperatorToken{}, nil},
+		{"POST /v1/operator-tokens", admin, s.createOperatorToken, "A new operator token (scope read, admin or cloud-agent); the secret is in this answer only.", hubv1.OperatorToken{}, hubv1.OperatorToken{}, nil},
 		{"DELETE /v1/operator-tokens/{name}", admin, s.deleteOperatorToken, "Revoke an operator token (within 10 s on every replica).", nil, nil, nil},
 		{"GET /v1/audit", read, s.listAudit, "The audit log, newest first.", nil, hubv1.List[hubv1.AuditEntry]{}, pageQ},
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
@@ -26,6 +27,9 @@ func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) error {
 	}
 	if half != hubv1.HalfVehicle && half != hubv1.HalfCloud {
 		return badRequest("half", "half: want vehicle or cloud, got %q", half)
+	}
+	if err := cloudOnly(principal(r.Context()), half); err != nil {
+		return err
 	}
 	var after int64
 	if a := q.Get("after"); a != "" {
@@ -102,8 +106,26 @@ func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
 	if rep.Half != hubv1.HalfVehicle && rep.Half != hubv1.HalfCloud {
 		return badRequest("half", "half: want vehicle or cloud, got %q", rep.Half)
 	}
+	p := principal(r.Context())
+	if err := cloudOnly(p, rep.Half); err != nil {
+		return err
+	}
+	if p.Scope == store.ScopeCloudAgent {
+		// Facts, capacity and allocatable describe the vehicle's own
+		// cluster and drive its rendering and placement; the cloud
+		// cluster's are not the vehicle's.
+		rep.Facts, rep.Capacity, rep.Allocatable = nil, nil, nil
+	}
 	if rep.AppliedRevision < 0 {
 		return badRequest("appliedRevision", "appliedRevision: must not be negative")
+	}
+	switch rep.Phase {
+	case "", hubv1.PhaseApplying, hubv1.PhaseProgressing, hubv1.PhaseHealthy, hubv1.PhaseFailed:
+	default:
+		return badRequest("phase", "phase: want Applying, Progressing, Healthy or Failed (or none), got %q", rep.Phase)
+	}
+	if rep.Failure != nil && rep.Failure.Revision <= 0 {
+		return badRequest("failure.revision", "failure.revision: want the failed revision (above 0), got %d", rep.Failure.Revision)
 	}
 	for i, o := range rep.Objects {
 		switch o.State {
@@ -192,6 +214,10 @@ func delta(half string, d store.Desired, rep *hubv1.Reported) []hubv1.Delta {
 		}
 		out = append(out, hubv1.Delta{Half: half, Kind: "revision", Detail: detail})
 	}
+	failed := rep.Phase == hubv1.PhaseFailed
+	if failed {
+		out = append(out, hubv1.Delta{Half: half, Kind: "failed", Detail: failureDetail(rep)})
+	}
 	reported := map[string]hubv1.ObjectStatus{}
 	for _, o := range rep.Objects {
 		reported[objectName(o)] = o
@@ -208,7 +234,13 @@ func delta(half string, d store.Desired, rep *hubv1.Reported) []hubv1.Delta {
 			if o.Reason != "" {
 				detail += ": " + o.Reason
 			}
-			out = append(out, hubv1.Delta{Half: half, Kind: "unhealthy", Object: name, Detail: detail})
+			// In a failed half a non-ready object is part of the failure:
+			// said once, as failed, not also as unhealthy.
+			kind := "unhealthy"
+			if failed {
+				kind = "failed"
+			}
+			out = append(out, hubv1.Delta{Half: half, Kind: kind, Object: name, Detail: detail})
 		}
 	}
 	var extra []string
@@ -222,6 +254,28 @@ func delta(half string, d store.Desired, rep *hubv1.Reported) []hubv1.Delta {
 		out = append(out, hubv1.Delta{Half: half, Kind: "extra", Object: name, Detail: "reported, not desired"})
 	}
 	return out
+}
+
+// failureDetail says what failed in a Failed report: the revision, the
+// reason, the deployments and what they went back to.
+func failureDetail(rep *hubv1.Reported) string {
+	f := rep.Failure
+	if f == nil {
+		return fmt.Sprintf("revision %d failed (the agent gave no reason)", rep.AppliedRevision)
+	}
+	detail := fmt.Sprintf("revision %d failed", f.Revision)
+	if f.Reason != "" {
+		detail += ": " + f.Reason
+	}
+	if len(f.Deployments) > 0 {
+		detail += "; deployments " + strings.Join(f.Deployments, ", ")
+	}
+	if f.RolledBackTo > 0 {
+		detail += fmt.Sprintf("; rolled back to revision %d", f.RolledBackTo)
+	} else {
+		detail += "; not rolled back"
+	}
+	return detail
 }
 
 func objectName(o hubv1.ObjectStatus) string {
