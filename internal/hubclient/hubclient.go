@@ -1,8 +1,10 @@
-// Package hubclient is the vehicle side of the hub's API (docs/hub.md):
+// Package hubclient is the agent side of the hub's API (docs/hub.md):
 // enrol with a bootstrap token and a CSR, long-poll the desired state,
-// report, renew the certificate and fetch trust roots. The agent, the
-// simulated vehicle (hack/simvehicle), the hub's tests and its benchmark
-// use it, so each speaks the API the same way.
+// report, renew the certificate and fetch trust roots; and, for the agent
+// that runs every vehicle's cloud half, authenticate with a cloud-agent
+// operator token and follow the change feed. The agent, the simulated
+// vehicle (hack/simvehicle), the hub's tests and its benchmark use it, so
+// each speaks the API the same way.
 package hubclient
 
 import (
@@ -33,6 +35,10 @@ import (
 type Client struct {
 	URL  string // https://host:port
 	HTTP *http.Client
+	// Token, when set, is sent on every request as "Authorization: Bearer
+	// <Token>": an operator token, such as the cloud agent's (scope
+	// cloud-agent), in place of a vehicle's certificate.
+	Token string
 }
 
 // New returns a client for the hub at url that trusts roots and presents
@@ -122,7 +128,7 @@ func (c *Client) Desired(ctx context.Context, vehicle, half string, after int64,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return nil, fmt.Errorf("hubclient: desired: %w", err)
 	}
@@ -135,6 +141,19 @@ func (c *Client) Desired(ctx context.Context, vehicle, half string, after int64,
 		return nil, err
 	}
 	return &d, nil
+}
+
+// Changes follows the change feed (GET /v1/changes): the vehicles whose
+// half got a new revision after change sequence after, oldest first (up
+// to the hub's default limit, 500), at once; else, waiting up to wait,
+// the first that do, or none. The answer's Seq is the after of the next
+// call; after 0 lists every vehicle's newest revision of half. It needs
+// an admin or cloud-agent Token.
+func (c *Client) Changes(ctx context.Context, half string, after int64, wait time.Duration) (hubv1.Changes, error) {
+	q := url.Values{"half": {half}, "after": {strconv.FormatInt(after, 10)}, "wait": {wait.String()}}
+	var ch hubv1.Changes
+	err := c.do(ctx, "GET", "/v1/changes?"+q.Encode(), nil, &ch)
+	return ch, err
 }
 
 // Report puts one half's report (idempotent).
@@ -177,7 +196,7 @@ func (c *Client) Root(ctx context.Context, n int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return nil, fmt.Errorf("hubclient: root %d: %w", n, err)
 	}
@@ -205,12 +224,20 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return fmt.Errorf("hubclient: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	return answer(resp, out)
+}
+
+// send sends req with the Token, if any.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return c.HTTP.Do(req)
 }
 
 // answer decodes a 2xx body into out, or returns the hub's error.
