@@ -22,8 +22,13 @@ trust root chain to the new root version.`,
 var tokenCommands = []*command{
 	{
 		group: "token", name: "create", args: "<name>",
-		summary: "Create an operator token (scope read or admin)",
-		help: `In table output the secret is printed alone, so a script can capture it:
+		summary: "Create an operator token (scope read, admin or cloud-agent)",
+		help: `A read token makes every read; an admin token everything. A cloud-agent
+token is the cloud agent's (misaki-agent --cloud): it reads any vehicle's
+cloud half and follows the change feed (GET /v1/changes), reports on cloud
+halves, and nothing else.
+
+In table output the secret is printed alone, so a script can capture it:
   TOKEN=$(misaki token create ci --scope read)
 The hub keeps only a hash: this is the only time it is shown.`,
 		run: tokenCreate,
@@ -68,13 +73,15 @@ func keysRotate(ctx context.Context, e *env, args []string) error {
 
 func tokenCreate(ctx context.Context, e *env, args []string) error {
 	fs := e.flags()
-	scope := fs.String("scope", "", "read (every GET) or admin (everything); required")
+	scope := fs.String("scope", "", "read (every GET), admin (everything) or cloud-agent (vehicles' cloud halves and the change feed); required")
 	pos, err := e.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	if *scope != "read" && *scope != "admin" {
-		return usagef("--scope: want read or admin")
+	switch *scope {
+	case "read", "admin", "cloud-agent":
+	default:
+		return usagef("--scope: want read, admin or cloud-agent")
 	}
 	c, err := e.hub()
 	if err != nil {

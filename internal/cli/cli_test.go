@@ -68,7 +68,7 @@ func TestDispatch(t *testing.T) {
 		{name: "deploy create without chart", args: []string{"deploy", "create", "x"}, wantCode: 2, wantStderr: "--chart and --version are required"},
 		{name: "deploy update without changes", args: []string{"deploy", "update", "x"}, wantCode: 2, wantStderr: "nothing to change"},
 		{name: "preview without vehicle", args: []string{"deploy", "preview", "x"}, wantCode: 2, wantStderr: "--vehicle is required"},
-		{name: "token without scope", args: []string{"token", "create", "ci"}, wantCode: 2, wantStderr: "--scope: want read or admin"},
+		{name: "token without scope", args: []string{"token", "create", "ci"}, wantCode: 2, wantStderr: "--scope: want read, admin or cloud-agent"},
 		{
 			name: "no hub configured", args: []string{"vehicle", "list"}, wantCode: 1,
 			wantStderr: "error: no hub configured: pass --hub https://<host>:8443 and --token, or write ",

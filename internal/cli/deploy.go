@@ -21,7 +21,10 @@ name:selector:values.yaml) overrides values for the targeted vehicles its
 selector matches, merged in order over the deployment's values.
 --placement component=vehicle|cloud|auto places one component; the others
 take the chart's misaki.io/placement annotation, else --default-placement,
-else auto.`
+else auto. --health-deadline (such as 10m, at most 24h) is how long the
+deployment's objects have to become ready after the agent applies a
+revision (default: the agent's); with --rollback, a deployment not ready by
+then goes back to its last healthy revision.`
 
 var deployCommands = []*command{
 	{
@@ -34,7 +37,8 @@ chart's values schema before it stores anything.
 
 Example:
   misaki deploy create shuttle --chart charts/shuttle --version 1.0.0 \
-      --selector 'fleet=eu' --set replicas=2 --placement planner=cloud`,
+      --selector 'fleet=eu' --set replicas=2 --placement planner=cloud \
+      --health-deadline 10m --rollback`,
 		run: deployCreate,
 	},
 	{
@@ -55,7 +59,8 @@ Example:
 Only what the flags name changes. Value flags merge over the stored values
 (as helm upgrade --reuse-values); --reset-values starts from none.
 --placement component- drops a component's placement; a --customization
-replaces the one of the same name. The write names the generation read, so
+replaces the one of the same name; --health-deadline "" --rollback=false
+drops the health policy. The write names the generation read, so
 a concurrent change is not lost (the command reads again and retries).
 
 Example:
@@ -89,6 +94,8 @@ type deployFlags struct {
 	chart, version, selector, namespace, defaultPlacement string
 	vals                                                  valueFlags
 	placement, customizations                             multiString
+	healthDeadline                                        string
+	rollback                                              bool
 	// update and preview only
 	resetValues          bool
 	removeCustomizations multiString
@@ -103,6 +110,8 @@ func (d *deployFlags) register(fs *flag.FlagSet, change bool) {
 	fs.StringVar(&d.defaultPlacement, "default-placement", "", "placement of components nothing else places: vehicle, cloud or auto")
 	fs.Var(&d.placement, "placement", "place a component: `comp=place` (vehicle, cloud or auto); may be repeated")
 	fs.Var(&d.customizations, "customization", "values for the vehicles a selector matches: `name:selector:file` (a values YAML file); may be repeated")
+	fs.StringVar(&d.healthDeadline, "health-deadline", "", "how long the objects have to become ready after the agent applies a revision: a `duration` such as 10m, at most 24h (\"\": the agent's default)")
+	fs.BoolVar(&d.rollback, "rollback", false, "a deployment not ready by its deadline goes back to its last healthy revision (--rollback=false: it stays as applied)")
 	d.vals.register(fs)
 	if change {
 		fs.BoolVar(&d.resetValues, "reset-values", false, "start from no values instead of the stored ones")
@@ -153,6 +162,22 @@ func (d *deployFlags) apply(fs *flag.FlagSet, dep *hubv1.Deployment, stdin io.Re
 	}
 	if len(dep.Placement) == 0 {
 		dep.Placement = nil
+	}
+	if given(fs, "health-deadline") || given(fs, "rollback") {
+		var h hubv1.HealthPolicy
+		if dep.Health != nil {
+			h = *dep.Health
+		}
+		if given(fs, "health-deadline") {
+			h.Deadline = d.healthDeadline // the hub checks it (field health.deadline)
+		}
+		if given(fs, "rollback") {
+			h.Rollback = d.rollback
+		}
+		dep.Health = &h
+		if h == (hubv1.HealthPolicy{}) {
+			dep.Health = nil // no deadline and no rollback: no policy
+		}
 	}
 	if d.resetValues || d.vals.given() {
 		base := dep.Values
@@ -286,6 +311,7 @@ func (e *env) describeDeployment(w io.Writer, d hubv1.Deployment) error {
 	f.add("Selector", d.Selector)
 	f.add("Placement", kv(d.Placement, "\n"))
 	f.add("Default placement", d.DefaultPlacement)
+	f.add("Health", healthPolicy(d.Health))
 	f.add("Generation", fmt.Sprint(d.Generation))
 	created := e.ago(&d.Created)
 	if d.CreatedBy != "" {
@@ -314,6 +340,21 @@ func (e *env) describeDeployment(w io.Writer, d hubv1.Deployment) error {
 		fmt.Fprintf(w, "- %s (selector %q):\n%s\n", c.Name, c.Selector, orNoneBlock(vals))
 	}
 	return nil
+}
+
+// healthPolicy describes a deployment's health policy ("" for none).
+func healthPolicy(h *hubv1.HealthPolicy) string {
+	if h == nil {
+		return ""
+	}
+	deadline := "the agent's default deadline"
+	if h.Deadline != "" {
+		deadline = "deadline " + h.Deadline
+	}
+	if h.Rollback {
+		return deadline + ", then rollback"
+	}
+	return deadline + ", no rollback"
 }
 
 func orNoneBlock(s string) string {

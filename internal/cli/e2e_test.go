@@ -111,7 +111,7 @@ func desired(t *testing.T, h *hubtest.Hub, v *hubtest.Vehicle, after int64) (hub
 // report says the vehicle applied s, every object healthy.
 func report(t *testing.T, h *hubtest.Hub, v *hubtest.Vehicle, s hubv1.DesiredState) {
 	t.Helper()
-	rep := hubv1.Reported{Half: s.Half, AppliedRevision: s.Revision, AgentVersion: "test"}
+	rep := hubv1.Reported{Half: s.Half, AppliedRevision: s.Revision, Phase: hubv1.PhaseHealthy, AgentVersion: "test"}
 	for _, raw := range s.Objects {
 		var o struct {
 			APIVersion string `json:"apiVersion"`
@@ -188,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The deployment, and the signed desired revision the agent reads.
 	out := ok(t, "deploy", "create", "shuttle", "--chart", "charts/shuttle", "--version", "1.0.0",
-		"--selector", "fleet=eu", "--set", "replicas=2")
+		"--selector", "fleet=eu", "--set", "replicas=2", "--health-deadline", "10m", "--rollback")
 	if !strings.HasPrefix(out, "deployment/shuttle created (chart charts/shuttle 1.0.0, sha256:") {
 		t.Errorf("deploy create: %q", out)
 	}
@@ -200,13 +200,16 @@ func TestEndToEnd(t *testing.T) {
 	if place["api"] != hubv1.PlaceVehicle || place["planner"] != hubv1.PlaceCloud {
 		t.Errorf("placement in revision %d: %+v", d.Revision, state.Placement)
 	}
+	if len(state.Deployments) != 1 || state.Deployments[0].Health == nil || *state.Deployments[0].Health != (hubv1.HealthPolicy{Deadline: "10m", Rollback: true}) {
+		t.Errorf("the health policy in revision %d: %+v", d.Revision, state.Deployments)
+	}
 	report(t, h, car, state)
 
 	// The twin shows it: desired and applied, the digest, placement.
 	rev := fmt.Sprint(d.Revision)
 	out = ok(t, "twin", "car-1")
 	n := len(state.Objects)
-	if !hasRow(out, "vehicle", rev, rev, shortDigest(d.Digest)) || !strings.Contains(out, fmt.Sprintf("%d/%d", n, n)) ||
+	if !hasRow(out, "vehicle", rev, rev, "Healthy", shortDigest(d.Digest)) || !strings.Contains(out, fmt.Sprintf("%d/%d", n, n)) ||
 		!hasRow(out, "planner", "shuttle", "auto", "cloud") || !hasRow(out, "api", "shuttle", "vehicle", "vehicle") {
 		t.Errorf("twin (want vehicle half %s applied %s, %s):\n%s", rev, rev, shortDigest(d.Digest), out)
 	}
@@ -228,15 +231,22 @@ func TestEndToEnd(t *testing.T) {
 	if dep.Generation != 1 || !strings.HasPrefix(dep.Chart.Digest, "sha256:") || fmt.Sprint(dep.Values["replicas"]) != "2" {
 		t.Errorf("deploy show -o json: %+v", dep)
 	}
-	if out := ok(t, "deploy", "show", "shuttle"); !strings.Contains(out, "Values:\n  replicas: 2") {
+	if out := ok(t, "deploy", "show", "shuttle"); !strings.Contains(out, "Values:\n  replicas: 2") || !regexp.MustCompile(`\nHealth: +deadline 10m, then rollback\n`).MatchString(out) {
 		t.Errorf("deploy show:\n%s", out)
 	}
-	if out := ok(t, "deploy", "update", "shuttle", "--set", "config.logLevel=debug", "--placement", "api=vehicle"); out != "deployment/shuttle updated (generation 2)\n" {
+	if dep.Health == nil || *dep.Health != (hubv1.HealthPolicy{Deadline: "10m", Rollback: true}) {
+		t.Errorf("deploy show -o json: health %+v", dep.Health)
+	}
+	if out := ok(t, "deploy", "update", "shuttle", "--set", "config.logLevel=debug", "--placement", "api=vehicle", "--rollback=false"); out != "deployment/shuttle updated (generation 2)\n" {
 		t.Errorf("deploy update: %q", out)
 	}
+	dep = hubv1.Deployment{}
 	okJSON(t, &dep, "deploy", "show", "shuttle")
 	if fmt.Sprint(dep.Values["replicas"]) != "2" || dep.Placement["api"] != "vehicle" {
 		t.Errorf("after update, values and placement: %+v %+v", dep.Values, dep.Placement)
+	}
+	if dep.Health == nil || *dep.Health != (hubv1.HealthPolicy{Deadline: "10m"}) {
+		t.Errorf("after update --rollback=false, health: %+v", dep.Health)
 	}
 	if d2, _ := desired(t, h, car, d.Revision); d2.Revision <= d.Revision {
 		t.Errorf("after update: revision %d", d2.Revision)
@@ -312,6 +322,8 @@ func TestEndToEnd(t *testing.T) {
 	fails(t, 1, []string{"selector", "does not parse", "(field: selector)"}, "deploy", "create", "bad", "--chart", "charts/shuttle", "--version", "1.0.0", "--selector", "fleet in (eu")
 	fails(t, 1, []string{"(field: selector)"}, "vehicle", "list", "-l", "fleet in (eu")
 	fails(t, 1, []string{"values:", "(field: values)"}, "deploy", "update", "shuttle", "--set", "image.pullPolicy=Sometimes")
+	fails(t, 1, []string{`"soon"`, "(field: health.deadline)"}, "deploy", "update", "shuttle", "--health-deadline", "soon")
+	fails(t, 1, []string{`"48h"`, "(field: health.deadline)"}, "deploy", "create", "bad", "--chart", "charts/shuttle", "--version", "1.0.0", "--selector", "fleet=eu", "--health-deadline", "48h")
 	fails(t, 1, []string{"not found"}, "twin", "car-404")
 	var deps hubv1.List[hubv1.Deployment]
 	okJSON(t, &deps, "deploy", "list")
@@ -332,6 +344,15 @@ func TestEndToEnd(t *testing.T) {
 	fails(t, 1, []string{"read-only"}, "deploy", "delete", "shuttle", "--token", secret)
 	fails(t, 1, []string{"unknown operator token", "check --token"}, "deploy", "list", "--token", "mkh_wrong")
 	ok(t, "token", "delete", "ci")
+	code, cloud, _ := misaki(t, "token", "create", "cloud", "--scope", "cloud-agent")
+	if code != 0 || !strings.HasPrefix(cloud, "mkh_") {
+		t.Fatalf("token create --scope cloud-agent: exit %d, %q", code, cloud)
+	}
+	if out := ok(t, "token", "list"); !hasRow(out, "cloud", "cloud-agent") {
+		t.Errorf("token list:\n%s", out)
+	}
+	fails(t, 1, []string{"cloud-agent scope"}, "deploy", "list", "--token", strings.TrimSpace(cloud))
+	ok(t, "token", "delete", "cloud")
 
 	// Keys and the audit log.
 	if out := ok(t, "keys", "rotate"); !regexp.MustCompile(`^targets key rotated; trust root version \d+\n$`).MatchString(out) {

@@ -105,7 +105,7 @@ func TestTwinTable(t *testing.T) {
 				Objects: []string{"Deployment/misaki-v-car-1/shuttle-planner"}},
 		},
 		Reported: []hubv1.Reported{{
-			Half: "vehicle", AppliedRevision: 2, AgentVersion: "v0.1.0", Time: now.Add(-30 * time.Second),
+			Half: "vehicle", AppliedRevision: 2, Phase: hubv1.PhaseProgressing, AgentVersion: "v0.1.0", Time: now.Add(-30 * time.Second),
 			Objects: []hubv1.ObjectStatus{
 				{Kind: "ConfigMap", Namespace: "default", Name: "shuttle-config", State: "healthy"},
 				{Kind: "Deployment", Namespace: "default", Name: "shuttle-api", State: "progressing", Reason: "1 of 2 replicas ready"},
@@ -127,6 +127,26 @@ func TestTwinTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "twin.golden", b.Bytes())
+
+	t.Run("failed", func(t *testing.T) {
+		tw := tw
+		tw.Reported = []hubv1.Reported{tw.Reported[0]}
+		r := &tw.Reported[0]
+		r.Phase = hubv1.PhaseFailed
+		r.Failure = &hubv1.Failure{Revision: 2, Reason: "not ready within 10m: Deployment/default/shuttle-api progressing", Deployments: []string{"shuttle"}, RolledBackTo: 1}
+		tw.Delta = []hubv1.Delta{
+			{Half: "vehicle", Kind: "revision", Detail: "desired revision 3, applied 2"},
+			{Half: "vehicle", Kind: "failed", Detail: "revision 2 failed: not ready within 10m: Deployment/default/shuttle-api progressing; deployments shuttle; rolled back to revision 1"},
+			{Half: "vehicle", Kind: "missing", Object: "Service/default/shuttle-api", Detail: "desired, not reported"},
+			{Half: "vehicle", Kind: "failed", Object: "Deployment/default/shuttle-api", Detail: "progressing: 1 of 2 replicas ready"},
+			{Half: "cloud", Kind: "revision", Detail: "desired revision 1, nothing reported"},
+		}
+		var b bytes.Buffer
+		if err := e.writeTwin(&b, tw); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "twin-failed.golden", b.Bytes())
+	})
 
 	t.Run("new vehicle", func(t *testing.T) {
 		var b bytes.Buffer
@@ -299,6 +319,36 @@ func TestDeployFlags(t *testing.T) {
 			args: []string{"-l", ""},
 			base: hubv1.Deployment{Name: "d", Selector: "a=b"},
 			want: hubv1.Deployment{Name: "d"},
+		},
+		{
+			name: "a health policy",
+			args: []string{"--health-deadline", "10m", "--rollback"},
+			base: hubv1.Deployment{Name: "d"},
+			want: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "10m", Rollback: true}},
+		},
+		{
+			name: "the deadline changes, the rollback stays",
+			args: []string{"--health-deadline", "5m"},
+			base: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "10m", Rollback: true}},
+			want: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "5m", Rollback: true}},
+		},
+		{
+			name: "rollback without a deadline",
+			args: []string{"--rollback"},
+			base: hubv1.Deployment{Name: "d"},
+			want: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Rollback: true}},
+		},
+		{
+			name: "no deadline and no rollback is no policy",
+			args: []string{"--health-deadline", "", "--rollback=false"},
+			base: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "10m", Rollback: true}},
+			want: hubv1.Deployment{Name: "d"},
+		},
+		{
+			name: "other flags keep the policy",
+			args: []string{"--selector", "a=b"},
+			base: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "10m"}},
+			want: hubv1.Deployment{Name: "d", Selector: "a=b", Health: &hubv1.HealthPolicy{Deadline: "10m"}},
 		},
 		{name: "bad chart", args: []string{"--chart", "shuttle"}, wantErr: `chart "shuttle": want <source>/<chart>`},
 		{name: "bad placement", args: []string{"--placement", "api=moon"}, wantErr: "--placement api=moon: want vehicle, cloud or auto"},
