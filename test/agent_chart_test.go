@@ -166,7 +166,7 @@ func TestAgentChartLint(t *testing.T) {
 	helm(t, "lint", "--strict", agentChart)
 	helm(t, append([]string{"lint", "--strict", agentChart}, agentFirstStart(t)...)...)
 	helm(t, append([]string{"lint", "--strict", agentChart}, append(slices.Clone(agentHub),
-		"--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op", "--set", "state.hostPath=/var/lib/misaki-agent", "--set", "rbac.clusterAdmin=true")...)...)
+		"--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op", "--set", "trust.root=root", "--set", "state.hostPath=/var/lib/misaki-agent", "--set", "rbac.clusterAdmin=true")...)...)
 }
 
 func TestAgentChartDefaults(t *testing.T) {
@@ -310,7 +310,7 @@ func TestAgentChartSecurityContext(t *testing.T) {
 	for name, set := range map[string][]string{
 		"defaults":        agentHub,
 		"hostPath":        append(slices.Clone(agentHub), "--set", "state.hostPath=/var/lib/misaki-agent"),
-		"cloud":           append(slices.Clone(agentHub), "--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op"),
+		"cloud":           append(slices.Clone(agentHub), "--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op", "--set", "trust.root=root"),
 		"existing secret": append(slices.Clone(agentHub), "--set", "existingSecret=mine"),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -484,6 +484,8 @@ func TestAgentChartRefusals(t *testing.T) {
 		{"http hub", []string{"--set", "hub.url=http://hub:8443"}, `misaki-agent: hub.url is "http://hub:8443"; want an https:// URL`},
 		{"cloud without token", append(slices.Clone(agentHub), "--set", "cloud.enabled=true"),
 			"misaki-agent: cloud.enabled needs cloud.operatorToken"},
+		{"cloud without root", append(slices.Clone(agentHub), "--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op"),
+			"misaki-agent: cloud.enabled needs trust.root"},
 		{"token beside existing secret", append(slices.Clone(agentHub), "--set", "existingSecret=s", "--set", "bootstrap.token=a.b"),
 			"misaki-agent: bootstrap.token is set with existingSecret s, which would ignore it"},
 		{"relative hostPath", append(slices.Clone(agentHub), "--set", "state.hostPath=var/lib/x"),
@@ -574,7 +576,7 @@ func TestAgentChartAPIServer(t *testing.T) {
 	}
 	for name, set := range map[string][]string{
 		"defaults":           agentFirstStart(t),
-		"hostPath and cloud": append(slices.Clone(agentHub), "--set", "state.hostPath=/var/lib/misaki-agent", "--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op"),
+		"hostPath and cloud": append(slices.Clone(agentHub), "--set", "state.hostPath=/var/lib/misaki-agent", "--set", "cloud.enabled=true", "--set", "cloud.operatorToken=op", "--set", "trust.root=root"),
 		"existing secret":    append(slices.Clone(agentHub), "--set", "existingSecret=s", "--set", "rbac.clusterAdmin=true", "--set", "state.persistence.existingClaim=c"),
 	} {
 		t.Run("dry run "+name, func(t *testing.T) { apply(t, true, set...) })

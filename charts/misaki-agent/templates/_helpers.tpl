@@ -40,8 +40,13 @@ mistake is a message here rather than an agent that cannot enrol.
 {{- fail (printf "misaki-agent: %s is set with existingSecret %s, which would ignore it: put it in the Secret instead (see existingSecret in values.yaml)" $name $.Values.existingSecret) -}}
 {{- end -}}
 {{- end -}}
-{{- else if and .Values.cloud.enabled (not .Values.cloud.operatorToken) -}}
+{{- else if .Values.cloud.enabled -}}
+{{- if not .Values.cloud.operatorToken -}}
 {{- fail "misaki-agent: cloud.enabled needs cloud.operatorToken (an operator token of scope cloud-agent), or existingSecret with the key operator-token" -}}
+{{- end -}}
+{{- if not .Values.trust.root -}}
+{{- fail "misaki-agent: cloud.enabled needs trust.root (the hub's root.json; the cloud agent reads it on every start), or existingSecret with the key root.json" -}}
+{{- end -}}
 {{- end -}}
 {{- with .Values.state.hostPath -}}
 {{- if not (hasPrefix "/" .) -}}

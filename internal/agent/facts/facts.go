@@ -11,9 +11,10 @@
 // form. Two collections of an unchanged cluster are equal.
 //
 // The agent runs on small vehicle computers, so collecting keeps nothing
-// between calls: no informers and no caches, only aggregated discovery
-// (two requests), a paginated list of CRDs' metadata (names only, not
-// their schemas) and a paginated list of nodes.
+// between calls: no informers and no caches, only /version, aggregated
+// discovery (/api and /apis, two requests on a server that serves it), a
+// paginated list of CRDs' metadata (names only, not their schemas) and a
+// paginated list of nodes.
 //
 // # Which nodes count
 //
