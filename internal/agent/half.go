@@ -101,7 +101,10 @@ type Half struct {
 	rec      ledger.Record
 	refused  *hubv1.Refusal
 	statuses []health.Status
-	lastErr  string
+	// conflicts are the field-ownership conflicts the target's apply
+	// overrode, by Ref.ID: reported with the objects' states.
+	conflicts map[string]string
+	lastErr   string
 	// deadlines per deployment while Progressing.
 	deadlines map[string]time.Time
 }
@@ -442,8 +445,12 @@ func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool)
 		return stateErr{err}
 	}
 	res, err := h.applier.Apply(ctx, prepared, probe)
+	if probe || h.conflicts == nil {
+		h.conflicts = map[string]string{}
+	}
 	for _, e := range res.Entries {
 		if e.Conflict != "" {
+			h.conflicts[e.Ref.ID()] = e.Conflict
 			h.log.Warn("took over fields another manager owned", "object", e.Ref.String(), "conflict", e.Conflict)
 		}
 	}
@@ -728,7 +735,11 @@ func (h *Half) report() {
 		r.AppliedRevision = h.rec.Target.Revision
 	}
 	for _, s := range h.statuses {
-		r.Objects = append(r.Objects, hubv1.ObjectStatus{APIVersion: s.Ref.APIVersion, Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name, State: s.State, Reason: s.Reason})
+		reason := s.Reason
+		if c := h.conflicts[s.Ref.ID()]; c != "" {
+			reason = strings.TrimPrefix(reason+"; ", "; ") + "applied over a conflict: " + c
+		}
+		r.Objects = append(r.Objects, hubv1.ObjectStatus{APIVersion: s.Ref.APIVersion, Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name, State: s.State, Reason: reason})
 	}
 	if len(h.statuses) == 0 && len(h.rec.Applied) > 0 {
 		if objs, err := decode(h.rec.Applied); err == nil {

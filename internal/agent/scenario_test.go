@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/agent"
@@ -58,8 +60,32 @@ func TestInstallUpgradePrune(t *testing.T) {
 	e := newEnv(t)
 	e.deploy(map[string]any{"message": "one"}, nil)
 	rev1 := e.desiredRevision(0)
+	// Someone applied the ConfigMap first with another field manager: the
+	// agent takes the field over and says so in its report.
+	ctx := context.Background()
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("gadget")
+	if err := e.kube.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	mine := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "gadget-config", "namespace": "gadget"}, "data": map[string]any{"message": "mine"}}}
+	if err := e.kube.Patch(ctx, mine, client.Apply, client.FieldOwner("by-hand")); err != nil {
+		t.Fatal(err)
+	}
 	e.start(agentOpts{})
-	e.reported(90*time.Second, phase(rev1, hubv1.PhaseHealthy))
+	r := e.reported(90*time.Second, phase(rev1, hubv1.PhaseHealthy))
+	var conflict string
+	for _, o := range r.Objects {
+		if o.Name == "gadget-config" {
+			conflict = o.Reason
+		}
+	}
+	if !strings.Contains(conflict, "conflict") || !strings.Contains(conflict, "by-hand") {
+		t.Errorf("gadget-config reported %q: want the conflict with the by-hand manager", conflict)
+	}
 
 	uids := map[objID]types.UID{}
 	for _, o := range gadgetObjects {
@@ -114,7 +140,7 @@ func TestInstallUpgradePrune(t *testing.T) {
 			t.Errorf("%s %s/%s: uid %q, was %q: it should not have been touched", o.kind, o.ns, o.name, uid, uids[o])
 		}
 	}
-	r := e.reported(10*time.Second, phase(rev3, hubv1.PhaseHealthy))
+	r = e.reported(10*time.Second, phase(rev3, hubv1.PhaseHealthy))
 	for _, o := range r.Objects {
 		if o.Name == "extra" || o.Name == "gadget-extra" {
 			t.Errorf("report still lists %s/%s", o.Kind, o.Name)
