@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
@@ -16,6 +18,14 @@ var keysCommands = []*command{
 		help: `Every vehicle then gets a revision signed with the new key; agents walk the
 trust root chain to the new root version.`,
 		run: keysRotate,
+	},
+	{
+		group: "keys", name: "root", args: "[version]",
+		summary: "Print a trust root (TUF root.json): the newest, or version N",
+		help: `An agent is installed with the root it pins (misaki-agent --root-file, the
+agent chart's trust.root): keep the file this prints, from a hub you trust.
+  misaki keys root 1 > root.json`,
+		run: keysRoot,
 	},
 }
 
@@ -69,6 +79,27 @@ func keysRotate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return e.showLine(res, "%s key rotated; trust root version %d", res.Role, res.RootVersion)
+}
+
+func keysRoot(ctx context.Context, e *env, args []string) error {
+	pos, c, err := e.connect(e.flags(), args, 0, 1)
+	if err != nil {
+		return err
+	}
+	path := "/v1/trust/root"
+	if len(pos) == 1 {
+		n, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil || n < 1 {
+			return usagef("version %q: want a number from 1", pos[0])
+		}
+		path += "/" + strconv.FormatInt(n, 10) + ".json"
+	}
+	var root json.RawMessage
+	if err := c.do(ctx, http.MethodGet, path, nil, nil, &root); err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(append(root, '\n'))
+	return err
 }
 
 func tokenCreate(ctx context.Context, e *env, args []string) error {

@@ -355,6 +355,16 @@ func TestEndToEnd(t *testing.T) {
 	ok(t, "token", "delete", "cloud")
 
 	// Keys and the audit log.
+	var root struct {
+		Signed struct {
+			Type    string `json:"_type"`
+			Version int64  `json:"version"`
+		} `json:"signed"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "keys", "root", "1")), &root); err != nil || root.Signed.Type != "root" || root.Signed.Version != 1 {
+		t.Errorf("keys root 1: %+v, %v", root, err)
+	}
+	fails(t, 2, []string{"want a number"}, "keys", "root", "zero")
 	if out := ok(t, "keys", "rotate"); !regexp.MustCompile(`^targets key rotated; trust root version \d+\n$`).MatchString(out) {
 		t.Errorf("keys rotate: %q", out)
 	}
