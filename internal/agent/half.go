@@ -409,6 +409,7 @@ func (h *Half) applyTarget(ctx context.Context) error {
 	if err := h.ledger.Save(h.rec); err != nil {
 		return err
 	}
+	h.statuses = nil // the previous revision's; the report lists the new objects as applied
 	h.startDeadlines()
 	h.report()
 	return nil
