@@ -40,21 +40,9 @@ func (s *Server) getChanges(w http.ResponseWriter, r *http.Request) error {
 	if err := cloudOnly(principal(r.Context()), half); err != nil {
 		return err
 	}
-	var after int64
-	if a := q.Get("after"); a != "" {
-		n, err := strconv.ParseInt(a, 10, 64)
-		if err != nil || n < 0 {
-			return badRequest("after", "after: want the seq of the previous answer (0 or more), got %q", a)
-		}
-		after = n
-	}
-	wait := defaultWait
-	if ws := q.Get("wait"); ws != "" {
-		d, err := time.ParseDuration(ws)
-		if err != nil || d < 0 {
-			return badRequest("wait", "wait: want a duration such as 30s, got %q", ws)
-		}
-		wait = min(d, s.opts.MaxWait)
+	after, wait, err := s.longPoll(q, "the seq of the previous answer (0 or more)")
+	if err != nil {
+		return err
 	}
 	limit := defaultChangesLimit
 	if l := q.Get("limit"); l != "" {

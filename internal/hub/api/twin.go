@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,21 +32,9 @@ func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) error {
 	if err := cloudOnly(principal(r.Context()), half); err != nil {
 		return err
 	}
-	var after int64
-	if a := q.Get("after"); a != "" {
-		n, err := strconv.ParseInt(a, 10, 64)
-		if err != nil || n < 0 {
-			return badRequest("after", "after: want a revision number, got %q", a)
-		}
-		after = n
-	}
-	wait := defaultWait
-	if ws := q.Get("wait"); ws != "" {
-		d, err := time.ParseDuration(ws)
-		if err != nil || d < 0 {
-			return badRequest("wait", "wait: want a duration such as 30s, got %q", ws)
-		}
-		wait = min(d, s.opts.MaxWait)
+	after, wait, err := s.longPoll(q, "a revision number")
+	if err != nil {
+		return err
 	}
 	if _, err := s.st.GetVehicle(r.Context(), id); err != nil {
 		return err
@@ -93,6 +82,28 @@ func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
+}
+
+// longPoll reads a long-poll's ?after= (what, such as "a revision
+// number", names it in an error) and ?wait= (default 30s, capped by the
+// hub's max wait).
+func (s *Server) longPoll(q url.Values, what string) (after int64, wait time.Duration, err error) {
+	if a := q.Get("after"); a != "" {
+		n, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, badRequest("after", "after: want %s, got %q", what, a)
+		}
+		after = n
+	}
+	wait = defaultWait
+	if ws := q.Get("wait"); ws != "" {
+		d, err := time.ParseDuration(ws)
+		if err != nil || d < 0 {
+			return 0, 0, badRequest("wait", "wait: want a duration such as 30s, got %q", ws)
+		}
+		wait = min(d, s.opts.MaxWait)
+	}
+	return after, wait, nil
 }
 
 func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
