@@ -107,3 +107,36 @@ func readEnd(err error) error {
 	}
 	return fmt.Errorf("framelog: %w", err)
 }
+
+// ErrDamaged is ReadRecord's error for a file that is not one whole frame
+// of the type asked for.
+var ErrDamaged = errors.New("damaged")
+
+// WriteRecord replaces path, as WriteFile does, with one frame of type typ
+// holding payload: the shape of a small state file (the agent's trust
+// state and ledger) that must be the old one or the new one after a crash.
+func WriteRecord(path string, fp Failpoint, typ byte, payload []byte) error {
+	return WriteFile(path, fp, func(w io.Writer) error {
+		_, err := w.Write(AppendFrame(nil, typ, payload))
+		return err
+	})
+}
+
+// ReadRecord returns the payload of a file WriteRecord wrote. A missing
+// file is an error wrapping os.ErrNotExist; a file that is not one whole
+// frame of type typ with a payload of at most max bytes, one wrapping
+// ErrDamaged.
+func ReadRecord(path string, typ byte, max int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	got, payload, _, err := ReadFrame(b, max)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w (%v)", path, ErrDamaged, err)
+	case got != typ:
+		return nil, fmt.Errorf("%s: %w (frame type %d, want %d)", path, ErrDamaged, got, typ)
+	}
+	return payload, nil
+}

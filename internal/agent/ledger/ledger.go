@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,16 +85,14 @@ type Ledger struct {
 // record.
 func Open(dir, half string) (*Ledger, Record, error) {
 	l := &Ledger{path: filepath.Join(dir, "ledger-"+half)}
-	b, err := os.ReadFile(l.path)
-	if errors.Is(err, os.ErrNotExist) {
+	payload, err := framelog.ReadRecord(l.path, frameRecord, maxRecord)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return l, Record{}, nil
-	}
-	if err != nil {
+	case errors.Is(err, framelog.ErrDamaged):
+		return nil, Record{}, fmt.Errorf("ledger: %w; restore it, or remove it and the objects it listed will no longer be pruned", err)
+	case err != nil:
 		return nil, Record{}, fmt.Errorf("ledger: %w", err)
-	}
-	typ, payload, _, err := framelog.ReadFrame(b, maxRecord)
-	if err != nil || typ != frameRecord {
-		return nil, Record{}, fmt.Errorf("ledger: %s is damaged (%v); restore it, or remove it and the objects it listed will no longer be pruned", l.path, err)
 	}
 	var r Record
 	if err := json.Unmarshal(payload, &r); err != nil {
@@ -119,11 +116,7 @@ func (l *Ledger) Save(r Record) error {
 	if len(b) > maxRecord {
 		return fmt.Errorf("ledger: record of %d bytes is over %d", len(b), maxRecord)
 	}
-	err = framelog.WriteFile(l.path, l.fp, func(w io.Writer) error {
-		_, err := w.Write(framelog.AppendFrame(nil, frameRecord, b))
-		return err
-	})
-	if err != nil {
+	if err := framelog.WriteRecord(l.path, l.fp, frameRecord, b); err != nil {
 		return fmt.Errorf("ledger: write %s: %w", l.path, err)
 	}
 	return nil

@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,7 +65,7 @@ type Gate struct {
 // vehicle is the agent's own ID; documents for another are refused.
 func Open(dir, vehicle string, pinned []byte, now time.Time) (*Gate, error) {
 	g := &Gate{path: filepath.Join(dir, FileName), vehicle: vehicle}
-	b, err := os.ReadFile(g.path)
+	payload, err := framelog.ReadRecord(g.path, frameState, maxState)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if len(pinned) == 0 {
@@ -80,14 +79,12 @@ func Open(dir, vehicle string, pinned []byte, now time.Time) (*Gate, error) {
 			return nil, err
 		}
 		return g, nil
-	case err != nil:
-		return nil, fmt.Errorf("truststate: %w", err)
-	}
-	typ, payload, _, err := framelog.ReadFrame(b, maxState)
-	if err != nil || typ != frameState {
+	case errors.Is(err, framelog.ErrDamaged):
 		// Never fall back to the pinned root: that would forget the
 		// revisions accepted and let an old document in again.
-		return nil, fmt.Errorf("truststate: %s is damaged (%v); restore it or re-install the agent", g.path, err)
+		return nil, fmt.Errorf("truststate: %w; restore it or re-install the agent", err)
+	case err != nil:
+		return nil, fmt.Errorf("truststate: %w", err)
 	}
 	if err := json.Unmarshal(payload, &g.st); err != nil {
 		return nil, fmt.Errorf("truststate: %s: %w", g.path, err)
@@ -177,11 +174,7 @@ func (g *Gate) save(st state) error {
 	if len(b) > maxState {
 		return fmt.Errorf("truststate: state of %d bytes is over %d", len(b), maxState)
 	}
-	err = framelog.WriteFile(g.path, g.fp, func(w io.Writer) error {
-		_, err := w.Write(framelog.AppendFrame(nil, frameState, b))
-		return err
-	})
-	if err != nil {
+	if err := framelog.WriteRecord(g.path, g.fp, frameState, b); err != nil {
 		return fmt.Errorf("truststate: write %s: %w", g.path, err)
 	}
 	return nil
