@@ -39,6 +39,7 @@ type FleetConfig struct {
 	Backoff                                   backoff.Policy
 	Reports                                   *Reporter
 	Extra                                     func(*hubv1.Reported)
+	Metrics                                   *Metrics
 	Log                                       *slog.Logger
 }
 
@@ -156,7 +157,7 @@ func (f *Fleet) half(ctx context.Context, vehicle string) (*Half, error) {
 		Hub: f.cfg.Hub, Client: f.cfg.Client, Namespace: "misaki-v-" + vehicle,
 		Clock: f.cfg.Clock, DriftInterval: f.cfg.DriftInterval,
 		HealthDeadline: f.cfg.HealthDeadline, HealthPoll: f.cfg.HealthPoll,
-		Backoff: f.cfg.Backoff, Reports: f.cfg.Reports, Extra: f.cfg.Extra, Log: f.cfg.Log,
+		Backoff: f.cfg.Backoff, Reports: f.cfg.Reports, Extra: f.cfg.Extra, Metrics: f.cfg.Metrics, Log: f.cfg.Log,
 	})
 	if err != nil {
 		return nil, err

@@ -63,7 +63,9 @@ type HalfConfig struct {
 	Reports *Reporter
 	// Extra adds to every report (facts, capacity, agent version).
 	Extra func(*hubv1.Reported)
-	Log   *slog.Logger
+	// Metrics, if set, count applies, objects, refusals and phases.
+	Metrics *Metrics
+	Log     *slog.Logger
 }
 
 func (c *HalfConfig) defaults() {
@@ -377,6 +379,9 @@ func (h *Half) refuse(d *hubv1.Desired, err error) error {
 		h.log.Warn("document refused", "revision", d.Revision, "reason", err)
 	}
 	h.refused = &hubv1.Refusal{Revision: d.Revision, Reason: err.Error()}
+	if m := h.cfg.Metrics; m != nil {
+		m.refusals.WithLabelValues(h.cfg.Half, refusalReason(err)).Inc()
+	}
 	h.report()
 	return nil
 }
@@ -445,7 +450,9 @@ func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool)
 	if err := h.ledger.Save(h.rec); err != nil {
 		return stateErr{err}
 	}
+	start := h.cfg.Clock.Now()
 	res, err := h.applier.Apply(ctx, prepared, probe)
+	h.count(res)
 	if probe || h.conflicts == nil {
 		h.conflicts = map[string]string{}
 	}
@@ -456,6 +463,7 @@ func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool)
 		}
 	}
 	if err != nil {
+		h.countApply("error", start)
 		return err
 	}
 	h.log.Info("applied", "objects", len(us), "result", res.Summary())
@@ -472,8 +480,14 @@ func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool)
 	}
 	stale := ledger.Minus(h.rec.Inventory, refs)
 	pr, perr := h.applier.Prune(ctx, stale, manifests)
+	h.count(pr)
 	if len(stale) > 0 {
 		h.log.Info("pruned", "result", pr.Summary())
+	}
+	if perr != nil {
+		h.countApply("error", start)
+	} else {
+		h.countApply("ok", start)
 	}
 	// Objects kept by the prune rules leave the inventory: the agent no
 	// longer manages them. Failed deletions stay, to be tried again.
@@ -544,6 +558,7 @@ func (h *Half) judge(ctx context.Context) error {
 			return err
 		}
 		h.log.Info("revision healthy", "revision", h.rec.Target.Revision)
+		h.countPhase(hubv1.PhaseHealthy)
 		h.report()
 		return nil
 	}
@@ -636,6 +651,7 @@ func (h *Half) failWith(ctx context.Context, f *hubv1.Failure, failed map[string
 	if err := h.ledger.Save(h.rec); err != nil {
 		return err
 	}
+	h.countPhase(hubv1.PhaseFailed)
 	if len(rollback) > 0 {
 		set, err := h.rollbackSet(st, rollback)
 		if err == nil {
@@ -705,6 +721,9 @@ func (h *Half) correctDrift(ctx context.Context) {
 			res, err = h.applier.Apply(ctx, prepared, false)
 			if n := res.Changed(); n > 0 {
 				h.log.Info("drift corrected", "objects", n, "result", res.Summary())
+				if m := h.cfg.Metrics; m != nil {
+					m.drift.WithLabelValues(h.cfg.Half).Add(float64(n))
+				}
 			}
 		}
 	}
@@ -754,6 +773,32 @@ func (h *Half) report() {
 		h.cfg.Extra(&r)
 	}
 	h.cfg.Reports.Set(h.cfg.Vehicle, r)
+}
+
+// count adds a result's objects to the metrics.
+func (h *Half) count(r apply.Result) {
+	m := h.cfg.Metrics
+	if m == nil {
+		return
+	}
+	for _, e := range r.Entries {
+		if e.Action != apply.Unchanged {
+			m.objects.WithLabelValues(h.cfg.Half, string(e.Action)).Inc()
+		}
+	}
+}
+
+func (h *Half) countApply(result string, start time.Time) {
+	if m := h.cfg.Metrics; m != nil {
+		m.applies.WithLabelValues(h.cfg.Half, result).Inc()
+		m.applySecs.WithLabelValues(h.cfg.Half).Observe(h.cfg.Clock.Now().Sub(start).Seconds())
+	}
+}
+
+func (h *Half) countPhase(p string) {
+	if m := h.cfg.Metrics; m != nil {
+		m.phases.WithLabelValues(h.cfg.Half, p).Inc()
+	}
 }
 
 func keys(m map[string]bool) []string {

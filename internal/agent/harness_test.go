@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -110,6 +111,7 @@ func (e *env) desiredRevision(after int64) int64 {
 // running is an agent half running in this process.
 type running struct {
 	half   *agent.Half
+	reg    *prometheus.Registry
 	rep    *agent.Reporter
 	cancel context.CancelFunc
 	done   chan error
@@ -137,21 +139,50 @@ func (e *env) start(o agentOpts) *running {
 	}
 	pol := backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second}
 	rep := agent.NewReporter(o.hub, o.clock, pol, log)
+	reg := prometheus.NewRegistry()
 	h, err := agent.NewHalf(agent.HalfConfig{
 		Vehicle: vehicleID, Half: hubv1.HalfVehicle, Dir: e.dir, Pinned: e.pinned,
 		Hub: o.hub, Client: e.kube, Clock: o.clock,
 		PollWait: 2 * time.Second, DriftInterval: o.drift, HealthDeadline: o.deadline, HealthPoll: 300 * time.Millisecond,
-		Backoff: pol, Reports: rep, Log: log,
+		Backoff: pol, Reports: rep, Metrics: agent.NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		e.t.Fatalf("agent: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{half: h, rep: rep, cancel: cancel, done: make(chan error, 1)}
+	r := &running{half: h, reg: reg, rep: rep, cancel: cancel, done: make(chan error, 1)}
 	go rep.Run(ctx)
 	go func() { r.done <- h.Run(ctx) }()
 	e.t.Cleanup(r.stop)
 	return r
+}
+
+// counter is the value of a counter with these label values.
+func (r *running) counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (r *running) stop() {

@@ -215,6 +215,12 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 
+	for reason, want := range map[string]float64{"signature": 2, "digest": 1, "vehicle": 1, "rollback": 1} {
+		if got := a.counter(t, "misaki_agent_refusals_total", map[string]string{"half": "vehicle", "reason": reason}); got != want {
+			t.Errorf("misaki_agent_refusals_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+
 	// Expired: the agent's clock is 30 days ahead of the hub's 14-day
 	// documents. It keeps running what it has and applies nothing new.
 	a.stop()

@@ -43,7 +43,7 @@ func TestFailedRevisionRollsBack(t *testing.T) {
 	policy := &hubv1.HealthPolicy{Deadline: "6s", Rollback: true}
 	e.deploy(map[string]any{"message": "one"}, policy)
 	rev1 := e.desiredRevision(0)
-	e.start(agentOpts{})
+	a := e.start(agentOpts{})
 	e.reported(90*time.Second, phase(rev1, hubv1.PhaseHealthy))
 
 	e.deploy(map[string]any{"message": "one", "cpu": "64"}, policy)
@@ -74,6 +74,10 @@ func TestFailedRevisionRollsBack(t *testing.T) {
 	}
 	if !sawFailed {
 		t.Errorf("twin delta %+v: no failed entry", tw.Delta)
+	}
+
+	if got := a.counter(t, "misaki_agent_revisions_total", map[string]string{"phase": "Failed"}); got != 1 {
+		t.Errorf("misaki_agent_revisions_total{phase=Failed} = %v, want 1", got)
 	}
 
 	// A key rotation re-signs the same objects as a new revision: not

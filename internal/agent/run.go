@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Vehicle: id.Vehicle(), Half: hubv1.HalfVehicle, Dir: cfg.StateDir, Pinned: pinned,
 		Hub: hub, Client: kube, Clock: cfg.Clock, PollWait: cfg.PollWait,
 		DriftInterval: cfg.DriftInterval, HealthDeadline: cfg.HealthDeadline,
-		Backoff: retry, Reports: rep, Extra: extra, Log: log,
+		Backoff: retry, Reports: rep, Extra: extra, Metrics: NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		return err
@@ -192,7 +192,7 @@ func runCloud(ctx context.Context, cfg Config, roots *x509.CertPool, pinned []by
 	f := NewFleet(FleetConfig{
 		Dir: filepath.Join(cfg.StateDir, "cloud"), Pinned: pinned, Hub: hub, Client: kube, Clock: cfg.Clock,
 		ChangesWait: cfg.PollWait, DriftInterval: cfg.DriftInterval, HealthDeadline: cfg.HealthDeadline,
-		Backoff: retry, Reports: rep, Extra: extra, Log: log,
+		Backoff: retry, Reports: rep, Extra: extra, Metrics: NewMetrics(reg), Log: log,
 	})
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "misaki_agent_reports_pending", Help: "Reports not yet accepted by the hub."}, func() float64 { return float64(rep.Pending()) }),
