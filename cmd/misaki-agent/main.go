@@ -53,7 +53,8 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.HealthDeadline, "health-deadline", 10*time.Minute, "readiness deadline of a deployment whose policy names none")
 	fs.DurationVar(&c.PollWait, "poll-wait", 60*time.Second, "long-poll wait")
 	fs.StringVar(&c.Listen, "listen", ":9441", "address of /metrics, /healthz and /readyz (empty: none)")
-	qps := fs.Float64("kube-qps", 50, "requests per second to the Kubernetes API (burst: twice this)")
+	qps := fs.Float64("kube-qps", 50, "requests per second to the Kubernetes API, after the burst")
+	burst := fs.Int("kube-burst", 300, "requests to the Kubernetes API allowed at once before --kube-qps applies")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,7 +71,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg.QPS, cfg.Burst = float32(*qps), int(2**qps)
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	c.Kube, c.Version = cfg, version
 	err = agent.Run(ctx, c, log)
 	if errors.Is(err, context.Canceled) {

@@ -83,8 +83,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	kcfg := rest.CopyConfig(cfg.Kube)
 	if kcfg.QPS == 0 {
 		// client-go's default (5/s, burst 10) makes a 200-object apply
-		// (a GET, a dry-run and an apply each) take over a minute.
-		kcfg.QPS, kcfg.Burst = 50, 100
+		// (a GET, a dry-run and an apply each) take over a minute; these
+		// are Flux's.
+		kcfg.QPS, kcfg.Burst = 50, 300
 	}
 	kcfg.UserAgent = "misaki-agent/" + cfg.Version
 	kube, err := client.New(kcfg, client.Options{})

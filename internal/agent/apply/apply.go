@@ -336,14 +336,35 @@ func (a *Applier) describe(err error) error {
 	return err
 }
 
-// probeConflicts dry-runs each object without forcing ownership and
-// returns the conflict messages by Ref.ID.
+// probeConflicts returns, by Ref.ID, the conflict messages of the objects
+// whose fields another manager owns. Only objects that exist and list
+// another manager for the object itself (not its status) are dry-run
+// without forcing ownership; which those are comes from one metadata-only
+// list per kind and namespace, so a first install or an upgrade of objects
+// only this agent manages costs a few lists, not a request per object.
 func (a *Applier) probeConflicts(ctx context.Context, objs []*unstructured.Unstructured) map[string]string {
+	type group struct {
+		gvk schema.GroupVersionKind
+		ns  string
+	}
+	groups := map[group]map[string]bool{} // names of objects with other managers, once listed
+	var candidates []*unstructured.Unstructured
+	for _, o := range objs {
+		g := group{o.GroupVersionKind(), o.GetNamespace()}
+		others, ok := groups[g]
+		if !ok {
+			others = a.othersManaging(ctx, g.gvk, g.ns)
+			groups[g] = others
+		}
+		if others[o.GetName()] {
+			candidates = append(candidates, o)
+		}
+	}
 	out := map[string]string{}
 	var mu sync.Mutex
 	sem := make(chan struct{}, a.opts.Concurrency)
 	var wg sync.WaitGroup
-	for _, o := range objs {
+	for _, o := range candidates {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -359,6 +380,33 @@ func (a *Applier) probeConflicts(ctx context.Context, objs []*unstructured.Unstr
 		}()
 	}
 	wg.Wait()
+	return out
+}
+
+// othersManaging lists the objects of one kind in one namespace (all of
+// them for a cluster-scoped kind) by metadata and returns the names of
+// those with a field manager other than this agent on the object itself.
+// An error (a kind not served yet: its CRD is in this revision) lists
+// nothing: such objects do not exist yet.
+func (a *Applier) othersManaging(ctx context.Context, gvk schema.GroupVersionKind, ns string) map[string]bool {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	var opts []client.ListOption
+	if ns != "" {
+		opts = append(opts, client.InNamespace(ns))
+	}
+	if err := a.c.List(ctx, l, opts...); err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, it := range l.Items {
+		for _, mf := range it.ManagedFields {
+			if mf.Manager != FieldManager && mf.Subresource == "" {
+				out[it.Name] = true
+				break
+			}
+		}
+	}
 	return out
 }
 
