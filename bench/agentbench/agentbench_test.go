@@ -63,6 +63,8 @@ func BenchmarkFootprint(b *testing.B) {
 	ctrllog.SetLogger(logr.Discard()) // envtest's start-up lines
 	assets := clustertest.Assets(b)
 	bin := buildAgent(ctx, b)
+	built := source(ctx) // the agent's code as built, not as it is when the run ends
+	defaults := agentDefaults(ctx, bin)
 	flux, fluxErr := peerTools(ctx)
 	if fluxErr != nil {
 		b.Logf("kustomize-controller not measured: %v", fluxErr)
@@ -109,7 +111,7 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 	}
 
-	md := report(runs, dr, kr, fr, fluxErr, fileSize(bin), fileSize(filepath.Join(flux, "kustomize-controller")))
+	md := report(runs, dr, kr, fr, fluxErr, built, defaults, fileSize(bin), fileSize(filepath.Join(flux, "kustomize-controller")))
 	fmt.Print("\n" + md)
 	if dir := os.Getenv("RESULTS_DIR"); dir != "-" {
 		if dir == "" {
@@ -375,10 +377,61 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-func commit() string {
-	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+// source names the commit the agent was built from and the files of its
+// packages that the work tree had changed from it (other work in the
+// same checkout).
+func source(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
-		return "?"
+		return "an unknown commit"
 	}
-	return strings.TrimSpace(string(out))
+	rev := "`" + strings.TrimSpace(string(out)) + "`"
+	top, err := exec.CommandContext(ctx, "git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		return rev
+	}
+	root := strings.TrimSpace(string(top))
+	deps, err := exec.CommandContext(ctx, "go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "github.com/misaki-io/misaki/cmd/misaki-agent").Output()
+	if err != nil {
+		return rev
+	}
+	args := []string{"status", "--porcelain", "--", "go.mod", "go.sum"}
+	for d := range strings.FieldsSeq(string(deps)) {
+		if rel, err := filepath.Rel(root, d); err == nil && !strings.HasPrefix(rel, "..") {
+			args = append(args, ":(glob)"+rel+"/*.go")
+		}
+	}
+	st, err := exec.CommandContext(ctx, "git", args...).Output()
+	if err != nil || len(strings.TrimSpace(string(st))) == 0 {
+		return rev
+	}
+	var files []string
+	for l := range strings.Lines(string(st)) {
+		if l = strings.TrimSpace(l); !strings.HasSuffix(l, "_test.go") {
+			files = append(files, l)
+		}
+	}
+	if len(files) == 0 {
+		return rev
+	}
+	return rev + " with the work tree's changes to " + strings.Join(files, ", ")
+}
+
+// agentDefaults are the built agent's defaults that bear on the
+// figures, from its -h.
+func agentDefaults(ctx context.Context, bin string) string {
+	out, _ := exec.CommandContext(ctx, bin, "-h").CombinedOutput()
+	lines := strings.Split(string(out), "\n")
+	var parts []string
+	for _, name := range []string{"kube-qps", "kube-burst", "poll-wait", "drift-interval"} {
+		for i, l := range lines {
+			f := strings.Fields(l)
+			if len(f) > 0 && f[0] == "-"+name && i+1 < len(lines) {
+				if _, d, ok := strings.Cut(lines[i+1], "(default "); ok {
+					parts = append(parts, "--"+name+" "+strings.TrimSuffix(strings.TrimSpace(d), ")"))
+				}
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -4,6 +4,7 @@ package agentbench
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 )
@@ -18,11 +19,15 @@ func pct(i idle) string {
 }
 
 // report is the results as markdown: the table and what it means.
-func report(runs []*agentRun, dr driftRun, kr kubectlRun, fr *fluxRun, fluxErr error, agentBin, fluxBin int64) string {
+func report(runs []*agentRun, dr driftRun, kr kubectlRun, fr *fluxRun, fluxErr error, built, defaults string, agentBin, fluxBin int64) string {
 	var b strings.Builder
 	now := time.Now()
 	fmt.Fprintf(&b, "# Agent footprint, %s\n\n", now.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "`go test -run '^$' -bench Footprint -benchtime 1x -v ./bench/agentbench/` at commit %s on %s.\n", commit(), machine())
+	fmt.Fprintf(&b, "`go test -run '^$' -bench Footprint -benchtime 1x -timeout 30m -v ./bench/agentbench/`")
+	if rows := os.Getenv("AGENT_ROWS"); rows != "" {
+		fmt.Fprintf(&b, " with `AGENT_ROWS=%q`", rows)
+	}
+	fmt.Fprintf(&b, " on %s. misaki-agent built from %s; its defaults: %s.\n", machine(), built, defaults)
 	b.WriteString("One cluster for all (kube-apiserver and kube-controller-manager v1.37.2, etcd, kube-scheduler, a kwok node), the hub in the benchmark's process, all on the same cores; each row's objects in their own namespace.\n\n")
 
 	b.WriteString("| | idle RSS | idle CPU | 200 objects applied | all 200 ready | peak RSS during the apply | CPU during the apply | RSS after | idle CPU after |\n")
@@ -90,7 +95,7 @@ func report(runs []*agentRun, dr driftRun, kr kubectlRun, fr *fluxRun, fluxErr e
 	b.WriteString("How it is measured: RSS is VmRSS, peak VmHWM after writing 5 to /proc/<pid>/clear_refs at the start of the apply; CPU is utime+stime from /proc/<pid>/stat (10 ms ticks); kubectl's are its wait4 rusage (ru_maxrss, utime+stime). ")
 	b.WriteString("Idle: after the process started (the agent: logged \"agent starting\", enrolled) and settled 20 s, CPU over the next 30 s; after: 5 s after the apply, CPU over 30 s. ")
 	b.WriteString("The agent's apply: from POST /v1/deployments (the gadget chart, bulk: 194; the hub renders, signs and wakes the agent's long-poll) to its \"applied\" log line, and to the twin's report Phase Healthy at that revision (its readiness poll is every 2 s). ")
-	b.WriteString("kustomize-controller's: from creating the Kustomization (wait: true, prune: true) over a GitRepository whose artifact, a tarball of the same 200 objects, the benchmark serves on loopback (no source-controller runs; its CRDs are stand-ins that keep every field) to its \"server-side apply completed\" log line, and to Ready=True at that revision. It runs with its defaults (QPS 50, burst 300) and without leader election, as the agent has none; the agent runs with its defaults (QPS 50, burst 100, long-poll 60 s). ")
+	b.WriteString("kustomize-controller's: from creating the Kustomization (wait: true, prune: true) over a GitRepository whose artifact, a tarball of the same 200 objects, the benchmark serves on loopback (no source-controller runs; its CRDs are stand-ins that keep every field) to its \"server-side apply completed\" log line, and to Ready=True at that revision. It runs with its defaults (QPS 50, burst 300) and without leader election, as the agent has none; the agent runs with its defaults (above). ")
 	b.WriteString("kubectl: apply --server-side of the 200 objects as one file, then rollout status of the Deployment (all ready: the sum of the two; peak the larger). ")
 	b.WriteString("Namespaces are created beforehand for the peers (the agent creates those its objects use); the CRD is shared, applied first by the agent.\n")
 	return b.String()
