@@ -120,5 +120,40 @@ func (s *scanner) scan(p []byte, fn func(frame) bool) (ok bool, start, end int) 
 	return true, len(p), len(p)
 }
 
+// finish reads p up to the end of the frame in progress, without
+// reporting it, and returns how many bytes of p that took and whether
+// the frame ended in p (then the stream is between frames). A stream
+// between frames is finished at once.
+func (s *scanner) finish(p []byte) (n int, done bool) {
+	i := 0
+	for !s.between() {
+		if i == len(p) {
+			return i, false
+		}
+		switch {
+		case s.skip > 0:
+			n := min(uint32(len(p)-i), s.skip)
+			s.skip -= n
+			i += int(n)
+		case s.need > 0: // RST_STREAM's code: the rest of it, then the payload after it
+			n := min(s.need, len(p)-i)
+			s.need -= n
+			i += n
+			if s.need == 0 {
+				s.skip = s.cur.length - 4
+			}
+		default:
+			n := copy(s.hdr[s.nhdr:], p[i:])
+			s.nhdr += n
+			i += n
+			if s.nhdr == len(s.hdr) {
+				s.nhdr = 0
+				s.skip = uint32(s.hdr[0])<<16 | uint32(s.hdr[1])<<8 | uint32(s.hdr[2])
+			}
+		}
+	}
+	return i, true
+}
+
 // between reports whether the stream is between frames.
 func (s *scanner) between() bool { return s.nhdr == 0 && s.skip == 0 && s.need == 0 }

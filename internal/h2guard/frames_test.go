@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/net/http2"
 )
 
@@ -103,4 +104,43 @@ func FuzzScan(f *testing.F) {
 			t.Fatalf("pieces of %d bytes (-whole +pieces):\n%s", size, diff)
 		}
 	})
+}
+
+// TestFinish: cut anywhere, finish reads to the end of the frame the cut
+// is in (a cut between frames is finished at once), and the scanner
+// then reads the frames after it as they are.
+func TestFinish(t *testing.T) {
+	b := frameStream(t)
+	// The offsets where frames end, the preface counting as one.
+	ends := []int{len(clientPreface)}
+	for _, f := range wantFrames {
+		ends = append(ends, ends[len(ends)-1]+9+int(f.length))
+	}
+	for cut := len(clientPreface); cut <= len(b); cut++ {
+		next := 0 // the frames after the one cut
+		for ends[next] < cut {
+			next++
+		}
+		for _, size := range []int{1, 5, len(b)} { // finish's input in pieces of size
+			s := scanner{preface: len(clientPreface)}
+			s.scan(b[:cut], func(frame) bool { return true })
+			at, done := cut, false
+			for {
+				var n int
+				n, done = s.finish(b[at:min(at+size, len(b))])
+				at += n
+				if done || at == len(b) {
+					break
+				}
+			}
+			if !done || at != ends[next] {
+				t.Fatalf("cut at %d, pieces of %d: finished at %d (done %v), want %d", cut, size, at, done, ends[next])
+			}
+			var got []frame
+			s.scan(b[at:], func(f frame) bool { got = append(got, f); return true })
+			if diff := cmp.Diff(wantFrames[next:], got, cmp.AllowUnexported(frame{}), cmpopts.EquateEmpty()); diff != "" {
+				t.Fatalf("cut at %d, pieces of %d: frames after (-want +got):\n%s", cut, size, diff)
+			}
+		}
+	}
 }

@@ -195,8 +195,13 @@ type conn struct {
 	net.Conn
 	g *Guard
 
-	wmu sync.Mutex // guards out, and the underlying Write; taken before mu
+	wmu sync.Mutex // guards the fields below, and the underlying Write; taken before mu
 	out scanner    // the server's frames
+	// ending is set while the frame the server was in the middle of
+	// writing when the client went over a limit is let through, to be
+	// followed by the GOAWAY (trip, finishFrame).
+	ending *dueGoAway
+	torn   bool // a write failed: the client may have part of a frame, and no GOAWAY can follow
 
 	mu        sync.Mutex       // guards the fields below
 	in        scanner          // the client's frames
@@ -209,6 +214,14 @@ type conn struct {
 	conts     int            // CONTINUATION frames since the last HEADERS
 	tripped   string         // the limit gone over; "" while within them
 	tripping  sync.WaitGroup // trip in progress: drain waits for its GOAWAY
+}
+
+// dueGoAway is a GOAWAY waiting for the end of the server's frame in
+// progress.
+type dueGoAway struct {
+	last  uint32
+	limit string
+	done  chan struct{} // closed once the GOAWAY is sent, or cannot be
 }
 
 func (g *Guard) newConn(c net.Conn, sawPreface bool) *conn {
@@ -292,6 +305,9 @@ func (c *conn) fromClient(f frame) string {
 func (c *conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.ending != nil {
+		return c.finishFrame(p)
+	}
 	c.mu.Lock()
 	if c.tripped != "" {
 		c.mu.Unlock()
@@ -304,13 +320,46 @@ func (c *conn) Write(p []byte) (int, error) {
 	})
 	c.mu.Unlock()
 	if ok {
-		return c.Conn.Write(p)
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.torn = true
+		}
+		return n, err
 	}
 	// Only a server's RST_STREAM takes the client over a limit here, and
 	// it ends where the scan stopped: it is sent, then the GOAWAY.
 	n, err := c.Conn.Write(p[:end])
+	if err != nil {
+		c.torn = true
+	}
 	c.trip(limit, true, err == nil)
 	return n, ErrLimit
+}
+
+// finishFrame writes p up to the end of the frame the server was in the
+// middle of when the client went over a limit, and then the GOAWAY; the
+// server's frames after that one are not sent. Called with wmu held and
+// c.ending set.
+func (c *conn) finishFrame(p []byte) (int, error) {
+	e := c.ending
+	n, done := c.out.finish(p)
+	m, err := c.Conn.Write(p[:n])
+	if err != nil {
+		c.torn = true
+	} else if done {
+		c.goAway(e.last, e.limit)
+	}
+	if err != nil || done {
+		c.ending = nil
+		close(e.done)
+	}
+	switch {
+	case err != nil:
+		return m, err
+	case m < len(p):
+		return m, ErrLimit
+	}
+	return m, nil
 }
 
 // fromServer accounts for a frame from the server and returns the limit
@@ -340,13 +389,37 @@ func (c *conn) fromServer(f frame) string {
 // server's reads and writes fail from now on, and once the server closes
 // the connection, the client's bytes are drained until it closes too or
 // drainTimeout passes. The GOAWAY must not tear one of the server's
-// frames, so it is sent between frames or not at all: inWrite says the
-// caller is Write, which holds wmu and knows whether it stopped between
-// frames.
+// frames: inWrite says the caller is Write, which holds wmu and knows
+// whether it stopped between frames (if not, no GOAWAY is sent);
+// otherwise the caller is Read, and the GOAWAY follows the server's write
+// in progress, and the frame in progress if that write stopped in the
+// middle of one.
+//
+// That is common: x/net's writer goes through a 4 KiB buffer and writes
+// it out whenever it fills, between frames or not. A GOAWAY sent then
+// would tear the frame, and none sent leaves the client with part of a
+// frame and its connection cut for no reason it can see. x/net writes
+// the rest of the frame from its buffer soon, with no read needed (its
+// frame writer runs apart from its reader): the server's writes are let
+// through to the end of that frame, and finishFrame sends the GOAWAY
+// after it. The read that went over the limit, the caller, waits for
+// that, so that the server does not see ErrLimit and stop first; after
+// drainTimeout the GOAWAY is given up. The connection is marked tripped
+// with wmu held, in the same step as the frame in progress is looked at:
+// a write in between would be refused, and the rest of the frame lost.
 func (c *conn) trip(limit string, inWrite, between bool) {
+	if !inWrite {
+		// After the server's write in progress, if any: one waiting for
+		// a client that does not read fails by this deadline.
+		c.Conn.SetWriteDeadline(time.Now().Add(drainTimeout))
+		c.wmu.Lock()
+	}
 	c.mu.Lock()
 	if c.tripped != "" {
 		c.mu.Unlock()
+		if !inWrite {
+			c.wmu.Unlock()
+		}
 		return
 	}
 	c.tripped = limit
@@ -354,33 +427,55 @@ func (c *conn) trip(limit string, inWrite, between bool) {
 	defer c.tripping.Done()
 	last := c.maxStream
 	c.mu.Unlock()
+	// Counted before the client can read the GOAWAY.
 	c.g.closes.WithLabelValues(limit).Inc()
+	var due *dueGoAway
+	switch {
+	case inWrite:
+		if between {
+			c.goAway(last, limit)
+		}
+	case c.out.between():
+		c.goAway(last, limit)
+	case !c.torn:
+		due = &dueGoAway{last: last, limit: limit, done: make(chan struct{})}
+		c.ending = due
+	}
+	if !inWrite {
+		c.wmu.Unlock()
+	}
 	c.g.log.Warn("HTTP/2 connection over a limit: GOAWAY and closed", "remote", c.RemoteAddr().String(),
 		"limit", "limits.http2."+limit, "lastStream", last)
-	if !inWrite {
-		// After the server's write in progress, if any: one waiting for a
-		// client that does not read fails by this deadline.
-		c.Conn.SetWriteDeadline(time.Now().Add(drainTimeout))
+	if due != nil {
+		t := time.NewTimer(drainTimeout)
+		select {
+		case <-due.done:
+		case <-t.C:
+		}
+		t.Stop()
 		c.wmu.Lock()
-		between = c.out.between()
-		defer c.wmu.Unlock()
-	}
-	if between {
-		c.goAway(last, limit)
+		c.ending = nil // the server's writes fail from now on
+		c.wmu.Unlock()
 	}
 	// Wake the server's reader, which then closes the connection.
 	c.Conn.SetReadDeadline(time.Now())
 }
 
 // goAway writes GOAWAY(ENHANCE_YOUR_CALM), last being the highest
-// stream the server may have acted on. Called with wmu held.
+// stream the server may have acted on, unless a failed write may have
+// left part of a frame. Called with wmu held, between frames.
 func (c *conn) goAway(last uint32, limit string) {
+	if c.torn {
+		return
+	}
 	debug := "misaki: over limits.http2." + limit
 	n := 8 + len(debug)
 	b := []byte{byte(n >> 16), byte(n >> 8), byte(n), frameGoAway, 0, 0, 0, 0, 0,
 		byte(last >> 24), byte(last >> 16), byte(last >> 8), byte(last), 0, 0, 0, codeCalm}
 	c.Conn.SetWriteDeadline(time.Now().Add(drainTimeout))
-	c.Conn.Write(append(b, debug...))
+	if _, err := c.Conn.Write(append(b, debug...)); err != nil {
+		c.torn = true
+	}
 }
 
 // SetReadDeadline is the server's, unless the connection is being closed
