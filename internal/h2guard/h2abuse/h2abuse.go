@@ -124,7 +124,14 @@ type Conn struct {
 
 // Dial opens a connection to t and does the HTTP/2 handshake: preface,
 // SETTINGS with large windows, and a connection WINDOW_UPDATE, so that the
-// server never waits for this client's flow control.
+// server never waits for this client's flow control; then it reads the
+// server's preface, a SETTINGS frame, and acknowledges it.
+//
+// The acknowledgement is sent before any attack's frame: sent later, it
+// could fall inside a header block an attack leaves open (a CONTINUATION
+// flood's never ends), which is a connection error (RFC 9113, section
+// 6.10), and the server would close the connection with PROTOCOL_ERROR
+// for the acknowledgement, not for the attack.
 func Dial(ctx context.Context, t Target) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", t.Addr)
@@ -168,8 +175,30 @@ func Dial(ctx context.Context, t Target) (*Conn, error) {
 		nc.Close()
 		return nil, err
 	}
+	if err := c.serverPreface(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	go c.read()
 	return c, nil
+}
+
+// serverPreface reads the server's first frame, which must be SETTINGS,
+// and acknowledges it.
+func (c *Conn) serverPreface(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
+	f, err := c.fr.ReadFrame()
+	if !stop() {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("h2abuse: reading the server's preface: %w", err)
+	}
+	if s, ok := f.(*http2.SettingsFrame); !ok || s.IsAck() {
+		return fmt.Errorf("h2abuse: the server's first frame is %v, not SETTINGS", f.Header())
+	}
+	c.fr.WriteSettingsAck()
+	return c.bw.Flush()
 }
 
 // read reads the server's frames until the connection ends.
@@ -201,9 +230,10 @@ func (c *Conn) read() {
 			c.res.GoAwayLastStream = f.LastStreamID
 		}
 		c.mu.Unlock()
-		// SETTINGS are acknowledged when the writer is free: waiting for
-		// it could stop this reader while the writer waits for the server,
-		// which may be waiting for this reader.
+		// SETTINGS after the first (Dial acknowledged that one; Go's
+		// servers send no other) are acknowledged when the writer is
+		// free: waiting for it could stop this reader while the writer
+		// waits for the server, which may be waiting for this reader.
 		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() && c.wmu.TryLock() {
 			c.fr.WriteSettingsAck()
 			c.bw.Flush()
