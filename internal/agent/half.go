@@ -109,6 +109,9 @@ type Half struct {
 	lastErr   string
 	// deadlines per deployment while Progressing.
 	deadlines map[string]time.Time
+	// retry backs off applies that failed for a transient reason (the
+	// API server unreachable), which stay Applying.
+	retry *backoff.Backoff
 }
 
 // NewHalf opens the half's trust state and ledger, finishing an
@@ -131,6 +134,7 @@ func NewHalf(cfg HalfConfig) (*Half, error) {
 		docs:    make(chan *hubv1.Desired, 1),
 		notify:  make(chan struct{}, 1),
 		refresh: make(chan struct{}, 1),
+		retry:   backoff.New(cfg.Backoff, cfg.Clock),
 	}
 	if err := h.finishPending(now); err != nil {
 		return nil, err
@@ -202,9 +206,17 @@ func (h *Half) Run(ctx context.Context) error {
 	var poll clock.Timer
 	var pollC <-chan time.Time
 	for {
-		if h.rec.Phase == hubv1.PhaseProgressing && pollC == nil {
-			poll = h.cfg.Clock.NewTimer(h.cfg.HealthPoll)
-			pollC = poll.C()
+		// One timer at a time: readiness polls while Progressing, apply
+		// retries (backing off) while an apply met a transient error.
+		if pollC == nil {
+			switch h.rec.Phase {
+			case hubv1.PhaseProgressing:
+				poll = h.cfg.Clock.NewTimer(h.cfg.HealthPoll)
+				pollC = poll.C()
+			case hubv1.PhaseApplying:
+				poll = h.cfg.Clock.NewTimer(h.retry.Next())
+				pollC = poll.C()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -217,12 +229,19 @@ func (h *Half) Run(ctx context.Context) error {
 				poll.Stop()
 				pollC = nil
 			}
+			h.retry.Reset()
 			if err := h.take(ctx, d); err != nil {
 				return err
 			}
 		case <-pollC:
 			pollC = nil
-			if err := h.judge(ctx); err != nil {
+			var err error
+			if h.rec.Phase == hubv1.PhaseApplying {
+				err = h.applyTarget(ctx)
+			} else {
+				err = h.judge(ctx)
+			}
+			if err != nil {
 				return err
 			}
 		case <-h.refresh:
@@ -404,12 +423,21 @@ func (h *Half) applyTarget(ctx context.Context) error {
 		return h.failApply(ctx, err, nil)
 	}
 	if err := h.applySet(ctx, st.Objects, true); err != nil {
-		var ae *apply.Error
-		if errors.As(err, &ae) || !isStateErr(err) {
-			return h.failApply(ctx, err, st)
+		switch {
+		case isStateErr(err):
+			return err
+		case ctx.Err() != nil:
+			return nil // stopping: the ledger says Applying, the next start resumes
+		case apply.Transient(err):
+			h.lastErr = "apply, to be retried: " + err.Error()
+			h.log.Warn("apply failed; retrying", "revision", h.rec.Target.Revision, "err", err)
+			h.report()
+			return nil
 		}
-		return err
+		return h.failApply(ctx, err, st)
 	}
+	h.retry.Reset()
+	h.lastErr = ""
 	h.rec.Phase = hubv1.PhaseProgressing
 	if err := h.ledger.Save(h.rec); err != nil {
 		return err

@@ -120,6 +120,7 @@ type running struct {
 type agentOpts struct {
 	clock    clock.Clock
 	hub      agent.Hub
+	kube     client.Client
 	drift    time.Duration
 	deadline time.Duration
 }
@@ -133,6 +134,9 @@ func (e *env) start(o agentOpts) *running {
 	if o.hub == nil {
 		o.hub = e.hubClient()
 	}
+	if o.kube == nil {
+		o.kube = e.kube
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -142,7 +146,7 @@ func (e *env) start(o agentOpts) *running {
 	reg := prometheus.NewRegistry()
 	h, err := agent.NewHalf(agent.HalfConfig{
 		Vehicle: vehicleID, Half: hubv1.HalfVehicle, Dir: e.dir, Pinned: e.pinned,
-		Hub: o.hub, Client: e.kube, Clock: o.clock,
+		Hub: o.hub, Client: o.kube, Clock: o.clock,
 		PollWait: 2 * time.Second, DriftInterval: o.drift, HealthDeadline: o.deadline, HealthPoll: 300 * time.Millisecond,
 		Backoff: pol, Reports: rep, Metrics: agent.NewMetrics(reg), Log: log,
 	})

@@ -1,13 +1,19 @@
 package agent_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 )
@@ -95,5 +101,38 @@ func TestFailedRevisionRollsBack(t *testing.T) {
 	e.reported(60*time.Second, failed(rev4, 0))
 	if got := e.apiCPU(); got != "32" {
 		t.Errorf("api CPU request %q, want 32: a failed revision without a rollback policy stays applied", got)
+	}
+}
+
+// An apply that meets the API server unreachable (a vehicle's API server
+// still starting after a reboot) is retried with backoff, not failed.
+func TestTransientApplyErrorsRetried(t *testing.T) {
+	e := newEnv(t)
+	e.deploy(map[string]any{"message": "one"}, nil)
+	rev1 := e.desiredRevision(0)
+	var mu sync.Mutex
+	refused := 0
+	withWatch, err := client.NewWithWatch(e.cluster.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := interceptor.NewClient(withWatch, interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if refused < 12 {
+				refused++
+				return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})
+	a := e.start(agentOpts{kube: kube})
+	e.reported(90*time.Second, phase(rev1, hubv1.PhaseHealthy))
+	if got := a.counter(t, "misaki_agent_applies_total", map[string]string{"result": "error"}); got < 1 {
+		t.Errorf("misaki_agent_applies_total{result=error} = %v: the refused applies were not counted", got)
+	}
+	if got := a.counter(t, "misaki_agent_revisions_total", map[string]string{"phase": "Failed"}); got != 0 {
+		t.Errorf("a revision failed on a transient error")
 	}
 }

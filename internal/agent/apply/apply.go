@@ -157,10 +157,40 @@ func (r Result) Changed() int {
 type Error struct {
 	Ref Ref
 	Err error
+	// Hint says what the user can do, when there is something.
+	Hint string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("apply %s: %v", e.Ref, e.Err) }
+func (e *Error) Error() string {
+	if e.Hint != "" {
+		return fmt.Sprintf("apply %s: %v (%s)", e.Ref, e.Err, e.Hint)
+	}
+	return fmt.Sprintf("apply %s: %v", e.Ref, e.Err)
+}
 func (e *Error) Unwrap() error { return e.Err }
+
+// Transient reports whether err may pass if the apply is tried again: the
+// API server unreachable, overloaded or timing out (a vehicle's API server
+// starting after a reboot), as opposed to the server refusing an object
+// (invalid, forbidden, an immutable field), which the same objects will
+// meet again.
+func Transient(err error) bool {
+	if meta.IsNoMatchError(err) {
+		return false // a kind the cluster does not serve
+	}
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
+		return !errors.Is(err, context.Canceled)
+	}
+	if ssaerrors.IsImmutableError(err) {
+		return false
+	}
+	switch code := st.Status().Code; {
+	case code == 0, code == 408, code == 429, code >= 500:
+		return true
+	}
+	return false
+}
 
 // Options configure an Applier.
 type Options struct {
@@ -327,11 +357,11 @@ func action(a ssa.Action) Action {
 func (a *Applier) describe(err error) error {
 	var dr *ssaerrors.DryRunErr
 	if errors.As(err, &dr) && dr.InvolvedObject() != nil {
-		msg := dr.Unwrap().Error()
+		e := &Error{Ref: RefOf(dr.InvolvedObject()), Err: dr.Unwrap()}
 		if ssaerrors.IsImmutableError(dr.Unwrap()) {
-			msg += fmt.Sprintf(" (an immutable field changed; annotate the object %s: \"true\" to let the agent re-create it)", AnnotationRecreate)
+			e.Hint = fmt.Sprintf("if an immutable field changed, annotate the object %s: \"true\" to let the agent re-create it", AnnotationRecreate)
 		}
-		return &Error{Ref: RefOf(dr.InvolvedObject()), Err: errors.New(msg)}
+		return e
 	}
 	return err
 }

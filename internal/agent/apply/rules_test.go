@@ -1,10 +1,17 @@
 package apply
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 func manifest(apiVersion, kind, ns, name string, ann map[string]string) *unstructured.Unstructured {
@@ -72,5 +79,28 @@ func TestConfine(t *testing.T) {
 	}
 	if l := out[0].GetLabels(); l[LabelVehicle] != "car-1" || l[LabelHalf] != "cloud" {
 		t.Errorf("labels %v", l)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
+		{"too many requests", apierrors.NewTooManyRequests("busy", 1), true},
+		{"unavailable", apierrors.NewServiceUnavailable("starting"), true},
+		{"invalid", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "a", nil), false},
+		{"forbidden", apierrors.NewForbidden(gr, "a", errors.New("no")), false},
+		{"no such kind", &meta.NoKindMatchError{GroupKind: schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}}, false},
+		{"wrapped unavailable", &Error{Ref: Ref{Kind: "ConfigMap", Name: "a"}, Err: fmt.Errorf("apply failed: %w", apierrors.NewServiceUnavailable("x"))}, true},
+		{"cancelled", context.Canceled, false},
+	} {
+		if got := Transient(tc.err); got != tc.want {
+			t.Errorf("%s: Transient = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
