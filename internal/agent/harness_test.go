@@ -28,6 +28,7 @@ import (
 	"github.com/misaki-io/misaki/internal/hub"
 	"github.com/misaki-io/misaki/internal/hub/hubtest"
 	"github.com/misaki-io/misaki/internal/hubclient"
+	"github.com/misaki-io/misaki/internal/promtest"
 )
 
 // env is one scenario's world: a real vehicle cluster (kube-apiserver,
@@ -164,29 +165,11 @@ func (e *env) start(o agentOpts) *running {
 // counter is the value of a counter with these label values.
 func (r *running) counter(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var pairs []string
+	for k, v := range labels {
+		pairs = append(pairs, k, v)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return promtest.Value(t, r.reg, name, pairs...)
 }
 
 func (r *running) stop() {

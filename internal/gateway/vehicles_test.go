@@ -29,6 +29,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/devpki"
+	"github.com/misaki-io/misaki/internal/promtest"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
@@ -635,30 +636,5 @@ func TestServiceHost(t *testing.T) {
 // pairs, 0 if it has none yet.
 func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
+	return promtest.Value(t, g, name, labels...)
 }
