@@ -24,22 +24,30 @@ type Reporter struct {
 	pol backoff.Policy
 	log *slog.Logger
 
-	mu      sync.Mutex // guards pending
-	pending map[key]hubv1.Reported
+	mu      sync.Mutex // guards pending and gen
+	pending map[key]queued
+	gen     uint64
 	wake    chan struct{}
 }
 
 type key struct{ vehicle, half string }
 
+// queued is a pending report and the Set call that queued it.
+type queued struct {
+	r   hubv1.Reported
+	gen uint64
+}
+
 // NewReporter returns a Reporter; call Run.
 func NewReporter(hub Hub, clk clock.Clock, pol backoff.Policy, log *slog.Logger) *Reporter {
-	return &Reporter{hub: hub, clk: clk, pol: pol, log: log, pending: map[key]hubv1.Reported{}, wake: make(chan struct{}, 1)}
+	return &Reporter{hub: hub, clk: clk, pol: pol, log: log, pending: map[key]queued{}, wake: make(chan struct{}, 1)}
 }
 
 // Set queues r as vehicle's newest report of r.Half.
 func (p *Reporter) Set(vehicle string, r hubv1.Reported) {
 	p.mu.Lock()
-	p.pending[key{vehicle, r.Half}] = r
+	p.gen++
+	p.pending[key{vehicle, r.Half}] = queued{r, p.gen}
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -64,10 +72,11 @@ func (p *Reporter) Run(ctx context.Context) {
 		case <-p.wake:
 		}
 		for ctx.Err() == nil {
-			k, r, ok := p.next()
+			k, q, ok := p.next()
 			if !ok {
 				break
 			}
+			r := q.r
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := p.hub.Report(cctx, k.vehicle, r)
 			cancel()
@@ -75,7 +84,7 @@ func (p *Reporter) Run(ctx context.Context) {
 				if err != nil {
 					p.log.Warn("the hub refused a report; dropped", "vehicle", k.vehicle, "half", r.Half, "err", err)
 				}
-				p.done(k, r)
+				p.done(k, q.gen)
 				b.Reset()
 				continue
 			}
@@ -90,35 +99,21 @@ func (p *Reporter) Run(ctx context.Context) {
 
 // next picks a pending report (any order: reports of different halves are
 // independent).
-func (p *Reporter) next() (key, hubv1.Reported, bool) {
+func (p *Reporter) next() (key, queued, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, r := range p.pending {
-		return k, r, true
+	for k, q := range p.pending {
+		return k, q, true
 	}
-	return key{}, hubv1.Reported{}, false
+	return key{}, queued{}, false
 }
 
-// done removes r unless a newer report replaced it while it was sent.
-func (p *Reporter) done(k key, r hubv1.Reported) {
+// done removes the report queued by Set call gen, unless a newer one
+// replaced it while it was sent.
+func (p *Reporter) done(k key, gen uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cur, ok := p.pending[k]; ok && sameReport(cur, r) {
+	if q, ok := p.pending[k]; ok && q.gen == gen {
 		delete(p.pending, k)
 	}
-}
-
-// sameReport compares the fields Set callers change; a report is a value
-// built fresh each time, so pointer identity of its slices tells a
-// replacement apart.
-func sameReport(a, b hubv1.Reported) bool {
-	if a.AppliedRevision != b.AppliedRevision || a.Phase != b.Phase || a.Message != b.Message || len(a.Objects) != len(b.Objects) || a.Failure != b.Failure || a.Refused != b.Refused || a.Facts != b.Facts {
-		return false
-	}
-	for i := range a.Objects {
-		if a.Objects[i] != b.Objects[i] {
-			return false
-		}
-	}
-	return true
 }
