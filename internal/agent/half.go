@@ -612,16 +612,16 @@ func (h *Half) judge(ctx context.Context) error {
 }
 
 func (h *Half) earliestDeadline() time.Time {
-	var min time.Time
+	var first time.Time
 	for _, d := range h.deadlines {
-		if min.IsZero() || d.Before(min) {
-			min = d
+		if first.IsZero() || d.Before(first) {
+			first = d
 		}
 	}
-	if min.IsZero() {
-		min = h.cfg.Clock.Now()
+	if first.IsZero() {
+		first = h.cfg.Clock.Now()
 	}
-	return min
+	return first
 }
 
 // fail marks the target Failed because the deployments in late were not

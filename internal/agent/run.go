@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -264,7 +266,7 @@ func readOptional(file string) ([]byte, error) {
 }
 
 func sameFacts(a, b facts.Snapshot) bool {
-	return fmt.Sprint(a.Facts, a.Capacity, a.Allocatable) == fmt.Sprint(b.Facts, b.Capacity, b.Allocatable)
+	return reflect.DeepEqual(a.Facts, b.Facts) && maps.Equal(a.Capacity, b.Capacity) && maps.Equal(a.Allocatable, b.Allocatable)
 }
 
 // serve runs the metrics and health endpoints.
