@@ -166,7 +166,13 @@ type Deployment struct {
 	// Health is how the agent judges the deployment's objects after it
 	// applies a revision; nil: the agent's defaults, no rollback.
 	Health *HealthPolicy `json:"health,omitempty"`
-	// Generation counts changes to the spec (everything above).
+	// Rollout is how a new generation reaches the vehicles: waves, bake
+	// time, failure threshold and vehicle-state gates. nil: every targeted
+	// vehicle at once, no gates.
+	Rollout *RolloutPolicy `json:"rollout,omitempty"`
+	// Generation counts changes to the spec (everything above). Each
+	// generation is kept (GET /v1/deployments/{name}/versions) and starts
+	// a rollout.
 	Generation int64     `json:"generation"`
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
@@ -221,6 +227,9 @@ type DeploymentRevision struct {
 	Generation int64         `json:"generation"`
 	Chart      ChartRef      `json:"chart"`
 	Health     *HealthPolicy `json:"health,omitempty"`
+	// Gates are the rollout's vehicle-state gates: the agent applies a
+	// revision that changes this deployment only while every gate holds.
+	Gates []string `json:"gates,omitempty"`
 }
 
 // HealthPolicy says how long a deployment's objects have, after the agent
@@ -300,6 +309,10 @@ const (
 	PhaseProgressing = "Progressing" // applied; waiting for objects to be ready
 	PhaseHealthy     = "Healthy"     // every object ready
 	PhaseFailed      = "Failed"      // the apply failed, or not ready by the deadline
+	// PhaseWaiting: a newer revision is verified and waits for a
+	// vehicle-state gate (Reported.Gates says which); AppliedRevision is
+	// still the one running.
+	PhaseWaiting = "Waiting"
 )
 
 // Failure is why a revision is Failed, and what the agent did about it.
@@ -328,15 +341,21 @@ type Reported struct {
 	AppliedRevision int64  `json:"appliedRevision"`
 	// Phase is the applied revision's (Applying, Progressing, Healthy,
 	// Failed); Failure says why when it is Failed.
-	Phase        string         `json:"phase,omitempty"`
-	Failure      *Failure       `json:"failure,omitempty"`
-	Objects      []ObjectStatus `json:"objects,omitempty"`
-	Facts        *Facts         `json:"facts,omitempty"`
-	Capacity     ResourceList   `json:"capacity,omitempty"`
-	Allocatable  ResourceList   `json:"allocatable,omitempty"`
-	Gates        []GateState    `json:"gates,omitempty"`
-	AgentVersion string         `json:"agentVersion,omitempty"`
-	Refused      *Refusal       `json:"refused,omitempty"`
+	Phase   string         `json:"phase,omitempty"`
+	Failure *Failure       `json:"failure,omitempty"`
+	Objects []ObjectStatus `json:"objects,omitempty"`
+	// Deployments are the deployment generations of the applied revision
+	// (rollouts count a vehicle as having generation N from them).
+	Deployments []DeploymentRevision `json:"deployments,omitempty"`
+	// Waiting is the verified revision waiting for its gates (Phase
+	// Waiting), 0 when none waits.
+	Waiting      int64        `json:"waiting,omitempty"`
+	Facts        *Facts       `json:"facts,omitempty"`
+	Capacity     ResourceList `json:"capacity,omitempty"`
+	Allocatable  ResourceList `json:"allocatable,omitempty"`
+	Gates        []GateState  `json:"gates,omitempty"`
+	AgentVersion string       `json:"agentVersion,omitempty"`
+	Refused      *Refusal     `json:"refused,omitempty"`
 	// Message is a free-form line from the agent (the last error, say).
 	Message string `json:"message,omitempty"`
 	// Time is when the hub received the report (set by the hub).
@@ -494,4 +513,130 @@ type Preview struct {
 	Values         map[string]any       `json:"values,omitempty"`
 	Notes          string               `json:"notes,omitempty"`
 	Matches        bool                 `json:"matches"`
+}
+
+// RolloutPolicy says how a deployment's new generation reaches its
+// vehicles. The targeted vehicles are those its selector (old or new)
+// matches when the rollout starts. They are split into waves: the canary
+// first, then Waves in order, then every vehicle left. A wave is released
+// (its vehicles get the new generation) at most MaxUnavailable vehicles
+// updating at a time; it is done when each vehicle in it answered
+// (healthy or failed) or WaveDeadline passed, and the next wave starts
+// BakeTime after that. More failures than FailureThreshold pause the
+// rollout, with the reason.
+type RolloutPolicy struct {
+	// Canary is the first wave; nil: none.
+	Canary *Wave  `json:"canary,omitempty"`
+	Waves  []Wave `json:"waves,omitempty"`
+	// MaxUnavailable caps the vehicles of the current wave updating at
+	// once (released, online, not yet healthy or failed): a count ("5")
+	// or a percentage of the targeted vehicles ("10%"). Default: no cap.
+	MaxUnavailable string `json:"maxUnavailable,omitempty"`
+	// BakeTime is how long to wait after a wave is done before the next
+	// starts, such as "30m". Default 0.
+	BakeTime string `json:"bakeTime,omitempty"`
+	// WaveDeadline is how long a wave waits for its vehicles to answer
+	// before the next may start, such as "2h"; vehicles that have not
+	// answered keep the new generation and take it when they return.
+	// Default 24h.
+	WaveDeadline string `json:"waveDeadline,omitempty"`
+	// FailureThreshold is how many failed vehicles are tolerated: a count
+	// ("2") or a percentage of the vehicles released so far ("5%"). One
+	// more pauses the rollout. Default "0": the first failure pauses.
+	FailureThreshold string `json:"failureThreshold,omitempty"`
+	// Gates are vehicle-state conditions the agent checks before it
+	// applies the new generation: "parked", "!moving", "ignition=off",
+	// "battery>=30", "window 02:00-05:00" (docs/rollouts.md has the
+	// grammar).
+	Gates []string `json:"gates,omitempty"`
+}
+
+// Wave selects vehicles of a rollout: by label selector (the targeted
+// vehicles it matches that no earlier wave took), or by size, cumulative
+// over the waves so far: "10%" (of the targeted vehicles) or a count
+// ("1"). Exactly one of Selector and Size.
+type Wave struct {
+	Name     string `json:"name,omitempty"`
+	Selector string `json:"selector,omitempty"`
+	Size     string `json:"size,omitempty"`
+}
+
+// Rollout phases.
+const (
+	RolloutProgressing = "Progressing" // releasing waves
+	RolloutPaused      = "Paused"      // by an operator, or by the failure threshold (Reason says)
+	RolloutCompleted   = "Completed"   // every wave done
+	RolloutAborted     = "Aborted"     // stopped; its vehicles went back to the generation before
+	RolloutSuperseded  = "Superseded"  // a newer generation's rollout took over
+)
+
+// Vehicle states in a rollout.
+const (
+	VehiclePending    = "pending"    // not released yet
+	VehicleOffline    = "offline"    // released, not seen; gets the newest allowed revision when back
+	VehicleApplying   = "applying"   // released, updating
+	VehicleWaiting    = "waiting"    // the agent waits for a vehicle-state gate
+	VehicleHealthy    = "healthy"    // runs the generation, ready
+	VehicleFailed     = "failed"     // the generation failed (or was refused) on the vehicle
+	VehicleSuperseded = "superseded" // runs a newer generation
+)
+
+// Rollout is one generation of a deployment on its way to the vehicles
+// (GET /v1/deployments/{name}/rollouts/{generation}).
+type Rollout struct {
+	Deployment string `json:"deployment"`
+	Generation int64  `json:"generation"`
+	// From is the generation the vehicles ran before (0: new deployment).
+	From   int64         `json:"from"`
+	Policy RolloutPolicy `json:"policy"`
+	Phase  string        `json:"phase"`
+	// Reason says why the rollout is paused, aborted or superseded.
+	Reason string `json:"reason,omitempty"`
+	// Waves are empty until the hub has split the targeted vehicles.
+	Waves []WaveStatus `json:"waves"`
+	// Counts are the vehicles per state, over all waves.
+	Counts map[string]int `json:"counts,omitempty"`
+	// Tolerated is the failure count at the last resume: the threshold
+	// counts failures beyond it.
+	Tolerated int       `json:"tolerated,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+	CreatedBy string    `json:"createdBy,omitempty"`
+	// ResourceVersion changes on every write.
+	ResourceVersion int64 `json:"resourceVersion"`
+}
+
+// WaveStatus is one wave of a rollout.
+type WaveStatus struct {
+	Name     string `json:"name"`
+	Vehicles int    `json:"vehicles"`
+	// Started is when its first vehicle was released, Done when every
+	// vehicle answered or the deadline passed, BakeUntil when the next
+	// wave may start.
+	Started   *time.Time     `json:"started,omitempty"`
+	Done      *time.Time     `json:"done,omitempty"`
+	BakeUntil *time.Time     `json:"bakeUntil,omitempty"`
+	Counts    map[string]int `json:"counts,omitempty"`
+}
+
+// RolloutVehicle is one vehicle's place and state in a rollout.
+type RolloutVehicle struct {
+	Vehicle  string `json:"vehicle"`
+	Wave     int    `json:"wave"`
+	Released bool   `json:"released"`
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// RolloutAction is POST /v1/deployments/{name}/rollouts/{generation}/{action}
+// (pause, resume or abort); Reason goes into the rollout and the audit log.
+type RolloutAction struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// RollbackRequest is POST /v1/deployments/{name}/rollback: a new
+// generation with the spec of generation Generation (0: the one before the
+// current), rolled out by that spec's policy.
+type RollbackRequest struct {
+	Generation int64 `json:"generation,omitempty"`
 }
