@@ -217,6 +217,9 @@ func (is *Issuer) Compute(ctx context.Context, v hubv1.Vehicle, ds *Deployments)
 			hc := *h // the plan must not share the deployment's policy
 			rev.Health = &hc
 		}
+		if r := dep.d.Rollout; r != nil && len(r.Gates) > 0 {
+			rev.Gates = slices.Clone(r.Gates)
+		}
 		p.Deployments = append(p.Deployments, rev)
 		objs = append(objs, placement.DeploymentObjects{Deployment: dep.d, Objects: out.Objects})
 	}
