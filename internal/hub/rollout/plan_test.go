@@ -62,8 +62,8 @@ func scenarios() []scenario {
 	return []scenario{
 		{name: "no-policy", cars: fleet(5, nil), minutes: 4},
 		{name: "canary-and-percentage-waves", minutes: 40, cars: fleet(20, nil), policy: &hubv1.RolloutPolicy{
-			Canary: &hubv1.Wave{Size: "1"},
-			Waves:  []hubv1.Wave{{Size: "10%"}, {Name: "half", Size: "50%"}},
+			Canary:   &hubv1.Wave{Size: "1"},
+			Waves:    []hubv1.Wave{{Size: "10%"}, {Name: "half", Size: "50%"}},
 			BakeTime: "10m",
 		}},
 		{name: "selector-waves", minutes: 12, cars: fleet(8, func(i int, c *car) {
