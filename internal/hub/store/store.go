@@ -106,6 +106,32 @@ type Store interface {
 	UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error)
 	DeleteDeployment(ctx context.Context, name string) error
 
+	// Deployment versions and rollouts. CreateDeployment and
+	// UpdateDeployment also keep the generation they write (its spec, as
+	// GetDeploymentVersion returns it) and start its rollout (Progressing,
+	// no waves yet, CreatedBy the deployment's), in the same transaction;
+	// an update makes the older rollouts still Progressing or Paused
+	// Superseded. DeleteDeployment deletes them all.
+	//
+	// GetDeploymentVersion returns one generation's spec, or ErrNotFound.
+	GetDeploymentVersion(ctx context.Context, name string, generation int64) (hubv1.Deployment, error)
+	// ListDeploymentVersions returns every kept generation, newest first.
+	ListDeploymentVersions(ctx context.Context, name string) ([]hubv1.Deployment, error)
+	// GetRollout returns the rollout of one generation, or ErrNotFound.
+	GetRollout(ctx context.Context, name string, generation int64) (hubv1.Rollout, error)
+	// ListRollouts pages rollouts newest first; Page.After is the cursor
+	// of the previous page.
+	ListRollouts(ctx context.Context, f RolloutFilter, p Page) ([]hubv1.Rollout, string, error)
+	// UpdateRollout stores r (phase, reason, waves, counts, tolerated) if
+	// r.ResourceVersion is the stored one (else ErrConflict), with the
+	// version incremented and Updated set to r.Updated, and upserts the
+	// vehicle records given, in one transaction. It returns the stored
+	// rollout.
+	UpdateRollout(ctx context.Context, r hubv1.Rollout, vehicles []hubv1.RolloutVehicle) (hubv1.Rollout, error)
+	// ListRolloutVehicles pages a rollout's vehicle records by vehicle
+	// ID; ErrNotFound when the rollout does not exist.
+	ListRolloutVehicles(ctx context.Context, name string, generation int64, f RolloutVehicleFilter, p Page) ([]hubv1.RolloutVehicle, string, error)
+
 	// Desired state.
 	//
 	// PutDesired stores a signed revision if d.Revision is above the
@@ -226,4 +252,18 @@ type Change struct {
 	Vehicle  string
 	Half     string
 	Revision int64
+}
+
+// RolloutFilter selects rollouts; the zero value selects all.
+type RolloutFilter struct {
+	Deployment string // only this deployment's
+	Active     bool   // only Progressing and Paused
+}
+
+// RolloutVehicleFilter selects a rollout's vehicles; the zero value
+// selects all.
+type RolloutVehicleFilter struct {
+	State    string // only vehicles in this state
+	Wave     *int   // only this wave's
+	Released bool   // only released vehicles
 }

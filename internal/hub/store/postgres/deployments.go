@@ -28,18 +28,65 @@ func scanDeployment(row pgx.Row) (hubv1.Deployment, error) {
 	return d, nil
 }
 
-// CreateDeployment stores d, or returns store.ErrExists. A zero
-// Generation is stored as 1, a zero Updated as Created.
+// CreateDeployment stores d, its first version and its rollout, or
+// returns store.ErrExists. A zero Generation is stored as 1, a zero
+// Updated as Created.
 func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error {
 	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
 		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, err)
 	}
 	d = codec.NewDeployment(d)
-	_, err = s.pool.Exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-		d.Name, d.Generation, spec, d.CreatedBy, d.Created, d.Updated)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			d.Name, d.Generation, spec, d.CreatedBy, d.Created, d.Updated)
+		if err != nil {
+			return constraint(err)
+		}
+		return startRollout(ctx, tx, d, spec, d.CreatedBy, 0)
+	})
 	if err != nil {
-		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, constraint(err))
+		return fmt.Errorf("postgres: create deployment %s: %w", d.Name, err)
+	}
+	return nil
+}
+
+// startRollout keeps d's generation and starts its rollout; older
+// rollouts still going are superseded.
+func startRollout(ctx context.Context, tx pgx.Tx, d hubv1.Deployment, spec, actor string, from int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO deployment_versions (name, generation, spec, created_by, created, updated) VALUES ($1, $2, $3, $4, $5, $6)`,
+		d.Name, d.Generation, spec, actor, d.Created, d.Updated); err != nil {
+		return fmt.Errorf("keep generation %d: %w", d.Generation, err)
+	}
+	rows, _ := tx.Query(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE deployment = $1 AND phase IN ($2, $3) FOR UPDATE`,
+		d.Name, hubv1.RolloutProgressing, hubv1.RolloutPaused)
+	older, err := collect(rows, func(row pgx.Row) (hubv1.Rollout, error) {
+		r, _, err := scanRollout(row)
+		return r, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range older {
+		r.Phase, r.Reason = hubv1.RolloutSuperseded, codec.SupersededReason(d.Generation)
+		doc, err := codec.RolloutDoc(r)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rollouts SET phase = $1, doc = $2, updated = $3, resource_version = resource_version + 1 WHERE deployment = $4 AND generation = $5`,
+			r.Phase, doc, d.Updated, r.Deployment, r.Generation); err != nil {
+			return fmt.Errorf("supersede rollout %d: %w", r.Generation, err)
+		}
+	}
+	r := codec.NewRollout(d, from)
+	r.CreatedBy = actor
+	doc, err := codec.RolloutDoc(r)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO rollouts (deployment, generation, phase, doc, created_by, created, updated, resource_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		r.Deployment, r.Generation, r.Phase, doc, r.CreatedBy, r.Created, r.Updated, r.ResourceVersion); err != nil {
+		return fmt.Errorf("start rollout %d: %w", r.Generation, err)
 	}
 	return nil
 }
@@ -66,22 +113,37 @@ func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Depl
 }
 
 // UpdateDeployment stores d's spec and Updated time (Created and
-// CreatedBy stay) if d.Generation is the stored one; see store.Store.
+// CreatedBy stay) if d.Generation is the stored one; see store.Store. The
+// new version and its rollout are by d.CreatedBy when given (the actor of
+// this change), else by the deployment's creator.
 func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error) {
 	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
 		return hubv1.Deployment{}, fmt.Errorf("postgres: update deployment %s: %w", d.Name, err)
 	}
-	out, err := scanDeployment(s.pool.QueryRow(ctx, `UPDATE deployments SET spec = $1, generation = generation + 1,
-		updated = CASE WHEN $2 THEN updated ELSE $3 END
-		WHERE name = $4 AND generation = $5 RETURNING `+deploymentCols,
-		spec, d.Updated.IsZero(), d.Updated, d.Name, d.Generation))
-	if errors.Is(err, pgx.ErrNoRows) {
-		var ok bool
-		if err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE name = $1)`, d.Name).Scan(&ok); err == nil {
-			err = codec.Missed(ok, "generation", d.Generation)
+	var out hubv1.Deployment
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanDeployment(tx.QueryRow(ctx, `UPDATE deployments SET spec = $1, generation = generation + 1,
+			updated = CASE WHEN $2 THEN updated ELSE $3 END
+			WHERE name = $4 AND generation = $5 RETURNING `+deploymentCols,
+			spec, d.Updated.IsZero(), d.Updated, d.Name, d.Generation))
+		if errors.Is(err, pgx.ErrNoRows) {
+			var ok bool
+			if err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE name = $1)`, d.Name).Scan(&ok); err == nil {
+				err = codec.Missed(ok, "generation", d.Generation)
+			}
+			return err
 		}
-	}
+		if err != nil {
+			return err
+		}
+		actor := d.CreatedBy
+		if actor == "" {
+			actor = out.CreatedBy
+		}
+		return startRollout(ctx, tx, out, spec, actor, d.Generation)
+	})
 	if err != nil {
 		return hubv1.Deployment{}, fmt.Errorf("postgres: update deployment %s: %w", d.Name, err)
 	}

@@ -29,18 +29,74 @@ func scanDeployment(sc interface{ Scan(...any) error }) (hubv1.Deployment, error
 	return d, nil
 }
 
-// CreateDeployment stores d, or returns store.ErrExists. A zero
-// Generation is stored as 1, a zero Updated as Created.
+// CreateDeployment stores d, its first version and its rollout, or
+// returns store.ErrExists. A zero Generation is stored as 1, a zero
+// Updated as Created.
 func (s *Store) CreateDeployment(ctx context.Context, d hubv1.Deployment) error {
 	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
 		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, err)
 	}
 	d = codec.NewDeployment(d)
-	_, err = s.w.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-		d.Name, d.Generation, spec, d.CreatedBy, micros(d.Created), micros(d.Updated))
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			d.Name, d.Generation, spec, d.CreatedBy, micros(d.Created), micros(d.Updated))
+		if err != nil {
+			return constraint(err)
+		}
+		return startRollout(ctx, tx, d, spec, d.CreatedBy, 0)
+	})
 	if err != nil {
-		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, constraint(err))
+		return fmt.Errorf("sqlite: create deployment %s: %w", d.Name, err)
+	}
+	return nil
+}
+
+// startRollout keeps d's generation and starts its rollout; older
+// rollouts still going are superseded.
+func startRollout(ctx context.Context, tx *sql.Tx, d hubv1.Deployment, spec, actor string, from int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO deployment_versions (name, generation, spec, created_by, created, updated) VALUES (?, ?, ?, ?, ?, ?)`,
+		d.Name, d.Generation, spec, actor, micros(d.Created), micros(d.Updated)); err != nil {
+		return fmt.Errorf("keep generation %d: %w", d.Generation, err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE deployment = ? AND phase IN (?, ?)`,
+		d.Name, hubv1.RolloutProgressing, hubv1.RolloutPaused)
+	if err != nil {
+		return err
+	}
+	var older []hubv1.Rollout
+	for rows.Next() {
+		r, _, err := scanRollout(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		older = append(older, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range older {
+		r.Phase, r.Reason = hubv1.RolloutSuperseded, codec.SupersededReason(d.Generation)
+		doc, err := codec.RolloutDoc(r)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE rollouts SET phase = ?, doc = ?, updated = ?, resource_version = resource_version + 1 WHERE deployment = ? AND generation = ?`,
+			r.Phase, doc, micros(d.Updated), r.Deployment, r.Generation); err != nil {
+			return fmt.Errorf("supersede rollout %d: %w", r.Generation, err)
+		}
+	}
+	r := codec.NewRollout(d, from)
+	r.CreatedBy = actor
+	doc, err := codec.RolloutDoc(r)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts (deployment, generation, phase, doc, created_by, created, updated, resource_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Deployment, r.Generation, r.Phase, doc, r.CreatedBy, micros(r.Created), micros(r.Updated), r.ResourceVersion); err != nil {
+		return fmt.Errorf("start rollout %d: %w", r.Generation, err)
 	}
 	return nil
 }
@@ -78,7 +134,9 @@ func (s *Store) ListDeployments(ctx context.Context, p store.Page) ([]hubv1.Depl
 }
 
 // UpdateDeployment stores d's spec and Updated time (Created and
-// CreatedBy stay) if d.Generation is the stored one; see store.Store.
+// CreatedBy stay) if d.Generation is the stored one; see store.Store. The
+// new version and its rollout are by d.CreatedBy when given (the actor of
+// this change), else by the deployment's creator.
 func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1.Deployment, error) {
 	spec, err := codec.DeploymentSpec(d)
 	if err != nil {
@@ -91,6 +149,13 @@ func (s *Store) UpdateDeployment(ctx context.Context, d hubv1.Deployment) (hubv1
 			updated = CASE WHEN ? THEN updated ELSE ? END
 			WHERE name = ? AND generation = ? RETURNING `+deploymentCols,
 			spec, d.Updated.IsZero(), micros(d.Updated), d.Name, d.Generation))
+		if err == nil {
+			actor := d.CreatedBy
+			if actor == "" {
+				actor = out.CreatedBy
+			}
+			return startRollout(ctx, tx, out, spec, actor, d.Generation)
+		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}

@@ -183,6 +183,36 @@ func (m *Store) DeleteDeployment(ctx context.Context, name string) error {
 	return m.s.DeleteDeployment(ctx, name)
 }
 
+func (m *Store) GetDeploymentVersion(ctx context.Context, name string, generation int64) (hubv1.Deployment, error) {
+	defer m.observe("GetDeploymentVersion", time.Now())
+	return m.s.GetDeploymentVersion(ctx, name, generation)
+}
+
+func (m *Store) ListDeploymentVersions(ctx context.Context, name string) ([]hubv1.Deployment, error) {
+	defer m.observe("ListDeploymentVersions", time.Now())
+	return m.s.ListDeploymentVersions(ctx, name)
+}
+
+func (m *Store) GetRollout(ctx context.Context, name string, generation int64) (hubv1.Rollout, error) {
+	defer m.observe("GetRollout", time.Now())
+	return m.s.GetRollout(ctx, name, generation)
+}
+
+func (m *Store) ListRollouts(ctx context.Context, f store.RolloutFilter, p store.Page) ([]hubv1.Rollout, string, error) {
+	defer m.observe("ListRollouts", time.Now())
+	return m.s.ListRollouts(ctx, f, p)
+}
+
+func (m *Store) UpdateRollout(ctx context.Context, r hubv1.Rollout, vehicles []hubv1.RolloutVehicle) (hubv1.Rollout, error) {
+	defer m.observe("UpdateRollout", time.Now())
+	return m.s.UpdateRollout(ctx, r, vehicles)
+}
+
+func (m *Store) ListRolloutVehicles(ctx context.Context, name string, generation int64, f store.RolloutVehicleFilter, p store.Page) ([]hubv1.RolloutVehicle, string, error) {
+	defer m.observe("ListRolloutVehicles", time.Now())
+	return m.s.ListRolloutVehicles(ctx, name, generation, f, p)
+}
+
 func (m *Store) PutDesired(ctx context.Context, d store.Desired) error {
 	defer m.observe("PutDesired", time.Now())
 	return m.s.PutDesired(ctx, d)
