@@ -1,10 +1,10 @@
 package codec
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"time"
-	"fmt"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/hub/store"
