@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+	_ "time/tzdata" // --timezone and the state's "timezone" in images without /usr/share/zoneinfo
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -52,6 +53,10 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.DriftInterval, "drift-interval", 5*time.Minute, "re-apply the last verified state this often, correcting drift")
 	fs.DurationVar(&c.HealthDeadline, "health-deadline", 10*time.Minute, "readiness deadline of a deployment whose policy names none")
 	fs.DurationVar(&c.PollWait, "poll-wait", 60*time.Second, "long-poll wait")
+	fs.StringVar(&c.VehicleState, "vehicle-state", "", "the vehicle's state for rollout gates: a JSON file, or an http:// or https:// URL answering one (empty: none, and every gate fails)")
+	fs.DurationVar(&c.VehicleStateMaxAge, "vehicle-state-max-age", 2*time.Minute, "a vehicle state older than this (its \"updated\" member, or the file's mtime) fails every gate; 0: any age")
+	fs.StringVar(&c.Timezone, "timezone", "UTC", "the vehicle's IANA time zone for window gates, when its state names none")
+	fs.DurationVar(&c.GateInterval, "gate-interval", 15*time.Second, "evaluate the gates of a revision waiting for them this often")
 	fs.StringVar(&c.Listen, "listen", ":9441", "address of /metrics, /healthz and /readyz (empty: none)")
 	qps := fs.Float64("kube-qps", 50, "requests per second to the Kubernetes API, after the burst")
 	burst := fs.Int("kube-burst", 300, "requests to the Kubernetes API allowed at once before --kube-qps applies")

@@ -22,7 +22,8 @@ import (
 // The cloud agent: one process applies every vehicle's cloud half into
 // its namespace, woken by the hub's change feed, with a cloud-agent token;
 // after a restart with the hub unreachable it restores every half from
-// disk.
+// disk. The deployment's vehicle-state gate does not hold it back: gates
+// describe the car, and the cloud half does not evaluate them.
 func TestCloudAgent(t *testing.T) {
 	e := newEnv(t)
 	e.hub.Enrol(t, "car-2", map[string]string{"fleet": "test"}, hubv1.ResourceList{"cpu": "4", "memory": "8Gi"})
@@ -32,6 +33,7 @@ func TestCloudAgent(t *testing.T) {
 		Values:    map[string]any{"message": "cloud", "extra": false},
 		Selector:  "fleet=test",
 		Placement: map[string]string{"api": hubv1.PlaceCloud}, DefaultPlacement: hubv1.PlaceVehicle,
+		Rollout: &hubv1.RolloutPolicy{Gates: []string{"parked"}},
 	}
 	e.hub.Admin(t, http.StatusCreated, "POST", "/v1/deployments", d, nil)
 	var tok hubv1.OperatorToken
@@ -77,7 +79,10 @@ func TestCloudAgent(t *testing.T) {
 	}
 	healthy := func(r hubv1.Reported) error {
 		if r.Phase != hubv1.PhaseHealthy {
-			return fmt.Errorf("cloud half %s at revision %d (failure %+v, refused %+v)", r.Phase, r.AppliedRevision, r.Failure, r.Refused)
+			return fmt.Errorf("cloud half %s at revision %d (failure %+v, refused %+v, gates %+v)", r.Phase, r.AppliedRevision, r.Failure, r.Refused, r.Gates)
+		}
+		if len(r.Deployments) != 1 || r.Deployments[0].Name != "gadget" || r.Deployments[0].Generation == 0 {
+			return fmt.Errorf("cloud half reports deployments %+v, want gadget's generation", r.Deployments)
 		}
 		return nil
 	}

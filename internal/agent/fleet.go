@@ -158,6 +158,8 @@ func (f *Fleet) half(ctx context.Context, vehicle string) (*Half, error) {
 		Clock: f.cfg.Clock, DriftInterval: f.cfg.DriftInterval,
 		HealthDeadline: f.cfg.HealthDeadline, HealthPoll: f.cfg.HealthPoll,
 		Backoff: f.cfg.Backoff, Reports: f.cfg.Reports, Extra: f.cfg.Extra, Metrics: f.cfg.Metrics, Log: f.cfg.Log,
+		// Gates describe the car: the cloud half applies without them.
+		Gates: GateConfig{Ignore: true},
 	})
 	if err != nil {
 		return nil, err

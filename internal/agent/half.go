@@ -16,6 +16,7 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/agent/apply"
+	"github.com/misaki-io/misaki/internal/agent/gate"
 	"github.com/misaki-io/misaki/internal/agent/health"
 	"github.com/misaki-io/misaki/internal/agent/ledger"
 	"github.com/misaki-io/misaki/internal/agent/truststate"
@@ -63,10 +64,42 @@ type HalfConfig struct {
 	Reports *Reporter
 	// Extra adds to every report (facts, capacity, agent version).
 	Extra func(*hubv1.Reported)
+	// Gates is how the half evaluates the vehicle-state gates of the
+	// revisions it applies. The zero value evaluates them with no source
+	// of the vehicle's state: every gate fails closed.
+	Gates GateConfig
 	// Metrics, if set, count applies, objects, refusals and phases.
 	Metrics *Metrics
 	Log     *slog.Logger
 }
+
+// GateConfig is how a half evaluates vehicle-state gates (issue 19,
+// docs/agent.md "Vehicle-state gates"). A newly verified revision that
+// changes, adds or drops a deployment with gates is applied only once
+// every such gate holds; until then it waits (Phase Waiting) and the
+// applied revision keeps running.
+type GateConfig struct {
+	// Ignore applies revisions without evaluating their gates: the cloud
+	// half's, as gates describe the car.
+	Ignore bool
+	// Source reads the vehicle's state; nil: none, and every gate fails
+	// with a reason saying so.
+	Source gate.Source
+	// Zone is the vehicle's time zone when its state names none (nil:
+	// UTC).
+	Zone *time.Location
+	// Interval is how often the gates of a waiting revision are
+	// evaluated again (default 15s).
+	Interval time.Duration
+}
+
+// errNoSource is every gate's reason when the agent has no source of the
+// vehicle's state.
+var errNoSource = errors.New("no vehicle state source (--vehicle-state)")
+
+// gateReadTimeout bounds one read of the vehicle's state: the run loop
+// waits for it.
+const gateReadTimeout = 10 * time.Second
 
 func (c *HalfConfig) defaults() {
 	if c.Clock == nil {
@@ -80,6 +113,9 @@ func (c *HalfConfig) defaults() {
 	}
 	if c.HealthPoll <= 0 {
 		c.HealthPoll = 2 * time.Second
+	}
+	if c.Gates.Interval <= 0 {
+		c.Gates.Interval = 15 * time.Second
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -107,6 +143,9 @@ type Half struct {
 	// overrode, by Ref.ID: reported with the objects' states.
 	conflicts map[string]string
 	lastErr   string
+	// gateResults are the waiting target's gates as last evaluated (Phase
+	// Waiting).
+	gateResults []gate.Result
 	// deadlines per deployment while Progressing.
 	deadlines map[string]time.Time
 	// retry backs off applies that failed for a transient reason (the
@@ -119,7 +158,7 @@ type Half struct {
 func NewHalf(cfg HalfConfig) (*Half, error) {
 	cfg.defaults()
 	now := cfg.Clock.Now()
-	gate, err := truststate.Open(cfg.Dir, cfg.Vehicle, cfg.Pinned, now)
+	ts, err := truststate.Open(cfg.Dir, cfg.Vehicle, cfg.Pinned, now)
 	if err != nil {
 		return nil, err
 	}
@@ -129,12 +168,29 @@ func NewHalf(cfg HalfConfig) (*Half, error) {
 	}
 	h := &Half{
 		cfg: cfg, log: cfg.Log.With("vehicle", cfg.Vehicle, "half", cfg.Half),
-		gate: gate, ledger: l, rec: rec,
+		gate: ts, ledger: l, rec: rec,
 		applier: apply.New(cfg.Client, apply.Options{Vehicle: cfg.Vehicle, Half: cfg.Half, Namespace: cfg.Namespace}),
 		docs:    make(chan *hubv1.Desired, 1),
 		notify:  make(chan struct{}, 1),
 		refresh: make(chan struct{}, 1),
 		retry:   backoff.New(cfg.Backoff, cfg.Clock),
+	}
+	switch h.rec.Phase {
+	case hubv1.PhaseProgressing, hubv1.PhaseHealthy, hubv1.PhaseFailed:
+		if h.rec.AppliedDeployments != nil || len(h.rec.Applied) == 0 || h.rec.Target == nil {
+			break
+		}
+		// A record of an agent that did not keep them: the target's are
+		// the applied revision's (or those of a refresh of it). An
+		// interrupted apply (Applying) sets them when it is done; until
+		// then every gated deployment counts as changed. Failed
+		// deployments may have been rolled back.
+		if st, err := h.payload(); err == nil {
+			h.rec.AppliedDeployments = st.Deployments
+			if f := h.rec.Failure; h.rec.Phase == hubv1.PhaseFailed && f != nil && f.RolledBackTo > 0 {
+				h.rec.RolledBack = f.Deployments
+			}
+		}
 	}
 	if err := h.finishPending(now); err != nil {
 		return nil, err
@@ -161,9 +217,15 @@ func (h *Half) finishPending(now time.Time) error {
 		}
 	}
 	h.rec.Target, h.rec.Pending = p, nil
-	h.rec.Phase = hubv1.PhaseApplying
 	h.rec.Failure = nil
-	return h.ledger.Save(h.rec)
+	st, err := h.payload()
+	if err != nil {
+		h.rec.Phase = hubv1.PhaseApplying // the apply fails the revision, with the error
+		return h.ledger.Save(h.rec)
+	}
+	// A new revision, as if it had just arrived: it may have to wait for
+	// its gates.
+	return h.admit(st)
 }
 
 // Notify asks the half to fetch its desired state now (the cloud agent
@@ -216,6 +278,9 @@ func (h *Half) Run(ctx context.Context) error {
 			case hubv1.PhaseApplying:
 				poll = h.cfg.Clock.NewTimer(h.retry.Next())
 				pollC = poll.C()
+			case hubv1.PhaseWaiting:
+				poll = h.cfg.Clock.NewTimer(h.cfg.Gates.Interval)
+				pollC = poll.C()
 			}
 		}
 		select {
@@ -236,9 +301,12 @@ func (h *Half) Run(ctx context.Context) error {
 		case <-pollC:
 			pollC = nil
 			var err error
-			if h.rec.Phase == hubv1.PhaseApplying {
+			switch h.rec.Phase {
+			case hubv1.PhaseApplying:
 				err = h.applyTarget(ctx)
-			} else {
+			case hubv1.PhaseWaiting:
+				err = h.evalGates(ctx)
+			default:
 				err = h.judge(ctx)
 			}
 			if err != nil {
@@ -268,6 +336,16 @@ func (h *Half) resume(ctx context.Context) error {
 		// down is unknown, and a restart must not fail a revision.
 		h.correctDrift(ctx)
 		h.startDeadlines()
+	case hubv1.PhaseWaiting:
+		// Still waiting unless the gates hold now; meanwhile the applied
+		// revision is put back as after any restart.
+		h.log.Info("resuming the wait for vehicle-state gates", "revision", h.rec.Target.Revision, "applied", h.rec.AppliedRevision)
+		if err := h.evalGates(ctx); err != nil {
+			return err
+		}
+		if h.rec.Phase == hubv1.PhaseWaiting {
+			h.correctDrift(ctx)
+		}
 	default:
 		h.correctDrift(ctx)
 	}
@@ -366,27 +444,143 @@ func (h *Half) take(ctx context.Context, d *hubv1.Desired) error {
 		return err // the trust state could not be written
 	}
 	h.refused = nil
+	if h.rec.Phase == hubv1.PhaseWaiting && h.rec.Target != nil {
+		h.log.Info("a newer revision replaces the one waiting for its gates", "waiting", h.rec.Target.Revision, "revision", d.Revision)
+	}
 	h.rec.Target, h.rec.Pending = d, nil
 	h.rec.Failure = nil
 	h.log.Info("revision accepted", "revision", d.Revision, "digest", d.Digest, "objects", len(st.Objects))
-	if h.rec.FailedContent != "" && ledger.ContentHash(st.Objects) == h.rec.FailedContent {
-		// A refresh of the objects that failed: not applied again.
+	if err := h.admit(st); err != nil {
+		return err
+	}
+	switch h.rec.Phase {
+	case hubv1.PhaseWaiting:
+		return h.evalGates(ctx)
+	case hubv1.PhaseApplying:
+		return h.applyTarget(ctx)
+	}
+	h.report()
+	return nil
+}
+
+// admit sets and records the phase of a target just accepted: Failed for
+// the objects of a revision that failed here (a refresh of them is not
+// applied again), Waiting when it changes a deployment that has
+// vehicle-state gates, else Applying.
+func (h *Half) admit(st *hubv1.DesiredState) error {
+	h.gateResults = nil
+	switch {
+	case h.rec.FailedContent != "" && ledger.ContentHash(st.Objects) == h.rec.FailedContent:
 		h.rec.Phase = hubv1.PhaseFailed
-		h.rec.Failure = &hubv1.Failure{Revision: d.Revision, Reason: "the same objects as a revision that failed on this vehicle; not applied again until they change"}
+		h.rec.Failure = &hubv1.Failure{Revision: h.rec.Target.Revision, Reason: "the same objects as a revision that failed on this vehicle; not applied again until they change"}
 		if h.rec.LastHealthy != nil {
 			h.rec.Failure.RolledBackTo = h.rec.LastHealthy.Revision
 		}
+	case len(h.gatesFor(st)) > 0:
+		h.rec.Phase = hubv1.PhaseWaiting
+	default:
+		h.rec.Phase = hubv1.PhaseApplying
+	}
+	return h.ledger.Save(h.rec)
+}
+
+// gatesFor is the gates st must pass before it is applied over the
+// applied revision (none for a half that ignores gates).
+func (h *Half) gatesFor(st *hubv1.DesiredState) []string {
+	if h.cfg.Gates.Ignore {
+		return nil
+	}
+	return gatesBetween(h.running(), st.Deployments)
+}
+
+// gatesBetween is the gates a revision with the deployments next must
+// pass to replace one with applied: those of each deployment that is
+// new or whose generation changed, and those each dropped deployment had.
+// Each gate is listed once, in the order found.
+func gatesBetween(applied, next []hubv1.DeploymentRevision) []string {
+	was := make(map[string]hubv1.DeploymentRevision, len(applied))
+	for _, d := range applied {
+		was[d.Name] = d
+	}
+	var out []string
+	seen := map[string]bool{}
+	add := func(gates []string) {
+		for _, g := range gates {
+			if k := strings.TrimSpace(g); !seen[k] {
+				seen[k] = true
+				out = append(out, g)
+			}
+		}
+	}
+	kept := make(map[string]bool, len(next))
+	for _, d := range next {
+		kept[d.Name] = true
+		if old, ok := was[d.Name]; !ok || old.Generation != d.Generation {
+			add(d.Gates)
+		}
+	}
+	for _, d := range applied {
+		if !kept[d.Name] {
+			add(d.Gates)
+		}
+	}
+	return out
+}
+
+// evalGates reads the vehicle's state and evaluates the waiting target's
+// gates: when every one holds the target is applied; otherwise it keeps
+// waiting, and the report says which gates do not hold and why.
+func (h *Half) evalGates(ctx context.Context) error {
+	st, err := h.payload()
+	if err != nil {
+		return h.failApply(ctx, err, nil)
+	}
+	names := h.gatesFor(st)
+	var results []gate.Result
+	if len(names) > 0 {
+		results = h.readGates(ctx, names)
+	}
+	if gate.All(results) {
+		if len(results) > 0 {
+			h.log.Info("vehicle-state gates hold; applying", "revision", h.rec.Target.Revision, "gates", summary(results))
+		}
+		h.gateResults = nil
+		h.rec.Phase = hubv1.PhaseApplying
 		if err := h.ledger.Save(h.rec); err != nil {
 			return err
 		}
-		h.report()
-		return nil
+		return h.applyTarget(ctx)
 	}
-	h.rec.Phase = hubv1.PhaseApplying
-	if err := h.ledger.Save(h.rec); err != nil {
-		return err
+	if slices.Equal(results, h.gateResults) {
+		h.log.Debug("revision still waits for vehicle-state gates", "revision", h.rec.Target.Revision, "gates", summary(results))
+	} else {
+		h.log.Info("revision waits for vehicle-state gates", "revision", h.rec.Target.Revision, "applied", h.rec.AppliedRevision, "gates", summary(results))
 	}
-	return h.applyTarget(ctx)
+	h.gateResults = results
+	h.report()
+	return nil
+}
+
+// readGates reads the vehicle's state once and evaluates names in it.
+func (h *Half) readGates(ctx context.Context, names []string) []gate.Result {
+	var st gate.State
+	err := errNoSource
+	if src := h.cfg.Gates.Source; src != nil {
+		rctx, cancel := context.WithTimeout(ctx, gateReadTimeout)
+		st, err = src.Read(rctx)
+		cancel()
+	}
+	st.Zone = h.cfg.Gates.Zone
+	return gate.EvalAll(names, st, err, h.cfg.Clock.Now())
+}
+
+// summary is results for a log line: "parked: parked is false; ...".
+func summary(results []gate.Result) string {
+	parts := make([]string, len(results))
+	for i, r := range results {
+		parts[i] = r.Gate + ": " + r.Reason
+	}
+	return strings.Join(parts, "; ")
 }
 
 // refuse reports a refused document; nothing else changes.
@@ -422,7 +616,7 @@ func (h *Half) applyTarget(ctx context.Context) error {
 	if err != nil {
 		return h.failApply(ctx, err, nil)
 	}
-	if err := h.applySet(ctx, st.Objects, true); err != nil {
+	if err := h.applySet(ctx, st.Objects, st.Deployments, nil); err != nil {
 		switch {
 		case isStateErr(err):
 			return err
@@ -459,9 +653,13 @@ func isStateErr(err error) bool {
 	return errors.As(err, &s)
 }
 
-// applySet applies objs as the half's whole set: the inventory grows by
-// them first, and shrinks to them after the prune.
-func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool) error {
+// applySet applies objs, the objects of the deployments deps (with
+// those named in rolledBack as in the last healthy revision), as the
+// half's whole set: the inventory grows by them first, and shrinks to
+// them after the prune. The target's own objects (no rollback) are
+// probed for conflicts first.
+func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, deps []hubv1.DeploymentRevision, rolledBack []string) error {
+	probe := rolledBack == nil
 	us, err := decode(objs)
 	if err != nil {
 		return err
@@ -527,6 +725,8 @@ func (h *Half) applySet(ctx context.Context, objs []json.RawMessage, probe bool)
 	}
 	h.rec.Inventory = ledger.Set(inv)
 	h.rec.Applied = objs
+	h.rec.AppliedDeployments = deps
+	h.rec.RolledBack = rolledBack
 	if h.rec.Target != nil {
 		h.rec.AppliedRevision = h.rec.Target.Revision
 	}
@@ -580,7 +780,7 @@ func (h *Half) judge(ctx context.Context) error {
 	h.statuses = health.Check(ctx, h.cfg.Client, objs)
 	if health.Ready(h.statuses) {
 		h.rec.Phase = hubv1.PhaseHealthy
-		h.rec.LastHealthy = &ledger.Snapshot{Revision: h.rec.Target.Revision, Objects: h.rec.Applied}
+		h.rec.LastHealthy = &ledger.Snapshot{Revision: h.rec.Target.Revision, Objects: h.rec.Applied, Deployments: h.running()}
 		h.rec.FailedContent = ""
 		if err := h.ledger.Save(h.rec); err != nil {
 			return err
@@ -681,9 +881,13 @@ func (h *Half) failWith(ctx context.Context, f *hubv1.Failure, failed map[string
 	}
 	h.countPhase(hubv1.PhaseFailed)
 	if len(rollback) > 0 {
+		// Even a rollback that fails half-way may have put back some of
+		// these deployments' older objects: a new revision counts them
+		// as changed.
+		h.rec.RolledBack = keys(rollback)
 		set, err := h.rollbackSet(st, rollback)
 		if err == nil {
-			err = h.applySet(ctx, set, false)
+			err = h.applySet(ctx, set, st.Deployments, keys(rollback))
 		}
 		switch {
 		case isStateErr(err):
@@ -734,6 +938,31 @@ func (h *Half) rollbackSet(st *hubv1.DesiredState, rollback map[string]bool) ([]
 	return out, nil
 }
 
+// running is the deployment generations the cluster runs: the applied
+// revision's, with each rolled-back deployment as in the last healthy
+// revision (left out if it was not there, or that revision's list was
+// not kept: a new revision then counts it as changed).
+func (h *Half) running() []hubv1.DeploymentRevision {
+	if len(h.rec.RolledBack) == 0 {
+		return h.rec.AppliedDeployments
+	}
+	old := map[string]hubv1.DeploymentRevision{}
+	if h.rec.LastHealthy != nil {
+		for _, d := range h.rec.LastHealthy.Deployments {
+			old[d.Name] = d
+		}
+	}
+	var out []hubv1.DeploymentRevision
+	for _, d := range h.rec.AppliedDeployments {
+		if !slices.Contains(h.rec.RolledBack, d.Name) {
+			out = append(out, d)
+		} else if o, ok := old[d.Name]; ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // correctDrift re-applies the applied manifests (server-side apply writes
 // only what drifted) and reads readiness for the report. It never prunes.
 func (h *Half) correctDrift(ctx context.Context) {
@@ -776,6 +1005,21 @@ func (h *Half) report() {
 		Failure:         h.rec.Failure,
 		Refused:         h.refused,
 		Message:         h.lastErr,
+		Deployments:     h.rec.AppliedDeployments,
+	}
+	waiting := h.rec.Phase == hubv1.PhaseWaiting && h.rec.Target != nil
+	if waiting {
+		r.Waiting = h.rec.Target.Revision
+		for _, g := range h.gateResults {
+			r.Gates = append(r.Gates, hubv1.GateState{Name: g.Gate, Holds: g.Holds, Reason: g.Reason})
+		}
+	}
+	if m := h.cfg.Metrics; m != nil && !h.cfg.Gates.Ignore {
+		v := 0.0
+		if waiting {
+			v = 1
+		}
+		m.gateWaiting.WithLabelValues(h.cfg.Half).Set(v)
 	}
 	if h.rec.Target != nil && h.rec.Target.Revision > r.AppliedRevision && h.rec.Phase == hubv1.PhaseFailed {
 		// A refresh of failed objects: the cluster holds the older

@@ -78,6 +78,12 @@ func (e *env) hubClient() *hubclient.Client {
 // deploy creates or replaces the gadget deployment with values.
 func (e *env) deploy(values map[string]any, health *hubv1.HealthPolicy) hubv1.Deployment {
 	e.t.Helper()
+	return e.deployRollout(values, health, nil)
+}
+
+// deployRollout is deploy with a rollout policy.
+func (e *env) deployRollout(values map[string]any, health *hubv1.HealthPolicy, rollout *hubv1.RolloutPolicy) hubv1.Deployment {
+	e.t.Helper()
 	d := hubv1.Deployment{
 		Name: "gadget", Namespace: "gadget",
 		Chart:            hubv1.ChartRef{Source: "local", Name: "gadget", Version: "1.0.0"},
@@ -85,6 +91,7 @@ func (e *env) deploy(values map[string]any, health *hubv1.HealthPolicy) hubv1.De
 		Selector:         "fleet=test",
 		DefaultPlacement: hubv1.PlaceVehicle,
 		Health:           health,
+		Rollout:          rollout,
 	}
 	var cur hubv1.Deployment
 	code, _ := e.hub.Do(e.t, e.hub.Client(), e.hub.Token, "GET", "/v1/deployments/gadget", nil, &cur)
@@ -124,6 +131,7 @@ type agentOpts struct {
 	kube     client.Client
 	drift    time.Duration
 	deadline time.Duration
+	gates    agent.GateConfig
 }
 
 // start runs the vehicle half until stop (or the test's end).
@@ -149,7 +157,7 @@ func (e *env) start(o agentOpts) *running {
 		Vehicle: vehicleID, Half: hubv1.HalfVehicle, Dir: e.dir, Pinned: e.pinned,
 		Hub: o.hub, Client: o.kube, Clock: o.clock,
 		PollWait: 2 * time.Second, DriftInterval: o.drift, HealthDeadline: o.deadline, HealthPoll: 300 * time.Millisecond,
-		Backoff: pol, Reports: rep, Metrics: agent.NewMetrics(reg), Log: log,
+		Backoff: pol, Reports: rep, Gates: o.gates, Metrics: agent.NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		e.t.Fatalf("agent: %v", err)

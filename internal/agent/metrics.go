@@ -17,6 +17,9 @@ type Metrics struct {
 	refusals  *prometheus.CounterVec   // half, reason
 	phases    *prometheus.CounterVec   // half, phase
 	drift     *prometheus.CounterVec   // half
+	// gateWaiting is 1 while a revision waits for vehicle-state gates
+	// (the vehicle half only: the cloud half ignores gates).
+	gateWaiting *prometheus.GaugeVec // half
 }
 
 // NewMetrics registers the metrics with reg.
@@ -35,8 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Revisions that reached a final phase: Healthy or Failed."}, []string{"half", "phase"}),
 		drift: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_agent_drift_corrected_total",
 			Help: "Objects a drift pass found changed or deleted and applied again."}, []string{"half"}),
+		gateWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "misaki_agent_gate_waiting",
+			Help: "1 while a verified revision waits for its vehicle-state gates, else 0."}, []string{"half"}),
 	}
-	reg.MustRegister(m.applies, m.applySecs, m.objects, m.refusals, m.phases, m.drift)
+	reg.MustRegister(m.applies, m.applySecs, m.objects, m.refusals, m.phases, m.drift, m.gateWaiting)
 	return m
 }
 

@@ -52,11 +52,16 @@ func TestFailedRevisionRollsBack(t *testing.T) {
 	a := e.start(agentOpts{})
 	e.reported(90*time.Second, phase(rev1, hubv1.PhaseHealthy))
 
-	e.deploy(map[string]any{"message": "one", "cpu": "64"}, policy)
+	d2 := e.deploy(map[string]any{"message": "one", "cpu": "64"}, policy)
 	rev2 := e.desiredRevision(rev1)
 	r := e.reported(60*time.Second, failed(rev2, rev1))
 	if !slices.Equal(r.Failure.Deployments, []string{"gadget"}) {
 		t.Errorf("failed deployments %v, want [gadget]", r.Failure.Deployments)
+	}
+	// The report names the failed revision's generations (a rollout
+	// counts this vehicle as having failed generation 2).
+	if len(r.Deployments) != 1 || r.Deployments[0].Generation != d2.Generation {
+		t.Errorf("reported deployments %+v, want gadget generation %d", r.Deployments, d2.Generation)
 	}
 	t.Logf("failure: %s", r.Failure.Reason)
 	if got := e.apiCPU(); got != "100m" {

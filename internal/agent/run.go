@@ -24,6 +24,7 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/agent/facts"
+	"github.com/misaki-io/misaki/internal/agent/gate"
 	"github.com/misaki-io/misaki/internal/agent/identity"
 	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
@@ -48,6 +49,19 @@ type Config struct {
 	// FactsInterval is how often the cluster's facts are read again
 	// (default 10m).
 	FactsInterval time.Duration
+	// VehicleState is where the vehicle's state for the rollout gates is
+	// read: an http:// or https:// URL, or a file. Empty: nowhere, and
+	// every gate fails closed. Not used with Cloud.
+	VehicleState string
+	// VehicleStateMaxAge is how old that state may be (its "updated"
+	// member, or a file's modification time); 0: any age.
+	VehicleStateMaxAge time.Duration
+	// Timezone is the vehicle's IANA time zone for window gates when its
+	// state names none ("": UTC).
+	Timezone string
+	// GateInterval is how often a waiting revision's gates are evaluated
+	// again (default 15s).
+	GateInterval time.Duration
 	// Listen serves /metrics, /healthz and /readyz ("" for none).
 	Listen  string
 	Version string
@@ -108,7 +122,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	extra := func(r *hubv1.Reported) { r.AgentVersion = cfg.Version }
 	if cfg.Cloud {
+		if cfg.VehicleState != "" {
+			log.Warn("--vehicle-state is not used with --cloud: the cloud half applies without vehicle-state gates")
+		}
 		return runCloud(ctx, cfg, roots, pinned, kube, reg, extra, markReady, log)
+	}
+	gates, err := gateConfig(cfg)
+	if err != nil {
+		return err
 	}
 
 	id, err := identity.Load(cfg.StateDir, cfg.Clock)
@@ -120,7 +141,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	roots = id.Roots(roots)
 	hub := id.Client(cfg.HubURL, roots)
-	log.Info("agent starting", "vehicle", id.Vehicle(), "hub", cfg.HubURL, "certificateExpires", id.NotAfter().Format(time.RFC3339))
+	log.Info("agent starting", "vehicle", id.Vehicle(), "hub", cfg.HubURL, "certificateExpires", id.NotAfter().Format(time.RFC3339),
+		"vehicleState", cfg.VehicleState, "timezone", gates.Zone.String())
 
 	fc, err := facts.New(cfg.Kube)
 	if err != nil {
@@ -145,7 +167,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Vehicle: id.Vehicle(), Half: hubv1.HalfVehicle, Dir: cfg.StateDir, Pinned: pinned,
 		Hub: hub, Client: kube, Clock: cfg.Clock, PollWait: cfg.PollWait,
 		DriftInterval: cfg.DriftInterval, HealthDeadline: cfg.HealthDeadline,
-		Backoff: retry, Reports: rep, Extra: extra, Metrics: NewMetrics(reg), Log: log,
+		Backoff: retry, Reports: rep, Extra: extra, Gates: gates, Metrics: NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		return err
@@ -209,6 +231,20 @@ func runCloud(ctx context.Context, cfg Config, roots *x509.CertPool, pinned []by
 	log.Info("cloud agent starting", "hub", cfg.HubURL)
 	markReady()
 	return f.Run(ctx)
+}
+
+// gateConfig is the vehicle half's gate configuration from cfg; it
+// does no I/O.
+func gateConfig(cfg Config) (GateConfig, error) {
+	zone, err := time.LoadLocation(cfg.Timezone)
+	if err != nil {
+		return GateConfig{}, fmt.Errorf("agent: --timezone %q: %w (an IANA name such as Europe/Berlin)", cfg.Timezone, err)
+	}
+	src, err := gate.Open(cfg.VehicleState, cfg.VehicleStateMaxAge, cfg.Clock)
+	if err != nil {
+		return GateConfig{}, fmt.Errorf("agent: --vehicle-state: %w", err)
+	}
+	return GateConfig{Source: src, Zone: zone, Interval: cfg.GateInterval}, nil
 }
 
 // enrol spends the bootstrap token.

@@ -48,7 +48,9 @@ type Record struct {
 	// the document if it no longer verifies).
 	Pending *hubv1.Desired `json:"pending,omitempty"`
 	// Target is the newest accepted document: what the cluster is being
-	// brought to.
+	// brought to. While it waits for its vehicle-state gates (Phase
+	// Waiting) nothing of it is applied yet: Applied, AppliedRevision and
+	// AppliedDeployments are still an older revision's.
 	Target *hubv1.Desired `json:"target,omitempty"`
 	// Phase is Target's phase (hubv1.Phase*).
 	Phase string `json:"phase,omitempty"`
@@ -56,6 +58,15 @@ type Record struct {
 	// failed deployments rolled back. Drift passes re-apply them.
 	Applied         []json.RawMessage `json:"applied,omitempty"`
 	AppliedRevision int64             `json:"appliedRevision,omitempty"`
+	// AppliedDeployments are the deployment list of the revision
+	// AppliedRevision names, as reported. With RolledBack and
+	// LastHealthy it is what a new revision is compared with to find the
+	// vehicle-state gates it must pass. Records written before it have
+	// none (the agent fills it from Target).
+	AppliedDeployments []hubv1.DeploymentRevision `json:"appliedDeployments,omitempty"`
+	// RolledBack names the deployments of AppliedDeployments whose
+	// objects in Applied are LastHealthy's, after a failure's rollback.
+	RolledBack []string `json:"rolledBack,omitempty"`
 	// LastHealthy is the last revision whose every object was ready, and
 	// its manifests: what a failed deployment rolls back to.
 	LastHealthy *Snapshot `json:"lastHealthy,omitempty"`
@@ -73,6 +84,9 @@ type Record struct {
 type Snapshot struct {
 	Revision int64             `json:"revision"`
 	Objects  []json.RawMessage `json:"objects"`
+	// Deployments are the revision's deployment generations (none in
+	// records written before they were kept).
+	Deployments []hubv1.DeploymentRevision `json:"deployments,omitempty"`
 }
 
 // Ledger is one half's record file.

@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/agent/apply"
+	"github.com/misaki-io/misaki/internal/framelog"
 )
 
 func TestSaveAndOpen(t *testing.T) {
@@ -22,12 +24,15 @@ func TestSaveAndOpen(t *testing.T) {
 		t.Fatalf("a new ledger is not empty: %+v", rec)
 	}
 	want := Record{
-		Target:          &hubv1.Desired{Vehicle: "car-1", Half: hubv1.HalfVehicle, Revision: 3, Digest: "sha256:ab"},
-		Phase:           hubv1.PhaseHealthy,
-		Applied:         []json.RawMessage{json.RawMessage(`{"kind":"ConfigMap"}`)},
-		AppliedRevision: 3,
-		LastHealthy:     &Snapshot{Revision: 3, Objects: []json.RawMessage{json.RawMessage(`{"kind":"ConfigMap"}`)}},
-		Inventory:       []apply.Ref{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "a", Name: "b"}},
+		Target:             &hubv1.Desired{Vehicle: "car-1", Half: hubv1.HalfVehicle, Revision: 4, Digest: "sha256:ab"},
+		Phase:              hubv1.PhaseWaiting,
+		Applied:            []json.RawMessage{json.RawMessage(`{"kind":"ConfigMap"}`)},
+		AppliedRevision:    3,
+		AppliedDeployments: []hubv1.DeploymentRevision{{Name: "gadget", Generation: 2, Gates: []string{"parked"}}},
+		RolledBack:         []string{"gadget"},
+		LastHealthy: &Snapshot{Revision: 3, Objects: []json.RawMessage{json.RawMessage(`{"kind":"ConfigMap"}`)},
+			Deployments: []hubv1.DeploymentRevision{{Name: "gadget", Generation: 2}}},
+		Inventory: []apply.Ref{{APIVersion: "v1", Kind: "ConfigMap", Namespace: "a", Name: "b"}},
 	}
 	if err := l.Save(want); err != nil {
 		t.Fatal(err)
@@ -42,6 +47,24 @@ func TestSaveAndOpen(t *testing.T) {
 	// The other half has its own file.
 	if _, other, err := Open(dir, hubv1.HalfCloud); err != nil || other.Target != nil {
 		t.Errorf("cloud half: %+v, %v", other, err)
+	}
+}
+
+// A record written before the applied deployments were kept opens, with
+// none.
+func TestOpenOlderRecord(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"target":{"vehicle":"car-1","half":"vehicle","revision":3},"phase":"Healthy","applied":[{"kind":"ConfigMap"}],` +
+		`"appliedRevision":3,"lastHealthy":{"revision":3,"objects":[{"kind":"ConfigMap"}]}}`
+	if err := framelog.WriteRecord(filepath.Join(dir, "ledger-vehicle"), nil, frameRecord, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	_, rec, err := Open(dir, hubv1.HalfVehicle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.AppliedRevision != 3 || rec.Phase != hubv1.PhaseHealthy || rec.AppliedDeployments != nil || rec.RolledBack != nil || rec.LastHealthy == nil || rec.LastHealthy.Deployments != nil {
+		t.Errorf("older record: %+v", rec)
 	}
 }
 
