@@ -59,6 +59,7 @@ var agentFlags = map[string]bool{
 	"hub": true, "hub-ca-file": true, "bootstrap-token-file": true, "root-file": true, "state-dir": true,
 	"kubeconfig": true, "cloud": false, "operator-token-file": true, "drift-interval": true,
 	"health-deadline": true, "poll-wait": true, "listen": true, "log-level": true,
+	"vehicle-state": true, "vehicle-state-max-age": true, "timezone": true, "gate-interval": true,
 }
 
 // agentRender is one rendering of the agent's chart, decoded strictly (a
@@ -426,6 +427,55 @@ func TestAgentChartCloud(t *testing.T) {
 	}
 }
 
+// The vehicle-state gates' values: a URL passed as is; a directory on
+// the node mounted read-only, with the state file in it; none in cloud
+// mode, which ignores gates; nothing by default.
+func TestAgentChartVehicleState(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		set   []string
+		flags map[string]string
+		mount bool
+	}{
+		{"default", nil, map[string]string{}, false},
+		{"url", []string{"--set", "vehicleState.source=http://127.0.0.1:8088/state", "--set", "timezone=Asia/Tokyo"},
+			map[string]string{"vehicle-state": "http://127.0.0.1:8088/state", "timezone": "Asia/Tokyo"}, false},
+		{"host directory", []string{"--set", "vehicleState.hostPath=/run/vehicle", "--set", "vehicleState.maxAge=5m", "--set", "gateInterval=1m"},
+			map[string]string{"vehicle-state": "/run/misaki/vehicle-state/state.json", "vehicle-state-max-age": "5m", "gate-interval": "1m"}, true},
+		{"host directory and a file name", []string{"--set", "vehicleState.hostPath=/run/vehicle", "--set", "vehicleState.source=/run/misaki/vehicle-state/car.json"},
+			map[string]string{"vehicle-state": "/run/misaki/vehicle-state/car.json"}, true},
+		{"cloud", []string{"--set", "cloud.enabled=true", "--set", "existingSecret=s", "--set", "vehicleState.hostPath=/run/vehicle",
+			"--set", "vehicleState.source=http://127.0.0.1:8088/state", "--set", "timezone=Asia/Tokyo"}, map[string]string{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := renderAgent(t, append(slices.Clone(agentHub), tc.set...)...)
+			f := r.flags(t)
+			got := map[string]string{}
+			for _, name := range []string{"vehicle-state", "vehicle-state-max-age", "timezone", "gate-interval"} {
+				if v, ok := f[name]; ok {
+					got[name] = v
+				}
+			}
+			if !maps.Equal(got, tc.flags) {
+				t.Errorf("gate flags %v, want %v", got, tc.flags)
+			}
+			v, m := r.volume("vehicle-state"), r.mount("vehicle-state")
+			if !tc.mount {
+				if v != nil || m != nil {
+					t.Errorf("vehicle-state volume %+v, mount %+v", v, m)
+				}
+				return
+			}
+			if v == nil || v.HostPath == nil || v.HostPath.Path != "/run/vehicle" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
+				t.Errorf("vehicle-state volume %+v, want hostPath /run/vehicle of type Directory", v)
+			}
+			if m == nil || m.MountPath != "/run/misaki/vehicle-state" || !m.ReadOnly {
+				t.Errorf("vehicle-state mount %+v, want /run/misaki/vehicle-state read-only", m)
+			}
+		})
+	}
+}
+
 func TestAgentChartClusterAdmin(t *testing.T) {
 	r := renderAgent(t, append(slices.Clone(agentHub), "--set", "rbac.clusterAdmin=true")...)
 	if r.role != nil {
@@ -493,6 +543,8 @@ func TestAgentChartRefusals(t *testing.T) {
 		{"hostPath and claim", append(slices.Clone(agentHub), "--set", "state.hostPath=/x", "--set", "state.persistence.existingClaim=c"),
 			"misaki-agent: state.hostPath and state.persistence.existingClaim are both set"},
 		{"no rules", append(slices.Clone(agentHub), "--set-json", "rbac.rules=[]"), "misaki-agent: rbac.rules is empty"},
+		{"relative vehicle state hostPath", append(slices.Clone(agentHub), "--set", "vehicleState.hostPath=run/vehicle"),
+			`misaki-agent: vehicleState.hostPath is "run/vehicle"; want an absolute path on the node`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := helmErr(t, append([]string{"template", "misaki-agent", agentChart, "--namespace", agentNamespace}, tc.set...)...)
@@ -524,8 +576,9 @@ func TestAgentChartFlags(t *testing.T) {
 		t.Log("no cmd/misaki-agent yet: checking the flags against the contract only")
 	}
 	for name, set := range map[string][]string{
-		"vehicle": append(agentFirstStart(t), "--set", "driftInterval=1m", "--set", "healthDeadline=1m", "--set", "pollWait=1m"),
-		"cloud":   append(slices.Clone(agentHub), "--set", "cloud.enabled=true", "--set", "existingSecret=s"),
+		"vehicle": append(agentFirstStart(t), "--set", "driftInterval=1m", "--set", "healthDeadline=1m", "--set", "pollWait=1m",
+			"--set", "vehicleState.hostPath=/run/vehicle", "--set", "vehicleState.maxAge=1m", "--set", "timezone=Europe/Berlin", "--set", "gateInterval=30s"),
+		"cloud": append(slices.Clone(agentHub), "--set", "cloud.enabled=true", "--set", "existingSecret=s"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			for flag, value := range renderAgent(t, set...).flags(t) {

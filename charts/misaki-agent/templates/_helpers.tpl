@@ -56,7 +56,24 @@ mistake is a message here rather than an agent that cannot enrol.
 {{- fail "misaki-agent: state.hostPath and state.persistence.existingClaim are both set; the state is one volume: choose one" -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.vehicleState.hostPath -}}
+{{- if not (hasPrefix "/" .) -}}
+{{- fail (printf "misaki-agent: vehicleState.hostPath is %q; want an absolute path on the node" .) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (not .Values.rbac.clusterAdmin) (not .Values.rbac.rules) -}}
 {{- fail "misaki-agent: rbac.rules is empty: the agent could apply nothing; list the kinds your charts contain, or set rbac.clusterAdmin (labs only)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The --vehicle-state value: vehicleState.source, else the state file in
+vehicleState.hostPath's mount, else none.
+*/}}
+{{- define "misaki-agent.vehicleState" -}}
+{{- if .Values.vehicleState.source -}}
+{{- .Values.vehicleState.source -}}
+{{- else if .Values.vehicleState.hostPath -}}
+/run/misaki/vehicle-state/state.json
 {{- end -}}
 {{- end -}}
