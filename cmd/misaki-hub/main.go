@@ -1,6 +1,7 @@
 // Command misaki-hub is the orchestrator's cloud hub: chart catalog,
 // vehicles, deployments, per-vehicle rendering and placement, signed
-// desired state and the digital twin API (docs/hub.md).
+// desired state, the digital twin API (docs/hub.md) and the web UI at /ui/
+// (docs/ui.md).
 //
 //	misaki-hub [flags]                 serve (SQLite in ./misaki-hub-data with no flags)
 //	misaki-hub keys init --dir DIR     make the first trust root and keys (to keep the root key offline)
@@ -72,6 +73,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.API.TokenTTL, "token-ttl", 24*time.Hour, "default validity of bootstrap tokens")
 	fs.DurationVar(&c.API.MaxWait, "max-wait", 5*time.Minute, "longest long-poll wait")
 	fs.StringVar(&c.Replica, "replica", os.Getenv("POD_NAME"), "this replica's name in the issuing lease (default $POD_NAME, else host:pid)")
+	webUI := fs.Bool("ui", true, "serve the web UI at /ui/ (docs/ui.md); --ui=false turns it off")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (subcommands: keys init, keys rotate)", fs.Arg(0))
 	}
-	c.Hosts, c.LocalChartRoots = hosts, roots
+	c.Hosts, c.LocalChartRoots, c.NoUI = hosts, roots, !*webUI
 	if gwTLS != (v1alpha1.UpstreamTLS{}) {
 		c.GatewayTLS = &gwTLS
 	}

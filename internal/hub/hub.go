@@ -42,6 +42,7 @@ import (
 	"github.com/misaki-io/misaki/internal/hub/store/postgres"
 	"github.com/misaki-io/misaki/internal/hub/store/sqlite"
 	"github.com/misaki-io/misaki/internal/hub/store/storemetrics"
+	"github.com/misaki-io/misaki/internal/hub/ui"
 	"github.com/misaki-io/misaki/internal/hub/wake"
 )
 
@@ -80,6 +81,11 @@ type Config struct {
 	DesiredTTL time.Duration
 	// API options (online window, certificate and token TTLs, max wait).
 	API api.Options
+	// NoUI turns the web UI (/ui/, internal/hub/ui) off.
+	NoUI bool
+	// UI options (session length, refresh tick); the session key is
+	// KeysDir/ui-session.key.
+	UI ui.Options
 	// Replica names this process in the issuing lease. Default host:pid.
 	Replica string
 	// Clock; nil: the real one.
@@ -222,8 +228,23 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	var web *ui.Server
+	if c.NoUI {
+		mux.Handle("/", srv.Handler())
+	} else {
+		uo := c.UI
+		if uo.Key, err = ui.LoadOrCreateKey(filepath.Join(c.KeysDir, "ui-session.key")); err != nil {
+			log.Warn("web UI sessions will not outlive this process", "err", err)
+		}
+		if uo.Clock == nil {
+			uo.Clock = c.Clock
+		}
+		web = ui.New(srv.Handler(), wk, uo, log)
+		mux.Handle("/", web.Observe(srv.Handler()))
+		mux.Handle("/ui/", web.Handler())
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	hs := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -255,6 +276,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	})
 	g.Go(func() error { return wk.Run(gctx) })
 	g.Go(func() error { return is.Run(gctx, c.Replica) })
+	if web != nil {
+		g.Go(func() error { return web.Run(gctx) })
+	}
 	return g.Wait()
 }
 

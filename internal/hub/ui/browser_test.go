@@ -1,0 +1,340 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/hub"
+	"github.com/misaki-io/misaki/internal/hub/catalog/catalogtest"
+	"github.com/misaki-io/misaki/internal/hub/hubtest"
+	"github.com/misaki-io/misaki/internal/hub/ui"
+)
+
+// The browser tests drive Debian's chromium (headless, through the
+// DevTools protocol) against a real hub on loopback whose simulated
+// vehicles report through the real API. MISAKI_UI_SCREENSHOTS=dir writes
+// a 1280×800 PNG of each page the tests visit there (docs/images holds
+// the committed ones).
+
+var (
+	small = hubv1.ResourceList{"cpu": "2", "memory": "4Gi"}   // the planner goes to the cloud
+	big   = hubv1.ResourceList{"cpu": "16", "memory": "64Gi"} // everything fits on the vehicle
+)
+
+// stepTimeout bounds each wait for the page to show something.
+const stepTimeout = 20 * time.Second
+
+type env struct {
+	h     *hubtest.Hub
+	sims  *simFleet
+	read  string // a read-scope operator token
+	shots string // where screenshots go ("": none)
+}
+
+// start runs a hub with the shuttle chart's source, an online fleet of six
+// simulated vehicles (car-01 to car-06, fleet=eu; the first three big
+// enough for the whole chart) and 30 registered ones that never enrol
+// (bus-001 to bus-030, fleet=us).
+func start(t *testing.T) *env {
+	t.Helper()
+	h := hubtest.Start(t, hub.Config{UI: ui.Options{Tick: time.Second, Debounce: 200 * time.Millisecond}})
+	repo := catalogtest.ServeRepo(t, catalogtest.ShuttleChart(t))
+	h.Admin(t, http.StatusCreated, "POST", "/v1/sources", hubv1.ChartSource{Name: "apps", Type: hubv1.SourceHTTP, URL: repo}, nil)
+	var ro hubv1.OperatorToken
+	h.Admin(t, http.StatusCreated, "POST", "/v1/operator-tokens", hubv1.OperatorToken{Name: "viewer", Scope: "read"}, &ro)
+	e := &env{h: h, sims: newSimFleet(t, h), read: ro.Token, shots: os.Getenv("MISAKI_UI_SCREENSHOTS")}
+	for i := 1; i <= 6; i++ {
+		alloc, tier := big, "a"
+		if i > 3 {
+			alloc, tier = small, "b"
+		}
+		e.sims.Start(t, fmt.Sprintf("car-%02d", i), map[string]string{"fleet": "eu", "tier": tier}, alloc)
+	}
+	register(t, h, "bus", 30, map[string]string{"fleet": "us"})
+	return e
+}
+
+// browser starts chromium for the test (skipping it when there is none)
+// and returns a tab's context.
+func (e *env) browser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (apt-get install chromium): the browser tests need it")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.WindowSize(1280, 800),
+		// The hub's certificate is from its own fleet CA.
+		chromedp.Flag("ignore-certificate-errors", true),
+	)
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox)
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(func() { cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// run runs actions within stepTimeout.
+func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer dcancel()
+		loc, _ := chromedp.Run(dctx, chromedp.Location())
+		body, _ := chromedp.Run(dctx, chromedp.Text(css("body")))
+		t.Fatalf("%s: %v\nat %s:\n%s", what, err, loc, body)
+	}
+}
+
+// css selects the first element a CSS selector matches.
+func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+
+// get runs one action that gives a value.
+func get[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(sctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// shot writes a screenshot of the viewport as name.png.
+func (e *env) shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	if e.shots == "" {
+		return
+	}
+	png := get(t, ctx, "screenshot "+name, chromedp.CaptureScreenshot())
+	if err := os.MkdirAll(e.shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.shots, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// textIn waits until the element sel's text contains want.
+func textIn(sel, want string) chromedp.Action[chromedp.Void] {
+	return until(fmt.Sprintf(`(() => { const e = document.querySelector(%q); return !!e && e.innerText.includes(%q); })()`, sel, want))
+}
+
+// until evaluates the JavaScript condition in the page every 100ms until it
+// is true; an error (the page is being replaced) counts as false.
+func until(cond string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		var last error
+		for {
+			ok, err := chromedp.Evaluate[bool](cond)(ctx, t)
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			if err != nil {
+				last = err
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w (last error: %v)", cond, ctx.Err(), last)
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// count waits until sel matches n elements.
+func count(sel string, n int) chromedp.Action[chromedp.Void] {
+	return until(fmt.Sprintf(`document.querySelectorAll(%q).length === %d`, sel, n))
+}
+
+func (e *env) login(t *testing.T, ctx context.Context, token string) {
+	t.Helper()
+	run(t, ctx, "log in",
+		chromedp.Navigate(e.h.URL+"/"),
+		chromedp.WaitVisible(css("#token")),
+		chromedp.SendKeys(css("#token"), token),
+		chromedp.Submit(css("#token")),
+		chromedp.WaitVisible(css("#fleet")),
+	)
+}
+
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	return get(t, ctx, "read "+sel, chromedp.Text(css(sel)))
+}
+
+// TestBrowser: logging in, the fleet page's filters and paging, a
+// vehicle's twin and placement, the catalog, creating a deployment from
+// the form (refused by the values schema first), and a read-only session.
+func TestBrowser(t *testing.T) {
+	e := start(t)
+	ctx := e.browser(t)
+	ok := true // each step needs the ones before it
+
+	ok = ok && t.Run("login", func(t *testing.T) {
+		run(t, ctx, "login page",
+			chromedp.Navigate(e.h.URL+"/ui/fleet"),
+			chromedp.WaitVisible(css("#token")),
+		)
+		e.shot(t, ctx, "login")
+		run(t, ctx, "a wrong token",
+			chromedp.SendKeys(css("#token"), "mkh_wrong"),
+			chromedp.Submit(css("#token")),
+			textIn("#login-error", "does not know this token"),
+		)
+		e.login(t, ctx, e.h.Token)
+		if got := text(t, ctx, "#scope"); got != "admin token" {
+			t.Errorf("scope shown: %q", got)
+		}
+	})
+
+	ok = ok && t.Run("fleet", func(t *testing.T) {
+		run(t, ctx, "first page of 10",
+			chromedp.Navigate(e.h.URL+"/ui/fleet?limit=10"),
+			count("#fleet tbody tr[data-vehicle]", 10),
+			textIn("#fleet tbody tr:first-child", "bus-001"),
+		)
+		run(t, ctx, "next page",
+			chromedp.Click(css(`a[rel="next"]`)),
+			textIn("#fleet tbody tr:first-child", "bus-011"),
+			count("#fleet tbody tr[data-vehicle]", 10),
+		)
+		run(t, ctx, "online vehicles",
+			chromedp.Navigate(e.h.URL+"/ui/fleet"),
+			chromedp.WaitVisible(css("#state")),
+			chromedp.SetValue(css("#state"), "online"),
+			chromedp.Submit(css("#state")),
+			count("#fleet tbody tr[data-vehicle]", 6),
+			textIn("#fleet", "● online"),
+		)
+		run(t, ctx, "by label",
+			chromedp.Navigate(e.h.URL+"/ui/fleet"),
+			chromedp.WaitVisible(css("#selector")),
+			chromedp.SendKeys(css("#selector"), "tier=b"),
+			chromedp.Submit(css("#selector")),
+			count("#fleet tbody tr[data-vehicle]", 3),
+			textIn("#fleet tbody", "car-04"),
+		)
+		run(t, ctx, "a selector that does not parse",
+			chromedp.Navigate(e.h.URL+"/ui/fleet?selector="+strings.ReplaceAll("tier in (a", " ", "%20")),
+			textIn("#selector-error", "selector"),
+			chromedp.WaitVisible(css(`#selector[aria-invalid="true"]`)),
+		)
+	})
+
+	ok = ok && t.Run("deploy", func(t *testing.T) {
+		run(t, ctx, "the form",
+			chromedp.Navigate(e.h.URL+"/ui/deployments/new"),
+			chromedp.WaitVisible(css("#deploy-form")),
+			chromedp.SendKeys(css("#name"), "shuttle"),
+			chromedp.SetValue(css("#chart"), "apps/shuttle/1.0.0"),
+			// htmx fetches the schema on change.
+			chromedp.Evaluate[chromedp.Void](`document.querySelector("#chart").dispatchEvent(new Event("change", {bubbles: true}))`),
+			textIn("#schema", "Values schema of shuttle 1.0.0"),
+			chromedp.SendKeys(css("#selector"), "fleet=eu"),
+			textIn("#selector-count", "6 vehicles match"),
+			chromedp.SendKeys(css("#values"), "replicas: two\n"),
+			chromedp.SendKeys(css("#previewVehicle"), "car-05"),
+		)
+		e.shot(t, ctx, "deploy-form")
+		run(t, ctx, "refused by the values schema",
+			chromedp.Click(css("#create-button")),
+			textIn("#values-error", "replicas"),
+			chromedp.WaitVisible(css(`#values[aria-invalid="true"]`)),
+		)
+		e.shot(t, ctx, "deploy-invalid")
+		run(t, ctx, "preview with valid values",
+			chromedp.SetValue(css("#values"), "replicas: 2\nconfig:\n  logLevel: debug\n"),
+			chromedp.Click(css("#preview-button")),
+			textIn("#preview-placement", "planner"),
+			textIn("#preview", "The selector matches car-05"),
+		)
+		e.shot(t, ctx, "deploy-preview")
+		run(t, ctx, "create",
+			chromedp.Click(css("#create-button")),
+			textIn("h1", "Deployment shuttle"),
+		)
+		var got hubv1.Deployment
+		e.h.Admin(t, http.StatusOK, "GET", "/v1/deployments/shuttle", nil, &got)
+		if got.Values["replicas"] != float64(2) || got.Selector != "fleet=eu" || got.Chart.Digest == "" || got.CreatedBy != "operator/admin" {
+			t.Errorf("created: %+v", got)
+		}
+	})
+
+	ok = ok && t.Run("vehicle", func(t *testing.T) {
+		// car-05 is small: the planner runs in the cloud, and both halves
+		// report.
+		run(t, ctx, "twin",
+			chromedp.Navigate(e.h.URL+"/ui/fleet?selector=fleet%3Deu"),
+			textIn(`#fleet tr[data-vehicle="car-05"]`, "1 on vehicle / 1 in cloud"),
+			textIn(`#fleet tr[data-vehicle="car-05"]`, "Healthy"),
+		)
+		e.shot(t, ctx, "fleet")
+		run(t, ctx, "vehicle page",
+			chromedp.Click(css(`#fleet tr[data-vehicle="car-05"] a`)),
+			textIn("h1", "Vehicle car-05"),
+			textIn("#half-vehicle", "Healthy"),
+			textIn("#half-cloud", "Healthy"),
+			textIn("#placement", "planner"),
+			textIn("#placement", "cloud"),
+			textIn("#mesh", "Not reported"),
+		)
+		e.shot(t, ctx, "vehicle")
+	})
+
+	ok = ok && t.Run("catalog", func(t *testing.T) {
+		run(t, ctx, "catalog",
+			chromedp.Navigate(e.h.URL+"/ui/catalog"),
+			textIn("#sources", "apps"),
+			textIn("#charts", "shuttle"),
+			textIn("#charts", "pinned"),
+		)
+		e.shot(t, ctx, "catalog")
+		run(t, ctx, "chart version",
+			chromedp.Click(css(`#charts a`)),
+			textIn("#schema", `"replicas"`),
+		)
+	})
+
+	ok = ok && t.Run("read-only", func(t *testing.T) {
+		rctx := ctx
+		run(t, rctx, "log out",
+			chromedp.Navigate(e.h.URL+"/ui/fleet"),
+			chromedp.Click(css(`header form button`)),
+			chromedp.WaitVisible(css("#token")),
+		)
+		e.login(t, rctx, e.read)
+		run(t, rctx, "new deployment, read-only",
+			chromedp.Navigate(e.h.URL+"/ui/deployments/new"),
+			chromedp.WaitVisible(css("#read-only")),
+		)
+		buttons := get(t, rctx, "count buttons", chromedp.Evaluate[int](`document.querySelectorAll("#create-button").length`))
+		if buttons != 0 {
+			t.Errorf("a read-only session sees %d create buttons", buttons)
+		}
+		if got := text(t, rctx, "#scope"); got != "read-only token" {
+			t.Errorf("scope shown: %q", got)
+		}
+	})
+}
