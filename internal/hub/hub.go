@@ -38,6 +38,7 @@ import (
 	"github.com/misaki-io/misaki/internal/hub/enrol"
 	"github.com/misaki-io/misaki/internal/hub/placement"
 	"github.com/misaki-io/misaki/internal/hub/render"
+	"github.com/misaki-io/misaki/internal/hub/rollout"
 	"github.com/misaki-io/misaki/internal/hub/store"
 	"github.com/misaki-io/misaki/internal/hub/store/postgres"
 	"github.com/misaki-io/misaki/internal/hub/store/sqlite"
@@ -208,9 +209,22 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		}
 		is.Kick()
 	}
+	rr := rollout.NewRunner(st, c.Clock, rollout.RunnerOptions{OnlineWindow: c.API.OnlineWindow}, func(ctx context.Context, ids []string) error {
+		ds := make([]store.Dirty, len(ids))
+		for i, id := range ids {
+			ds[i] = store.Dirty{ID: id}
+		}
+		if err := st.MarkDirty(ctx, ds); err != nil {
+			return err
+		}
+		is.Kick()
+		return nil
+	}, log)
 	wk := wake.New(st, log)
 	cat := catalog.New(catalog.Options{Logger: log, CacheDir: filepath.Join(c.DataDir, "cache"), LocalRoots: c.LocalChartRoots})
-	srv := api.New(st, cat, ca, keys, is, wk, c.Clock, reg, c.API, log)
+	apiOpts := c.API
+	apiOpts.Rollouts = rr
+	srv := api.New(st, cat, ca, keys, is, wk, c.Clock, reg, apiOpts, log)
 	registerMetrics(reg, st, cache, is, c)
 
 	ln, err := net.Listen("tcp", c.Listen)
@@ -276,6 +290,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	})
 	g.Go(func() error { return wk.Run(gctx) })
 	g.Go(func() error { return is.Run(gctx, c.Replica) })
+	g.Go(func() error { return rr.Run(gctx, c.Replica) })
 	if web != nil {
 		g.Go(func() error { return web.Run(gctx) })
 	}

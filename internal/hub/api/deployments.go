@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -94,6 +92,9 @@ func (s *Server) checkDeployment(ctx context.Context, d *hubv1.Deployment) error
 	if err := checkHealth(d); err != nil {
 		return err
 	}
+	if err := checkRollout(d); err != nil {
+		return err
+	}
 	if d.Chart.Source == "" || d.Chart.Name == "" || d.Chart.Version == "" {
 		return badRequest("chart", "chart: source, name and version are required")
 	}
@@ -174,9 +175,8 @@ func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	s.audit(r, "create", "deployments/"+d.Name, fmt.Sprintf("chart %s/%s %s (%s), selector %q", d.Chart.Source, d.Chart.Name, d.Chart.Version, d.Chart.Digest, d.Selector))
-	if err := s.dirtySelected(r.Context(), d.Selector, ""); err != nil {
-		return err
-	}
+	// The rollout runner releases it to the vehicles.
+	s.kickRollouts()
 	writeJSON(w, http.StatusCreated, d)
 	return nil
 }
@@ -208,15 +208,16 @@ func (s *Server) putDeployment(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkDeployment(r.Context(), &d); err != nil {
 		return err
 	}
-	d.Created, d.CreatedBy, d.Updated = old.Created, old.CreatedBy, s.clk.Now().UTC()
+	// CreatedBy names who made this generation (its version and rollout);
+	// the deployment keeps its creator.
+	d.Created, d.CreatedBy, d.Updated = old.Created, principal(r.Context()).Actor(), s.clk.Now().UTC()
 	got, err := s.st.UpdateDeployment(r.Context(), d)
 	if err != nil {
 		return err
 	}
 	s.audit(r, "update", "deployments/"+name, fmt.Sprintf("generation %d: chart %s %s, selector %q", got.Generation, got.Chart.Name, got.Chart.Version, got.Selector))
-	if err := s.dirtySelected(r.Context(), got.Selector, old.Selector); err != nil {
-		return err
-	}
+	// The rollout runner releases the new generation to the vehicles.
+	s.kickRollouts()
 	writeJSON(w, http.StatusOK, got)
 	return nil
 }
@@ -298,27 +299,21 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkDeployment(r.Context(), &d); err != nil {
 		return err
 	}
-	all, err := s.allDeployments(r)
-	if err != nil {
-		return err
-	}
-	byName := map[string]hubv1.Deployment{}
-	for _, o := range all {
-		byName[o.Name] = o
-	}
 	// The previewed deployment always applies to the chosen vehicle;
-	// whether its selector matches is reported beside.
+	// whether its selector matches is reported beside. The vehicle's other
+	// deployments are at the generations their rollouts give it.
 	sel, err := desired.ParseSelector(d.Selector) // empty selects nothing, as the issuer has it
 	if err != nil {
 		return badRequest("deployment.selector", "deployment.selector: %v", err)
 	}
 	matches := sel.Matches(labels.Set(v.Labels))
-	byName[d.Name] = d
-	ds, err := desired.NewDeployments(slicesFromMap(byName))
+	ds, err := s.issuer.LoadDeployments(r.Context())
 	if err != nil {
+		return err
+	}
+	if err := ds.Put(d); err != nil {
 		return badRequest("deployment", "%v", err)
 	}
-	ds.Force(d.Name)
 	plan, err := s.issuer.Compute(r.Context(), v, ds)
 	if err != nil {
 		return errorf(http.StatusUnprocessableEntity, "deployment", "%v", err)
@@ -349,10 +344,3 @@ func rawObjects(objs []*unstructured.Unstructured) ([]json.RawMessage, error) {
 	return out, nil
 }
 
-func slicesFromMap(m map[string]hubv1.Deployment) []hubv1.Deployment {
-	out := make([]hubv1.Deployment, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, m[k])
-	}
-	return out
-}

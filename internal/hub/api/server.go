@@ -65,6 +65,9 @@ type Options struct {
 	MaxWait time.Duration
 	// Ready reports whether the hub can serve (readyz); nil: the store's Ping.
 	Ready func(ctx context.Context) error
+	// Rollouts is kicked when a rollout may move; nil: the rollout runner
+	// finds out at its next pass.
+	Rollouts Kicker
 }
 
 func (o *Options) defaults() {
@@ -170,6 +173,15 @@ func (s *Server) routes() []route {
 		{"GET /v1/deployments/{name}", read, s.getDeployment, "One deployment.", nil, hubv1.Deployment{}, nil},
 		{"PUT /v1/deployments/{name}", admin, s.putDeployment, "Replace a deployment's spec; generation must be the one read.", hubv1.Deployment{}, hubv1.Deployment{}, nil},
 		{"DELETE /v1/deployments/{name}", admin, s.deleteDeployment, "Delete a deployment (its vehicles get revisions without it).", nil, nil, nil},
+		{"GET /v1/deployments/{name}/versions", read, s.listVersions, "Every generation of the deployment's spec, newest first.", nil, hubv1.List[hubv1.Deployment]{}, nil},
+		{"POST /v1/deployments/{name}/rollback", admin, s.rollback, "Roll back: a new generation with the spec of an earlier one (default: the one before the current), rolled out by that spec's policy.", hubv1.RollbackRequest{}, hubv1.Deployment{}, nil},
+		{"GET /v1/deployments/{name}/rollouts", read, s.listDeploymentRollouts, "The deployment's rollouts, newest first.", nil, hubv1.List[hubv1.Rollout]{}, pageQ},
+		{"GET /v1/deployments/{name}/rollouts/{generation}", read, s.getRollout, "One generation's rollout: phase, the reason for a pause, waves and counts per vehicle state.", nil, hubv1.Rollout{}, nil},
+		{"GET /v1/deployments/{name}/rollouts/{generation}/vehicles", read, s.listRolloutVehicles, "The rollout's vehicles: wave, released, state and reason.", nil, hubv1.List[hubv1.RolloutVehicle]{}, append([]string{"state: pending, offline, applying, waiting, healthy, failed or superseded", "wave: a wave index from 0", "released: true for released vehicles only"}, pageQ...)},
+		{"POST /v1/deployments/{name}/rollouts/{generation}/pause", admin, s.pauseRollout, "Pause a Progressing rollout: no more vehicles are released.", hubv1.RolloutAction{}, hubv1.Rollout{}, nil},
+		{"POST /v1/deployments/{name}/rollouts/{generation}/resume", admin, s.resumeRollout, "Resume a Paused rollout: failures so far are tolerated, and a wave past its deadline without answers is closed.", hubv1.RolloutAction{}, hubv1.Rollout{}, nil},
+		{"POST /v1/deployments/{name}/rollouts/{generation}/abort", admin, s.abortRollout, "Abort a rollout: the vehicles it released go back to the generation before.", hubv1.RolloutAction{}, hubv1.Rollout{}, nil},
+		{"GET /v1/rollouts", read, s.listAllRollouts, "Rollouts of every deployment, newest first.", nil, hubv1.List[hubv1.Rollout]{}, append([]string{"active: true for Progressing and Paused rollouts only"}, pageQ...)},
 		{"POST /v1/preview", read, s.preview, "Render and place a deployment (new or changed) for one vehicle, without storing anything.", hubv1.PreviewRequest{}, hubv1.Preview{}, nil},
 
 		{"GET /v1/operator-tokens", admin, s.listOperatorTokens, "Operator API tokens (without secrets).", nil, hubv1.List[hubv1.OperatorToken]{}, nil},
@@ -242,5 +254,6 @@ func (s *Server) markDirty(ctx context.Context, ds ...store.Dirty) error {
 	if s.issuer != nil {
 		s.issuer.Kick()
 	}
+	s.kickRollouts() // a new or relabelled vehicle may join a rollout
 	return nil
 }

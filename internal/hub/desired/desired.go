@@ -108,10 +108,31 @@ func New(st store.Store, sign Signer, r Renderer, clk clock.Clock, opts Options,
 	return &Issuer{st: st, sign: sign, render: r, clk: clk, opts: opts, log: log.With("component", "desired"), errs: map[string]string{}, kick: make(chan struct{}, 1)}
 }
 
-// Deployments is a snapshot of every deployment with its selectors parsed,
-// read once per pass.
+// Deployments is a snapshot of every deployment with its selectors
+// parsed, read once per pass. Read with LoadDeployments, each vehicle gets
+// the generation its rollouts allow it; built with NewDeployments, every
+// vehicle gets the generation given.
 type Deployments struct {
-	items []deployment
+	items []entry
+}
+
+// entry is one deployment: which generation each vehicle gets.
+type entry struct {
+	newest *deployment
+	// rollouts: false gives newest to every vehicle.
+	rollouts bool
+	// complete is the newest generation whose rollout completed (every
+	// vehicle gets at least it); 0: none.
+	complete int64
+	// live are the rollouts of newer generations, not aborted, newest
+	// first, with the vehicles each released.
+	live  []released
+	byGen map[int64]*deployment
+}
+
+type released struct {
+	gen      int64
+	vehicles map[string]bool
 }
 
 type deployment struct {
@@ -120,7 +141,23 @@ type deployment struct {
 	custom []labels.Selector
 }
 
-// LoadDeployments reads every deployment.
+// forVehicle is the generation of e that vehicle id gets, or nil: the
+// newest generation a live rollout released to it, else the newest
+// completed one.
+func (e *entry) forVehicle(id string) *deployment {
+	if !e.rollouts {
+		return e.newest
+	}
+	for _, r := range e.live {
+		if r.vehicles[id] {
+			return e.byGen[r.gen]
+		}
+	}
+	return e.byGen[e.complete]
+}
+
+// LoadDeployments reads every deployment and the rollouts that decide
+// which generation each vehicle gets.
 func (is *Issuer) LoadDeployments(ctx context.Context) (*Deployments, error) {
 	var all []hubv1.Deployment
 	p := store.Page{Limit: 500}
@@ -135,29 +172,118 @@ func (is *Issuer) LoadDeployments(ctx context.Context) (*Deployments, error) {
 		}
 		p.After = next
 	}
-	return NewDeployments(all)
+	out, err := NewDeployments(all)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out.items {
+		if err := is.loadRollouts(ctx, &out.items[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// NewDeployments parses the deployments' selectors.
+// loadRollouts reads e's rollouts newest first, down to the newest that
+// completed, and the generations they give out.
+func (is *Issuer) loadRollouts(ctx context.Context, e *entry) error {
+	name := e.newest.d.Name
+	e.rollouts = true
+	gens := map[int64]bool{}
+	p := store.Page{Limit: 100}
+	for done := false; !done; {
+		rs, next, err := is.st.ListRollouts(ctx, store.RolloutFilter{Deployment: name}, p)
+		if err != nil {
+			return fmt.Errorf("desired: deployment %s: rollouts: %w", name, err)
+		}
+		for _, r := range rs {
+			if r.Phase == hubv1.RolloutAborted {
+				continue
+			}
+			if r.Phase == hubv1.RolloutCompleted {
+				e.complete = r.Generation
+				gens[r.Generation] = true
+				done = true
+				break
+			}
+			vs, err := is.releasedTo(ctx, name, r.Generation)
+			if err != nil {
+				return err
+			}
+			if len(vs) > 0 {
+				e.live = append(e.live, released{gen: r.Generation, vehicles: vs})
+				gens[r.Generation] = true
+			}
+		}
+		if next == "" {
+			break
+		}
+		p.After = next
+	}
+	e.byGen = map[int64]*deployment{}
+	for g := range gens {
+		d := e.newest
+		if g != d.d.Generation {
+			v, err := is.st.GetDeploymentVersion(ctx, name, g)
+			if err != nil {
+				return fmt.Errorf("desired: deployment %s: generation %d: %w", name, g, err)
+			}
+			if d, err = parse(v); err != nil {
+				return err
+			}
+		}
+		e.byGen[g] = d
+	}
+	return nil
+}
+
+func (is *Issuer) releasedTo(ctx context.Context, name string, gen int64) (map[string]bool, error) {
+	out := map[string]bool{}
+	p := store.Page{Limit: 1000}
+	for {
+		vs, next, err := is.st.ListRolloutVehicles(ctx, name, gen, store.RolloutVehicleFilter{Released: true}, p)
+		if err != nil {
+			return nil, fmt.Errorf("desired: deployment %s: rollout %d: %w", name, gen, err)
+		}
+		for _, v := range vs {
+			out[v.Vehicle] = true
+		}
+		if next == "" {
+			return out, nil
+		}
+		p.After = next
+	}
+}
+
+// NewDeployments parses the deployments' selectors; each applies to every
+// vehicle it selects at the generation given (no rollouts).
 func NewDeployments(all []hubv1.Deployment) (*Deployments, error) {
 	slices.SortFunc(all, func(a, b hubv1.Deployment) int { return strings.Compare(a.Name, b.Name) })
 	out := &Deployments{}
 	for _, d := range all {
-		sel, err := ParseSelector(d.Selector)
+		dep, err := parse(d)
 		if err != nil {
-			return nil, fmt.Errorf("desired: deployment %s: selector: %w", d.Name, err)
+			return nil, err
 		}
-		dep := deployment{d: d, sel: sel}
-		for _, c := range d.Customizations {
-			cs, err := ParseSelector(c.Selector)
-			if err != nil {
-				return nil, fmt.Errorf("desired: deployment %s: customization %s: selector: %w", d.Name, c.Name, err)
-			}
-			dep.custom = append(dep.custom, cs)
-		}
-		out.items = append(out.items, dep)
+		out.items = append(out.items, entry{newest: dep})
 	}
 	return out, nil
+}
+
+func parse(d hubv1.Deployment) (*deployment, error) {
+	sel, err := ParseSelector(d.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("desired: deployment %s: selector: %w", d.Name, err)
+	}
+	dep := &deployment{d: d, sel: sel}
+	for _, c := range d.Customizations {
+		cs, err := ParseSelector(c.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("desired: deployment %s: customization %s: selector: %w", d.Name, c.Name, err)
+		}
+		dep.custom = append(dep.custom, cs)
+	}
+	return dep, nil
 }
 
 // ParseSelector parses a Kubernetes label selector. The empty string
@@ -170,21 +296,32 @@ func ParseSelector(s string) (labels.Selector, error) {
 	return labels.Parse(s)
 }
 
-// Force makes the named deployment select every vehicle (for previews).
-func (ds *Deployments) Force(name string) {
+// Put replaces (or adds) the named deployment with d, which then applies
+// to every vehicle, whatever its selector and rollouts (for previews).
+func (ds *Deployments) Put(d hubv1.Deployment) error {
+	dep, err := parse(d)
+	if err != nil {
+		return err
+	}
+	dep.sel = labels.Everything()
 	for i := range ds.items {
-		if ds.items[i].d.Name == name {
-			ds.items[i].sel = labels.Everything()
+		if ds.items[i].newest.d.Name == d.Name {
+			ds.items[i] = entry{newest: dep}
+			return nil
 		}
 	}
+	ds.items = append(ds.items, entry{newest: dep})
+	slices.SortFunc(ds.items, func(a, b entry) int { return strings.Compare(a.newest.d.Name, b.newest.d.Name) })
+	return nil
 }
 
-// Matching returns the names of the deployments that select the labels.
+// Matching returns the names of the deployments whose newest generation
+// selects the labels.
 func (ds *Deployments) Matching(l map[string]string) []string {
 	var out []string
-	for _, d := range ds.items {
-		if d.sel.Matches(labels.Set(l)) {
-			out = append(out, d.d.Name)
+	for _, e := range ds.items {
+		if e.newest.sel.Matches(labels.Set(l)) {
+			out = append(out, e.newest.d.Name)
 		}
 	}
 	return out
@@ -203,11 +340,12 @@ type Plan struct {
 func (is *Issuer) Compute(ctx context.Context, v hubv1.Vehicle, ds *Deployments) (*Plan, error) {
 	p := &Plan{Vehicle: v, Rendered: map[string]*render.Output{}}
 	var objs []placement.DeploymentObjects
-	for _, dep := range ds.items {
-		if !dep.sel.Matches(labels.Set(v.Labels)) {
+	for _, e := range ds.items {
+		dep := e.forVehicle(v.ID)
+		if dep == nil || !dep.sel.Matches(labels.Set(v.Labels)) {
 			continue
 		}
-		out, err := is.renderFor(ctx, dep, v)
+		out, err := is.renderFor(ctx, *dep, v)
 		if err != nil {
 			return nil, err
 		}

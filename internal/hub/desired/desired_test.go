@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,6 +58,7 @@ func setup(t *testing.T) *fixture {
 	if err := st.CreateDeployment(ctx, dep); err != nil {
 		t.Fatal(err)
 	}
+	complete(t, st, "shuttle", 1)
 	for _, v := range []hubv1.Vehicle{
 		{ID: "car-1", Labels: map[string]string{"fleet": "eu"}, Allocatable: hubv1.ResourceList{"cpu": "8", "memory": "32Gi"}},
 		{ID: "car-2", Labels: map[string]string{"fleet": "us"}, Allocatable: hubv1.ResourceList{"cpu": "8", "memory": "32Gi"}},
@@ -97,7 +99,6 @@ func (f *fixture) revision(t *testing.T, vehicle, half string) int64 {
 
 func TestIssuesOnlyWhatChanged(t *testing.T) {
 	f := setup(t)
-	ctx := context.Background()
 	if st := f.issue(t, false, "car-1", "car-2", "gone"); st.Issued != 1 || st.Vehicles != 2 {
 		t.Fatalf("first pass: %+v (want one revision: car-1's vehicle half; the planner fits)", st)
 	}
@@ -109,9 +110,7 @@ func TestIssuesOnlyWhatChanged(t *testing.T) {
 	}
 	// A new generation with other values: a new revision.
 	f.dep.Values = map[string]any{"replicas": 3}
-	if _, err := f.st.UpdateDeployment(ctx, f.dep); err != nil {
-		t.Fatal(err)
-	}
+	f.update(t)
 	if st := f.issue(t, false, "car-1"); st.Issued != 1 || f.revision(t, "car-1", hubv1.HalfVehicle) != 2 {
 		t.Fatalf("after a change: %+v, revision %d", st, f.revision(t, "car-1", hubv1.HalfVehicle))
 	}
@@ -203,9 +202,7 @@ func TestRunDrainsQueue(t *testing.T) {
 		t.Fatal("no revision from the first pass")
 	}
 	f.dep.Values = map[string]any{"replicas": 2}
-	if _, err := f.st.UpdateDeployment(ctx, f.dep); err != nil {
-		t.Fatal(err)
-	}
+	f.update(t)
 	if err := f.st.MarkDirty(ctx, []store.Dirty{{ID: "car-1"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -263,13 +260,91 @@ func TestRevisionCarriesHealthPolicy(t *testing.T) {
 		t.Fatalf("no policy, yet the revision says %+v", h)
 	}
 	f.dep.Health = &hubv1.HealthPolicy{Deadline: "5m", Rollback: true}
-	if _, err := f.st.UpdateDeployment(ctx, f.dep); err != nil {
-		t.Fatal(err)
-	}
+	f.update(t)
 	if st := f.issue(t, false, "car-1"); st.Issued != 1 || f.revision(t, "car-1", hubv1.HalfVehicle) != 2 {
 		t.Fatalf("after a new policy: %+v, revision %d", st, f.revision(t, "car-1", hubv1.HalfVehicle))
 	}
 	if h := health(); h == nil || *h != *f.dep.Health {
 		t.Fatalf("revision 2 carries %+v, want %+v", h, f.dep.Health)
+	}
+}
+
+// update writes f.dep as a new generation and completes its rollout, as
+// the hub's rollout runner would once every vehicle answered.
+func (f *fixture) update(t *testing.T) {
+	t.Helper()
+	got, err := f.st.UpdateDeployment(context.Background(), f.dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dep.Generation = got.Generation
+	complete(t, f.st, got.Name, got.Generation)
+}
+
+// complete marks a generation's rollout Completed: every vehicle gets it.
+func complete(t *testing.T, st store.Store, name string, gen int64) {
+	t.Helper()
+	setPhase(t, st, name, gen, hubv1.RolloutCompleted, nil)
+}
+
+func setPhase(t *testing.T, st store.Store, name string, gen int64, phase string, vs []hubv1.RolloutVehicle) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := st.GetRollout(ctx, name, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Phase = phase
+	if _, err := st.UpdateRollout(ctx, r, vs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGenerationPerVehicle: a vehicle gets the newest generation a live
+// rollout released to it, else the newest completed; an aborted rollout
+// gives nothing.
+func TestGenerationPerVehicle(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	gens := func() []int64 {
+		t.Helper()
+		d, err := f.st.GetDesired(ctx, "car-1", hubv1.HalfVehicle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st hubv1.DesiredState
+		if err := json.Unmarshal(d.Envelope.Payload, &st); err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, dr := range st.Deployments {
+			out = append(out, dr.Generation)
+		}
+		return out
+	}
+	f.issue(t, false, "car-1")
+	if g := gens(); !slices.Equal(g, []int64{1}) {
+		t.Fatalf("generations %v, want [1]", g)
+	}
+	// Generation 2 starts a rollout that has not released car-1.
+	f.dep.Values = map[string]any{"replicas": 3}
+	got, err := f.st.UpdateDeployment(ctx, f.dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := f.issue(t, false, "car-1"); st.Issued != 0 {
+		t.Fatalf("unreleased generation 2 issued %+v", st)
+	}
+	// Released to car-1 (rollout still going): car-1 gets generation 2.
+	setPhase(t, f.st, "shuttle", got.Generation, hubv1.RolloutProgressing, []hubv1.RolloutVehicle{{Vehicle: "car-1", Released: true, State: hubv1.VehicleApplying}})
+	f.issue(t, false, "car-1")
+	if g := gens(); !slices.Equal(g, []int64{2}) {
+		t.Fatalf("released: generations %v, want [2]", g)
+	}
+	// Aborted: back to generation 1.
+	setPhase(t, f.st, "shuttle", got.Generation, hubv1.RolloutAborted, nil)
+	f.issue(t, false, "car-1")
+	if g := gens(); !slices.Equal(g, []int64{1}) {
+		t.Fatalf("aborted: generations %v, want [1]", g)
 	}
 }
