@@ -84,7 +84,7 @@ func (e *env) browser(t *testing.T) context.Context {
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
 	t.Cleanup(func() { cancelC(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
 	return ctx
@@ -256,6 +256,7 @@ func TestBrowser(t *testing.T) {
 			textIn("#selector-count", "6 vehicles match"),
 			chromedp.SendKeys(css("#values"), "replicas: two\n"),
 			chromedp.SendKeys(css("#previewVehicle"), "car-05"),
+			chromedp.ScrollIntoView(css("#selector")),
 		)
 		e.shot(t, ctx, "deploy-form")
 		run(t, ctx, "refused by the values schema",
@@ -269,6 +270,7 @@ func TestBrowser(t *testing.T) {
 			chromedp.Click(css("#preview-button")),
 			textIn("#preview-placement", "planner"),
 			textIn("#preview", "The selector matches car-05"),
+			chromedp.ScrollIntoView(css("#preview")),
 		)
 		e.shot(t, ctx, "deploy-preview")
 		run(t, ctx, "create",
@@ -301,6 +303,8 @@ func TestBrowser(t *testing.T) {
 			textIn("#mesh", "Not reported"),
 		)
 		e.shot(t, ctx, "vehicle")
+		run(t, ctx, "placement", chromedp.ScrollIntoView(css("#placement-h")))
+		e.shot(t, ctx, "vehicle-placement")
 	})
 
 	ok = ok && t.Run("catalog", func(t *testing.T) {
@@ -336,5 +340,100 @@ func TestBrowser(t *testing.T) {
 		if got := text(t, rctx, "#scope"); got != "read-only token" {
 			t.Errorf("scope shown: %q", got)
 		}
+	})
+}
+
+// fillDeployment fills the new-deployment form for the shuttle chart.
+func fillDeployment(name, selector, values, canary, waves string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.WaitVisible(css("#deploy-form")),
+		chromedp.SendKeys(css("#name"), name),
+		chromedp.SetValue(css("#chart"), "apps/shuttle/1.0.0"),
+		chromedp.SendKeys(css("#selector"), selector),
+		chromedp.SetValue(css("#values"), values),
+		chromedp.SendKeys(css("#canary"), canary),
+		chromedp.SetValue(css("#waves"), waves),
+	)
+}
+
+// TestRollout: a deployment created from the form rolls out through its
+// waves (the canary first, while the fleet holds its reports); a new
+// generation that fails on one vehicle pauses by itself, the page says
+// why and which vehicle, and Resume finishes it.
+func TestRollout(t *testing.T) {
+	e := start(t)
+	ctx := e.browser(t)
+	e.login(t, ctx, e.h.Token)
+	ok := true
+
+	ok = ok && t.Run("waves", func(t *testing.T) {
+		e.sims.Hold()
+		run(t, ctx, "create",
+			chromedp.Navigate(e.h.URL+"/ui/deployments/new"),
+			fillDeployment("shuttle", "fleet=eu", "replicas: 1\n", "1", "half: 50%\n"),
+			chromedp.Click(css("#create-button")),
+			textIn("h1", "Deployment shuttle"),
+			textIn("#deployment-rollouts", "1"),
+			chromedp.Click(css("#deployment-rollouts a")),
+			textIn("#waves", "canary"),
+			// The canary got the generation; its report is held, so the
+			// next wave waits.
+			until(`document.querySelector('#waves tr[data-wave="0"] td[data-state="applying"]')?.innerText === "1"`),
+			textIn(`#waves tr[data-wave="1"]`, "not started"),
+			textIn("#rollout-phase", "Progressing"),
+		)
+		e.shot(t, ctx, "rollout-canary")
+		e.sims.Release()
+		// The page follows by itself (server-sent events) to the end.
+		run(t, ctx, "completed",
+			textIn("#rollout-phase", "Completed"),
+			until(`document.querySelector('#rollout-counts td[data-state="healthy"]')?.innerText === "6"`),
+			count(`#waves td .st-healthy`, 3),
+		)
+		e.shot(t, ctx, "rollout-completed")
+	})
+
+	ok = ok && t.Run("auto-pause", func(t *testing.T) {
+		e.sims.Fail("car-02", "shuttle")
+		var dep hubv1.Deployment
+		e.h.Admin(t, http.StatusOK, "GET", "/v1/deployments/shuttle", nil, &dep)
+		dep.Values = map[string]any{"replicas": 2}
+		dep.Rollout.Waves = nil // canary, then the rest
+		e.h.Admin(t, http.StatusOK, "PUT", "/v1/deployments/shuttle", dep, &dep)
+		run(t, ctx, "paused",
+			chromedp.Navigate(fmt.Sprintf("%s/ui/deployments/shuttle/rollouts/%d", e.h.URL, dep.Generation)),
+			textIn("#rollout-phase", "Paused"),
+			textIn("#rollout-reason", "fail"),
+			textIn("#failed", "car-02"),
+			textIn("#failed", "not ready within 1m"),
+			chromedp.WaitVisible(css("#resume-button")),
+		)
+		e.shot(t, ctx, "rollout-paused")
+		run(t, ctx, "resume",
+			chromedp.SendKeys(css("#resume-reason"), "car-02 is in the workshop"),
+			chromedp.Click(css("#resume-button")),
+			textIn("#rollout-phase", "Completed"),
+			until(`document.querySelector('#rollout-counts td[data-state="healthy"]')?.innerText === "5"`),
+		)
+		e.shot(t, ctx, "rollout-resumed")
+		var audit hubv1.List[hubv1.AuditEntry]
+		e.h.Admin(t, http.StatusOK, "GET", "/v1/audit", nil, &audit)
+		found := false
+		for _, a := range audit.Items {
+			found = found || a.Action == "resume" && a.Actor == "operator/admin" && strings.Contains(a.Detail, "workshop")
+		}
+		if !found {
+			t.Errorf("no audit entry for the resume from the UI: %+v", audit.Items)
+		}
+	})
+
+	_ = ok && t.Run("deployment", func(t *testing.T) {
+		run(t, ctx, "deployment page",
+			chromedp.Navigate(e.h.URL+"/ui/deployments/shuttle"),
+			count("#deployment-rollouts tbody tr", 2),
+			count("#versions tbody tr", 2),
+			chromedp.WaitVisible(css("#versions form button")),
+		)
+		e.shot(t, ctx, "deployment")
 	})
 }
