@@ -131,9 +131,12 @@ func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("appliedRevision", "appliedRevision: must not be negative")
 	}
 	switch rep.Phase {
-	case "", hubv1.PhaseApplying, hubv1.PhaseProgressing, hubv1.PhaseHealthy, hubv1.PhaseFailed:
+	case "", hubv1.PhaseApplying, hubv1.PhaseProgressing, hubv1.PhaseHealthy, hubv1.PhaseFailed, hubv1.PhaseWaiting:
 	default:
-		return badRequest("phase", "phase: want Applying, Progressing, Healthy or Failed (or none), got %q", rep.Phase)
+		return badRequest("phase", "phase: want Applying, Progressing, Healthy, Failed or Waiting (or none), got %q", rep.Phase)
+	}
+	if rep.Waiting < 0 || rep.Waiting > 0 && rep.Waiting <= rep.AppliedRevision {
+		return badRequest("waiting", "waiting: want 0 or a revision above the applied %d, got %d", rep.AppliedRevision, rep.Waiting)
 	}
 	if rep.Failure != nil && rep.Failure.Revision <= 0 {
 		return badRequest("failure.revision", "failure.revision: want the failed revision (above 0), got %d", rep.Failure.Revision)
@@ -166,6 +169,8 @@ func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	// A report may let a rollout move (a wave's last answer).
+	s.kickRollouts()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -27,6 +27,9 @@ type RunnerOptions struct {
 	// OnlineWindow: a vehicle seen within it is online (the API's
 	// setting). Default 90s.
 	OnlineWindow time.Duration
+	// MinGap is the least time between two passes, however often the
+	// runner is kicked (every report kicks it). Default 1s.
+	MinGap time.Duration
 }
 
 func (o *RunnerOptions) defaults() {
@@ -35,6 +38,9 @@ func (o *RunnerOptions) defaults() {
 	}
 	if o.OnlineWindow <= 0 {
 		o.OnlineWindow = 90 * time.Second
+	}
+	if o.MinGap <= 0 {
+		o.MinGap = time.Second
 	}
 }
 
@@ -72,6 +78,7 @@ func (r *Runner) Kick() {
 // Run makes passes while this replica holds the lease, until ctx ends.
 func (r *Runner) Run(ctx context.Context, holder string) error {
 	leader := false
+	var last time.Time
 	t := r.clk.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -81,7 +88,16 @@ func (r *Runner) Run(ctx context.Context, holder string) error {
 		case <-t.C():
 		case <-r.kick:
 			t.Stop()
+			if gap := r.opts.MinGap - r.clk.Now().Sub(last); gap > 0 {
+				t = r.clk.NewTimer(gap) // coalesce a burst of kicks into one pass
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C():
+				}
+			}
 		}
+		last = r.clk.Now()
 		ok, err := r.st.TryLease(ctx, LeaseName, holder, r.clk.Now(), leaseTTL)
 		switch {
 		case ctx.Err() != nil:
