@@ -343,4 +343,3 @@ func rawObjects(objs []*unstructured.Unstructured) ([]json.RawMessage, error) {
 	}
 	return out, nil
 }
-
