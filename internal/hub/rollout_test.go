@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -232,4 +233,64 @@ func TestRolloutWaves(t *testing.T) {
 	bad2.Rollout = &hubv1.RolloutPolicy{Gates: []string{"battery>>3"}}
 	code, b = h.Do(t, h.Client(), h.Token, "PUT", "/v1/deployments/shuttle", bad2, nil)
 	wantError(t, "bad gate", code, b, http.StatusBadRequest, "rollout.gates[0]", "battery")
+}
+
+// A vehicle whose agent waits for a gate: the report is accepted, the
+// twin has a waiting delta naming the gate, and the rollout counts the
+// vehicle as waiting, holding its wave up.
+func TestWaitingForGate(t *testing.T) {
+	h := hubtest.Start(t, hub.Config{})
+	repo := catalogtest.ServeRepo(t, catalogtest.ShuttleChart(t))
+	h.Admin(t, http.StatusCreated, "POST", "/v1/sources", hubv1.ChartSource{Name: "apps", Type: hubv1.SourceHTTP, URL: repo}, nil)
+	car := h.Enrol(t, "car-1", map[string]string{"fleet": "eu"}, big)
+	dep := shuttle("fleet=eu")
+	dep.Rollout = &hubv1.RolloutPolicy{Gates: []string{"parked", "battery>=30"}}
+	h.Admin(t, http.StatusCreated, "POST", "/v1/deployments", dep, nil)
+	_, d := h.Desired(t, car, hubv1.HalfVehicle, 0, 30*time.Second)
+	state := verify(t, h, car.ID, d, 0)
+	if gates := state.Deployments[0].Gates; !slices.Equal(gates, []string{"parked", "battery>=30"}) {
+		t.Fatalf("revision's gates %v", gates)
+	}
+	c := hubclient.New(h.URL, h.CA, &car.Cert)
+	ctx := context.Background()
+	err := c.Report(ctx, car.ID, hubv1.Reported{Half: hubv1.HalfVehicle, Phase: hubv1.PhaseWaiting, AppliedRevision: 3, Waiting: 2})
+	var he *hubclient.Error
+	if !errors.As(err, &he) || he.Body.Field != "waiting" {
+		t.Fatalf("waiting below the applied revision: %v", err)
+	}
+	rep := hubv1.Reported{Half: hubv1.HalfVehicle, Phase: hubv1.PhaseWaiting, Waiting: d.Revision, Gates: []hubv1.GateState{
+		{Name: "parked", Holds: false, Reason: "parked is false"}, {Name: "battery>=30", Holds: true},
+	}}
+	if err := c.Report(ctx, car.ID, rep); err != nil {
+		t.Fatal(err)
+	}
+	var twin hubv1.Twin
+	h.Admin(t, http.StatusOK, "GET", "/v1/vehicles/car-1", nil, &twin)
+	found := false
+	for _, dl := range twin.Delta {
+		if dl.Kind == "waiting" {
+			found = true
+			if want := fmt.Sprintf("revision %d waits for parked (parked is false)", d.Revision); dl.Detail != want {
+				t.Errorf("waiting delta %q, want %q", dl.Detail, want)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no waiting delta in %+v", twin.Delta)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var vs hubv1.List[hubv1.RolloutVehicle]
+		h.Admin(t, http.StatusOK, "GET", "/v1/deployments/shuttle/rollouts/1/vehicles", nil, &vs)
+		if len(vs.Items) == 1 && vs.Items[0].State == hubv1.VehicleWaiting {
+			if !strings.Contains(vs.Items[0].Reason, "parked is false") {
+				t.Errorf("reason %q", vs.Items[0].Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout vehicles %+v, want car-1 waiting", vs.Items)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

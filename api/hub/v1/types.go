@@ -391,6 +391,8 @@ type Delta struct {
 	// rolled back to; and, in place of unhealthy, one per desired object
 	// reported not healthy), missing (desired object not reported),
 	// unhealthy (reported, not healthy), extra (reported, not desired),
+	// waiting (the agent holds a newer revision until its vehicle-state
+	// gates hold: Detail names those that do not),
 	// error (the hub could not compute the vehicle's desired state).
 	Kind   string `json:"kind"`
 	Object string `json:"object,omitempty"`

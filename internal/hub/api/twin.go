@@ -230,6 +230,15 @@ func delta(half string, d store.Desired, rep *hubv1.Reported) []hubv1.Delta {
 		}
 		out = append(out, hubv1.Delta{Half: half, Kind: "revision", Detail: detail})
 	}
+	if rep.Phase == hubv1.PhaseWaiting {
+		var gates []string
+		for _, g := range rep.Gates {
+			if !g.Holds {
+				gates = append(gates, g.Name+" ("+g.Reason+")")
+			}
+		}
+		out = append(out, hubv1.Delta{Half: half, Kind: "waiting", Detail: fmt.Sprintf("revision %d waits for %s", rep.Waiting, strings.Join(gates, ", "))})
+	}
 	failed := rep.Phase == hubv1.PhaseFailed
 	if failed {
 		out = append(out, hubv1.Delta{Half: half, Kind: "failed", Detail: failureDetail(rep)})
