@@ -67,8 +67,8 @@ func (p *tap) Report(ctx context.Context, vehicle string, r hubv1.Reported) erro
 }
 
 // sent waits until the newest report the agent sent since the last
-// reset satisfies ok; if the hub took that report, the twin must show it
-// too.
+// reset satisfies ok; the hub must have taken it, and the twin must show
+// it.
 func (e *env) sent(p *tap, timeout time.Duration, ok func(hubv1.Reported) error) hubv1.Reported {
 	e.t.Helper()
 	var (
@@ -85,11 +85,7 @@ func (e *env) sent(p *tap, timeout time.Duration, ok func(hubv1.Reported) error)
 		return ok(last)
 	})
 	if hubSaid != nil {
-		// The hub's PUT /v1/vehicles/{id}/reported (internal/hub/api)
-		// may not take a phase this agent sends yet; the agent's side is
-		// what this package tests.
-		e.t.Logf("the hub refused the report: %v", hubSaid)
-		return last
+		e.t.Fatalf("the hub refused the report %+v: %v", last, hubSaid)
 	}
 	return e.reported(10*time.Second, ok)
 }
