@@ -44,7 +44,7 @@ type env struct {
 // start runs a hub with the shuttle chart's source, an online fleet of six
 // simulated vehicles (car-01 to car-06, fleet=eu; the first three big
 // enough for the whole chart) and 30 registered ones that never enrol
-// (bus-001 to bus-030, fleet=us).
+// (van-001 to van-030, fleet=us).
 func start(t *testing.T) *env {
 	t.Helper()
 	h := hubtest.Start(t, hub.Config{UI: ui.Options{Tick: time.Second, Debounce: 200 * time.Millisecond}})
@@ -60,7 +60,7 @@ func start(t *testing.T) *env {
 		}
 		e.sims.Start(t, fmt.Sprintf("car-%02d", i), map[string]string{"fleet": "eu", "tier": tier}, alloc)
 	}
-	register(t, h, "bus", 30, map[string]string{"fleet": "us"})
+	register(t, h, "van", 30, map[string]string{"fleet": "us"})
 	return e
 }
 
@@ -119,9 +119,38 @@ func get[T any](t *testing.T, ctx context.Context, what string, a chromedp.Actio
 	return v
 }
 
+// accessibleJS is what every page must hold to: each visible input,
+// select and textarea has a label; each table has column headers; no
+// positive tabindex reorders the keyboard's path; each button has text.
+const accessibleJS = `(() => {
+	const bad = [];
+	for (const e of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+		if (e.labels.length === 0 && !e.getAttribute("aria-label")) bad.push("no label: " + (e.id || e.name));
+	}
+	for (const t of document.querySelectorAll("table")) {
+		if (!t.querySelector("th")) bad.push("table without headers: " + (t.id || t.innerText.slice(0, 40)));
+	}
+	for (const e of document.querySelectorAll("[tabindex]")) {
+		if (e.tabIndex > 0) bad.push("positive tabindex: " + e.outerHTML.slice(0, 60));
+	}
+	for (const b of document.querySelectorAll("button")) {
+		if (!b.innerText.trim()) bad.push("button without text: " + b.outerHTML.slice(0, 60));
+	}
+	return bad;
+})()`
+
+// accessible fails the test if the page breaks accessibleJS's rules.
+func accessible(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	if bad := get(t, ctx, "accessibility of "+page, chromedp.Evaluate[[]string](accessibleJS)); len(bad) > 0 {
+		t.Errorf("%s: %s", page, strings.Join(bad, "; "))
+	}
+}
+
 // shot writes a screenshot of the viewport as name.png.
 func (e *env) shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	accessible(t, ctx, name)
 	if e.shots == "" {
 		return
 	}
@@ -213,11 +242,12 @@ func TestBrowser(t *testing.T) {
 		run(t, ctx, "first page of 10",
 			chromedp.Navigate(e.h.URL+"/ui/fleet?limit=10"),
 			count("#fleet tbody tr[data-vehicle]", 10),
-			textIn("#fleet tbody tr:first-child", "bus-001"),
+			textIn("#fleet tbody tr:first-child", "car-01"),
+			textIn("#fleet tbody tr:last-child", "van-004"),
 		)
 		run(t, ctx, "next page",
 			chromedp.Click(css(`a[rel="next"]`)),
-			textIn("#fleet tbody tr:first-child", "bus-011"),
+			textIn("#fleet tbody tr:first-child", "van-005"),
 			count("#fleet tbody tr[data-vehicle]", 10),
 		)
 		run(t, ctx, "online vehicles",
@@ -231,8 +261,8 @@ func TestBrowser(t *testing.T) {
 		run(t, ctx, "by label",
 			chromedp.Navigate(e.h.URL+"/ui/fleet"),
 			chromedp.WaitVisible(css("#selector")),
-			chromedp.SendKeys(css("#selector"), "tier=b"),
-			chromedp.Submit(css("#selector")),
+			// The keyboard alone: type, Enter.
+			chromedp.SendKeys(css("#selector"), "tier=b\r"),
 			count("#fleet tbody tr[data-vehicle]", 3),
 			textIn("#fleet tbody", "car-04"),
 		)
@@ -288,9 +318,10 @@ func TestBrowser(t *testing.T) {
 		// car-05 is small: the planner runs in the cloud, and both halves
 		// report.
 		run(t, ctx, "twin",
-			chromedp.Navigate(e.h.URL+"/ui/fleet?selector=fleet%3Deu"),
+			chromedp.Navigate(e.h.URL+"/ui/fleet"),
 			textIn(`#fleet tr[data-vehicle="car-05"]`, "1 on vehicle / 1 in cloud"),
 			textIn(`#fleet tr[data-vehicle="car-05"]`, "Healthy"),
+			textIn(`#fleet tr[data-vehicle="van-001"]`, "offline"),
 		)
 		e.shot(t, ctx, "fleet")
 		run(t, ctx, "vehicle page",
@@ -319,6 +350,7 @@ func TestBrowser(t *testing.T) {
 			chromedp.Click(css(`#charts a`)),
 			textIn("#schema", `"replicas"`),
 		)
+		e.shot(t, ctx, "chart")
 	})
 
 	ok = ok && t.Run("read-only", func(t *testing.T) {
@@ -409,6 +441,20 @@ func TestRollout(t *testing.T) {
 			chromedp.WaitVisible(css("#resume-button")),
 		)
 		e.shot(t, ctx, "rollout-paused")
+		run(t, ctx, "active rollouts",
+			chromedp.Navigate(e.h.URL+"/ui/rollouts"),
+			textIn("#rollouts", "Paused"),
+		)
+		e.shot(t, ctx, "rollouts")
+		run(t, ctx, "deployments",
+			chromedp.Navigate(e.h.URL+"/ui/deployments"),
+			textIn("#deployments", "Paused"),
+		)
+		e.shot(t, ctx, "deployments")
+		run(t, ctx, "back to the rollout",
+			chromedp.Navigate(fmt.Sprintf("%s/ui/deployments/shuttle/rollouts/%d", e.h.URL, dep.Generation)),
+			chromedp.WaitVisible(css("#resume-button")),
+		)
 		run(t, ctx, "resume",
 			chromedp.SendKeys(css("#resume-reason"), "car-02 is in the workshop"),
 			chromedp.Click(css("#resume-button")),
