@@ -235,6 +235,16 @@ func (r *Runner) step(ctx context.Context, ro hubv1.Rollout) error {
 	for _, v := range vehicles {
 		byID[v.ID] = v
 	}
+	var released []string
+	for _, rv := range vs {
+		if rv.Released {
+			released = append(released, rv.Vehicle)
+		}
+	}
+	reports, err := r.st.ListReported(ctx, released)
+	if err != nil {
+		return err
+	}
 	obs := make(map[string]Observation, len(vs))
 	for _, rv := range vs {
 		v, ok := byID[rv.Vehicle]
@@ -262,11 +272,7 @@ func (r *Runner) step(ctx context.Context, ro hubv1.Rollout) error {
 			}
 			continue
 		}
-		reports, err := r.st.GetReported(ctx, rv.Vehicle)
-		if err != nil {
-			return err
-		}
-		obs[rv.Vehicle] = Observe(ro.Deployment, ro.Generation, target.Matches(labels.Set(v.Labels)), online, reports)
+		obs[rv.Vehicle] = Observe(ro.Deployment, ro.Generation, target.Matches(labels.Set(v.Labels)), online, reports[rv.Vehicle])
 	}
 
 	res := Step(ro, pol, vs, obs, now)

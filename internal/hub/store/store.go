@@ -81,6 +81,10 @@ type Store interface {
 	PutReported(ctx context.Context, id string, r hubv1.Reported) (factsChanged bool, err error)
 	// GetReported returns the vehicle's reports, one per half reported.
 	GetReported(ctx context.Context, id string) ([]hubv1.Reported, error)
+	// ListReported returns the reports of many vehicles at once, by
+	// vehicle ID, each ordered by half; a vehicle with no report (or that
+	// does not exist) is not in the map.
+	ListReported(ctx context.Context, ids []string) (map[string][]hubv1.Reported, error)
 
 	// Bootstrap tokens. The store keeps the secret's hash only.
 	CreateToken(ctx context.Context, t hubv1.BootstrapToken, secretHash []byte) error

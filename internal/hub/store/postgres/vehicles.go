@@ -170,6 +170,31 @@ func (s *Store) PutReported(ctx context.Context, id string, r hubv1.Reported) (b
 	return changed, nil
 }
 
+// ListReported returns the reports of many vehicles; see store.Store.
+func (s *Store) ListReported(ctx context.Context, ids []string) (map[string][]hubv1.Reported, error) {
+	out := map[string][]hubv1.Reported{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, _ := s.pool.Query(ctx, `SELECT vehicle, body FROM reports WHERE vehicle = ANY ($1) ORDER BY vehicle, half`, ids)
+	_, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (struct{}, error) {
+		var id, body string
+		if err := row.Scan(&id, &body); err != nil {
+			return struct{}{}, err
+		}
+		r, err := codec.DecodeReport(body)
+		if err != nil {
+			return struct{}{}, fmt.Errorf("%s: %w", id, err)
+		}
+		out[id] = append(out[id], r)
+		return struct{}{}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list reported: %w", err)
+	}
+	return out, nil
+}
+
 // GetReported returns the vehicle's reports by half, or store.ErrNotFound
 // if there is no such vehicle.
 func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, error) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
@@ -213,6 +214,42 @@ func (s *Store) GetReported(ctx context.Context, id string) ([]hubv1.Reported, e
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get reported %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// ListReported returns the reports of many vehicles; see store.Store.
+func (s *Store) ListReported(ctx context.Context, ids []string) (map[string][]hubv1.Reported, error) {
+	out := map[string][]hubv1.Reported{}
+	const chunk = 500 // well under SQLite's limit on bound parameters
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		args := make([]any, n)
+		for i, id := range ids[:n] {
+			args[i] = id
+		}
+		ids = ids[n:]
+		rows, err := s.r.QueryContext(ctx, `SELECT vehicle, body FROM reports WHERE vehicle IN (?`+strings.Repeat(", ?", n-1)+`) ORDER BY vehicle, half`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list reported: %w", err)
+		}
+		for rows.Next() {
+			var id, body string
+			if err := rows.Scan(&id, &body); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: list reported: %w", err)
+			}
+			r, err := codec.DecodeReport(body)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: list reported: %s: %w", id, err)
+			}
+			out[id] = append(out[id], r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: list reported: %w", err)
+		}
 	}
 	return out, nil
 }

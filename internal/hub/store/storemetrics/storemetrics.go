@@ -183,6 +183,11 @@ func (m *Store) DeleteDeployment(ctx context.Context, name string) error {
 	return m.s.DeleteDeployment(ctx, name)
 }
 
+func (m *Store) ListReported(ctx context.Context, ids []string) (map[string][]hubv1.Reported, error) {
+	defer m.observe("ListReported", time.Now())
+	return m.s.ListReported(ctx, ids)
+}
+
 func (m *Store) GetDeploymentVersion(ctx context.Context, name string, generation int64) (hubv1.Deployment, error) {
 	defer m.observe("GetDeploymentVersion", time.Now())
 	return m.s.GetDeploymentVersion(ctx, name, generation)

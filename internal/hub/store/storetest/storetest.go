@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListVehicles", testListVehicles},
 		{"ListVehiclesDefaultLimit", testListVehiclesDefaultLimit},
 		{"PutReported", testPutReported},
+		{"ListReported", testListReported},
 		{"BootstrapTokens", testBootstrapTokens},
 		{"UseTokenOnce", testUseTokenOnce},
 		{"OperatorTokens", testOperatorTokens},

@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"fmt"
+	"github.com/google/go-cmp/cmp"
+	"slices"
 	"testing"
 	"time"
 
@@ -400,5 +402,59 @@ func testPutReported(t *testing.T, s store.Store) {
 				t.Errorf("reports (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+func testListReported(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var ids []string
+	for i := range 1201 { // more than one SQLite chunk
+		ids = append(ids, fmt.Sprintf("car-%04d", i))
+	}
+	createVehicles(t, s, ids...)
+	rep := func(half string, rev int64) hubv1.Reported {
+		return hubv1.Reported{Half: half, AppliedRevision: rev, Phase: hubv1.PhaseHealthy, Time: at(time.Minute),
+			Deployments: []hubv1.DeploymentRevision{{Name: "uploader", Generation: rev}}}
+	}
+	for i, id := range ids {
+		if i%3 == 2 {
+			continue // no report
+		}
+		_, err := s.PutReported(ctx, id, rep(hubv1.HalfVehicle, int64(i)))
+		must(t, "put "+id, err)
+		if i%3 == 1 {
+			_, err := s.PutReported(ctx, id, rep(hubv1.HalfCloud, int64(i)+1))
+			must(t, "put cloud "+id, err)
+		}
+	}
+	got, err := s.ListReported(ctx, append(slices.Clone(ids), "no-such-car"))
+	must(t, "list reported", err)
+	if len(got) != 801 {
+		t.Fatalf("%d vehicles with reports, want 801", len(got))
+	}
+	for i, id := range ids {
+		rs := got[id]
+		switch i % 3 {
+		case 0:
+			if len(rs) != 1 || rs[0].AppliedRevision != int64(i) || rs[0].Deployments[0].Generation != int64(i) {
+				t.Fatalf("%s: %+v", id, rs)
+			}
+		case 1:
+			if len(rs) != 2 || rs[0].Half != hubv1.HalfCloud || rs[1].Half != hubv1.HalfVehicle || rs[0].AppliedRevision != int64(i)+1 {
+				t.Fatalf("%s: %+v (want cloud then vehicle)", id, rs)
+			}
+		case 2:
+			if rs != nil {
+				t.Fatalf("%s has no report, got %+v", id, rs)
+			}
+		}
+	}
+	if d, err := s.ListReported(ctx, nil); err != nil || len(d) != 0 {
+		t.Fatalf("no IDs: %v, %v", d, err)
+	}
+	want, err := s.GetReported(ctx, "car-0001")
+	must(t, "get reported", err)
+	if diff := cmp.Diff(want, got["car-0001"]); diff != "" {
+		t.Errorf("ListReported and GetReported differ (-get +list):\n%s", diff)
 	}
 }
