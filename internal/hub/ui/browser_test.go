@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,10 +84,40 @@ func (e *env) browser(t *testing.T) context.Context {
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(func() { cancelC(); cancelA() })
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		cancelC()
+		cancelA()
 		t.Fatalf("start chromium: %v", err)
 	}
+	// The pages must run under their Content-Security-Policy without a
+	// violation (no inline script or style) and without a script error.
+	var mu sync.Mutex
+	var bad []string
+	done := make(chan struct{})
+	messages := chromedp.Console(ctx)
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.IsException() || strings.Contains(m.Text, "Content Security Policy") {
+				mu.Lock()
+				bad = append(bad, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelC()
+		cancelA()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range bad {
+			t.Errorf("browser console: %s", m)
+		}
+	})
 	return ctx
 }
 

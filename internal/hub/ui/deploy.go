@@ -186,16 +186,16 @@ type countData struct {
 const countCap = 1000
 
 func (s *Server) newDeployment(w http.ResponseWriter, r *http.Request, ss *session) error {
-	f := deployForm{Chart: r.URL.Query().Get("chart"), Values: "", DefaultPlacement: ""}
-	s.renderDeploy(w, r, ss, http.StatusOK, deployData{Form: f})
-	return nil
+	return s.renderDeploy(w, r, ss, http.StatusOK, deployData{Form: deployForm{Chart: r.URL.Query().Get("chart")}})
 }
 
 // renderDeploy shows the form with d's errors and preview, filling in the
 // chart list, the schema and the selector's count.
-func (s *Server) renderDeploy(w http.ResponseWriter, r *http.Request, ss *session, code int, d deployData) {
+func (s *Server) renderDeploy(w http.ResponseWriter, r *http.Request, ss *session, code int, d deployData) error {
 	var charts hubv1.List[hubv1.Chart]
-	if err := s.api.call(r.Context(), ss.Token, "GET", "/v1/charts", nil, nil, &charts); err != nil {
+	if err := s.api.call(r.Context(), ss.Token, "GET", "/v1/charts", nil, nil, &charts); status(err) == http.StatusUnauthorized {
+		return err
+	} else if err != nil {
 		d.ChartsError = err.Error()
 	}
 	for _, c := range charts.Items {
@@ -213,10 +213,14 @@ func (s *Server) renderDeploy(w http.ResponseWriter, r *http.Request, ss *sessio
 		}
 	}
 	if d.Count == nil {
-		c := s.count(r, ss, d.Form.Selector)
+		c, err := s.count(r, ss, d.Form.Selector)
+		if err != nil {
+			return err
+		}
 		d.Count = &c
 	}
 	s.render(w, r, code, "deploy", page{Title: "New deployment", Nav: "new", S: ss, Data: d})
+	return nil
 }
 
 // schemaFragment is the chosen chart version's schema (htmx, on change).
@@ -238,30 +242,30 @@ func (s *Server) schemaFragment(w http.ResponseWriter, r *http.Request, ss *sess
 // selectorCount is the live count of the vehicles a selector matches
 // (htmx, as the operator types).
 func (s *Server) selectorCount(w http.ResponseWriter, r *http.Request, ss *session) error {
-	c := s.count(r, ss, strings.TrimSpace(r.URL.Query().Get("selector")))
-	if c.Error == "unauthorized" {
-		return &apiError{Status: http.StatusUnauthorized}
+	c, err := s.count(r, ss, strings.TrimSpace(r.URL.Query().Get("selector")))
+	if err != nil {
+		return err
 	}
 	s.renderPart(w, r, http.StatusOK, "deploy", "count", c)
 	return nil
 }
 
 // count counts the vehicles sel matches, one page of GET /v1/vehicles up
-// to countCap.
-func (s *Server) count(r *http.Request, ss *session, sel string) countData {
+// to countCap. The API's refusal of the selector is in the answer; the
+// error is for a session that ended.
+func (s *Server) count(r *http.Request, ss *session, sel string) (countData, error) {
 	c := countData{Selector: sel}
 	if sel == "" {
-		return c
+		return c, nil
 	}
 	var list hubv1.List[hubv1.Vehicle]
 	err := s.api.call(r.Context(), ss.Token, "GET", "/v1/vehicles", url.Values{"selector": {sel}, "limit": {strconv.Itoa(countCap)}}, nil, &list)
 	if status(err) == http.StatusUnauthorized {
-		c.Error = "unauthorized"
-		return c
+		return c, err
 	}
 	if err != nil {
 		c.Error = err.Error()
-		return c
+		return c, nil
 	}
 	c.N, c.More = len(list.Items), list.Next != ""
 	for i, v := range list.Items {
@@ -270,7 +274,7 @@ func (s *Server) count(r *http.Request, ss *session, sel string) countData {
 		}
 		c.IDs = append(c.IDs, v.ID)
 	}
-	return c
+	return c, nil
 }
 
 // preview is POST /ui/deployments/preview: the form's deployment rendered
@@ -308,8 +312,7 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request, ss *session) er
 		s.renderPart(w, r, http.StatusOK, "deploy", "preview", pd)
 		return nil
 	}
-	s.renderDeploy(w, r, ss, http.StatusOK, d)
-	return nil
+	return s.renderDeploy(w, r, ss, http.StatusOK, d)
 }
 
 // manifests are objects as one multi-document YAML.
@@ -354,6 +357,5 @@ func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request, ss *se
 	default:
 		return err
 	}
-	s.renderDeploy(w, r, ss, code, d)
-	return nil
+	return s.renderDeploy(w, r, ss, code, d)
 }

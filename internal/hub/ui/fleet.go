@@ -12,6 +12,9 @@ import (
 // twinCalls bounds the twin reads the fleet page makes at once.
 const twinCalls = 8
 
+// maxPageSize bounds ?limit=: each row is a twin read.
+const maxPageSize = 200
+
 type fleetData struct {
 	Selector, State string
 	// SelectorError and StateError are the API's refusal of the filter.
@@ -68,7 +71,7 @@ func (s *Server) fleetURL(sel, state, after string, limit int) string {
 func (s *Server) fleet(w http.ResponseWriter, r *http.Request, ss *session) error {
 	q := r.URL.Query()
 	d := fleetData{Selector: q.Get("selector"), State: q.Get("state"), After: q.Get("after"), Limit: s.opts.PageSize}
-	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l >= 1 && l <= 1000 {
+	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l >= 1 && l <= maxPageSize {
 		d.Limit = l
 	}
 	d.Self = s.fleetURL(d.Selector, d.State, d.After, d.Limit)
