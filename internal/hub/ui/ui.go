@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/hub/wake"
 )
 
 //go:embed templates/*.html
@@ -54,6 +55,8 @@ type Notifier interface {
 	// Changed returns a channel that closes at the next change of half.
 	Changed(half string) <-chan struct{}
 }
+
+var _ Notifier = (*wake.Waker)(nil)
 
 // Options tune the UI. The zero value means the defaults.
 type Options struct {
