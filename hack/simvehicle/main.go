@@ -179,7 +179,10 @@ func (a *agent) poll(ctx context.Context, wait time.Duration) (bool, error) {
 	if err := os.WriteFile(a.path("applied"), []byte(strconv.FormatInt(a.applied, 10)), 0o644); err != nil {
 		return false, err
 	}
-	rep := hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: a.applied, Objects: objs, AgentVersion: "simvehicle"}
+	// A simulated vehicle's objects are ready at once: Healthy, with the
+	// deployment generations rollouts count.
+	rep := hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: a.applied, Phase: hubv1.PhaseHealthy, Objects: objs,
+		Deployments: state.Deployments, AgentVersion: "simvehicle"}
 	return true, a.c.Report(ctx, a.id, rep)
 }
 
