@@ -1,7 +1,9 @@
 // Package cli is the misaki command: the operator's client for the fleet
 // hub's API (chart sources and charts, vehicles and their bootstrap
-// tokens, deployments and previews, the digital twin, keys, operator
-// tokens and the audit log), with kubectl-like output (-o table|json|yaml).
+// tokens, deployments and previews, their generations and rollbacks,
+// rollouts and their pause, resume and abort, the digital twin, keys,
+// operator tokens and the audit log), with kubectl-like output (-o
+// table|json|yaml).
 //
 // Run is the whole program; cmd/misaki only builds the context and exits
 // with Run's status. docs/cli.md is the reference for people.
@@ -121,6 +123,7 @@ var groups = []group{
 	{"chart", []string{"charts"}, "Charts"},
 	{"vehicle", []string{"vehicles"}, "Vehicles"},
 	{"deploy", []string{"deployment", "deployments", "deploys"}, "Deployments"},
+	{"rollout", []string{"rollouts"}, "Rollouts"},
 	{"keys", []string{"key"}, "Signing keys"},
 	{"token", []string{"tokens"}, "Operator tokens"},
 }
@@ -129,7 +132,7 @@ var groups = []group{
 var commands []*command
 
 func init() {
-	commands = slices.Concat(repoCommands, chartCommands, vehicleCommands, deployCommands,
+	commands = slices.Concat(repoCommands, chartCommands, vehicleCommands, deployCommands, rolloutCommands,
 		[]*command{twinCommand}, keysCommands, tokenCommands,
 		[]*command{auditCommand, versionCommand})
 }

@@ -37,7 +37,10 @@ func (e *apiError) Error() string {
 	if msg == "" {
 		msg = fmt.Sprintf("the hub answered %d %s", e.status, http.StatusText(e.status))
 	}
-	if e.body.Field != "" {
+	switch f := flagForField(e.body.Field); {
+	case f != "":
+		msg += " (field: " + e.body.Field + ", flag " + f + ")"
+	case e.body.Field != "":
 		msg += " (field: " + e.body.Field + ")"
 	}
 	switch e.status {

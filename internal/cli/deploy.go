@@ -24,7 +24,9 @@ take the chart's misaki.io/placement annotation, else --default-placement,
 else auto. --health-deadline (such as 10m, at most 24h) is how long the
 deployment's objects have to become ready after the agent applies a
 revision (default: the agent's); with --rollback, a deployment not ready by
-then goes back to its last healthy revision.`
+then goes back to its last healthy revision.
+
+` + rolloutFlagsHelp
 
 var deployCommands = []*command{
 	{
@@ -35,10 +37,13 @@ var deployCommands = []*command{
 The hub pins the chart version by digest and checks the values against the
 chart's values schema before it stores anything.
 
-Example:
+Examples:
   misaki deploy create shuttle --chart charts/shuttle --version 1.0.0 \
       --selector 'fleet=eu' --set replicas=2 --placement planner=cloud \
-      --health-deadline 10m --rollback`,
+      --health-deadline 10m --rollback
+  misaki deploy create shuttle --chart charts/shuttle --version 1.0.0 \
+      --selector 'fleet=eu' --canary 1 --wave 10% --wave 50% \
+      --bake-time 30m --failure-threshold 2 --gate parked --gate 'battery>=30'`,
 		run: deployCreate,
 	},
 	{
@@ -60,12 +65,46 @@ Only what the flags name changes. Value flags merge over the stored values
 (as helm upgrade --reuse-values); --reset-values starts from none.
 --placement component- drops a component's placement; a --customization
 replaces the one of the same name; --health-deadline "" --rollback=false
-drops the health policy. The write names the generation read, so
-a concurrent change is not lost (the command reads again and retries).
+drops the health policy. Rollout flags change only what they name:
+--wave and --gate replace all the waves or gates (--wave '' alone drops
+the waves, --gate '' the gates), --canary '' drops the canary, an empty
+--bake-time (and the like) goes back to the default, and --clear-rollout
+drops the policy (with other rollout flags: a new one of those alone).
+The write names the generation read, so a concurrent change is not lost
+(the command reads again and retries). Each change is a new generation,
+rolled out by the policy it has (misaki rollout watch <name> follows it).
+
+Examples:
+  misaki deploy update shuttle --version 1.1.0 --set planner.replicas=2
+  misaki deploy update shuttle --wave 25% --wave eu=selector:fleet=eu --gate parked
+  misaki deploy update shuttle --clear-rollout`,
+		run: deployUpdate,
+	},
+	{
+		group: "deploy", name: "versions", aliases: []string{"history"}, args: "<name>",
+		summary: "List a deployment's generations, newest first, with their rollouts",
+		help: `Every change to a deployment is a new generation; the hub keeps each one.
+ROLLOUT is the phase of the generation's rollout (misaki rollout show
+<name> <generation>). -o json or -o yaml print every generation's spec.
 
 Example:
-  misaki deploy update shuttle --version 1.1.0 --set planner.replicas=2`,
-		run: deployUpdate,
+  misaki deploy versions shuttle`,
+		run: deployVersions,
+	},
+	{
+		group: "deploy", name: "rollback", args: "<name>",
+		summary: "Roll back: a new generation with the spec of an earlier one",
+		help: `Writes a new generation with the spec (chart version, values, selector,
+policies) of generation --to, by default the one before the current, and
+rolls it out by that spec's rollout policy. The chart's bytes are pinned
+in the hub, so a rollback needs no chart source. To stop a rollout that is
+still going, misaki rollout abort <name> sends the vehicles it reached
+back instead.
+
+Examples:
+  misaki deploy rollback shuttle
+  misaki deploy rollback shuttle --to 3`,
+		run: deployRollback,
 	},
 	{
 		group: "deploy", name: "delete", aliases: []string{"rm"}, args: "<name>",
@@ -96,6 +135,7 @@ type deployFlags struct {
 	placement, customizations                             multiString
 	healthDeadline                                        string
 	rollback                                              bool
+	rollout                                               rolloutFlags
 	// update and preview only
 	resetValues          bool
 	removeCustomizations multiString
@@ -112,6 +152,7 @@ func (d *deployFlags) register(fs *flag.FlagSet, change bool) {
 	fs.Var(&d.customizations, "customization", "values for the vehicles a selector matches: `name:selector:file` (a values YAML file); may be repeated")
 	fs.StringVar(&d.healthDeadline, "health-deadline", "", "how long the objects have to become ready after the agent applies a revision: a `duration` such as 10m, at most 24h (\"\": the agent's default)")
 	fs.BoolVar(&d.rollback, "rollback", false, "a deployment not ready by its deadline goes back to its last healthy revision (--rollback=false: it stays as applied)")
+	d.rollout.register(fs, change)
 	d.vals.register(fs)
 	if change {
 		fs.BoolVar(&d.resetValues, "reset-values", false, "start from no values instead of the stored ones")
@@ -178,6 +219,9 @@ func (d *deployFlags) apply(fs *flag.FlagSet, dep *hubv1.Deployment, stdin io.Re
 		if h == (hubv1.HealthPolicy{}) {
 			dep.Health = nil // no deadline and no rollback: no policy
 		}
+	}
+	if err := d.rollout.apply(fs, dep); err != nil {
+		return err
 	}
 	if d.resetValues || d.vals.given() {
 		base := dep.Values
@@ -312,6 +356,7 @@ func (e *env) describeDeployment(w io.Writer, d hubv1.Deployment) error {
 	f.add("Placement", kv(d.Placement, "\n"))
 	f.add("Default placement", d.DefaultPlacement)
 	f.add("Health", healthPolicy(d.Health))
+	f.add("Rollout", describePolicy(d.Rollout))
 	f.add("Generation", fmt.Sprint(d.Generation))
 	created := e.ago(&d.Created)
 	if d.CreatedBy != "" {
@@ -480,4 +525,58 @@ func placementTable(ps []hubv1.ComponentPlacement) *table {
 		t.add(p.Component, p.Deployment, p.Policy, p.Place, p.Reason)
 	}
 	return t
+}
+
+func deployVersions(ctx context.Context, e *env, args []string) error {
+	pos, c, err := e.connect(e.flags(), args, 1, 1)
+	if err != nil {
+		return err
+	}
+	base := "/v1/deployments/" + pathEscape(pos[0])
+	var l hubv1.List[hubv1.Deployment]
+	if err := c.get(ctx, base+"/versions", nil, &l); err != nil {
+		return err
+	}
+	phases := map[int64]string{}
+	if e.g.output == "table" {
+		ros, err := listAll[hubv1.Rollout](ctx, c, base+"/rollouts", nil, 1000, 0)
+		if err != nil {
+			return err
+		}
+		for _, ro := range ros.Items {
+			phases[ro.Generation] = ro.Phase
+		}
+	}
+	return showList(e, l, "versions",
+		[]string{"GENERATION", "CHART", "VERSION", "SELECTOR", "ROLLOUT", "UPDATED", "BY"},
+		func(d hubv1.Deployment) []string {
+			return []string{fmt.Sprint(d.Generation), d.Chart.Source + "/" + d.Chart.Name, d.Chart.Version, d.Selector,
+				orDash(phases[d.Generation]), e.since(d.Updated), orDash(d.CreatedBy)}
+		})
+}
+
+func deployRollback(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	to := fs.Int64("to", 0, "the `generation` whose spec to go back to (default: the one before the current)")
+	pos, err := e.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *to < 0 || given(fs, "to") && *to == 0 {
+		return usagef("--to %d: want a generation from 1", *to)
+	}
+	c, err := e.hub()
+	if err != nil {
+		return err
+	}
+	var got hubv1.Deployment
+	if err := c.do(ctx, http.MethodPost, "/v1/deployments/"+pathEscape(pos[0])+"/rollback", nil, hubv1.RollbackRequest{Generation: *to}, &got); err != nil {
+		return err
+	}
+	from := *to
+	if from == 0 {
+		from = got.Generation - 2 // the one before the generation the rollback replaced
+	}
+	return e.showLine(got, "deployment/%s rolled back: generation %d has the spec of generation %d (chart %s/%s %s)",
+		got.Name, got.Generation, from, got.Chart.Source, got.Chart.Name, got.Chart.Version)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,6 +351,70 @@ func TestDeployFlags(t *testing.T) {
 			base: hubv1.Deployment{Name: "d", Health: &hubv1.HealthPolicy{Deadline: "10m"}},
 			want: hubv1.Deployment{Name: "d", Selector: "a=b", Health: &hubv1.HealthPolicy{Deadline: "10m"}},
 		},
+		{
+			name: "a rollout policy",
+			args: []string{"--canary", "1", "--wave", "25%", "--wave", "eu=selector:fleet=eu,tier in (a,b)", "--max-unavailable", "2",
+				"--bake-time", "30m", "--wave-deadline", "2h", "--failure-threshold", "5%", "--gate", "parked", "--gate", "battery>=30", "--gate", "window 02:00-05:00"},
+			base: hubv1.Deployment{Name: "d"},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{
+				Canary:         &hubv1.Wave{Size: "1"},
+				Waves:          []hubv1.Wave{{Size: "25%"}, {Name: "eu", Selector: "fleet=eu,tier in (a,b)"}},
+				MaxUnavailable: "2", BakeTime: "30m", WaveDeadline: "2h", FailureThreshold: "5%",
+				Gates: []string{"parked", "battery>=30", "window 02:00-05:00"},
+			}},
+		},
+		{
+			name: "a canary by selector, named",
+			args: []string{"--canary", "pilot=selector:tier=test"},
+			base: hubv1.Deployment{Name: "d"},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Name: "pilot", Selector: "tier=test"}}},
+		},
+		{
+			name: "rollout flags change only what they name",
+			args: []string{"--bake-time", "1h", "--max-unavailable", ""},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, Waves: []hubv1.Wave{{Size: "50%"}}, MaxUnavailable: "3", Gates: []string{"parked"}}},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, Waves: []hubv1.Wave{{Size: "50%"}}, BakeTime: "1h", Gates: []string{"parked"}}},
+		},
+		{
+			name: "--wave and --gate replace them all",
+			args: []string{"--wave", "10%", "--wave", "late=90%", "--gate", "!moving"},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Waves: []hubv1.Wave{{Size: "50%"}}, Gates: []string{"parked", "battery>=30"}}},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Waves: []hubv1.Wave{{Size: "10%"}, {Name: "late", Size: "90%"}}, Gates: []string{"!moving"}}},
+		},
+		{
+			name: "empty --wave and --gate drop them",
+			args: []string{"--wave", "", "--gate", ""},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, Waves: []hubv1.Wave{{Size: "50%"}}, Gates: []string{"parked"}}},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}}},
+		},
+		{
+			name: "a policy left empty is none",
+			args: []string{"--canary", "", "--failure-threshold", ""},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, FailureThreshold: "2"}},
+			want: hubv1.Deployment{Name: "d"},
+		},
+		{
+			name: "--clear-rollout",
+			args: []string{"--clear-rollout"},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, Gates: []string{"parked"}}},
+			want: hubv1.Deployment{Name: "d"},
+		},
+		{
+			name: "--clear-rollout with rollout flags is a new policy of those",
+			args: []string{"--clear-rollout", "--wave", "50%"},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}, Gates: []string{"parked"}}},
+			want: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Waves: []hubv1.Wave{{Size: "50%"}}}},
+		},
+		{
+			name: "other flags keep the rollout policy",
+			args: []string{"--set", "replicas=1"},
+			base: hubv1.Deployment{Name: "d", Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}}},
+			want: hubv1.Deployment{Name: "d", Values: map[string]any{"replicas": int64(1)}, Rollout: &hubv1.RolloutPolicy{Canary: &hubv1.Wave{Size: "1"}}},
+		},
+		{name: "a wave neither size nor selector", args: []string{"--wave", "ten"}, wantErr: `--wave "ten": want a size (5 or 10%) or selector:<selector>, optionally after name=`},
+		{name: "a selector without selector:", args: []string{"--wave", "fleet=eu"}, wantErr: `--wave "fleet=eu": want a size (5 or 10%) or selector:<selector>, optionally after name=; a wave by label selector is selector:fleet=eu`},
+		{name: "a canary without a name before =", args: []string{"--canary", "=5"}, wantErr: `--canary "=5": the wave's name before '=' is empty`},
+		{name: "an empty selector", args: []string{"--wave", "eu=selector:"}, wantErr: `--wave "eu=selector:": selector: needs a label selector`},
 		{name: "bad chart", args: []string{"--chart", "shuttle"}, wantErr: `chart "shuttle": want <source>/<chart>`},
 		{name: "bad placement", args: []string{"--placement", "api=moon"}, wantErr: "--placement api=moon: want vehicle, cloud or auto"},
 		{name: "bad default placement", args: []string{"--default-placement", "edge"}, wantErr: "--default-placement=edge: want vehicle, cloud or auto"},
@@ -368,9 +433,20 @@ func TestDeployFlags(t *testing.T) {
 			got := tt.base
 			got.Placement = cloneMap(tt.base.Placement)
 			got.Customizations = append([]hubv1.Customization(nil), tt.base.Customizations...)
+			before := fmt.Sprintf("%+v", tt.base.Rollout)
+			if tt.base.Rollout != nil {
+				before = fmt.Sprintf("%+v %+v", *tt.base.Rollout, tt.base.Rollout.Canary)
+			}
 			err := d.apply(fs, &got, strings.NewReader(""))
 			if errorWanted(t, err, tt.wantErr) {
 				return
+			}
+			after := fmt.Sprintf("%+v", tt.base.Rollout)
+			if tt.base.Rollout != nil {
+				after = fmt.Sprintf("%+v %+v", *tt.base.Rollout, tt.base.Rollout.Canary)
+			}
+			if before != after {
+				t.Errorf("apply changed the stored policy it read: %s, then %s", before, after)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("deployment (-want +got):\n%s", diff)
