@@ -7,9 +7,12 @@
 //
 // Planning is pure (Split, Step, Resume, Observe: same input, same
 // output; golden-tested under testdata/); Runner executes it in the hub:
-// one replica, holding the store lease "rollouts", reads each active
-// rollout's vehicles and their reports, calls Step, stores the result and
-// queues the released vehicles for the desired-state issuer. The issuer
+// it reads each active rollout's vehicles and their reports, calls Step,
+// stores the result and queues the released vehicles for the
+// desired-state issuer. The replica holding the store lease "rollouts"
+// does so every few seconds; any replica does so at once when an API write
+// or a report it serves may move a rollout (the store's version check
+// keeps two replicas' steps from both landing). The issuer
 // gives each vehicle the newest generation a rollout released to it (or
 // that completed), so a vehicle that was offline through several rollouts
 // gets the newest allowed generation, never an intermediate one.

@@ -75,19 +75,28 @@ func (r *Runner) Kick() {
 	}
 }
 
-// Run makes passes while this replica holds the lease, until ctx ends.
+// Run makes passes until ctx ends: every Interval while this replica
+// holds the lease, and whenever this replica is kicked (an API write or a
+// report it served), lease or not. Two replicas stepping the same rollout
+// at once are safe: the store's version check lets one write, the other's
+// step is dropped (and it releases nothing), so a write on any replica
+// moves rollouts at once, not at the leader's next pass.
 func (r *Runner) Run(ctx context.Context, holder string) error {
-	leader := false
-	var last time.Time
+	var (
+		leader        bool
+		renewed, last time.Time
+	)
 	t := r.clk.NewTimer(0)
-	defer t.Stop()
+	defer func() { t.Stop() }()
 	for {
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
 		case <-r.kick:
 			t.Stop()
+			kicked = true
 			if gap := r.opts.MinGap - r.clk.Now().Sub(last); gap > 0 {
 				t = r.clk.NewTimer(gap) // coalesce a burst of kicks into one pass
 				select {
@@ -97,18 +106,21 @@ func (r *Runner) Run(ctx context.Context, holder string) error {
 				}
 			}
 		}
-		last = r.clk.Now()
-		ok, err := r.st.TryLease(ctx, LeaseName, holder, r.clk.Now(), leaseTTL)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			r.log.Warn("lease", "err", err)
-		case ok && !leader:
-			r.log.Info("running rollouts on this replica", "holder", holder)
+		now := r.clk.Now()
+		if !leader || now.Sub(renewed) >= leaseTTL/3 {
+			ok, err := r.st.TryLease(ctx, LeaseName, holder, now, leaseTTL)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil:
+				r.log.Warn("lease", "err", err)
+			case ok && !leader:
+				r.log.Info("running rollouts on this replica", "holder", holder)
+			}
+			leader, renewed = err == nil && ok, now
 		}
-		leader = err == nil && ok
-		if leader {
+		if leader || kicked {
+			last = r.clk.Now()
 			if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("rollout pass", "err", err)
 			}
