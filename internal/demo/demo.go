@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/demo/proc"
 	"github.com/misaki-io/misaki/internal/demo/vehicle"
 )
 
@@ -114,24 +115,34 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) error
 }
 
 // RunScenario runs sc; see Run.
-func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario, out io.Writer) (err error) {
+func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario, out io.Writer) error {
+	res, err := RunScenarioChecks(ctx, log, cfg, sc, out)
+	if err == nil && !allOK(res) {
+		return ErrChecksFailed
+	}
+	return err
+}
+
+// RunScenarioChecks runs sc as RunScenario does and returns each check's
+// verdict; err is for a run that did not get as far as the checks.
+func RunScenarioChecks(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario, out io.Writer) (_ []CheckResult, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := os.Stat(cfg.ProxyBin); err != nil {
-		return fmt.Errorf("demo: proxy binary: %w; build it with: go build -o bin/misaki-proxy ./cmd/misaki-proxy (or pass --proxy-bin)", err)
+		return nil, fmt.Errorf("demo: proxy binary: %w; build it with: go build -o bin/misaki-proxy ./cmd/misaki-proxy (or pass --proxy-bin)", err)
 	}
 	if cfg.Self == "" {
 		if cfg.Self, err = os.Executable(); err != nil {
-			return fmt.Errorf("demo: find own executable: %w", err)
+			return nil, fmt.Errorf("demo: find own executable: %w", err)
 		}
 	}
 	con := &console{w: out}
 
 	dir, err := os.MkdirTemp("", "misaki-demo-")
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
 	defer func() {
 		if cfg.Keep {
@@ -142,16 +153,16 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 			log.Warn("removing temporary directory", "dir", dir, "err", rerr)
 		}
 	}()
-	ps := &procs{dir: dir}
+	ps := &proc.Group{Dir: dir}
 	defer func() {
-		if serr := ps.stopAll(stopGrace); serr != nil {
+		if serr := ps.StopAll(stopGrace); serr != nil {
 			log.Warn("stopping children", "err", serr)
 		}
 	}()
 
 	addrs, err := freeAddrs()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addrs.Dir = dir
 	client := &http.Client{
@@ -162,29 +173,29 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 
 	con.printf("misaki demo: %s (speed %v); files in %s\n", sc.Name, cfg.Speed, dir)
 
-	up, err := ps.start("upstream", cfg.Self, "upstream", "--listen", addrs.Upstream)
+	up, err := ps.Start("upstream", cfg.Self, "upstream", "--listen", addrs.Upstream)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := waitOK(ctx, client, "http://"+addrs.Upstream+"/stats", up); err != nil {
-		return err
+		return nil, err
 	}
-	con.printf("  upstream  http://%s  (log %s)\n", addrs.Upstream, up.log)
+	con.printf("  upstream  http://%s  (log %s)\n", addrs.Upstream, up.Log)
 
-	watch := []*proc{up}
+	watch := []*proc.Proc{up}
 	if sc.Gateway {
 		gw, err := startGateway(ctx, ps, client, cfg, &addrs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		watch = append(watch, gw)
-		con.printf("  gateway   https://%s (mutual TLS), admin %s  (log %s)\n", addrs.Gateway, addrs.GatewayAdmin, gw.log)
+		con.printf("  gateway   https://%s (mutual TLS), admin %s  (log %s)\n", addrs.Gateway, addrs.GatewayAdmin, gw.Log)
 	}
 
 	var res *resolver
 	if sc.DNS {
 		if res, err = startResolver(addrs.Resolver); err != nil {
-			return err
+			return nil, err
 		}
 		defer res.stop()
 		con.printf("  resolver  %s (the cluster's DNS, for %s)\n", addrs.Resolver, externalName)
@@ -192,17 +203,17 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 
 	cfgPath := filepath.Join(dir, "proxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(sc.ProxyConfig(addrs)), 0o600); err != nil {
-		return fmt.Errorf("demo: write proxy config: %w", err)
+		return nil, fmt.Errorf("demo: write proxy config: %w", err)
 	}
 	admin := "http://" + addrs.Admin
 	starts := 0
-	startProxy := func(ctx context.Context) (*proc, error) {
+	startProxy := func(ctx context.Context) (*proc.Proc, error) {
 		starts++
 		name := "proxy"
 		if starts > 1 {
 			name = fmt.Sprintf("proxy-%d", starts)
 		}
-		p, err := ps.start(name, cfg.ProxyBin, "--config", cfgPath)
+		p, err := ps.Start(name, cfg.ProxyBin, "--config", cfgPath)
 		if err != nil {
 			return nil, err
 		}
@@ -210,9 +221,9 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	}
 	proxy, err := startProxy(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	con.printf("  proxy     mesh %s, admin %s  (config %s, log %s)\n", addrs.Mesh, addrs.Admin, cfgPath, proxy.log)
+	con.printf("  proxy     mesh %s, admin %s  (config %s, log %s)\n", addrs.Mesh, addrs.Admin, cfgPath, proxy.Log)
 	for _, l := range sc.Intro {
 		con.printf("  %s\n", l)
 	}
@@ -220,7 +231,7 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	statsPath := filepath.Join(dir, "app-stats.json")
 	env := &Env{start: time.Now(), out: con, admin: admin, client: client, marks: make(map[string]time.Time),
 		proxy: proxy, startProxy: startProxy, resolver: res, dns: addrs.DNS}
-	watching := func() []*proc {
+	watching := func() []*proc.Proc {
 		if p := env.currentProxy(); p != nil {
 			return append(slices.Clone(watch), p)
 		}
@@ -234,9 +245,9 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	if sc.DNS {
 		appArgs = append(appArgs, "--dns", addrs.DNS)
 	}
-	app, err := ps.start("app", cfg.Self, appArgs...)
+	app, err := ps.Start("app", cfg.Self, appArgs...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	liveCtx, stopLive := context.WithCancel(ctx)
@@ -245,51 +256,48 @@ func RunScenario(ctx context.Context, log *slog.Logger, cfg Config, sc Scenario,
 	defer func() { stopLive(); live.Wait() }()
 
 	if err := runSteps(ctx, env, sc.Steps, watching); err != nil {
-		return err
+		return nil, err
 	}
 	// The app stops sending after sc.Duration and exits once every request
 	// has an answer; the client timeout (30s) bounds the wait.
 	select {
-	case <-app.done:
+	case <-app.Done():
 	case <-ctx.Done():
-		return fmt.Errorf("demo: interrupted: %w", ctx.Err())
+		return nil, fmt.Errorf("demo: interrupted: %w", ctx.Err())
 	case <-anyDone(watching()):
 		for _, p := range watching() {
-			if p.exited() {
-				return exitedEarly(p)
+			if p.Exited() {
+				return nil, exitedEarly(p)
 			}
 		}
 	}
 	stopLive()
 	live.Wait()
-	if app.err != nil {
-		return fmt.Errorf("demo: app failed: %w; see %s", app.err, app.log)
+	if app.Err() != nil {
+		return nil, fmt.Errorf("demo: app failed: %w; see %s", app.Err(), app.Log)
 	}
 
 	r := &Result{Start: env.start, Marks: env.snapshotMarks()}
 	if r.App, err = vehicle.ReadStats(statsPath); err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
 	if !r.App.Done {
-		return fmt.Errorf("demo: the app exited without final stats; see %s", app.log)
+		return nil, fmt.Errorf("demo: the app exited without final stats; see %s", app.Log)
 	}
 	if sc.Drain {
 		if err := waitDrained(ctx, env, 60*time.Second); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := getJSON(ctx, client, "http://"+addrs.Upstream+"/stats", &r.Upstream); err != nil {
-		return fmt.Errorf("demo: upstream stats: %w", err)
+		return nil, fmt.Errorf("demo: upstream stats: %w", err)
 	}
-	if !report(con, r, sc.Checks) {
-		return ErrChecksFailed
-	}
-	return nil
+	return report(con, r, sc.Checks), nil
 }
 
 // runSteps runs each step at its time, failing early if a process watch
 // returns (the proxy, the upstream, the gateway) exits.
-func runSteps(ctx context.Context, e *Env, steps []Step, watch func() []*proc) error {
+func runSteps(ctx context.Context, e *Env, steps []Step, watch func() []*proc.Proc) error {
 	for _, st := range steps {
 		t := time.NewTimer(time.Until(e.start.Add(st.At)))
 		select {
@@ -301,7 +309,7 @@ func runSteps(ctx context.Context, e *Env, steps []Step, watch func() []*proc) e
 			t.Stop()
 		}
 		for _, p := range watch() {
-			if p.exited() {
+			if p.Exited() {
 				return exitedEarly(p)
 			}
 		}
@@ -313,24 +321,24 @@ func runSteps(ctx context.Context, e *Env, steps []Step, watch func() []*proc) e
 }
 
 // anyDone returns a channel closed when any of ps has exited.
-func anyDone(ps []*proc) <-chan struct{} {
+func anyDone(ps []*proc.Proc) <-chan struct{} {
 	c := make(chan struct{})
 	var once sync.Once
 	for _, p := range ps {
 		go func() {
-			<-p.done
+			<-p.Done()
 			once.Do(func() { close(c) })
 		}()
 	}
 	return c
 }
 
-func exitedEarly(p *proc) error {
-	return fmt.Errorf("demo: %s exited unexpectedly (%v); see %s", p.name, p.err, p.log)
+func exitedEarly(p *proc.Proc) error {
+	return fmt.Errorf("demo: %w", proc.Exited(p))
 }
 
 // waitOK polls url until it answers 200, p exits, or startTimeout passes.
-func waitOK(ctx context.Context, c *http.Client, url string, p *proc) error {
+func waitOK(ctx context.Context, c *http.Client, url string, p *proc.Proc) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -338,7 +346,7 @@ func waitOK(ctx context.Context, c *http.Client, url string, p *proc) error {
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return fmt.Errorf("demo: wait for %s: %w", p.name, err)
+			return fmt.Errorf("demo: wait for %s: %w", p.Name, err)
 		}
 		resp, err := c.Do(req)
 		if err == nil {
@@ -350,17 +358,17 @@ func waitOK(ctx context.Context, c *http.Client, url string, p *proc) error {
 		}
 		select {
 		case <-tick.C:
-		case <-p.done:
+		case <-p.Done():
 			return exitedEarly(p)
 		case <-ctx.Done():
-			return fmt.Errorf("demo: %s not ready at %s: %w; see %s", p.name, url, ctx.Err(), p.log)
+			return fmt.Errorf("demo: %s not ready at %s: %w; see %s", p.Name, url, ctx.Err(), p.Log)
 		}
 	}
 }
 
 // startGateway writes the certificates and the gateway's configuration,
 // and starts misaki-proxy --role gateway in front of the upstream.
-func startGateway(ctx context.Context, ps *procs, client *http.Client, cfg Config, a *Addrs) (*proc, error) {
+func startGateway(ctx context.Context, ps *proc.Group, client *http.Client, cfg Config, a *Addrs) (*proc.Proc, error) {
 	if err := writePKI(a.Dir, a); err != nil {
 		return nil, err
 	}
@@ -378,7 +386,7 @@ routes:
 	if err := os.WriteFile(path, []byte(gwCfg), 0o600); err != nil {
 		return nil, fmt.Errorf("demo: write gateway config: %w", err)
 	}
-	gw, err := ps.start("gateway", cfg.ProxyBin, "--config", path)
+	gw, err := ps.Start("gateway", cfg.ProxyBin, "--config", path)
 	if err != nil {
 		return nil, err
 	}

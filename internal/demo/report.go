@@ -8,9 +8,16 @@ import (
 	"time"
 )
 
-// report prints the result table and the checks, and reports whether every
-// check passed.
-func report(con *console, r *Result, checks []Check) bool {
+// CheckResult is one check's verdict.
+type CheckResult struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// report prints the result table and the checks, and returns each check's
+// verdict.
+func report(con *console, r *Result, checks []Check) []CheckResult {
 	a, u := r.App, r.Upstream
 	var b strings.Builder
 	b.WriteString("\n== report ==\n")
@@ -41,9 +48,11 @@ func report(con *console, r *Result, checks []Check) bool {
 	row("upstream duplicates", u.Duplicates, "")
 	b.WriteString("\nchecks\n")
 	all := true
+	var res []CheckResult
 	for _, c := range checks {
 		ok, detail := c.Eval(r)
 		all = all && ok
+		res = append(res, CheckResult{Name: c.Name, OK: ok, Detail: detail})
 		verdict := "PASS"
 		if !ok {
 			verdict = "FAIL"
@@ -60,7 +69,17 @@ func report(con *console, r *Result, checks []Check) bool {
 		b.WriteString("\nsome checks FAILED\n")
 	}
 	con.printf("%s", b.String())
-	return all
+	return res
+}
+
+// allOK reports whether every result passed.
+func allOK(res []CheckResult) bool {
+	for _, c := range res {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
 }
 
 // byStatus writes counts per status like "503×80".

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/demo/proc"
 	"github.com/misaki-io/misaki/internal/demo/upstream"
 	"github.com/misaki-io/misaki/internal/demo/vehicle"
 )
@@ -95,10 +96,10 @@ type Env struct {
 
 	mu     sync.Mutex // guards marks, proxy and killed
 	marks  map[string]time.Time
-	proxy  *proc
+	proxy  *proc.Proc
 	killed bool // the proxy was killed on purpose and not yet restarted
 	// startProxy starts the proxy again and waits until it is ready.
-	startProxy func(ctx context.Context) (*proc, error)
+	startProxy func(ctx context.Context) (*proc.Proc, error)
 	// resolver is the cluster's resolver and dns the proxy's DNS address,
 	// when the scenario has DNS.
 	resolver *resolver
@@ -122,7 +123,7 @@ func (e *Env) StopResolver() { e.resolver.stop() }
 
 // currentProxy returns the running proxy, or nil between KillProxy and
 // RestartProxy.
-func (e *Env) currentProxy() *proc {
+func (e *Env) currentProxy() *proc.Proc {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.killed {
@@ -138,11 +139,7 @@ func (e *Env) KillProxy() error {
 	p := e.proxy
 	e.killed = true
 	e.mu.Unlock()
-	if err := p.cmd.Process.Kill(); err != nil {
-		return fmt.Errorf("kill proxy: %w", err)
-	}
-	<-p.done
-	return nil
+	return p.Kill()
 }
 
 // RestartProxy starts the proxy again with the same configuration.

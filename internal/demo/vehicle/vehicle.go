@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,11 @@ type Config struct {
 	Proxy string
 	// Host is the mesh name requests are sent to. Required.
 	Host string
+	// Path is the request path. Default /v1/telemetry.
+	Path string
+	// Name is the vehicle the app says it runs on, in its bodies and
+	// Idempotency-Keys. Default demo-car-1.
+	Name string
 	// Rate is requests per second. Default 20.
 	Rate int
 	// Duration is how long to keep sending. Required.
@@ -56,6 +62,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Path == "" {
+		c.Path = "/v1/telemetry"
+	}
+	if c.Name == "" {
+		c.Name = "demo-car-1"
+	}
 	if c.Rate == 0 {
 		c.Rate = 20
 	}
@@ -74,6 +86,8 @@ func (c *Config) Validate() error {
 		return errors.New("vehicle: --proxy is required: the proxy's mesh address, like 127.0.0.1:8080")
 	case c.Host == "":
 		return errors.New("vehicle: --host is required: the mesh name to call, like telemetry.cloud.misaki")
+	case !strings.HasPrefix(c.Path, "/"):
+		return fmt.Errorf("vehicle: --path %q must start with /", c.Path)
 	case c.Rate < 0 || c.Rate > 10000:
 		return fmt.Errorf("vehicle: --rate %d: use 1 to 10000 requests per second", c.Rate)
 	case c.Duration <= 0:
@@ -265,13 +279,13 @@ type telemetry struct {
 
 // send sends request number seq and records its outcome.
 func (a *App) send(seq int64) {
-	body, _ := json.Marshal(telemetry{Vehicle: "demo-car-1", Seq: seq, SpeedKmh: 40 + seq%60, Time: time.Now().UTC()})
+	body, _ := json.Marshal(telemetry{Vehicle: a.cfg.Name, Seq: seq, SpeedKmh: 40 + seq%60, Time: time.Now().UTC()})
 	target := a.cfg.Proxy
 	if a.cfg.DNS != "" {
 		_, port, _ := net.SplitHostPort(a.cfg.Proxy)
 		target = net.JoinHostPort(a.cfg.Host, port)
 	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+target+"/v1/telemetry", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "http://"+target+a.cfg.Path, bytes.NewReader(body))
 	if err != nil {
 		a.finish(func(s *Stats) { s.Lost++; s.LostErrors = sample(s.LostErrors, err.Error()) })
 		return
@@ -279,7 +293,7 @@ func (a *App) send(seq int64) {
 	req.Host = a.cfg.Host
 	s := strconv.FormatInt(seq, 10)
 	req.Header.Set(upstream.SeqHeader, s)
-	req.Header.Set("Idempotency-Key", "demo-car-1-"+s)
+	req.Header.Set("Idempotency-Key", a.cfg.Name+"-"+s)
 	req.Header.Set("Content-Type", "application/json")
 
 	sent := time.Now()
