@@ -87,7 +87,22 @@ func (d *run) cutOff(ctx context.Context) error {
 	ok = err == nil && slices.Equal(got, []int64{newest}) && model == "detector-v3"
 	d.chk.add("car-lo converged to the newest revision when its link returned, never an intermediate one", ok,
 		firstErr(err, fmt.Sprintf("issued while away %v; accepted %v; MODEL=%s; %s after the link returned", issued, got, model, since(back))))
-	return nil
+
+	// The rollouts: generation 3's was superseded by 4's, whose last wave
+	// (car-lo, online but unreachable for the hub's online window) held it
+	// until car-lo answered.
+	r4, err := d.waitRollout(ctx, 4, hubv1.RolloutCompleted)
+	var r3 hubv1.Rollout
+	if err == nil {
+		r3, err = d.rollout(ctx, 3)
+	}
+	if err == nil && r3.Phase != hubv1.RolloutSuperseded {
+		err = fmt.Errorf("the rollout of generation 3 is %s, want %s", r3.Phase, hubv1.RolloutSuperseded)
+	}
+	d.chk.add("the rollout of generation 4 superseded 3's and completed once car-lo answered", err == nil,
+		firstErr(err, fmt.Sprintf("generation 3 %s; generation 4 %s: %s", r3.Phase, r4.Phase, rolloutLine(r4))))
+	_, err = d.hub.misaki(ctx, d.con, false, "rollout", "show", deployName)
+	return err
 }
 
 // tail is s after its first n elements.

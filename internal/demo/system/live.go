@@ -50,6 +50,9 @@ func (d *run) showLive(ctx context.Context) {
 		for _, v := range []string{hiVehicle, loVehicle} {
 			parts = append(parts, d.vehicleLine(rctx, v))
 		}
+		if r := d.rolloutSummary(rctx); r != "" {
+			parts = append(parts, r)
+		}
 		cancel()
 		line := strings.Join(parts, " | ")
 		if line == last && time.Since(lastAt) < liveQuiet {

@@ -100,9 +100,9 @@ func (d *run) canUploader(ctx context.Context) error {
 // videoPipeline is step 2: the deployment's chart becomes video-pipeline,
 // in one update; inference fits car-hi and not car-lo.
 func (d *run) videoPipeline(ctx context.Context) error {
-	d.con.printf("\n== step 2: the uploader is replaced by a video pipeline (one update, one revision per vehicle) ==\n")
+	d.con.printf("\n== step 2: the uploader is replaced by a video pipeline, rolled out to the high-spec vehicle first ==\n")
 	if _, err := d.hub.misaki(ctx, d.con, false, "deploy", "update", deployName,
-		"--chart", "demo/video-pipeline", "--version", "1.0.0"); err != nil {
+		"--chart", "demo/video-pipeline", "--version", "1.0.0", "--canary", canaryFlag); err != nil {
 		return err
 	}
 	for _, w := range []struct{ v, half string }{{hiVehicle, hubv1.HalfVehicle}, {loVehicle, hubv1.HalfVehicle}, {loVehicle, hubv1.HalfCloud}} {
@@ -153,7 +153,10 @@ func (d *run) videoPipeline(ctx context.Context) error {
 
 	err = errs(d.absent(ctx, hiVehicle, appNS, "can-uploader"), d.absent(ctx, loVehicle, appNS, "can-uploader"))
 	d.chk.add("can-uploader pruned from both vehicles by the same revision", err == nil, firstErr(err, "the revision no longer lists it"))
-	return nil
+
+	d.checkCanaryFirst(ctx, 2)
+	_, err = d.hub.misaki(ctx, d.con, false, "rollout", "show", deployName, "2")
+	return err
 }
 
 // placement is vehicle v's placement of a component of the deployment.
