@@ -70,7 +70,7 @@ func startGateway(ctx context.Context, ps *proc.Group, self, proxyBin string, p 
 	if err := os.WriteFile(hosts, []byte(hb.String()), 0o644); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	_, port, _ := strings.Cut(p.Inference, ":")
+	port := portOf(p.Inference)
 	common := fmt.Sprintf(`# Written by misaki-demo: the cloud gateway.
 role: gateway
 listen: %s

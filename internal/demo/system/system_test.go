@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/demo/system"
 	"github.com/misaki-io/misaki/internal/localcluster"
 )
 
@@ -37,7 +38,19 @@ var binaries = sync.OnceValues(func() (string, error) {
 	return dir, nil
 })
 
+// Environment of the test binary re-executed as misaki-demo with-hosts
+// (hosts_linux_test.go).
+const (
+	envWithHosts = "MISAKI_DEMO_TEST_WITH_HOSTS"
+	envParentNS  = "MISAKI_DEMO_TEST_PARENT_NS"
+)
+
 func TestMain(m *testing.M) {
+	if hosts := os.Getenv(envWithHosts); hosts != "" {
+		err := system.ExecWithHosts(hosts, os.Getenv(envParentNS), []string{"cat", "/etc/hosts"})
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
