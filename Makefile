@@ -95,7 +95,7 @@ lint: ## gofmt and go vet
 .PHONY: demo
 demo: build ## The whole system on loopback: hub, cloud + 2 vehicle clusters, agents, gateway, proxies, a rollout story, checks (docs/demo.md)
 	@# The clusters' binaries: built once (about 10 minutes), then cached in ~/.cache/misaki.
-	assets="$$(bash hack/demo-tools.sh)" && $(BIN)/misaki-demo system --bin-dir $(BIN) --assets "$$assets"
+	assets="$$(KUBE_TOOLS_CLUSTER=1 bash hack/kube-tools.sh)" && $(BIN)/misaki-demo system --bin-dir $(BIN) --assets "$$assets"
 
 .PHONY: demo-mesh
 demo-mesh: build ## The data plane alone: upstream, proxy, vehicle app and a link that drops and returns

@@ -2,7 +2,8 @@
 # Installs the real Kubernetes parts the control-plane tests run against and
 # prints the directory to use as KUBEBUILDER_ASSETS:
 #
-#   etcd            Debian's etcd-server (3.4 works with kube-apiserver 1.37)
+#   etcd            built from the Go module proxy at $ETCD_VERSION (about a
+#                   minute once; Debian's 3.4.23 is too old for kwok, below)
 #   kube-apiserver  built from the Go module proxy: a throwaway module requires
 #   kubectl         k8s.io/kubernetes $KUBE_VERSION and replaces every
 #                   k8s.io/<staging> module with v0.<minor>.<patch>, as the
@@ -27,26 +28,40 @@
 #   HELM_VERSION     helm version (default v4.3.1), cached in $HOME/.cache/misaki/helm
 #   KUBE_TOOLS_CLUSTER  1: also kube-controller-manager, kube-scheduler and kwok
 #   KWOK_VERSION     kwok version (default v0.8.0)
+#   ETCD_VERSION     go.etcd.io/etcd/server/v3 version (default v3.6.17), cached
+#                    in $HOME/.cache/misaki/etcd
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.17}"
 DIR="${MISAKI_K8S_DIR:-$HOME/.cache/misaki/k8s/$KUBE_VERSION}"
 log() { printf '[kube-tools] %s\n' "$*" >&2; }
 
 mkdir -p "$DIR"
 
-# ---- etcd (Debian) -----------------------------------------------------------
-if ! command -v etcd >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then log "etcd missing and not root: apt-get install etcd-server"; exit 1; fi
-  log "apt-get install etcd-server"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  # The package's service is not wanted: tests start their own etcd.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get install -y -qq --no-install-recommends etcd-server >&2
-  rm -f /usr/sbin/policy-rc.d
+# ---- etcd (Go module proxy) ------------------------------------------------
+# Not Debian's etcd-server: its 3.4.23 lacks the progress notifications
+# kube-apiserver 1.37 needs for watch-list requests (etcd 3.4.31+ or
+# 3.5.13+). Without them kwok's watches fail ("RequestWatchProgress is
+# disabled") and it sees pods only when it lists again, so a Deployment
+# takes 20-60 s instead of about a second to become ready.
+etcd_dir="$HOME/.cache/misaki/etcd/$ETCD_VERSION"
+if [ ! -x "$etcd_dir/etcd" ]; then
+  etcd_work="$(mktemp -d)"
+  log "building etcd $ETCD_VERSION in $etcd_work (first run only, about a minute)"
+  mkdir -p "$etcd_dir"
+  (
+    cd "$etcd_work"
+    go mod init misaki.local/etcd >/dev/null 2>&1
+    printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >main.go
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go mod tidy
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$etcd_dir/etcd.tmp" .
+  ) >"$etcd_work/build.log" 2>&1 || { cat "$etcd_work/build.log" >&2; rm -rf "$etcd_work"; log "building etcd failed"; exit 1; }
+  rm -rf "$etcd_work"
+  mv "$etcd_dir/etcd.tmp" "$etcd_dir/etcd"
 fi
-ln -sf "$(command -v etcd)" "$DIR/etcd"
+ln -sf "$etcd_dir/etcd" "$DIR/etcd"
 
 # ---- kube-apiserver and kubectl (Go module proxy) ----------------------------
 if [ ! -x "$DIR/kube-apiserver" ] || [ ! -x "$DIR/kubectl" ]; then

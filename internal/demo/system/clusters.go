@@ -99,7 +99,7 @@ func stopClusters(cs map[string]*localcluster.Cluster) {
 // 3.5.13): kwok's watches then fail ("RequestWatchProgress is disabled")
 // and it sees pods only when it lists again, every 20-60 s. "" when it is
 // new enough. Debian's etcd 3.4.23, which hack/kube-tools.sh installs, is
-// not; hack/demo-tools.sh builds 3.6.
+// not; hack/kube-tools.sh builds 3.6.
 func etcdNote(assets string) string {
 	out, err := exec.Command(filepath.Join(assets, "etcd"), "--version").Output()
 	if err != nil {
@@ -114,5 +114,5 @@ func etcdNote(assets string) string {
 	if n[0] > 3 || n[0] == 3 && (n[1] >= 6 || n[1] == 5 && n[2] >= 13 || n[1] == 4 && n[2] >= 31) {
 		return ""
 	}
-	return fmt.Sprintf("etcd %s in %s is older than kube-apiserver needs for watch-list requests (3.4.31 or 3.5.13): kwok will see pods only when it lists again, so each rollout takes 20-60 s; hack/demo-tools.sh builds etcd 3.6 (make demo uses it)", v, assets)
+	return fmt.Sprintf("etcd %s in %s is older than kube-apiserver needs for watch-list requests (3.4.31 or 3.5.13): kwok will see pods only when it lists again, so each rollout takes 20-60 s; KUBE_TOOLS_CLUSTER=1 hack/kube-tools.sh builds etcd 3.6", v, assets)
 }

@@ -58,23 +58,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// assets is the directory of the clusters' binaries: what hack/demo-tools.sh
-// made (etcd 3.6), else $KUBEBUILDER_ASSETS or hack/kube-tools.sh's. The
-// test is skipped without them, and with an etcd too old for kwok's
-// watches, with which the story takes minutes.
+// assets is the directory of the clusters' binaries: $KUBEBUILDER_ASSETS,
+// else hack/kube-tools.sh's. The test is skipped without them, and with an
+// etcd too old for kwok's watches, with which the story takes minutes.
 func assets(t *testing.T) string {
 	t.Helper()
-	home, _ := os.UserHomeDir()
-	dirs := []string{filepath.Join(home, ".cache/misaki/demo/v1.37.2"), localcluster.DefaultAssets()}
+	dirs := []string{localcluster.DefaultAssets()}
 	for _, d := range dirs {
 		if localcluster.Missing(d) == "" {
 			if etcdOld(d) {
-				t.Skipf("the etcd in %s is older than 3.4.31/3.5.13: kwok's watches fail and the story takes minutes; run hack/demo-tools.sh (it builds etcd 3.6 into %s)", d, dirs[0])
+				t.Skipf("the etcd in %s is older than 3.4.31/3.5.13: kwok's watches fail and the story takes minutes; run KUBE_TOOLS_CLUSTER=1 hack/kube-tools.sh (it builds etcd 3.6)", d)
 			}
 			return d
 		}
 	}
-	t.Skipf("no kube binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) in %s: run hack/demo-tools.sh (or KUBE_TOOLS_CLUSTER=1 hack/kube-tools.sh and set KUBEBUILDER_ASSETS)", strings.Join(dirs, " or "))
+	t.Skipf("no kube binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) in %s: run KUBE_TOOLS_CLUSTER=1 hack/kube-tools.sh and set KUBEBUILDER_ASSETS to the directory it prints", strings.Join(dirs, " or "))
 	return ""
 }
 
