@@ -77,7 +77,8 @@ func startController(t *testing.T, cfg *rest.Config, ln net.Listener) (stop func
 	return runController(t, cfg, controller.Options{XDSListener: ln, WebhookAddr: "0"})
 }
 
-// runController runs the controller with o (metrics and probes off).
+// runController runs the controller with o (metrics off, and probes
+// unless o.ProbeAddr names an address).
 func runController(t *testing.T, cfg *rest.Config, o controller.Options) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,7 +88,10 @@ func runController(t *testing.T, cfg *rest.Config, o controller.Options) (stop f
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	go func() {
-		o.MetricsAddr, o.ProbeAddr, o.Log = "0", "0", log
+		if o.ProbeAddr == "" {
+			o.ProbeAddr = "0"
+		}
+		o.MetricsAddr, o.Log = "0", log
 		done <- controller.Run(ctx, cfg, o)
 	}()
 	stopped := false
@@ -294,3 +298,37 @@ xds: {server: %s, node: apps/echo-client-1}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The controller's probes answer without the webhook too: /readyz was a
+// 404 when only the webhook registered a readiness check.
+func TestControllerProbesWithoutWebhook(t *testing.T) {
+	_, cfg, _ := startEnv(t)
+	xds, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close() // the manager binds the address itself
+	runController(t, cfg, controller.Options{XDSListener: xds, WebhookAddr: "0", ProbeAddr: addr})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get("http://" + addr + path)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

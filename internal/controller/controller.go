@@ -166,6 +166,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 			return err
 		}
+		// /readyz answers with or without the webhook (which adds its own
+		// check below); without any check it would be a 404.
+		if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
 	}
 	m := controllerMetrics
 	snapshots := cachev3.NewSnapshotCache(true, nodeNamespace{}, nil)
