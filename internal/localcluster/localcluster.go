@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +68,7 @@ type Cluster struct {
 	Dir string
 
 	env   *envtest.Environment
+	guard *exec.Cmd  // kills etcd and kube-apiserver if this process dies; nil if none
 	mu    sync.Mutex // guards procs
 	procs []*exec.Cmd
 	logs  []*os.File
@@ -83,7 +85,7 @@ func Start(assets, dir string) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localcluster: start kube-apiserver and etcd: %w", err)
 	}
-	c := &Cluster{Config: cfg, Dir: dir, env: env}
+	c := &Cluster{Config: cfg, Dir: dir, env: env, guard: guard(env)}
 	if err := c.start(assets); err != nil {
 		c.Stop()
 		return nil, err
@@ -178,7 +180,13 @@ func (c *Cluster) Stop() error {
 	for _, f := range logs {
 		f.Close()
 	}
-	return c.env.Stop()
+	err := c.env.Stop()
+	if g := c.guard; g != nil {
+		c.guard = nil
+		g.Process.Signal(syscall.SIGTERM) // its targets are gone: it only ends itself (and its sleep)
+		g.Wait()
+	}
+	return err
 }
 
 // AddNode adds a simulated node with the given capacity (cpu, memory,
