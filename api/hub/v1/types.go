@@ -372,6 +372,34 @@ type Twin struct {
 	Placement []ComponentPlacement `json:"placement"`
 }
 
+// TwinSummary is one row of GET /v1/twins: a vehicle and where each of its
+// halves stands, without objects (GET /v1/vehicles/{id} has the whole
+// twin).
+type TwinSummary struct {
+	Vehicle Vehicle `json:"vehicle"`
+	// Halves are the halves with a desired revision or a report, vehicle
+	// first.
+	Halves []HalfSummary `json:"halves"`
+	// OnVehicle and InCloud count the vehicle's components by place.
+	OnVehicle int `json:"onVehicle"`
+	InCloud   int `json:"inCloud"`
+	// Deltas is how many differences the twin lists.
+	Deltas int `json:"deltas"`
+}
+
+// HalfSummary is one half of a TwinSummary.
+type HalfSummary struct {
+	Half string `json:"half"`
+	// Desired is the newest desired revision (0: none yet).
+	Desired int64 `json:"desired"`
+	// Reported says whether the agent reported; Applied, Phase and Waiting
+	// are from its report.
+	Reported bool   `json:"reported"`
+	Applied  int64  `json:"applied"`
+	Phase    string `json:"phase,omitempty"`
+	Waiting  int64  `json:"waiting,omitempty"`
+}
+
 // DesiredSummary is a desired revision without its objects' bodies.
 type DesiredSummary struct {
 	Half     string    `json:"half"`

@@ -122,3 +122,11 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	writeRead(w, r, hubv1.List[hubv1.AuditEntry]{Items: orEmpty(es), Next: next})
 	return nil
 }
+
+// whoami answers the request's own operator token, without its secret:
+// a UI shows the name and decides which actions to offer by the scope.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r.Context())
+	writeRead(w, r, hubv1.OperatorToken{Name: p.Operator, Scope: p.Scope})
+	return nil
+}

@@ -148,6 +148,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/trust/root/{file}", public, s.getRootVersion, "Trust root version n, as {n}.json; agents walk from their pinned root one version at a time.", nil, nil, nil},
 		{"POST /v1/keys/rotate", admin, s.rotateKeys, "Rotate the targets (signing) or root key; every vehicle gets a revision signed with the new key.", hubv1.RotateRequest{}, hubv1.RotateResult{}, nil},
 
+		{"GET /v1/whoami", read, s.whoami, "The operator token the request carries: its name and scope (no secret).", nil, hubv1.OperatorToken{}, nil},
+
 		{"GET /v1/sources", read, s.listSources, "Chart sources.", nil, hubv1.List[hubv1.ChartSource]{}, nil},
 		{"POST /v1/sources", admin, s.createSource, "Add a chart source (it is reached before it is stored).", hubv1.ChartSource{}, hubv1.ChartSource{}, nil},
 		{"GET /v1/sources/{name}", read, s.getSource, "One chart source.", nil, hubv1.ChartSource{}, nil},
@@ -156,6 +158,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/sources/{name}/charts/{chart}/versions/{version}", read, s.getChartVersion, "One chart version: digest, pinning, values schema.", nil, hubv1.ChartVersion{}, nil},
 
 		{"GET /v1/vehicles", read, s.listVehicles, "Vehicles, filtered by label selector and state.", nil, hubv1.List[hubv1.Vehicle]{}, append([]string{"selector: a label selector", "state: online or offline"}, pageQ...)},
+		{"GET /v1/twins", read, s.listTwins, "A page of vehicles (filtered as GET /v1/vehicles) with where each half stands: desired and applied revision, phase, waiting revision, components by place and the number of differences; one call per fleet view.", nil, hubv1.List[hubv1.TwinSummary]{}, append([]string{"selector: a label selector", "state: online or offline"}, pageQ...)},
 		{"POST /v1/vehicles", admin, s.createVehicle, "Register a vehicle (before its bootstrap token).", hubv1.Vehicle{}, hubv1.Vehicle{}, nil},
 		{"GET /v1/vehicles/{id}", readOrVehicle, s.getTwin, "The digital twin: the vehicle, desired and reported state, their delta, and placement.", nil, hubv1.Twin{}, nil},
 		{"PATCH /v1/vehicles/{id}", admin, s.patchVehicle, "Change a vehicle's labels, capacity or allocatable.", hubv1.VehiclePatch{}, hubv1.Vehicle{}, nil},

@@ -17,15 +17,26 @@ import (
 )
 
 func (s *Server) listVehicles(w http.ResponseWriter, r *http.Request) error {
-	p, err := page(r)
+	items, next, err := s.vehiclePage(r)
 	if err != nil {
 		return err
+	}
+	writeRead(w, r, hubv1.List[hubv1.Vehicle]{Items: items, Next: next})
+	return nil
+}
+
+// vehiclePage is the page of vehicles ?selector=, ?state=, ?limit= and
+// ?after= ask for, with Online filled in.
+func (s *Server) vehiclePage(r *http.Request) ([]hubv1.Vehicle, string, error) {
+	p, err := page(r)
+	if err != nil {
+		return nil, "", err
 	}
 	var match func(map[string]string) bool
 	if q := r.URL.Query().Get("selector"); q != "" {
 		sel, err := labels.Parse(q)
 		if err != nil {
-			return badRequest("selector", "selector: %v", err)
+			return nil, "", badRequest("selector", "selector: %v", err)
 		}
 		match = func(l map[string]string) bool { return sel.Matches(labels.Set(l)) }
 	}
@@ -33,30 +44,82 @@ func (s *Server) listVehicles(w http.ResponseWriter, r *http.Request) error {
 	switch state {
 	case "", "online", "offline":
 	default:
-		return badRequest("state", "state: want online or offline, got %q", state)
+		return nil, "", badRequest("state", "state: want online or offline, got %q", state)
 	}
 	if state != "" {
 		now, window := s.clk.Now(), s.opts.OnlineWindow
 		// Online depends on last seen, which the match func does not get;
 		// filter after the read and keep paging until the page is full.
-		items, next, err := s.filterVehicles(r, p, match, func(v hubv1.Vehicle) bool {
+		return s.filterVehicles(r, p, match, func(v hubv1.Vehicle) bool {
 			on := v.LastSeen != nil && now.Sub(*v.LastSeen) < window
 			return on == (state == "online")
 		})
-		if err != nil {
-			return err
-		}
-		writeRead(w, r, hubv1.List[hubv1.Vehicle]{Items: items, Next: next})
-		return nil
 	}
 	items, next, err := s.st.ListVehicles(r.Context(), p, match)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	for i := range items {
 		s.online(&items[i])
 	}
-	writeRead(w, r, hubv1.List[hubv1.Vehicle]{Items: orEmpty(items), Next: next})
+	return orEmpty(items), next, nil
+}
+
+// listTwins is a page of vehicles with where each half stands: what a
+// fleet view shows per row, in one call (the reports of the page in one
+// store read).
+func (s *Server) listTwins(w http.ResponseWriter, r *http.Request) error {
+	vs, next, err := s.vehiclePage(r)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(vs))
+	for i, v := range vs {
+		ids[i] = v.ID
+	}
+	reports, err := s.st.ListReported(r.Context(), ids)
+	if err != nil {
+		return err
+	}
+	out := make([]hubv1.TwinSummary, 0, len(vs))
+	for _, v := range vs {
+		t := hubv1.TwinSummary{Vehicle: v, Halves: []hubv1.HalfSummary{}}
+		var placement []hubv1.ComponentPlacement
+		for _, half := range []string{hubv1.HalfVehicle, hubv1.HalfCloud} {
+			h := hubv1.HalfSummary{Half: half}
+			var rep *hubv1.Reported
+			for i, rp := range reports[v.ID] {
+				if rp.Half == half {
+					rep = &reports[v.ID][i]
+					h.Reported, h.Applied, h.Phase, h.Waiting = true, rp.AppliedRevision, rp.Phase, rp.Waiting
+				}
+			}
+			d, err := s.st.GetDesired(r.Context(), v.ID, half)
+			switch {
+			case err == nil:
+				h.Desired = d.Revision
+				t.Deltas += len(delta(half, d, rep))
+				if half == hubv1.HalfVehicle || len(placement) == 0 {
+					placement = d.Placement
+				}
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
+			if h.Desired > 0 || h.Reported {
+				t.Halves = append(t.Halves, h)
+			}
+		}
+		for _, p := range placement {
+			switch p.Place {
+			case hubv1.PlaceVehicle:
+				t.OnVehicle++
+			case hubv1.PlaceCloud:
+				t.InCloud++
+			}
+		}
+		out = append(out, t)
+	}
+	writeRead(w, r, hubv1.List[hubv1.TwinSummary]{Items: out, Next: next})
 	return nil
 }
 

@@ -4,16 +4,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 )
 
-// twinCalls bounds the twin reads the fleet page makes at once.
-const twinCalls = 8
-
-// maxPageSize bounds ?limit=: each row is a twin read.
-const maxPageSize = 200
+// maxPageSize bounds ?limit=.
+const maxPageSize = 500
 
 type fleetData struct {
 	Selector, State string
@@ -32,7 +28,6 @@ type fleetRow struct {
 	Halves []halfStatus
 	// OnVehicle and InCloud count the components by place.
 	OnVehicle, InCloud int
-	TwinError          string
 }
 
 // halfStatus is one half in a row: the desired and applied revisions and
@@ -65,9 +60,9 @@ func (s *Server) fleetURL(sel, state, after string, limit int) string {
 	return "/ui/fleet?" + q.Encode()
 }
 
-// fleet is the fleet page: one page of GET /v1/vehicles (filtered by
-// label selector and state) and, for the rows shown, each vehicle's twin
-// (revisions, phase, placement): the API has no list of twins.
+// fleet is the fleet page: one page of GET /v1/twins (filtered by label
+// selector and state): each vehicle with its halves' revisions and phase
+// and its components by place.
 func (s *Server) fleet(w http.ResponseWriter, r *http.Request, ss *session) error {
 	q := r.URL.Query()
 	d := fleetData{Selector: q.Get("selector"), State: q.Get("state"), After: q.Get("after"), Limit: s.opts.PageSize}
@@ -86,8 +81,8 @@ func (s *Server) fleet(w http.ResponseWriter, r *http.Request, ss *session) erro
 		aq.Set("after", d.After)
 		d.First = s.fleetURL(d.Selector, d.State, "", d.Limit)
 	}
-	var list hubv1.List[hubv1.Vehicle]
-	err := s.api.call(r.Context(), ss.Token, "GET", "/v1/vehicles", aq, nil, &list)
+	var list hubv1.List[hubv1.TwinSummary]
+	err := s.api.call(r.Context(), ss.Token, "GET", "/v1/twins", aq, nil, &list)
 	if e, ok := err.(*apiError); ok && e.Status == http.StatusBadRequest && (e.Body.Field == "selector" || e.Body.Field == "state") {
 		if e.Body.Field == "selector" {
 			d.SelectorError = e.Body.Message
@@ -103,62 +98,14 @@ func (s *Server) fleet(w http.ResponseWriter, r *http.Request, ss *session) erro
 		d.Next = s.fleetURL(d.Selector, d.State, list.Next, d.Limit)
 	}
 	d.Rows = make([]fleetRow, len(list.Items))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, twinCalls)
-	for i, v := range list.Items {
-		d.Rows[i].V = v
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var tw hubv1.Twin
-			if err := s.api.call(r.Context(), ss.Token, "GET", "/v1/vehicles/"+url.PathEscape(v.ID), nil, nil, &tw); err != nil {
-				d.Rows[i].TwinError = err.Error()
-				return
-			}
-			d.Rows[i].fill(tw)
-		}()
-	}
-	wg.Wait()
-	if err := r.Context().Err(); err != nil {
-		return err
+	for i, t := range list.Items {
+		row := fleetRow{V: t.Vehicle, OnVehicle: t.OnVehicle, InCloud: t.InCloud}
+		for _, h := range t.Halves {
+			row.Halves = append(row.Halves, halfStatus{Half: h.Half, Desired: h.Desired, Applied: h.Applied, Phase: h.Phase, Waiting: h.Waiting,
+				HasDesired: h.Desired > 0, HasRe: h.Reported})
+		}
+		d.Rows[i] = row
 	}
 	s.render(w, r, http.StatusOK, "fleet", page{Title: "Fleet", Nav: "fleet", S: ss, Live: true, Data: d})
 	return nil
-}
-
-func (row *fleetRow) fill(tw hubv1.Twin) {
-	row.V = tw.Vehicle
-	row.Halves = halves(tw)
-	for _, p := range tw.Placement {
-		switch p.Place {
-		case hubv1.PlaceVehicle:
-			row.OnVehicle++
-		case hubv1.PlaceCloud:
-			row.InCloud++
-		}
-	}
-}
-
-// halves are the vehicle and cloud halves that have a desired revision or
-// a report.
-func halves(tw hubv1.Twin) []halfStatus {
-	var out []halfStatus
-	for _, half := range []string{hubv1.HalfVehicle, hubv1.HalfCloud} {
-		h := halfStatus{Half: half}
-		for _, d := range tw.Desired {
-			if d.Half == half {
-				h.Desired, h.HasDesired = d.Revision, true
-			}
-		}
-		for _, rep := range tw.Reported {
-			if rep.Half == half {
-				h.Applied, h.Phase, h.Waiting, h.HasRe = rep.AppliedRevision, rep.Phase, rep.Waiting, true
-			}
-		}
-		if h.HasDesired || h.HasRe {
-			out = append(out, h)
-		}
-	}
-	return out
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"net/http"
 	"net/url"
 	"strings"
@@ -28,7 +29,8 @@ const (
 // session is what the sealed cookie carries.
 type session struct {
 	Token   string `json:"t"`
-	ID      string `json:"i"` // random; the CSRF token is derived from it
+	Name    string `json:"n,omitempty"` // the token's name
+	ID      string `json:"i"`           // random; the CSRF token is derived from it
 	Admin   bool   `json:"a"`
 	Expires int64  `json:"e"` // Unix seconds
 
@@ -211,9 +213,9 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, d
 	s.render(w, r, code, "login", page{Title: "Log in", Data: d})
 }
 
-// login checks the posted operator token against the API: a read on
-// /v1/sources proves it is a read or admin token, and the admin-only
-// /v1/operator-tokens says which.
+// login checks the posted operator token against the API: GET
+// /v1/whoami answers a read or admin token with its name and scope (and
+// refuses any other).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	d := loginData{Next: safeNext(r.PostFormValue("next"))}
 	c, err := r.Cookie(loginCookie)
@@ -228,7 +230,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadRequest, d)
 		return
 	}
-	err = s.api.call(r.Context(), token, "GET", "/v1/sources", nil, nil, nil)
+	var me hubv1.OperatorToken
+	err = s.api.call(r.Context(), token, "GET", "/v1/whoami", nil, nil, &me)
 	switch status(err) {
 	case http.StatusOK:
 	case http.StatusUnauthorized:
@@ -244,8 +247,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadGateway, d)
 		return
 	}
-	admin := s.api.call(r.Context(), token, "GET", "/v1/operator-tokens", nil, nil, nil) == nil
-	ss := session{Token: token, ID: randomID(), Admin: admin, Expires: s.opts.Clock.Now().Add(s.opts.SessionTTL).Unix()}
+	ss := session{Token: token, Name: me.Name, ID: randomID(), Admin: me.Scope == "admin", Expires: s.opts.Clock.Now().Add(s.opts.SessionTTL).Unix()}
 	http.SetCookie(w, s.cookie(r, sessionCookie, s.seal.seal(ss), int(s.opts.SessionTTL/time.Second)))
 	http.SetCookie(w, s.cookie(r, loginCookie, "", -1))
 	http.Redirect(w, r, d.Next, http.StatusSeeOther)

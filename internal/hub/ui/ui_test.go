@@ -231,6 +231,9 @@ func TestSession(t *testing.T) {
 		if strings.Contains(body, `id="create-button"`) || !strings.Contains(body, "read-only token") {
 			t.Errorf("a read-only session sees the create button")
 		}
+		if !strings.Contains(body, `id="token-name">viewer<`) {
+			t.Errorf("the header does not name the token (GET /v1/whoami)")
+		}
 		// Posting anyway: the API refuses it, the UI holds no privilege.
 		resp, body := r.do("POST", "/ui/deployments", url.Values{"csrf": {rcsrf}, "name": {"x"}, "chart": {"a/b/1"}}, nil)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "read-only") {
