@@ -13,13 +13,23 @@ import (
 	"github.com/misaki-io/misaki/internal/hub/store"
 )
 
-// Kicker is told when a rollout may move: a deployment or vehicle changed,
-// or an operator resumed one. rollout.Runner is the implementation.
-type Kicker interface{ Kick() }
+// Kicker is told when a rollout may move: Kick when an operator changed a
+// deployment, a vehicle or a rollout (a pass at once), Nudge when a report
+// arrived (a pass soon, coalesced). rollout.Runner is the implementation.
+type Kicker interface {
+	Kick()
+	Nudge()
+}
 
 func (s *Server) kickRollouts() {
 	if s.opts.Rollouts != nil {
 		s.opts.Rollouts.Kick()
+	}
+}
+
+func (s *Server) nudgeRollouts() {
+	if s.opts.Rollouts != nil {
+		s.opts.Rollouts.Nudge()
 	}
 }
 

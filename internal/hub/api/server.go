@@ -257,6 +257,6 @@ func (s *Server) markDirty(ctx context.Context, ds ...store.Dirty) error {
 	if s.issuer != nil {
 		s.issuer.Kick()
 	}
-	s.kickRollouts() // a new or relabelled vehicle may join a rollout
+	s.nudgeRollouts() // a new or relabelled vehicle may join a rollout
 	return nil
 }

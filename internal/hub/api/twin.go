@@ -170,7 +170,7 @@ func (s *Server) putReported(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	// A report may let a rollout move (a wave's last answer).
-	s.kickRollouts()
+	s.nudgeRollouts()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

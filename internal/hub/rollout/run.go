@@ -27,8 +27,9 @@ type RunnerOptions struct {
 	// OnlineWindow: a vehicle seen within it is online (the API's
 	// setting). Default 90s.
 	OnlineWindow time.Duration
-	// MinGap is the least time between two passes, however often the
-	// runner is kicked (every report kicks it). Default 1s.
+	// MinGap is the least time between two passes that nudges start,
+	// however often the runner is nudged (every report nudges it).
+	// Default 1s. A kick (an operator's write) starts a pass at once.
 	MinGap time.Duration
 }
 
@@ -58,16 +59,17 @@ type Runner struct {
 	release ReleaseFunc
 	log     *slog.Logger
 	kick    chan struct{}
+	nudge   chan struct{}
 }
 
 // NewRunner returns a Runner. It does no I/O.
 func NewRunner(st store.Store, clk clock.Clock, opts RunnerOptions, release ReleaseFunc, log *slog.Logger) *Runner {
 	opts.defaults()
-	return &Runner{st: st, clk: clk, opts: opts, release: release, log: log.With("component", "rollout"), kick: make(chan struct{}, 1)}
+	return &Runner{st: st, clk: clk, opts: opts, release: release, log: log.With("component", "rollout"), kick: make(chan struct{}, 1), nudge: make(chan struct{}, 1)}
 }
 
-// Kick asks for a pass now (a deployment or vehicle changed, a rollout
-// was resumed).
+// Kick asks for a pass now: an operator changed a deployment, a vehicle
+// or a rollout.
 func (r *Runner) Kick() {
 	select {
 	case r.kick <- struct{}{}:
@@ -75,9 +77,19 @@ func (r *Runner) Kick() {
 	}
 }
 
+// Nudge asks for a pass soon: a report arrived. Nudges are coalesced, at
+// most one pass per MinGap, so a fleet reporting at once costs a pass a
+// second, not one per report.
+func (r *Runner) Nudge() {
+	select {
+	case r.nudge <- struct{}{}:
+	default:
+	}
+}
+
 // Run makes passes until ctx ends: every Interval while this replica
-// holds the lease, and whenever this replica is kicked (an API write or a
-// report it served), lease or not. Two replicas stepping the same rollout
+// holds the lease, and whenever this replica is kicked (an API write) or
+// nudged (a report it served), lease or not. Two replicas stepping the same rollout
 // at once are safe: the store's version check lets one write, the other's
 // step is dropped (and it releases nothing), so a write on any replica
 // moves rollouts at once, not at the leader's next pass.
@@ -97,11 +109,15 @@ func (r *Runner) Run(ctx context.Context, holder string) error {
 		case <-r.kick:
 			t.Stop()
 			kicked = true
+		case <-r.nudge:
+			t.Stop()
+			kicked = true
 			if gap := r.opts.MinGap - r.clk.Now().Sub(last); gap > 0 {
-				t = r.clk.NewTimer(gap) // coalesce a burst of kicks into one pass
+				t = r.clk.NewTimer(gap) // coalesce a burst of nudges into one pass
 				select {
 				case <-ctx.Done():
 					return nil
+				case <-r.kick: // an operator's write does not wait
 				case <-t.C():
 				}
 			}
