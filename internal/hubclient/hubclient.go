@@ -90,7 +90,7 @@ func KeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 // Enrol spends a bootstrap token for a certificate.
 func (c *Client) Enrol(ctx context.Context, token string, csrPEM []byte) (hubv1.Certificate, error) {
 	var cert hubv1.Certificate
-	err := c.do(ctx, "POST", "/v1/enrol", hubv1.EnrolRequest{Token: token, CSR: string(csrPEM)}, &cert)
+	err := c.Do(ctx, "POST", "/v1/enrol", hubv1.EnrolRequest{Token: token, CSR: string(csrPEM)}, &cert)
 	return cert, err
 }
 
@@ -152,13 +152,13 @@ func (c *Client) Desired(ctx context.Context, vehicle, half string, after int64,
 func (c *Client) Changes(ctx context.Context, half string, after int64, wait time.Duration) (hubv1.Changes, error) {
 	q := url.Values{"half": {half}, "after": {strconv.FormatInt(after, 10)}, "wait": {wait.String()}}
 	var ch hubv1.Changes
-	err := c.do(ctx, "GET", "/v1/changes?"+q.Encode(), nil, &ch)
+	err := c.Do(ctx, "GET", "/v1/changes?"+q.Encode(), nil, &ch)
 	return ch, err
 }
 
 // Report puts one half's report (idempotent).
 func (c *Client) Report(ctx context.Context, vehicle string, r hubv1.Reported) error {
-	return c.do(ctx, "PUT", "/v1/vehicles/"+url.PathEscape(vehicle)+"/reported", r, nil)
+	return c.Do(ctx, "PUT", "/v1/vehicles/"+url.PathEscape(vehicle)+"/reported", r, nil)
 }
 
 // Statuses are objects (a desired state's, as rendered) each with state:
@@ -186,7 +186,7 @@ func Statuses(objects []json.RawMessage, state string) ([]hubv1.ObjectStatus, er
 // Renew asks for a new certificate over the current one.
 func (c *Client) Renew(ctx context.Context, vehicle string, csrPEM []byte) (hubv1.Certificate, error) {
 	var cert hubv1.Certificate
-	err := c.do(ctx, "POST", "/v1/vehicles/"+url.PathEscape(vehicle)+"/certificate", hubv1.RenewRequest{CSR: string(csrPEM)}, &cert)
+	err := c.Do(ctx, "POST", "/v1/vehicles/"+url.PathEscape(vehicle)+"/certificate", hubv1.RenewRequest{CSR: string(csrPEM)}, &cert)
 	return cert, err
 }
 
@@ -208,7 +208,9 @@ func (c *Client) Root(ctx context.Context, n int64) ([]byte, error) {
 	return raw, nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+// Do calls the API: in, if not nil, is sent as the JSON body, and a 2xx
+// answer is decoded into out (if not nil); a 4xx or 5xx is an *Error.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)

@@ -3,12 +3,9 @@ package system
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/cli"
 	"github.com/misaki-io/misaki/internal/demo/proc"
+	"github.com/misaki-io/misaki/internal/hubclient"
 )
 
 // hub is the running misaki-hub: its URL, the admin token and CA it wrote
@@ -32,7 +30,7 @@ type hub struct {
 	CLIConfig string // the misaki.yaml the hub wrote
 	Proc      *proc.Proc
 
-	http *http.Client
+	api *hubclient.Client // with the admin token
 }
 
 // hubFlags are the gateway settings the hub writes into the vehicles'
@@ -84,11 +82,10 @@ func startHub(ctx context.Context, ps *proc.Group, bin, dir string, f hubFlags) 
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	h.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-	}}
+	h.api = hubclient.New(h.URL, pool, nil)
+	h.api.Token, h.api.HTTP.Timeout = h.Token, 10*time.Second
 	err = poll(ctx, 20*time.Second, p, func() error {
-		resp, err := h.http.Get(h.URL + "/readyz")
+		resp, err := h.api.HTTP.Get(h.URL + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -104,52 +101,8 @@ func startHub(ctx context.Context, ps *proc.Group, bin, dir string, f hubFlags) 
 	return h, nil
 }
 
-// errNotFound is a 404 from the hub.
-var errNotFound = errors.New("not found")
-
-// do calls the hub's API with the admin token; v, if set, receives the
-// JSON answer.
-func (h *hub) do(ctx context.Context, method, path string, body, v any) error {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, h.URL+path, r)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+h.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := h.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%s %s: %w", method, path, errNotFound)
-	case resp.StatusCode >= 300:
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	case v != nil:
-		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("%s %s: decode: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
 func (h *hub) get(ctx context.Context, path string, v any) error {
-	return h.do(ctx, http.MethodGet, path, nil, v)
+	return h.api.Do(ctx, http.MethodGet, path, nil, v)
 }
 
 // misaki runs the misaki CLI in this process, as an operator would in a
