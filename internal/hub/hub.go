@@ -222,8 +222,14 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	}, log)
 	wk := wake.New(st, log)
 	cat := catalog.New(catalog.Options{Logger: log, CacheDir: filepath.Join(c.DataDir, "cache"), LocalRoots: c.LocalChartRoots})
+	var web *ui.Server // set below unless --ui=false; the API pokes it after each write it serves
 	apiOpts := c.API
 	apiOpts.Rollouts = rr
+	apiOpts.Written = func() {
+		if web != nil {
+			web.Poke()
+		}
+	}
 	srv := api.New(st, cat, ca, keys, is, wk, c.Clock, reg, apiOpts, log)
 	registerMetrics(reg, st, cache, is, c)
 
@@ -243,10 +249,8 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	var web *ui.Server
-	if c.NoUI {
-		mux.Handle("/", srv.Handler())
-	} else {
+	mux.Handle("/", srv.Handler())
+	if !c.NoUI {
 		uo := c.UI
 		if uo.Key, err = ui.LoadOrCreateKey(filepath.Join(c.KeysDir, "ui-session.key")); err != nil {
 			log.Warn("web UI sessions will not outlive this process", "err", err)
@@ -255,7 +259,6 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 			uo.Clock = c.Clock
 		}
 		web = ui.New(srv.Handler(), wk, uo, log)
-		mux.Handle("/", web.Observe(srv.Handler()))
 		mux.Handle("/ui/", web.Handler())
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}

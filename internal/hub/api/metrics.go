@@ -59,7 +59,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (m *metrics) instrument(route string, h http.Handler) http.Handler {
+// instrument counts and times route's requests, and calls written (if
+// set) after each write it served with a 2xx status.
+func (m *metrics) instrument(route string, h http.Handler, written func()) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -69,5 +71,8 @@ func (m *metrics) instrument(route string, h http.Handler) http.Handler {
 		}
 		m.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		if written != nil && r.Method != http.MethodGet && r.Method != http.MethodHead && sw.code < 300 {
+			written()
+		}
 	})
 }

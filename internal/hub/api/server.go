@@ -68,6 +68,9 @@ type Options struct {
 	// Rollouts is kicked when a rollout may move; nil: the rollout runner
 	// finds out at its next pass.
 	Rollouts Kicker
+	// Written, if set, is called after the API served a write (any method
+	// but GET and HEAD) with a 2xx status: the web UI refreshes its pages.
+	Written func()
 }
 
 func (o *Options) defaults() {
@@ -117,7 +120,7 @@ func New(st store.Store, cat Catalog, ca *enrol.CA, tr Trust, is *desired.Issuer
 	s.metrics = newMetrics(reg, wk)
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes() {
-		s.mux.Handle(rt.pattern, s.metrics.instrument(rt.pattern, s.guard(rt.access, rt.h)))
+		s.mux.Handle(rt.pattern, s.metrics.instrument(rt.pattern, s.guard(rt.access, rt.h), opts.Written))
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)

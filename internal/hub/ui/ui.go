@@ -11,7 +11,7 @@
 // It reads nothing from the store; the one thing it takes from elsewhere is
 // when to refresh: the hub's change notifications (wake.Waker.Changed, fed by
 // every replica through the store) and the API writes this replica serves
-// (Observe), which /ui/events turns into events.
+// (the hub calls Poke for each), which /ui/events turns into events.
 //
 // Sessions: logging in posts an operator token (read or admin scope); the UI
 // checks it against the API and sets a cookie that carries the token sealed
@@ -155,43 +155,9 @@ func (s *Server) Handler() http.Handler { return securityHeaders(s.mux) }
 // Run feeds /ui/events until ctx ends; open event streams end with it.
 func (s *Server) Run(ctx context.Context) error { return s.events.run(ctx) }
 
-// Observe wraps the API's handler so that writes it serves on this replica
-// (a report, a deployment, a rollout action) refresh the pages that show
-// them. Reads and long-polls pass straight through.
-func (s *Server) Observe(api http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			api.ServeHTTP(w, r)
-			return
-		}
-		sw := &statusWriter{ResponseWriter: w}
-		api.ServeHTTP(sw, r)
-		if sw.code < 300 {
-			s.events.poke()
-		}
-	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// Poke refreshes the pages open on this replica: the hub calls it after
+// each API write it serves (a report, a deployment, a rollout action).
+func (s *Server) Poke() { s.events.poke() }
 
 // contentSecurityPolicy allows scripts, styles and connections to the hub
 // itself only: no inline script or style, no other origin, no framing.
