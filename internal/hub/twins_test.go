@@ -65,6 +65,12 @@ func TestTwinsAndWhoami(t *testing.T) {
 		t.Errorf("a selector that does not parse: %d", code)
 	}
 
+	// A cursor no list gave is the caller's mistake, named as such.
+	for _, path := range []string{"/v1/rollouts?after=x", "/v1/audit?after=x"} {
+		code, b := h.Do(t, h.Client(), h.Token, "GET", path, nil, nil)
+		wantError(t, path, code, b, http.StatusBadRequest, "after", "not a cursor")
+	}
+
 	var me hubv1.OperatorToken
 	h.Admin(t, http.StatusOK, "GET", "/v1/whoami", nil, &me)
 	if me.Scope != "admin" || me.Name == "" || me.Token != "" {

@@ -50,6 +50,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = hubv1.Error{Code: http.StatusConflict, Message: storeMessage(err) + ": read it again and retry"}
 	case errors.Is(err, store.ErrDigestMismatch):
 		e = hubv1.Error{Code: http.StatusConflict, Message: err.Error()}
+	case errors.Is(err, store.ErrBadCursor):
+		e = hubv1.Error{Code: http.StatusBadRequest, Message: "after: " + storeMessage(err), Field: "after"}
 	case errors.Is(err, store.ErrTokenInvalid):
 		e = hubv1.Error{Code: http.StatusUnauthorized, Message: err.Error()}
 	default:

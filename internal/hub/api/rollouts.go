@@ -86,9 +86,6 @@ func (s *Server) listRollouts(w http.ResponseWriter, r *http.Request, f store.Ro
 	}
 	rs, next, err := s.st.ListRollouts(r.Context(), f, p)
 	if err != nil {
-		if r.URL.Query().Get("after") != "" && !errors.Is(err, store.ErrNotFound) {
-			return badRequest("after", "after: not a cursor this list gave")
-		}
 		return err
 	}
 	writeRead(w, r, hubv1.List[hubv1.Rollout]{Items: orEmpty(rs), Next: next})

@@ -35,6 +35,8 @@ var (
 	ErrDigestMismatch = errors.New("chart digest differs from the pinned one")
 	// ErrStale: a desired revision is not above the stored one.
 	ErrStale = errors.New("revision not above the stored one")
+	// ErrBadCursor: Page.After is not a cursor the list gave.
+	ErrBadCursor = errors.New("not a cursor this list gave")
 )
 
 // Store is the hub's state. Methods are safe for concurrent use. Lists are

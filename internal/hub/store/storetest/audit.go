@@ -71,9 +71,8 @@ func testAudit(t *testing.T, s store.Store) {
 	if d := diff(all, def); d != "" {
 		t.Errorf("default page (-want +got):\n%s", d)
 	}
-	if _, _, err := s.ListAudit(ctx, store.Page{After: "not-an-id"}); err == nil {
-		t.Error("a cursor that is not an entry ID: no error")
-	}
+	_, _, err = s.ListAudit(ctx, store.Page{After: "not-an-id"})
+	wantErr(t, "a cursor that is not an entry ID", err, store.ErrBadCursor)
 }
 
 func testLeases(t *testing.T, s store.Store) {

@@ -225,7 +225,5 @@ func testListRollouts(t *testing.T, s store.Store) {
 		t.Errorf("pages of 2 (-want +got):\n%s (cursors %q, %q)", diff, next, end)
 	}
 	_, _, err = s.ListRollouts(ctx, store.RolloutFilter{}, store.Page{After: "x"})
-	if err == nil {
-		t.Error("a malformed cursor was accepted")
-	}
+	wantErr(t, "a malformed cursor", err, store.ErrBadCursor)
 }

@@ -133,7 +133,7 @@ func RolloutCursor(p store.Page) (int64, error) {
 	}
 	id, err := strconv.ParseInt(p.After, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("cursor %q is not a rollout cursor", p.After)
+		return 0, fmt.Errorf("cursor %q: %w", p.After, store.ErrBadCursor)
 	}
 	return id, nil
 }

@@ -53,7 +53,7 @@ func AuditRange(p store.Page) (before int64, lim int, err error) {
 		return math.MaxInt64, Limit(p.Limit), nil
 	}
 	if before, err = strconv.ParseInt(p.After, 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("cursor %q is not an entry ID", p.After)
+		return 0, 0, fmt.Errorf("cursor %q: %w", p.After, store.ErrBadCursor)
 	}
 	return before, Limit(p.Limit), nil
 }
