@@ -98,8 +98,7 @@ func stopClusters(cs map[string]*localcluster.Cluster) {
 // older than kube-apiserver 1.37 needs for watch-list requests (3.4.31 or
 // 3.5.13): kwok's watches then fail ("RequestWatchProgress is disabled")
 // and it sees pods only when it lists again, every 20-60 s. "" when it is
-// new enough. Debian's etcd 3.4.23, which hack/kube-tools.sh installs, is
-// not; hack/kube-tools.sh builds 3.6.
+// new enough. Debian's etcd 3.4.23 is not; hack/kube-tools.sh builds 3.6.
 func etcdNote(assets string) string {
 	out, err := exec.Command(filepath.Join(assets, "etcd"), "--version").Output()
 	if err != nil {
