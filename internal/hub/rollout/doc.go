@@ -10,9 +10,10 @@
 // it reads each active rollout's vehicles and their reports, calls Step,
 // stores the result and queues the released vehicles for the
 // desired-state issuer. The replica holding the store lease "rollouts"
-// does so every few seconds; any replica does so at once when an operator's
-// write it serves may move a rollout, and within a second of a report (the
-// store's version check keeps two replicas' steps from both landing). The issuer
+// does so every few seconds and within a second of a report it serves; any
+// replica does so at once when an operator's write it serves may move a
+// rollout (the store's version check keeps two replicas' steps from both
+// landing). The issuer
 // gives each vehicle the newest generation a rollout released to it (or
 // that completed), so a vehicle that was offline through several rollouts
 // gets the newest allowed generation, never an intermediate one.

@@ -88,8 +88,9 @@ func (r *Runner) Nudge() {
 }
 
 // Run makes passes until ctx ends: every Interval while this replica
-// holds the lease, and whenever this replica is kicked (an API write) or
-// nudged (a report it served), lease or not. Two replicas stepping the same rollout
+// holds the lease, at most a MinGap after a nudge (a report it served) if
+// it holds the lease, and at once whenever it is kicked (an operator's
+// write), lease or not. Two replicas stepping the same rollout
 // at once are safe: the store's version check lets one write, the other's
 // step is dropped (and it releases nothing), so a write on any replica
 // moves rollouts at once, not at the leader's next pass.
@@ -110,6 +111,12 @@ func (r *Runner) Run(ctx context.Context, holder string) error {
 			t.Stop()
 			kicked = true
 		case <-r.nudge:
+			if !leader {
+				// Reports reach every replica; only the lease holder's
+				// passes follow them (it passes every Interval anyway),
+				// so N replicas do not each re-read the fleet a second.
+				continue
+			}
 			t.Stop()
 			kicked = true
 			if gap := r.opts.MinGap - r.clk.Now().Sub(last); gap > 0 {
