@@ -12,7 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/misaki-io/misaki/internal/controller"
 	"github.com/misaki-io/misaki/internal/controller/inject"
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.WebhookSecret, "webhook-secret", "misaki-webhook-tls", "Secret in --namespace that keeps the webhook's CA and certificate")
 	fs.StringVar(&o.WebhookService, "webhook-service", "misaki-controller", "the controller's Service, named in the webhook's certificate")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
+	kubecontext := fs.String("context", "", "the kubeconfig context to use (default: its current context)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,9 +62,37 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	o.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv})).With("app", "misaki-controller")
-	cfg, err := ctrl.GetConfig()
+	cfg, err := kubeConfig(*kubeconfig, *kubecontext)
 	if err != nil {
 		return err
 	}
 	return controller.Run(ctx, cfg, o)
+}
+
+// kubeConfig finds the API server in controller-runtime's order (its
+// GetConfig reads only its own global flag, which this FlagSet is not):
+// --kubeconfig, else $KUBECONFIG, else the pod's service account, else
+// ~/.kube/config. --context picks a context of the file, so it skips the
+// in-cluster config, which has none.
+func kubeConfig(path, context string) (*rest.Config, error) {
+	if path == "" && context == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			cfg.QPS = -1 // as GetConfig: the API server's priority and fairness, no client-side limit
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
+		&clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("no kubeconfig: pass --kubeconfig, set $KUBECONFIG or run in a pod")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	return cfg, nil
 }
