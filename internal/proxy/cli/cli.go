@@ -163,8 +163,9 @@ func runXDS(ctx context.Context, cfg *config.Config, sockets *listenfd.Set, log 
 	if err != nil {
 		return err
 	}
+	id := xds.IdentityOptions{TokenFile: cfg.XDS.Identity.TokenFile, Server: cfg.XDS.Identity.Server}
 	client, err := xds.New(xds.Options{
-		Server: cfg.XDS.Server, Node: cfg.XDS.Node, CAFile: cfg.XDS.CAFile, Cache: cfg.XDS.Cache,
+		Server: cfg.XDS.Server, Node: cfg.XDS.Node, CAFile: cfg.XDS.CAFile, Cache: cfg.XDS.Cache, Identity: id,
 		Apply: srv.Apply, Log: log.With("component", "xds"), Version: Version,
 	}, cached)
 	if err != nil {

@@ -86,7 +86,26 @@ type XDS struct {
 	// while the controller is unreachable. Default xds-routes.yaml in
 	// spool.dir.
 	Cache string `yaml:"cache"`
+	// Identity gets the proxy a certificate naming its pod from the
+	// controller, presented on the ADS connection (mutual TLS). Off unless
+	// identity.tokenFile is set; it needs caFile.
+	Identity XDSIdentity `yaml:"identity"`
 }
+
+// XDSIdentity configures the proxy's certificate from the controller's CA
+// (docs/control-plane.md, "Identity").
+type XDSIdentity struct {
+	// TokenFile is the pod's projected service-account token (audience
+	// misaki), read again for each request. Empty: no certificate.
+	TokenFile string `yaml:"tokenFile"`
+	// Server is the controller's certificate endpoint, host:port (HTTPS,
+	// verified against caFile). Default xds.server's host, port 15012.
+	Server string `yaml:"server"`
+}
+
+// DefaultXDSIdentityPort is the controller's certificate endpoint's port
+// when xds.identity.server is not set.
+const DefaultXDSIdentityPort = "15012"
 
 // Log configures logging.
 type Log struct {
@@ -566,6 +585,11 @@ func (c *Config) SetDefaults() {
 		if c.XDS.Cache == "" && c.Spool.Dir != "" {
 			c.XDS.Cache = filepath.Join(c.Spool.Dir, "xds-routes.yaml")
 		}
+		if id := &c.XDS.Identity; id.TokenFile != "" && id.Server == "" {
+			if host, _, err := net.SplitHostPort(c.XDS.Server); err == nil {
+				id.Server = net.JoinHostPort(host, DefaultXDSIdentityPort)
+			}
+		}
 	}
 	if c.DNS.Listen != "" {
 		d := &c.DNS
@@ -752,6 +776,18 @@ func (c *Config) Validate() error {
 		if c.Role != RoleEdge {
 			bad("xds.server", "is for the edge role")
 		}
+		if id := x.Identity; id.TokenFile != "" {
+			if x.CAFile == "" {
+				bad("xds.caFile", "is required with xds.identity: the proxy sends its token only to a controller it can authenticate; set the controller's CA bundle")
+			}
+			if _, _, err := net.SplitHostPort(id.Server); err != nil {
+				bad("xds.identity.server", "%q is not host:port: %v", id.Server, err)
+			}
+		} else if id.Server != "" {
+			bad("xds.identity.tokenFile", "is required with xds.identity.server: set the pod's projected service-account token")
+		}
+	} else if c.XDS.Identity != (XDSIdentity{}) {
+		bad("xds.identity", "needs xds.server: set the controller's ADS address")
 	}
 
 	routeNames := map[string]bool{}

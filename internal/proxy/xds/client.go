@@ -15,11 +15,16 @@
 // and the messages are decoded into wire-compatible subsets of Envoy's
 // (xdspb), generated from a .proto that keeps Envoy's field numbers.
 // Tests check both against go-control-plane's server and types.
+//
+// With Options.Identity the connection is mutual TLS: the proxy presents a
+// certificate naming its pod, which package identity gets and renews from
+// the controller, and the controller serves it only its own node.
 package xds
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -30,7 +35,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/xds/identity"
 	"github.com/misaki-io/misaki/internal/proxy/xds/xdspb"
 )
 
@@ -43,8 +50,15 @@ type Options struct {
 	Server string
 	// Node is this proxy's id (namespace/pod).
 	Node string
-	// CAFile makes the connection TLS, trusting these roots.
+	// CAFile makes the connection TLS, trusting these roots; the file is
+	// read again when it changes.
 	CAFile string
+	// Identity, when its TokenFile is set, gets the proxy a certificate
+	// naming its pod from the controller and presents it on the ADS
+	// connection (mutual TLS). It needs CAFile.
+	Identity IdentityOptions
+	// Clock times certificate renewals. Default the real clock.
+	Clock clock.Clock
 	// Cache is the file the last applied config is kept in.
 	Cache string
 	// Apply applies a new config.
@@ -58,12 +72,21 @@ type Options struct {
 	Version string
 }
 
+// IdentityOptions configure the proxy's certificate (xds.identity).
+type IdentityOptions struct {
+	// TokenFile is the pod's projected service-account token.
+	TokenFile string
+	// Server is the controller's certificate endpoint, host:port.
+	Server string
+}
+
 // Client is the proxy's ADS client.
 type Client struct {
 	o       Options
 	rt      http.RoundTripper
 	base    string
-	applied *Snapshot // last applied; guarded by being used by Run only
+	id      *identity.Source // nil without Options.Identity
+	applied *Snapshot        // last applied; guarded by being used by Run only
 }
 
 // New returns a client; applied is the config the proxy started with (from
@@ -75,16 +98,52 @@ func New(o Options, applied *Snapshot) (*Client, error) {
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 30 * time.Second
 	}
-	tr, scheme, err := newTransport(o.CAFile)
+	c := &Client{o: o, applied: applied}
+	var roots *identity.Roots
+	if o.CAFile != "" {
+		var err error
+		if roots, err = identity.LoadRoots(o.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	if o.Identity.TokenFile != "" {
+		if roots == nil {
+			return nil, errors.New("xds.identity needs xds.caFile: the proxy sends its token only to a controller it can authenticate")
+		}
+		var err error
+		c.id, err = identity.New(identity.Options{
+			Server: o.Identity.Server, TokenFile: o.Identity.TokenFile, Roots: roots, Clock: o.Clock, Log: o.Log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	tr, scheme, err := newTransport(o.Server, roots, c.id)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{o: o, rt: tr, base: scheme + "://" + o.Server, applied: applied}, nil
+	c.rt, c.base = tr, scheme+"://"+o.Server
+	return c, nil
 }
 
 // Run keeps a stream to the server open until ctx ends, reconnecting with
-// backoff. It returns nil when ctx ends.
+// backoff, and keeps the proxy's certificate fresh meanwhile. It returns
+// nil when ctx ends.
 func (c *Client) Run(ctx context.Context) error {
+	if c.id == nil {
+		return c.run(ctx)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.id.Run(ctx)
+	}()
+	err := c.run(ctx)
+	<-done
+	return err
+}
+
+func (c *Client) run(ctx context.Context) error {
 	wait := time.Duration(0)
 	for {
 		start := time.Now()
@@ -119,6 +178,13 @@ func (c *Client) session(ctx context.Context) error {
 	node := &xdspb.Node{Id: c.o.Node, UserAgentName: "misaki-proxy", UserAgentVersion: c.o.Version}
 	if ns, _, ok := strings.Cut(c.o.Node, "/"); ok {
 		node.Cluster = ns
+	}
+	if c.id != nil {
+		// A certificate that expired while the controller was away is
+		// replaced before the proxy connects with it.
+		if err := c.id.Ensure(ctx); err != nil {
+			return fmt.Errorf("no certificate to connect with: %w", err)
+		}
 	}
 	var first []*xdspb.DiscoveryRequest
 	for _, t := range Types {

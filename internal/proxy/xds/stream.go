@@ -3,19 +3,19 @@ package xds
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/misaki-io/misaki/internal/proxy/xds/identity"
 	"github.com/misaki-io/misaki/internal/proxy/xds/xdspb"
 )
 
@@ -26,25 +26,26 @@ const (
 	maxMessage = 64 << 20
 )
 
-// newTransport returns an HTTP/2-only transport to the controller: h2c,
-// or TLS trusting caFile. Pings detect a controller that went away
-// without closing the connection (a vehicle's link that silently died).
-func newTransport(caFile string) (*http.Transport, string, error) {
+// newTransport returns an HTTP/2-only transport to the controller at
+// server: h2c, or TLS verified against roots, presenting id's certificate
+// if id is not nil. Pings detect a controller that went away without
+// closing the connection (a vehicle's link that silently died).
+func newTransport(server string, roots *identity.Roots, id *identity.Source) (*http.Transport, string, error) {
 	tr := &http.Transport{
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 20 * time.Second, PingTimeout: 10 * time.Second},
 	}
 	var protos http.Protocols
 	scheme := "http"
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+	if roots != nil {
+		host, _, err := net.SplitHostPort(server)
 		if err != nil {
-			return nil, "", fmt.Errorf("xds.caFile: %w", err)
+			return nil, "", fmt.Errorf("xds.server %q: %w", server, err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("xds.caFile %s: no PEM certificates found", caFile)
+		var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+		if id != nil {
+			cert = id.GetClientCertificate
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = roots.ClientConfig(host, cert)
 		protos.SetHTTP2(true)
 		scheme = "https"
 	} else {
