@@ -293,7 +293,8 @@ type ServerTLS struct {
 
 // Idempotency configures the gateway's key store.
 type Idempotency struct {
-	// Dir holds the store (a bbolt file). Required.
+	// Dir holds the local store (a bbolt file and its logs), for a gateway
+	// that runs as one replica. Required unless Postgres is set.
 	Dir string `yaml:"dir"`
 	// Window is how long a key and its answer are remembered; longer than
 	// any expected outage. Default 720h (30 days).
@@ -302,6 +303,24 @@ type Idempotency struct {
 	// longer one is answered to repeats with status and headers only.
 	// Default 1MiB.
 	MaxStoredBody ByteSize `yaml:"maxStoredBody"`
+	// Postgres, when set, keeps the keys in PostgreSQL instead of Dir,
+	// shared by every gateway replica that names the same database.
+	Postgres *IdempotencyPostgres `yaml:"postgres"`
+	// ClaimTTL is the lease of a claim in the shared store: how long a key
+	// whose request was in flight on a replica that died stays claimed
+	// (repeats get 409) before another replica may deliver it again. A
+	// live replica renews its claims every third of it. Default 30s.
+	ClaimTTL Duration `yaml:"claimTTL"`
+}
+
+// IdempotencyPostgres names the shared store's database: exactly one of
+// DSN and DSNEnv.
+type IdempotencyPostgres struct {
+	// DSN is a postgres:// URL or a key=value string, as pgx parses it.
+	DSN string `yaml:"dsn"`
+	// DSNEnv is the name of an environment variable holding the DSN (a
+	// Secret's), read when the gateway starts.
+	DSNEnv string `yaml:"dsnEnv"`
 }
 
 // Spool eviction policies.
@@ -544,7 +563,11 @@ const (
 	DefaultReplayBackoffMax  = 5 * time.Minute
 	DefaultSpoolTTL          = 72 * time.Hour
 	DefaultIdempotencyWindow = 30 * 24 * time.Hour
+	DefaultClaimTTL          = 30 * time.Second
 	DefaultIdentityHeader    = "Misaki-Vehicle-Id"
+	// MinClaimTTL is the shortest gateway.idempotency.claimTTL: a live
+	// replica renews its claims every third of it.
+	MinClaimTTL = time.Second
 )
 
 // SetDefaults fills every zero field with its documented default.
@@ -552,6 +575,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Role, RoleEdge)
 	setDefault(&c.Gateway.Idempotency.Window, Duration(DefaultIdempotencyWindow))
 	setDefault(&c.Gateway.Idempotency.MaxStoredBody, DefaultMaxResponseBytes)
+	setDefault(&c.Gateway.Idempotency.ClaimTTL, Duration(DefaultClaimTTL))
 	setDefault(&c.Gateway.IdentityHeader, DefaultIdentityHeader)
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.HTTP1Server, HTTP1Lean)
@@ -664,8 +688,16 @@ func (c *Config) Validate() error {
 		if g.TLS.CertFile == "" || g.TLS.KeyFile == "" || g.TLS.ClientCAFile == "" {
 			bad("gateway.tls", "certFile, keyFile and clientCAFile are required: vehicles connect with mutual TLS")
 		}
-		if g.Idempotency.Dir == "" {
-			bad("gateway.idempotency.dir", "is required: set a directory for the key store")
+		switch pg := g.Idempotency.Postgres; {
+		case pg == nil && g.Idempotency.Dir == "":
+			bad("gateway.idempotency.dir", "is required: set a directory for the key store, or gateway.idempotency.postgres for one shared by replicas")
+		case pg != nil && g.Idempotency.Dir != "":
+			bad("gateway.idempotency.dir", "and gateway.idempotency.postgres are both set; keep dir for one replica's local store, or postgres for a store shared by replicas")
+		case pg != nil && (pg.DSN == "") == (pg.DSNEnv == ""):
+			bad("gateway.idempotency.postgres", "set exactly one of dsn (a postgres:// URL) and dsnEnv (the name of an environment variable holding it)")
+		}
+		if g.Idempotency.ClaimTTL < Duration(MinClaimTTL) {
+			bad("gateway.idempotency.claimTTL", "%s is too short; set %s or more, like 30s", time.Duration(g.Idempotency.ClaimTTL), MinClaimTTL)
 		}
 		if g.Idempotency.Window <= 0 {
 			bad("gateway.idempotency.window", "must be positive, like 720h")
