@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/misaki-io/misaki/internal/proxy/budget"
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/link"
 )
@@ -35,11 +36,16 @@ type RouteStatus struct {
 	Links    []string `json:"links,omitempty"`
 	// Interface is the interface the route's connections are bound to when
 	// a link that is up must not carry it; empty when the kernel chooses.
-	Interface string        `json:"interface,omitempty"`
-	Hold      string        `json:"hold"`
-	Health    health.Status `json:"upstreamHealth"`
-	Held      int           `json:"heldRequests"`
-	HeldB     int64         `json:"heldBytes"`
+	Interface string `json:"interface,omitempty"`
+	// Link is the link the route's connections are steered onto; empty
+	// when the kernel chooses.
+	Link string `json:"link,omitempty"`
+	// Budget is the route's use of its metered allowance, when it has one.
+	Budget *budget.Status `json:"budget,omitempty"`
+	Hold   string         `json:"hold"`
+	Health health.Status  `json:"upstreamHealth"`
+	Held   int            `json:"heldRequests"`
+	HeldB  int64          `json:"heldBytes"`
 }
 
 // Options wires the admin API to the rest of the proxy.

@@ -23,6 +23,11 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/xds"
 )
 
+// LinkAgentEnv, when set and the config names no linkAgent.address, is the
+// node link agent's host:port (the injector sets it from the node's
+// address).
+const LinkAgentEnv = "MISAKI_LINK_AGENT"
+
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
 var Version = "dev"
 
@@ -73,6 +78,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.HTTP1Server = *http1
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("--http1-server: %w", err)
+		}
+	}
+	if a := os.Getenv(LinkAgentEnv); a != "" && cfg.LinkAgent.Address == "" && cfg.Role == config.RoleEdge {
+		// The injected sidecar's: the node's address by the downward API.
+		cfg.LinkAgent.Address = a
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("$%s: %w", LinkAgentEnv, err)
 		}
 	}
 	if *check {

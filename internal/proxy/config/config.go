@@ -68,6 +68,9 @@ type Config struct {
 	XDS XDS `yaml:"xds"`
 	// Links are the vehicle's network paths, matched to kernel interfaces.
 	Links []Link `yaml:"links"`
+	// LinkAgent makes the proxy take the node's links from the node link
+	// agent (misaki-linkd, docs/links.md) beside its own links.
+	LinkAgent LinkAgent `yaml:"linkAgent"`
 	// Routes map mesh host names to upstreams with an offline policy.
 	Routes []Route `yaml:"routes"`
 }
@@ -353,6 +356,14 @@ type Link struct {
 	Roaming bool `yaml:"roaming"`
 }
 
+// LinkAgent locates the node link agent.
+type LinkAgent struct {
+	// Address is the agent's host:port. The injected sidecar gets it from
+	// $MISAKI_LINK_AGENT (the node's address, by the downward API). Empty:
+	// no agent; the proxy reads its own network namespace only.
+	Address string `yaml:"address"`
+}
+
 // Route maps host names to one upstream.
 type Route struct {
 	// Name identifies the route in metrics, logs and the admin API.
@@ -510,6 +521,12 @@ type Offline struct {
 	// exchange. The upstream must be a Misaki gateway. Default 0: one
 	// request per exchange.
 	Batch int `yaml:"batch"`
+	// Budget caps the bytes the route may send and receive over metered
+	// links; over it, the route treats metered links as unusable (its
+	// requests are held or spooled and replayed on an unmetered link)
+	// until the day or month turns. Needs spool.dir, where the counters
+	// are kept across restarts.
+	Budget Budget `yaml:"budget"`
 	// GRPC is what a gRPC call (content-type application/grpc) gets when
 	// its hold window passes: unavailable (default: grpc-status UNAVAILABLE,
 	// the call was not sent, never spooled) or spool (spooled like any
@@ -517,6 +534,16 @@ type Offline struct {
 	// DEADLINE_EXCEEDED with its Misaki-Request-Id; see docs/proxy.md).
 	GRPC string `yaml:"grpc"`
 }
+
+// Budget is a route's allowance on metered links, counted in UTC days
+// and months. Zero: no limit for that period.
+type Budget struct {
+	Daily   ByteSize `yaml:"daily"`
+	Monthly ByteSize `yaml:"monthly"`
+}
+
+// Set reports whether the budget limits anything.
+func (b Budget) Set() bool { return b.Daily > 0 || b.Monthly > 0 }
 
 // SpoolQuota bounds one route's spooled requests.
 type SpoolQuota struct {
@@ -794,6 +821,11 @@ func (c *Config) Validate() error {
 			bad(f+".match", "%q is not a valid glob: %v", l.Match, err)
 		}
 	}
+	if a := c.LinkAgent.Address; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("linkAgent.address", "%q is not host:port (the node link agent's address): %v", a, err)
+		}
+	}
 
 	if x := c.XDS; x.Server != "" {
 		if _, _, err := net.SplitHostPort(x.Server); err != nil {
@@ -905,6 +937,12 @@ func (c *Config) Validate() error {
 		}
 		if r.Offline.HoldLimit.Requests < 0 || r.Offline.HoldLimit.Bytes < 0 {
 			bad(f+".offline.holdLimit", "requests and bytes must not be negative")
+		}
+		if r.Offline.Budget.Daily < 0 || r.Offline.Budget.Monthly < 0 {
+			bad(f+".offline.budget", "must not be negative")
+		}
+		if r.Offline.Budget.Set() && c.Spool.Dir == "" {
+			bad(f+".offline.budget", "is set but spool.dir is not; the counters are kept there so that a restart does not reset them")
 		}
 		if r.Offline.Spool && c.Spool.Dir == "" {
 			bad(f+".offline.spool", "is true but spool.dir is not set; set spool.dir to a directory in the pod's volume")

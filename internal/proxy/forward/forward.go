@@ -33,6 +33,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/health"
+	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
 // Response headers Misaki adds.
@@ -68,10 +69,11 @@ var ErrNoResponse = errors.New("forward: no response from upstream")
 type Upstream struct {
 	target     *url.URL // scheme http or https
 	dialer     *net.Dialer
-	endpoints  atomic.Pointer[[]string] // host:port to dial instead of the target's; nil or empty: the target
-	next       atomic.Uint32            // round-robin position in endpoints
-	iface      atomic.Pointer[string]   // interface new connections leave by; "" lets the kernel choose
-	h1         *h1Pool                  // the fast path's pool; nil unless the upstream is http://
+	endpoints  atomic.Pointer[[]string]  // host:port to dial instead of the target's; nil or empty: the target
+	next       atomic.Uint32             // round-robin position in endpoints
+	path       atomic.Pointer[link.Path] // how new connections leave; nil or zero lets the kernel choose
+	meter      meter                     // bytes of connections on metered links
+	h1         *h1Pool                   // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
 	reqTimeout time.Duration
@@ -203,11 +205,16 @@ func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	if eps := f.endpoints.Load(); eps != nil && len(*eps) > 0 && addr == f.Addr() {
 		addr = (*eps)[int(f.next.Add(1)-1)%len(*eps)]
 	}
+	p := f.path.Load()
 	c, err := f.dialer.DialContext(ctx, network, addr)
-	if err == nil {
-		f.reached(false)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	f.reached(false)
+	if p != nil && p.Metered {
+		return f.meter.track(c, p.Link), nil
+	}
+	return c, nil
 }
 
 // OnReach sets fn to be called whenever the upstream is reached: a dial
@@ -235,24 +242,36 @@ func (f *Upstream) SetEndpoints(eps []string) {
 	}
 }
 
-// SetInterface makes new upstream connections leave by iface ("" lets the
-// kernel's routing table choose) and drops idle connections made the other
-// way. It reports whether the choice changed.
-func (f *Upstream) SetInterface(iface string) bool {
-	old := f.iface.Swap(&iface)
-	if (old == nil && iface == "") || (old != nil && *old == iface) {
+// SetPath makes new upstream connections leave by p (the zero Path lets
+// the kernel's routing table choose) and drops idle connections made the
+// other way. It reports whether the choice changed.
+func (f *Upstream) SetPath(p link.Path) bool {
+	old := f.path.Swap(&p)
+	if (old == nil && p == link.Path{}) || (old != nil && *old == p) {
 		return false
 	}
 	f.Close()
 	return true
 }
 
-func (f *Upstream) control(_, _ string, c syscall.RawConn) error {
-	if p := f.iface.Load(); p != nil && *p != "" {
-		return bindToDevice(c, *p)
+func (f *Upstream) control(network, _ string, c syscall.RawConn) error {
+	p := f.path.Load()
+	switch {
+	case p == nil:
+		return nil
+	case p.Interface != "":
+		return bindToDevice(c, p.Interface)
+	case p.Mark != 0 || p.Ports != [2]uint16{}:
+		return steer(c, network, p.Mark, p.Ports, f.log)
 	}
 	return nil
 }
+
+// MeteredBytes returns the bytes carried by this upstream's connections
+// over metered links since the last call, by link name (TCP payload both
+// ways, retransmissions included, as the kernel counts them). Linux only;
+// elsewhere it returns nothing.
+func (f *Upstream) MeteredBytes() map[string]int64 { return f.meter.take() }
 
 // Client is an HTTP client over the same transport, for probes.
 func (f *Upstream) Client() *http.Client { return &http.Client{Transport: f.transport} }

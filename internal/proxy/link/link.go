@@ -12,6 +12,12 @@
 // and no message parsing. Configuration: a link without a glob is driven only
 // by the admin API and starts up. The vehicle's connectivity manager:
 // Set overrides a link's state (and flags) until it is set back to auto.
+//
+// On a Kubernetes node the proxy's own namespace holds one interface, so
+// the node link agent (misaki-linkd) is a fourth source: with an agent
+// address set, the monitor watches the agent's stream (agent.go) and adds
+// every link the agent classified, with the routing that steers a socket
+// onto it (Path). Its own configured links keep working beside them.
 package link
 
 import (
@@ -24,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	linkv1 "github.com/misaki-io/misaki/api/link/v1"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
@@ -39,8 +46,33 @@ type State struct {
 	// (a link with no interface glob).
 	Source     string      `json:"source"`
 	Interfaces []Interface `json:"interfaces,omitempty"`
-	Since      time.Time   `json:"since"`
+	// Steer is how a socket leaves by the link, for links the node link
+	// agent reports with policy routing.
+	Steer *linkv1.Steer `json:"steer,omitempty"`
+	// Reason says why the agent holds a link down.
+	Reason string `json:"reason,omitempty"`
+	// Agent marks a link of the node, reported by the node link agent: its
+	// interfaces are the host's, not the proxy's.
+	Agent bool      `json:"agent,omitempty"`
+	Since time.Time `json:"since"`
 }
+
+// Path is how a route's new upstream connections must leave: by an
+// interface of the proxy's own namespace (SO_BINDTODEVICE), or by the
+// agent's policy routing (SO_MARK where the proxy may set it, and a source
+// port in the link's range, which survives the pod's veth). The zero Path
+// lets the kernel's routing table choose.
+type Path struct {
+	// Link is the link's name; Metered its flag, for byte budgets.
+	Link      string
+	Metered   bool
+	Interface string
+	Mark      uint32
+	Ports     [2]uint16
+}
+
+// Steered reports whether the path pins connections to one link.
+func (p Path) Steered() bool { return p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{} }
 
 // Interface is a kernel interface matched by a link's glob.
 type Interface struct {
@@ -77,10 +109,16 @@ type Monitor struct {
 	poll     time.Duration
 	onChange func()
 
+	agentAddr  string        // the node link agent's host:port; "" without one
+	agentReady chan struct{} // closed when agentSeen becomes true
+
 	mu        sync.Mutex // guards fields below
 	links     []*linkState
 	scanned   bool
 	overrides map[string]Override
+	agent     []State // the agent's links, as last received (before overrides)
+	agentSeen bool    // a snapshot came, or the first attempt failed
+	agentUp   bool    // the watch stream is connected
 }
 
 type linkState struct {
@@ -92,12 +130,13 @@ type linkState struct {
 // (without locks held) after any link's state changes. It does no I/O.
 func NewMonitor(links []config.Link, poll time.Duration, log *slog.Logger, clk clock.Clock, onChange func()) *Monitor {
 	m := &Monitor{
-		log:       log.With("component", "link"),
-		clock:     clk,
-		scan:      ScanKernel,
-		poll:      poll,
-		onChange:  onChange,
-		overrides: map[string]Override{},
+		log:        log.With("component", "link"),
+		clock:      clk,
+		scan:       ScanKernel,
+		poll:       poll,
+		onChange:   onChange,
+		overrides:  map[string]Override{},
+		agentReady: make(chan struct{}),
 	}
 	now := clk.Now()
 	for _, l := range links {
@@ -111,6 +150,10 @@ func NewMonitor(links []config.Link, poll time.Duration, log *slog.Logger, clk c
 
 // SetScanner replaces the kernel scanner (tests use it). Call before Run.
 func (m *Monitor) SetScanner(s Scanner) { m.scan = s }
+
+// SetAgent makes the monitor watch the node link agent at addr (host:port)
+// for links beside its own. Call before Run.
+func (m *Monitor) SetAgent(addr string) { m.agentAddr = addr }
 
 func sourceFor(l config.Link, o *Override) string {
 	switch {
@@ -127,6 +170,9 @@ func sourceFor(l config.Link, o *Override) string {
 // until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
 	m.Rescan()
+	if m.agentAddr != "" {
+		go m.watchAgent(ctx)
+	}
 	events := make(chan struct{}, 1)
 	if err := watchNetlink(ctx, events); err != nil {
 		m.log.Warn("netlink events unavailable; polling only", "interval", m.poll, "err", err)
@@ -145,11 +191,14 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// Scanned reports whether the first kernel scan has completed.
+// Scanned reports whether the first kernel scan has completed and, with
+// an agent, whether its first snapshot came (or the first attempt to reach
+// it failed: a node without a running agent must not keep the proxy from
+// starting).
 func (m *Monitor) Scanned() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.scanned
+	return m.scanned && (m.agentAddr == "" || m.agentSeen)
 }
 
 // Rescan reads the kernel's interfaces and updates every link.
@@ -231,8 +280,22 @@ func (m *Monitor) Set(name string, o Override) (State, error) {
 	m.mu.Lock()
 	i := slices.IndexFunc(m.links, func(l *linkState) bool { return l.cfg.Name == name })
 	if i < 0 {
+		j := slices.IndexFunc(m.agent, func(l State) bool { return l.Name == name })
+		if j < 0 {
+			m.mu.Unlock()
+			return State{}, fmt.Errorf("%w %q", ErrUnknownLink, name)
+		}
+		if o.State == "auto" && o.Metered == nil && o.Roaming == nil {
+			delete(m.overrides, name)
+		} else {
+			m.overrides[name] = o
+		}
+		st := m.agentStateLocked(m.agent[j])
 		m.mu.Unlock()
-		return State{}, fmt.Errorf("%w %q", ErrUnknownLink, name)
+		if m.onChange != nil {
+			m.onChange()
+		}
+		return st, nil
 	}
 	if o.State == "auto" && o.Metered == nil && o.Roaming == nil {
 		delete(m.overrides, name)
@@ -255,14 +318,18 @@ func (m *Monitor) Set(name string, o Override) (State, error) {
 	return st, nil
 }
 
-// Snapshot returns every link's state in configuration order.
+// Snapshot returns every link's state: the configured links in
+// configuration order, then the agent's in its order.
 func (m *Monitor) Snapshot() []State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]State, len(m.links))
+	out := make([]State, len(m.links), len(m.links)+len(m.agent))
 	for i, l := range m.links {
 		out[i] = l.state
 		out[i].Interfaces = slices.Clone(l.state.Interfaces)
+	}
+	for _, a := range m.agent {
+		out = append(out, m.agentStateLocked(a))
 	}
 	return out
 }

@@ -179,16 +179,19 @@ func LinkUsable(p config.Offline, links []link.State) (bool, string) {
 	return false, "no usable link; " + strings.Join(why, "; ")
 }
 
-// Steer picks the interface a route's upstream connections must leave by.
-// When every link that is up may carry the route, it returns "" and the
-// kernel's routing table chooses. When some link that is up must not (a
-// metered modem for a Wi-Fi-only route), it returns the first usable
-// interface of the first allowed link, in configuration order, so the
-// packets cannot take the forbidden path. Links without an interface glob
-// cannot be steered onto; then it returns "" too.
-func Steer(p config.Offline, links []link.State) string {
-	restricted := false
-	iface := ""
+// Steer picks the path a route's upstream connections must leave by.
+// When every link that is up may carry the route, it returns the zero Path
+// and the kernel's routing table chooses, unless always is set (a route
+// with a byte budget must know which link carries its bytes). Otherwise it
+// returns the best allowed link that is up, unmetered before metered, then
+// in order: one of the proxy's own interfaces, or the node link agent's
+// policy routing, so the packets cannot take a forbidden path. Links that
+// cannot be steered onto (no interface glob; an agent without policy
+// routing) are skipped.
+func Steer(p config.Offline, links []link.State, always bool) link.Path {
+	restricted := always
+	var best link.Path
+	found := false
 	for _, l := range links {
 		if !l.Up {
 			continue
@@ -197,19 +200,36 @@ func Steer(p config.Offline, links []link.State) string {
 			restricted = true
 			continue
 		}
-		if iface == "" {
-			for _, i := range l.Interfaces {
-				if i.Usable() {
-					iface = i.Name
-					break
-				}
-			}
+		if found && (l.Metered || !best.Metered) {
+			continue
+		}
+		if path, ok := pathOf(l); ok {
+			best, found = path, true
 		}
 	}
 	if !restricted {
-		return ""
+		return link.Path{}
 	}
-	return iface
+	return best
+}
+
+// pathOf is how a socket leaves by l, if it can be made to.
+func pathOf(l link.State) (link.Path, bool) {
+	p := link.Path{Link: l.Name, Metered: l.Metered}
+	if l.Agent {
+		if l.Steer == nil {
+			return p, false
+		}
+		p.Mark, p.Ports = l.Steer.Mark, l.Steer.Ports
+		return p, true
+	}
+	for _, i := range l.Interfaces {
+		if i.Usable() {
+			p.Interface = i.Name
+			return p, true
+		}
+	}
+	return p, false
 }
 
 func allowed(p config.Offline, l link.State) bool {

@@ -1,10 +1,12 @@
 package route
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
+	linkv1 "github.com/misaki-io/misaki/api/link/v1"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/link"
 )
@@ -117,24 +119,42 @@ func TestSteer(t *testing.T) {
 	only := func(classes ...string) config.Offline { p := allow; p.Links = classes; return p }
 	noMetered := allow
 	noMetered.Metered = config.Deny
+	steer := &linkv1.Steer{Mark: 0x4d5a0000, Table: 15100, Ports: [2]uint16{61000, 61999}}
+	nodeWifi := link.State{Name: "wifi", Class: "wifi", Up: true, Agent: true, Steer: steer,
+		Interfaces: []link.Interface{iface("wlan0", true)}}
+	nodeCell := link.State{Name: "cellular", Class: "cellular", Up: true, Metered: true, Agent: true,
+		Steer: &linkv1.Steer{Mark: 0x4d5a0001, Table: 15101, Ports: [2]uint16{62000, 62999}}}
+	unsteered := nodeWifi
+	unsteered.Steer = nil
 	tests := []struct {
 		name   string
 		policy config.Offline
 		links  []link.State
+		always bool
 		want   string
 	}{
-		{"every up link allowed: kernel chooses", allow, []link.State{wifi, cell}, ""},
-		{"wifi only with the modem up: first usable wifi interface", only("wifi"), []link.State{wifi, cell}, "wlan1"},
-		{"first allowed link in config order", only("wifi", "ethernet"), []link.State{eth, wifi, cell}, "eth0"},
-		{"metered denied", noMetered, []link.State{cell, wifi}, "wlan1"},
-		{"forbidden link down: nothing to avoid", only("wifi"), []link.State{wifi, down(cell)}, ""},
-		{"allowed link has no interface: cannot steer", only("satellite"), []link.State{adminOnly, cell}, ""},
-		{"no allowed link up: route is held anyway", only("wifi"), []link.State{down(wifi), cell}, ""},
+		{"every up link allowed: kernel chooses", allow, []link.State{wifi, cell}, false, ""},
+		{"a budget steers although every link is allowed, unmetered first", allow, []link.State{cell, wifi}, true, "wlan1"},
+		{"a budget with only the modem up steers onto it", allow, []link.State{down(wifi), cell}, true, "wwan0"},
+		{"node link: the agent's mark and ports", only("wifi"), []link.State{nodeCell, nodeWifi}, false, "mark 0x4d5a0000 ports 61000-61999"},
+		{"node link without policy routing: cannot steer", only("wifi"), []link.State{nodeCell, unsteered}, false, ""},
+		{"node modem for a budgeted route", allow, []link.State{down(nodeWifi), nodeCell}, true, "mark 0x4d5a0001 ports 62000-62999"},
+		{"wifi only with the modem up: first usable wifi interface", only("wifi"), []link.State{wifi, cell}, false, "wlan1"},
+		{"first allowed link in config order", only("wifi", "ethernet"), []link.State{eth, wifi, cell}, false, "eth0"},
+		{"metered denied", noMetered, []link.State{cell, wifi}, false, "wlan1"},
+		{"forbidden link down: nothing to avoid", only("wifi"), []link.State{wifi, down(cell)}, false, ""},
+		{"allowed link has no interface: cannot steer", only("satellite"), []link.State{adminOnly, cell}, false, ""},
+		{"no allowed link up: route is held anyway", only("wifi"), []link.State{down(wifi), cell}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Steer(tt.policy, tt.links); got != tt.want {
-				t.Errorf("Steer = %q, want %q", got, tt.want)
+			got := Steer(tt.policy, tt.links, tt.always)
+			s := got.Interface
+			if got.Mark != 0 {
+				s = fmt.Sprintf("mark %#x ports %d-%d", got.Mark, got.Ports[0], got.Ports[1])
+			}
+			if s != tt.want {
+				t.Errorf("Steer = %q (%+v), want %q", s, got, tt.want)
 			}
 		})
 	}

@@ -31,6 +31,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	holdWait      *prometheus.HistogramVec
+	meteredBytes  *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
@@ -48,13 +49,17 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Help:    "Time from request to response headers forwarded, hold included, by route and delivery (direct, held).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "delivery"}),
+		meteredBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "misaki_proxy_metered_bytes_total",
+			Help: "Bytes routes carried over metered links (TCP payload both ways, as the kernel counts it), by route and link.",
+		}, []string{"route", "link"}),
 		holdWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "misaki_proxy_hold_wait_seconds",
 			Help:    "Time requests spent held, by route and how the hold ended (released, expired, canceled, closed).",
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"route", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.holdWait, m.spoolOutcomes, stateCollector{s},
+	reg.MustRegister(m.requests, m.duration, m.holdWait, m.spoolOutcomes, m.meteredBytes, stateCollector{s},
 		// The prometheus package's own constructors: the collectors package
 		// would link database/sql into the sidecar for its DB-stats collector.
 		prometheus.NewGoCollector(),                                       //nolint:staticcheck // see above
@@ -91,7 +96,7 @@ type stateCollector struct{ s *Server }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{heldDesc, heldBytesDesc, routeUsableDesc, upstreamDesc, linkUpDesc, linkFlagDesc,
-		spoolDepthDesc, spoolBytesDesc, spoolAgeDesc, spoolEventsDesc} {
+		spoolDepthDesc, spoolBytesDesc, spoolAgeDesc, spoolEventsDesc, budgetUsedDesc, budgetLimitDesc, budgetExceededDesc} {
 		ch <- d
 	}
 }
@@ -109,6 +114,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Metered), l.Name, "metered")
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Roaming), l.Name, "roaming")
 	}
+	c.s.collectBudgets(ch)
 	if sp := c.s.sp; sp != nil {
 		now := c.s.clock.Now()
 		for _, rs := range sp.spool.Routes() {

@@ -22,6 +22,7 @@ import (
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
+	"github.com/misaki-io/misaki/internal/proxy/budget"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/h1"
@@ -46,6 +47,7 @@ type Server struct {
 	metrics *metrics
 	links   *link.Monitor
 	budget  *hold.Budget
+	ledger  *budget.Ledger // metered byte counts; nil unless a route has a budget
 
 	set      atomic.Pointer[routeSet] // the routes requests are matched against
 	applyMu  sync.Mutex               // serialises Apply
@@ -85,10 +87,12 @@ type routeRT struct {
 	inflight atomic.Int64       // requests and deliveries using this route now
 	stop     context.CancelFunc // ends the health checks; set by startRoute
 
+	over atomic.Bool // over its metered budget, as last evaluated
+
 	// guarded by Server.evalMu
 	linkOK bool
 	reason string
-	iface  string // interface the route is steered onto; "" when the kernel chooses
+	path   link.Path // how the route's connections leave; zero when the kernel chooses
 }
 
 // Options are optional dependencies; the zero value uses real ones.
@@ -127,6 +131,9 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 	s.links = link.NewMonitor(cfg.Links, cfg.LinkScan.PollInterval.D(), log, clk, s.evaluate)
 	if opt.LinkScanner != nil {
 		s.links.SetScanner(opt.LinkScanner)
+	}
+	if cfg.LinkAgent.Address != "" {
+		s.links.SetAgent(cfg.LinkAgent.Address)
 	}
 	s.metrics = newMetrics(s.reg, s)
 	s.rejectedConns = prometheus.NewCounter(prometheus.CounterOpts{
@@ -238,6 +245,12 @@ func (s *Server) Run(ctx context.Context) error {
 		// backlog after a reboot.
 		g.Go(func() error { return s.runDNS(gctx) })
 	}
+	if err := s.openLedger(); err != nil {
+		cancel()
+		g.Wait()
+		s.closeListeners()
+		return err
+	}
 	if s.spools() {
 		if err := s.openSpool(); err != nil {
 			cancel()
@@ -262,6 +275,10 @@ func (s *Server) Run(ctx context.Context) error {
 	// find every route unusable and get 503.
 	s.links.Rescan()
 	g.Go(func() error { return s.links.Run(gctx) })
+	if s.links.WaitAgent(gctx, agentWait) {
+		s.evaluate()
+	}
+	g.Go(func() error { return s.meter(gctx) })
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	g.Go(func() error { return s.manageRoutes(gctx) })
 	if s.sp != nil {
@@ -343,18 +360,33 @@ func (s *Server) evaluate() {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
 	links := s.links.Snapshot()
+	agent, _ := s.links.AgentConnected()
 	for _, rt := range s.allRoutes() {
-		ok, reason := route.LinkUsable(rt.cfg.Offline, links)
+		pol := rt.cfg.Offline
+		over, overWhy := s.overBudget(rt)
+		rt.over.Store(over)
+		if over {
+			pol.Metered = config.Deny
+		}
+		ok, reason := route.LinkUsable(pol, links)
+		if ok && len(links) == 0 && agent && restricted(pol) {
+			// The agent has not said what links the node has: a route
+			// that may not take every link must not guess.
+			ok, reason = false, "no link known yet: the node link agent has not reported"
+		}
+		if !ok && over {
+			reason += "; " + overWhy
+		}
 		if ok && !rt.linkOK {
 			// A link came back: check the upstream now rather than at the
 			// next backoff step.
 			rt.health.Kick()
 		}
 		rt.linkOK = ok
-		if iface := route.Steer(rt.cfg.Offline, links); rt.fwd.SetInterface(iface) {
+		if p := route.Steer(pol, links, pol.Budget.Set()); rt.fwd.SetPath(p) {
 			// New connections take the new path; check it at once.
-			rt.iface = iface
-			s.log.Info("route steered", "route", rt.cfg.Name, "interface", iface)
+			rt.path = p
+			s.log.Info("route steered", "route", rt.cfg.Name, "link", p.Link, "interface", p.Interface, "mark", p.Mark, "ports", p.Ports)
 			rt.health.Kick()
 		}
 		hs := rt.health.Status()
@@ -384,7 +416,7 @@ func (s *Server) routeStatus() []admin.RouteStatus {
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
 			Usable: rt.queue.Usable(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
 			Hold: rt.cfg.Offline.Hold.String(), Health: rt.health.Status(), Held: n, HeldB: b,
-			Interface: rt.iface,
+			Interface: rt.path.Interface, Link: rt.path.Link, Budget: s.budgetStatus(rt),
 		})
 	}
 	return out
