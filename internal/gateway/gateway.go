@@ -16,7 +16,11 @@
 //
 // Keys are scoped by the vehicle identity from the client certificate (its
 // first URI SAN, else its common name), which is also passed on to the
-// service in gateway.identityHeader.
+// service in gateway.identityHeader. They are kept in a local store
+// (gateway.idempotency.dir, idem.FileStore) for a gateway of one replica,
+// or in PostgreSQL (gateway.idempotency.postgres, idem/postgres), shared
+// by replicas behind a load balancer, in a build with the misaki_postgres
+// tag (store.go).
 package gateway
 
 import (
@@ -33,7 +37,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -71,7 +74,9 @@ type Server struct {
 	tls    *tls.Config
 	table  *route.Table
 	routes []*forward.Upstream
-	store  *idem.Store
+	store  idem.Store // opened by Run (store.go)
+	// replica names this run in the shared store's claims.
+	replica string
 	// static are the routes' hosts; vs serves cloud Service names no
 	// route serves (vehicles.go), nil unless gateway.vehicleServices is set.
 	static staticHosts
@@ -96,6 +101,9 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 		now = time.Now
 	}
 	g := cfg.Gateway
+	if g.Idempotency.Postgres != nil && openPostgres == nil {
+		return nil, errNoPostgres
+	}
 	cert, err := tls.LoadX509KeyPair(g.TLS.CertFile, g.TLS.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("gateway.tls: %w", err)
@@ -117,10 +125,11 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
-		table:  route.NewTable(cfg.Routes),
-		static: newStaticHosts(cfg.Routes),
-		slots:  make(chan struct{}, batchItemsInFlight),
-		reg:    prometheus.NewRegistry(),
+		replica: newReplicaName(),
+		table:   route.NewTable(cfg.Routes),
+		static:  newStaticHosts(cfg.Routes),
+		slots:   make(chan struct{}, batchItemsInFlight),
+		reg:     prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_gateway_requests_total",
 			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, forbidden, error).",
@@ -176,36 +185,17 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	idc := s.cfg.Gateway.Idempotency
-	if err := os.MkdirAll(idc.Dir, 0o750); err != nil {
-		return fmt.Errorf("gateway.idempotency.dir: %w", err)
-	}
-	store, err := idem.Open(filepath.Join(idc.Dir, "keys.db"), idc.Window.D(), s.now)
+	store, err := s.openStore(ctx)
 	if err != nil {
 		return err
 	}
 	s.store = store
-	defer store.Close()
-	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "misaki_gateway_keys", Help: "Idempotency keys remembered.",
-	}, func() float64 { return float64(store.Len()) }))
-	for _, c := range []struct {
-		name, help string
-		value      func(idem.Stats) float64
-	}{
-		{"commits_total", "Groups of answers written to the idempotency store's log, one fdatasync each (answers completing together share one).", func(st idem.Stats) float64 { return float64(st.Commits) }},
-		{"answers_total", "Answers written to the idempotency store.", func(st idem.Stats) float64 { return float64(st.Answers) }},
-		{"commit_seconds_total", "Time spent writing and syncing groups of answers.", func(st idem.Stats) float64 { return st.CommitTime.Seconds() }},
-		{"commit_errors_total", "Groups whose write failed: those answers were relayed to the vehicle but not stored.", func(st idem.Stats) float64 { return float64(st.CommitError) }},
-		{"checkpoints_total", "Logs moved into the key database.", func(st idem.Stats) float64 { return float64(st.Checkpoints) }},
-		{"checkpoint_errors_total", "Checkpoints that failed (the log is kept and applied later).", func(st idem.Stats) float64 { return float64(st.CheckpointErrors) }},
-		{"damaged_frames_total", "Damaged frames the last start skipped in the key logs a crash left (each costs its own stored answer; every intact one after it is kept).", func(st idem.Stats) float64 { return float64(st.DamagedFrames) }},
-		{"damaged_bytes_total", "Bytes of those damaged frames.", func(st idem.Stats) float64 { return float64(st.DamagedBytes) }},
-		{"torn_bytes_total", "Bytes of torn tails cut from the key logs at the last start.", func(st idem.Stats) float64 { return float64(st.TornBytes) }},
-	} {
-		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "misaki_gateway_store_" + c.name, Help: c.help},
-			func() float64 { return c.value(store.Stats()) }))
-	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			s.log.Error("closing the idempotency store", "err", err)
+		}
+	}()
+	s.registerStoreMetrics(store)
 
 	srv := &http.Server{
 		Handler:           s,
@@ -226,7 +216,11 @@ func (s *Server) Run(ctx context.Context) error {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	adminSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.log.Info("listening", "addr", s.Addr(), "admin", s.AdminAddr(), "routes", len(s.routes), "vehicleServices", s.vs != nil)
+	attrs := []any{"addr", s.Addr(), "admin", s.AdminAddr(), "routes", len(s.routes), "vehicleServices", s.vs != nil, "store", s.storeKind()}
+	if s.cfg.Gateway.Idempotency.Postgres != nil {
+		attrs = append(attrs, "replica", s.replica)
+	}
+	s.log.Info("listening", attrs...)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -245,7 +239,7 @@ func (s *Server) Run(ctx context.Context) error {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
-			if n, err := store.Sweep(); err != nil {
+			if n, err := store.Sweep(gctx); err != nil {
 				s.log.Error("sweeping idempotency keys", "err", err)
 			} else if n > 0 {
 				s.log.Info("idempotency keys past the window removed", "keys", n)
@@ -343,7 +337,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id, routeName str
 		return
 	}
 	scoped := idem.Scope(id, key)
-	e, err := s.store.Claim(scoped)
+	e, err := s.store.Claim(r.Context(), scoped)
 	if err != nil {
 		s.requests.WithLabelValues(routeName, outcomeError).Inc()
 		s.log.Error("idempotency store", "err", err)
@@ -377,7 +371,11 @@ func (s *Server) first(w http.ResponseWriter, r *http.Request, routeName string,
 			// or the vehicle's body broke and the gateway answered 400):
 			// the retry must reach the service.
 			hb.seal()
-			s.store.Release(key)
+			if err := s.store.Release(context.WithoutCancel(r.Context()), key); err != nil {
+				// The claim stays until it ends by itself (a shared
+				// store's lease): repeats get 409 until then.
+				s.log.Error("releasing an idempotency key", "err", err)
+			}
 		} else {
 			s.complete(r, key, hb, h, rec, err != nil || p != nil)
 		}
@@ -429,7 +427,9 @@ func (s *Server) complete(r *http.Request, key []byte, hb *hashingBody, h hash.H
 	if !truncated {
 		entry.Body = rec.body
 	}
-	if err := s.store.Complete(key, entry); err != nil {
+	// The answer is stored even if the vehicle went away: it is what its
+	// retry must get.
+	if err := s.store.Complete(context.WithoutCancel(r.Context()), key, entry); err != nil {
 		s.log.Error("storing an answer", "err", err)
 	}
 }

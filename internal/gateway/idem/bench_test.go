@@ -35,11 +35,11 @@ func BenchmarkComplete(b *testing.B) {
 			for range per {
 				rand.Read(k[:])
 				key := Scope("spiffe://misaki/vehicle/bench-car", hex.EncodeToString(k[:]))
-				if e, err := s.Claim(key); e != nil || err != nil {
+				if e, err := s.Claim(b.Context(), key); e != nil || err != nil {
 					b.Error(e, err)
 					return
 				}
-				if err := s.Complete(key, &Entry{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: body, Fingerprint: k[:]}); err != nil {
+				if err := s.Complete(b.Context(), key, &Entry{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: body, Fingerprint: k[:]}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -3,9 +3,15 @@
 // flight or what the service answered, kept for a window longer than any
 // expected outage (30 days by default).
 //
-// Claims (a request is being answered) live in memory only: a claim
-// matters only while its run of the gateway lives, and a gateway that
-// crashes while the service answers must let the key be tried again
+// Store is what the gateway asks of that memory. It has two
+// implementations, run through one test suite (idemtest): FileStore, here,
+// a local store for a gateway that runs as one replica, and
+// idem/postgres, shared by every replica of a gateway behind a load
+// balancer (its claims are rows with a lease; see that package).
+//
+// FileStore's claims (a request is being answered) live in memory only:
+// a claim matters only while its run of the gateway lives, and a gateway
+// that crashes while the service answers must let the key be tried again
 // anyway (the service may then see that one request twice; nothing short
 // of the service's own cooperation can avoid that).
 //
@@ -33,6 +39,7 @@ package idem
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -88,8 +95,9 @@ const (
 	checkpointBytes = 8 << 20
 )
 
-// Store is an open key store.
-type Store struct {
+// FileStore is the local store: an open key file and its logs, for one
+// gateway replica.
+type FileStore struct {
 	db     *bolt.DB
 	path   string
 	window time.Duration
@@ -106,6 +114,7 @@ type Store struct {
 
 	commits     chan *commit
 	stopped     chan struct{}
+	closeOnce   sync.Once
 	checkpoints sync.WaitGroup
 	failpoint   framelog.Failpoint // tests
 
@@ -113,7 +122,9 @@ type Store struct {
 	stats   Stats
 }
 
-// Stats count the store's writes.
+// Stats count a store's writes. The local store fills the fields up to
+// TornBytes; a shared store (idem/postgres) fills Commits to CommitError,
+// one transaction per answer, and those after TornBytes.
 type Stats struct {
 	Commits          int64         // log groups written (answers completing together share one)
 	Answers          int64         // answers stored
@@ -124,10 +135,22 @@ type Stats struct {
 	// What the last start found in the logs a crash left: damaged frames
 	// skipped (each costs its own answer) and a torn tail's bytes.
 	DamagedFrames, DamagedBytes, TornBytes int64
+
+	// Reclaimed counts claims that took over a key whose last claim's
+	// lease had ended (its replica died, or lost the database for a whole
+	// lease) or whose answer was past the window.
+	Reclaimed int64
+	// ClaimsLost counts this replica's claims found ended before it was
+	// done with them: taken over by another replica after the lease
+	// lapsed, or swept.
+	ClaimsLost int64
+	// Renewals and RenewErrors count the lease renewals (one statement
+	// for all of the replica's claims) and those that failed.
+	Renewals, RenewErrors int64
 }
 
 // Stats returns the counters so far.
-func (s *Store) Stats() Stats {
+func (s *FileStore) Stats() Stats {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	return s.stats
@@ -140,17 +163,17 @@ type commit struct {
 }
 
 // Open opens (or creates) the store file at path; its logs are path.log-N.
-func Open(path string, window time.Duration, now func() time.Time) (*Store, error) {
+func Open(path string, window time.Duration, now func() time.Time) (*FileStore, error) {
 	return open(path, window, now, nil)
 }
 
 // open is Open with a failpoint for the logs (tests).
-func open(path string, window time.Duration, now func() time.Time, fp framelog.Failpoint) (*Store, error) {
+func open(path string, window time.Duration, now func() time.Time, fp framelog.Failpoint) (*FileStore, error) {
 	db, err := bolt.Open(path, 0o640, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("idempotency store %s: %w", path, err)
 	}
-	s := &Store{
+	s := &FileStore{
 		db: db, path: path, window: window, now: now,
 		inFlight: map[string]struct{}{}, recent: map[string]*Entry{}, every: checkpointEvery,
 		commits: make(chan *commit, 256), stopped: make(chan struct{}), failpoint: fp,
@@ -174,7 +197,7 @@ const (
 
 // recover creates the buckets, applies the logs a crash left to bbolt,
 // removes them and starts a new one.
-func (s *Store) recover() error {
+func (s *FileStore) recover() error {
 	entries := map[string]*Entry{}
 	var all []string
 	// The previous release's logs are older than any of this one's.
@@ -218,7 +241,7 @@ func (s *Store) recover() error {
 }
 
 // newLog starts the next log file; called with mu held, or before serving.
-func (s *Store) newLog() error {
+func (s *FileStore) newLog() error {
 	s.walSeq++
 	l, err := framelog.Create(fmt.Sprintf("%s%s%016x", s.path, logPrefix, s.walSeq), framelog.Options{
 		Sync: framelog.SyncAlways, MaxPayload: maxFrame, Failpoint: s.failpoint,
@@ -232,7 +255,7 @@ func (s *Store) newLog() error {
 
 // readLog calls fn with each intact answer of the log at p, in order,
 // skipping damage (framelog's rule), and counts what it skipped.
-func (s *Store) readLog(p string, fn func(key []byte, e *Entry)) error {
+func (s *FileStore) readLog(p string, fn func(key []byte, e *Entry)) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -320,7 +343,7 @@ const frameV1 = 1
 // Keys go in in order: bbolt inserts into a page's sorted slice, so keys
 // in map order shift about half of a page's entries per put, and that copy
 // was most of a checkpoint's time.
-func (s *Store) apply(tx *bolt.Tx, entries map[string]*Entry) error {
+func (s *FileStore) apply(tx *bolt.Tx, entries map[string]*Entry) error {
 	keys, byTime := tx.Bucket(bucketKeys), tx.Bucket(bucketTime)
 	sorted := slices.Sorted(maps.Keys(entries))
 	times := make([][]byte, 0, len(sorted))
@@ -355,12 +378,17 @@ func (s *Store) apply(tx *bolt.Tx, entries map[string]*Entry) error {
 	return nil
 }
 
-// ErrClosed is returned by Complete after Close.
+// ErrClosed is returned by FileStore.Complete after Close.
 var ErrClosed = errors.New("idempotency store closed")
 
 // Close waits for answers being written, moves the log into bbolt and
-// closes the store.
-func (s *Store) Close() error {
+// closes the store. Calls after the first do nothing.
+func (s *FileStore) Close() (err error) {
+	s.closeOnce.Do(func() { err = s.close() })
+	return err
+}
+
+func (s *FileStore) close() error {
 	close(s.commits)
 	<-s.stopped
 	s.checkpoints.Wait()
@@ -380,11 +408,9 @@ func (s *Store) Close() error {
 // Scope joins a vehicle identity and a key.
 func Scope(identity, key string) []byte { return []byte(identity + "\x00" + key) }
 
-// Claim claims key for a new request. It returns nil when the caller now
-// owns the key and must Complete or Release it. Otherwise it returns what
-// the store holds: a Done entry (answer the repeat from it) or an InFlight
-// one (the first request is still being answered).
-func (s *Store) Claim(key []byte) (*Entry, error) {
+// Claim claims key for a new request (Store.Claim). ctx is not used: the
+// store does no I/O that waits on others.
+func (s *FileStore) Claim(_ context.Context, key []byte) (*Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.inFlight[string(key)]; ok {
@@ -427,8 +453,8 @@ func (s *Store) Claim(key []byte) (*Entry, error) {
 }
 
 // Complete stores the service's answer to the request that claimed key,
-// durably, and ends the claim.
-func (s *Store) Complete(key []byte, e *Entry) (err error) {
+// durably, and ends the claim (Store.Complete).
+func (s *FileStore) Complete(_ context.Context, key []byte, e *Entry) (err error) {
 	e.State, e.Created = Done, s.now().UnixNano()
 	c := &commit{key: key, e: e, done: make(chan error, 1)}
 	defer func() {
@@ -443,18 +469,18 @@ func (s *Store) Complete(key []byte, e *Entry) (err error) {
 	return <-c.done
 }
 
-// Release gives up a claim: the service gave no final answer (it failed,
-// or could not be reached), so a retry must reach it again.
-func (s *Store) Release(key []byte) {
+// Release gives up a claim (Store.Release); it cannot fail.
+func (s *FileStore) Release(_ context.Context, key []byte) error {
 	s.mu.Lock()
 	delete(s.inFlight, string(key))
 	s.mu.Unlock()
+	return nil
 }
 
 // committer writes queued answers to the log, as many per write and
 // fdatasync as were queued while the last group was being written, and
 // starts checkpoints.
-func (s *Store) committer() {
+func (s *FileStore) committer() {
 	defer close(s.stopped)
 	batch := make([]*commit, 0, 256)
 	var buf []byte
@@ -535,7 +561,7 @@ func (s *Store) committer() {
 
 // checkpointIfDueLocked starts a checkpoint in the background once the
 // log is old or large enough. Called with mu held.
-func (s *Store) checkpointIfDueLocked() {
+func (s *FileStore) checkpointIfDueLocked() {
 	if s.wal.Size() >= checkpointBytes || time.Since(s.rotated) >= s.every {
 		s.rotateLocked(true)
 	}
@@ -545,7 +571,7 @@ func (s *Store) checkpointIfDueLocked() {
 // into bbolt: in the background when async (the committer's rotations,
 // with answers still coming), else at once and with no new log (Close's).
 // A checkpoint still running defers it. Called with mu held.
-func (s *Store) rotateLocked(async bool) error {
+func (s *FileStore) rotateLocked(async bool) error {
 	if s.moving != nil || len(s.recent) == 0 {
 		return nil
 	}
@@ -598,8 +624,10 @@ func (s *Store) rotateLocked(async bool) error {
 	return err
 }
 
-// Sweep removes entries older than the window and returns how many.
-func (s *Store) Sweep() (int, error) {
+// Sweep removes entries older than the window and returns how many
+// (Store.Sweep). Answers not yet checkpointed into bbolt are swept by a
+// later call.
+func (s *FileStore) Sweep(context.Context) (int, error) {
 	cutoff := s.now().Add(-s.window).UnixNano()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -621,7 +649,7 @@ func (s *Store) Sweep() (int, error) {
 
 // Len returns how many keys the store holds (a key answered again since
 // the last checkpoint counts twice).
-func (s *Store) Len() int {
+func (s *FileStore) Len() int {
 	s.mu.Lock()
 	n := len(s.recent) + len(s.moving)
 	s.mu.Unlock()

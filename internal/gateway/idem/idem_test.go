@@ -27,39 +27,39 @@ func TestClaimCompleteSweepAndAbandon(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := Scope("vin1", "a")
-	if e, err := s.Claim(k); err != nil || e != nil {
+	if e, err := s.Claim(t.Context(), k); err != nil || e != nil {
 		t.Fatalf("first claim: %v %v", e, err)
 	}
-	if e, _ := s.Claim(k); e == nil || e.State != InFlight {
+	if e, _ := s.Claim(t.Context(), k); e == nil || e.State != InFlight {
 		t.Fatalf("second claim while in flight: %+v", e)
 	}
-	if e, _ := s.Claim(Scope("vin2", "a")); e != nil {
+	if e, _ := s.Claim(t.Context(), Scope("vin2", "a")); e != nil {
 		t.Fatal("keys are scoped by vehicle")
 	}
-	if err := s.Complete(k, &Entry{Status: 201, Body: []byte("x"), Fingerprint: []byte{1}}); err != nil {
+	if err := s.Complete(t.Context(), k, &Entry{Status: 201, Body: []byte("x"), Fingerprint: []byte{1}}); err != nil {
 		t.Fatal(err)
 	}
-	if e, _ := s.Claim(k); e == nil || e.State != Done || e.Status != 201 || string(e.Body) != "x" {
+	if e, _ := s.Claim(t.Context(), k); e == nil || e.State != Done || e.Status != 201 || string(e.Body) != "x" {
 		t.Fatalf("after complete: %+v", e)
 	}
 	// An in-flight claim from an earlier run is abandoned at restart.
 	b := Scope("vin1", "b")
-	s.Claim(b)
+	s.Claim(t.Context(), b)
 	s.Close()
 	s, err = Open(path, 24*time.Hour, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if e, _ := s.Claim(b); e != nil {
+	if e, _ := s.Claim(t.Context(), b); e != nil {
 		t.Fatalf("claim of an earlier run not abandoned: %+v", e)
 	}
-	if e, _ := s.Claim(k); e == nil || e.State != Done {
+	if e, _ := s.Claim(t.Context(), k); e == nil || e.State != Done {
 		t.Fatalf("a done key was forgotten across restart: %+v", e)
 	}
 	// Past the window, keys are swept.
 	now = now.Add(25 * time.Hour)
-	if n, err := s.Sweep(); err != nil || n != 1 { // claims are not stored
+	if n, err := s.Sweep(t.Context()); err != nil || n != 1 { // claims are not stored
 		t.Fatalf("swept %d, %v; want 1", n, err)
 	}
 	if s.Len() != 0 {
@@ -82,11 +82,11 @@ func TestConcurrentCompletesAreAllStored(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			k := Scope("vin", fmt.Sprint(i))
-			if e, err := s.Claim(k); e != nil || err != nil {
+			if e, err := s.Claim(t.Context(), k); e != nil || err != nil {
 				t.Errorf("claim %d: %v %v", i, e, err)
 				return
 			}
-			if err := s.Complete(k, &Entry{Status: 200, Body: []byte(fmt.Sprint(i))}); err != nil {
+			if err := s.Complete(t.Context(), k, &Entry{Status: 200, Body: []byte(fmt.Sprint(i))}); err != nil {
 				t.Errorf("complete %d: %v", i, err)
 			}
 		}()
@@ -102,7 +102,7 @@ func TestConcurrentCompletesAreAllStored(t *testing.T) {
 	}
 	defer s.Close()
 	for i := range n {
-		e, err := s.Claim(Scope("vin", fmt.Sprint(i)))
+		e, err := s.Claim(t.Context(), Scope("vin", fmt.Sprint(i)))
 		if err != nil || e == nil || e.State != Done || string(e.Body) != fmt.Sprint(i) {
 			t.Fatalf("key %d after reopen: %+v %v", i, e, err)
 		}
@@ -125,8 +125,8 @@ func TestAnswersInTheLogSurviveACrash(t *testing.T) {
 	s.mu.Unlock()
 	for i := range 3 {
 		k := Scope("vin", fmt.Sprint(i))
-		s.Claim(k)
-		if err := s.Complete(k, &Entry{Status: 200 + i}); err != nil {
+		s.Claim(t.Context(), k)
+		if err := s.Complete(t.Context(), k, &Entry{Status: 200 + i}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestAnswersInTheLogSurviveACrash(t *testing.T) {
 	}
 	defer s.Close()
 	for i := range 3 {
-		e, err := s.Claim(Scope("vin", fmt.Sprint(i)))
+		e, err := s.Claim(t.Context(), Scope("vin", fmt.Sprint(i)))
 		if err != nil || e == nil || e.State != Done || e.Status != 200+i {
 			t.Fatalf("answer %d after the crash: %+v %v", i, e, err)
 		}
@@ -194,8 +194,8 @@ func TestBitFlipInTheLogKeepsLaterKeys(t *testing.T) {
 	const n = 20
 	for i := range n {
 		k := Scope("vin", fmt.Sprint(i))
-		s.Claim(k)
-		if err := s.Complete(k, &Entry{Status: 200, Body: []byte(fmt.Sprintf("answer %d", i))}); err != nil {
+		s.Claim(t.Context(), k)
+		if err := s.Complete(t.Context(), k, &Entry{Status: 200, Body: []byte(fmt.Sprintf("answer %d", i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -225,7 +225,7 @@ func TestBitFlipInTheLogKeepsLaterKeys(t *testing.T) {
 	defer s.Close()
 	var forgotten []int
 	for i := range n {
-		e, err := s.Claim(Scope("vin", fmt.Sprint(i)))
+		e, err := s.Claim(t.Context(), Scope("vin", fmt.Sprint(i)))
 		switch {
 		case err != nil:
 			t.Fatal(err)
@@ -281,8 +281,8 @@ func TestDiskFull(t *testing.T) {
 			var acked []int
 			complete := func(i int) error {
 				k := Scope("vin", fmt.Sprint(i))
-				s.Claim(k)
-				err := s.Complete(k, &Entry{Status: 200, Body: []byte(fmt.Sprint(i))})
+				s.Claim(t.Context(), k)
+				err := s.Complete(t.Context(), k, &Entry{Status: 200, Body: []byte(fmt.Sprint(i))})
 				if err == nil {
 					acked = append(acked, i)
 				}
@@ -315,7 +315,7 @@ func TestDiskFull(t *testing.T) {
 			}
 			defer s.Close()
 			for _, i := range acked {
-				if e, err := s.Claim(Scope("vin", fmt.Sprint(i))); err != nil || e == nil || string(e.Body) != fmt.Sprint(i) {
+				if e, err := s.Claim(t.Context(), Scope("vin", fmt.Sprint(i))); err != nil || e == nil || string(e.Body) != fmt.Sprint(i) {
 					t.Fatalf("acknowledged key %d after a crash: %+v, %v", i, e, err)
 				}
 			}
@@ -348,11 +348,11 @@ func TestPreviousReleaseLogIsApplied(t *testing.T) {
 	}
 	defer s.Close()
 	for i := range 3 {
-		if e, err := s.Claim(Scope("vin", fmt.Sprint(i))); err != nil || e == nil || e.Status != 200+i {
+		if e, err := s.Claim(t.Context(), Scope("vin", fmt.Sprint(i))); err != nil || e == nil || e.Status != 200+i {
 			t.Fatalf("key %d of the previous release's log: %+v, %v", i, e, err)
 		}
 	}
-	if e, _ := s.Claim(Scope("vin", "3")); e != nil {
+	if e, _ := s.Claim(t.Context(), Scope("vin", "3")); e != nil {
 		t.Fatalf("the torn answer: %+v", e)
 	}
 	if logs := logFiles(t, dir); len(logs) != 1 || logs[0] != filepath.Join(dir, fmt.Sprintf("keys.db.log-%016x", 8)) {
