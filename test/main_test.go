@@ -24,10 +24,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy", "github.com/misaki-io/misaki/cmd/misaki-linkd")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build misaki-proxy:", err)
+		fmt.Fprintln(os.Stderr, "build misaki-proxy and misaki-linkd:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

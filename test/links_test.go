@@ -1,0 +1,346 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// vehicleNode is a vehicle's node as network namespaces: the node (the
+// host, with a Wi-Fi interface wlan0, a metered modem wwan0 and a workshop
+// Ethernet eth0 whose cable is out), a pod joined to the node by a veth as
+// a CNI would join it, and the cloud at the far end of every link. The
+// node forwards and masquerades the pod's traffic, and its main table
+// prefers the modem, so a packet that escapes steering takes the modem.
+type vehicleNode struct {
+	t                *testing.T
+	node, pod, cloud *cloudNS
+	linkdAddr        string
+	client           *http.Client // dials from inside the pod
+	mu               sync.Mutex   // guards seen
+	seen             []seenRequest
+}
+
+type seenRequest struct {
+	id, host, from string // from: the link address the cloud saw
+	bytes          int
+}
+
+const (
+	cloudIP  = "10.77.9.1"
+	wlanAddr = "10.77.1.2" // the node's end of wlan0; the cloud's is .1
+	wwanAddr = "10.77.2.2"
+	nodePod  = "10.77.5.1" // the node's end of the pod's veth
+)
+
+func newVehicleNode(t *testing.T) *vehicleNode {
+	t.Helper()
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil && os.Geteuid() == 0 {
+			t.Skipf("needs %s (iproute2, nftables; .ci/run installs them)", tool)
+		}
+	}
+	_, sid := testID(7)
+	v := &vehicleNode{t: t,
+		node:  newCloudNS(t, "misaki-vn"+sid),
+		pod:   newCloudNS(t, "misaki-vp"+sid),
+		cloud: newCloudNS(t, "misaki-vc"+sid),
+	}
+	ip := v.node.ip
+	n, c, p := v.node.name, v.cloud.name, v.pod.name
+	for i, l := range []struct{ dev, far string }{{"wlan0", "wlanc"}, {"wwan0", "wwanc"}, {"eth0", "ethc"}} {
+		ip("-n", n, "link", "add", l.dev, "type", "veth", "peer", "name", l.far, "netns", c)
+		ip("-n", n, "addr", "add", fmt.Sprintf("10.77.%d.2/24", i+1), "dev", l.dev)
+		ip("-n", c, "addr", "add", fmt.Sprintf("10.77.%d.1/24", i+1), "dev", l.far)
+		ip("-n", c, "link", "set", l.far, "up")
+		if l.dev != "eth0" { // the workshop cable is out
+			ip("-n", n, "link", "set", l.dev, "up")
+		}
+	}
+	ip("-n", c, "addr", "add", cloudIP+"/32", "dev", "lo")
+	ip("-n", n, "route", "add", "default", "via", "10.77.2.1", "dev", "wwan0", "metric", "10")
+	ip("-n", n, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+	// The pod, as a CNI plugs it in.
+	ip("-n", n, "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", p)
+	ip("-n", n, "addr", "add", nodePod+"/24", "dev", "pod0")
+	ip("-n", n, "link", "set", "pod0", "up")
+	ip("-n", p, "addr", "add", "10.77.5.2/24", "dev", "eth0")
+	ip("-n", p, "link", "set", "eth0", "up")
+	ip("-n", p, "route", "add", "default", "via", nodePod)
+	v.run("ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	v.run("ip", "netns", "exec", n, "nft", `table ip nat { chain post { type nat hook postrouting priority 100; oifname { "wlan0", "wwan0", "eth0" } masquerade; }; }`)
+
+	// The cloud service: it records which link each request came over.
+	v.cloud.serve(cloudIP+":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		from, _, _ := net.SplitHostPort(r.RemoteAddr)
+		v.mu.Lock()
+		v.seen = append(v.seen, seenRequest{id: r.Header.Get("X-Req-Id"), host: r.Host, from: from, bytes: len(b)})
+		v.mu.Unlock()
+		fmt.Fprint(w, "ok")
+	}))
+	v.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialInNetns(ctx, v.pod.path(), network, addr)
+		},
+		DisableKeepAlives: true,
+	}}
+	return v
+}
+
+func (v *vehicleNode) run(args ...string) {
+	v.t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		v.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// startLinkd runs the node link agent in the node's namespace.
+func (v *vehicleNode) startLinkd(cfg string) *logBuffer {
+	v.t.Helper()
+	path := filepath.Join(v.t.TempDir(), "linkd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		v.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", v.node.name, filepath.Join(binDir, "misaki-linkd"), "--config", path, "--node", "car-1")
+	logs := &logBuffer{}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		v.t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+		}
+	}()
+	v.t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if v.t.Failed() {
+			v.t.Logf("misaki-linkd logs:\n%s", logs.String())
+		}
+	})
+	v.linkdAddr = nodePod + ":15021"
+	waitFor(v.t, "misaki-linkd healthy", func() bool {
+		c, err := dialInNetns(context.Background(), v.node.path(), "tcp", v.linkdAddr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	return logs
+}
+
+// request sends a request to the pod's proxy from inside the pod.
+func (v *vehicleNode) request(p *runningProxy, method, host, id string, body []byte) (int, string) {
+	req, _ := http.NewRequest(method, "http://"+p.mesh+"/", bytes.NewReader(body))
+	req.Host = host
+	req.Header.Set("X-Req-Id", id)
+	req.Header.Set("Idempotency-Key", id)
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Misaki-Delivery")
+}
+
+// from returns the link address the cloud saw request id come from.
+func (v *vehicleNode) from(id string) (string, int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, s := range v.seen {
+		if s.id == id {
+			return s.from, s.bytes
+		}
+	}
+	return "", 0
+}
+
+// received is what the cloud's end of a link has received, in bytes: the
+// counter on the far side of the veth.
+func (v *vehicleNode) received(far string) int64 {
+	v.t.Helper()
+	out, err := exec.Command("ip", "-n", v.cloud.name, "-s", "-j", "link", "show", far).Output()
+	if err != nil {
+		v.t.Fatalf("ip -s link show %s: %v", far, err)
+	}
+	var links []struct {
+		Stats struct {
+			RX struct {
+				Bytes int64 `json:"bytes"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		v.t.Fatalf("ip -s -j link show %s: %v %s", far, err, out)
+	}
+	return links[0].Stats.RX.Bytes
+}
+
+// admin reads a JSON document from the proxy's admin API, from the pod.
+func (v *vehicleNode) admin(p *runningProxy, path string, into any) {
+	v.t.Helper()
+	resp, err := v.client.Get("http://" + p.admin + path)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		v.t.Fatal(err)
+	}
+}
+
+type adminRoute struct {
+	Name   string `json:"name"`
+	Usable bool   `json:"usable"`
+	Reason string `json:"reason"`
+	Link   string `json:"link"`
+	Budget *struct {
+		DailyBytes int64 `json:"dailyBytes"`
+		Exceeded   bool  `json:"exceeded"`
+	} `json:"budget"`
+}
+
+func (v *vehicleNode) route(p *runningProxy, name string) adminRoute {
+	var body struct {
+		Routes []adminRoute `json:"routes"`
+	}
+	v.admin(p, "/v1/routes", &body)
+	for _, r := range body.Routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	v.t.Fatalf("no route %s", name)
+	return adminRoute{}
+}
+
+func (v *vehicleNode) spooled(p *runningProxy) int {
+	var body struct {
+		Routes []struct {
+			Depth int `json:"depth"`
+		} `json:"routes"`
+	}
+	v.admin(p, "/v1/spool", &body)
+	n := 0
+	for _, r := range body.Routes {
+		n += r.Depth
+	}
+	return n
+}
+
+const linkdConfig = `
+listen: ` + nodePod + `:15021
+links:
+  - {name: wifi, match: wlan0, class: wifi}
+  - {name: modem, match: wwan0, class: cellular, metered: true}
+  - {name: workshop, match: eth0, class: ethernet}
+probe: {targets: ["` + cloudIP + `:8080"], interval: 300ms, timeout: 500ms}
+rescan: 1s
+`
+
+// TestNodeLinkAgentSteersPodTraffic is the vehicle's day: on a node whose
+// Wi-Fi goes down while the modem stays up, a Wi-Fi-only route holds and
+// then spools while a telemetry route keeps flowing over the modem, the
+// bytes of each leave by the interface the policy allows (counted on the
+// far side of each link), and when Wi-Fi returns the spool drains over
+// Wi-Fi. The proxy runs in a pod's namespace, where it sees none of the
+// node's interfaces and has no CAP_NET_ADMIN to speak of: it learns the
+// links from misaki-linkd and is steered by its policy routing.
+func TestNodeLinkAgentSteersPodTraffic(t *testing.T) {
+	v := newVehicleNode(t)
+	v.startLinkd(linkdConfig)
+	p := startProxyBinary(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+linkAgent: {address: %s}
+spool: {dir: %s}
+routes:
+  - name: telemetry
+    hosts: [telemetry.cloud]
+    upstream: http://%s:8080
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 20s}
+  - name: video
+    hosts: [video.cloud]
+    upstream: http://%s:8080
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 1s, spool: true, links: [wifi]}
+`, v.linkdAddr, t.TempDir(), cloudIP, cloudIP), "ip", "netns", "exec", v.pod.name)
+
+	waitFor(t, "video steered onto the node's Wi-Fi", func() bool {
+		r := v.route(p, "video")
+		return r.Usable && r.Link == "wifi"
+	})
+	if code, d := v.request(p, "GET", "telemetry.cloud", "t1", nil); code != 200 || d != "direct" {
+		t.Fatalf("telemetry: %d %s", code, d)
+	}
+	if from, _ := v.from("t1"); from != wwanAddr {
+		t.Fatalf("telemetry came from %q; want the modem %s (the node's main table prefers it)", from, wwanAddr)
+	}
+	if code, d := v.request(p, "GET", "video.cloud", "v1", nil); code != 200 || d != "direct" {
+		t.Fatalf("video: %d %s", code, d)
+	}
+	if from, _ := v.from("v1"); from != wlanAddr {
+		t.Fatalf("video came from %q; want Wi-Fi %s although the node prefers the modem", from, wlanAddr)
+	}
+
+	// Wi-Fi goes down. The video (a large upload) waits and is spooled;
+	// telemetry keeps flowing over the modem; the modem does not carry
+	// the video's bytes.
+	modemBefore := v.received("wwanc")
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "down")
+	waitFor(t, "the proxy sees Wi-Fi down", func() bool { return !v.route(p, "video").Usable })
+	video := bytes.Repeat([]byte("v"), 256<<10)
+	if code, d := v.request(p, "POST", "video.cloud", "v2", video); code != 202 || d != "spooled" {
+		t.Fatalf("video during the outage: %d %s; want 202 spooled", code, d)
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("t-out-%d", i)
+		if code, _ := v.request(p, "POST", "telemetry.cloud", id, []byte(`{"speed":42}`)); code != 200 {
+			t.Fatalf("telemetry during the outage: %d", code)
+		}
+		if from, _ := v.from(id); from != wwanAddr {
+			t.Fatalf("telemetry during the outage came from %q", from)
+		}
+	}
+	if from, _ := v.from("v2"); from != "" {
+		t.Fatalf("the video reached the cloud from %s during the Wi-Fi outage", from)
+	}
+	if d := v.received("wwanc") - modemBefore; d >= int64(len(video)) {
+		t.Fatalf("the modem carried %d bytes during the outage: the video's %d leaked onto it", d, len(video))
+	}
+	if n := v.spooled(p); n != 1 {
+		t.Fatalf("%d requests spooled; want the video", n)
+	}
+
+	// Wi-Fi returns (and its DHCP client puts the default route back): the
+	// spool drains over Wi-Fi.
+	wifiBefore := v.received("wlanc")
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "up")
+	v.node.ip("-n", v.node.name, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+	waitFor(t, "the spooled video delivered", func() bool { from, _ := v.from("v2"); return from != "" })
+	if from, n := v.from("v2"); from != wlanAddr || n != len(video) {
+		t.Fatalf("the spooled video came from %s with %d bytes; want Wi-Fi %s with %d", from, n, wlanAddr, len(video))
+	}
+	if d := v.received("wlanc") - wifiBefore; d < int64(len(video)) {
+		t.Fatalf("Wi-Fi carried %d bytes; the video alone is %d", d, len(video))
+	}
+	waitFor(t, "the spool empty", func() bool { return v.spooled(p) == 0 })
+}
