@@ -318,6 +318,12 @@ type Offline struct {
 	// +kubebuilder:validation:Maximum=256
 	// +optional
 	Batch int32 `json:"batch,omitempty"`
+	// Budget caps the bytes the route carries over metered links per UTC
+	// day and month; over it, metered links are unusable to the route
+	// (its requests are held or spooled and replayed on an unmetered
+	// link). The proxy keeps the counts in its spool volume.
+	// +optional
+	Budget *Budget `json:"budget,omitempty"`
 	// GRPC is what a gRPC call gets when its hold window passes:
 	// unavailable (grpc-status UNAVAILABLE, not sent, never spooled) or
 	// spool (spooled where the route spools, answered DEADLINE_EXCEEDED
@@ -325,6 +331,14 @@ type Offline struct {
 	// +kubebuilder:validation:Enum=unavailable;spool
 	// +optional
 	GRPC string `json:"grpc,omitempty"`
+}
+
+// Budget is an allowance on metered links; an absent period has no limit.
+type Budget struct {
+	// +optional
+	Daily ByteSize `json:"daily,omitempty"`
+	// +optional
+	Monthly ByteSize `json:"monthly,omitempty"`
 }
 
 // Limit bounds a count of requests and their bytes.
