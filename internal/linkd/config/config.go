@@ -223,11 +223,16 @@ func (c *Config) Validate() error {
 	classes := map[string]string{} // link name → class
 	for i, r := range c.Links {
 		f := fmt.Sprintf("links[%d]", i)
-		if r.Class == "" {
+		classOK := validName(r.Class)
+		switch {
+		case r.Class == "":
 			bad(f+".class", "is required (ethernet, wifi, cellular, satellite or your own)")
+		case !classOK:
+			bad(f+".class", "%q: use lower-case letters, digits and '-', at most 63", r.Class)
 		}
-		if !validName(r.Name) || !validName(r.Class) {
-			bad(f+".name", "%q (class %q): use lower-case letters, digits and '-', at most 63", r.Name, r.Class)
+		// A name defaulted from a bad class is the class's fault, said once.
+		if !validName(r.Name) && (classOK || r.Name != r.Class) {
+			bad(f+".name", "%q: use lower-case letters, digits and '-', at most 63", r.Name)
 		}
 		if _, err := path.Match(r.Match, ""); err != nil {
 			bad(f+".match", "%q is not a glob: %v", r.Match, err)
@@ -253,8 +258,14 @@ func (c *Config) Validate() error {
 	}
 	r := c.Routing
 	n := len(LinkNames(c.Links))
-	if r.Table < 1 || r.Table+n > 0xfffffff0 || (r.Table <= 255 && r.Table+n > 252) {
+	// Tables 253-255 are the kernel's default, main and local.
+	if r.Table < 1 || r.Table+n > 0xfffffff0 || (r.Table <= 255 && r.Table+n-1 > 252) {
 		bad("routing.table", "%d: choose a free range of tables above 255", r.Table)
+	}
+	// Link i's mark is Mark+i; one that wrapped to 0 would be no mark, and
+	// its rule would take every unmarked packet.
+	if uint64(r.Mark)+uint64(max(n, 1)-1) > 0xffffffff {
+		bad("routing.mark", "%#x: %d links' marks must not pass 0xffffffff", r.Mark, n)
 	}
 	if r.PortsPerLink < 16 {
 		bad("routing.portsPerLink", "%d: give each link at least 16 ports", r.PortsPerLink)
