@@ -56,6 +56,7 @@ test-short: ## Quick tests without the race detector and slow end-to-end runs
 .PHONY: fuzz
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/config/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-60s} ./internal/linkd/config/
 	$(GO) test -run '^$$' -fuzz FuzzConnection -fuzztime $${FUZZTIME:-60s} ./internal/proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $${FUZZTIME:-60s} ./internal/proxy/spool/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime $${FUZZTIME:-60s} ./internal/framelog/
