@@ -117,13 +117,13 @@ func TestParseErrors(t *testing.T) {
 
 func TestParseLimits(t *testing.T) {
 	for _, in := range []string{
-		"routing: {ports: 62536}\n",         // 3 links end at 65535
-		"routing: {table: 250}\n",           // 250-252: below default, main and local
-		"routing: {table: 256}\n",           //
-		"routing: {mark: 0xfffffffd}\n",     // 3 links: ...fd, fe, ff
-		"routing: {priority: 32765}\n",      //
-		"probe: {interval: 100ms}\n",        //
-		"listen: \"[::1]:0\"\n",             //
+		"routing: {ports: 62536}\n", // 3 links end at 65535
+		"routing: {table: 250}\n",   // 250-252: below default, main and local
+		"routing: {table: 256}\n",
+		"routing: {mark: 0xfffffffd}\n", // 3 links: ...fd, fe, ff
+		"routing: {priority: 32765}\n",
+		"probe: {interval: 100ms}\n",
+		"listen: \"[::1]:0\"\n",
 		"probe: {targets: [\"[fd00::1]:443\"]}\n",
 	} {
 		if _, err := Parse([]byte(in)); err != nil {

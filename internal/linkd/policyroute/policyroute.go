@@ -261,4 +261,3 @@ func LooseReversePath(iface string) error {
 func sysctl(iface, key string) string {
 	return filepath.Join("/proc/sys/net/ipv4/conf", iface, key)
 }
-
