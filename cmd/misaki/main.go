@@ -1,6 +1,7 @@
 // Command misaki is the operator CLI of Misaki's fleet hub: chart
 // sources, vehicles and their bootstrap tokens, deployments, the digital
-// twin, keys and the audit log (docs/cli.md).
+// twin, keys and the audit log; misaki check checks the mesh in a
+// Kubernetes cluster (docs/cli.md).
 package main
 
 import (

@@ -3,7 +3,8 @@
 // tokens, deployments and previews, their generations and rollbacks,
 // rollouts and their pause, resume and abort, the digital twin, keys,
 // operator tokens and the audit log), with kubectl-like output (-o
-// table|json|yaml).
+// table|json|yaml); and misaki check, a pre-flight of the mesh in a
+// Kubernetes cluster, which talks to the cluster's API server, not the hub.
 //
 // Run is the whole program; cmd/misaki only builds the context and exits
 // with Run's status. docs/cli.md is the reference for people.
@@ -134,7 +135,7 @@ var commands []*command
 func init() {
 	commands = slices.Concat(repoCommands, chartCommands, vehicleCommands, deployCommands, rolloutCommands,
 		[]*command{twinCommand}, keysCommands, tokenCommands,
-		[]*command{auditCommand, versionCommand})
+		[]*command{auditCommand, checkCommand, versionCommand})
 }
 
 // usageError is a command line that is wrong; Run prints it with the

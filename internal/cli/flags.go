@@ -16,7 +16,7 @@ import (
 // charts https://... --type http"); "--" ends the flags.
 
 // shorthands are one-letter flags that stand for a long one.
-var shorthands = map[string]string{"o": "output", "l": "selector", "f": "values"}
+var shorthands = map[string]string{"o": "output", "l": "selector", "f": "values", "n": "namespace"}
 
 var globalFlagNames = []string{"--hub", "--token", "--ca-file", "--config", "--request-timeout", "-o/--output"}
 
