@@ -173,8 +173,9 @@ func TestCheck(t *testing.T) {
 		Labels: deploy.Spec.Template.Labels}, Spec: *deploy.Spec.Template.Spec.DeepCopy()}
 	pod.Spec.NodeName = "node-1"
 	for i, p := range pod.Spec.Containers[0].Ports {
-		pod.Spec.Containers[0].Ports[i].ContainerPort = map[string]int32{
-			"xds": xdsPort, "metrics": metricsPort, "probes": probesPort, "webhook": webhookPort}[p.Name]
+		if port, ok := map[string]int32{"xds": xdsPort, "metrics": metricsPort, "probes": probesPort, "webhook": webhookPort}[p.Name]; ok {
+			pod.Spec.Containers[0].Ports[i].ContainerPort = port
+		}
 	}
 	create(t, c, pod)
 	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: host, PodIPs: []corev1.PodIP{{IP: host}},
