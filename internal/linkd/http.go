@@ -69,13 +69,13 @@ func (a *Agent) getLinks(w http.ResponseWriter, r *http.Request) {
 		if err := rc.Flush(); err != nil {
 			return
 		}
-		t := time.NewTimer(Heartbeat)
+		t := a.o.Clock.NewTimer(a.heartbeat)
 		select {
 		case <-r.Context().Done():
 			t.Stop()
 			return
 		case <-changed:
-		case <-t.C:
+		case <-t.C():
 		}
 		t.Stop()
 	}

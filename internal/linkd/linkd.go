@@ -60,6 +60,14 @@ type Agent struct {
 	m      *metrics
 	kick   chan struct{} // wakes the main loop: rescan and publish
 	probeK chan struct{} // wakes the prober: the links changed
+	// heartbeat is how often an idle watch stream carries an empty line:
+	// Heartbeat, but shorter in tests.
+	heartbeat time.Duration
+
+	// refreshMu serialises refresh, so that a view computed before an
+	// override cannot be published after the override's own. Lock order:
+	// refreshMu, then mu.
+	refreshMu sync.Mutex
 
 	mu        sync.Mutex // guards fields below
 	overrides map[string]linkv1.Override
@@ -86,6 +94,7 @@ func New(o Options) *Agent {
 		log:       o.Log.With("component", "linkd"),
 		kick:      make(chan struct{}, 1),
 		probeK:    make(chan struct{}, 1),
+		heartbeat: Heartbeat,
 		overrides: map[string]linkv1.Override{},
 		probes:    map[string]*linkv1.Probe{},
 		changed:   make(chan struct{}),
@@ -131,15 +140,25 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // refresh reads the host, recomputes the links, installs their routing and
-// publishes them if anything changed.
+// publishes them if anything changed. When the host cannot be read, the
+// last view of it stands (so that an override still takes effect); before
+// the first successful read there is nothing to publish.
 func (a *Agent) refresh() {
+	a.refreshMu.Lock()
+	defer a.refreshMu.Unlock()
 	ifaces, err := a.o.Scan()
 	if err != nil {
 		a.log.Error("scan the host", "err", err)
 		a.m.scanErrors.Inc()
-		return
 	}
 	a.mu.Lock()
+	if err != nil {
+		if !a.scanned {
+			a.mu.Unlock()
+			return
+		}
+		ifaces = a.ifaces
+	}
 	a.ifaces = ifaces
 	links := Compute(a.o.Config, ifaces, a.overrides, a.probes)
 	a.mu.Unlock()
@@ -242,7 +261,15 @@ func (a *Agent) Set(name string, o linkv1.Override) (linkv1.Link, error) {
 	a.mu.Unlock()
 	a.refresh()
 	s, _ := a.Snapshot()
-	return s.Links[slices.IndexFunc(s.Links, func(l linkv1.Link) bool { return l.Name == name })], nil
+	if i := slices.IndexFunc(s.Links, func(l linkv1.Link) bool { return l.Name == name }); i >= 0 {
+		return s.Links[i], nil
+	}
+	// The host has not been read yet: the override is kept for the first
+	// scan, and the link is as the rules alone make it.
+	a.mu.Lock()
+	links := Compute(a.o.Config, a.ifaces, a.overrides, a.probes)
+	a.mu.Unlock()
+	return links[slices.IndexFunc(links, func(l linkv1.Link) bool { return l.Name == name })], nil
 }
 
 // probeLoop checks every link with a usable interface every interval, and
