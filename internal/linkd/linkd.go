@@ -161,6 +161,12 @@ func (a *Agent) refresh() {
 	}
 	a.ifaces = ifaces
 	links := Compute(a.o.Config, ifaces, a.overrides, a.probes)
+	for _, l := range links {
+		if !slices.ContainsFunc(l.Interfaces, linkv1.Interface.Usable) {
+			// A link that went away must be probed again when it returns.
+			delete(a.probes, l.Name)
+		}
+	}
 	a.mu.Unlock()
 	if a.o.Route != nil {
 		if err := a.o.Route(a.steering(links, ifaces)); err != nil {

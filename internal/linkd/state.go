@@ -59,12 +59,22 @@ func Compute(c *config.Config, ifaces []hostnet.Iface, overrides map[string]link
 			l.Reason = "no interface is up with carrier and an address: " + ifaceStates(l.Interfaces)
 		}
 		l.Up = usable
-		if p := probes[l.Name]; p != nil && len(c.Probe.Targets) > 0 && usable {
-			pc := *p
-			l.Probe = &pc
-			if !p.Reachable {
+		if len(c.Probe.Targets) > 0 && usable {
+			// Up only once the gateway answered over it: a link that just
+			// came back has not been probed since, and a captive portal or
+			// a dead access point keeps its interface up.
+			switch p := probes[l.Name]; {
+			case p == nil:
+				l.Up = false
+				l.Reason = "gateway not probed over it yet"
+			case !p.Reachable:
+				pc := *p
+				l.Probe = &pc
 				l.Up = false
 				l.Reason = fmt.Sprintf("gateway %s unreachable over it: %s", p.Target, p.Error)
+			default:
+				pc := *p
+				l.Probe = &pc
 			}
 		}
 		if o, ok := overrides[l.Name]; ok {

@@ -65,6 +65,9 @@ var ErrNotSent = errors.New("forward: upstream not reached")
 // Idempotency-Key makes harmless at the cloud gateway.
 var ErrNoResponse = errors.New("forward: no response from upstream")
 
+// ErrNoLink fails a dial while the route may use no link that is up.
+var ErrNoLink = errors.New("forward: no link the route may use is up")
+
 // Upstream forwards to one route's upstream.
 type Upstream struct {
 	target     *url.URL // scheme http or https
@@ -259,6 +262,8 @@ func (f *Upstream) control(network, _ string, c syscall.RawConn) error {
 	switch {
 	case p == nil:
 		return nil
+	case p.Blocked:
+		return ErrNoLink
 	case p.Interface != "":
 		return bindToDevice(c, p.Interface)
 	case p.Mark != 0 || p.Ports != [2]uint16{}:

@@ -69,10 +69,17 @@ type Path struct {
 	Interface string
 	Mark      uint32
 	Ports     [2]uint16
+	// Blocked refuses new connections: the route may not take any link
+	// that is up. The hold queue keeps requests back; this stops the ones
+	// already past it (a replay that started a moment before the link
+	// went) from leaving by whatever the kernel prefers.
+	Blocked bool
 }
 
 // Steered reports whether the path pins connections to one link.
-func (p Path) Steered() bool { return p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{} }
+func (p Path) Steered() bool {
+	return p.Blocked || p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{}
+}
 
 // Interface is a kernel interface matched by a link's glob.
 type Interface struct {

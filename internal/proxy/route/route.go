@@ -187,11 +187,12 @@ func LinkUsable(p config.Offline, links []link.State) (bool, string) {
 // in order: one of the proxy's own interfaces, or the node link agent's
 // policy routing, so the packets cannot take a forbidden path. Links that
 // cannot be steered onto (no interface glob; an agent without policy
-// routing) are skipped.
+// routing) are skipped. When links that are up exist but none may carry
+// the route, the path is Blocked.
 func Steer(p config.Offline, links []link.State, always bool) link.Path {
 	restricted := always
 	var best link.Path
-	found := false
+	found, anyAllowed := false, false
 	for _, l := range links {
 		if !l.Up {
 			continue
@@ -200,6 +201,7 @@ func Steer(p config.Offline, links []link.State, always bool) link.Path {
 			restricted = true
 			continue
 		}
+		anyAllowed = true
 		if found && (l.Metered || !best.Metered) {
 			continue
 		}
@@ -209,6 +211,9 @@ func Steer(p config.Offline, links []link.State, always bool) link.Path {
 	}
 	if !restricted {
 		return link.Path{}
+	}
+	if !anyAllowed {
+		return link.Path{Blocked: true}
 	}
 	return best
 }

@@ -144,12 +144,16 @@ func TestSteer(t *testing.T) {
 		{"metered denied", noMetered, []link.State{cell, wifi}, false, "wlan1"},
 		{"forbidden link down: nothing to avoid", only("wifi"), []link.State{wifi, down(cell)}, false, ""},
 		{"allowed link has no interface: cannot steer", only("satellite"), []link.State{adminOnly, cell}, false, ""},
-		{"no allowed link up: route is held anyway", only("wifi"), []link.State{down(wifi), cell}, false, ""},
+		{"no allowed link up: blocked", only("wifi"), []link.State{down(wifi), cell}, false, "blocked"},
+		{"over budget with only the modem: blocked", noMetered, []link.State{down(nodeWifi), nodeCell}, true, "blocked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Steer(tt.policy, tt.links, tt.always)
 			s := got.Interface
+			if got.Blocked {
+				s = "blocked"
+			}
 			if got.Mark != 0 {
 				s = fmt.Sprintf("mark %#x ports %d-%d", got.Mark, got.Ports[0], got.Ports[1])
 			}
