@@ -344,3 +344,109 @@ routes:
 	}
 	waitFor(t, "the spool empty", func() bool { return v.spooled(p) == 0 })
 }
+
+// TestNodeLinkAgentMeteredBudget: a bulk route may use any link but has a
+// daily allowance on metered ones. With Wi-Fi up it rides Wi-Fi (and
+// spends nothing); with only the modem it rides the modem until the
+// allowance is spent, then spools; the count outlives a restart of the
+// proxy; Wi-Fi's return drains the spool over Wi-Fi. Then the gateway
+// stops answering over Wi-Fi although the interface stays up: the agent's
+// probe takes the link down, and the bulk route goes back to the modem's
+// (exhausted) allowance, so it spools instead of leaking.
+func TestNodeLinkAgentMeteredBudget(t *testing.T) {
+	v := newVehicleNode(t)
+	v.startLinkd(linkdConfig)
+	spoolDir := t.TempDir()
+	cfg := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+linkAgent: {address: %s}
+spool: {dir: %s}
+routes:
+  - name: bulk
+    hosts: [bulk.cloud]
+    upstream: http://%s:8080
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: {hold: 1s, spool: true, budget: {daily: 64KiB}}
+`, v.linkdAddr, spoolDir, cloudIP)
+	p := startProxyBinary(t, cfg, "ip", "netns", "exec", v.pod.name)
+	waitFor(t, "bulk steered onto Wi-Fi, the unmetered link", func() bool {
+		r := v.route(p, "bulk")
+		return r.Usable && r.Link == "wifi"
+	})
+	chunk := bytes.Repeat([]byte("b"), 40<<10)
+	if code, _ := v.request(p, "POST", "bulk.cloud", "b1", chunk); code != 200 {
+		t.Fatalf("bulk over Wi-Fi: %d", code)
+	}
+	if from, _ := v.from("b1"); from != wlanAddr {
+		t.Fatalf("bulk came from %q; want Wi-Fi", from)
+	}
+
+	// Only the modem: the route spends its allowance there, then stops.
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "down")
+	waitFor(t, "bulk steered onto the modem", func() bool { return v.route(p, "bulk").Link == "modem" })
+	for _, id := range []string{"b2", "b3"} {
+		if code, d := v.request(p, "POST", "bulk.cloud", id, chunk); code != 200 || d != "direct" {
+			t.Fatalf("bulk %s over the modem: %d %s", id, code, d)
+		}
+		if from, _ := v.from(id); from != wwanAddr {
+			t.Fatalf("bulk %s came from %q; want the modem", id, from)
+		}
+	}
+	waitFor(t, "the allowance spent", func() bool {
+		r := v.route(p, "bulk")
+		return !r.Usable && r.Budget != nil && r.Budget.Exceeded && strings.Contains(r.Reason, "budget")
+	})
+	if r := v.route(p, "bulk"); r.Budget.DailyBytes < int64(2*len(chunk)) {
+		t.Fatalf("the modem carried two %d-byte requests; the budget counted %d", len(chunk), r.Budget.DailyBytes)
+	}
+	if code, d := v.request(p, "POST", "bulk.cloud", "b4", chunk); code != 202 || d != "spooled" {
+		t.Fatalf("bulk over budget: %d %s; want 202 spooled", code, d)
+	}
+
+	// A restart keeps the count: the route stays off the modem.
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
+	p = startProxyBinary(t, cfg, "ip", "netns", "exec", v.pod.name)
+	waitFor(t, "the restarted proxy connected to the agent", func() bool {
+		var body struct {
+			Links []struct{ Name string } `json:"links"`
+		}
+		v.admin(p, "/v1/links", &body)
+		return len(body.Links) == 3
+	})
+	if r := v.route(p, "bulk"); r.Usable || r.Budget == nil || !r.Budget.Exceeded {
+		t.Fatalf("after a restart the bulk route is %+v; want it still over budget", r)
+	}
+
+	// Wi-Fi returns: the spooled request goes over Wi-Fi.
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "up")
+	v.node.ip("-n", v.node.name, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+	waitFor(t, "the spooled bulk request delivered", func() bool { from, _ := v.from("b4"); return from != "" })
+	if from, _ := v.from("b4"); from != wlanAddr {
+		t.Fatalf("the spooled request came from %q; want Wi-Fi", from)
+	}
+
+	// The gateway stops answering over Wi-Fi (a captive portal, a dead
+	// access point): the agent's probe finds out, and the route neither
+	// uses Wi-Fi nor overspends on the modem.
+	v.run("ip", "netns", "exec", v.cloud.name, "nft", `table ip portal { chain in { type filter hook input priority 0; iifname "wlanc" drop; }; }`)
+	waitFor(t, "the proxy sees Wi-Fi down by the agent's probe", func() bool {
+		var body struct {
+			Links []struct {
+				Name, Reason string
+				Up           bool
+			} `json:"links"`
+		}
+		v.admin(p, "/v1/links", &body)
+		for _, l := range body.Links {
+			if l.Name == "wifi" {
+				return !l.Up && strings.Contains(l.Reason, "unreachable")
+			}
+		}
+		return false
+	})
+	if code, d := v.request(p, "POST", "bulk.cloud", "b5", chunk); code != 202 || d != "spooled" {
+		t.Fatalf("bulk with Wi-Fi unreachable and the modem's allowance spent: %d %s; want 202 spooled", code, d)
+	}
+}
