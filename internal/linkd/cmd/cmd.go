@@ -66,22 +66,23 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	o := linkd.Options{Config: cfg, Log: log, ID: fmt.Sprintf("%s/%d", *node, time.Now().UnixNano())}
 	if !cfg.Routing.Disabled {
-		loosened := map[string]bool{}
+		loosened := map[string]bool{} // interfaces tried, once each
 		o.Route = func(links []policyroute.Link) error {
-			var errs []error
 			for _, l := range links {
 				for _, i := range l.Ifaces {
-					if !loosened[i.Name] {
-						if err := policyroute.LooseReversePath(i.Name); err != nil {
-							errs = append(errs, err)
-						} else {
-							loosened[i.Name] = true
-						}
+					if loosened[i.Name] {
+						continue
+					}
+					loosened[i.Name] = true
+					if err := policyroute.LooseReversePath(i.Name); err != nil {
+						// A container's /proc/sys is read-only unless it is
+						// privileged: the integrator sets it on the host.
+						log.Warn("cannot loosen reverse-path filtering; set net.ipv4.conf."+i.Name+".rp_filter=2 and net.ipv4.conf.all.src_valid_mark=1 on the host, or replies to steered connections may be dropped",
+							"interface", i.Name, "err", err)
 					}
 				}
 			}
-			errs = append(errs, policyroute.Sync(cfg.Routing.Priority, cfg.Routing.Table, n, links))
-			return errors.Join(errs...)
+			return policyroute.Sync(cfg.Routing.Priority, cfg.Routing.Table, n, links)
 		}
 	}
 	a := linkd.New(o)
