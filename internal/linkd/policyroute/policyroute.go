@@ -45,20 +45,54 @@ type Link struct {
 
 // Sync makes the kernel's rules and link tables match links. Rules at
 // priority whose table lies in [firstTable, firstTable+maxLinks) and are
-// not wanted are removed, and so are the routes of tables no link has.
+// not wanted are removed, and so are the routes this package installed in
+// tables of that range no link has.
 func Sync(priority, firstTable, maxLinks int, links []Link) error {
 	var errs []error
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		if err := syncRules(fam, priority, firstTable, maxLinks, links); err != nil {
 			errs = append(errs, err)
 		}
+		have, err := listTables(fam, firstTable, maxLinks)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		for _, l := range links {
-			if err := syncTable(fam, l); err != nil {
+			if err := syncTable(fam, l, have[l.Table]); err != nil {
 				errs = append(errs, fmt.Errorf("link %s: %w", l.Name, err))
+			}
+			delete(have, l.Table)
+		}
+		for t, rs := range have { // tables no link has
+			for _, r := range rs {
+				if r.Protocol != Protocol {
+					continue
+				}
+				r.Table = t
+				if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+					errs = append(errs, fmt.Errorf("policyroute: delete %s from table %d: %w", routeKey(r), t, err))
+				}
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// listTables reads the routes of the family in every table of the range,
+// with one dump.
+func listTables(fam, firstTable, maxLinks int) (map[int][]netlink.Route, error) {
+	rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("policyroute: list routes: %w", err)
+	}
+	out := map[int][]netlink.Route{}
+	for _, r := range rs {
+		if r.Table >= firstTable && r.Table < firstTable+maxLinks {
+			out[r.Table] = append(out[r.Table], r)
+		}
+	}
+	return out, nil
 }
 
 func wantRules(fam, priority int, links []Link) []*netlink.Rule {
@@ -139,8 +173,26 @@ func wantRoutes(fam int, l Link) []netlink.Route {
 			}
 			c := netlink.Route{
 				LinkIndex: r.LinkIndex, Dst: r.Dst, Src: r.Src, Gw: r.Gw, Scope: r.Scope,
-				Priority: r.Priority, Flags: r.Flags, Type: unix.RTN_UNICAST, MultiPath: r.MultiPath,
+				Priority: r.Priority, Flags: r.Flags, Type: unix.RTN_UNICAST,
 				Table: l.Table, Protocol: Protocol, Family: fam,
+			}
+			if len(r.MultiPath) > 0 {
+				// Only this interface's hops of a route over several
+				// links: another link's would let steered packets leak.
+				var hops []*netlink.NexthopInfo
+				for _, h := range r.MultiPath {
+					if h.LinkIndex == i.Index {
+						hops = append(hops, h)
+					}
+				}
+				switch len(hops) {
+				case 0:
+					continue
+				case 1:
+					c.LinkIndex, c.Gw, c.Flags = hops[0].LinkIndex, hops[0].Gw, hops[0].Flags
+				default:
+					c.MultiPath = hops
+				}
 			}
 			out = append(out, c)
 		}
@@ -178,14 +230,20 @@ func routeKey(r netlink.Route) string {
 			dst = "default"
 		}
 	}
-	return fmt.Sprintf("%d %s via %v dev %d metric %d src %v", r.Type, dst, r.Gw, r.LinkIndex, r.Priority, r.Src)
+	dev := r.LinkIndex
+	if r.Type != unix.RTN_UNICAST {
+		dev = 0 // the kernel puts IPv6's unreachable routes on lo
+	}
+	k := fmt.Sprintf("%d %s via %v dev %d metric %d src %v", r.Type, dst, r.Gw, dev, r.Priority, r.Src)
+	for _, h := range r.MultiPath {
+		k += fmt.Sprintf(" nexthop via %v dev %d", h.Gw, h.LinkIndex)
+	}
+	return k
 }
 
-func syncTable(fam int, l Link) error {
-	have, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: l.Table}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("policyroute: list table %d: %w", l.Table, err)
-	}
+// syncTable makes the link's table hold what wantRoutes says; have is
+// what it holds now.
+func syncTable(fam int, l Link, have []netlink.Route) error {
 	want := wantRoutes(fam, l)
 	wantKeys := map[string]bool{}
 	for _, r := range want {
@@ -217,24 +275,7 @@ func syncTable(fam int, l Link) error {
 
 // Remove deletes every rule and table route Sync installed.
 func Remove(priority, firstTable, maxLinks int) error {
-	var errs []error
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		errs = append(errs, syncRules(fam, priority, firstTable, maxLinks, nil))
-		for t := firstTable; t < firstTable+maxLinks; t++ {
-			have, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			for _, r := range have {
-				if r.Protocol == Protocol {
-					r.Table = t
-					errs = append(errs, netlink.RouteDel(&r))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return Sync(priority, firstTable, maxLinks, nil)
 }
 
 // LooseReversePath sets net.ipv4.conf.<iface>.rp_filter to 2 (loose): a
