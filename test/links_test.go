@@ -450,3 +450,76 @@ routes:
 		t.Fatalf("bulk with Wi-Fi unreachable and the modem's allowance spent: %d %s; want 202 spooled", code, d)
 	}
 }
+
+// TestNetworkManagerDispatcher runs contrib/networkmanager/90-misaki-linkd
+// as NetworkManager would, with an nmcli that reports a metered hotspot
+// behind a captive portal, against the real agent.
+func TestNetworkManagerDispatcher(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("needs curl")
+	}
+	v := newVehicleNode(t)
+	v.startLinkd(linkdConfig)
+	dir := t.TempDir()
+	connectivity := filepath.Join(dir, "connectivity")
+	nmcli := "#!/bin/sh\n" +
+		`case "$2" in GENERAL.METERED) echo "yes (guessed)";; GENERAL.IP4-CONNECTIVITY) cat ` + connectivity + `;; esac` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "nmcli"), []byte(nmcli), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs("../contrib/networkmanager/90-misaki-linkd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatch := func(conn string, args ...string) {
+		t.Helper()
+		if err := os.WriteFile(connectivity, []byte(conn+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ip", append([]string{"netns", "exec", v.node.name, script}, args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "MISAKI_NM_CONF=/nonexistent",
+			"MISAKI_LINKD="+v.linkdAddr, "MISAKI_LINKS=wlan0=wifi wwan0=modem")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("dispatcher %v: %v\n%s", args, err, out)
+		}
+	}
+	wifi := func() (up, metered bool, source string) {
+		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialInNetns(ctx, v.node.path(), network, addr)
+		}}}
+		resp, err := c.Get("http://" + v.linkdAddr + "/v1/links")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var snap struct {
+			Links []struct {
+				Name, Source string
+				Up, Metered  bool
+			}
+		}
+		json.NewDecoder(resp.Body).Decode(&snap)
+		for _, l := range snap.Links {
+			if l.Name == "wifi" {
+				return l.Up, l.Metered, l.Source
+			}
+		}
+		t.Fatal("no wifi link")
+		return
+	}
+	waitFor(t, "Wi-Fi up by the agent's own view", func() bool { up, _, _ := wifi(); return up })
+
+	dispatch("4 (full)", "wlan0", "up")
+	if up, metered, source := wifi(); !up || !metered || source != "kernel" {
+		t.Fatalf("after up on a metered hotspot: up %v metered %v source %s; want up, metered, the agent's own view", up, metered, source)
+	}
+	dispatch("2 (portal)", "", "connectivity-change")
+	if up, _, source := wifi(); up || source != "override" {
+		t.Fatalf("behind a captive portal: up %v source %s; want down by override", up, source)
+	}
+	dispatch("4 (full)", "", "connectivity-change")
+	if up, _, source := wifi(); !up || source != "kernel" {
+		t.Fatalf("after the portal: up %v source %s", up, source)
+	}
+	dispatch("4 (full)", "eth0", "up") // an interface the map does not name: nothing to say
+}
