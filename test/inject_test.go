@@ -17,9 +17,14 @@ import (
 
 	"github.com/miekg/dns"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	"github.com/misaki-io/misaki/internal/controller"
@@ -37,9 +42,14 @@ import (
 //     unlabelled, system and Misaki's own namespaces do not; a labelled pod
 //     elsewhere does; a pod whose app takes the mesh port is refused with
 //     the reason;
+//   - the installed controller requires proxies' certificates (xds.auth
+//     mtls): the injected pod gets a projected token and the CA bundle,
+//     which the test writes as the kubelet would (a TokenRequest bound to
+//     the pod, the ConfigMap the controller keeps in the namespace);
 //   - the injected proxy, run from the pod's spec in a network namespace
-//     (the pod network), resolves the Route's host through its DNS and
-//     routes the app's plain http://echo.mesh/ call by the Route;
+//     (the pod network), gets its certificate, resolves the Route's host
+//     through its DNS and routes the app's plain http://echo.mesh/ call by
+//     the Route;
 //   - with the controller down, pods of labelled namespaces wait (the
 //     failure policy is Fail) while kube-system's are still admitted.
 func TestInjection(t *testing.T) {
@@ -96,6 +106,27 @@ func TestInjection(t *testing.T) {
 		t.Fatal(err)
 	}
 	inj.XDSAddress = xdsLn.Addr().String()
+	caLn, err := net.Listen("tcp", pods.host+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inj.XDSIdentity == nil {
+		t.Fatal("the installed injector config gives proxies no identity (xdsIdentity)")
+	}
+	inj.XDSIdentity.CAAddress = caLn.Addr().String()
+	// The installed controller's flags.
+	args := map[string]string{}
+	var dep appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "misaki-system", Name: "misaki-controller"}, &dep); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
+		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		args[k] = v
+	}
+	if args["xds-auth"] != controller.XDSAuthMTLS {
+		t.Errorf("the installed controller runs with --xds-auth=%q, want mtls", args["xds-auth"])
+	}
 
 	// The cluster DNS the proxies forward to is looked up from kube-dns.
 	kubeDNS := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system"},
@@ -116,6 +147,8 @@ func TestInjection(t *testing.T) {
 	stop := runController(t, cfg, controller.Options{
 		XDSListener: xdsLn, WebhookAddr: whAddr, WebhookIPs: []net.IP{net.ParseIP("127.0.0.1")},
 		Namespace: "misaki-system", Injector: &inj,
+		XDSAuth: args["xds-auth"], CAListener: caLn, XDSIPs: []net.IP{net.ParseIP(pods.host)},
+		CASecret: args["ca-secret"], TrustDomain: args["trust-domain"], TokenAudience: args["token-audience"],
 	})
 
 	var sec corev1.Secret
@@ -150,6 +183,9 @@ func TestInjection(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	)
 	create(t, c, pods.echo("apps", 8080, portA, "5s")...)
+	// envtest runs no controller-manager: the namespace's default service
+	// account by hand.
+	create(t, c, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "default"}})
 
 	newPod := func(ns, name string, labels map[string]string, ports ...int32) *corev1.Pod {
 		// Pod Security "restricted", which misaki-system enforces.
@@ -168,11 +204,13 @@ func TestInjection(t *testing.T) {
 	injected := func(p *corev1.Pod) bool {
 		return len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == inject.ContainerName
 	}
+	client0 := newPod("apps", "client", nil, 8080)
+	client0.Spec.ServiceAccountName = "default" // as ServiceAccount admission would (off in envtest)
 	for _, tc := range []struct {
 		pod  *corev1.Pod
 		want bool
 	}{
-		{newPod("apps", "client", nil, 8080), true},
+		{client0, true},
 		{newPod("apps", "opted-out", map[string]string{inject.LabelInject: "disabled"}), false},
 		{newPod("plain", "unlabelled", nil), false},
 		{newPod("plain", "labelled", map[string]string{inject.LabelInject: "enabled"}), true},
@@ -204,10 +242,12 @@ func TestInjection(t *testing.T) {
 		t.Errorf("pod DNS: %s %+v, want the proxy as the only nameserver", client1.Spec.DNSPolicy, client1.Spec.DNSConfig)
 	}
 	wrap := []string{"ip", "netns", "exec", pods.ns.name, "env", "POD_NAME=client", "POD_NAMESPACE=apps"}
+	identityDir := kubeletIdentity(t, c, env, &client1)
 	for _, e := range sidecar.Env {
 		if e.ValueFrom == nil {
-			// The spool volume's mount, at a directory of the test's.
+			// The volumes' mounts, at directories of the test's.
 			v := strings.ReplaceAll(e.Value, "/var/lib/misaki", t.TempDir())
+			v = strings.ReplaceAll(v, "/var/run/secrets/misaki.io", identityDir)
 			if e.Name == "MISAKI_PROXY_CONFIG" {
 				if !strings.Contains(v, kubeDNS.Spec.ClusterIP) {
 					t.Errorf("the proxy does not forward to kube-dns (%s):\n%s", kubeDNS.Spec.ClusterIP, v)
@@ -265,6 +305,11 @@ func TestInjection(t *testing.T) {
 		t.Errorf("GET http://echo.mesh/hello from the app: %d %q", resp.StatusCode, body)
 	}
 
+	// The proxy got its certificate: the controller counted it.
+	if got := counter(t, "misaki_controller_certificates_total", "outcome", "issued"); got < 1 {
+		t.Errorf("misaki_controller_certificates_total{outcome=issued} = %v", got)
+	}
+
 	// The controller goes away: labelled namespaces' pods wait for it (Fail),
 	// kube-system's are never sent to it.
 	stop()
@@ -275,6 +320,71 @@ func TestInjection(t *testing.T) {
 	if err := c.Create(ctx, newPod("kube-system", "while-down", map[string]string{inject.LabelInject: "enabled"})); err != nil {
 		t.Errorf("kube-system with the controller down: %v", err)
 	}
+}
+
+// kubeletIdentity writes the pod's misaki-identity volume as the kubelet
+// would, into a directory it returns: a token for the projection's
+// audience bound to the pod, and the CA bundle from the ConfigMap the
+// controller keeps in the pod's namespace (waiting for it).
+func kubeletIdentity(t *testing.T, c client.Client, env *envtest.Environment, pod *corev1.Pod) string {
+	t.Helper()
+	ctx := context.Background()
+	kube, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "misaki-identity" })
+	if i < 0 || pod.Spec.Volumes[i].Projected == nil {
+		t.Fatalf("the injected pod has no projected misaki-identity volume: %+v", pod.Spec.Volumes)
+	}
+	dir := t.TempDir()
+	for _, src := range pod.Spec.Volumes[i].Projected.Sources {
+		switch {
+		case src.ServiceAccountToken != nil:
+			p := src.ServiceAccountToken
+			tr, err := kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authv1.TokenRequest{
+				Spec: authv1.TokenRequestSpec{Audiences: []string{p.Audience}, ExpirationSeconds: p.ExpirationSeconds,
+					BoundObjectRef: &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("the projected token: %v", err)
+			}
+			writeFile(t, filepath.Join(dir, p.Path), tr.Status.Token)
+		case src.ConfigMap != nil:
+			var cm corev1.ConfigMap
+			waitFor(t, "the ConfigMap "+src.ConfigMap.Name+" in "+pod.Namespace, func() bool {
+				return c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: src.ConfigMap.Name}, &cm) == nil
+			})
+			for _, item := range src.ConfigMap.Items {
+				writeFile(t, filepath.Join(dir, item.Path), cm.Data[item.Key])
+			}
+		default:
+			t.Fatalf("an unexpected projection %+v", src)
+		}
+	}
+	return dir
+}
+
+// counter reads a counter of the controller's registry by one label.
+func counter(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	fams, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // resolveInNetns asks server (inside the namespace) for name's A record and

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -40,7 +41,13 @@ func run(ctx context.Context, args []string) error {
 	injector := fs.String("injector-config", "", "the injector's config file (required with the webhook; docs/control-plane.md)")
 	fs.StringVar(&o.WebhookConfig, "webhook-config", "misaki-sidecar-injector", "MutatingWebhookConfiguration whose caBundle the controller keeps")
 	fs.StringVar(&o.WebhookSecret, "webhook-secret", "misaki-webhook-tls", "Secret in --namespace that keeps the webhook's CA and certificate")
-	fs.StringVar(&o.WebhookService, "webhook-service", "misaki-controller", "the controller's Service, named in the webhook's certificate")
+	fs.StringVar(&o.WebhookService, "webhook-service", "misaki-controller", "the controller's Service, named in the webhook's certificate (and the xDS endpoints' with --xds-auth mtls)")
+	fs.StringVar(&o.XDSAuth, "xds-auth", controller.XDSAuthNone, `how proxies authenticate: "mtls" (a certificate from the controller's CA naming the proxy's pod, which must be its node) or "none" (plaintext, any client reads any namespace's routes: development only)`)
+	fs.StringVar(&o.CAAddr, "ca-addr", ":15012", "the certificate endpoint's address (HTTPS), with --xds-auth mtls")
+	fs.StringVar(&o.CASecret, "ca-secret", "misaki-ca", "Secret in --namespace that keeps the proxies' CA, with --xds-auth mtls")
+	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "the trust domain of the proxies' SPIFFE IDs")
+	fs.DurationVar(&o.CertLifetime, "cert-lifetime", 24*time.Hour, "how long a proxy's certificate lasts; proxies renew half way")
+	fs.StringVar(&o.TokenAudience, "token-audience", "misaki", "the audience of the service-account tokens proxies present for a certificate")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	kubecontext := fs.String("context", "", "the kubeconfig context to use (default: its current context)")

@@ -3,6 +3,12 @@
 // (package translate) and serves it to the namespace's proxies over ADS
 // (go-control-plane), and writes each Route's status.
 //
+// With XDSAuthMTLS the controller is also the proxies' certificate
+// authority (package ca): proxies get a certificate naming their pod at
+// its certificate endpoint (package podcert), present it on their ADS
+// stream, and get only the snapshot of the namespace it names; the CA
+// bundle they trust is kept in a ConfigMap in every namespace.
+//
 // Every replica serves xDS, so proxies may connect to any of them; only
 // the elected leader writes status. Snapshots are keyed by namespace: the
 // proxies of a namespace share one (node id "namespace/pod"), which is what
@@ -43,12 +49,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -57,17 +66,44 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
+	"github.com/misaki-io/misaki/internal/controller/ca"
 	"github.com/misaki-io/misaki/internal/controller/certs"
 	"github.com/misaki-io/misaki/internal/controller/inject"
+	"github.com/misaki-io/misaki/internal/controller/podcert"
 	"github.com/misaki-io/misaki/internal/controller/translate"
 )
 
 // Options configure the controller.
 type Options struct {
-	// XDSAddr is where proxies connect for ADS (gRPC, h2c). Default :15010.
+	// XDSAddr is where proxies connect for ADS (gRPC: h2c, or TLS with
+	// XDSAuthMTLS). Default :15010.
 	XDSAddr string
 	// XDSListener, when set, is used instead of listening on XDSAddr.
 	XDSListener net.Listener
+	// XDSAuth is how proxies authenticate: XDSAuthNone (the default, as
+	// before: plaintext, any client may name any node) or XDSAuthMTLS (a
+	// client certificate from the controller's CA, whose pod must be the
+	// node; the chart's default). See docs/control-plane.md, "Identity".
+	XDSAuth string
+	// CAAddr serves the certificate endpoint (HTTPS) with XDSAuthMTLS.
+	// Default :15012.
+	CAAddr string
+	// CAListener, when set, is used instead of listening on CAAddr.
+	CAListener net.Listener
+	// CASecret keeps the proxies' CA in Namespace. Default misaki-ca.
+	CASecret string
+	// TrustDomain of the proxies' SPIFFE IDs. Default cluster.local.
+	TrustDomain string
+	// CertLifetime of the proxies' certificates. Default 24h; proxies
+	// renew them half way.
+	CertLifetime time.Duration
+	// TokenAudience is the audience of the projected service-account
+	// tokens proxies present for a certificate. Default misaki.
+	TokenAudience string
+	// XDSIPs are IP addresses the certificate of the xDS and certificate
+	// endpoints carries besides the Service's names, for proxies that
+	// dial an IP.
+	XDSIPs []net.IP
 	// MetricsAddr serves Prometheus metrics; "0" turns them off. Default :8080.
 	MetricsAddr string
 	// ProbeAddr serves /healthz and /readyz. Default :8081; "0" turns them off.
@@ -91,8 +127,9 @@ type Options struct {
 	// WebhookSecret keeps the webhook's CA and serving certificate in
 	// Namespace. Default misaki-webhook-tls.
 	WebhookSecret string
-	// WebhookService is the controller's Service: the certificate names
-	// it in Namespace. Default misaki-controller.
+	// WebhookService is the controller's Service: the webhook's
+	// certificate names it in Namespace, and so does the xDS endpoints'
+	// with XDSAuthMTLS. Default misaki-controller.
 	WebhookService string
 	// WebhookIPs are IP addresses the certificate carries too, for a
 	// webhook registered by URL.
@@ -146,6 +183,22 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.ProbeAddr == "0" {
 		o.ProbeAddr = ""
 	}
+	setDefault(&o.XDSAuth, XDSAuthNone)
+	setDefault(&o.TokenAudience, podcert.DefaultAudience)
+	setDefault(&o.WebhookService, "misaki-controller")
+	switch o.XDSAuth {
+	case XDSAuthNone:
+		o.Log.Warn("xDS is served without authentication (--xds-auth none): any client that reaches it can read any namespace's routes; use --xds-auth mtls outside development")
+	case XDSAuthMTLS:
+		if o.Namespace == "" {
+			return errors.New("controller: --xds-auth mtls needs the controller's namespace (--namespace or $POD_NAMESPACE) for its CA Secret")
+		}
+		if o.CertLifetime != 0 && o.CertLifetime < 10*time.Minute {
+			return fmt.Errorf("controller: --cert-lifetime %v: want 10m or more (proxies renew half way), like 24h", o.CertLifetime)
+		}
+	default:
+		return fmt.Errorf("controller: --xds-auth %q: want mtls or none", o.XDSAuth)
+	}
 	log := logr.FromSlogHandler(o.Log.Handler())
 	ctrl.SetLogger(log)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -158,6 +211,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		LeaderElectionNamespace: o.Namespace,
 		// A controller that loses its lease stops writing status at once.
 		LeaderElectionReleaseOnCancel: true,
+		// The only ConfigMaps the controller reads are the CA bundles it
+		// keeps: the cache holds those, not every ConfigMap of the cluster.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", ca.RootCertConfigMap)},
+		}},
 	})
 	if err != nil {
 		return fmt.Errorf("controller: manager: %w", err)
@@ -179,44 +237,128 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	xs := &xdsServer{cache: snapshots, addr: o.XDSAddr, ln: o.XDSListener, log: o.Log.With("component", "xds"), metrics: m}
+	var inj *inject.Config
+	if o.WebhookAddr != "0" {
+		if inj, err = injectorConfig(ctx, mgr, o); err != nil {
+			return err
+		}
+	}
+	if o.XDSAuth == XDSAuthMTLS {
+		if xs.auth, err = addIdentity(mgr, o, inj, m); err != nil {
+			return err
+		}
+	}
 	if err := mgr.Add(xs); err != nil {
 		return err
 	}
-	if o.WebhookAddr != "0" {
-		if err := addWebhook(ctx, mgr, o, m); err != nil {
+	if inj != nil {
+		if err := addWebhook(mgr, o, inj, m); err != nil {
 			return err
 		}
 	}
 	return mgr.Start(ctx)
 }
 
-// addWebhook adds the injection webhook and the rotator of its
-// certificate to mgr.
-func addWebhook(ctx context.Context, mgr manager.Manager, o Options, m *metrics) error {
+// addIdentity adds the proxies' CA, its certificate endpoint and the
+// publisher of its bundle to mgr; inj, if not nil, is the injector's
+// config (for its excluded namespaces and the cluster domain).
+func addIdentity(mgr manager.Manager, o Options, inj *inject.Config, m *metrics) (*ca.Authority, error) {
+	setDefault(&o.CASecret, "misaki-ca")
+	setDefault(&o.CAAddr, ":15012")
+	setDefault(&o.TrustDomain, ca.DefaultTrustDomain)
+	domain, exclude := "cluster.local", inject.SystemNamespaces
+	if inj != nil {
+		domain, exclude = inj.ClusterDomain, inj.ExcludeNamespaces
+	}
+	svc := o.WebhookService + "." + o.Namespace + ".svc"
+	log := o.Log.With("component", "ca")
+	auth := &ca.Authority{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+		Namespace: o.Namespace, Secret: o.CASecret, TrustDomain: o.TrustDomain, CertLifetime: o.CertLifetime,
+		DNSNames: []string{svc, svc + "." + domain}, IPs: o.XDSIPs,
+		Log: log,
+	}
+	roots := &rootCerts{
+		client: mgr.GetClient(), reader: mgr.GetAPIReader(), bundle: auth.Bundle, exclude: exclude,
+		log: log, changed: make(chan event.GenericEvent, 1),
+	}
+	auth.OnBundle = roots.notify
+	if err := mgr.Add(auth); err != nil {
+		return nil, err
+	}
+	if err := roots.setup(mgr); err != nil {
+		return nil, err
+	}
+	endpoint := &caServer{auth: auth, addr: o.CAAddr, ln: o.CAListener, log: log, handler: &podcert.Handler{
+		CA: auth, Reviewer: podcert.APIReviewer(mgr.GetClient()), Pods: mgr.GetAPIReader(),
+		Audience: o.TokenAudience, Log: log,
+		Outcome: func(outcome string) { m.certificates.WithLabelValues(outcome).Inc() },
+	}}
+	if err := mgr.Add(endpoint); err != nil {
+		return nil, err
+	}
+	o.Log.Info("proxies authenticate with certificates", "trustDomain", auth.TrustDomain, "caSecret", o.Namespace+"/"+o.CASecret,
+		"certificateEndpoint", o.CAAddr, "audience", o.TokenAudience)
+	if o.ProbeAddr == "" {
+		return auth, nil
+	}
+	return auth, mgr.AddReadyzCheck("ca", func(*http.Request) error {
+		select {
+		case <-auth.Ready():
+			return nil
+		default:
+			return errors.New("no CA loaded yet")
+		}
+	})
+}
+
+// injectorConfig is the injector's config with its defaults, the cluster
+// DNS looked up if it has none, and the proxies' identity as the
+// controller's XDSAuth has it.
+func injectorConfig(ctx context.Context, mgr manager.Manager, o Options) (*inject.Config, error) {
+	if o.Namespace == "" {
+		return nil, errors.New("controller: the webhook needs the controller's namespace (--namespace or $POD_NAMESPACE) for its certificate")
+	}
+	if o.Injector == nil {
+		return nil, errors.New("controller: the webhook needs an injector config (--injector-config)")
+	}
+	inj := *o.Injector
+	switch id := inj.XDSIdentity; {
+	case o.XDSAuth == XDSAuthMTLS && id == nil:
+		inj.XDSIdentity = &inject.XDSIdentity{Audience: o.TokenAudience}
+	case o.XDSAuth == XDSAuthMTLS:
+		c := *id
+		if c.Audience == "" {
+			c.Audience = o.TokenAudience
+		} else if c.Audience != o.TokenAudience {
+			return nil, fmt.Errorf("controller: the injector config's xdsIdentity.audience %q is not the controller's --token-audience %q: proxies' tokens would be refused", c.Audience, o.TokenAudience)
+		}
+		inj.XDSIdentity = &c
+	case id != nil:
+		return nil, errors.New("controller: the injector config has xdsIdentity, but the controller serves xDS without client certificates (--xds-auth none): proxies would ask for certificates nobody issues; remove xdsIdentity or run with --xds-auth mtls")
+	}
+	inj.SetDefaults(o.Namespace)
+	if len(inj.ClusterDNS) == 0 {
+		ips, err := clusterDNS(ctx, mgr.GetAPIReader())
+		if err != nil {
+			return nil, err
+		}
+		inj.ClusterDNS = ips
+	}
+	if err := inj.Check(); err != nil {
+		return nil, err
+	}
+	return &inj, nil
+}
+
+// addWebhook adds the injection webhook, with the injector's config inj
+// (from injectorConfig), and the rotator of its certificate to mgr.
+func addWebhook(mgr manager.Manager, o Options, inj *inject.Config, m *metrics) error {
 	if o.WebhookAddr == "" {
 		o.WebhookAddr = ":9443"
 	}
 	setDefault(&o.WebhookConfig, "misaki-sidecar-injector")
 	setDefault(&o.WebhookSecret, "misaki-webhook-tls")
-	setDefault(&o.WebhookService, "misaki-controller")
-	if o.Namespace == "" {
-		return errors.New("controller: the webhook needs the controller's namespace (--namespace or $POD_NAMESPACE) for its certificate")
-	}
-	if o.Injector == nil {
-		return errors.New("controller: the webhook needs an injector config (--injector-config)")
-	}
-	inj := *o.Injector
-	inj.SetDefaults(o.Namespace)
-	if len(inj.ClusterDNS) == 0 {
-		ips, err := clusterDNS(ctx, mgr.GetAPIReader())
-		if err != nil {
-			return err
-		}
-		inj.ClusterDNS = ips
-	}
-	if err := inj.Check(); err != nil {
-		return err
-	}
 	host, portStr, err := net.SplitHostPort(o.WebhookAddr)
 	if err != nil {
 		return fmt.Errorf("controller: webhook address %q: %w", o.WebhookAddr, err)
@@ -240,10 +382,10 @@ func addWebhook(ctx context.Context, mgr manager.Manager, o Options, m *metrics)
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rot.GetCertificate }},
 	})
 	srv.Register(inject.Path, &webhook.Admission{Handler: &inject.Handler{
-		Config: &inj, Log: o.Log.With("component", "inject"),
+		Config: inj, Log: o.Log.With("component", "inject"),
 		Metrics: func(outcome string) { m.injections.WithLabelValues(outcome).Inc() },
 	}})
-	o.Log.Info("injector", "image", inj.Image, "xds", inj.XDSAddress, "clusterDNS", inj.ClusterDNS, "excluded", inj.ExcludeNamespaces)
+	o.Log.Info("injector", "image", inj.Image, "xds", inj.XDSAddress, "identity", inj.XDSIdentity != nil, "clusterDNS", inj.ClusterDNS, "excluded", inj.ExcludeNamespaces)
 	if err := mgr.Add(afterCert{rot, srv}); err != nil {
 		return err
 	}
@@ -486,6 +628,7 @@ type xdsServer struct {
 	cache   cachev3.SnapshotCache
 	addr    string
 	ln      net.Listener
+	auth    *ca.Authority // with XDSAuthMTLS; nil serves h2c to anyone
 	log     *slog.Logger
 	metrics *metrics
 }
@@ -502,14 +645,25 @@ func (x *xdsServer) Start(ctx context.Context) error {
 			return fmt.Errorf("xds: %w", err)
 		}
 	}
-	gs := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1<<20),
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if x.auth != nil {
+		// Serve once the CA has issued the serving certificate.
+		select {
+		case <-x.auth.Ready():
+		case <-ctx.Done():
+			ln.Close()
+			return nil
+		}
+		opts = append(opts, grpc.Creds(xdsTLS(x.auth)), grpc.StreamInterceptor(x.authorize))
+	}
+	gs := grpc.NewServer(opts...)
 	srv := serverv3.NewServer(ctx, x.cache, x.metrics.callbacks(x.log))
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	x.log.Info("serving ADS", "addr", ln.Addr().String())
+	x.log.Info("serving ADS", "addr", ln.Addr().String(), "auth", map[bool]string{true: XDSAuthMTLS, false: XDSAuthNone}[x.auth != nil])
 	go func() {
 		<-ctx.Done()
 		gs.Stop()

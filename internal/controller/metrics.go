@@ -23,6 +23,8 @@ type metrics struct {
 	pushes          *prometheus.CounterVec
 	nacks           *prometheus.CounterVec
 	injections      *prometheus.CounterVec
+	xdsRefused      *prometheus.CounterVec
+	certificates    *prometheus.CounterVec
 }
 
 var controllerMetrics = func() *metrics {
@@ -41,8 +43,12 @@ var controllerMetrics = func() *metrics {
 			Help: "Configs proxies refused, by type; the reason is logged."}, []string{"type"}),
 		injections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_controller_injections_total",
 			Help: "Pods the injection webhook saw, by outcome: injected, skipped, refused or error."}, []string{"outcome"}),
+		xdsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_controller_xds_refused_total",
+			Help: "ADS streams refused with --xds-auth mtls, by reason: no_certificate, node_mismatch (a node id not the certificate's pod) or no_node; the proxy is logged."}, []string{"reason"}),
+		certificates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "misaki_controller_certificates_total",
+			Help: "Requests at the certificate endpoint, by outcome: issued, unauthenticated, forbidden, bad_request or error; refusals are logged with the reason."}, []string{"outcome"}),
 	}
-	crmetrics.Registry.MustRegister(m.namespaces, m.published, m.translateErrors, m.streams, m.pushes, m.nacks, m.injections)
+	crmetrics.Registry.MustRegister(m.namespaces, m.published, m.translateErrors, m.streams, m.pushes, m.nacks, m.injections, m.xdsRefused, m.certificates)
 	return m
 }()
 

@@ -55,6 +55,14 @@ const (
 	KeyCAKey = "ca.key" // the CAs' keys, one PEM block each, in the bundle's order
 )
 
+// The ConfigMap the controller keeps the bundle in, in each namespace
+// whose pods may be injected, and its key: the injector mounts it into
+// proxies as their xds.caFile.
+const (
+	RootCertConfigMap = "misaki-ca-root-cert"
+	RootCertKey       = "root-cert.pem"
+)
+
 // Defaults of the Authority's zero fields.
 const (
 	DefaultTrustDomain     = "cluster.local"

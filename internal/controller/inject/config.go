@@ -20,7 +20,12 @@
 //   - the spool volume: an emptyDir, or the PersistentVolumeClaim named by
 //     the misaki.io/spool-claim annotation;
 //   - dnsPolicy None with the proxy as the pod's only nameserver, and the
-//     sysctl that lets the proxy (not root) bind ports 53 and 80.
+//     sysctl that lets the proxy (not root) bind ports 53 and 80;
+//   - with Config.XDSIdentity, its identity: a projected service-account
+//     token for the controller's audience and the controller's CA bundle
+//     (the ConfigMap misaki-ca-root-cert), in one read-only volume, with
+//     which the proxy gets a certificate naming its pod and connects to
+//     the controller over mutual TLS.
 package inject
 
 import (
@@ -34,6 +39,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"github.com/misaki-io/misaki/internal/controller/ca"
 )
 
 // Labels and annotations users set.
@@ -66,8 +73,14 @@ type Config struct {
 	// Default misaki-controller.<controller namespace>.svc:15010.
 	XDSAddress string `json:"xdsAddress,omitempty"`
 	// XDSCAFile, when set, makes the proxies dial xDS over TLS trusting
-	// this file (mounted by the user's own means).
+	// this file (mounted by the user's own means). Not with XDSIdentity,
+	// which mounts the controller's CA bundle itself.
 	XDSCAFile string `json:"xdsCAFile,omitempty"`
+	// XDSIdentity gives every proxy a certificate naming its pod, which it
+	// presents to the controller (mutual TLS). The controller sets it when
+	// it requires client certificates (--xds-auth mtls, the chart's
+	// default) and refuses it otherwise; its zero fields are defaults.
+	XDSIdentity *XDSIdentity `json:"xdsIdentity,omitempty"`
 	// ClusterDNS is where the proxy forwards names that are not mesh
 	// names. Default: the kube-dns Service's cluster IP, looked up at
 	// start.
@@ -101,6 +114,19 @@ type Config struct {
 	// The fields the injector sets itself (listen, admin, health, dns.listen,
 	// dns.upstreams, xds, spool.dir) may not be given here.
 	Proxy map[string]any `json:"proxy,omitempty"`
+}
+
+// XDSIdentity configures the proxies' certificates.
+type XDSIdentity struct {
+	// CAAddress is the controller's certificate endpoint the proxies
+	// dial. Default misaki-controller.<controller namespace>.svc:15012.
+	CAAddress string `json:"caAddress,omitempty"`
+	// Audience of the projected service-account token; the controller's
+	// --token-audience. Default misaki.
+	Audience string `json:"audience,omitempty"`
+	// TokenExpirationSeconds of the projected token, which the kubelet
+	// replaces at 80% of it. Default 3600; at least 600.
+	TokenExpirationSeconds int64 `json:"tokenExpirationSeconds,omitempty"`
 }
 
 // SystemNamespaces are never injected.
@@ -163,6 +189,17 @@ func (c *Config) SetDefaults(controllerNamespace string) {
 	if c.Supervise == nil {
 		c.Supervise = ptr(true)
 	}
+	if id := c.XDSIdentity; id != nil {
+		if id.CAAddress == "" {
+			id.CAAddress = "misaki-controller." + controllerNamespace + ".svc:15012"
+		}
+		if id.Audience == "" {
+			id.Audience = "misaki"
+		}
+		if id.TokenExpirationSeconds == 0 {
+			id.TokenExpirationSeconds = 3600
+		}
+	}
 	for _, ns := range append(slices.Clone(SystemNamespaces), controllerNamespace) {
 		if ns != "" && !slices.Contains(c.ExcludeNamespaces, ns) {
 			c.ExcludeNamespaces = append(c.ExcludeNamespaces, ns)
@@ -192,6 +229,17 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.XDSAddress); err != nil {
 		bad("xdsAddress", "%q is not host:port", c.XDSAddress)
+	}
+	if id := c.XDSIdentity; id != nil {
+		if _, _, err := net.SplitHostPort(id.CAAddress); err != nil {
+			bad("xdsIdentity.caAddress", "%q is not host:port", id.CAAddress)
+		}
+		if id.TokenExpirationSeconds < 600 || id.TokenExpirationSeconds > 1<<32 {
+			bad("xdsIdentity.tokenExpirationSeconds", "%d is out of range: the API server takes 600 (10 minutes) or more", id.TokenExpirationSeconds)
+		}
+		if c.XDSCAFile != "" {
+			bad("xdsCAFile", "is not used with xdsIdentity, which mounts the controller's CA bundle (ConfigMap %s); remove it", ca.RootCertConfigMap)
+		}
 	}
 	ports := map[string]int32{"meshPort": c.MeshPort, "healthPort": c.HealthPort, "adminPort": c.AdminPort}
 	for name, p := range ports {

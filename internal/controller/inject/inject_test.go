@@ -27,8 +27,9 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 func testConfig(t *testing.T) *Config {
 	t.Helper()
 	c := &Config{
-		Image:      "ghcr.io/misaki-io/misaki-proxy:v0.1.0",
-		ClusterDNS: []string{"10.96.0.10"},
+		Image:       "ghcr.io/misaki-io/misaki-proxy:v0.1.0",
+		ClusterDNS:  []string{"10.96.0.10"},
+		XDSIdentity: &XDSIdentity{}, // as the controller sets it with --xds-auth mtls
 		Proxy: map[string]any{
 			"links": []any{map[string]any{"name": "eth", "match": "eth0", "class": "ethernet"}},
 			"dns":   map[string]any{"maxEntries": 5000},
@@ -112,6 +113,12 @@ func TestConfigRefusals(t *testing.T) {
 		"same ports":       {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, HealthPort: 80}, "must differ"},
 		"proxy refuses it": {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, Proxy: map[string]any{"holdLimit": map[string]any{"requets": 5}}}, `did you mean "requests"`},
 		"bad proxy value":  {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, Proxy: map[string]any{"log": map[string]any{"level": "loud"}}}, "log.level"},
+		"CA file and identity": {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, XDSCAFile: "/ca.pem", XDSIdentity: &XDSIdentity{}},
+			"xdsCAFile: is not used with xdsIdentity"},
+		"short token": {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, XDSIdentity: &XDSIdentity{TokenExpirationSeconds: 60}},
+			"xdsIdentity.tokenExpirationSeconds: 60 is out of range"},
+		"bad CA address": {Config{Image: "x", ClusterDNS: []string{"10.96.0.10"}, XDSIdentity: &XDSIdentity{CAAddress: "misaki-controller"}},
+			`xdsIdentity.caAddress: "misaki-controller" is not host:port`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.c.SetDefaults("misaki-system")
@@ -178,5 +185,27 @@ func TestSupervise(t *testing.T) {
 				t.Errorf("the proxy's args are %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// Without XDSIdentity (the controller's --xds-auth none) the proxy gets no
+// token, no CA bundle and no identity in its config.
+func TestWithoutIdentity(t *testing.T) {
+	c := testConfig(t)
+	c.XDSIdentity = nil
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "app", Image: "app:1"}},
+		Volumes:    []corev1.Volume{{Name: identityVolume}}, // not the injector's then
+	}}
+	out, _, err := c.Pod(pod, "apps")
+	if err != nil || out == nil {
+		t.Fatalf("Pod: %v %v", out, err)
+	}
+	if len(out.Spec.Volumes) != 2 || len(out.Spec.InitContainers[0].VolumeMounts) != 1 {
+		t.Errorf("volumes %+v, mounts %+v: want the spool's only", out.Spec.Volumes, out.Spec.InitContainers[0].VolumeMounts)
+	}
+	env := out.Spec.InitContainers[0].Env
+	if cfg := env[len(env)-1].Value; strings.Contains(cfg, "identity") || strings.Contains(cfg, "caFile") {
+		t.Errorf("the proxy config has an identity:\n%s", cfg)
 	}
 }

@@ -14,12 +14,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
+	"github.com/misaki-io/misaki/internal/controller/ca"
 	proxyconfig "github.com/misaki-io/misaki/internal/proxy/config"
 )
 
 const (
 	spoolVolume = "misaki-spool"
 	spoolDir    = "/var/lib/misaki"
+	// identityVolume holds the proxy's token and the controller's CA
+	// bundle (XDSIdentity), at identityDir.
+	identityVolume = "misaki-identity"
+	identityDir    = "/var/run/secrets/misaki.io"
+	tokenPath      = identityDir + "/token"
+	caPath         = identityDir + "/" + ca.RootCertKey
 	// unprivilegedPorts is the sysctl that lets the proxy bind 53 and 80
 	// without root or capabilities; Kubernetes counts it as a safe sysctl.
 	unprivilegedPorts = "net.ipv4.ip_unprivileged_port_start"
@@ -62,8 +69,14 @@ func (c *Config) Pod(pod *corev1.Pod, namespace string) (*corev1.Pod, string, er
 	if claim != "" && len(validation.IsDNS1123Subdomain(claim)) > 0 {
 		return nil, "", fmt.Errorf("%w: annotation %s: %q is not a PersistentVolumeClaim name", ErrRefused, AnnotationSpoolClaim, claim)
 	}
-	if hasVolume(pod, spoolVolume) {
-		return nil, "", fmt.Errorf("%w: the pod already has a volume named %s", ErrRefused, spoolVolume)
+	ours := []string{spoolVolume}
+	if c.XDSIdentity != nil {
+		ours = append(ours, identityVolume)
+	}
+	for _, v := range ours {
+		if hasVolume(pod, v) {
+			return nil, "", fmt.Errorf("%w: the pod already has a volume named %s", ErrRefused, v)
+		}
 	}
 
 	out := pod.DeepCopy()
@@ -120,6 +133,14 @@ func (c *Config) Pod(pod *corev1.Pod, namespace string) (*corev1.Pod, string, er
 		vol.EmptyDir = &corev1.EmptyDirVolumeSource{SizeLimit: c.SpoolSizeLimit}
 	}
 	out.Spec.Volumes = append(out.Spec.Volumes, vol)
+	if id := c.XDSIdentity; id != nil {
+		out.Spec.Volumes = append(out.Spec.Volumes, identityVolumeOf(id))
+		if out.Spec.ServiceAccountName == "" {
+			// What ServiceAccount admission sets, where it runs before the
+			// webhook; the API server refuses a projected token without it.
+			out.Spec.ServiceAccountName = "default"
+		}
+	}
 
 	// A native sidecar, first: it runs before the pod's init containers
 	// (which may call mesh names too) and stops after the app.
@@ -177,9 +198,34 @@ func (c *Config) container(proxyYAML []byte) corev1.Container {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		VolumeMounts:             []corev1.VolumeMount{{Name: spoolVolume, MountPath: spoolDir}},
+		VolumeMounts:             c.mounts(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+func (c *Config) mounts() []corev1.VolumeMount {
+	m := []corev1.VolumeMount{{Name: spoolVolume, MountPath: spoolDir}}
+	if c.XDSIdentity != nil {
+		m = append(m, corev1.VolumeMount{Name: identityVolume, MountPath: identityDir, ReadOnly: true})
+	}
+	return m
+}
+
+// identityVolumeOf is the proxy's token, for the controller's audience and
+// rotated by the kubelet, and the controller's CA bundle, which the
+// controller keeps in a ConfigMap of the pod's namespace (the pod waits
+// for it to exist).
+func identityVolumeOf(id *XDSIdentity) corev1.Volume {
+	return corev1.Volume{Name: identityVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: id.Audience, ExpirationSeconds: ptr(id.TokenExpirationSeconds), Path: "token"}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: ca.RootCertConfigMap},
+				Items:                []corev1.KeyToPath{{Key: ca.RootCertKey, Path: ca.RootCertKey}},
+			}},
+		},
+	}}}
 }
 
 // ProxyConfig is the proxy's file config for an injected pod: the
@@ -202,6 +248,10 @@ func (c *Config) ProxyConfig(meshPort int32, upstreams []string) ([]byte, error)
 	xds := map[string]any{"server": c.XDSAddress}
 	if c.XDSCAFile != "" {
 		xds["caFile"] = c.XDSCAFile
+	}
+	if id := c.XDSIdentity; id != nil {
+		xds["caFile"] = caPath
+		xds["identity"] = map[string]any{"tokenFile": tokenPath, "server": id.CAAddress}
 	}
 	m["xds"] = xds
 	sub := func(k string) map[string]any {
