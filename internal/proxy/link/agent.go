@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	linkv1 "github.com/misaki-io/misaki/api/link/v1"
@@ -16,6 +19,11 @@ import (
 // agentSilence is how long a watch stream may stay silent before the
 // monitor gives it up and reconnects: three of the agent's heartbeats.
 const agentSilence = 45 * time.Second
+
+// agentDialTimeout bounds a connection to the agent, which is on the same
+// node: a node whose agent's address drops packets must not hold the
+// proxy's readiness (which waits for the first attempt) for long.
+const agentDialTimeout = 5 * time.Second
 
 // agentBackoff paces reconnections to the agent: it is on the same node,
 // so a restart is over in a second and the first retries come quickly.
@@ -27,7 +35,13 @@ var agentBackoff = backoff.Policy{Initial: 200 * time.Millisecond, Max: 5 * time
 // still find out whether an upstream answers.
 func (m *Monitor) watchAgent(ctx context.Context) {
 	b := backoff.New(agentBackoff, m.clock)
-	client := &http.Client{} // the stream has no deadline; silence is watched below
+	// The stream has no deadline; silence is watched in followAgent. The
+	// agent is on the node, never behind the environment's HTTP proxy.
+	client := &http.Client{Transport: &http.Transport{
+		Proxy:       nil,
+		DialContext: (&net.Dialer{Timeout: agentDialTimeout}).DialContext,
+	}}
+	defer client.CloseIdleConnections()
 	url := "http://" + m.agentAddr + "/v1/links?watch=true"
 	for ctx.Err() == nil {
 		err := m.followAgent(ctx, client, url, b)
@@ -52,10 +66,53 @@ func (m *Monitor) watchAgent(ctx context.Context) {
 	}
 }
 
-// followAgent reads one watch stream until it ends.
+// followAgent reads one watch stream until it ends, or until it stays
+// silent (no snapshot, no heartbeat, not even the response's head) for
+// agentSilence on the monitor's clock.
 func (m *Monitor) followAgent(ctx context.Context, client *http.Client, url string, b *backoff.Backoff) error {
 	ctx, cancel := context.WithCancel(ctx)
+	var last atomic.Int64 // the clock's time of the last sign of life, in ns
+	var silent atomic.Bool
+	last.Store(m.clock.Now().UnixNano())
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if m.watchSilence(ctx, &last) {
+			silent.Store(true)
+			cancel()
+		}
+	}()
+	err := m.readAgent(ctx, client, url, b, &last)
+	if silent.Load() {
+		return fmt.Errorf("agent silent for %s", agentSilence)
+	}
+	return err
+}
+
+// watchSilence reports true once agentSilence passed since last, false
+// if ctx ends first.
+func (m *Monitor) watchSilence(ctx context.Context, last *atomic.Int64) bool {
+	wait := agentSilence
+	for {
+		t := m.clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C():
+		}
+		idle := m.clock.Now().Sub(time.Unix(0, last.Load()))
+		if idle >= agentSilence {
+			return true
+		}
+		wait = agentSilence - idle
+	}
+}
+
+func (m *Monitor) readAgent(ctx context.Context, client *http.Client, url string, b *backoff.Backoff, last *atomic.Int64) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -68,12 +125,10 @@ func (m *Monitor) followAgent(ctx context.Context, client *http.Client, url stri
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("agent answered %s", resp.Status)
 	}
-	silence := time.AfterFunc(agentSilence, cancel)
-	defer silence.Stop()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
-		silence.Reset(agentSilence)
+		last.Store(m.clock.Now().UnixNano())
 		line := sc.Bytes()
 		if len(line) == 0 {
 			continue // heartbeat
