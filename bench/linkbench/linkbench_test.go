@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,9 +95,11 @@ func BenchmarkLinkChange(b *testing.B) {
 		if agent != nil {
 			agentCPU0 = cpuTime(agent.pid())
 		}
-		cpu0, start := cpu(), time.Now()
+		cpu0, busy0, start := cpu(), machineBusy(), time.Now()
 		ch, timeouts := nd.run(b, o, changes, gap)
 		s := side{name: name, proxies: proxies, proxyCPU: cpu() - cpu0, cpuWhat: cpuWhat, wall: time.Since(start), timeouts: timeouts}
+		b.Logf("%s: the machine was busy %v of %v × %d CPUs over the changes (everyone's processes); load average after: %s",
+			name, machineBusy()-busy0, s.wall.Round(time.Millisecond), runtime.NumCPU(), loadAvg())
 		s.lat = distOf(o.latencies(ch, nil))
 		down, up := distOf(o.latencies(ch, isUp(false))), distOf(o.latencies(ch, isUp(true)))
 		for _, m := range o.misses[:min(len(o.misses), 10)] {
