@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -36,6 +38,33 @@ func TestPostgres(t *testing.T) {
 	t.Run("SweepLapsedClaims", func(t *testing.T) { testSweepLapsedClaims(t, srv) })
 	t.Run("ConcurrentOpen", func(t *testing.T) { testConcurrentOpen(t, srv) })
 	t.Run("BadDSN", testBadDSN)
+	t.Run("CommitSettings", func(t *testing.T) { testCommitSettings(t, srv) })
+}
+
+// Answers are committed as the server or the DSN says (pgtest's server
+// says off; a production server's default is on), claims without waiting
+// for the disk whatever they say.
+func testCommitSettings(t *testing.T, srv *server) {
+	dsn := srv.createDB(t)
+	s := srv.open(t, dsn, Options{Window: time.Hour, ClaimTTL: ttl})
+	s2 := srv.open(t, dsn+"&options=-c%20synchronous_commit%3Dremote_write", Options{Window: time.Hour, ClaimTTL: ttl})
+	for _, tc := range []struct {
+		name string
+		pool interface {
+			QueryRow(context.Context, string, ...any) pgx.Row
+		}
+		want string
+	}{
+		{"answers, the server's setting", s.pool, "off"},
+		{"claims", s.claims, "off"},
+		{"answers, the DSN's setting", s2.pool, "remote_write"},
+		{"claims, whatever the DSN says", s2.claims, "off"},
+	} {
+		var got string
+		if err := tc.pool.QueryRow(t.Context(), `SHOW synchronous_commit`).Scan(&got); err != nil || got != tc.want {
+			t.Errorf("%s: synchronous_commit %q %v, want %q", tc.name, got, err, tc.want)
+		}
+	}
 }
 
 // createDB creates a fresh database and returns its DSN.
@@ -92,6 +121,7 @@ func (b *backend) Kill(t *testing.T, st idem.Store) {
 		close(s.stop)
 		<-s.done
 		s.pool.Close()
+		s.claims.Close()
 	})
 }
 
@@ -223,4 +253,46 @@ func testBadDSN(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("error %v", err)
 	}
+}
+
+// BenchmarkClaimComplete claims and answers new keys from 16 goroutines
+// (the edge's default replay concurrency), then repeats each once, on a
+// real server with fsync on: the store's cost without HTTP, beside the
+// local store's BenchmarkComplete.
+func BenchmarkClaimComplete(b *testing.B) {
+	pg, err := pgtest.StartServer(b.Context(), pgtest.Options{Settings: map[string]string{"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}})
+	if errors.Is(err, pgtest.ErrNotInstalled) {
+		b.Skip(err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pg.Stop()
+	srv := &server{admin: pg.DSN}
+	s := srv.open(b, srv.createDB(b), Options{Window: time.Hour, ClaimTTL: ttl})
+	body := []byte(`{"stored":true}`)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/16 + 1
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range per {
+				key := idem.Scope("spiffe://misaki/vehicle/bench-car", fmt.Sprint(g, "-", i))
+				if e, err := s.Claim(context.Background(), key); e != nil || err != nil {
+					b.Error(e, err)
+					return
+				}
+				if err := s.Complete(context.Background(), key, &idem.Entry{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: body, Fingerprint: key}); err != nil {
+					b.Error(err)
+					return
+				}
+				if e, err := s.Claim(context.Background(), key); e == nil || e.State != idem.Done || err != nil {
+					b.Error(e, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(16*per)/b.Elapsed().Seconds(), "keys/s")
 }

@@ -6,12 +6,25 @@
 // A key is one row (migrations/, applied by Open under a session advisory
 // lock, so replicas that start together migrate once). A claim is a row
 // with the claiming replica's name (Options.Replica) and a lease
-// (claimed_until = now + Options.ClaimTTL). Claim is one statement: an
-// INSERT that, on a conflict, takes the row over only when its claim's
-// lease has ended or its answer is past the window, and otherwise reads
-// what the row holds. So of any number of replicas claiming a key at once
-// exactly one wins; the others get the answer, or InFlight (409 at the
-// gateway) while the winner's claim lives.
+// (claimed_until = now + Options.ClaimTTL). Claim is one statement
+// (claimSQL): it reads the key and, when the key holds a live claim or an
+// answer within the window, writes nothing, so a repeat costs a read;
+// otherwise it inserts the claim, or takes the row over on a conflict only
+// when its claim's lease has ended or its answer is past the window. So of
+// any number of replicas claiming a key at once exactly one wins; the
+// others get the answer, or InFlight (409 at the gateway) while the
+// winner's claim lives.
+//
+// Claims, their renewals and releases are committed with
+// synchronous_commit off (a second pool, whose sessions set it), and
+// answers with the server's setting: every replica sees a claim once
+// committed, but its commit does not wait for the disk. The
+// commit does not wait for the disk. A crash of the PostgreSQL server may
+// forget the last of them (up to 3 × wal_writer_delay, 600 ms by
+// default): a claim so forgotten lets a repeat reach the service while the
+// first request is still being answered, as the local store's claims,
+// which live in memory, do when its gateway crashes. Waiting for the disk
+// on each claim would double the syncs of every new key.
 //
 // A live replica renews the leases of the claims it holds every
 // Options.RenewEvery (a third of the lease by default), in one statement
@@ -104,11 +117,13 @@ func ApplicationName(replica string) string {
 // Store is idem.Store on PostgreSQL. Its methods are safe for concurrent
 // use.
 type Store struct {
-	pool *pgxpool.Pool
-	o    Options
+	// pool commits with the server's synchronous_commit (answers);
+	// claims, with synchronous_commit off (claims, renewals, releases).
+	pool, claims *pgxpool.Pool
+	o            Options
 
-	mu     sync.Mutex          // guards claims
-	claims map[string]struct{} // keys this replica holds a claim on (renewed)
+	mu   sync.Mutex          // guards held
+	held map[string]struct{} // keys this replica holds a claim on (renewed)
 
 	stop chan struct{} // closed by Close: the renewer stops
 	done chan struct{} // closed when the renewer has stopped
@@ -154,87 +169,119 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		cfg.MaxConns = DefaultMaxConns
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName(o.Replica)
+	claimsCfg := cfg.Copy()
+	claimsCfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("postgres: %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
-	}
-	if err := migrate(ctx, pool, o.Log); err != nil {
+	claims, err := pgxpool.NewWithConfig(ctx, claimsCfg)
+	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	fail := func(err error) (*Store, error) {
+		pool.Close()
+		claims.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		return fail(fmt.Errorf("%s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err))
+	}
+	if err := migrate(ctx, pool, o.Log); err != nil {
+		return fail(err)
+	}
 	s := &Store{
-		pool: pool, o: o, claims: map[string]struct{}{},
+		pool: pool, claims: claims, o: o, held: map[string]struct{}{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go s.renewer()
 	return s, nil
 }
 
-// claimSQL claims $1 for replica $2 at $3 (lease until $4), taking over a
-// claim whose lease has ended or an answer older than $5. A row with won
-// true means the key is the caller's; otherwise the row is what the key
-// held when the statement started, and no row means another replica's
-// claim came in meanwhile. xmax is 0 in an inserted row, set in a row
-// taken over.
+// claimSQL claims $1 for replica $2 at $3 (lease until $4), unless the
+// key holds a live claim or an answer newer than $5. cur is the key's row
+// as the statement began. When cur shows the key taken, nothing is
+// written (no row lock, no transaction id: a repeat costs a read).
+// Otherwise the INSERT claims it, or, on a conflict, takes the row over
+// only when its claim's lease has ended or its answer is past the window,
+// judged on the row as it is then. A row with won true means the key is
+// the caller's; otherwise the row is cur, and no row means the key was
+// free as the statement began and another replica's claim came in
+// meanwhile. xmax is 0 in an inserted row, set in a row taken over.
 const claimSQL = `
-WITH won AS (
+WITH cur AS (
+    SELECT status, header, body, fingerprint, truncated, body_unknown, created, claimed_until
+        FROM gateway_idempotency_keys WHERE key = $1
+), won AS (
     INSERT INTO gateway_idempotency_keys AS k (key, owner, claimed_until, created)
-    VALUES ($1, $2, $4, $3)
+    SELECT $1::bytea, $2::text, $4::bigint, $3::bigint
+        WHERE NOT EXISTS (SELECT 1 FROM cur
+            WHERE (status IS NULL AND claimed_until > $3) OR (status IS NOT NULL AND created >= $5))
     ON CONFLICT (key) DO UPDATE
         SET owner = excluded.owner, claimed_until = excluded.claimed_until, created = excluded.created,
             status = NULL, header = NULL, body = NULL, fingerprint = NULL, truncated = false, body_unknown = false
         WHERE (k.status IS NULL AND k.claimed_until <= $3) OR (k.status IS NOT NULL AND k.created < $5)
     RETURNING k.xmax <> 0 AS reclaimed
 )
-SELECT true, reclaimed, NULL::integer, NULL::jsonb, NULL::bytea, NULL::bytea, false, false, 0::bigint FROM won
+SELECT true, reclaimed, NULL::integer, NULL::jsonb, NULL::bytea, NULL::bytea, false, false, 0::bigint, NULL::bigint FROM won
 UNION ALL
-SELECT false, false, status, header, body, fingerprint, truncated, body_unknown, created
-    FROM gateway_idempotency_keys WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM won)`
+SELECT false, false, * FROM cur WHERE NOT EXISTS (SELECT 1 FROM won)`
 
-// Claim claims key (idem.Store).
+// row is a key's row as claimSQL reads it.
+type row struct {
+	status                    *int32
+	header, body, fingerprint []byte
+	truncated, bodyUnknown    bool
+	created                   int64
+	claimedUntil              *int64
+}
+
+// entry is what a claimant that did not win is told of the row: the
+// answer, if it is one within the window at now, else InFlight (a live
+// claim; or a row free as the statement began, which another replica
+// claimed meanwhile).
+func (s *Store) entry(r *row, now time.Time) (*idem.Entry, error) {
+	if r.status == nil || r.created < now.Add(-s.o.Window).UnixNano() {
+		return &idem.Entry{State: idem.InFlight}, nil
+	}
+	e := &idem.Entry{
+		State: idem.Done, Status: int(*r.status), Body: r.body, Fingerprint: r.fingerprint,
+		Truncated: r.truncated, BodyUnknown: r.bodyUnknown, Created: r.created,
+	}
+	if r.header != nil {
+		if err := json.Unmarshal(r.header, &e.Header); err != nil {
+			return nil, fmt.Errorf("idempotency store: key's headers: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Claim claims key (idem.Store) in one statement, committed
+// asynchronously if it writes (see the package doc).
 func (s *Store) Claim(ctx context.Context, key []byte) (*idem.Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
 	now := s.o.Clock.Now()
-	var (
-		won, reclaimed, truncated, bodyUnknown bool
-		status                                 *int32
-		header, body, fingerprint              []byte
-		created                                int64
-	)
-	err := s.pool.QueryRow(ctx, claimSQL, key, s.o.Replica, now.UnixNano(), now.Add(s.o.ClaimTTL).UnixNano(), now.Add(-s.o.Window).UnixNano()).
-		Scan(&won, &reclaimed, &status, &header, &body, &fingerprint, &truncated, &bodyUnknown, &created)
+	var won, reclaimed bool
+	var r row
+	err := s.claims.QueryRow(ctx, claimSQL, key, s.o.Replica, now.UnixNano(), now.Add(s.o.ClaimTTL).UnixNano(), now.Add(-s.o.Window).UnixNano()).
+		Scan(&won, &reclaimed, &r.status, &r.header, &r.body, &r.fingerprint, &r.truncated, &r.bodyUnknown, &r.created, &r.claimedUntil)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return &idem.Entry{State: idem.InFlight}, nil
 	case err != nil:
 		return nil, fmt.Errorf("idempotency store: claim: %w", err)
-	case won:
-		s.mu.Lock()
-		s.claims[string(key)] = struct{}{}
-		s.mu.Unlock()
-		if reclaimed {
-			s.count(func(st *idem.Stats) { st.Reclaimed++ })
-		}
-		return nil, nil
-	case status == nil || created < now.Add(-s.o.Window).UnixNano():
-		// A claim, or a row another replica is taking over.
-		return &idem.Entry{State: idem.InFlight}, nil
+	case !won:
+		return s.entry(&r, now)
 	}
-	e := &idem.Entry{
-		State: idem.Done, Status: int(*status), Body: body, Fingerprint: fingerprint,
-		Truncated: truncated, BodyUnknown: bodyUnknown, Created: created,
+	s.mu.Lock()
+	s.held[string(key)] = struct{}{}
+	s.mu.Unlock()
+	if reclaimed {
+		s.count(func(st *idem.Stats) { st.Reclaimed++ })
 	}
-	if header != nil {
-		if err := json.Unmarshal(header, &e.Header); err != nil {
-			return nil, fmt.Errorf("idempotency store: key's headers: %w", err)
-		}
-	}
-	return e, nil
+	return nil, nil
 }
 
 // completeSQL stores an answer over a claim, the caller's or another
@@ -291,7 +338,7 @@ func (s *Store) Release(ctx context.Context, key []byte) error {
 	s.forget(key)
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, `DELETE FROM gateway_idempotency_keys WHERE key = $1 AND owner = $2 AND status IS NULL`, key, s.o.Replica); err != nil {
+	if _, err := s.claims.Exec(ctx, `DELETE FROM gateway_idempotency_keys WHERE key = $1 AND owner = $2 AND status IS NULL`, key, s.o.Replica); err != nil {
 		return fmt.Errorf("idempotency store: release: %w", err)
 	}
 	return nil
@@ -300,7 +347,7 @@ func (s *Store) Release(ctx context.Context, key []byte) error {
 // forget stops renewing key's claim.
 func (s *Store) forget(key []byte) {
 	s.mu.Lock()
-	delete(s.claims, string(key))
+	delete(s.held, string(key))
 	s.mu.Unlock()
 }
 
@@ -370,8 +417,8 @@ func (s *Store) renewer() {
 // statement, and counts those it no longer holds.
 func (s *Store) renew(ctx context.Context) error {
 	s.mu.Lock()
-	keys := make([][]byte, 0, len(s.claims))
-	for k := range s.claims {
+	keys := make([][]byte, 0, len(s.held))
+	for k := range s.held {
 		keys = append(keys, []byte(k))
 	}
 	s.mu.Unlock()
@@ -379,7 +426,7 @@ func (s *Store) renew(ctx context.Context) error {
 		return nil
 	}
 	until := s.o.Clock.Now().Add(s.o.ClaimTTL).UnixNano()
-	rows, err := s.pool.Query(ctx, `UPDATE gateway_idempotency_keys SET claimed_until = $1
+	rows, err := s.claims.Query(ctx, `UPDATE gateway_idempotency_keys SET claimed_until = $1
 	    WHERE key = ANY($2) AND owner = $3 AND status IS NULL RETURNING key`, until, keys, s.o.Replica)
 	if err != nil {
 		s.count(func(st *idem.Stats) { st.RenewErrors++ })
@@ -400,8 +447,8 @@ func (s *Store) renew(ctx context.Context) error {
 	var lost []string
 	s.mu.Lock()
 	for _, k := range keys {
-		if _, ok := s.claims[string(k)]; ok && !held[string(k)] {
-			delete(s.claims, string(k))
+		if _, ok := s.held[string(k)]; ok && !held[string(k)] {
+			delete(s.held, string(k))
 			lost = append(lost, string(k))
 		}
 	}
@@ -424,8 +471,8 @@ func (s *Store) Close() error {
 		close(s.stop)
 		<-s.done
 		s.mu.Lock()
-		keys := slices.Collect(maps.Keys(s.claims))
-		clear(s.claims)
+		keys := slices.Collect(maps.Keys(s.held))
+		clear(s.held)
 		s.mu.Unlock()
 		if len(keys) > 0 {
 			b := make([][]byte, len(keys))
@@ -433,13 +480,14 @@ func (s *Store) Close() error {
 				b[i] = []byte(k)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.o.Timeout)
-			_, err = s.pool.Exec(ctx, `DELETE FROM gateway_idempotency_keys WHERE key = ANY($1) AND owner = $2 AND status IS NULL`, b, s.o.Replica)
+			_, err = s.claims.Exec(ctx, `DELETE FROM gateway_idempotency_keys WHERE key = ANY($1) AND owner = $2 AND status IS NULL`, b, s.o.Replica)
 			cancel()
 			if err != nil {
 				err = fmt.Errorf("idempotency store: close: releasing %d claims: %w", len(keys), err)
 			}
 		}
 		s.pool.Close()
+		s.claims.Close()
 	})
 	return err
 }
