@@ -127,6 +127,8 @@ bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2lo
 	CLIENT=real PROXIES=100 CHANGES=5 $(GO) test -run '^$$' -bench ControlPlane -benchtime 1x -timeout 30m -v ./bench/xdsbench/ 2>&1 | grep -v reflector | tee bench/results/xds-real100-$$(date +%Y%m%d-%H%M%S).txt
 	@# The hub: 10,000 simulated vehicles (mTLS long-polls, verify, report) and one deployment change, on SQLite, PostgreSQL and two replicas; then signing's cost.
 	$(GO) run ./bench/hubbench | tee bench/results/hub-$$(date +%Y%m%d-%H%M%S).md
+	@# The gateway's de-duplication: three replicas on PostgreSQL beside one on the local store (and one on PostgreSQL).
+	$(GO) run ./bench/gatewaybench | tee bench/results/gateway-$$(date +%Y%m%d-%H%M%S).md
 	KUBE_TOOLS_CLUSTER=1 bash hack/kube-tools.sh >/dev/null && $(GO) test -run '^$$' -bench Footprint -benchtime 1x -timeout 30m -v ./bench/agentbench/
 
 .PHONY: clean
