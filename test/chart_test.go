@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/misaki-io/misaki/internal/controller/inject"
+	linkdconfig "github.com/misaki-io/misaki/internal/linkd/config"
 )
 
 // helm runs the helm that hack/kube-tools.sh installs beside kube-apiserver.
@@ -73,7 +75,9 @@ func TestChart(t *testing.T) {
 		"no webhook":    {"--set", "webhook.enabled=false"},
 		"replicas":      {"--set", "controller.replicas=3", "--set", "webhook.failurePolicy=Ignore", "--set", "webhook.excludeNamespaces={monitoring}"},
 		"no supervisor": {"--set", "proxy.supervise=false"},
-		"proxy extra":   {"--set-json", `proxy.config={"log":{"level":"debug"},"holdLimit":{"requests":500},"links":[{"name":"eth","match":"eth0","class":"ethernet"}]}`, "--set-json", `proxy.clusterDNS=["10.43.0.10"]`},
+		"link agent": {"--set", "linkAgent.enabled=true", "--set-json", fmt.Sprintf("linkAgent.config=%q",
+			"links:\n  - {name: wifi, match: \"wlan*\", class: wifi}\n  - {name: modem, match: \"wwan*\", class: cellular, metered: true}\n")},
+		"proxy extra": {"--set-json", `proxy.config={"log":{"level":"debug"},"holdLimit":{"requests":500},"links":[{"name":"eth","match":"eth0","class":"ethernet"}]}`, "--set-json", `proxy.clusterDNS=["10.43.0.10"]`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := helm(t, append([]string{"template", "misaki", chart, "--namespace", "misaki-system"}, set...)...)
@@ -101,6 +105,31 @@ func TestChart(t *testing.T) {
 			case "no supervisor":
 				if !strings.Contains(has("ConfigMap"), "supervise: false") {
 					t.Error("proxy.supervise=false is not in the injector config")
+				}
+			case "link agent":
+				ds := has("DaemonSet")
+				for _, want := range []string{"hostNetwork: true", "add: [NET_ADMIN]", "drop: [ALL]", "--listen=$(HOST_IP):15021", "fieldPath: status.hostIP"} {
+					if !strings.Contains(ds, want) {
+						t.Errorf("the link agent's DaemonSet lacks %q:\n%s", want, ds)
+					}
+				}
+				if !strings.Contains(out, "linkAgentPort: 15021") {
+					t.Error("the injector does not point proxies at the link agent")
+				}
+				var cm struct {
+					Data map[string]string `json:"data"`
+				}
+				for _, d := range docs {
+					if strings.Contains(d, "name: misaki-linkd\n") && strings.Contains(d, "\nkind: ConfigMap\n") {
+						yaml.Unmarshal([]byte(d), &cm)
+					}
+				}
+				if _, err := linkdconfig.Parse([]byte(cm.Data["linkd.yaml"])); err != nil || !strings.Contains(cm.Data["linkd.yaml"], "wwan*") {
+					t.Errorf("the link agent's config %q: %v", cm.Data["linkd.yaml"], err)
+				}
+			case "defaults":
+				if has("DaemonSet") != "" || strings.Contains(out, "linkAgentPort") {
+					t.Error("the link agent is installed without linkAgent.enabled")
 				}
 			case "replicas":
 				if !strings.Contains(out, "--leader-elect=true") || !strings.Contains(has("MutatingWebhookConfiguration"), "failurePolicy: Ignore") ||

@@ -94,6 +94,11 @@ type Config struct {
 	HealthPort int32 `json:"healthPort,omitempty"`
 	// AdminPort is the admin API's port, on loopback. Default 15000.
 	AdminPort int32 `json:"adminPort,omitempty"`
+	// LinkAgentPort, when set, points every proxy at the node link agent
+	// (misaki-linkd, docs/links.md) on its node's address and this port:
+	// $MISAKI_LINK_AGENT is $(HOST_IP):port, the node's address from the
+	// downward API. 0: no agent; the proxies read their own namespace.
+	LinkAgentPort int32 `json:"linkAgentPort,omitempty"`
 	// Resources of the proxy container. Default requests of 20m CPU and
 	// 48Mi memory and a limit of 256Mi memory.
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
@@ -216,6 +221,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Image == "" {
 		bad("image", "required: the proxy image, like ghcr.io/misaki-io/misaki-proxy:v0.1.0")
+	}
+	if c.LinkAgentPort < 0 || c.LinkAgentPort > 65535 {
+		bad("linkAgentPort", "%d is not a port (0 turns the link agent off)", c.LinkAgentPort)
 	}
 	if len(c.ClusterDNS) == 0 {
 		bad("clusterDNS", "no resolvers: set the cluster DNS Service's IP, like [10.96.0.10]")

@@ -27,9 +27,10 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 func testConfig(t *testing.T) *Config {
 	t.Helper()
 	c := &Config{
-		Image:       "ghcr.io/misaki-io/misaki-proxy:v0.1.0",
-		ClusterDNS:  []string{"10.96.0.10"},
-		XDSIdentity: &XDSIdentity{}, // as the controller sets it with --xds-auth mtls
+		Image:         "ghcr.io/misaki-io/misaki-proxy:v0.1.0",
+		ClusterDNS:    []string{"10.96.0.10"},
+		XDSIdentity:   &XDSIdentity{}, // as the controller sets it with --xds-auth mtls
+		LinkAgentPort: 15021,
 		Proxy: map[string]any{
 			"links": []any{map[string]any{"name": "eth", "match": "eth0", "class": "ethernet"}},
 			"dns":   map[string]any{"maxEntries": 5000},
@@ -76,8 +77,12 @@ func TestPodGolden(t *testing.T) {
 			}
 			got.Write(y)
 			// The config handed to the proxy is one it accepts.
-			env := out.Spec.InitContainers[0].Env
-			cfg := env[len(env)-1].Value
+			var cfg string
+			for _, e := range out.Spec.InitContainers[0].Env {
+				if e.Name == "MISAKI_PROXY_CONFIG" {
+					cfg = e.Value
+				}
+			}
 			t.Setenv("POD_NAME", "p")
 			t.Setenv("POD_NAMESPACE", tc.Namespace)
 			if _, err := proxyconfig.Parse([]byte(cfg)); err != nil {

@@ -171,18 +171,26 @@ func (c *Config) container(proxyYAML []byte) corev1.Container {
 		// the container.
 		args = []string{"--supervise"}
 	}
+	env := []corev1.EnvVar{
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		{Name: "MISAKI_PROXY_CONFIG", Value: string(proxyYAML)},
+	}
+	if c.LinkAgentPort != 0 {
+		// The node link agent listens on the node's address: the kubelet
+		// expands $(HOST_IP), defined first.
+		env = append(env,
+			corev1.EnvVar{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+			corev1.EnvVar{Name: "MISAKI_LINK_AGENT", Value: "$(HOST_IP):" + portString(c.LinkAgentPort)})
+	}
 	return corev1.Container{
 		Name:            ContainerName,
 		Image:           c.Image,
 		ImagePullPolicy: c.ImagePullPolicy,
 		Args:            args,
 		RestartPolicy:   &always,
-		Env: []corev1.EnvVar{
-			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-			{Name: "MISAKI_PROXY_CONFIG", Value: string(proxyYAML)},
-		},
-		Ports: []corev1.ContainerPort{{Name: "misaki-health", ContainerPort: c.HealthPort, Protocol: corev1.ProtocolTCP}},
+		Env:             env,
+		Ports:           []corev1.ContainerPort{{Name: "misaki-health", ContainerPort: c.HealthPort, Protocol: corev1.ProtocolTCP}},
 		// The app starts once the proxy answers (its first link scan done,
 		// its DNS and mesh listener bound): up to a minute.
 		StartupProbe:   probe("/readyz", 1, 60),
