@@ -288,6 +288,20 @@ routes:
 		r := v.route(p, "video")
 		return r.Usable && r.Link == "wifi"
 	})
+	var links struct {
+		Agent struct {
+			Address   string `json:"address"`
+			Connected bool   `json:"connected"`
+		} `json:"agent"`
+		Links []struct {
+			Name  string `json:"name"`
+			Agent bool   `json:"agent"`
+		} `json:"links"`
+	}
+	v.admin(p, "/v1/links", &links)
+	if !links.Agent.Connected || links.Agent.Address != v.linkdAddr || len(links.Links) != 3 || !links.Links[0].Agent {
+		t.Fatalf("the proxy's GET /v1/links: %+v; want the agent connected and its three links", links)
+	}
 	if code, d := v.request(p, "GET", "telemetry.cloud", "t1", nil); code != 200 || d != "direct" {
 		t.Fatalf("telemetry: %d %s", code, d)
 	}

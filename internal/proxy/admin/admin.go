@@ -26,6 +26,12 @@ type Links interface {
 	Set(name string, o link.Override) (link.State, error)
 }
 
+// AgentStatuser is the optional ability of Links to say where the node
+// link agent is and whether it is connected; GET /v1/links shows it.
+type AgentStatuser interface {
+	AgentStatus() (addr string, connected bool)
+}
+
 // RouteStatus is one route as shown at GET /v1/routes.
 type RouteStatus struct {
 	Name     string   `json:"name"`
@@ -96,7 +102,13 @@ func Handler(o Options) http.Handler {
 	probes(mux, o.Ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"links": o.Links.Snapshot()})
+		body := map[string]any{"links": o.Links.Snapshot()}
+		if a, ok := o.Links.(AgentStatuser); ok {
+			if addr, connected := a.AgentStatus(); addr != "" {
+				body["agent"] = map[string]any{"address": addr, "connected": connected}
+			}
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
 	mux.HandleFunc("PUT /v1/links/{name}", func(w http.ResponseWriter, r *http.Request) {
 		var ov link.Override

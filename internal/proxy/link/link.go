@@ -158,6 +158,14 @@ func NewMonitor(links []config.Link, poll time.Duration, log *slog.Logger, clk c
 // SetScanner replaces the kernel scanner (tests use it). Call before Run.
 func (m *Monitor) SetScanner(s Scanner) { m.scan = s }
 
+// AgentStatus returns the node link agent's address ("" without one) and
+// whether its stream is connected now.
+func (m *Monitor) AgentStatus() (addr string, connected bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.agentAddr, m.agentUp
+}
+
 // SetAgent makes the monitor watch the node link agent at addr (host:port)
 // for links beside its own. Call before Run.
 func (m *Monitor) SetAgent(addr string) { m.agentAddr = addr }

@@ -8,8 +8,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/budget"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
 // Metering cadence: metered connections are read every meterInterval
@@ -140,6 +142,8 @@ func (s *Server) collectBudgets(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(budgetExceededDesc, prometheus.GaugeValue, b2f(st.Exceeded), rt.cfg.Name)
 	}
 }
+
+var _ admin.AgentStatuser = (*link.Monitor)(nil)
 
 // agentWait bounds how long a start waits for the node link agent's first
 // snapshot before serving: long enough for an agent on the same node,

@@ -78,6 +78,8 @@ var (
 		"1 if the route's upstream is reachable.", []string{"route", "upstream"}, nil)
 	linkUpDesc = prometheus.NewDesc("misaki_link_up",
 		"1 if the link is up.", []string{"link", "class", "source"}, nil)
+	linkAgentDesc = prometheus.NewDesc("misaki_link_agent_connected",
+		"1 while the stream from the node link agent is connected (present only with linkAgent.address).", []string{"address"}, nil)
 	linkFlagDesc = prometheus.NewDesc("misaki_link_flag",
 		"1 if the link carries the flag (metered, roaming).", []string{"link", "flag"}, nil)
 	spoolDepthDesc = prometheus.NewDesc("misaki_proxy_spool_requests",
@@ -95,7 +97,7 @@ var (
 type stateCollector struct{ s *Server }
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{heldDesc, heldBytesDesc, routeUsableDesc, upstreamDesc, linkUpDesc, linkFlagDesc,
+	for _, d := range []*prometheus.Desc{heldDesc, heldBytesDesc, routeUsableDesc, upstreamDesc, linkUpDesc, linkFlagDesc, linkAgentDesc,
 		spoolDepthDesc, spoolBytesDesc, spoolAgeDesc, spoolEventsDesc, budgetUsedDesc, budgetLimitDesc, budgetExceededDesc} {
 		ch <- d
 	}
@@ -113,6 +115,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(linkUpDesc, prometheus.GaugeValue, b2f(l.Up), l.Name, l.Class, l.Source)
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Metered), l.Name, "metered")
 		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Roaming), l.Name, "roaming")
+	}
+	if addr, connected := c.s.links.AgentStatus(); addr != "" {
+		ch <- prometheus.MustNewConstMetric(linkAgentDesc, prometheus.GaugeValue, b2f(connected), addr)
 	}
 	c.s.collectBudgets(ch)
 	if sp := c.s.sp; sp != nil {
