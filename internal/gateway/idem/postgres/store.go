@@ -59,7 +59,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -73,8 +72,11 @@ import (
 // Options configure a Store.
 type Options struct {
 	// DSN names the database: a postgres:// URL or a key=value string, as
-	// pgx parses it. pool_max_conns sets the pool's size (default here
-	// DefaultMaxConns).
+	// pgx parses it. pool_max_conns sets the size of each of the two pools
+	// (claims, answers): by default pgx's, 4 or the number of CPUs if more.
+	// More connections wait on the server's CPU rather than do more: with
+	// 16 per pool, three replicas on a 2-CPU server answered no faster and
+	// with stalls of seconds (bench/gatewaybench).
 	DSN string
 	// Replica names this replica in the claims it holds; unique among the
 	// replicas that share the database, and new at each start. Required.
@@ -97,11 +99,8 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// Defaults.
-const (
-	DefaultTimeout  = 10 * time.Second
-	DefaultMaxConns = 16
-)
+// DefaultTimeout bounds a statement unless Options.Timeout says.
+const DefaultTimeout = 10 * time.Second
 
 // ApplicationName is the application_name of a replica's connections,
 // which pg_stat_activity shows: "misaki-gateway/" and the replica's name,
@@ -164,9 +163,6 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		// pgx's parse errors can quote the DSN, password included.
 		return nil, errors.New("postgres: the DSN does not parse")
-	}
-	if !strings.Contains(o.DSN, "pool_max_conns") {
-		cfg.MaxConns = DefaultMaxConns
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName(o.Replica)
 	claimsCfg := cfg.Copy()
