@@ -1,9 +1,11 @@
 package budget
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,5 +68,127 @@ func TestOpenDamaged(t *testing.T) {
 	}
 	if _, err := Open(path, clock.Real{}); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("Open of a damaged file: %v", err)
+	}
+}
+
+func TestOpenEmptyOrNull(t *testing.T) {
+	for _, content := range []string{"{}", `{"video":null}`} {
+		path := filepath.Join(t.TempDir(), "budgets.json")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(path, clock.NewFake(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)))
+		if err != nil {
+			t.Fatalf("Open(%s): %v", content, err)
+		}
+		l.Add("video", 10)
+		if s := l.Status("video", Limits{Daily: 10}); !s.Exceeded || s.DailyBytes != 10 {
+			t.Fatalf("%s: after 10 bytes: %+v", content, s)
+		}
+	}
+}
+
+// Flush writes only when a count changed, and a failed write is tried
+// again at the next Flush.
+func TestFlush(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	path := filepath.Join(dir, "budgets.json")
+	clk := clock.NewFake(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
+	l, err := Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Status("video", Limits{Daily: 1}) // reading a count is not a change
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("Flush without a change wrote the file: %v", err)
+	}
+	l.Add("video", 0) // nor is adding nothing
+	l.Add("video", -5)
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	l.Add("video", 100)
+	if err := l.Flush(); err == nil {
+		t.Fatal("Flush into a missing directory succeeded")
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatalf("Flush after the directory came back: %v", err)
+	}
+	l2, err := Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := l2.Status("video", Limits{}); s.DailyBytes != 100 {
+		t.Fatalf("the failed count was not written later: %+v", s)
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("the temporary file is left: %v", err)
+	}
+
+	// A new day is a change too: the file says so after the next Flush.
+	clk.Advance(24 * time.Hour)
+	l2.Status("video", Limits{})
+	if err := l2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	l3, _ := Open(path, clk)
+	if s := l3.Status("video", Limits{}); s.DailyBytes != 0 || s.MonthlyBytes != 100 {
+		t.Fatalf("after a new day: %+v", s)
+	}
+}
+
+func TestLedgerConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budgets.json")
+	l, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-done:
+				flushed <- l.Flush()
+				return
+			default:
+				if err := l.Flush(); err != nil {
+					flushed <- err
+					return
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				l.Add(fmt.Sprint("r", i%2), 1)
+				l.Status("r0", Limits{Daily: 5000})
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"r0", "r1"} {
+		if s := l2.Status(r, Limits{}); s.DailyBytes != 2000 && s.Day == l.Status(r, Limits{}).Day {
+			t.Fatalf("%s: %d bytes on disk, want 2000", r, s.DailyBytes)
+		}
 	}
 }
