@@ -73,13 +73,16 @@ func (s *Server) overBudget(rt *routeRT) (bool, string) {
 
 // meter reads every route's metered bytes each interval, counts them
 // against the budgets, and re-evaluates the routes when one crosses its
-// allowance or a new period frees it.
+// allowance or a new period frees it. At shutdown it counts last, once the
+// mesh server is done: requests in flight finish in its grace, and their
+// bytes count too.
 func (s *Server) meter(ctx context.Context) error {
 	for i := 1; ; i++ {
 		t := s.clock.NewTimer(meterInterval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			<-s.httpDone
 			s.takeMetered()
 			if s.ledger != nil {
 				if err := s.ledger.Flush(); err != nil {
