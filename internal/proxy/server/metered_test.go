@@ -148,6 +148,46 @@ func TestMeteredBudget(t *testing.T) {
 	})
 }
 
+// Bytes a request carries over a metered link while the proxy shuts down
+// (its grace lets requests in flight finish) are in budgets.json.
+func TestMeteredBytesOfTheShutdownGrace(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("binds upstream connections to lo (SO_BINDTODEVICE, CAP_NET_RAW) and counts them from TCP_INFO: Linux as root")
+	}
+	const size = 200 << 10
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Write([]byte(strings.Repeat("s", size)))
+	})
+	dir := t.TempDir()
+	p := startProxy(t, meteredYAML(dir, up.URL), false)
+	p.setLink(t, "wlan", "down")
+	got := make(chan result, 1)
+	go func() { got <- p.send(t.Context(), "video.cloud.misaki", "slow", nil, nil) }()
+	<-arrived
+	stopped := make(chan struct{})
+	go func() { p.stop(); close(stopped) }()
+	waitFor(t, "the proxy shutting down", func() bool { return p.stopping.Load() })
+	close(release)
+	if r := <-got; r.status != 200 || len(r.body) != size {
+		t.Fatalf("the request in flight at shutdown: %d, %d bytes", r.status, len(r.body))
+	}
+	<-stopped
+	b, err := os.ReadFile(filepath.Join(dir, "budgets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved map[string]budget.Usage
+	if err := json.Unmarshal(b, &saved); err != nil {
+		t.Fatal(err)
+	}
+	if n := saved["video"].DailyBytes; n < size {
+		t.Fatalf("budgets.json counts %d bytes; the response alone was %d", n, size)
+	}
+}
+
 // fakeLinkAgent plays misaki-linkd's watch stream: every stream gets the
 // current snapshot, then each new one.
 type fakeLinkAgent struct {
