@@ -337,7 +337,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id, routeName str
 		return
 	}
 	scoped := idem.Scope(id, key)
-	e, err := s.store.Claim(r.Context(), scoped)
+	// Not cancelled with the vehicle's request: a shared store's claim
+	// committed just as the vehicle went away would be left to its lease.
+	e, err := s.store.Claim(context.WithoutCancel(r.Context()), scoped)
 	if err != nil {
 		s.requests.WithLabelValues(routeName, outcomeError).Inc()
 		s.log.Error("idempotency store", "err", err)
