@@ -40,13 +40,14 @@
 //     Reading each proxy's admin API instead would add a poll interval to
 //     every sample.
 //   - agent, in-process: the same agent, and PROXIES link.Monitors in this
-//     process, each with its own connection from its pod's namespace
-//     (http.DefaultTransport, which the monitor uses, dials inside the
-//     namespace its context names), each Run on a thread in its pod's
-//     namespace so that its own netlink socket and scans see the pod, as
-//     the proxy's do. t1 is read in the monitor's onChange callback. This
-//     side leaves out 50 Go runtimes waking at once on 2 cores, and shows
-//     what the agent's hop costs by itself.
+//     process, each Run on a thread in its pod's namespace, so that its own
+//     netlink socket and scans see the pod, as the proxy's do. The monitor
+//     dials the agent with a transport of its own from an unpinned
+//     goroutine, so the connections (one per monitor) leave from this
+//     process's namespace, over a veth to the node (lb<pid> here, host0 in
+//     the node), as a pod's do over its own. t1 is read in the monitor's
+//     onChange callback. This side leaves out 50 Go runtimes waking at once
+//     on 2 cores, and shows what the agent's hop costs by itself.
 //   - kernel, processes: no agent; PROXIES misaki-proxy processes in the
 //     node's namespace (host network) with links wifi (match wlan0) and
 //     modem (wwan0): each wakes on its own netlink socket and rescans with

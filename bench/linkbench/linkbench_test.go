@@ -160,7 +160,8 @@ func BenchmarkLinkChange(b *testing.B) {
 	}
 	if inproc {
 		o := newObserver(proxies)
-		stopMonitors := runMonitors(b, proxies, pod, nil, nd.agentAddr, o)
+		addr := nd.hostLink()
+		stopMonitors := runMonitors(b, proxies, pod, nil, func(int) string { return addr }, o)
 		measure("agent, in-process", o, selfCPU, "this process", linkd, agentObs)
 		stopMonitors()
 	}

@@ -6,8 +6,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"testing"
@@ -18,30 +16,15 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
-// podKey names, in a monitor's context, the namespace its connections to
-// the agent are dialled from.
-type podKey struct{}
-
-// dialFromPods makes http.DefaultTransport, which the link monitor's
-// agent client uses, dial from the namespace its request's context names
-// (the monitor's Run context, which the watch request derives from).
-var dialFromPods = sync.OnceFunc(func() {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if ns, ok := ctx.Value(podKey{}).(string); ok {
-			return dialIn(ctx, ns, network, addr)
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}
-	http.DefaultTransport = t
-})
-
 // runMonitors runs n link monitors in this process, monitor i on a thread
 // in namespace ns(i) with links and, when agent(i) is not empty, following
-// the agent there. It returns a function that stops them and waits.
+// the agent there. Only Run's goroutine is in ns(i): the monitor's own
+// netlink socket and scans see that namespace, as a proxy's would; the
+// goroutine that follows the agent is not, so its connection leaves from
+// this process's namespace (see node.hostLink). It returns a function that
+// stops them and waits.
 func runMonitors(b *testing.B, n int, ns func(int) string, links []config.Link, agent func(int) string, o *observer) (stop func()) {
 	b.Helper()
-	dialFromPods()
 	// The proxy logs as JSON to stderr; here the same records are made and
 	// encoded, then dropped.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -58,10 +41,8 @@ func runMonitors(b *testing.B, n int, ns func(int) string, links []config.Link, 
 				}
 			}
 		})
-		mctx := ctx
 		if a := agent(i); a != "" {
 			m.SetAgent(a)
-			mctx = context.WithValue(ctx, podKey{}, ns(i))
 		}
 		wg.Add(1)
 		go func() {
@@ -70,7 +51,7 @@ func runMonitors(b *testing.B, n int, ns func(int) string, links []config.Link, 
 			err := enterNS(ns(i))
 			entered <- err
 			if err == nil {
-				m.Run(mctx)
+				m.Run(ctx)
 			}
 		}()
 	}

@@ -3,12 +3,10 @@
 package linkbench
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +116,28 @@ func (n *node) agentAddr(i int) string {
 	return net.JoinHostPort(n.podNet(i, 1), fmt.Sprint(agentPort))
 }
 
+// hostLink joins this process's network namespace to the node with a
+// veth (lb<pid> here, host0 in the node, a /30 in 10.79.0.0/16) and returns
+// the agent's address over it. The link monitor dials the agent with its
+// own transport from whatever thread runs the dial, so monitors in this
+// process reach the agent from this namespace, one connection each, over
+// a veth as a pod's proxy does. Deleting the node's namespace deletes the
+// pair.
+func (n *node) hostLink() string {
+	n.b.Helper()
+	id := os.Getpid() % 100000
+	dev := fmt.Sprintf("lb%d", id)
+	a := (id % 16384) * 4
+	here, there := fmt.Sprintf("10.79.%d.%d", a>>8, a&255+2), fmt.Sprintf("10.79.%d.%d", a>>8, a&255+1)
+	n.ip("link", "add", dev, "type", "veth", "peer", "name", "host0", "netns", n.name)
+	n.b.Cleanup(func() { exec.Command("ip", "link", "del", dev).Run() })
+	n.ip("addr", "add", here+"/30", "dev", dev)
+	n.ip("link", "set", dev, "up")
+	n.ip("-n", n.name, "addr", "add", there+"/30", "dev", "host0")
+	n.ip("-n", n.name, "link", "set", "host0", "up")
+	return net.JoinHostPort(there, fmt.Sprint(agentPort))
+}
+
 // setWifi sets wlan0 up or down with one RTM_NEWLINK; it returns once the
 // kernel has applied it.
 func (n *node) setWifi(up bool) error {
@@ -166,24 +186,4 @@ func enterNS(name string) error {
 	}
 	defer unix.Close(fd)
 	return unix.Setns(fd, unix.CLONE_NEWNET)
-}
-
-// dialIn connects from inside the named namespace; the socket keeps it.
-func dialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: see enterNS
-		if err := enterNS(ns); err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
