@@ -23,6 +23,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,9 @@ type Client struct {
 	base    string
 	id      *identity.Source // nil without Options.Identity
 	applied *Snapshot        // last applied; guarded by being used by Run only
+	// presented is the certificate the last stream was opened with; used
+	// by Run only.
+	presented *tls.Certificate
 }
 
 // New returns a client; applied is the config the proxy started with (from
@@ -151,6 +155,14 @@ func (c *Client) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if c.id != nil && certRefused(err) {
+			// The next attempt gets a new certificate first, on a new
+			// connection.
+			c.id.Invalidate(c.presented)
+			if tr, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
+				tr.CloseIdleConnections()
+			}
+		}
 		if time.Since(start) > time.Minute {
 			wait = 0 // the stream was healthy for a while: start over
 		}
@@ -185,6 +197,7 @@ func (c *Client) session(ctx context.Context) error {
 		if err := c.id.Ensure(ctx); err != nil {
 			return fmt.Errorf("no certificate to connect with: %w", err)
 		}
+		c.presented = c.id.Certificate()
 	}
 	var first []*xdspb.DiscoveryRequest
 	for _, t := range Types {

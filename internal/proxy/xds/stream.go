@@ -95,7 +95,7 @@ func openStream(ctx context.Context, rt http.RoundTripper, base string, first []
 	if st := resp.Header.Get("Grpc-Status"); st != "" && st != "0" { // trailers-only answer
 		resp.Body.Close()
 		cancel()
-		return nil, fmt.Errorf("ADS call refused: grpc-status %s: %s", st, grpcMessage(resp.Header.Get("Grpc-Message")))
+		return nil, &statusError{"ADS call refused", st, grpcMessage(resp.Header.Get("Grpc-Message"))}
 	}
 	s.resp = resp
 	return s, nil
@@ -169,7 +169,7 @@ func (s *stream) status() error {
 	if st == "" || st == "0" {
 		return io.EOF
 	}
-	return fmt.Errorf("ADS call ended: grpc-status %s: %s", st, grpcMessage(s.resp.Trailer.Get("Grpc-Message")))
+	return &statusError{"ADS call ended", st, grpcMessage(s.resp.Trailer.Get("Grpc-Message"))}
 }
 
 func (s *stream) Close() {
@@ -177,6 +177,27 @@ func (s *stream) Close() {
 	if s.resp != nil {
 		s.resp.Body.Close()
 	}
+}
+
+// statusError is a gRPC status other than OK that ended a call.
+type statusError struct {
+	what, code, msg string
+}
+
+func (e *statusError) Error() string { return e.what + ": grpc-status " + e.code + ": " + e.msg }
+
+// codeUnauthenticated is gRPC's UNAUTHENTICATED.
+const codeUnauthenticated = "16"
+
+// certRefused reports whether err says the controller did not take the
+// proxy's certificate: a TLS alert from it (another CA, say, after the
+// controller's CA was replaced), or UNAUTHENTICATED.
+func certRefused(err error) bool {
+	var st *statusError
+	if errors.As(err, &st) {
+		return st.code == codeUnauthenticated
+	}
+	return err != nil && strings.Contains(err.Error(), "remote error: tls:")
 }
 
 func grpcMessage(m string) string {

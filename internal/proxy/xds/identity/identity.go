@@ -96,10 +96,11 @@ type Source struct {
 }
 
 // held is a certificate and when it is due for renewal: half way from its
-// arrival to its end.
+// arrival to its end, or at once once it is stale.
 type held struct {
 	cert  *tls.Certificate
 	renew time.Time
+	stale bool // Invalidate: replace it before it is used again
 }
 
 // New returns a Source; it does no I/O.
@@ -149,8 +150,19 @@ func (s *Source) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certifi
 func (s *Source) Ensure(ctx context.Context) error {
 	return s.refresh(ctx, func(h *held) bool {
 		now := s.o.Clock.Now()
-		return !now.Before(h.cert.Leaf.NotAfter) || now.Before(h.cert.Leaf.NotBefore)
+		return h.stale || !now.Before(h.cert.Leaf.NotAfter) || now.Before(h.cert.Leaf.NotBefore)
 	})
+}
+
+// Invalidate marks c for replacement if it is still the current
+// certificate: the controller refused it (its CA was replaced, say). It is
+// still presented until a new one comes.
+func (s *Source) Invalidate(c *tls.Certificate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.cur.Load(); h != nil && h.cert == c {
+		s.cur.Store(&held{cert: h.cert, stale: true})
+	}
 }
 
 // Run renews the certificate half way through its life (getting one at

@@ -306,6 +306,19 @@ func TestEnsure(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.issued(t, "an expired certificate")
+	// A certificate the controller refused is replaced before it is used
+	// again, though it is valid.
+	refused := f.src.Certificate()
+	f.src.Invalidate(refused)
+	if err := f.src.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.issued(t, "an invalidated certificate")
+	f.src.Invalidate(refused) // too late: it was replaced
+	if err := f.src.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.noneIssued(t, "the new certificate")
 }
 
 // Refusals and bad answers are errors that say why; nothing is kept.
