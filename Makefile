@@ -16,8 +16,8 @@ build: ## Build the binaries into bin/
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: cross
-cross: ## Cross-compile stripped misaki-proxy, misaki-linkd, misaki-controller, misaki-hub, misaki-agent and the misaki CLI for linux/amd64 and linux/arm64 and print sizes
-	@for arch in amd64 arm64; do for cmd in misaki-proxy misaki-linkd misaki-controller misaki-hub misaki-agent misaki; do \
+cross: ## Cross-compile stripped misaki-proxy, misaki-gateway, misaki-linkd, misaki-controller, misaki-hub, misaki-agent and the misaki CLI for linux/amd64 and linux/arm64 and print sizes
+	@for arch in amd64 arm64; do for cmd in misaki-proxy misaki-gateway misaki-linkd misaki-controller misaki-hub misaki-agent misaki; do \
 	  GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-$$arch/$$cmd ./cmd/$$cmd || exit 1; \
 	  printf '%-32s %s bytes\n' "$(BIN)/linux-$$arch/$$cmd" "$$(stat -c %s $(BIN)/linux-$$arch/$$cmd)"; \
 	done; done
@@ -26,9 +26,9 @@ IMAGE_REPO ?= ghcr.io/misaki-io
 IMAGE_TAG  ?= 0.1.0
 PLATFORMS  ?= linux/amd64,linux/arm64
 .PHONY: images
-images: cross ## Build the proxy, link agent, controller, hub and agent images (docker buildx; the charts' defaults are $(IMAGE_REPO)/misaki-*:$(IMAGE_TAG))
+images: cross ## Build the proxy, gateway, link agent, controller, hub and agent images (docker buildx; the charts' defaults are $(IMAGE_REPO)/misaki-*:$(IMAGE_TAG))
 	cp /etc/ssl/certs/ca-certificates.crt $(BIN)/ca-certificates.crt
-	for t in misaki-proxy misaki-linkd misaki-controller misaki-hub misaki-agent; do \
+	for t in misaki-proxy misaki-gateway misaki-linkd misaki-controller misaki-hub misaki-agent; do \
 	  docker buildx build -f build/Dockerfile --target $$t --platform $(PLATFORMS) -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
 	done
 

@@ -23,14 +23,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/misaki-io/misaki/internal/devpki"
-	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/gateway/idem/postgres"
 	"github.com/misaki-io/misaki/internal/pgtest"
 )
 
 // TestGatewayReplicasOnPostgres runs three gateway replicas (the real
-// misaki-proxy binary in the gateway role, built with the tag that links
-// the shared store) on one real PostgreSQL, in front of a service that
+// misaki-gateway binary: misaki-proxy's gateway role with the shared
+// store linked in) on one real PostgreSQL, in front of a service that
 // counts its deliveries per key, and sends every key several times, to
 // different replicas at once, as edges behind a load balancer would.
 //
@@ -54,7 +53,7 @@ import (
 //     and every answer is that delivery's.
 func TestGatewayReplicasOnPostgres(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds misaki-proxy with PostgreSQL and runs three replicas on a real server")
+		t.Skip("builds misaki-gateway and runs three replicas on a real PostgreSQL server")
 	}
 	const claimTTL = 6 * time.Second
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -237,15 +236,16 @@ routes:
 	})
 }
 
-// buildGatewayWithPostgres builds misaki-proxy with the shared store.
+// buildGatewayWithPostgres builds misaki-gateway, misaki-proxy with the
+// shared store.
 func buildGatewayWithPostgres(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-tags", gateway.PostgresTag, "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-proxy")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-gateway")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags %s: %v\n%s", gateway.PostgresTag, err, out)
+		t.Fatalf("go build misaki-gateway: %v\n%s", err, out)
 	}
-	return filepath.Join(dir, "misaki-proxy")
+	return filepath.Join(dir, "misaki-gateway")
 }
 
 // countingService records when each Idempotency-Key reached it, answers

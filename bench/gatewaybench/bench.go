@@ -27,7 +27,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/misaki-io/misaki/internal/devpki"
-	"github.com/misaki-io/misaki/internal/gateway"
 	"github.com/misaki-io/misaki/internal/pgtest"
 	"github.com/misaki-io/misaki/internal/uuidv7"
 )
@@ -56,7 +55,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before the timed phase")
 	fs.IntVar(&o.conns, "conns", 64, "concurrent clients (closed loop), each request on a kept-alive connection")
 	fs.Float64Var(&o.repeat, "repeat", 0.5, "fraction of requests that repeat a key already answered")
-	fs.StringVar(&o.bin, "proxy", "", "misaki-proxy binary built with -tags "+gateway.PostgresTag+" (default: built into the run's temp dir)")
+	fs.StringVar(&o.bin, "proxy", "", "misaki-gateway binary (default: built into the run's temp dir)")
 	fs.StringVar(&o.pgSync, "pg-synchronous-commit", "on", "PostgreSQL's synchronous_commit (on: an answer is on disk before the gateway relays it, as the local store's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs and gateway logs)")
 	if err := fs.Parse(args); err != nil {
@@ -139,9 +138,9 @@ func bench(ctx context.Context, o options, log io.Writer) (*report, error) {
 	}
 	bin := o.bin
 	if bin == "" {
-		bin = filepath.Join(work, "misaki-proxy")
-		fmt.Fprintln(log, "gatewaybench: building misaki-proxy with -tags", gateway.PostgresTag)
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags", gateway.PostgresTag, "-o", bin, "github.com/misaki-io/misaki/cmd/misaki-proxy")
+		bin = filepath.Join(work, "misaki-gateway")
+		fmt.Fprintln(log, "gatewaybench: building misaki-gateway")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/misaki-io/misaki/cmd/misaki-gateway")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return rep, fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -2,8 +2,8 @@
 // #20, item 4) scaled out on PostgreSQL beside one replica on the local
 // store, in the same run.
 //
-// For each configuration it runs the real misaki-proxy binary in the
-// gateway role, built with -tags misaki_postgres (one process per
+// For each configuration it runs the real misaki-gateway binary
+// (misaki-proxy's gateway role with the shared store linked; one process per
 // replica), in front of an in-process service that answers 201 with a
 // small JSON body and counts its deliveries per key. Clients with the
 // vehicle's certificate (mutual TLS, HTTP/1.1 keep-alive, -conns of them

@@ -24,7 +24,7 @@ import (
 func withPostgres(t *testing.T) {
 	t.Helper()
 	prev := openPostgres
-	openPostgres = func(ctx context.Context, o sharedStore) (idem.Store, error) {
+	openPostgres = func(ctx context.Context, o SharedStore) (idem.Store, error) {
 		return postgres.Open(ctx, postgres.Options{
 			DSN: o.DSN, Replica: o.Replica, Window: o.Window, ClaimTTL: o.ClaimTTL, Clock: o.Clock, Log: o.Log,
 		})
@@ -134,9 +134,9 @@ func TestReplicasShareThePostgresStore(t *testing.T) {
 	}
 }
 
-// Without the build tag, a config naming PostgreSQL is refused at once,
-// saying how to build a gateway that has it.
-func TestPostgresNeedsTheBuildTag(t *testing.T) {
+// In misaki-proxy (no shared store linked), a config naming PostgreSQL is
+// refused at once, pointing at misaki-gateway.
+func TestPostgresNeedsMisakiGateway(t *testing.T) {
 	prev := openPostgres
 	openPostgres = nil
 	defer func() { openPostgres = prev }()
@@ -144,7 +144,7 @@ func TestPostgresNeedsTheBuildTag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); !errors.Is(err, errNoPostgres) || !strings.Contains(err.Error(), "-tags "+PostgresTag) {
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); !errors.Is(err, errNoPostgres) || !strings.Contains(err.Error(), "misaki-gateway") {
 		t.Fatalf("New: %v", err)
 	}
 }

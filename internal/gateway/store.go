@@ -17,8 +17,8 @@ import (
 	"github.com/misaki-io/misaki/internal/gateway/idem"
 )
 
-// sharedStore is what the shared store (idem/postgres) is opened with.
-type sharedStore struct {
+// SharedStore is what the shared store (idem/postgres) is opened with.
+type SharedStore struct {
 	DSN              string
 	Replica          string
 	Window, ClaimTTL time.Duration
@@ -26,19 +26,27 @@ type sharedStore struct {
 	Log              *slog.Logger
 }
 
-// openPostgres opens the shared store. Only a build with the
-// misaki_postgres tag sets it (postgres.go): the gateway is a role of
-// misaki-proxy, the edge's binary, which must link no SQL driver
-// (test/TestEdgeImportsNoHeavyDependencies), so the default build has the
-// local store only and refuses gateway.idempotency.postgres.
-var openPostgres func(ctx context.Context, o sharedStore) (idem.Store, error)
+// openPostgres opens the shared store. Only a binary that links the
+// PostgreSQL store sets it, by importing internal/gateway/pgstore:
+// misaki-gateway does; misaki-proxy, the edge's binary, must link no SQL
+// driver (test/TestEdgeImportsNoHeavyDependencies), so its gateway role
+// has the local store only and refuses gateway.idempotency.postgres
+// (unless built with -tags misaki_postgres, cmd/misaki-proxy/postgres.go).
+var openPostgres func(ctx context.Context, o SharedStore) (idem.Store, error)
 
-// PostgresTag is the build tag that links the shared store.
+// UseSharedStore makes the gateway open gateway.idempotency.postgres with
+// open. internal/gateway/pgstore calls it from init.
+func UseSharedStore(open func(ctx context.Context, o SharedStore) (idem.Store, error)) {
+	openPostgres = open
+}
+
+// PostgresTag is the build tag that links the shared store into
+// misaki-proxy.
 const PostgresTag = "misaki_postgres"
 
-// errNoPostgres is New's error for gateway.idempotency.postgres in a build
-// without the shared store.
-var errNoPostgres = errors.New("gateway.idempotency.postgres: this misaki-proxy was built without PostgreSQL, which the edge must not link; build the gateway's binary with `go build -tags " + PostgresTag + " ./cmd/misaki-proxy` (docs/gateway.md#replicas-on-postgresql), or use gateway.idempotency.dir")
+// errNoPostgres is New's error for gateway.idempotency.postgres in a
+// binary without the shared store.
+var errNoPostgres = errors.New("gateway.idempotency.postgres: misaki-proxy does not link PostgreSQL, which the edge must not carry; run the gateway as misaki-gateway, the same program with the shared store (docs/gateway.md#replicas-on-postgresql), or use gateway.idempotency.dir")
 
 // newReplicaName names this run of the gateway in the shared store's
 // claims: the host's name (a pod's) and a random suffix, new at each start.
@@ -64,7 +72,7 @@ func (s *Server) openStore(ctx context.Context) (idem.Store, error) {
 				return nil, fmt.Errorf("%s: $%s is empty or not set; it must hold the DSN", field, pg.DSNEnv)
 			}
 		}
-		st, err := openPostgres(ctx, sharedStore{
+		st, err := openPostgres(ctx, SharedStore{
 			DSN: dsn, Replica: s.replica, Window: idc.Window.D(), ClaimTTL: idc.ClaimTTL.D(),
 			Clock: nowClock{s.now}, Log: s.log,
 		})
