@@ -22,7 +22,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	args := os.Args[1:]
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.TrimLeft(a, "-") == "role" || strings.HasPrefix(strings.TrimLeft(a, "-"), "role=") }) {
+	if !slices.ContainsFunc(args, func(a string) bool {
+		return strings.TrimLeft(a, "-") == "role" || strings.HasPrefix(strings.TrimLeft(a, "-"), "role=")
+	}) {
 		args = append([]string{"--role", "gateway"}, args...)
 	}
 	if err := cli.Run(ctx, args, os.Stdout, os.Stderr); err != nil {
