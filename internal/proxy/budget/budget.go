@@ -73,6 +73,9 @@ func Open(path string, clk clock.Clock) (*Ledger, error) {
 	if err := json.Unmarshal(b, &l.routes); err != nil {
 		return nil, fmt.Errorf("budget: %s is damaged (%v); move it away to start the counts from zero", path, err)
 	}
+	if l.routes == nil { // the file held null
+		l.routes = map[string]*Usage{}
+	}
 	for k, u := range l.routes {
 		if u == nil {
 			delete(l.routes, k)

@@ -192,3 +192,18 @@ func TestLedgerConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenNull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budgets.json")
+	if err := os.WriteFile(path, []byte("null"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Add("video", 10)
+	if s := l.Status("video", Limits{Daily: 5}); !s.Exceeded {
+		t.Fatalf("%+v", s)
+	}
+}

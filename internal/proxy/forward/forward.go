@@ -139,7 +139,7 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 	}
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host}
 	f := &Upstream{}
-	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second, Control: f.control}
+	dialer := &net.Dialer{Timeout: r.Timeouts.Connect.D(), KeepAlive: 30 * time.Second, ControlContext: f.control}
 	tr := &http.Transport{
 		DialContext:           f.Dial,
 		MaxIdleConnsPerHost:   min(r.MaxUpstreamConnections, maxIdleConns),
@@ -208,8 +208,16 @@ func (f *Upstream) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	if eps := f.endpoints.Load(); eps != nil && len(*eps) > 0 && addr == f.Addr() {
 		addr = (*eps)[int(f.next.Add(1)-1)%len(*eps)]
 	}
+	// The path is read once: the socket's options and the byte meter
+	// must agree even when the path changes during the dial.
 	p := f.path.Load()
+	ctx = context.WithValue(ctx, pathKey{}, p)
 	c, err := f.dialer.DialContext(ctx, network, addr)
+	for i := 0; i < 3 && err != nil && p != nil && p.Ports != [2]uint16{} && errors.Is(err, syscall.EADDRNOTAVAIL); i++ {
+		// The source port drawn from the link's range is held by another
+		// connection to the same destination: draw again.
+		c, err = f.dialer.DialContext(ctx, network, addr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -257,8 +265,11 @@ func (f *Upstream) SetPath(p link.Path) bool {
 	return true
 }
 
-func (f *Upstream) control(network, _ string, c syscall.RawConn) error {
-	p := f.path.Load()
+// pathKey carries the path Dial read to control.
+type pathKey struct{}
+
+func (f *Upstream) control(ctx context.Context, network, _ string, c syscall.RawConn) error {
+	p, _ := ctx.Value(pathKey{}).(*link.Path)
 	switch {
 	case p == nil:
 		return nil
