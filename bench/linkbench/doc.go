@@ -65,8 +65,10 @@
 // for the agent sides, when the agent published it (the time of
 // misaki-linkd's "link" log line, logged right after the watchers are
 // woken) and the agent's CPU time over the changes (utime + stime from
-// /proc, 10 ms ticks), and once its CPU time idle; for every side, the
-// proxies' CPU time (the processes', or this process's for the in-process
-// sides). MODES (default process,inprocess) selects the sides. The last
-// lines are a Markdown table for docs/benchmarks.md.
+// /proc, 10 ms ticks), and its idle CPU time once the changes are over;
+// for every side, the proxies' CPU time (the processes', or this process's
+// for the in-process sides), and the whole machine's busy time, which
+// tells how much others took. MODES (default process,inprocess) and SIDES
+// (default agent,kernel) select the sides. The last lines are a Markdown
+// table for docs/benchmarks.md.
 package linkbench

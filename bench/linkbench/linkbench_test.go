@@ -3,6 +3,7 @@
 package linkbench
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -63,6 +64,8 @@ func BenchmarkLinkChange(b *testing.B) {
 		modes = []string{"process", "inprocess"}
 	}
 	procs, inproc := slices.Contains(modes, "process"), slices.Contains(modes, "inprocess")
+	ways := strings.Split(cmp.Or(os.Getenv("SIDES"), "agent,kernel"), ",")
+	withAgent, withKernel := slices.Contains(ways, "agent"), slices.Contains(ways, "kernel")
 	proxyBin, linkdBin := build(b)
 	nd := newNode(b, proxies)
 	kernelObs := newObserver(1)
@@ -132,57 +135,60 @@ func BenchmarkLinkChange(b *testing.B) {
 	inNode := func(int) string { return nd.name }
 
 	// With the agent.
-	agentObs := newObserver(1)
-	cfgPath := filepath.Join(b.TempDir(), "linkd.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, linkdConfig+routing, agentPort), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	linkd := start(b, nd.name, linkdBin, []string{"--config", cfgPath, "--node", "bench"}, func(l []byte) {
-		if at, up, ok := wifiLine(l, "link"); ok {
-			agentObs.note(0, up, at)
+	if withAgent {
+		agentObs := newObserver(1)
+		cfgPath := filepath.Join(b.TempDir(), "linkd.yaml")
+		if err := os.WriteFile(cfgPath, fmt.Appendf(nil, linkdConfig+routing, agentPort), 0o600); err != nil {
+			b.Fatal(err)
 		}
-	})
-	defer stop([]*proc{linkd})
-	if !agentObs.waitAll(true, startWait) {
-		b.Fatalf("misaki-linkd did not publish wifi up:\n%s", linkd.logTail())
+		linkd := start(b, nd.name, linkdBin, []string{"--config", cfgPath, "--node", "bench"}, func(l []byte) {
+			if at, up, ok := wifiLine(l, "link"); ok {
+				agentObs.note(0, up, at)
+			}
+		})
+		defer stop([]*proc{linkd})
+		if !agentObs.waitAll(true, startWait) {
+			b.Fatalf("misaki-linkd did not publish wifi up:\n%s", linkd.logTail())
+		}
+		if procs {
+			o := newObserver(proxies)
+			ps := startProxies(b, proxyBin, proxies, pod, func(i int) string {
+				return proxyBase + fmt.Sprintf("linkAgent: {address: %q}\n", nd.agentAddr(i))
+			}, o)
+			measure("agent, processes", o, func() time.Duration { return cpuTimes(ps) }, "the proxies' processes", linkd, agentObs)
+			b.Logf("agent, processes: %d proxies, RSS %.0f MiB in all", proxies, rssSum(ps))
+			stop(ps)
+		}
+		if inproc {
+			o := newObserver(proxies)
+			addr := nd.hostLink()
+			stopMonitors := runMonitors(b, proxies, pod, nil, func(int) string { return addr }, o)
+			measure("agent, in-process", o, selfCPU, "this process", linkd, agentObs)
+			stopMonitors()
+		}
+		idle0 := cpuTime(linkd.pid())
+		time.Sleep(idleWindow) // a measurement window
+		b.Logf("misaki-linkd idle after the changes, no watchers: %v CPU in %v; %v CPU in all", cpuTime(linkd.pid())-idle0, idleWindow, cpuTime(linkd.pid()))
+		stop([]*proc{linkd})
 	}
-	idle0 := cpuTime(linkd.pid())
-	time.Sleep(idleWindow) // a measurement window
-	b.Logf("misaki-linkd idle, no watchers: %v CPU in %v", cpuTime(linkd.pid())-idle0, idleWindow)
-	if procs {
-		o := newObserver(proxies)
-		ps := startProxies(b, proxyBin, proxies, pod, func(i int) string {
-			return proxyBase + fmt.Sprintf("linkAgent: {address: %q}\n", nd.agentAddr(i))
-		}, o)
-		measure("agent, processes", o, func() time.Duration { return cpuTimes(ps) }, "the proxies' processes", linkd, agentObs)
-		b.Logf("agent, processes: %d proxies, RSS %.0f MiB in all", proxies, rssSum(ps))
-		stop(ps)
-	}
-	if inproc {
-		o := newObserver(proxies)
-		addr := nd.hostLink()
-		stopMonitors := runMonitors(b, proxies, pod, nil, func(int) string { return addr }, o)
-		measure("agent, in-process", o, selfCPU, "this process", linkd, agentObs)
-		stopMonitors()
-	}
-	b.Logf("misaki-linkd: %v CPU in all", cpuTime(linkd.pid()))
-	stop([]*proc{linkd})
 
 	// The old way: every proxy watches the kernel.
-	if procs {
-		o := newObserver(proxies)
-		ps := startProxies(b, proxyBin, proxies, inNode, func(int) string {
-			return proxyBase + "links:\n  - {name: wifi, match: wlan0, class: wifi}\n  - {name: modem, match: wwan0, class: cellular, metered: true}\n"
-		}, o)
-		measure("kernel, processes", o, func() time.Duration { return cpuTimes(ps) }, "the proxies' processes", nil, nil)
-		b.Logf("kernel, processes: %d proxies, RSS %.0f MiB in all", proxies, rssSum(ps))
-		stop(ps)
-	}
-	if inproc {
-		o := newObserver(proxies)
-		stopMonitors := runMonitors(b, proxies, inNode, kernelLinks, func(int) string { return "" }, o)
-		measure("kernel, in-process", o, selfCPU, "this process", nil, nil)
-		stopMonitors()
+	if withKernel {
+		if procs {
+			o := newObserver(proxies)
+			ps := startProxies(b, proxyBin, proxies, inNode, func(int) string {
+				return proxyBase + "links:\n  - {name: wifi, match: wlan0, class: wifi}\n  - {name: modem, match: wwan0, class: cellular, metered: true}\n"
+			}, o)
+			measure("kernel, processes", o, func() time.Duration { return cpuTimes(ps) }, "the proxies' processes", nil, nil)
+			b.Logf("kernel, processes: %d proxies, RSS %.0f MiB in all", proxies, rssSum(ps))
+			stop(ps)
+		}
+		if inproc {
+			o := newObserver(proxies)
+			stopMonitors := runMonitors(b, proxies, inNode, kernelLinks, func(int) string { return "" }, o)
+			measure("kernel, in-process", o, selfCPU, "this process", nil, nil)
+			stopMonitors()
+		}
 	}
 
 	t := table(sides, changes)
