@@ -4,11 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"fmt"
-	"io/fs"
 	"log/slog"
 
-	"github.com/pressly/goose/v3"
+	"github.com/misaki-io/misaki/internal/sqlmigrate"
 )
 
 //go:embed migrations/*.sql
@@ -23,21 +21,5 @@ const versionTable = "hub_schema_version"
 // SQLite file, so there is no lock beyond SQLite's own: goose runs each
 // migration in a transaction on the writer connection.
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, dir,
-		goose.WithDisableGlobalRegistry(true), goose.WithSlog(log), goose.WithTableName(versionTable))
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	res, err := p.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	for _, r := range res {
-		log.Info("schema migrated", "version", r.Source.Version, "duration", r.Duration)
-	}
-	return nil
+	return sqlmigrate.Set{FS: migrations, Dir: "migrations", Table: versionTable}.UpSQLite(ctx, db, log)
 }
