@@ -23,30 +23,24 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/controller/certsecret"
 )
 
 // Keys of the Secret.
@@ -71,10 +65,6 @@ const (
 	DefaultServingLifetime = 7 * 24 * time.Hour
 	DefaultInterval        = 30 * time.Second
 )
-
-// backdate starts every certificate an hour early: a vehicle's clock may
-// run behind.
-const backdate = time.Hour
 
 // ErrNotReady: the Authority has not loaded its CA yet (Sync has not
 // succeeded).
@@ -183,22 +173,21 @@ func (a *Authority) Start(ctx context.Context) error {
 // certificate if it is due.
 func (a *Authority) Sync(ctx context.Context) error {
 	a.defaults()
-	var sec *corev1.Secret
-	for attempt := 0; ; attempt++ {
-		var err error
-		if sec, err = a.ensureSecret(ctx); err == nil {
-			break
-		} else if attempt == 3 || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
-			return err
-		}
-		// Another replica wrote it first: read theirs.
+	secret := certsecret.Secret{Client: a.Client, Reader: a.Reader, Namespace: a.Namespace, Name: a.Secret,
+		Type: corev1.SecretTypeOpaque, Component: "ca"}
+	sec, why, err := secret.Ensure(ctx, a.Rotate)
+	if err != nil {
+		return err
+	}
+	if why != "" {
+		a.Log.Info("proxy CA issued", "secret", a.Namespace+"/"+a.Secret, "why", why)
 	}
 	cas, keys := parseCAs(sec.Data, a.Clock.Now())
 	if len(cas) == 0 {
 		return fmt.Errorf("ca: secret %s/%s has no valid CA after rotation", a.Namespace, a.Secret)
 	}
 	old := a.cur.Load()
-	st := &state{cas: cas, keys: keys, bundle: encodeCerts(cas), pool: x509.NewCertPool()}
+	st := &state{cas: cas, keys: keys, bundle: certsecret.EncodeCerts(cas), pool: x509.NewCertPool()}
 	for _, c := range cas {
 		st.pool.AddCert(c)
 	}
@@ -226,11 +215,11 @@ func (a *Authority) serve(st, old *state) error {
 	now := a.Clock.Now()
 	i := servingCA(st.cas, now, a.ServingLifetime)
 	if old != nil && old.leaf != nil && old.leaf.CheckSignatureFrom(st.cas[i]) == nil &&
-		!renewDue(old.leaf, now) && a.names(old.leaf) {
+		!certsecret.RenewDue(old.leaf, now) && certsecret.HasNames(old.leaf, a.DNSNames, a.IPs) {
 		st.serving, st.leaf = old.serving, old.leaf
 		return nil
 	}
-	key, err := newKey()
+	key, err := certsecret.NewKey()
 	if err != nil {
 		return err
 	}
@@ -265,21 +254,6 @@ func servingCA(cas []*x509.Certificate, now time.Time, life time.Duration) int {
 		}
 	}
 	return 0
-}
-
-// names reports whether leaf carries every wanted name.
-func (a *Authority) names(leaf *x509.Certificate) bool {
-	for _, n := range a.DNSNames {
-		if !slices.Contains(leaf.DNSNames, n) {
-			return false
-		}
-	}
-	for _, ip := range a.IPs {
-		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
-			return false
-		}
-	}
-	return true
 }
 
 // ServingCertificate is the controller's serving certificate
@@ -335,7 +309,7 @@ func (a *Authority) Issue(pub crypto.PublicKey, id Identity) ([]byte, *x509.Cert
 	if err != nil {
 		return nil, nil, err
 	}
-	return encodeCerts([]*x509.Certificate{c}), c, nil
+	return certsecret.EncodeCerts([]*x509.Certificate{c}), c, nil
 }
 
 // Identify returns the identity of a proxy's verified certificate, if it
@@ -352,38 +326,6 @@ func (a *Authority) Identify(c *x509.Certificate) (Identity, error) {
 	return id, nil
 }
 
-// ensureSecret returns a Secret whose CA is fresh, creating or rotating it
-// if needed.
-func (a *Authority) ensureSecret(ctx context.Context) (*corev1.Secret, error) {
-	sec := &corev1.Secret{}
-	err := a.Reader.Get(ctx, client.ObjectKey{Namespace: a.Namespace, Name: a.Secret}, sec)
-	switch {
-	case apierrors.IsNotFound(err):
-		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Secret,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "misaki-controller"}},
-			Type: corev1.SecretTypeOpaque,
-		}
-	case err != nil:
-		return nil, fmt.Errorf("ca: get secret %s/%s: %w", a.Namespace, a.Secret, err)
-	}
-	data, why, err := a.Rotate(sec.Data)
-	if err != nil || why == "" {
-		return sec, err
-	}
-	sec.Data = data
-	if sec.ResourceVersion == "" {
-		err = a.Client.Create(ctx, sec)
-	} else {
-		err = a.Client.Update(ctx, sec)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ca: write secret %s/%s: %w", a.Namespace, a.Secret, err)
-	}
-	a.Log.Info("proxy CA issued", "secret", a.Namespace+"/"+a.Secret, "why", why)
-	return sec, nil
-}
-
 // Rotate returns the Secret's data with a new CA where one is needed, and
 // why ("" when nothing changed). It is pure but for the clock and the
 // randomness of key generation. Expired CAs leave the bundle.
@@ -395,16 +337,16 @@ func (a *Authority) Rotate(data map[string][]byte) (map[string][]byte, string, e
 	switch {
 	case len(cas) == 0:
 		why = "no CA"
-	case renewDue(cas[0], now):
+	case certsecret.RenewDue(cas[0], now):
 		why = "CA expires " + cas[0].NotAfter.UTC().Format(time.RFC3339)
 	}
 	if why == "" {
-		if len(cas) == len(decodeCerts(data[KeyCA])) {
+		if len(cas) == len(certsecret.DecodeCerts(data[KeyCA])) {
 			return data, "", nil
 		}
 		why = "expired or unusable CAs dropped"
 	} else {
-		key, err := newKey()
+		key, err := certsecret.NewKey()
 		if err != nil {
 			return nil, "", err
 		}
@@ -421,109 +363,36 @@ func (a *Authority) Rotate(data map[string][]byte) (map[string][]byte, string, e
 		}
 		cas, keys = append([]*x509.Certificate{ca}, cas...), append([]crypto.Signer{key}, keys...)
 	}
-	out := map[string][]byte{KeyCA: encodeCerts(cas), KeyCAKey: encodeKeys(keys)}
+	out := map[string][]byte{KeyCA: certsecret.EncodeCerts(cas), KeyCAKey: certsecret.EncodeKeys(keys)}
 	return out, why, nil
 }
 
 // sign makes a certificate from tmpl for pub, signed by parent (tmpl
-// itself when nil), valid from an hour ago for life, but never past
-// parent's end.
+// itself when nil), valid from certsecret.Backdate ago for life, but never
+// past parent's end.
 func sign(tmpl *x509.Certificate, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, now time.Time, life time.Duration) (*x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
+	if parent != nil && now.Add(life).After(parent.NotAfter) {
+		life = parent.NotAfter.Sub(now)
 	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = now.Add(-backdate)
-	tmpl.NotAfter = now.Add(life)
-	if parent == nil {
-		parent = tmpl
-	} else if tmpl.NotAfter.After(parent.NotAfter) {
-		tmpl.NotAfter = parent.NotAfter
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
+	c, err := certsecret.Sign(tmpl, pub, parent, parentKey, now, life)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
-	return x509.ParseCertificate(der)
-}
-
-func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
-
-// renewDue: a third of the certificate's lifetime is left.
-func renewDue(c *x509.Certificate, now time.Time) bool {
-	life := c.NotAfter.Sub(c.NotBefore)
-	return now.After(c.NotAfter.Add(-life / 3))
+	return c, nil
 }
 
 // parseCAs returns the Secret's CAs that are valid at now and have their
 // key, in the bundle's order. Anything unparsable counts as absent.
 func parseCAs(data map[string][]byte, now time.Time) ([]*x509.Certificate, []crypto.Signer) {
-	certs := decodeCerts(data[KeyCA])
-	keys := decodeKeys(data[KeyCAKey])
+	certs := certsecret.DecodeCerts(data[KeyCA])
+	keys := certsecret.DecodeKeys(data[KeyCAKey])
 	var cas []*x509.Certificate
 	var signers []crypto.Signer
 	for i, c := range certs {
-		if i >= len(keys) || !c.IsCA || !now.Before(c.NotAfter) || !publicKeyMatches(c, keys[i]) {
+		if i >= len(keys) || !c.IsCA || !now.Before(c.NotAfter) || !certsecret.PublicKeyMatches(c, keys[i]) {
 			continue
 		}
 		cas, signers = append(cas, c), append(signers, keys[i])
 	}
 	return cas, signers
-}
-
-func publicKeyMatches(c *x509.Certificate, key crypto.Signer) bool {
-	pub, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && key != nil && pub.Equal(key.Public())
-}
-
-func decodeCerts(b []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			return out
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
-}
-
-// decodeKeys returns one entry per PEM block, nil where a block is not a
-// usable key, so that indexes stay aligned with the bundle's.
-func decodeKeys(b []byte) []crypto.Signer {
-	var out []crypto.Signer
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			return out
-		}
-		k, _ := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		s, _ := k.(crypto.Signer)
-		out = append(out, s)
-	}
-}
-
-func encodeCerts(cs []*x509.Certificate) []byte {
-	var b []byte
-	for _, c := range cs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return b
-}
-
-func encodeKeys(ks []crypto.Signer) []byte {
-	var b []byte
-	for _, k := range ks {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			panic(err) // an ECDSA key always marshals
-		}
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...)
-	}
-	return b
 }

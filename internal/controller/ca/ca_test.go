@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/controller/certsecret"
 )
 
 func newAuthority(t *testing.T, c client.Client, clk clock.Clock) *Authority {
@@ -99,7 +100,7 @@ func TestLifecycle(t *testing.T) {
 	default:
 		t.Fatal("not ready after a Sync")
 	}
-	if len(published) != 1 || len(decodeCerts(published[0])) != 1 {
+	if len(published) != 1 || len(certsecret.DecodeCerts(published[0])) != 1 {
 		t.Fatalf("published %d bundles, want one with one CA", len(published))
 	}
 	first := servingVerifies(t, a, a.Bundle(), clk.Now())
@@ -157,7 +158,7 @@ func TestLifecycle(t *testing.T) {
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cas := decodeCerts(a.Bundle())
+	cas := certsecret.DecodeCerts(a.Bundle())
 	if len(cas) != 2 || len(published) != 2 {
 		t.Fatalf("after the CA's renewal: %d CAs, %d publications; want 2 and 2", len(cas), len(published))
 	}
@@ -189,7 +190,7 @@ func TestLifecycle(t *testing.T) {
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := decodeCerts(a.Bundle()); len(got) != 1 || !got[0].Equal(cas[0]) {
+	if got := certsecret.DecodeCerts(a.Bundle()); len(got) != 1 || !got[0].Equal(cas[0]) {
 		t.Errorf("after the old CA expired the bundle has %d CAs", len(got))
 	}
 	servingVerifies(t, a, a.Bundle(), clk.Now())
@@ -204,7 +205,7 @@ func TestIssueCappedByCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc := proxyCert(t, a, "p")
-	if ca := decodeCerts(a.Bundle())[0]; pc.NotAfter.After(ca.NotAfter) {
+	if ca := certsecret.DecodeCerts(a.Bundle())[0]; pc.NotAfter.After(ca.NotAfter) {
 		t.Errorf("the certificate ends %v, after its CA (%v)", pc.NotAfter, ca.NotAfter)
 	}
 	// An RSA key is signed too (for key exchange as well).
@@ -277,7 +278,7 @@ func TestRotateRepairs(t *testing.T) {
 	// Garbage after the CA: dropped.
 	junk := map[string][]byte{KeyCA: append(append([]byte{}, data[KeyCA]...), data[KeyCA]...), KeyCAKey: data[KeyCAKey]}
 	out, why, err := a.Rotate(junk)
-	if err != nil || why != "expired or unusable CAs dropped" || len(decodeCerts(out[KeyCA])) != 1 {
+	if err != nil || why != "expired or unusable CAs dropped" || len(certsecret.DecodeCerts(out[KeyCA])) != 1 {
 		t.Errorf("a CA without a key beside a good one: %q %v", why, err)
 	}
 }

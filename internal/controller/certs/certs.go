@@ -21,20 +21,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/big"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +36,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/misaki-io/misaki/internal/controller/certsecret"
 )
 
 // Keys of the Secret.
@@ -144,15 +139,14 @@ func (r *Rotator) Start(ctx context.Context) error {
 // Secret's certificate, in that order.
 func (r *Rotator) Sync(ctx context.Context) error {
 	r.defaults()
-	var sec *corev1.Secret
-	for attempt := 0; ; attempt++ {
-		var err error
-		if sec, err = r.ensureSecret(ctx); err == nil {
-			break
-		} else if attempt == 3 || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
-			return err
-		}
-		// Another replica wrote it first: read theirs.
+	secret := certsecret.Secret{Client: r.Client, Reader: r.Reader, Namespace: r.Namespace, Name: r.Secret,
+		Type: corev1.SecretTypeTLS, Component: "certs"}
+	sec, why, err := secret.Ensure(ctx, r.Rotate)
+	if err != nil {
+		return err
+	}
+	if why != "" {
+		r.Log.Info("webhook certificate issued", "secret", r.Namespace+"/"+r.Secret, "why", why)
 	}
 	if err := r.patchBundle(ctx, sec.Data[KeyCA]); err != nil {
 		return err
@@ -174,38 +168,6 @@ func (r *Rotator) Sync(ctx context.Context) error {
 	return nil
 }
 
-// ensureSecret returns a Secret whose certificates are fresh, creating or
-// rotating it if needed.
-func (r *Rotator) ensureSecret(ctx context.Context) (*corev1.Secret, error) {
-	sec := &corev1.Secret{}
-	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: r.Secret}, sec)
-	switch {
-	case apierrors.IsNotFound(err):
-		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Secret,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "misaki-controller"}},
-			Type: corev1.SecretTypeTLS,
-		}
-	case err != nil:
-		return nil, fmt.Errorf("certs: get secret %s/%s: %w", r.Namespace, r.Secret, err)
-	}
-	data, why, err := r.Rotate(sec.Data)
-	if err != nil || why == "" {
-		return sec, err
-	}
-	sec.Data = data
-	if sec.ResourceVersion == "" {
-		err = r.Client.Create(ctx, sec)
-	} else {
-		err = r.Client.Update(ctx, sec)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("certs: write secret %s/%s: %w", r.Namespace, r.Secret, err)
-	}
-	r.Log.Info("webhook certificate issued", "secret", r.Namespace+"/"+r.Secret, "why", why)
-	return sec, nil
-}
-
 // Rotate returns the Secret's data with a fresh CA and certificate where
 // needed, and why ("" when nothing changed). It is pure but for the
 // randomness of key generation.
@@ -214,7 +176,7 @@ func (r *Rotator) Rotate(data map[string][]byte) (map[string][]byte, string, err
 	now := r.Now()
 	ca, caKey, bundle := parseCA(data, now)
 	var why string
-	if ca == nil || renewDue(ca, now) {
+	if ca == nil || certsecret.RenewDue(ca, now) {
 		why = "no CA"
 		if ca != nil {
 			why = "CA expires " + ca.NotAfter.UTC().Format(time.RFC3339)
@@ -225,11 +187,11 @@ func (r *Rotator) Rotate(data map[string][]byte) (map[string][]byte, string, err
 			return nil, "", err
 		}
 		bundle = append([]*x509.Certificate{ca}, bundle...)
-		if leaf := parseLeaf(data, old); leaf != nil && !renewDue(leaf, now) && r.names(leaf) {
+		if leaf := parseLeaf(data, old); leaf != nil && !certsecret.RenewDue(leaf, now) && certsecret.HasNames(leaf, r.DNSNames, r.IPs) {
 			// The new CA goes into the bundle first; its certificate
 			// comes at the next check, when the API server trusts it.
 			out := maps.Clone(data)
-			out[KeyCA], out[KeyCAKey] = encodeCerts(bundle), encodeKey(caKey)
+			out[KeyCA], out[KeyCAKey] = certsecret.EncodeCerts(bundle), certsecret.EncodeKey(caKey)
 			return out, why + "; new CA added to the bundle", nil
 		}
 	}
@@ -238,9 +200,9 @@ func (r *Rotator) Rotate(data map[string][]byte) (map[string][]byte, string, err
 	case why != "":
 	case leaf == nil:
 		why = "no certificate from the current CA"
-	case renewDue(leaf, now):
+	case certsecret.RenewDue(leaf, now):
 		why = "certificate expires " + leaf.NotAfter.UTC().Format(time.RFC3339)
-	case !r.names(leaf):
+	case !certsecret.HasNames(leaf, r.DNSNames, r.IPs):
 		why = "certificate names changed"
 	default:
 		return data, "", nil
@@ -250,35 +212,28 @@ func (r *Rotator) Rotate(data map[string][]byte) (map[string][]byte, string, err
 		return nil, "", err
 	}
 	out := map[string][]byte{
-		KeyCA:      encodeCerts(bundle),
-		KeyCAKey:   encodeKey(caKey),
-		KeyCert:    encodeCerts([]*x509.Certificate{cert}),
-		KeyPrivate: encodeKey(key),
+		KeyCA:      certsecret.EncodeCerts(bundle),
+		KeyCAKey:   certsecret.EncodeKey(caKey),
+		KeyCert:    certsecret.EncodeCerts([]*x509.Certificate{cert}),
+		KeyPrivate: certsecret.EncodeKey(key),
 	}
 	return out, why, nil
 }
 
 // issue makes a CA (parent nil) or a serving certificate signed by parent.
-// Certificates start an hour back: a vehicle's clock may run behind.
+// Certificates start certsecret.Backdate back: a vehicle's clock may run
+// behind.
 func (r *Rotator) issue(parent *x509.Certificate, parentKey crypto.Signer, now time.Time, life time.Duration) (*x509.Certificate, crypto.Signer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := certsecret.NewKey()
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(life),
-	}
+	tmpl := &x509.Certificate{}
 	if parent == nil {
 		tmpl.Subject = pkix.Name{CommonName: "misaki-webhook-ca " + now.UTC().Format("2006-01-02T15:04:05Z")}
 		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-		parent, parentKey = tmpl, key
+		parentKey = key
 	} else {
 		name := "misaki-webhook"
 		if len(r.DNSNames) > 0 {
@@ -289,27 +244,11 @@ func (r *Rotator) issue(parent *x509.Certificate, parentKey crypto.Signer, now t
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	c, err := certsecret.Sign(tmpl, key.Public(), parent, parentKey, now, life)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: issue: %w", err)
 	}
-	c, err := x509.ParseCertificate(der)
-	return c, key, err
-}
-
-// names reports whether leaf carries every wanted name.
-func (r *Rotator) names(leaf *x509.Certificate) bool {
-	for _, n := range r.DNSNames {
-		if !slices.Contains(leaf.DNSNames, n) {
-			return false
-		}
-	}
-	for _, ip := range r.IPs {
-		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
-			return false
-		}
-	}
-	return true
+	return c, key, nil
 }
 
 // patchBundle sets every webhook's caBundle in the configuration. A
@@ -341,23 +280,17 @@ func (r *Rotator) patchBundle(ctx context.Context, bundle []byte) error {
 	return nil
 }
 
-// renewDue: a third of the certificate's lifetime is left.
-func renewDue(c *x509.Certificate, now time.Time) bool {
-	life := c.NotAfter.Sub(c.NotBefore)
-	return now.After(c.NotAfter.Add(-life / 3))
-}
-
 // parseCA returns the current CA and its key, and the bundle of CAs still
 // valid (the current one first). Anything unparsable counts as absent.
 func parseCA(data map[string][]byte, now time.Time) (*x509.Certificate, crypto.Signer, []*x509.Certificate) {
 	var bundle []*x509.Certificate
-	for _, c := range decodeCerts(data[KeyCA]) {
+	for _, c := range certsecret.DecodeCerts(data[KeyCA]) {
 		if now.Before(c.NotAfter) {
 			bundle = append(bundle, c)
 		}
 	}
-	key := decodeKey(data[KeyCAKey])
-	if len(bundle) == 0 || key == nil || !publicKeyMatches(bundle[0], key) {
+	key := certsecret.DecodeKey(data[KeyCAKey])
+	if len(bundle) == 0 || key == nil || !certsecret.PublicKeyMatches(bundle[0], key) {
 		return nil, nil, bundle
 	}
 	return bundle[0], key, bundle
@@ -369,60 +302,10 @@ func parseLeaf(data map[string][]byte, ca *x509.Certificate) *x509.Certificate {
 	if ca == nil {
 		return nil
 	}
-	certs := decodeCerts(data[KeyCert])
-	key := decodeKey(data[KeyPrivate])
-	if len(certs) == 0 || key == nil || !publicKeyMatches(certs[0], key) || certs[0].CheckSignatureFrom(ca) != nil {
+	certs := certsecret.DecodeCerts(data[KeyCert])
+	key := certsecret.DecodeKey(data[KeyPrivate])
+	if len(certs) == 0 || key == nil || !certsecret.PublicKeyMatches(certs[0], key) || certs[0].CheckSignatureFrom(ca) != nil {
 		return nil
 	}
 	return certs[0]
-}
-
-func publicKeyMatches(c *x509.Certificate, key crypto.Signer) bool {
-	pub, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && pub.Equal(key.Public())
-}
-
-func decodeCerts(b []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			return out
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
-}
-
-func decodeKey(b []byte) crypto.Signer {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil
-	}
-	s, _ := k.(crypto.Signer)
-	return s
-}
-
-func encodeCerts(cs []*x509.Certificate) []byte {
-	var b []byte
-	for _, c := range cs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return b
-}
-
-func encodeKey(k crypto.Signer) []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		panic(err) // an ECDSA key always marshals
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/controller/certsecret"
 )
 
 // verify checks that the Secret's certificate chains to its CA bundle for
@@ -18,7 +20,7 @@ func verify(t *testing.T, data map[string][]byte, name string, at time.Time) *x5
 	if !roots.AppendCertsFromPEM(data[KeyCA]) {
 		t.Fatal("no CA in the bundle")
 	}
-	leaf := decodeCerts(data[KeyCert])[0]
+	leaf := certsecret.DecodeCerts(data[KeyCert])[0]
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, CurrentTime: at}); err != nil {
 		t.Fatalf("certificate does not verify for %s at %v: %v", name, at, err)
 	}
@@ -85,7 +87,7 @@ func TestRotateLifecycle(t *testing.T) {
 	if string(data[KeyCert]) != oldCert {
 		t.Error("the certificate changed in the same step as the CA")
 	}
-	if n := len(decodeCerts(data[KeyCA])); n != 2 {
+	if n := len(certsecret.DecodeCerts(data[KeyCA])); n != 2 {
 		t.Errorf("bundle has %d CAs, want the new and the old", n)
 	}
 	verify(t, data, name, now) // the old certificate still verifies against the bundle
@@ -95,7 +97,7 @@ func TestRotateLifecycle(t *testing.T) {
 		t.Fatalf("after the CA renewal: %q %v", why, err)
 	}
 	leaf = verify(t, data, name, now)
-	if err := leaf.CheckSignatureFrom(decodeCerts(data[KeyCA])[0]); err != nil {
+	if err := leaf.CheckSignatureFrom(certsecret.DecodeCerts(data[KeyCA])[0]); err != nil {
 		t.Errorf("the new certificate is not from the new CA: %v", err)
 	}
 }
