@@ -110,6 +110,8 @@ bench: ## Side-by-side benchmarks into bench/results/ (installs nginx, wrk, h2lo
 	@# The latency runs again with everything on one CPU: no cross-vCPU wake-ups.
 	PROXY_CPU=1 LOAD_CPU=1 LOADS=fortio SIZES=0 bench/proxy.sh
 	$(GO) test -run '^$$' -bench Hold10k -benchtime 1x -v ./bench/holdbench/ | tee bench/results/hold-$$(date +%Y%m%d-%H%M%S).txt
+	@# A link change on a node with 50 pods: misaki-linkd and 50 proxies, beside 50 proxies watching the kernel (root: network namespaces).
+	$(GO) test -run '^$$' -bench LinkChange -benchtime 1x -timeout 30m -v ./bench/linkbench/ | tee bench/results/link-$$(date +%Y%m%d-%H%M%S).txt
 	@# Durable enqueue through the 202 path beside NATS JetStream and the disk's limits.
 	PROXY_CPUS=0,1 bench/spool.sh
 	@# A million spooled requests: without a memory limit, then with limits.memory 48MiB.
