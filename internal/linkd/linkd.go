@@ -167,14 +167,28 @@ func (a *Agent) refresh() {
 			delete(a.probes, l.Name)
 		}
 	}
+	// A link that went down is published before the routing is brought
+	// in line (the proxies stop using it sooner); a link that came up is
+	// published after, so that no proxy steers onto a table not filled yet.
+	cameUp := false
+	for _, l := range links {
+		if i := slices.IndexFunc(a.snap.Links, func(p linkv1.Link) bool { return p.Name == l.Name }); l.Up && (i < 0 || !a.snap.Links[i].Up) {
+			cameUp = true
+		}
+	}
 	a.mu.Unlock()
+	if !cameUp {
+		a.publish(links)
+	}
 	if a.o.Route != nil {
 		if err := a.o.Route(a.steering(links, ifaces)); err != nil {
 			a.log.Error("install policy routing", "err", err)
 			a.m.routeErrors.Inc()
 		}
 	}
-	a.publish(links)
+	if cameUp {
+		a.publish(links)
+	}
 }
 
 // steering lists each link's usable interfaces for policyroute.

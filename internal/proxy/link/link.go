@@ -184,13 +184,15 @@ func sourceFor(l config.Link, o *Override) string {
 // Run scans once, then rescans on netlink events and every poll interval
 // until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
-	m.Rescan()
-	if m.agentAddr != "" {
-		go m.watchAgent(ctx)
-	}
+	// Subscribe before the first scan, so that a change between the two
+	// is not left to the next poll.
 	events := make(chan struct{}, 1)
 	if err := watchNetlink(ctx, events); err != nil {
 		m.log.Warn("netlink events unavailable; polling only", "interval", m.poll, "err", err)
+	}
+	m.Rescan()
+	if m.agentAddr != "" {
+		go m.watchAgent(ctx)
 	}
 	for {
 		t := m.clock.NewTimer(m.poll)
