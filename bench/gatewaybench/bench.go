@@ -26,6 +26,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/misaki-io/misaki/bench/internal/harness"
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/pgtest"
 	"github.com/misaki-io/misaki/internal/uuidv7"
@@ -89,16 +90,6 @@ func replicasOf(c string) (store string, n int, err error) {
 		return "", 0, fmt.Errorf("%q is not a configuration; use local-1 or postgres-N", c)
 	}
 	return store, n, nil
-}
-
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := parse(args, stderr)
-	if err != nil {
-		return err
-	}
-	rep, err := bench(ctx, o, stderr)
-	printResults(stdout, o, rep)
-	return err
 }
 
 // report is a run's results.
@@ -165,9 +156,7 @@ func bench(ctx context.Context, o options, log io.Writer) (*report, error) {
 		if store == "postgres" {
 			if pg == nil {
 				fmt.Fprintln(log, "gatewaybench: starting PostgreSQL, synchronous_commit", o.pgSync)
-				if pg, err = pgtest.StartServer(ctx, pgtest.Options{Settings: map[string]string{
-					"fsync": "on", "full_page_writes": "on", "synchronous_commit": o.pgSync,
-				}}); err != nil {
+				if pg, err = harness.StartPostgres(ctx, o.pgSync); err != nil {
 					return rep, err
 				}
 			}
@@ -181,7 +170,7 @@ func bench(ctx context.Context, o options, log io.Writer) (*report, error) {
 			return rep, fmt.Errorf("%s: %w", c, err)
 		}
 		rep.results = append(rep.results, r)
-		fmt.Fprintf(log, "gatewaybench: %s: %.0f requests/s, p99 %v, %d deliveries past the first\n", c, float64(r.fresh+r.repeats)/r.secs, pct(r.lat, 99), r.duplicates)
+		fmt.Fprintf(log, "gatewaybench: %s: %.0f requests/s, p99 %v, %d deliveries past the first\n", c, float64(r.fresh+r.repeats)/r.secs, harness.Percentile(r.lat, 99), r.duplicates)
 	}
 	return rep, nil
 }
@@ -302,26 +291,26 @@ routes:
 	}
 	cpu0 := make([]float64, len(gws))
 	for i, g := range gws {
-		cpu0[i], _ = cpuSeconds(g.cmd.Process.Pid)
+		cpu0[i], _ = harness.CPUSeconds(g.cmd.Process.Pid)
 	}
-	pg0 := pgCPU(pg)
-	self0, _ := cpuSeconds(os.Getpid())
-	load0 := loadAvg()
+	pg0 := harness.PostgresCPU(pg)
+	self0, _ := harness.CPUSeconds(os.Getpid())
+	load0 := harness.LoadAvg(1)
 	start := time.Now()
 	timed.Store(true)
 	err := wait(o.duration)
 	timed.Store(false)
 	r.secs = time.Since(start).Seconds()
 	for i, g := range gws {
-		c, _ := cpuSeconds(g.cmd.Process.Pid)
+		c, _ := harness.CPUSeconds(g.cmd.Process.Pid)
 		r.gwCPU = append(r.gwCPU, c-cpu0[i])
 	}
 	if dsn != "" {
-		r.pgCPU = pgCPU(pg) - pg0
+		r.pgCPU = harness.PostgresCPU(pg) - pg0
 	}
-	self1, _ := cpuSeconds(os.Getpid())
+	self1, _ := harness.CPUSeconds(os.Getpid())
 	r.selfCPU = self1 - self0
-	r.load = load0 + " → " + loadAvg()
+	r.load = load0 + " → " + harness.LoadAvg(1)
 	stop.Store(true)
 	wg.Wait()
 	if err != nil {
@@ -542,14 +531,6 @@ func buildLabel(ctx context.Context) string {
 	return label
 }
 
-func pct(s []time.Duration, p float64) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	i := int(float64(len(s))*p/100+0.5) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
 func printResults(w io.Writer, o options, rep *report) {
@@ -582,7 +563,8 @@ func printResults(w io.Writer, o options, rep *report) {
 		}
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f s | %s | %d of %d keys | %s |\n",
 			r.name, total/r.secs, float64(r.fresh)/r.secs, float64(r.repeats)/r.secs,
-			ms(pct(r.lat, 50)), ms(pct(r.lat, 99)), ms(pct(r.latNew, 99)), ms(pct(r.latRe, 99)), ms(pct(r.lat, 100)),
+			ms(harness.Percentile(r.lat, 50)), ms(harness.Percentile(r.lat, 99)),
+			ms(harness.Percentile(r.latNew, 99)), ms(harness.Percentile(r.latRe, 99)), ms(harness.Percentile(r.lat, 100)),
 			gw, pgc, r.selfCPU, r.load, r.duplicates, r.keys, errs)
 	}
 }

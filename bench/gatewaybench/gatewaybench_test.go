@@ -2,11 +2,10 @@ package main
 
 import (
 	"io"
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/misaki-io/misaki/internal/pgtest"
+	"github.com/misaki-io/misaki/bench/internal/harness"
 )
 
 // The benchmark end to end for a second per configuration: every
@@ -17,23 +16,10 @@ func TestSmoke(t *testing.T) {
 		t.Skip("builds misaki-proxy and runs gateway replicas")
 	}
 	configs := []string{"local-1"}
-	switch {
-	case pgtest.BinDir() != "":
+	if harness.HavePostgres(t) {
 		configs = append(configs, "postgres-3")
-	case os.Getenv("CI") != "":
-		t.Fatal("no PostgreSQL server under /usr/lib/postgresql; .ci/run installs the postgresql package")
 	}
-	o, err := parse([]string{"-duration", "1s", "-warmup", "300ms", "-conns", "8", "-configs", strings.Join(configs, ",")}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := bench(t.Context(), o, testWriter{t})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	printResults(&out, o, rep)
-	t.Log(out.String())
+	rep := program.Test(t, []string{"-duration", "1s", "-warmup", "300ms", "-conns", "8", "-configs", strings.Join(configs, ",")})
 	if len(rep.results) != len(configs) {
 		t.Fatalf("%d results for %d configurations", len(rep.results), len(configs))
 	}
@@ -60,12 +46,4 @@ func TestParse(t *testing.T) {
 	if o, err := parse(nil, io.Discard); err != nil || len(o.configs) != 3 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
-}
-
-// testWriter sends the benchmark's progress lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }

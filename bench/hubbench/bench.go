@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/bench/internal/harness"
 	"github.com/misaki-io/misaki/internal/pgtest"
 	"github.com/misaki-io/misaki/internal/trust"
 )
@@ -86,17 +87,6 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// run parses args, runs every configuration and prints the table.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := parse(args, stderr)
-	if err != nil {
-		return err
-	}
-	rep, err := bench(ctx, o, stderr)
-	printResults(stdout, o, rep)
-	return err
-}
-
 // report is a run: each configuration's result, the hub binary, and the
 // cost of signing and verifying one of the run's documents.
 type report struct {
@@ -147,7 +137,7 @@ func bench(ctx context.Context, o options, logw io.Writer) (*report, error) {
 	}
 	var errs []error
 	for _, name := range o.configs {
-		logf("%s: %d vehicles (load average %s)", name, o.vehicles, loadAvg())
+		logf("%s: %d vehicles (load average %s)", name, o.vehicles, harness.LoadAvg(3))
 		r, err := runConfig(ctx, o, name, bin, chart, filepath.Join(tmp, name), logf)
 		if r != nil {
 			rep.results = append(rep.results, r)
@@ -212,7 +202,7 @@ type result struct {
 }
 
 func runConfig(ctx context.Context, o options, name, bin, chart, dir string, logf func(string, ...any)) (*result, error) {
-	r := &result{name: name, vehicles: o.vehicles, verify: o.verify, started: time.Now().UTC(), loadStart: loadAvg(), pgCPU: -1}
+	r := &result{name: name, vehicles: o.vehicles, verify: o.verify, started: time.Now().UTC(), loadStart: harness.LoadAvg(3), pgCPU: -1}
 	replicas := 1
 	if name == "postgres-2" {
 		replicas = 2
@@ -221,7 +211,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 	var pg *pgtest.Server
 	if name != "sqlite" {
 		var err error
-		if pg, err = startPostgres(ctx, o.pgSync); err != nil {
+		if pg, err = harness.StartPostgres(ctx, o.pgSync); err != nil {
 			return nil, err
 		}
 		defer pg.Stop()
@@ -365,7 +355,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 		stopAgents()
 		agents.Wait()
 	}
-	r.loadEnd = loadAvg()
+	r.loadEnd = harness.LoadAvg(3)
 	r.payload, r.sample = f.payload.Load(), f.sample.Load()
 	r.polls, r.verified, r.errors, r.lastErr = f.polls.Load()-polls0, f.verified.Load()-verified0, f.errs.Load()-errs0, f.LastError()
 	last := t0
@@ -385,7 +375,7 @@ func runConfig(ctx context.Context, o options, name, bin, chart, dir string, log
 		r.pgCPU = after.pgCPU - before.pgCPU
 	}
 	r.selfCPU = after.selfCPU - before.selfCPU
-	r.selfHWM, _, _ = memory(os.Getpid())
+	r.selfHWM, _, _ = harness.Memory(os.Getpid())
 	for i, h := range hubs {
 		a, b := after.hubs[i], before.hubs[i]
 		hs := hubStats{
@@ -461,11 +451,11 @@ type snap struct {
 func snapshot(ctx context.Context, op *operator, hubs []*hubProc, pg *pgtest.Server) (snap, error) {
 	var s snap
 	for _, h := range hubs {
-		cpu, err := cpuSeconds(h.Pid())
+		cpu, err := harness.CPUSeconds(h.Pid())
 		if err != nil {
 			return s, err
 		}
-		hwm, rss, err := memory(h.Pid())
+		hwm, rss, err := harness.Memory(h.Pid())
 		if err != nil {
 			return s, err
 		}
@@ -476,9 +466,9 @@ func snapshot(ctx context.Context, op *operator, hubs []*hubProc, pg *pgtest.Ser
 		s.hubs = append(s.hubs, procSnap{cpu: cpu, hwm: hwm, rss: rss, m: m})
 	}
 	if pg != nil {
-		s.pgCPU = pgCPU(pg)
+		s.pgCPU = harness.PostgresCPU(pg)
 	}
-	s.selfCPU, _ = cpuSeconds(os.Getpid())
+	s.selfCPU, _ = harness.CPUSeconds(os.Getpid())
 	return s, nil
 }
 
@@ -510,14 +500,10 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// pct is the p-th percentile of sorted ds (nearest rank).
+// pct is the p-th percentile of sorted ds (nearest rank), to the
+// millisecond.
 func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	i := int(float64(len(ds))*p/100+0.5) - 1
-	i = max(0, min(i, len(ds)-1))
-	return ds[i].Round(time.Millisecond)
+	return harness.Percentile(ds, p).Round(time.Millisecond)
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }

@@ -6,14 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/bench/internal/harness"
 	"github.com/misaki-io/misaki/internal/hubclient"
-	"github.com/misaki-io/misaki/internal/pgtest"
 )
 
 // The benchmark end to end with 200 vehicles: every configuration
@@ -25,11 +24,8 @@ func TestSmoke(t *testing.T) {
 		t.Skip("builds misaki-hub and runs it with a simulated fleet")
 	}
 	configs := []string{"sqlite"}
-	switch {
-	case pgtest.BinDir() != "":
+	if harness.HavePostgres(t) {
 		configs = allConfigs
-	case os.Getenv("CI") != "":
-		t.Fatal("no PostgreSQL server under /usr/lib/postgresql; .ci/run installs the postgresql package")
 	}
 	vehicles := 200
 	if raceBuild() {
@@ -41,18 +37,8 @@ func TestSmoke(t *testing.T) {
 			configs = []string{"sqlite", "postgres-2"}
 		}
 	}
-	o, err := parse([]string{"-vehicles", strconv.Itoa(vehicles), "-configs", strings.Join(configs, ","), "-settle", "200ms", "-timeout", "2m"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := bench(t.Context(), o, testWriter{t})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	printResults(&out, o, rep)
+	rep := program.Test(t, []string{"-vehicles", strconv.Itoa(vehicles), "-configs", strings.Join(configs, ","), "-settle", "200ms", "-timeout", "2m"})
 	rs := rep.results
-	t.Log(out.String())
 	if len(rs) != len(configs) {
 		t.Fatalf("%d results for %d configurations", len(rs), len(configs))
 	}
@@ -82,14 +68,6 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: total %v", r.name, r.total)
 		}
 	}
-}
-
-// testWriter sends the benchmark's progress lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // The agents speak HTTP/1.1, each on a connection of its own, even to a

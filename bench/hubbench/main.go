@@ -40,24 +40,8 @@
 // vehicles (50 under -race).
 package main
 
-import (
-	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-)
+import "github.com/misaki-io/misaki/bench/internal/harness"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "hubbench:", err)
-		os.Exit(1)
-	}
-}
+var program = harness.Program[options, *report]{Name: "hubbench", Parse: parse, Bench: bench, Print: printResults}
+
+func main() { program.Main() }
