@@ -7,49 +7,35 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/misaki-io/misaki/internal/netnstest"
 )
 
 // cloudNS is a network namespace a test creates to play the cloud, joined to
 // this namespace (the vehicle) by veth pairs. It is removed with the test.
 type cloudNS struct {
 	t    *testing.T
+	ns   *netnstest.NS
 	name string
 }
 
-// newCloudNS creates the namespace, or skips the test where that cannot be
-// done (not root, no iproute2, no namespaces).
+// newCloudNS creates the namespace, its loopback up, or skips the test where
+// that cannot be done (not root, no iproute2, no namespaces).
 func newCloudNS(t *testing.T, name string) *cloudNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces and veth pairs (CI runs as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace here: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	n := &cloudNS{t: t, name: name}
-	n.ip("-n", name, "link", "set", "lo", "up")
-	return n
+	ns := netnstest.New(t, name)
+	return &cloudNS{t: t, ns: ns, name: ns.Name}
 }
 
 // path is the namespace's file, for setns.
-func (n *cloudNS) path() string { return "/var/run/netns/" + n.name }
+func (n *cloudNS) path() string { return n.ns.Path() }
 
 // ip runs the ip command and fails the test if it fails.
 func (n *cloudNS) ip(args ...string) {
 	n.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		n.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	netnstest.IP(n.t, args...)
 }
 
 // link adds a veth pair: dev here with subnet.1/30, peer in the namespace with
@@ -74,56 +60,18 @@ func testID(offset int) (int, string) {
 
 // inNetns runs f on a thread inside the network namespace at nsPath:
 // sockets f opens keep that namespace, and can be used from any goroutine.
-// The thread is discarded afterwards.
-func inNetns(nsPath string, f func() error) error {
-	ch := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- err
-			return
-		}
-		ch <- f()
-	}()
-	return <-ch
-}
-
-// listenInNetns opens a TCP listener inside the named network namespace.
-func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	err := inNetns(nsPath, func() (err error) {
-		ln, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen in %s: %v", nsPath, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
+func inNetns(nsPath string, f func() error) error { return netnstest.Do(nsPath, f) }
 
 // dialInNetns connects from inside the namespace, as a process there would.
 func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := inNetns(nsPath, func() (err error) {
-		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	return netnstest.Dial(ctx, nsPath, network, addr)
 }
 
 // serve runs an HTTP server with h inside the namespace on addr until the
 // test ends, and returns its address.
 func (n *cloudNS) serve(addr string, h http.Handler) net.Addr {
 	n.t.Helper()
-	ln := listenInNetns(n.t, n.path(), addr)
+	ln := n.ns.Listen("tcp", addr)
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	n.t.Cleanup(func() { srv.Close() })

@@ -6,73 +6,26 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/misaki-io/misaki/internal/netnstest"
 )
 
-// newNetns makes a network namespace with ip netns add, and returns its
-// name (for ip -n) and do, which runs f on an OS thread inside it, so that
-// the netlink sockets f opens belong to it. It skips unless root with
-// iproute2.
-func newNetns(t *testing.T) (name string, do func(func() error) error) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("reads interfaces of a network namespace of its own: run as root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2)")
-	}
-	name = fmt.Sprintf("misaki-hn-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	do = func(f func() error) error {
-		ch := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-			fd, err := unix.Open("/var/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				ch <- err
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				ch <- err
-				return
-			}
-			ch <- f()
-		}()
-		return <-ch
-	}
-	return name, do
-}
-
-func ip(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
 func TestScanAndWatch(t *testing.T) {
-	ns, do := newNetns(t)
+	ns := netnstest.New(t, fmt.Sprintf("misaki-hn-%d", os.Getpid()))
 	// Names of their own: sysfs is the host's, and a host interface of
 	// the same name would lend its device type.
-	ip(t, "-n", ns, "link", "add", "mhn0", "type", "veth", "peer", "name", "mhn1")
-	ip(t, "-n", ns, "addr", "add", "10.203.1.2/24", "dev", "mhn0")
-	ip(t, "-n", ns, "addr", "add", "fd03:1::2/64", "dev", "mhn0", "nodad")
-	ip(t, "-n", ns, "link", "set", "mhn0", "up")
+	ns.IP("link", "add", "mhn0", "type", "veth", "peer", "name", "mhn1")
+	ns.IP("addr", "add", "10.203.1.2/24", "dev", "mhn0")
+	ns.IP("addr", "add", "fd03:1::2/64", "dev", "mhn0", "nodad")
+	ns.IP("link", "set", "mhn0", "up")
 
 	scan := func() (map[string]Iface, error) {
 		var ifs []Iface
-		err := do(func() (err error) { ifs, err = Scan(); return err })
+		err := ns.Do(func() (err error) { ifs, err = Scan(); return err })
 		out := map[string]Iface{}
 		for _, f := range ifs {
 			out[f.Name] = f
@@ -98,9 +51,9 @@ func TestScanAndWatch(t *testing.T) {
 		t.Fatalf("mhn1: %+v", p)
 	}
 
-	ip(t, "-n", ns, "link", "set", "mhn1", "up")
-	ip(t, "-n", ns, "route", "add", "default", "via", "10.203.1.1", "dev", "mhn0", "metric", "20")
-	ip(t, "-n", ns, "route", "add", "default", "via", "10.203.1.9", "dev", "mhn0", "metric", "10")
+	ns.IP("link", "set", "mhn1", "up")
+	ns.IP("route", "add", "default", "via", "10.203.1.1", "dev", "mhn0", "metric", "20")
+	ns.IP("route", "add", "default", "via", "10.203.1.9", "dev", "mhn0", "metric", "10")
 	if ifs, err = scan(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +81,7 @@ func TestScanAndWatch(t *testing.T) {
 	events := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := do(func() error { return Watch(ctx, events) }); err != nil {
+	if err := ns.Do(func() error { return Watch(ctx, events) }); err != nil {
 		t.Fatal(err)
 	}
 	for _, change := range [][]string{
@@ -137,7 +90,7 @@ func TestScanAndWatch(t *testing.T) {
 		{"route", "add", "198.51.100.0/24", "via", "10.203.1.1", "dev", "mhn0"},
 	} {
 		drain(events)
-		ip(t, append([]string{"-n", ns}, change...)...)
+		ns.IP(change...)
 		select {
 		case <-events:
 		case <-time.After(10 * time.Second):
