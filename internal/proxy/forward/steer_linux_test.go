@@ -139,62 +139,49 @@ func TestSteerBindsASourcePortInRange(t *testing.T) {
 
 // Connections to one destination at once take different ports: a port
 // another connection holds is not bound again while a free one is left
-// (with SO_REUSEADDR the bind would succeed and the connect fail).
-func TestSteerPicksAFreePort(t *testing.T) {
-	ownPorts(t, func(ports func(n int) [2]uint16) error {
-		up, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer up.Close()
-		f := newForwarder(t, "http://"+up.Addr().String(), nil)
-		f.SetPath(link.Path{Link: "modem", Ports: ports(16)})
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for i := range 16 {
-			c, err := f.Dial(context.Background(), "tcp", f.Addr())
-			if err != nil {
-				return fmt.Errorf("connection %d of 16 over 16 ports: %w", i+1, err)
-			}
-			conns = append(conns, c)
-		}
-		return nil
-	})
-}
-
-// When the range is taken, the dial fails rather than leave from another
-// port.
-func TestSteerRangeExhausted(t *testing.T) {
-	ownPorts(t, func(ports func(n int) [2]uint16) error {
-		up, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer up.Close()
-		f := newForwarder(t, "http://"+up.Addr().String(), nil)
-		f.SetPath(link.Path{Link: "modem", Ports: ports(2)})
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for range 3 {
-			c, err := f.Dial(context.Background(), "tcp", f.Addr())
-			if err != nil {
-				if len(conns) < 2 {
+// (with SO_REUSEADDR the bind would succeed and the connect fail). When
+// the range is taken, the dial fails rather than leave from another port.
+func TestSteerPortRange(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		width, dials int // ports in the range, connections held at once
+	}{
+		{"PicksAFreePort", 16, 16},
+		{"RangeExhausted", 2, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ownPorts(t, func(ports func(n int) [2]uint16) error {
+				up, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
 					return err
 				}
+				defer up.Close()
+				f := newForwarder(t, "http://"+up.Addr().String(), nil)
+				f.SetPath(link.Path{Link: "modem", Ports: ports(tc.width)})
+				var conns []net.Conn
+				defer func() {
+					for _, c := range conns {
+						c.Close()
+					}
+				}()
+				for i := range tc.dials {
+					c, err := f.Dial(context.Background(), "tcp", f.Addr())
+					switch {
+					case err == nil:
+						conns = append(conns, c)
+					case i < tc.width:
+						return fmt.Errorf("connection %d of %d over %d ports: %w", i+1, tc.dials, tc.width, err)
+					default:
+						return nil // refused once the range is taken
+					}
+				}
+				if tc.dials > tc.width {
+					return fmt.Errorf("connection %d over a range of %d ports came from %s", tc.width+1, tc.width, conns[tc.width].LocalAddr())
+				}
 				return nil
-			}
-			conns = append(conns, c)
-		}
-		return fmt.Errorf("a third connection over a range of two ports came from %s", conns[2].LocalAddr())
-	})
+			})
+		})
+	}
 }
 
 // ownPorts runs f where the ports it asks for are free: as root, on a
