@@ -145,6 +145,50 @@ func (v *vehicleNode) startLinkd(cfg string) *logBuffer {
 	return logs
 }
 
+// proxyConfig is the configuration of a proxy in the pod: it learns the
+// links from the node's agent, spools to spoolDir, and has routes (each a
+// cloudRoute).
+func (v *vehicleNode) proxyConfig(spoolDir string, routes ...string) string {
+	return fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+linkAgent: {address: %s}
+spool: {dir: %s}
+routes:
+`, v.linkdAddr, spoolDir) + strings.Join(routes, "")
+}
+
+// cloudRoute is a route of proxyConfig's to the cloud service, with a TCP
+// probe and offline, the route's offline policy (YAML flow mapping).
+func cloudRoute(name, offline string) string {
+	return fmt.Sprintf(`  - name: %s
+    hosts: [%s.cloud]
+    upstream: http://%s:8080
+    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
+    offline: %s
+`, name, name, cloudIP, offline)
+}
+
+// startProxy runs misaki-proxy with cfg in the pod's namespace.
+func (v *vehicleNode) startProxy(cfg string) *runningProxy {
+	v.t.Helper()
+	return startProxyBinary(v.t, cfg, "ip", "netns", "exec", v.pod.name)
+}
+
+// wifiDown takes the node's Wi-Fi interface down.
+func (v *vehicleNode) wifiDown() {
+	v.t.Helper()
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "down")
+}
+
+// wifiUp brings the node's Wi-Fi interface back, and its default route, as
+// its DHCP client would.
+func (v *vehicleNode) wifiUp() {
+	v.t.Helper()
+	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "up")
+	v.node.ip("-n", v.node.name, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+}
+
 // request sends a request to the pod's proxy from inside the pod.
 func (v *vehicleNode) request(p *runningProxy, method, host, id string, body []byte) (int, string) {
 	req, _ := http.NewRequest(method, "http://"+p.mesh+"/", bytes.NewReader(body))
@@ -266,23 +310,9 @@ rescan: 1s
 func TestNodeLinkAgentSteersPodTraffic(t *testing.T) {
 	v := newVehicleNode(t)
 	v.startLinkd(linkdConfig)
-	p := startProxyBinary(t, fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-linkAgent: {address: %s}
-spool: {dir: %s}
-routes:
-  - name: telemetry
-    hosts: [telemetry.cloud]
-    upstream: http://%s:8080
-    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
-    offline: {hold: 20s}
-  - name: video
-    hosts: [video.cloud]
-    upstream: http://%s:8080
-    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
-    offline: {hold: 1s, spool: true, links: [wifi]}
-`, v.linkdAddr, t.TempDir(), cloudIP, cloudIP), "ip", "netns", "exec", v.pod.name)
+	p := v.startProxy(v.proxyConfig(t.TempDir(),
+		cloudRoute("telemetry", "{hold: 20s}"),
+		cloudRoute("video", "{hold: 1s, spool: true, links: [wifi]}")))
 
 	waitFor(t, "video steered onto the node's Wi-Fi", func() bool {
 		r := v.route(p, "video")
@@ -319,7 +349,7 @@ routes:
 	// telemetry keeps flowing over the modem; the modem does not carry
 	// the video's bytes.
 	modemBefore := v.received("wwanc")
-	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "down")
+	v.wifiDown()
 	waitFor(t, "the proxy sees Wi-Fi down", func() bool { return !v.route(p, "video").Usable })
 	video := bytes.Repeat([]byte("v"), 256<<10)
 	if code, d := v.request(p, "POST", "video.cloud", "v2", video); code != 202 || d != "spooled" {
@@ -347,8 +377,7 @@ routes:
 	// Wi-Fi returns (and its DHCP client puts the default route back): the
 	// spool drains over Wi-Fi.
 	wifiBefore := v.received("wlanc")
-	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "up")
-	v.node.ip("-n", v.node.name, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+	v.wifiUp()
 	waitFor(t, "the spooled video delivered", func() bool { from, _ := v.from("v2"); return from != "" })
 	if from, n := v.from("v2"); from != wlanAddr || n != len(video) {
 		t.Fatalf("the spooled video came from %s with %d bytes; want Wi-Fi %s with %d", from, n, wlanAddr, len(video))
@@ -370,20 +399,8 @@ routes:
 func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 	v := newVehicleNode(t)
 	v.startLinkd(linkdConfig)
-	spoolDir := t.TempDir()
-	cfg := fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-linkAgent: {address: %s}
-spool: {dir: %s}
-routes:
-  - name: bulk
-    hosts: [bulk.cloud]
-    upstream: http://%s:8080
-    probe: {type: tcp, interval: 5s, backoff: {initial: 50ms, max: 200ms}}
-    offline: {hold: 1s, spool: true, budget: {daily: 64KiB}}
-`, v.linkdAddr, spoolDir, cloudIP)
-	p := startProxyBinary(t, cfg, "ip", "netns", "exec", v.pod.name)
+	cfg := v.proxyConfig(t.TempDir(), cloudRoute("bulk", "{hold: 1s, spool: true, budget: {daily: 64KiB}}"))
+	p := v.startProxy(cfg)
 	waitFor(t, "bulk steered onto Wi-Fi, the unmetered link", func() bool {
 		r := v.route(p, "bulk")
 		return r.Usable && r.Link == "wifi"
@@ -397,7 +414,7 @@ routes:
 	}
 
 	// Only the modem: the route spends its allowance there, then stops.
-	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "down")
+	v.wifiDown()
 	waitFor(t, "bulk steered onto the modem", func() bool { return v.route(p, "bulk").Link == "modem" })
 	for _, id := range []string{"b2", "b3"} {
 		if code, d := v.request(p, "POST", "bulk.cloud", id, chunk); code != 200 || d != "direct" {
@@ -421,7 +438,7 @@ routes:
 	// A restart keeps the count: the route stays off the modem.
 	p.cmd.Process.Signal(os.Interrupt)
 	p.cmd.Wait()
-	p = startProxyBinary(t, cfg, "ip", "netns", "exec", v.pod.name)
+	p = v.startProxy(cfg)
 	waitFor(t, "the restarted proxy connected to the agent", func() bool {
 		var body struct {
 			Links []struct{ Name string } `json:"links"`
@@ -434,8 +451,7 @@ routes:
 	}
 
 	// Wi-Fi returns: the spooled request goes over Wi-Fi.
-	v.node.ip("-n", v.node.name, "link", "set", "wlan0", "up")
-	v.node.ip("-n", v.node.name, "route", "add", "default", "via", "10.77.1.1", "dev", "wlan0", "metric", "20")
+	v.wifiUp()
 	waitFor(t, "the spooled bulk request delivered", func() bool { from, _ := v.from("b4"); return from != "" })
 	if from, _ := v.from("b4"); from != wlanAddr {
 		t.Fatalf("the spooled request came from %q; want Wi-Fi", from)
