@@ -81,6 +81,27 @@ func (a *adsServer) nacked() []string {
 	return append([]string(nil), a.nacks...)
 }
 
+// runClient runs a client with o as node apps/p1 until the test ends, and
+// returns the channel its Apply sends each config it applies to.
+func runClient(t *testing.T, o xds.Options) <-chan []config.Route {
+	t.Helper()
+	applied := make(chan []config.Route, 10)
+	o.Node = "apps/p1"
+	o.Apply = func(_ context.Context, routes []config.Route, _ map[string][]string) error {
+		applied <- routes
+		return nil
+	}
+	c, err := xds.New(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return applied
+}
+
 func urlRoute(name, host, url string) meshv1.Route {
 	return meshv1.Route{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "apps"}, Spec: meshv1.RouteSpec{
 		Hosts: []meshv1.Host{meshv1.Host(host)}, Destination: meshv1.Destination{URL: url},
@@ -95,23 +116,8 @@ func TestClientAgainstGoControlPlane(t *testing.T) {
 	v1 := translate.Namespace(translate.Input{Namespace: "apps", Routes: []meshv1.Route{urlRoute("a", "a.mesh", "http://10.0.0.1:80")}})
 	ads.set(t, "v1", v1.Resources)
 
-	applied := make(chan []config.Route, 10)
 	cache := filepath.Join(t.TempDir(), "xds.yaml")
-	c, err := xds.New(xds.Options{
-		Server: ads.addr, Node: "apps/p1", Cache: cache,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Apply: func(_ context.Context, routes []config.Route, _ map[string][]string) error {
-			applied <- routes
-			return nil
-		},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	applied := runClient(t, xds.Options{Server: ads.addr, Cache: cache, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
 	next := func(what string) []config.Route {
 		t.Helper()

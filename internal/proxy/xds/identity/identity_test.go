@@ -2,17 +2,13 @@ package identity
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,58 +20,15 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/backoff"
+	"github.com/misaki-io/misaki/internal/certtest"
 	"github.com/misaki-io/misaki/internal/clock"
 )
-
-// testCA is a CA for the tests' controller.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &testCA{c, key}
-}
-
-func (ca *testCA) pem() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-}
-
-func (ca *testCA) sign(t *testing.T, tmpl *x509.Certificate, pub crypto.PublicKey) *x509.Certificate {
-	t.Helper()
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl.SerialNumber = serial
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
-}
-
-// serving is a serving certificate for 127.0.0.1.
-func (ca *testCA) serving(t *testing.T) tls.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c := ca.sign(t, &x509.Certificate{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, key.Public())
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key}
-}
 
 // fakeController plays the controller's certificate endpoint: it signs
 // CSRs for lifetimes on the test's clock, or refuses.
 type fakeController struct {
 	t   *testing.T
-	ca  *testCA
+	ca  *certtest.CA
 	clk clock.Clock
 	srv *httptest.Server
 
@@ -87,9 +40,9 @@ type fakeController struct {
 }
 
 func startController(t *testing.T, clk clock.Clock) *fakeController {
-	f := &fakeController{t: t, ca: newCA(t), clk: clk, issued: make(chan *x509.Certificate, 10)}
+	f := &fakeController{t: t, ca: certtest.New(t, "test CA"), clk: clk, issued: make(chan *x509.Certificate, 10)}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	cert := f.ca.serving(t)
+	cert := f.ca.Serving(t)
 	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
@@ -133,7 +86,7 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 		pub = k.Public()
 	}
 	now := f.clk.Now()
-	c := f.ca.sign(f.t, &x509.Certificate{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+	c := f.ca.Issue(f.t, &x509.Certificate{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		URIs:        []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/apps/pod/p"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, pub)
 	json.NewEncoder(w).Encode(Response{CertificateChain: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))})
@@ -163,7 +116,7 @@ func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	f.token, f.roots = filepath.Join(dir, "token"), filepath.Join(dir, "ca.pem")
 	write(t, f.token, "token-1\n")
-	write(t, f.roots, string(f.ctl.ca.pem()))
+	write(t, f.roots, string(f.ctl.ca.PEM()))
 	roots, err := LoadRoots(f.roots)
 	if err != nil {
 		t.Fatal(err)
@@ -350,12 +303,12 @@ func TestRequestErrors(t *testing.T) {
 func TestRootsRotate(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	other := newCA(t)
-	write(t, f.roots, string(other.pem()))
+	other := certtest.New(t, "test CA")
+	write(t, f.roots, string(other.PEM()))
 	if err := f.src.Ensure(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a controller the CA file does not vouch for: %v", err)
 	}
-	write(t, f.roots, string(other.pem())+string(f.ctl.ca.pem()))
+	write(t, f.roots, string(other.PEM())+string(f.ctl.ca.PEM()))
 	// A new connection, verified against the file as it is now.
 	f.src.hc.CloseIdleConnections()
 	if err := f.src.Ensure(ctx); err != nil {
@@ -363,7 +316,7 @@ func TestRootsRotate(t *testing.T) {
 	}
 	// A file that breaks keeps the last good bundle.
 	write(t, f.roots, "garbage")
-	if p := f.src.o.Roots.Pool(); p == nil || !p.Equal(mustPool(t, string(other.pem())+string(f.ctl.ca.pem()))) {
+	if p := f.src.o.Roots.Pool(); p == nil || !p.Equal(mustPool(t, string(other.PEM())+string(f.ctl.ca.PEM()))) {
 		t.Error("a broken CA file replaced the last good bundle")
 	}
 	if _, err := LoadRoots(f.roots); err == nil {
