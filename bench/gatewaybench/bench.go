@@ -59,18 +59,16 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.bin, "proxy", "", "misaki-gateway binary (default: built into the run's temp dir)")
 	fs.StringVar(&o.pgSync, "pg-synchronous-commit", "on", "PostgreSQL's synchronous_commit (on: an answer is on disk before the gateway relays it, as the local store's)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs and gateway logs)")
-	if err := fs.Parse(args); err != nil {
+	if err := harness.Parse(fs, args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	for _, c := range strings.Split(configs, ",") {
-		c = strings.TrimSpace(c)
-		if _, _, err := replicasOf(c); err != nil {
-			return o, fmt.Errorf("-configs: %w", err)
-		}
-		o.configs = append(o.configs, c)
+	var err error
+	o.configs, err = harness.Configs(configs, func(c string) error {
+		_, _, err := replicasOf(c)
+		return err
+	})
+	if err != nil {
+		return o, err
 	}
 	switch {
 	case o.conns < 1:

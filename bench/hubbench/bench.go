@@ -68,21 +68,21 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a rollout after this")
 	fs.StringVar(&o.pgSync, "pg-synchronous-commit", "off", "PostgreSQL's synchronous_commit (off matches the SQLite store's synchronous=NORMAL: no fsync per commit)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dirs (hub logs and data)")
-	if err := fs.Parse(args); err != nil {
+	if err := harness.Parse(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if o.vehicles < 1 {
 		return o, errors.New("-vehicles: at least 1")
 	}
-	for _, c := range strings.Split(configs, ",") {
-		c = strings.TrimSpace(c)
+	var err error
+	o.configs, err = harness.Configs(configs, func(c string) error {
 		if !slices.Contains(allConfigs, c) {
-			return o, fmt.Errorf("-configs: unknown configuration %q (want %s)", c, strings.Join(allConfigs, ", "))
+			return fmt.Errorf("unknown configuration %q (want %s)", c, strings.Join(allConfigs, ", "))
 		}
-		o.configs = append(o.configs, c)
+		return nil
+	})
+	if err != nil {
+		return o, err
 	}
 	return o, nil
 }

@@ -117,3 +117,28 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	i := int(float64(len(ds))*p/100+0.5) - 1
 	return ds[max(0, min(i, len(ds)-1))]
 }
+
+// Parse parses args with fs and refuses arguments left after the flags.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// Configs splits the -configs flag's comma-separated list of
+// configurations, in order, and checks each name with check.
+func Configs(list string, check func(name string) error) ([]string, error) {
+	var out []string
+	for _, c := range strings.Split(list, ",") {
+		c = strings.TrimSpace(c)
+		if err := check(c); err != nil {
+			return nil, fmt.Errorf("-configs: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

@@ -3,6 +3,8 @@ package harness
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -104,5 +106,32 @@ func TestProgramRun(t *testing.T) {
 	}
 	if err := p.Run(t.Context(), []string{"-x"}, &out, &errw); err == nil || len(ran) != 1 {
 		t.Errorf("a parse error: %v, %d runs", err, len(ran))
+	}
+}
+
+func TestParseAndConfigs(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	list := fs.String("configs", "a,b", "")
+	if err := Parse(fs, []string{"-configs", " b , a"}); err != nil {
+		t.Fatal(err)
+	}
+	known := func(c string) error {
+		if c != "a" && c != "b" {
+			return fmt.Errorf("unknown configuration %q", c)
+		}
+		return nil
+	}
+	if got, err := Configs(*list, known); err != nil || !slices.Equal(got, []string{"b", "a"}) {
+		t.Errorf("Configs(%q) = %q, %v", *list, got, err)
+	}
+	if _, err := Configs("a,c", known); err == nil || err.Error() != `-configs: unknown configuration "c"` {
+		t.Errorf("an unknown configuration: %v", err)
+	}
+	if err := Parse(fs, []string{"extra"}); err == nil || !strings.Contains(err.Error(), `unexpected argument "extra"`) {
+		t.Errorf("an argument after the flags: %v", err)
+	}
+	if err := Parse(fs, []string{"-nope"}); err == nil {
+		t.Error("an unknown flag parsed")
 	}
 }
