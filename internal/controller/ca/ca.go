@@ -174,13 +174,10 @@ func (a *Authority) Start(ctx context.Context) error {
 func (a *Authority) Sync(ctx context.Context) error {
 	a.defaults()
 	secret := certsecret.Secret{Client: a.Client, Reader: a.Reader, Namespace: a.Namespace, Name: a.Secret,
-		Type: corev1.SecretTypeOpaque, Component: "ca"}
-	sec, why, err := secret.Ensure(ctx, a.Rotate)
+		Type: corev1.SecretTypeOpaque, Component: "ca", Issued: "proxy CA issued", Log: a.Log}
+	sec, err := secret.Ensure(ctx, a.Rotate)
 	if err != nil {
 		return err
-	}
-	if why != "" {
-		a.Log.Info("proxy CA issued", "secret", a.Namespace+"/"+a.Secret, "why", why)
 	}
 	cas, keys := parseCAs(sec.Data, a.Clock.Now())
 	if len(cas) == 0 {

@@ -140,13 +140,10 @@ func (r *Rotator) Start(ctx context.Context) error {
 func (r *Rotator) Sync(ctx context.Context) error {
 	r.defaults()
 	secret := certsecret.Secret{Client: r.Client, Reader: r.Reader, Namespace: r.Namespace, Name: r.Secret,
-		Type: corev1.SecretTypeTLS, Component: "certs"}
-	sec, why, err := secret.Ensure(ctx, r.Rotate)
+		Type: corev1.SecretTypeTLS, Component: "certs", Issued: "webhook certificate issued", Log: r.Log}
+	sec, err := secret.Ensure(ctx, r.Rotate)
 	if err != nil {
 		return err
-	}
-	if why != "" {
-		r.Log.Info("webhook certificate issued", "secret", r.Namespace+"/"+r.Secret, "why", why)
 	}
 	if err := r.patchBundle(ctx, sec.Data[KeyCA]); err != nil {
 		return err

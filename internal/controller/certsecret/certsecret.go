@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"slices"
@@ -39,6 +40,10 @@ type Secret struct {
 	// Component begins the errors Ensure makes ("ca" gives "ca: get
 	// secret ns/name: ..."); it returns rotate's as they are.
 	Component string
+	// Issued is the message Ensure logs to Log, with the Secret's name
+	// and why, when it writes the Secret. Log nil logs nothing.
+	Issued string
+	Log    *slog.Logger
 }
 
 // RotateFunc returns a Secret's data with what is due replaced, and why
@@ -50,17 +55,21 @@ type RotateFunc func(data map[string][]byte) (map[string][]byte, string, error)
 // Secret, Update otherwise, so a replica that read an old version loses to
 // one that wrote since. When another replica wrote first it reads theirs
 // and tries again, four times at most. It returns the Secret as it now
-// stands and why it wrote ("" when it did not).
-func (s Secret) Ensure(ctx context.Context, rotate RotateFunc) (*corev1.Secret, string, error) {
+// stands.
+func (s Secret) Ensure(ctx context.Context, rotate RotateFunc) (*corev1.Secret, error) {
 	for attempt := 0; ; attempt++ {
 		sec, why, err := s.ensure(ctx, rotate)
+		if err == nil && why != "" && s.Log != nil {
+			s.Log.Info(s.Issued, "secret", s.Namespace+"/"+s.Name, "why", why)
+		}
 		if err == nil || attempt == 3 || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
-			return sec, why, err
+			return sec, err
 		}
 		// Another replica wrote it first: read theirs.
 	}
 }
 
+// ensure is one attempt of Ensure's; it returns why it wrote.
 func (s Secret) ensure(ctx context.Context, rotate RotateFunc) (*corev1.Secret, string, error) {
 	sec := &corev1.Secret{}
 	err := s.Reader.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Name}, sec)

@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +30,29 @@ func newSecret(t *testing.T, funcs interceptor.Funcs) Secret {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(s).WithInterceptorFuncs(funcs).Build()
-	return Secret{Client: c, Reader: c, Namespace: "ns", Name: "certs", Type: corev1.SecretTypeTLS, Component: "test"}
+	return Secret{Client: c, Reader: c, Namespace: "ns", Name: "certs", Type: corev1.SecretTypeTLS, Component: "test", Issued: "issued"}
 }
+
+// logged collects the "why" of each record s's Log gets.
+func logged(s *Secret) *[]string {
+	var whys []string
+	s.Log = slog.New(handlerFunc(func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "why" && r.Message == "issued" {
+				whys = append(whys, a.Value.String())
+			}
+			return true
+		})
+	}))
+	return &whys
+}
+
+type handlerFunc func(slog.Record)
+
+func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return true }
+func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }
 
 // counter is a RotateFunc that writes n, counting its calls, or leaves the
 // data alone when it already holds n.
@@ -46,20 +69,24 @@ func (c *counter) rotate(data map[string][]byte) (map[string][]byte, string, err
 
 func TestEnsure(t *testing.T) {
 	s := newSecret(t, interceptor.Funcs{})
+	whys := logged(&s)
 	r := &counter{n: 1}
-	sec, why, err := s.Ensure(t.Context(), r.rotate)
-	if err != nil || why != "new n" {
-		t.Fatalf("create: %q %v", why, err)
+	sec, err := s.Ensure(t.Context(), r.rotate)
+	if err != nil || !slices.Equal(*whys, []string{"new n"}) {
+		t.Fatalf("create: %q %v", *whys, err)
 	}
 	if sec.Type != corev1.SecretTypeTLS || sec.Labels["app.kubernetes.io/managed-by"] != "misaki-controller" || sec.ResourceVersion == "" {
 		t.Errorf("created %+v", sec.ObjectMeta)
 	}
-	if _, why, err := s.Ensure(t.Context(), r.rotate); err != nil || why != "" {
-		t.Errorf("unchanged: %q %v", why, err)
+	if _, err := s.Ensure(t.Context(), r.rotate); err != nil || len(*whys) != 1 {
+		t.Errorf("unchanged: %q %v", *whys, err)
 	}
 	r.n = 2
-	if _, why, err := s.Ensure(t.Context(), r.rotate); err != nil || why != "new n" {
-		t.Fatalf("update: %q %v", why, err)
+	if _, err := s.Ensure(t.Context(), r.rotate); err != nil || len(*whys) != 2 {
+		t.Fatalf("update: %q %v", *whys, err)
+	}
+	if sec, err := s.Ensure(t.Context(), r.rotate); err != nil || string(sec.Data["k"]) != "xx" {
+		t.Errorf("unchanged after the update: %q %v", sec.Data["k"], err)
 	}
 	var got corev1.Secret
 	if err := s.Reader.Get(t.Context(), client.ObjectKey{Namespace: "ns", Name: "certs"}, &got); err != nil || string(got.Data["k"]) != "xx" {
@@ -87,7 +114,7 @@ func TestEnsureConflict(t *testing.T) {
 				return c.Create(ctx, obj, opts...)
 			}})
 			r := &counter{n: 1}
-			_, _, err := s.Ensure(t.Context(), r.rotate)
+			_, err := s.Ensure(t.Context(), r.rotate)
 			if tc.wantErr {
 				if !apierrors.IsAlreadyExists(err) || !strings.HasPrefix(err.Error(), "test: write secret ns/certs: ") || r.calls != 4 {
 					t.Errorf("err %v after %d attempts, want AlreadyExists after 4", err, r.calls)
@@ -106,11 +133,11 @@ func TestEnsureErrors(t *testing.T) {
 		return boom
 	}})
 	r := &counter{n: 1}
-	if _, _, err := s.Ensure(t.Context(), r.rotate); !errors.Is(err, boom) || err.Error() != "test: get secret ns/certs: boom" || r.calls != 0 {
+	if _, err := s.Ensure(t.Context(), r.rotate); !errors.Is(err, boom) || err.Error() != "test: get secret ns/certs: boom" || r.calls != 0 {
 		t.Errorf("get: %v, %d rotations", err, r.calls)
 	}
 	s = newSecret(t, interceptor.Funcs{})
-	if _, _, err := s.Ensure(t.Context(), func(map[string][]byte) (map[string][]byte, string, error) { return nil, "", boom }); err != boom {
+	if _, err := s.Ensure(t.Context(), func(map[string][]byte) (map[string][]byte, string, error) { return nil, "", boom }); err != boom {
 		t.Errorf("rotate: %v, want it as it is", err)
 	}
 }
