@@ -134,13 +134,18 @@ func (v *vehicleNode) startLinkd(cfg string) *logBuffer {
 		}
 	})
 	v.linkdAddr = nodePod + ":15021"
+	// Healthy: its first scan is published (before it, GET /v1/links has
+	// no links yet).
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialInNetns(ctx, v.node.path(), network, addr)
+	}}}
 	waitFor(v.t, "misaki-linkd healthy", func() bool {
-		c, err := dialInNetns(context.Background(), v.node.path(), "tcp", v.linkdAddr)
+		resp, err := c.Get("http://" + v.linkdAddr + "/healthz")
 		if err != nil {
 			return false
 		}
-		c.Close()
-		return true
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	})
 	return logs
 }
