@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
 	"github.com/misaki-io/misaki/internal/cli"
@@ -208,8 +209,22 @@ func TestCheck(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "misaki-system", Name: "misaki-injector"}, &cm); err != nil {
 		t.Fatal(err)
 	}
+	// The installed controller runs --xds-auth mtls, and its xDS
+	// certificate names the Service, which this test's proxy (dialling an
+	// address of this machine, outside any cluster) cannot verify. The
+	// binary runs plaintext here and its injector config drops
+	// xdsIdentity to match; TestXDSIdentity and TestInjection run mtls.
+	var injector map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["injector.yaml"]), &injector); err != nil {
+		t.Fatal(err)
+	}
+	delete(injector, "xdsIdentity")
+	injectorYAML, err := yaml.Marshal(injector)
+	if err != nil {
+		t.Fatal(err)
+	}
 	injectorFile := filepath.Join(t.TempDir(), "injector.yaml")
-	if err := os.WriteFile(injectorFile, []byte(cm.Data["injector.yaml"]), 0o600); err != nil {
+	if err := os.WriteFile(injectorFile, injectorYAML, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := func(port int32) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
