@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
@@ -192,7 +193,7 @@ func (u *Upstream) set(ok bool, source string, err error) {
 }
 
 // Run probes until ctx ends: every Interval while reachable, with backoff
-// from Backoff.Initial to Backoff.Max (full jitter) while not, and at once
+// from Backoff.Initial doubling to Backoff.Max (equal jitter, probeBackoff) while not, and at once
 // when kicked. With no prober, a passive failure holds for one backoff step
 // and then real requests try again, so a route never stays down forever.
 func (u *Upstream) Run(ctx context.Context) error {
@@ -200,7 +201,7 @@ func (u *Upstream) Run(ctx context.Context) error {
 	for {
 		delay := u.cfg.Interval.D()
 		if fails > 0 {
-			delay = Backoff(u.cfg.Backoff.Initial.D(), u.cfg.Backoff.Max.D(), fails)
+			delay = probeBackoff(u.cfg.Backoff).Delay(fails-1, rand.Float64())
 		}
 		t := u.clock.NewTimer(delay)
 		kicked := false
@@ -242,20 +243,12 @@ func (u *Upstream) Run(ctx context.Context) error {
 	}
 }
 
-// Backoff returns the delay before retry number n (n ≥ 1): a random duration
-// in [initial/2, min(max, initial·2^(n-1))] ("equal jitter", so retries neither
-// synchronise nor collapse to zero).
-func Backoff(initial, maxDelay time.Duration, n int) time.Duration {
-	d := initial
-	for i := 1; i < n && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	lo := initial / 2
-	if d <= lo {
-		return d
-	}
-	return lo + rand.N(d-lo+1)
+// probeBackoff is the delay between probes of an unreachable upstream:
+// Initial doubling to Max, each delay drawn from [d/2, d] ("equal
+// jitter", so the proxies of a fleet neither probe in step nor collapse
+// to zero).
+func probeBackoff(b config.Backoff) backoff.Policy {
+	return backoff.Policy{Initial: b.Initial.D(), Max: b.Max.D(), Multiplier: 2, Jitter: 0.5}
 }
 
 // IsDialError reports whether err is a failure to connect (refused, timed

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,13 +19,17 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// TestBackoffBounds: the n-th delay after a failed probe lies in [d/2, d]
+// for d = min(Max, Initial·2^(n-1)), at the lowest and highest draws and
+// at random ones.
 func TestBackoffBounds(t *testing.T) {
-	for n := 1; n < 20; n++ {
-		for range 100 {
-			d := Backoff(500*time.Millisecond, 10*time.Second, n)
-			ceil := min(10*time.Second, 500*time.Millisecond<<(n-1))
-			if d < 250*time.Millisecond || d > ceil {
-				t.Fatalf("Backoff(n=%d) = %v, want in [250ms, %v]", n, d, ceil)
+	p := probeBackoff(config.Backoff{Initial: config.Duration(500 * time.Millisecond), Max: config.Duration(10 * time.Second)})
+	for n := 1; n < 40; n++ {
+		ceil := min(10*time.Second, 500*time.Millisecond<<min(n-1, 20))
+		for _, rnd := range []float64{0, 0.25, 0.5, 0.999999, rand.Float64(), rand.Float64()} {
+			d := p.Delay(n-1, rnd)
+			if d < ceil/2 || d > ceil {
+				t.Fatalf("delay %d (draw %v) = %v, want in [%v, %v]", n, rnd, d, ceil/2, ceil)
 			}
 		}
 	}

@@ -57,6 +57,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/listenfd"
@@ -257,18 +258,19 @@ func Run(ctx context.Context, opt Options) error {
 	}
 }
 
+// restartPolicy is the crash loop's backoff: BackoffInitial doubling to
+// BackoffMax, without jitter (one process restarts one child; there is no
+// herd to spread).
+var restartPolicy = backoff.Policy{Initial: BackoffInitial, Max: BackoffMax, Multiplier: 2, Jitter: backoff.NoJitter}
+
 // Delay is the wait before the start that follows the n-th death in a row
 // within StableRun of its start: none for n ≤ 1, then BackoffInitial
-// doubling up to BackoffMax.
+// doubling up to BackoffMax (100 ms, 200 ms, … 3.2 s, 5 s).
 func Delay(n int) time.Duration {
 	if n <= 1 {
 		return 0
 	}
-	d := BackoffInitial
-	for i := 2; i < n && d < BackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, BackoffMax)
+	return restartPolicy.Delay(n-2, 0)
 }
 
 // child is one running proxy.
