@@ -1,9 +1,9 @@
-// Command simvehicle is a simulated vehicle agent for trying the hub
-// before the real agent (issue 18) runs on a cluster: it enrols with a
-// bootstrap token, long-polls its desired state, verifies it the way the
-// agent will (the signature chain from a pinned root, its vehicle ID, the
-// expiry, a rising revision, the digest), prints it, and reports every
-// object healthy without applying anything.
+// Command simvehicle is a simulated vehicle for trying the hub without a
+// cluster (misaki-agent is the real one): it enrols with a bootstrap
+// token, long-polls its desired state, verifies it as the agent does (the
+// signature chain from a pinned root, its vehicle ID, the expiry, a rising
+// revision, the digest), prints it, and reports every object healthy
+// without applying anything.
 //
 //	go run ./hack/simvehicle --hub https://localhost:8443 --ca-file misaki-hub-data/ca.crt \
 //	    --token "$TOKEN" --dir /tmp/car-1 --once
