@@ -3,13 +3,9 @@ package spool
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -19,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/durable"
 	"github.com/misaki-io/misaki/internal/framelog"
 )
 
@@ -161,14 +156,6 @@ type Spool struct {
 	stats     Stats             // Fsyncs: of sealed segments; the active one counts its own
 }
 
-// pendingUnlink is a body file to remove once the done frame of its
-// record, appended to segment seg up to position pos, is durable.
-type pendingUnlink struct {
-	seg  uint32
-	pos  uint64
-	name string
-}
-
 // Open opens (or creates) the spool in opts.Dir and recovers its state:
 // a torn write at the end of the newest segment is cut off, damaged frames
 // are copied to the quarantine directory and skipped, finished records are
@@ -302,58 +289,6 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 	return r.Seq, nil
 }
 
-// stageBody reads the body: into r.Body when it fits InlineMax, else into
-// a file of its own (fsynced under SyncAlways), whose path it returns.
-func (s *Spool) stageBody(r *Record, body io.Reader) (string, error) {
-	buf := make([]byte, s.opts.InlineMax+1)
-	n, err := io.ReadFull(body, buf)
-	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		r.Body = buf[:n:n]
-		r.BodySize = 0
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("spool: read body: %w", err)
-	}
-	var name [16]byte
-	rand.Read(name[:])
-	r.BodyFile = hex.EncodeToString(name[:])
-	p := s.path("bodies", r.BodyFile)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		return "", fmt.Errorf("spool: body file: %w", err)
-	}
-	h := crc32.New(castagnoli)
-	w := io.MultiWriter(f, h)
-	written, err := w.Write(buf)
-	if err == nil {
-		var more int64
-		more, err = io.Copy(w, body)
-		written += int(more)
-	}
-	if err == nil && s.opts.Sync == SyncAlways {
-		err = durable.Fdatasync(f)
-		if err == nil {
-			err = durable.SyncDir(s.path("bodies"))
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-		return "", fmt.Errorf("spool: body file: %w", err)
-	}
-	if int64(written) > 1<<32-1-maxPayload {
-		os.Remove(p)
-		return "", fmt.Errorf("%w: body of %d bytes", ErrFull, written)
-	}
-	r.Body = nil
-	r.BodySize = int64(written)
-	r.BodyCRC = h.Sum32()
-	return p, nil
-}
-
 // makeRoom checks the route's and the total quota for size more bytes
 // and one more record, evicting the route's oldest queued records if its
 // policy says so.
@@ -391,22 +326,6 @@ func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
 		err = fits()
 	}
 	return nil
-}
-
-// unlinkDurableLocked removes body files whose done frames are durable: in
-// a sealed segment (fsynced when it was sealed), or in the active one up
-// to what it has synced.
-func (s *Spool) unlinkDurableLocked() {
-	synced := s.active.Synced()
-	n := 0
-	for _, u := range s.unlinks {
-		if u.seg == s.activeOrd && u.pos > synced {
-			break
-		}
-		os.Remove(s.path("bodies", u.name))
-		n++
-	}
-	s.unlinks = s.unlinks[n:]
 }
 
 // abort takes back a record whose fsync failed: it was not acknowledged.
@@ -669,42 +588,6 @@ func recordFrom(b []byte, e entry) (*Record, error) {
 	}
 	return r, nil
 }
-
-// OpenBody opens r's body: its bytes, or its file, checked against its
-// length and checksum as it is read (a mismatch is an error at the end).
-func (s *Spool) OpenBody(r *Record) (io.ReadCloser, error) {
-	if r.BodyFile == "" {
-		return io.NopCloser(bytes.NewReader(r.Body)), nil
-	}
-	f, err := os.Open(s.path("bodies", r.BodyFile))
-	if err != nil {
-		s.mu.Lock()
-		s.stats.MissingBodies++
-		s.mu.Unlock()
-		return nil, fmt.Errorf("spool: body of request %d: %w", r.Seq, err)
-	}
-	return &checkedBody{f: f, want: r.BodyCRC, size: r.BodySize, h: crc32.New(castagnoli)}, nil
-}
-
-type checkedBody struct {
-	f    *os.File
-	h    hash.Hash32
-	want uint32
-	size int64
-	n    int64
-}
-
-func (b *checkedBody) Read(p []byte) (int, error) {
-	n, err := b.f.Read(p)
-	b.n += int64(n)
-	b.h.Write(p[:n])
-	if err == io.EOF && (b.n != b.size || b.h.Sum32() != b.want) {
-		return n, fmt.Errorf("spool: body file %s is damaged (%d bytes, checksum mismatch)", filepath.Base(b.f.Name()), b.n)
-	}
-	return n, err
-}
-
-func (b *checkedBody) Close() error { return b.f.Close() }
 
 // Finish ends an in-flight (or queued) record with outcome o.
 func (s *Spool) Finish(seq uint64, o Outcome) error {
