@@ -3,11 +3,32 @@
 // bodies streamed both ways, trailers passed, hop-by-hop headers dropped,
 // Via and X-Forwarded-* set, WebSocket upgrades tunnelled.
 //
-// It is built on net/http/httputil.ReverseProxy, which already does the
-// hop-by-hop, trailer, flushing and upgrade work correctly; this package adds
-// the transport per upstream scheme, timeouts, and one thing ReverseProxy
-// cannot tell its caller: that a request failed to connect before any of it
-// was sent (ErrNotSent), so the caller may hold it and try again instead of
+// A request takes one of two paths, chosen per request by Forward:
+//
+//	                      http:// upstream, no Upgrade, Expect or Trailer,
+//	                      no body or one of known length up to 16 KiB
+//	Forward ─┬─ yes ──> the fast path (h1.go): the request written straight
+//	         │          onto a pooled connection (h1Pool), the answer read on
+//	         │          the calling goroutine, sockets read and written with
+//	         │          plain system calls (internal/sockio)
+//	         └─ no ───> net/http/httputil.ReverseProxy over an http.Transport:
+//	                    streams, chunked and large bodies, WebSockets, TLS,
+//	                    HTTP/2
+//
+// ReverseProxy already does the hop-by-hop, trailer, flushing and upgrade
+// work correctly; the fast path does exactly what it would for the requests
+// it takes (same headers both ways, compared by TestFastPathMatchesReverseProxy)
+// without its per-request clones, contexts and goroutine hand-offs. Neither
+// path can be switched off by configuration; which one a request took is
+// visible to neither the app nor the upstream.
+//
+// Both paths share the upstream's dialer, so both are steered onto the
+// link the route may use (SO_BINDTODEVICE, or the node link agent's mark
+// and source port range), and both count the bytes of connections on
+// metered links from the kernel's TCP_INFO. And both tell the caller what
+// a plain proxy cannot: that nothing of the request was sent (ErrNotSent)
+// or that no answer came to a request that may be sent again
+// (ErrNoResponse), so the caller may hold it and try again instead of
 // failing it.
 package forward
 
