@@ -50,7 +50,10 @@ func attackMesh(t *testing.T, extra string, a h2abuse.Case) (*proxy, h2abuse.Res
 // listener: the proxy must end the connection with GOAWAY, count it in
 // misaki_proxy_http2_limit_closes_total, keep the requests that reached
 // the upstream bounded, and go on serving. Without limits.http2 none of
-// them is ended (docs/proxy.md has the figures).
+// them is ended (docs/proxy.md has the figures). It runs on the default
+// HTTP/1.1 server, the lean one, which hands each h2c connection to
+// net/http at its preface; TestH2AbuseStdlibServer runs three of the
+// attacks with net/http alone (each attack takes up to 5 s).
 func TestH2Abuse(t *testing.T) {
 	for _, a := range h2abuse.Cases {
 		t.Run(a.Name, func(t *testing.T) {
@@ -79,7 +82,7 @@ func TestH2AbuseStdlibServer(t *testing.T) {
 }
 
 // TestH2AbuseMeasure logs what each attack gets through in a given time;
-// docs/proxy.md has its figures.
+// docs/proxy.md has its figures. It measures the default HTTP/1.1 server.
 func TestH2AbuseMeasure(t *testing.T) {
 	if *h2abuseMeasure == 0 {
 		t.Skip("-h2abuse.measure not set")
@@ -103,95 +106,97 @@ func TestH2AbuseMeasure(t *testing.T) {
 // second (more than the resets burst), 400 calls cancelled young (within
 // it), and 1,000 calls, pings and settings included.
 func TestH2LegitTraffic(t *testing.T) {
-	up := newGRPCUpstream(t, nil)
-	p := startProxy(t, simpleRoute("h2c://"+up.addr, ""), true)
-	conn := grpcClient(t, p, "svc.mesh")
-	client := healthpb.NewHealthClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		up := newGRPCUpstream(t, nil)
+		p := srv.start(t, simpleRoute("h2c://"+up.addr, ""), true)
+		conn := grpcClient(t, p, "svc.mesh")
+		client := healthpb.NewHealthClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 
-	for round := 0; round < 3; round++ {
-		const streams = 200 // within limits.http2.maxConcurrentStreams
-		cancels := make([]context.CancelFunc, streams)
-		for i := range cancels {
+		for round := 0; round < 3; round++ {
+			const streams = 200 // within limits.http2.maxConcurrentStreams
+			cancels := make([]context.CancelFunc, streams)
+			for i := range cancels {
+				sctx, scancel := context.WithCancel(ctx)
+				cancels[i] = scancel
+				w, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Recv(); err != nil {
+					t.Fatalf("round %d, watch %d: %v", round, i, err)
+				}
+			}
+			p.clock.Advance(h2guard.PrematureReset)
+			for _, c := range cancels {
+				c()
+			}
+		}
+
+		// Calls cancelled while the upstream has them: the watch's first
+		// answer is back, the stream is young.
+		for i := 0; i < 400; i++ {
 			sctx, scancel := context.WithCancel(ctx)
-			cancels[i] = scancel
 			w, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
+			if err == nil {
+				_, err = w.Recv()
+			}
+			scancel()
 			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Recv(); err != nil {
-				t.Fatalf("round %d, watch %d: %v", round, i, err)
+				t.Fatalf("young watch %d: %v", i, err)
 			}
 		}
-		p.clock.Advance(h2guard.PrematureReset)
-		for _, c := range cancels {
-			c()
-		}
-	}
 
-	// Calls cancelled while the upstream has them: the watch's first
-	// answer is back, the stream is young.
-	for i := 0; i < 400; i++ {
-		sctx, scancel := context.WithCancel(ctx)
-		w, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
-		if err == nil {
-			_, err = w.Recv()
+		var wg sync.WaitGroup
+		errs := make(chan error, 1000)
+		for i := 0; i < 1000; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "telemetry"}); err != nil {
+					errs <- err
+				}
+			}()
 		}
-		scancel()
-		if err != nil {
-			t.Fatalf("young watch %d: %v", i, err)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("a call failed: %v", err)
 		}
-	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 1000)
-	for i := 0; i < 1000; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "telemetry"}); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("a call failed: %v", err)
-	}
+		// A Go client on h2c with prior knowledge: 1,000 requests at once.
+		up2 := newUpstream(t, nil)
+		p2 := srv.start(t, simpleRoute(up2.URL, ""), false)
+		h2c := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
+		for i := 0; i < 1000; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p2.mesh+"/x", nil)
+				req.Host = "svc.mesh"
+				resp, err := h2c.Do(req)
+				if err != nil {
+					t.Errorf("h2c request: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 {
+					t.Errorf("h2c request answered over %s", resp.Proto)
+				}
+			}()
+		}
+		wg.Wait()
 
-	// A Go client on h2c with prior knowledge: 1,000 requests at once.
-	up2 := newUpstream(t, nil)
-	p2 := startProxy(t, simpleRoute(up2.URL, ""), false)
-	h2c := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
-	for i := 0; i < 1000; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p2.mesh+"/x", nil)
-			req.Host = "svc.mesh"
-			resp, err := h2c.Do(req)
-			if err != nil {
-				t.Errorf("h2c request: %v", err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.ProtoMajor != 2 {
-				t.Errorf("h2c request answered over %s", resp.Proto)
-			}
-		}()
-	}
-	wg.Wait()
-
-	for _, m := range []string{p.metrics(t), p2.metrics(t)} {
-		for _, limit := range []string{"resets", "settings", "pings", "continuations", "streams"} {
-			if want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 0`, limit); !strings.Contains(m, want) {
-				t.Errorf("/metrics lacks %s", want)
+		for _, m := range []string{p.metrics(t), p2.metrics(t)} {
+			for _, limit := range []string{"resets", "settings", "pings", "continuations", "streams"} {
+				if want := fmt.Sprintf(`misaki_proxy_http2_limit_closes_total{limit=%q} 0`, limit); !strings.Contains(m, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
 			}
 		}
-	}
+	})
 }
 
 func h2cOnly() *http.Protocols {

@@ -86,6 +86,38 @@ links:
   - {name: modem, class: cellular, metered: true}
 `
 
+// http1Server is one of the mesh listener's two HTTP/1.1 servers (config
+// http1Server): "lean", Misaki's own (internal/proxy/h1) in front of
+// net/http, which takes every connection the lean one hands over; or
+// "stdlib", net/http alone. One suite runs on both: every test that sends
+// requests to the mesh listener runs once per server (onEachServer).
+type http1Server string
+
+// http1Servers are both, in the order their subtests run.
+var http1Servers = []http1Server{config.HTTP1Lean, config.HTTP1Stdlib}
+
+// yaml is the config line that chooses the server.
+func (h http1Server) yaml() string { return "http1Server: " + string(h) + "\n" }
+
+// start is startProxy on this server.
+func (h http1Server) start(t testing.TB, yaml string, fake bool) *proxy {
+	t.Helper()
+	return startProxy(t, h.yaml()+yaml, fake)
+}
+
+// onEachServer runs test once per HTTP/1.1 server, as the subtests "lean"
+// and "stdlib".
+func onEachServer(t *testing.T, test func(t *testing.T, srv http1Server)) {
+	t.Helper()
+	for _, srv := range http1Servers {
+		t.Run(string(srv), func(t *testing.T) { test(t, srv) })
+	}
+}
+
+// startProxy starts a proxy from yaml (after listen and admin on free
+// loopback ports), on the fake clock if fake, and stops it when the test
+// ends. It returns once the proxy is ready. Tests of the mesh listener
+// call it through http1Server.start.
 func startProxy(t testing.TB, yaml string, fake bool) *proxy {
 	t.Helper()
 	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n" + yaml))

@@ -73,119 +73,123 @@ func (p *proxy) route(t *testing.T, name string) routeView {
 // carried there pass the allowance, then has no usable link until an
 // unmetered one is up; the count outlives a restart.
 func TestMeteredBudget(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("binds upstream connections to lo (SO_BINDTODEVICE, CAP_NET_RAW) and counts them from TCP_INFO: Linux as root")
-	}
-	up := newUpstream(t, nil)
-	dir := t.TempDir()
-	p := startProxy(t, meteredYAML(dir, up.URL), true)
-
-	// Both links up: the unmetered one carries the route.
-	if r := p.route(t, "video"); !r.Usable || r.Link != "wlan" || r.Interface != "lo" || r.Budget == nil || r.Budget.DailyLimit != 50<<10 {
-		t.Fatalf("at start: %+v", r)
-	}
-	// Wi-Fi down: the modem, metered, carries it and counts.
-	p.setLink(t, "wlan", "down")
-	if r := p.route(t, "video"); !r.Usable || r.Link != "modem" {
-		t.Fatalf("Wi-Fi down: %+v", r)
-	}
-	body := []byte(strings.Repeat("v", 30<<10))
-	for i := range 2 {
-		if res := p.send(t.Context(), "video.cloud.misaki", fmt.Sprint("m", i), nil, body); res.status != 200 {
-			t.Fatalf("request %d over the modem: %+v", i, res)
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+			t.Skip("binds upstream connections to lo (SO_BINDTODEVICE, CAP_NET_RAW) and counts them from TCP_INFO: Linux as root")
 		}
-	}
-	// The meter reads the connections every second of the proxy's clock.
-	waitFor(t, "the route over its allowance", func() bool {
-		p.clock.Advance(meterInterval)
-		return !p.route(t, "video").Usable
-	})
-	r := p.route(t, "video")
-	if !strings.Contains(r.Reason, "over its metered budget") || !r.Budget.Exceeded || r.Budget.DailyBytes < 60<<10 {
-		t.Fatalf("over the allowance: %+v (budget %+v)", r, r.Budget)
-	}
-	used := r.Budget.DailyBytes
-	res := p.send(t.Context(), "video.cloud.misaki", "held", map[string]string{"Prefer": "wait=0"}, []byte("x"))
-	if res.status == 200 || up.count("held") != 0 {
-		t.Fatalf("a request over the allowance with only the modem up was delivered: %+v", res)
-	}
+		up := newUpstream(t, nil)
+		dir := t.TempDir()
+		p := srv.start(t, meteredYAML(dir, up.URL), true)
 
-	// Wi-Fi back: usable again over it, and its bytes do not count.
-	p.setLink(t, "wlan", "auto")
-	if r := p.route(t, "video"); !r.Usable || r.Link != "wlan" {
-		t.Fatalf("Wi-Fi back: %+v", r)
-	}
-	if res := p.send(t.Context(), "video.cloud.misaki", "w", nil, body); res.status != 200 {
-		t.Fatalf("over Wi-Fi: %+v", res)
-	}
-	p.stop() // counts what is left and writes budgets.json
+		// Both links up: the unmetered one carries the route.
+		if r := p.route(t, "video"); !r.Usable || r.Link != "wlan" || r.Interface != "lo" || r.Budget == nil || r.Budget.DailyLimit != 50<<10 {
+			t.Fatalf("at start: %+v", r)
+		}
+		// Wi-Fi down: the modem, metered, carries it and counts.
+		p.setLink(t, "wlan", "down")
+		if r := p.route(t, "video"); !r.Usable || r.Link != "modem" {
+			t.Fatalf("Wi-Fi down: %+v", r)
+		}
+		body := []byte(strings.Repeat("v", 30<<10))
+		for i := range 2 {
+			if res := p.send(t.Context(), "video.cloud.misaki", fmt.Sprint("m", i), nil, body); res.status != 200 {
+				t.Fatalf("request %d over the modem: %+v", i, res)
+			}
+		}
+		// The meter reads the connections every second of the proxy's clock.
+		waitFor(t, "the route over its allowance", func() bool {
+			p.clock.Advance(meterInterval)
+			return !p.route(t, "video").Usable
+		})
+		r := p.route(t, "video")
+		if !strings.Contains(r.Reason, "over its metered budget") || !r.Budget.Exceeded || r.Budget.DailyBytes < 60<<10 {
+			t.Fatalf("over the allowance: %+v (budget %+v)", r, r.Budget)
+		}
+		used := r.Budget.DailyBytes
+		res := p.send(t.Context(), "video.cloud.misaki", "held", map[string]string{"Prefer": "wait=0"}, []byte("x"))
+		if res.status == 200 || up.count("held") != 0 {
+			t.Fatalf("a request over the allowance with only the modem up was delivered: %+v", res)
+		}
 
-	var saved map[string]budget.Usage
-	b, err := os.ReadFile(filepath.Join(dir, "budgets.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &saved); err != nil {
-		t.Fatal(err)
-	}
-	if saved["video"].DailyBytes != used {
-		t.Fatalf("budgets.json says %d bytes today, the route had used %d before Wi-Fi carried 30 KiB: %s", saved["video"].DailyBytes, used, b)
-	}
+		// Wi-Fi back: usable again over it, and its bytes do not count.
+		p.setLink(t, "wlan", "auto")
+		if r := p.route(t, "video"); !r.Usable || r.Link != "wlan" {
+			t.Fatalf("Wi-Fi back: %+v", r)
+		}
+		if res := p.send(t.Context(), "video.cloud.misaki", "w", nil, body); res.status != 200 {
+			t.Fatalf("over Wi-Fi: %+v", res)
+		}
+		p.stop() // counts what is left and writes budgets.json
 
-	// A restart keeps the count: with only the modem up, still over.
-	p = startProxy(t, meteredYAML(dir, up.URL), true)
-	p.setLink(t, "wlan", "down")
-	r = p.route(t, "video")
-	if r.Usable || !r.Budget.Exceeded || r.Budget.DailyBytes != used {
-		t.Fatalf("after a restart: %+v (budget %+v)", r, r.Budget)
-	}
+		var saved map[string]budget.Usage
+		b, err := os.ReadFile(filepath.Join(dir, "budgets.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &saved); err != nil {
+			t.Fatal(err)
+		}
+		if saved["video"].DailyBytes != used {
+			t.Fatalf("budgets.json says %d bytes today, the route had used %d before Wi-Fi carried 30 KiB: %s", saved["video"].DailyBytes, used, b)
+		}
 
-	// A new day starts the count again.
-	p.clock.Advance(24 * time.Hour)
-	waitFor(t, "the route usable on a new day", func() bool {
-		p.clock.Advance(meterInterval)
-		return p.route(t, "video").Usable
+		// A restart keeps the count: with only the modem up, still over.
+		p = srv.start(t, meteredYAML(dir, up.URL), true)
+		p.setLink(t, "wlan", "down")
+		r = p.route(t, "video")
+		if r.Usable || !r.Budget.Exceeded || r.Budget.DailyBytes != used {
+			t.Fatalf("after a restart: %+v (budget %+v)", r, r.Budget)
+		}
+
+		// A new day starts the count again.
+		p.clock.Advance(24 * time.Hour)
+		waitFor(t, "the route usable on a new day", func() bool {
+			p.clock.Advance(meterInterval)
+			return p.route(t, "video").Usable
+		})
 	})
 }
 
 // Bytes a request carries over a metered link while the proxy shuts down
 // (its grace lets requests in flight finish) are in budgets.json.
 func TestMeteredBytesOfTheShutdownGrace(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("binds upstream connections to lo (SO_BINDTODEVICE, CAP_NET_RAW) and counts them from TCP_INFO: Linux as root")
-	}
-	const size = 200 << 10
-	arrived, release := make(chan struct{}), make(chan struct{})
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		w.Write([]byte(strings.Repeat("s", size)))
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+			t.Skip("binds upstream connections to lo (SO_BINDTODEVICE, CAP_NET_RAW) and counts them from TCP_INFO: Linux as root")
+		}
+		const size = 200 << 10
+		arrived, release := make(chan struct{}), make(chan struct{})
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			close(arrived)
+			<-release
+			w.Write([]byte(strings.Repeat("s", size)))
+		})
+		dir := t.TempDir()
+		p := srv.start(t, meteredYAML(dir, up.URL), false)
+		p.setLink(t, "wlan", "down")
+		got := make(chan result, 1)
+		go func() { got <- p.send(t.Context(), "video.cloud.misaki", "slow", nil, nil) }()
+		<-arrived
+		stopped := make(chan struct{})
+		go func() { p.stop(); close(stopped) }()
+		waitFor(t, "the proxy shutting down", func() bool { return p.stopping.Load() })
+		close(release)
+		if r := <-got; r.status != 200 || len(r.body) != size {
+			t.Fatalf("the request in flight at shutdown: %d, %d bytes", r.status, len(r.body))
+		}
+		<-stopped
+		b, err := os.ReadFile(filepath.Join(dir, "budgets.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var saved map[string]budget.Usage
+		if err := json.Unmarshal(b, &saved); err != nil {
+			t.Fatal(err)
+		}
+		if n := saved["video"].DailyBytes; n < size {
+			t.Fatalf("budgets.json counts %d bytes; the response alone was %d", n, size)
+		}
 	})
-	dir := t.TempDir()
-	p := startProxy(t, meteredYAML(dir, up.URL), false)
-	p.setLink(t, "wlan", "down")
-	got := make(chan result, 1)
-	go func() { got <- p.send(t.Context(), "video.cloud.misaki", "slow", nil, nil) }()
-	<-arrived
-	stopped := make(chan struct{})
-	go func() { p.stop(); close(stopped) }()
-	waitFor(t, "the proxy shutting down", func() bool { return p.stopping.Load() })
-	close(release)
-	if r := <-got; r.status != 200 || len(r.body) != size {
-		t.Fatalf("the request in flight at shutdown: %d, %d bytes", r.status, len(r.body))
-	}
-	<-stopped
-	b, err := os.ReadFile(filepath.Join(dir, "budgets.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var saved map[string]budget.Usage
-	if err := json.Unmarshal(b, &saved); err != nil {
-		t.Fatal(err)
-	}
-	if n := saved["video"].DailyBytes; n < size {
-		t.Fatalf("budgets.json counts %d bytes; the response alone was %d", n, size)
-	}
 }
 
 // fakeLinkAgent plays misaki-linkd's watch stream: every stream gets the
@@ -255,31 +259,32 @@ func freePorts(t *testing.T, n int) [2]uint16 {
 // unmetered link of the route's classes while it is up, the metered one
 // when it goes; the link is in the route's status.
 func TestAgentLinksSteerByPort(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("steering by the agent's policy routing is Linux only")
-	}
-	wifiPorts, modemPorts := freePorts(t, 50), freePorts(t, 50)
-	agent := newFakeLinkAgent(t, linkv1.Snapshot{Version: 1, Agent: "node/1", Links: []linkv1.Link{
-		{Name: "wifi", Class: "wifi", Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0000, Table: 15100, Ports: wifiPorts}},
-		{Name: "modem", Class: "cellular", Metered: true, Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0001, Table: 15101, Ports: modemPorts}},
-		{Name: "sat", Class: "satellite", Metered: true, Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0002, Table: 15102, Ports: [2]uint16{64000, 64049}}},
-	}})
-	var mu sync.Mutex
-	var from []int
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		_, port, _ := net.SplitHostPort(r.RemoteAddr)
-		n, _ := strconv.Atoi(port)
-		mu.Lock()
-		from = append(from, n)
-		mu.Unlock()
-		fmt.Fprint(w, "ok")
-	})
-	lastPort := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return from[len(from)-1]
-	}
-	p := startProxy(t, fmt.Sprintf(`
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		if runtime.GOOS != "linux" {
+			t.Skip("steering by the agent's policy routing is Linux only")
+		}
+		wifiPorts, modemPorts := freePorts(t, 50), freePorts(t, 50)
+		agent := newFakeLinkAgent(t, linkv1.Snapshot{Version: 1, Agent: "node/1", Links: []linkv1.Link{
+			{Name: "wifi", Class: "wifi", Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0000, Table: 15100, Ports: wifiPorts}},
+			{Name: "modem", Class: "cellular", Metered: true, Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0001, Table: 15101, Ports: modemPorts}},
+			{Name: "sat", Class: "satellite", Metered: true, Up: true, Source: "kernel", Steer: &linkv1.Steer{Mark: 0x4d5a0002, Table: 15102, Ports: [2]uint16{64000, 64049}}},
+		}})
+		var mu sync.Mutex
+		var from []int
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			_, port, _ := net.SplitHostPort(r.RemoteAddr)
+			n, _ := strconv.Atoi(port)
+			mu.Lock()
+			from = append(from, n)
+			mu.Unlock()
+			fmt.Fprint(w, "ok")
+		})
+		lastPort := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return from[len(from)-1]
+		}
+		p := srv.start(t, fmt.Sprintf(`
 linkAgent: {address: %s}
 routes:
   - name: telemetry
@@ -289,28 +294,29 @@ routes:
     offline: {links: [wifi, cellular]}
 `, agent.Listener.Addr(), up.URL), false)
 
-	in := func(port int, r [2]uint16) bool { return port >= int(r[0]) && port <= int(r[1]) }
-	if r := p.route(t, "telemetry"); !r.Usable || r.Link != "wifi" {
-		t.Fatalf("with Wi-Fi up: %+v", r)
-	}
-	if res := p.send(t.Context(), "telemetry.cloud.misaki", "1", nil, nil); res.status != 200 || !in(lastPort(), wifiPorts) {
-		t.Fatalf("over Wi-Fi: %d from port %d, want %v", res.status, lastPort(), wifiPorts)
-	}
+		in := func(port int, r [2]uint16) bool { return port >= int(r[0]) && port <= int(r[1]) }
+		if r := p.route(t, "telemetry"); !r.Usable || r.Link != "wifi" {
+			t.Fatalf("with Wi-Fi up: %+v", r)
+		}
+		if res := p.send(t.Context(), "telemetry.cloud.misaki", "1", nil, nil); res.status != 200 || !in(lastPort(), wifiPorts) {
+			t.Fatalf("over Wi-Fi: %d from port %d, want %v", res.status, lastPort(), wifiPorts)
+		}
 
-	agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = false, "no carrier" })
-	waitFor(t, "the route steered onto the modem", func() bool { return p.route(t, "telemetry").Link == "modem" })
-	if res := p.send(t.Context(), "telemetry.cloud.misaki", "2", nil, nil); res.status != 200 || !in(lastPort(), modemPorts) {
-		t.Fatalf("over the modem: %d from port %d, want %v", res.status, lastPort(), modemPorts)
-	}
+		agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = false, "no carrier" })
+		waitFor(t, "the route steered onto the modem", func() bool { return p.route(t, "telemetry").Link == "modem" })
+		if res := p.send(t.Context(), "telemetry.cloud.misaki", "2", nil, nil); res.status != 200 || !in(lastPort(), modemPorts) {
+			t.Fatalf("over the modem: %d from port %d, want %v", res.status, lastPort(), modemPorts)
+		}
 
-	// The proxy's own override of an agent link counts too.
-	p.setLink(t, "modem", "down")
-	if r := p.route(t, "telemetry"); r.Usable {
-		t.Fatalf("with Wi-Fi and the modem down (the satellite not allowed): %+v", r)
-	}
-	agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = true, "" })
-	waitFor(t, "the route back on Wi-Fi", func() bool { r := p.route(t, "telemetry"); return r.Usable && r.Link == "wifi" })
-	if res := p.send(t.Context(), "telemetry.cloud.misaki", "3", nil, nil); res.status != 200 || !in(lastPort(), wifiPorts) {
-		t.Fatalf("back over Wi-Fi: %d from port %d, want %v", res.status, lastPort(), wifiPorts)
-	}
+		// The proxy's own override of an agent link counts too.
+		p.setLink(t, "modem", "down")
+		if r := p.route(t, "telemetry"); r.Usable {
+			t.Fatalf("with Wi-Fi and the modem down (the satellite not allowed): %+v", r)
+		}
+		agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = true, "" })
+		waitFor(t, "the route back on Wi-Fi", func() bool { r := p.route(t, "telemetry"); return r.Usable && r.Link == "wifi" })
+		if res := p.send(t.Context(), "telemetry.cloud.misaki", "3", nil, nil); res.status != 200 || !in(lastPort(), wifiPorts) {
+			t.Fatalf("back over Wi-Fi: %d from port %d, want %v", res.status, lastPort(), wifiPorts)
+		}
+	})
 }

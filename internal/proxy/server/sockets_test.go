@@ -16,7 +16,8 @@ import (
 )
 
 // Listen takes the sockets handed over (as the supervisor hands them)
-// instead of binding, and closes those the config does not use.
+// instead of binding, and closes those the config does not use. No
+// request is sent: one HTTP/1.1 server is enough.
 func TestListenTakesHandedSockets(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 listen: 127.0.0.1:0
@@ -74,44 +75,46 @@ dns: {listen: 127.0.0.1:0, upstreams: [127.0.0.1:1]}
 // requests do across a restart under the supervisor) is forwarded, not
 // answered 503 because no route had been judged usable yet.
 func TestRequestWaitingInTheBacklogIsServed(t *testing.T) {
-	up := newUpstream(t, nil)
-	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n" + testLinks + `
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		up := newUpstream(t, nil)
+		cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n" + srv.yaml() + testLinks + `
 routes:
   - {name: api, hosts: [api.mesh], upstream: "` + up.URL + `", probe: {type: none}}
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, slog.New(slog.DiscardHandler), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	// Connected and sent before Run: in the backlog.
-	c, err := net.Dial("tcp", s.MeshAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: api.mesh\r\nX-Req-Id: early\r\nConnection: close\r\n\r\n")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || up.count("early") != 1 {
-		t.Fatalf("the request from the backlog: %d, upstream saw it %d times; want 200, once", resp.StatusCode, up.count("early"))
-	}
+		s, err := New(cfg, slog.New(slog.DiscardHandler), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		// Connected and sent before Run: in the backlog.
+		c, err := net.Dial("tcp", s.MeshAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /x HTTP/1.1\r\nHost: api.mesh\r\nX-Req-Id: early\r\nConnection: close\r\n\r\n")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || up.count("early") != 1 {
+			t.Fatalf("the request from the backlog: %d, upstream saw it %d times; want 200, once", resp.StatusCode, up.count("early"))
+		}
+	})
 }

@@ -52,13 +52,13 @@ func rawTrailerUpstream(t *testing.T) string {
 // on every server and forwarding path; the others pass.
 func TestForbiddenTrailersDropped(t *testing.T) {
 	upURL := rawTrailerUpstream(t)
-	for _, server := range []string{"lean", "stdlib"} {
-		p := startProxy(t, "http1Server: "+server+"\n"+simpleRoute(upURL, ""), false)
+	onEachServer(t, func(t *testing.T, srv http1Server) {
+		p := srv.start(t, simpleRoute(upURL, ""), false)
 		for _, tc := range []struct{ name, req string }{
 			{"GET (the fast path)", "GET /x HTTP/1.1\r\nHost: svc.mesh\r\n\r\n"},
 			{"chunked POST (ReverseProxy)", "POST /x HTTP/1.1\r\nHost: svc.mesh\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
 		} {
-			t.Run(server+"/"+tc.name, func(t *testing.T) {
+			t.Run(tc.name, func(t *testing.T) {
 				c, err := net.Dial("tcp", p.mesh)
 				if err != nil {
 					t.Fatal(err)
@@ -88,5 +88,5 @@ func TestForbiddenTrailersDropped(t *testing.T) {
 				}
 			})
 		}
-	}
+	})
 }
