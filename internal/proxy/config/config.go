@@ -24,7 +24,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/misaki-io/misaki/internal/batch"
-	"github.com/misaki-io/misaki/internal/proxy/localdns"
 )
 
 // Config is the whole proxy configuration.
@@ -246,6 +245,24 @@ type DNS struct {
 	// shutdown). Default 1m.
 	SaveInterval Duration `yaml:"saveInterval"`
 }
+
+// The defaults of the dns block. The DNS server (internal/proxy/localdns)
+// fills a zero field of its own Config with the same values: each package
+// states them, so that the configuration model does not import the server
+// (and its cache, metrics and sockets) nor the server the configuration
+// model, and TestDNSDefaultsAreTheServers keeps the two lists equal.
+const (
+	DefaultDNSResolvConf     = "/etc/resolv.conf"
+	DefaultDNSTimeout        = 2 * time.Second
+	DefaultDNSStaleAfter     = 1800 * time.Millisecond // RFC 8767's client response timer
+	DefaultDNSMaxStale       = 72 * time.Hour
+	DefaultDNSMaxTTL         = 24 * time.Hour
+	DefaultDNSMaxNegativeTTL = 3 * time.Hour
+	DefaultDNSMaxEntries     = 100_000
+	DefaultDNSMaxBytes       = 64 << 20
+	DefaultDNSUDPSize        = 1232 // no IP fragmentation on common paths (DNS Flag Day 2020)
+	DefaultDNSSaveInterval   = time.Minute
+)
 
 // Replay tunes how spooled requests are delivered once a link returns.
 type Replay struct {
@@ -644,16 +661,16 @@ func (c *Config) SetDefaults() {
 	}
 	if c.DNS.Listen != "" {
 		d := &c.DNS
-		setDefault(&d.ResolvConf, "/etc/resolv.conf")
-		setDefault(&d.Timeout, Duration(localdns.DefaultTimeout))
-		setDefault(&d.StaleAfter, Duration(localdns.DefaultStaleAfter))
-		setDefault(&d.MaxStale, Duration(localdns.DefaultMaxStale))
-		setDefault(&d.MaxTTL, Duration(localdns.DefaultMaxTTL))
-		setDefault(&d.MaxNegativeTTL, Duration(localdns.DefaultMaxNegTTL))
-		setDefault(&d.MaxEntries, localdns.DefaultMaxEntries)
-		setDefault(&d.MaxBytes, ByteSize(localdns.DefaultMaxBytes))
-		setDefault(&d.UDPSize, localdns.DefaultUDPSize)
-		setDefault(&d.SaveInterval, Duration(time.Minute))
+		setDefault(&d.ResolvConf, DefaultDNSResolvConf)
+		setDefault(&d.Timeout, Duration(DefaultDNSTimeout))
+		setDefault(&d.StaleAfter, Duration(DefaultDNSStaleAfter))
+		setDefault(&d.MaxStale, Duration(DefaultDNSMaxStale))
+		setDefault(&d.MaxTTL, Duration(DefaultDNSMaxTTL))
+		setDefault(&d.MaxNegativeTTL, Duration(DefaultDNSMaxNegativeTTL))
+		setDefault(&d.MaxEntries, DefaultDNSMaxEntries)
+		setDefault(&d.MaxBytes, DefaultDNSMaxBytes)
+		setDefault(&d.UDPSize, DefaultDNSUDPSize)
+		setDefault(&d.SaveInterval, Duration(DefaultDNSSaveInterval))
 		if d.CacheFile == "" && c.Spool.Dir != "" {
 			d.CacheFile = filepath.Join(c.Spool.Dir, "dns-cache")
 		}
