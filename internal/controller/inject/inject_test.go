@@ -83,9 +83,8 @@ func TestPodGolden(t *testing.T) {
 					cfg = e.Value
 				}
 			}
-			t.Setenv("POD_NAME", "p")
-			t.Setenv("POD_NAMESPACE", tc.Namespace)
-			if _, err := proxyconfig.Parse([]byte(cfg)); err != nil {
+			// xds.node: what misaki-proxy takes from $POD_NAMESPACE/$POD_NAME.
+			if _, err := proxyconfig.ParseWith([]byte(cfg), proxyconfig.Overrides{Node: tc.Namespace + "/p"}); err != nil {
 				t.Errorf("%s: the proxy refuses its injected config: %v\n%s", tc.Name, err, cfg)
 			}
 		}

@@ -58,13 +58,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var cfg *config.Config
 	var err error
+	over := config.Overrides{Role: *role, Node: nodeFromEnv()}
 	switch env := os.Getenv(ConfigEnv); {
 	case *cfgPath != "":
-		cfg, err = config.LoadAs(*cfgPath, *role)
+		cfg, err = config.LoadWith(*cfgPath, over)
 	case env != "":
 		// The injected sidecar's config, which needs no ConfigMap.
 		*cfgPath = "$" + ConfigEnv
-		if cfg, err = config.ParseAs([]byte(env), *role); err != nil {
+		if cfg, err = config.ParseWith([]byte(env), over); err != nil {
 			err = fmt.Errorf("config from $%s: %w", ConfigEnv, err)
 		}
 	default:
@@ -144,6 +145,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// The pod's name and namespace, from the downward API in the injected
+// sidecar: the default xds.node is $POD_NAMESPACE/$POD_NAME.
+const (
+	PodNameEnv      = "POD_NAME"
+	PodNamespaceEnv = "POD_NAMESPACE"
+)
+
+// nodeFromEnv is the xDS node id the environment gives,
+// $POD_NAMESPACE/$POD_NAME, or "" when POD_NAME is not set.
+func nodeFromEnv() string {
+	pod := os.Getenv(PodNameEnv)
+	if pod == "" {
+		return ""
+	}
+	return os.Getenv(PodNamespaceEnv) + "/" + pod
 }
 
 // ConfigEnv holds the whole YAML config when --config is not given (the

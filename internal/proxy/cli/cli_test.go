@@ -49,3 +49,32 @@ func TestWithoutSupervise(t *testing.T) {
 		})
 	}
 }
+
+// xds.node defaults to $POD_NAMESPACE/$POD_NAME, which the injected
+// sidecar sets; a node in the file wins, and without either the config is
+// refused, naming the variables.
+func TestXDSNodeFromEnv(t *testing.T) {
+	const base = "spool: {dir: /tmp/x}\nxds: {server: \"127.0.0.1:1\""
+	for _, tc := range []struct {
+		name, xds, pod, ns, err string
+	}{
+		{"from the environment", "}", "p1", "apps", ""},
+		{"from the file", ", node: apps/p2}", "p1", "other", ""},
+		{"pod without namespace", "}", "p1", "", `xds.node: "/p1" is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME`},
+		{"neither", "}", "", "apps", `xds.node: "" is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(PodNameEnv, tc.pod)
+			t.Setenv(PodNamespaceEnv, tc.ns)
+			t.Setenv(ConfigEnv, base+tc.xds+"\n")
+			var out, errOut bytes.Buffer
+			err := Run(context.Background(), []string{"--check"}, &out, &errOut)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("got %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}

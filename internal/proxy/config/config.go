@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -80,7 +79,8 @@ type XDS struct {
 	// or TLS when caFile is set). Empty: routes come from this file.
 	Server string `yaml:"server"`
 	// Node is this proxy's id, namespace/pod. Default
-	// $POD_NAMESPACE/$POD_NAME, as the injected sidecar sets them.
+	// $POD_NAMESPACE/$POD_NAME, as the injected sidecar sets them, which
+	// misaki-proxy reads (Overrides.Node).
 	Node string `yaml:"node"`
 	// CAFile makes the connection TLS, trusting these roots.
 	CAFile string `yaml:"caFile"`
@@ -647,9 +647,6 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
 	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
 	if c.XDS.Server != "" {
-		if c.XDS.Node == "" && os.Getenv("POD_NAME") != "" {
-			c.XDS.Node = os.Getenv("POD_NAMESPACE") + "/" + os.Getenv("POD_NAME")
-		}
 		if c.XDS.Cache == "" && c.Spool.Dir != "" {
 			c.XDS.Cache = filepath.Join(c.Spool.Dir, "xds-routes.yaml")
 		}

@@ -301,3 +301,34 @@ func TestVehicleServicesDefaults(t *testing.T) {
 		})
 	}
 }
+
+// Overrides.Node is xds.node when the file names an xds.server and no
+// node; Overrides.Role replaces role. Parse reads no environment.
+func TestOverrides(t *testing.T) {
+	const base = "spool: {dir: /tmp/x}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		o          Overrides
+		node, role string
+	}{
+		{"node from outside", base + "xds: {server: \"127.0.0.1:1\"}\n", Overrides{Node: "apps/p1"}, "apps/p1", RoleEdge},
+		{"node in the file wins", base + "xds: {server: \"127.0.0.1:1\", node: apps/p2}\n", Overrides{Node: "apps/p1"}, "apps/p2", RoleEdge},
+		{"no xds.server, no node", base, Overrides{Node: "apps/p1"}, "", RoleEdge},
+		{"role", base + "role: edge\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x}}\n", Overrides{Role: RoleGateway}, "", RoleGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseWith([]byte(tc.yaml), tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.XDS.Node != tc.node || c.Role != tc.role {
+				t.Errorf("xds.node %q, role %q; want %q, %q", c.XDS.Node, c.Role, tc.node, tc.role)
+			}
+		})
+	}
+	t.Setenv("POD_NAME", "p")
+	t.Setenv("POD_NAMESPACE", "apps")
+	if _, err := Parse([]byte(base + "xds: {server: \"127.0.0.1:1\"}\n")); err == nil || !strings.Contains(err.Error(), "xds.node") {
+		t.Errorf("Parse took xds.node from the environment: %v", err)
+	}
+}

@@ -26,13 +26,14 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// LoadAs is Load with the role set (the --role flag), before validation.
-func LoadAs(path, role string) (*Config, error) {
+// LoadWith is Load with settings from outside the file applied before
+// defaults and validation.
+func LoadWith(path string, o Overrides) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := parse(b, role)
+	c, err := parse(b, o)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -41,12 +42,24 @@ func LoadAs(path, role string) (*Config, error) {
 
 // Parse decodes YAML, rejects unknown fields (naming the closest known one),
 // sets defaults and validates.
-func Parse(b []byte) (*Config, error) { return parse(b, "") }
+func Parse(b []byte) (*Config, error) { return parse(b, Overrides{}) }
 
-// ParseAs is Parse with the role set (the --role flag), before validation.
-func ParseAs(b []byte, role string) (*Config, error) { return parse(b, role) }
+// ParseWith is Parse with settings from outside the file applied before
+// defaults and validation.
+func ParseWith(b []byte, o Overrides) (*Config, error) { return parse(b, o) }
 
-func parse(b []byte, role string) (*Config, error) {
+// Overrides are the settings that come from outside the file: the command
+// line's and the pod's environment's, which misaki-proxy reads. This
+// package reads neither.
+type Overrides struct {
+	// Role, when set, replaces role (the --role flag).
+	Role string
+	// Node is xds.node when the file sets none and names an xds.server:
+	// the injected sidecar's $POD_NAMESPACE/$POD_NAME.
+	Node string
+}
+
+func parse(b []byte, o Overrides) (*Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&doc); err != nil {
@@ -73,8 +86,11 @@ func parse(b []byte, role string) (*Config, error) {
 	if err := root.Decode(&c); err != nil {
 		return nil, err
 	}
-	if role != "" {
-		c.Role = role
+	if o.Role != "" {
+		c.Role = o.Role
+	}
+	if o.Node != "" && c.XDS.Server != "" && c.XDS.Node == "" {
+		c.XDS.Node = o.Node
 	}
 	if c.Gateway.VehicleServices == nil && hasKey(root, "gateway", "vehicleServices") {
 		// Present with nothing under it: on, with every default.
