@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -321,13 +322,14 @@ func TestAgentPublishesChanges(t *testing.T) {
 		t.Fatalf("eth: %+v", e)
 	}
 
-	// The routing holds each link's usable interfaces.
-	checkRoute := func(want map[string][]string) {
-		t.Helper()
+	// The routing holds each link's usable interfaces. A link that went
+	// down is published before the routing is synced, so the check waits
+	// (up to 10 s) for the sync that follows the snapshot.
+	routeMismatch := func(want map[string][]string) string {
 		s, _ := a.Snapshot()
 		got := h.lastRoute()
 		if len(got) != len(s.Links) {
-			t.Fatalf("Route got %d links, want %d", len(got), len(s.Links))
+			return fmt.Sprintf("Route got %d links, want %d", len(got), len(s.Links))
 		}
 		for i, pl := range got {
 			l := s.Links[i]
@@ -337,9 +339,24 @@ func TestAgentPublishesChanges(t *testing.T) {
 			}
 			if pl.Name != l.Name || pl.Mark != l.Steer.Mark || pl.Table != l.Steer.Table || pl.Ports != l.Steer.Ports ||
 				!slices.Equal(names, want[l.Name]) {
-				t.Errorf("Route's link %d: %s mark %#x table %d ports %v ifaces %v; want %s %+v ifaces %v",
+				return fmt.Sprintf("Route's link %d: %s mark %#x table %d ports %v ifaces %v; want %s %+v ifaces %v",
 					i, pl.Name, pl.Mark, pl.Table, pl.Ports, names, l.Name, l.Steer, want[l.Name])
 			}
+		}
+		return ""
+	}
+	checkRoute := func(want map[string][]string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			msg := routeMismatch(want)
+			if msg == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(msg)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	checkRoute(map[string][]string{"wifi": {"wlan0"}, "modem": {"wwan0"}})
