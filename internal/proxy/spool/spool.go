@@ -281,63 +281,6 @@ func (s *Spool) abort(seq uint64) {
 	}
 }
 
-func (s *Spool) queueLocked(route string) *queue {
-	q := s.queues[route]
-	if q == nil {
-		q = &queue{route: route}
-		s.queues[route] = q
-	}
-	return q
-}
-
-func (s *Spool) findLocked(seq uint64) (*queue, int) {
-	for _, q := range s.queues {
-		if i := q.find(seq); i >= 0 {
-			return q, i
-		}
-	}
-	return nil, -1
-}
-
-// finishLocked ends record i of q with outcome o: a done frame is appended
-// (not waited for: losing it only means the record is delivered again, and
-// the gateway answers a repeat from its store), the record leaves the
-// index, and segments nothing lives in any more are removed, oldest first.
-func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
-	e := q.entries[i]
-	if _, err := s.appendLocked(framelog.AppendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
-		s.log.Warn("recording a finished request", "seq", e.seq, "err", err)
-	}
-	s.forgetLocked(q, i, o)
-}
-
-// forgetLocked drops entry i of q, whose done frame is written, from the
-// index and the counts.
-func (s *Spool) forgetLocked(q *queue, i int, o Outcome) {
-	e := q.entries[i]
-	q.remove(i)
-	s.records--
-	s.bytes -= int64(e.size)
-	s.segLive[e.seg]--
-	if name, ok := s.bodies[e.seq]; ok {
-		delete(s.bodies, e.seq)
-		s.unlinks = append(s.unlinks, pendingUnlink{seg: s.activeOrd, pos: s.active.Pos(), name: name})
-	}
-	switch o {
-	case Delivered:
-		s.stats.Delivered++
-	case Failed:
-		s.stats.Failed++
-	case Expired:
-		s.stats.Expired++
-	case Cancelled:
-		s.stats.Cancelled++
-	case Evicted:
-		s.stats.Evicted++
-	}
-	s.reclaimLocked()
-}
-
 // Attempts returns how many delivery attempts a live record has had.
 func (s *Spool) Attempts(seq uint64) (int, error) {
 	s.mu.Lock()
@@ -440,13 +383,4 @@ func (s *Spool) Close() error {
 	err := s.active.Sync(s.active.Pos())
 	s.unlinkDurableLocked()
 	return errors.Join(err, s.closeFilesLocked())
-}
-
-// expirySeconds rounds a Unix-nanosecond expiry up to whole seconds.
-func expirySeconds(ns int64) uint32 {
-	if ns <= 0 {
-		return 0
-	}
-	sec := (ns + 1e9 - 1) / 1e9
-	return uint32(min(sec, 1<<32-1))
 }
