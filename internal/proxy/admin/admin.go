@@ -1,7 +1,8 @@
 // Package admin serves the proxy's admin API: health and readiness probes,
 // Prometheus metrics, and the JSON endpoints under /v1 that show links,
 // routes and the spool, let the vehicle's connectivity manager set a link's
-// state, and let apps read (or cancel) their spooled requests.
+// state, and let apps read (or cancel) their spooled requests. The bodies
+// are the types of api/proxy/v1.
 package admin
 
 import (
@@ -15,8 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/misaki-io/misaki/internal/proxy/budget"
-	"github.com/misaki-io/misaki/internal/proxy/health"
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
@@ -32,41 +32,29 @@ type AgentStatuser interface {
 	AgentStatus() (addr string, connected bool)
 }
 
-// RouteStatus is one route as shown at GET /v1/routes.
-type RouteStatus struct {
-	Name     string   `json:"name"`
-	Hosts    []string `json:"hosts"`
-	Upstream string   `json:"upstream"`
-	Usable   bool     `json:"usable"`
-	Reason   string   `json:"reason,omitempty"`
-	Links    []string `json:"links,omitempty"`
-	// Interface is the interface the route's connections are bound to when
-	// a link that is up must not carry it; empty when the kernel chooses.
-	Interface string `json:"interface,omitempty"`
-	// Link is the link the route's connections are steered onto; empty
-	// when the kernel chooses.
-	Link string `json:"link,omitempty"`
-	// Budget is the route's use of its metered allowance, when it has one.
-	Budget *budget.Status `json:"budget,omitempty"`
-	Hold   string         `json:"hold"`
-	Health health.Status  `json:"upstreamHealth"`
-	Held   int            `json:"heldRequests"`
-	HeldB  int64          `json:"heldBytes"`
+// Spool is what the admin API needs of the spool: its state for
+// GET /v1/spool, and spooled requests by id for /v1/requests/{id}.
+type Spool interface {
+	Status() proxyv1.Spool
+	// Request returns a request queued or finished within the retention;
+	// ErrNotFound (wrapped) for any other id.
+	Request(id string) (proxyv1.Request, error)
+	// Cancel removes a queued request; ErrNotFound or ErrConflict
+	// (wrapped) when there is none or it is being delivered.
+	Cancel(id string) error
 }
 
 // Options wires the admin API to the rest of the proxy.
 type Options struct {
-	Links    Links
-	Routes   func() []RouteStatus
+	Links Links
+	// Routes lists the routes for GET /v1/routes.
+	Routes   func() []proxyv1.Route
 	Ready    func() error // nil error means ready
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
-	// Spool describes the spool for GET /v1/spool.
-	Spool func() any
-	// RequestStatus and CancelRequest serve /v1/requests/{id}; they return
-	// ErrNotFound or ErrConflict (wrapped) for those answers.
-	RequestStatus func(id string) (any, error)
-	CancelRequest func(id string) error
+	// Spool serves /v1/spool and /v1/requests/{id}; nil when the proxy
+	// runs without a spool.
+	Spool Spool
 }
 
 // Errors the spool endpoints map to 404 and 409.
@@ -102,21 +90,15 @@ func Handler(o Options) http.Handler {
 	probes(mux, o.Ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/links", func(w http.ResponseWriter, _ *http.Request) {
-		body := map[string]any{"links": o.Links.Snapshot()}
-		if a, ok := o.Links.(AgentStatuser); ok {
-			if addr, connected := a.AgentStatus(); addr != "" {
-				body["agent"] = map[string]any{"address": addr, "connected": connected}
-			}
-		}
-		writeJSON(w, http.StatusOK, body)
+		writeJSON(w, http.StatusOK, links(o.Links))
 	})
 	mux.HandleFunc("PUT /v1/links/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var ov link.Override
+		var ov proxyv1.LinkOverride
 		if code, err := decodeJSON(w, r, &ov); err != nil {
 			writeError(w, code, fmt.Sprintf(`body must be one JSON object like {"state":"down"} (state up, down or auto; optional metered, roaming): %v`, err))
 			return
 		}
-		st, err := o.Links.Set(r.PathValue("name"), ov)
+		st, err := o.Links.Set(r.PathValue("name"), link.Override{State: ov.State, Metered: ov.Metered, Roaming: ov.Roaming})
 		switch {
 		case errors.Is(err, link.ErrUnknownLink):
 			writeError(w, http.StatusNotFound, err.Error())
@@ -124,25 +106,29 @@ func Handler(o Options) http.Handler {
 			writeError(w, http.StatusBadRequest, err.Error())
 		default:
 			o.Log.Info("link set by admin API", "link", st.Name, "state", ov.State, "up", st.Up)
-			writeJSON(w, http.StatusOK, st)
+			writeJSON(w, http.StatusOK, linkOf(st))
 		}
 	})
 	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"routes": o.Routes()})
+		writeJSON(w, http.StatusOK, proxyv1.Routes{Routes: o.Routes()})
 	})
+	spool := o.Spool
+	if spool == nil {
+		spool = noSpool{}
+	}
 	mux.HandleFunc("GET /v1/spool", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, o.Spool())
+		writeJSON(w, http.StatusOK, spool.Status())
 	})
 	mux.HandleFunc("GET /v1/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := o.RequestStatus(r.PathValue("id"))
+		req, err := spool.Request(r.PathValue("id"))
 		if err != nil {
 			writeSpoolError(w, r.PathValue("id"), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		writeJSON(w, http.StatusOK, req)
 	})
 	mux.HandleFunc("DELETE /v1/requests/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := o.CancelRequest(r.PathValue("id")); err != nil {
+		if err := spool.Cancel(r.PathValue("id")); err != nil {
 			writeSpoolError(w, r.PathValue("id"), err)
 			return
 		}
@@ -150,6 +136,49 @@ func Handler(o Options) http.Handler {
 	})
 	return mux
 }
+
+// links is GET /v1/links: the links, and the node link agent when Links
+// knows of one.
+func links(l Links) proxyv1.Links {
+	snap := l.Snapshot()
+	var out proxyv1.Links
+	if snap != nil {
+		out.Links = make([]proxyv1.Link, len(snap))
+		for i, st := range snap {
+			out.Links[i] = linkOf(st)
+		}
+	}
+	if a, ok := l.(AgentStatuser); ok {
+		if addr, connected := a.AgentStatus(); addr != "" {
+			out.Agent = &proxyv1.Agent{Address: addr, Connected: connected}
+		}
+	}
+	return out
+}
+
+// linkOf is a link's state as the admin API shows it.
+func linkOf(st link.State) proxyv1.Link {
+	l := proxyv1.Link{
+		Name: st.Name, Class: st.Class, Metered: st.Metered, Roaming: st.Roaming, Up: st.Up,
+		Source: st.Source, Steer: st.Steer, Reason: st.Reason, Agent: st.Agent, Since: st.Since,
+	}
+	for _, i := range st.Interfaces {
+		l.Interfaces = append(l.Interfaces, proxyv1.Interface{Name: i.Name, Up: i.Up, Running: i.Running, Addrs: i.Addrs})
+	}
+	return l
+}
+
+// noSpool is the spool of a proxy that runs without one: disabled, and no
+// request to be found.
+type noSpool struct{}
+
+func (noSpool) Status() proxyv1.Spool {
+	return proxyv1.Spool{Routes: []proxyv1.SpoolRoute{}}
+}
+
+func (noSpool) Request(string) (proxyv1.Request, error) { return proxyv1.Request{}, ErrNotFound }
+
+func (noSpool) Cancel(string) error { return ErrNotFound }
 
 // MaxBodyBytes is the largest request body the admin API reads.
 const MaxBodyBytes = 4096
@@ -201,5 +230,5 @@ func writeSpoolError(w http.ResponseWriter, id string, err error) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	writeJSON(w, code, proxyv1.Error{Message: msg})
 }

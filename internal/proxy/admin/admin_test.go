@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/link"
@@ -24,7 +25,7 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newHandler is the admin API over a real link monitor (links driven by
-// the API alone) and a spool seam that knows one queued and one finished
+// the API alone) and a spool that knows one queued and one finished
 // request.
 func newHandler(t testing.TB) http.Handler {
 	t.Helper()
@@ -32,28 +33,37 @@ func newHandler(t testing.TB) http.Handler {
 		time.Hour, quiet, clock.Real{}, nil)
 	return Handler(Options{
 		Links:    links,
-		Routes:   func() []RouteStatus { return []RouteStatus{{Name: "telemetry", Hosts: []string{"t.mesh"}}} },
+		Routes:   func() []proxyv1.Route { return []proxyv1.Route{{Name: "telemetry", Hosts: []string{"t.mesh"}}} },
 		Ready:    func() error { return nil },
 		Gatherer: prometheus.NewRegistry(),
 		Log:      quiet,
-		Spool:    func() any { return map[string]any{"routes": []any{}} },
-		RequestStatus: func(id string) (any, error) {
-			switch id {
-			case "queued", "done":
-				return map[string]string{"id": id}, nil
-			}
-			return nil, fmt.Errorf("request %s: %w", id, ErrNotFound)
-		},
-		CancelRequest: func(id string) error {
-			switch id {
-			case "queued":
-				return nil
-			case "done":
-				return fmt.Errorf("already delivered: %w", ErrConflict)
-			}
-			return fmt.Errorf("request %s: %w", id, ErrNotFound)
-		},
+		Spool:    testSpool{},
 	})
+}
+
+// testSpool knows the requests "queued" and "done".
+type testSpool struct{}
+
+func (testSpool) Status() proxyv1.Spool {
+	return proxyv1.Spool{Enabled: true, Routes: []proxyv1.SpoolRoute{}}
+}
+
+func (testSpool) Request(id string) (proxyv1.Request, error) {
+	switch id {
+	case "queued", "done":
+		return proxyv1.Request{ID: id}, nil
+	}
+	return proxyv1.Request{}, fmt.Errorf("request %s: %w", id, ErrNotFound)
+}
+
+func (testSpool) Cancel(id string) error {
+	switch id {
+	case "queued":
+		return nil
+	case "done":
+		return fmt.Errorf("already delivered: %w", ErrConflict)
+	}
+	return fmt.Errorf("request %s: %w", id, ErrNotFound)
 }
 
 func serve(h http.Handler, method, path string, body []byte) *httptest.ResponseRecorder {

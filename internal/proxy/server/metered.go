@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/budget"
 	"github.com/misaki-io/misaki/internal/proxy/config"
@@ -158,10 +159,15 @@ func restricted(p config.Offline) bool {
 	return len(p.Links) > 0 || p.Metered == config.Deny || p.Roaming == config.Deny || p.Budget.Set()
 }
 
-func (s *Server) budgetStatus(rt *routeRT) *budget.Status {
+// budgetStatus is the route's use of its metered allowance for
+// GET /v1/routes; nil when it has none.
+func (s *Server) budgetStatus(rt *routeRT) *proxyv1.Budget {
 	if s.ledger == nil || !rt.cfg.Offline.Budget.Set() {
 		return nil
 	}
 	st := s.ledger.Status(rt.cfg.Name, limits(rt.cfg.Offline.Budget))
-	return &st
+	return &proxyv1.Budget{
+		Day: st.Day, Month: st.Month, DailyBytes: st.DailyBytes, MonthlyBytes: st.MonthlyBytes,
+		DailyLimit: st.DailyLimit, MonthlyLimit: st.MonthlyLimit, Exceeded: st.Exceeded, Resets: st.Resets,
+	}
 }

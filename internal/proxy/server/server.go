@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
@@ -261,8 +262,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Options{
-			Links: s.links, Routes: s.routeStatus, Ready: s.ready, Gatherer: s.reg, Log: s.log,
-			Spool: s.spoolStatus, RequestStatus: s.requestStatus, CancelRequest: s.cancelRequest,
+			Links: s.links, Routes: s.routeStatus, Ready: s.ready, Gatherer: s.reg, Log: s.log, Spool: s.adminSpool(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -405,19 +405,31 @@ func (s *Server) evaluate() {
 	}
 }
 
-func (s *Server) routeStatus() []admin.RouteStatus {
+// routeStatus serves GET /v1/routes.
+func (s *Server) routeStatus() []proxyv1.Route {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
 	routes := s.set.Load().routes
-	out := make([]admin.RouteStatus, 0, len(routes))
+	out := make([]proxyv1.Route, 0, len(routes))
 	for _, rt := range routes {
 		n, b := rt.queue.Held()
-		out = append(out, admin.RouteStatus{
+		hs := rt.health.Status()
+		out = append(out, proxyv1.Route{
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
 			Usable: rt.queue.Usable(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
-			Hold: rt.cfg.Offline.Hold.String(), Health: rt.health.Status(), Held: n, HeldB: b,
 			Interface: rt.path.Interface, Link: rt.path.Link, Budget: s.budgetStatus(rt),
+			Hold:           rt.cfg.Offline.Hold.String(),
+			UpstreamHealth: proxyv1.Health{Reachable: hs.Reachable, Since: hs.Since, LastError: hs.LastError, Source: hs.Source},
+			HeldRequests:   n, HeldBytes: b,
 		})
 	}
 	return out
+}
+
+// adminSpool is the spool the admin API serves: nil without one.
+func (s *Server) adminSpool() admin.Spool {
+	if s.sp == nil {
+		return nil
+	}
+	return s.sp
 }

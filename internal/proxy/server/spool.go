@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
+	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/forward"
@@ -31,14 +32,18 @@ const (
 )
 
 // spooling is the durable path: the spool, the results of finished
-// requests, and the replayer. It exists when some route spools.
+// requests, and the replayer. It exists when some route spools. It serves
+// the admin API's /v1/spool and /v1/requests/{id}.
 type spooling struct {
 	spool    *spool.Spool
 	results  *replay.Results
 	replayer *replay.Replayer
-	outcomes *prometheus.CounterVec
+	dir      string // spool.dir
+	clock    clock.Clock
 	requests string // "http://<admin>/v1/requests/": the 202's Location, less the id
 }
+
+var _ admin.Spool = (*spooling)(nil)
 
 // spools reports whether the proxy has a spool: some route spools, or
 // routes come from the controller and spool.dir is set. It reads only the
@@ -65,7 +70,7 @@ func (s *Server) openSpool() error {
 	if err != nil {
 		return fmt.Errorf("spool.dir: %w", err)
 	}
-	s.sp = &spooling{spool: sp, results: results, outcomes: s.metrics.spoolOutcomes,
+	s.sp = &spooling{spool: sp, results: results, dir: c.Dir, clock: s.clock,
 		requests: "http://" + s.AdminAddr() + "/v1/requests/"}
 	s.sp.replayer = replay.New(replay.Options{
 		Spool: sp, Results: results, Targets: s.replayTarget,
@@ -199,7 +204,7 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
-	fmt.Fprintf(w, "{\"id\":%q,\"state\":\"queued\",\"route\":%q}\n", id, rt.cfg.Name)
+	json.NewEncoder(w).Encode(proxyv1.Accepted{ID: id, State: proxyv1.StateQueued, Route: rt.cfg.Name})
 }
 
 // bodyReader remembers the first error reading a request body, to tell it
@@ -217,30 +222,40 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// requestStatus serves GET /v1/requests/{id}.
-func (s *Server) requestStatus(id string) (any, error) {
-	if s.sp == nil {
-		return nil, admin.ErrNotFound
-	}
+// Request serves GET /v1/requests/{id}: a request in the spool, or the
+// result of one that finished.
+func (sp *spooling) Request(id string) (proxyv1.Request, error) {
 	if seq, err := replay.ParseID(id); err == nil {
-		if st, route, ok := s.sp.spool.Lookup(seq); ok {
-			attempts, _ := s.sp.spool.Attempts(seq)
-			return map[string]any{"id": id, "route": route, "state": st, "attempts": attempts}, nil
+		if st, route, ok := sp.spool.Lookup(seq); ok {
+			attempts, _ := sp.spool.Attempts(seq)
+			return proxyv1.Request{ID: id, Route: route, State: string(st), Attempts: attempts}, nil
 		}
 	}
-	res, err := s.sp.results.Get(id)
-	if errors.Is(err, replay.ErrNoResult) {
-		return nil, admin.ErrNotFound
+	res, err := sp.results.Get(id)
+	switch {
+	case errors.Is(err, replay.ErrNoResult):
+		return proxyv1.Request{}, admin.ErrNotFound
+	case err != nil:
+		return proxyv1.Request{}, err
 	}
-	return res, err
+	return requestOf(res), nil
 }
 
-// cancelRequest serves DELETE /v1/requests/{id}.
-func (s *Server) cancelRequest(id string) error {
-	if s.sp == nil {
-		return admin.ErrNotFound
+// requestOf is a finished request's result as the admin API shows it.
+func requestOf(res *replay.Result) proxyv1.Request {
+	req := proxyv1.Request{
+		ID: res.ID, Route: res.Route, State: res.State, Reason: res.Reason, Finished: res.Finished,
+		Attempts: res.Attempts, Callback: res.Callback, CallbackDone: res.CallbackDone,
 	}
-	switch err := s.sp.replayer.Cancel(id); {
+	if r := res.Response; r != nil {
+		req.Response = &proxyv1.Response{Status: r.Status, Header: r.Header, Body: r.Body, Truncated: r.Truncated}
+	}
+	return req
+}
+
+// Cancel serves DELETE /v1/requests/{id}.
+func (sp *spooling) Cancel(id string) error {
+	switch err := sp.replayer.Cancel(id); {
 	case errors.Is(err, spool.ErrNotFound):
 		return admin.ErrNotFound
 	case errors.Is(err, spool.ErrInFlight):
@@ -250,29 +265,21 @@ func (s *Server) cancelRequest(id string) error {
 	}
 }
 
-// spoolStatus serves GET /v1/spool.
-func (s *Server) spoolStatus() any {
-	type route struct {
-		Route     string  `json:"route"`
-		Priority  int     `json:"priority"`
-		Depth     int64   `json:"depth"`
-		Bytes     int64   `json:"bytes"`
-		InFlight  int     `json:"delivering"`
-		OldestAge float64 `json:"oldestAgeSeconds"`
+// Status serves GET /v1/spool.
+func (sp *spooling) Status() proxyv1.Spool {
+	st := sp.spool.Stats()
+	out := proxyv1.Spool{
+		Enabled: true, Dir: sp.dir, Routes: []proxyv1.SpoolRoute{},
+		Stats: proxyv1.SpoolStats{
+			Enqueued: st.Enqueued, Delivered: st.Delivered, Failed: st.Failed, Expired: st.Expired,
+			Cancelled: st.Cancelled, Evicted: st.Evicted, Rejected: st.Rejected,
+			DamagedSpans: st.DamagedSpans, DamagedBytes: st.DamagedBytes, TornBytes: st.TornBytes,
+			MissingBodies: st.MissingBodies, Fsyncs: st.Fsyncs, Segments: st.Segments,
+		},
 	}
-	out := struct {
-		Enabled bool        `json:"enabled"`
-		Dir     string      `json:"dir,omitempty"`
-		Routes  []route     `json:"routes"`
-		Stats   spool.Stats `json:"stats"`
-	}{Routes: []route{}}
-	if s.sp == nil {
-		return out
-	}
-	out.Enabled, out.Dir, out.Stats = true, s.cfg.Spool.Dir, s.sp.spool.Stats()
-	now := s.clock.Now()
-	for _, rs := range s.sp.spool.Routes() {
-		r := route{Route: rs.Route, Priority: rs.Priority, Depth: rs.Records, Bytes: rs.Bytes, InFlight: rs.InFlight}
+	now := sp.clock.Now()
+	for _, rs := range sp.spool.Routes() {
+		r := proxyv1.SpoolRoute{Route: rs.Route, Priority: rs.Priority, Depth: rs.Records, Bytes: rs.Bytes, Delivering: rs.InFlight}
 		if !rs.Oldest.IsZero() {
 			r.OldestAge = max(0, now.Sub(rs.Oldest).Seconds())
 		}
