@@ -1,11 +1,8 @@
 package spool
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,21 +12,6 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/framelog"
-)
-
-// SyncPolicy says when an enqueued record is forced to disk: framelog's
-// policies, of which the spool takes two.
-type SyncPolicy = framelog.SyncPolicy
-
-const (
-	// SyncAlways: Enqueue returns only after the record (and its body file)
-	// is fsynced. Concurrent enqueues share one fsync (group commit).
-	SyncAlways = framelog.SyncAlways
-	// SyncInterval: Enqueue returns once the record is written to the
-	// page cache; Run fsyncs every Options.SyncInterval.
-	// A power loss or kernel crash loses at most the records of that last
-	// interval; a crash of the proxy alone loses none.
-	SyncInterval = framelog.SyncInterval
 )
 
 // Errors returned by the spool.
@@ -193,94 +175,6 @@ func (s *Spool) path(elem ...string) string {
 	return filepath.Join(append([]string{s.opts.Dir}, elem...)...)
 }
 
-// Enqueue stores r, with its body read from body (nil: r.Body as it is),
-// under the route's limits, and returns its sequence number. Under
-// SyncAlways it returns once the record is on disk. r.Seq and r.Enqueued
-// are set by the spool; r.Expires is kept (0: never).
-func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
-	if body == nil && len(r.Body) > s.opts.InlineMax {
-		body, r.Body = bytes.NewReader(r.Body), nil
-	}
-	var bodyPath string
-	if body != nil {
-		var err error
-		if bodyPath, err = s.stageBody(r, body); err != nil {
-			return 0, err
-		}
-	}
-	fail := func(err error) (uint64, error) {
-		if bodyPath != "" {
-			os.Remove(bodyPath)
-		}
-		return 0, err
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return fail(ErrClosed)
-	}
-	r.Seq = s.nextSeq
-	r.Enqueued = s.opts.Now().UnixNano()
-	payload := appendRecord(nil, r)
-	if len(payload) > maxPayload {
-		s.mu.Unlock()
-		return fail(fmt.Errorf("%w: a request head of %d bytes is too large to spool", ErrFull, len(payload)))
-	}
-	s.frame = framelog.AppendFrame(s.frame[:0], typeRequest, payload)
-	size := int64(len(s.frame)) + r.BodySize
-	if err := s.makeRoom(r.Route, size, lim); err != nil {
-		s.stats.Rejected++
-		s.mu.Unlock()
-		return fail(err)
-	}
-	seg := s.active
-	off, pos, err := seg.Append(s.frame)
-	if err != nil {
-		s.mu.Unlock()
-		return fail(fmt.Errorf("spool: append: %w", err))
-	}
-	s.nextSeq++
-	q := s.queueLocked(r.Route)
-	q.priority = r.Priority
-	q.push(entry{
-		seq: r.Seq, seg: s.activeOrd, off: uint32(off), size: uint32(size),
-		enq: uint32(r.Enqueued / 1e9), exp: expirySeconds(r.Expires),
-	})
-	q.live++
-	q.bytes += size
-	s.segLive[s.activeOrd]++
-	s.records++
-	s.bytes += size
-	if r.BodyFile != "" {
-		s.bodies[r.Seq] = r.BodyFile
-	}
-	s.stats.Enqueued++
-	rotateErr := s.maybeRotateLocked()
-	s.mu.Unlock()
-	if rotateErr != nil {
-		s.log.Error("segment rotation", "err", rotateErr)
-	}
-	// Under SyncAlways, one fsync for every enqueue waiting (group
-	// commit); a rotation meanwhile has synced the segment already.
-	if err := seg.Commit(pos); err != nil {
-		// Not acknowledged: take it back so it is never delivered.
-		s.abort(r.Seq)
-		return 0, fmt.Errorf("spool: %w", err)
-	}
-	return r.Seq, nil
-}
-
-// abort takes back a record whose fsync failed: it was not acknowledged.
-func (s *Spool) abort(seq uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if q, i := s.findLocked(seq); q != nil {
-		s.finishLocked(q, i, Cancelled)
-		s.stats.Cancelled--
-		s.stats.Enqueued--
-	}
-}
-
 // Attempts returns how many delivery attempts a live record has had.
 func (s *Spool) Attempts(seq uint64) (int, error) {
 	s.mu.Lock()
@@ -338,38 +232,6 @@ func (s *Spool) Stats() Stats {
 		st.Fsyncs += s.active.Syncs()
 	}
 	return st
-}
-
-// Run fsyncs every SyncInterval until ctx ends: under SyncInterval, and
-// under either policy whenever frames that need no fsync of their own (done,
-// attempt) are waiting; then it removes the body files of finished records
-// whose done frames are durable.
-func (s *Spool) Run(ctx context.Context) error {
-	t := time.NewTicker(s.opts.SyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		s.mu.Lock()
-		active, closed := s.active, s.closed
-		s.mu.Unlock()
-		if closed {
-			return nil
-		}
-		if active.Dirty() {
-			if err := active.Sync(active.Pos()); err != nil && !errors.Is(err, framelog.ErrClosed) {
-				s.log.Error("periodic fsync", "err", err)
-			}
-		}
-		s.mu.Lock()
-		if !s.closed {
-			s.unlinkDurableLocked()
-		}
-		s.mu.Unlock()
-	}
 }
 
 // Close fsyncs and closes the spool.
