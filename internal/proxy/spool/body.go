@@ -118,12 +118,12 @@ type pendingUnlink struct {
 func (s *Spool) unlinkDurableLocked() {
 	synced := s.active.Synced()
 	n := 0
-	for _, u := range s.unlinks {
+	for _, u := range s.pendingUnlinks {
 		if u.seg == s.activeOrd && u.pos > synced {
 			break
 		}
 		os.Remove(s.path("bodies", u.name))
 		n++
 	}
-	s.unlinks = s.unlinks[n:]
+	s.pendingUnlinks = s.pendingUnlinks[n:]
 }

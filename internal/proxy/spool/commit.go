@@ -60,15 +60,15 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 		s.mu.Unlock()
 		return fail(fmt.Errorf("%w: a request head of %d bytes is too large to spool", ErrFull, len(payload)))
 	}
-	s.frame = framelog.AppendFrame(s.frame[:0], typeRequest, payload)
-	size := int64(len(s.frame)) + r.BodySize
-	if err := s.makeRoom(r.Route, size, lim); err != nil {
+	s.frameBuf = framelog.AppendFrame(s.frameBuf[:0], typeRequest, payload)
+	size := int64(len(s.frameBuf)) + r.BodySize
+	if err := s.makeRoomLocked(r.Route, size, lim); err != nil {
 		s.stats.Rejected++
 		s.mu.Unlock()
 		return fail(err)
 	}
 	seg := s.active
-	off, pos, err := seg.Append(s.frame)
+	off, pos, err := seg.Append(s.frameBuf)
 	if err != nil {
 		s.mu.Unlock()
 		return fail(fmt.Errorf("spool: append: %w", err))
@@ -82,30 +82,30 @@ func (s *Spool) Enqueue(r *Record, body io.Reader, lim Limits) (uint64, error) {
 	})
 	q.live++
 	q.bytes += size
-	s.segLive[s.activeOrd]++
-	s.records++
-	s.bytes += size
+	s.liveBySegment[s.activeOrd]++
+	s.liveRecords++
+	s.liveBytes += size
 	if r.BodyFile != "" {
 		s.bodies[r.Seq] = r.BodyFile
 	}
 	s.stats.Enqueued++
-	rotateErr := s.maybeRotateLocked()
+	sealErr := s.sealIfFullLocked()
 	s.mu.Unlock()
-	if rotateErr != nil {
-		s.log.Error("segment rotation", "err", rotateErr)
+	if sealErr != nil {
+		s.log.Error("sealing a full segment", "err", sealErr)
 	}
 	// Under SyncAlways, one fsync for every enqueue waiting (group
-	// commit); a rotation meanwhile has synced the segment already.
+	// commit); sealing the segment meanwhile has synced it already.
 	if err := seg.Commit(pos); err != nil {
 		// Not acknowledged: take it back so it is never delivered.
-		s.abort(r.Seq)
+		s.withdraw(r.Seq)
 		return 0, fmt.Errorf("spool: %w", err)
 	}
 	return r.Seq, nil
 }
 
-// abort takes back a record whose fsync failed: it was not acknowledged.
-func (s *Spool) abort(seq uint64) {
+// withdraw takes back a record whose fsync failed: it was not acknowledged.
+func (s *Spool) withdraw(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if q, i := s.findLocked(seq); q != nil {

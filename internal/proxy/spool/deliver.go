@@ -33,7 +33,7 @@ const readAhead = 1 << 20
 func (s *Spool) NextN(route string, n int) ([]*Record, error) {
 	var recs []*Record
 	for len(recs) < n {
-		got, skipped, err := s.nextRound(route, n-len(recs))
+		got, skipped, err := s.takeAndRead(route, n-len(recs))
 		recs = append(recs, got...)
 		if err != nil {
 			if len(recs) == 0 {
@@ -48,20 +48,21 @@ func (s *Spool) NextN(route string, n int) ([]*Record, error) {
 	return recs, nil
 }
 
-// nextRound takes up to n queued records of route and reads them; it
-// returns those read and how many it skipped as unreadable.
-func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
+// takeAndRead takes up to n queued records of route, marks them in
+// flight, and reads them; it returns those read and how many it skipped
+// as unreadable.
+func (s *Spool) takeAndRead(route string, n int) ([]*Record, int, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, 0, ErrClosed
 	}
 	q := s.queues[route]
-	var es []entry
-	var fs []segmentReader // nil where the segment could not be opened
+	var taken []entry
+	var files []segmentReader // nil where the segment could not be opened
 	var openErrs []error
 	if q != nil && n > 0 {
-		for i := q.firstQueued(); i >= 0 && i < len(q.entries) && len(es) < n; i++ {
+		for i := q.firstQueued(); i >= 0 && i < len(q.entries) && len(taken) < n; i++ {
 			e := &q.entries[i]
 			if e.state != stateQueued {
 				continue
@@ -69,55 +70,55 @@ func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 			e.state = stateInFlight
 			q.inFlight++
 			f, err := s.segmentFileLocked(e.seg)
-			es, fs, openErrs = append(es, *e), append(fs, f), append(openErrs, err)
+			taken, files, openErrs = append(taken, *e), append(files, f), append(openErrs, err)
 		}
 	}
 	s.mu.Unlock()
 	// Read outside the lock: after a reboot these are disk reads, and
 	// enqueues and other deliveries must not wait for them. The entries
 	// are in flight, so their segments stay.
-	recs := make([]*Record, 0, len(es))
+	recs := make([]*Record, 0, len(taken))
 	skipped := 0
-	for k := 0; k < len(es); {
+	for k := 0; k < len(taken); {
 		// A run of records in one segment, in order (a route's records are
 		// appended in sequence), whose span is not mostly other frames.
-		j, sum := k+1, frameSpan(es[k])
-		for j < len(es) && fs[k] != nil && fs[j] == fs[k] && es[j].off > es[j-1].off {
-			end := int64(es[j].off) + frameSpan(es[j]) - int64(es[k].off)
-			if end > readAhead || end > 2*(sum+frameSpan(es[j]))+64<<10 {
+		j, sum := k+1, frameSpan(taken[k])
+		for j < len(taken) && files[k] != nil && files[j] == files[k] && taken[j].off > taken[j-1].off {
+			end := int64(taken[j].off) + frameSpan(taken[j]) - int64(taken[k].off)
+			if end > readAhead || end > 2*(sum+frameSpan(taken[j]))+64<<10 {
 				break
 			}
-			sum += frameSpan(es[j])
+			sum += frameSpan(taken[j])
 			j++
 		}
 		var buf []byte
 		if j-k > 1 {
 			// A short read (the end of the file) leaves the records past
 			// it to readRecord.
-			buf = make([]byte, int64(es[j-1].off)+frameSpan(es[j-1])-int64(es[k].off))
-			got, _ := fs[k].ReadAt(buf, int64(es[k].off))
-			s.reads.Add(1)
+			buf = make([]byte, int64(taken[j-1].off)+frameSpan(taken[j-1])-int64(taken[k].off))
+			got, _ := files[k].ReadAt(buf, int64(taken[k].off))
+			s.segmentReads.Add(1)
 			buf = buf[:got]
 		}
 		for m := k; m < j; m++ {
 			var r *Record
 			err := framelog.ErrShortFrame
-			if rel := int(es[m].off - es[k].off); buf != nil && rel < len(buf) {
-				r, err = recordFrom(buf[rel:min(len(buf), rel+int(frameSpan(es[m])))], es[m])
+			if rel := int(taken[m].off - taken[k].off); buf != nil && rel < len(buf) {
+				r, err = recordFromFrame(buf[rel:min(len(buf), rel+int(frameSpan(taken[m])))], taken[m])
 			}
 			if openErrs[m] != nil {
 				err = openErrs[m]
 			} else if errors.Is(err, framelog.ErrShortFrame) {
-				r, err = readRecord(fs[m], es[m]) // alone, or past what the run's read got
-				s.reads.Add(1)
+				r, err = readRecord(files[m], taken[m]) // alone, or past what the run's read got
+				s.segmentReads.Add(1)
 			}
 			if err == nil {
 				recs = append(recs, r)
 				continue
 			}
-			if s.unreadable(q, es[m], err) {
-				for _, e := range es[m+1:] {
-					s.unreadable(q, e, os.ErrClosed)
+			if s.endUnreadable(q, taken[m], err) {
+				for _, e := range taken[m+1:] {
+					s.endUnreadable(q, e, os.ErrClosed)
 				}
 				return recs, skipped, ErrClosed
 			}
@@ -128,11 +129,11 @@ func (s *Spool) nextRound(route string, n int) ([]*Record, int, error) {
 	return recs, skipped, nil
 }
 
-// unreadable deals with in-flight entry e of q, which could not be read
-// back with err. It reports whether that is because the spool closed; the
-// entry is then queued again. Otherwise the record is damage found late:
-// counted and ended, so that it never blocks the queue.
-func (s *Spool) unreadable(q *queue, e entry, err error) (closed bool) {
+// endUnreadable ends in-flight entry e of q, which could not be read back
+// (err): it is damage found late, counted in DamagedSpans and ended (its
+// done frame says Failed), so that it never blocks the queue. If the spool
+// closed instead, the entry is queued again and endUnreadable reports true.
+func (s *Spool) endUnreadable(q *queue, e entry, err error) (closed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := q.find(e.seq)
@@ -180,12 +181,12 @@ func readRecord(f io.ReaderAt, e entry) (*Record, error) {
 	} else {
 		b = b[:need]
 	}
-	return recordFrom(b, e)
+	return recordFromFrame(b, e)
 }
 
-// recordFrom decodes the record of entry e from b, which starts with its
+// recordFromFrame decodes the record of entry e from b, which starts with its
 // frame. framelog.ErrShortFrame means b ends inside it.
-func recordFrom(b []byte, e entry) (*Record, error) {
+func recordFromFrame(b []byte, e entry) (*Record, error) {
 	typ, payload, _, err := readFrame(b)
 	if err != nil {
 		return nil, err

@@ -20,10 +20,10 @@ type Limits struct {
 	Evict      Eviction // default Reject
 }
 
-// makeRoom checks the route's and the total quota for size more bytes
+// makeRoomLocked checks the route's and the total quota for size more bytes
 // and one more record, evicting the route's oldest queued records if its
 // policy says so.
-func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
+func (s *Spool) makeRoomLocked(route string, size int64, lim Limits) error {
 	q := s.queues[route]
 	fits := func() error {
 		var qLive, qBytes int64
@@ -35,10 +35,10 @@ func (s *Spool) makeRoom(route string, size int64, lim Limits) error {
 			return fmt.Errorf("%w: route %s holds %d requests (its maximum)", ErrFull, route, qLive)
 		case lim.MaxBytes > 0 && qBytes+size > lim.MaxBytes:
 			return fmt.Errorf("%w: route %s holds %d bytes, its maximum is %d", ErrFull, route, qBytes, lim.MaxBytes)
-		case s.opts.MaxRecords > 0 && s.records+1 > s.opts.MaxRecords:
-			return fmt.Errorf("%w: the spool holds %d requests (its maximum)", ErrFull, s.records)
-		case s.opts.MaxBytes > 0 && s.bytes+size > s.opts.MaxBytes:
-			return fmt.Errorf("%w: the spool holds %d bytes, its maximum is %d", ErrFull, s.bytes, s.opts.MaxBytes)
+		case s.opts.MaxRecords > 0 && s.liveRecords+1 > s.opts.MaxRecords:
+			return fmt.Errorf("%w: the spool holds %d requests (its maximum)", ErrFull, s.liveRecords)
+		case s.opts.MaxBytes > 0 && s.liveBytes+size > s.opts.MaxBytes:
+			return fmt.Errorf("%w: the spool holds %d bytes, its maximum is %d", ErrFull, s.liveBytes, s.opts.MaxBytes)
 		}
 		return nil
 	}

@@ -55,8 +55,8 @@ func (q *queue) find(seq uint64) int {
 	return -1
 }
 
-// remove marks entry i finished.
-func (q *queue) remove(i int) {
+// markDone marks entry i finished.
+func (q *queue) markDone(i int) {
 	e := &q.entries[i]
 	if e.state == stateInFlight {
 		q.inFlight--
@@ -201,13 +201,13 @@ func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
 // index and the counts.
 func (s *Spool) forgetLocked(q *queue, i int, o Outcome) {
 	e := q.entries[i]
-	q.remove(i)
-	s.records--
-	s.bytes -= int64(e.size)
-	s.segLive[e.seg]--
+	q.markDone(i)
+	s.liveRecords--
+	s.liveBytes -= int64(e.size)
+	s.liveBySegment[e.seg]--
 	if name, ok := s.bodies[e.seq]; ok {
 		delete(s.bodies, e.seq)
-		s.unlinks = append(s.unlinks, pendingUnlink{seg: s.activeOrd, pos: s.active.Pos(), name: name})
+		s.pendingUnlinks = append(s.pendingUnlinks, pendingUnlink{seg: s.activeOrd, pos: s.active.Pos(), name: name})
 	}
 	switch o {
 	case Delivered:

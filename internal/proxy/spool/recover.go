@@ -48,7 +48,7 @@ func (s *Spool) recover() error {
 		} else if err := s.scanSealed(ord, index); err != nil {
 			return err
 		}
-		s.segs = append(s.segs, ord)
+		s.segments = append(s.segments, ord)
 	}
 	if s.active == nil {
 		if err := s.createSegmentLocked(0); err != nil {
@@ -63,8 +63,8 @@ func (s *Spool) recover() error {
 	}
 	s.reclaimLocked()
 	s.removeOrphanBodies()
-	s.log.Info("spool opened", "dir", s.opts.Dir, "records", s.records, "bytes", s.bytes,
-		"segments", len(s.segs), "damagedSpans", s.stats.DamagedSpans, "tornBytes", s.stats.TornBytes)
+	s.log.Info("spool opened", "dir", s.opts.Dir, "records", s.liveRecords, "bytes", s.liveBytes,
+		"segments", len(s.segments), "damagedSpans", s.stats.DamagedSpans, "tornBytes", s.stats.TornBytes)
 	return nil
 }
 
@@ -104,7 +104,7 @@ func (s *Spool) logOptions(ord uint32, newest bool) framelog.Options {
 		OnDamage: func(sp framelog.Span) {
 			if newest && sp.Torn {
 				s.stats.TornBytes += sp.Len
-				s.copyOut(ord, sp.Off, sp.Off+sp.Len, "torn")
+				s.copyToQuarantine(ord, sp.Off, sp.Off+sp.Len, "torn")
 				s.log.Warn("cut an unfinished write from the newest segment", "segment", ord, "offset", sp.Off, "bytes", sp.Len)
 				return
 			}
@@ -118,7 +118,7 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 	switch typ {
 	case typeStart:
 		if len(payload) != 8 {
-			s.damagedFrame(ord, off, n, errBadPayload)
+			s.skipUndecodable(ord, off, n, errBadPayload)
 			return
 		}
 		if next := binary.LittleEndian.Uint64(payload); next > s.nextSeq {
@@ -127,7 +127,7 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 	case typeRequest:
 		m, err := skimRecord(payload)
 		if err != nil {
-			s.damagedFrame(ord, off, n, err)
+			s.skipUndecodable(ord, off, n, err)
 			return
 		}
 		size := int64(n) + m.bodySize
@@ -136,7 +136,7 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 			q = s.queueLocked(string(m.route))
 		}
 		if len(q.entries) > 0 && q.entries[len(q.entries)-1].seq >= m.seq {
-			s.damagedFrame(ord, off, n, fmt.Errorf("sequence %d out of order", m.seq))
+			s.skipUndecodable(ord, off, n, fmt.Errorf("sequence %d out of order", m.seq))
 			return
 		}
 		q.priority = m.priority
@@ -146,9 +146,9 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 		})
 		q.live++
 		q.bytes += size
-		s.segLive[ord]++
-		s.records++
-		s.bytes += size
+		s.liveBySegment[ord]++
+		s.liveRecords++
+		s.liveBytes += size
 		if m.bodyFile != "" {
 			s.bodies[m.seq] = m.bodyFile
 		}
@@ -158,34 +158,34 @@ func (s *Spool) indexFrame(ord uint32, off int64, n int, typ byte, payload []byt
 	case typeDone:
 		seq, _, err := decodeDone(payload)
 		if err != nil {
-			s.damagedFrame(ord, off, n, err)
+			s.skipUndecodable(ord, off, n, err)
 			return
 		}
 		if q, i := s.findLocked(seq); q != nil {
 			e := q.entries[i]
-			q.remove(i)
-			s.records--
-			s.bytes -= int64(e.size)
-			s.segLive[e.seg]--
+			q.markDone(i)
+			s.liveRecords--
+			s.liveBytes -= int64(e.size)
+			s.liveBySegment[e.seg]--
 			delete(s.bodies, seq)
 		}
 	case typeAttempt:
 		seq, err := decodeAttempt(payload)
 		if err != nil {
-			s.damagedFrame(ord, off, n, err)
+			s.skipUndecodable(ord, off, n, err)
 			return
 		}
 		if q, i := s.findLocked(seq); q != nil && q.entries[i].attempts < 1<<16-1 {
 			q.entries[i].attempts++
 		}
 	default:
-		s.damagedFrame(ord, off, n, fmt.Errorf("%w: frame type %d", errBadPayload, typ))
+		s.skipUndecodable(ord, off, n, fmt.Errorf("%w: frame type %d", errBadPayload, typ))
 	}
 }
 
-// damagedFrame handles a frame whose checksum is good but whose payload
+// skipUndecodable handles a frame whose checksum is good but whose payload
 // does not decode (a bug or a format from elsewhere): counted, skipped.
-func (s *Spool) damagedFrame(ord uint32, off int64, n int, err error) {
+func (s *Spool) skipUndecodable(ord uint32, off int64, n int, err error) {
 	s.stats.DamagedSpans++
 	s.stats.DamagedBytes += int64(n)
 	s.log.Warn("undecodable record skipped", "segment", ord, "offset", off, "err", err)
@@ -195,13 +195,13 @@ func (s *Spool) damagedFrame(ord uint32, off int64, n int, err error) {
 func (s *Spool) quarantine(ord uint32, from, to int64) {
 	s.stats.DamagedSpans++
 	s.stats.DamagedBytes += to - from
-	s.copyOut(ord, from, to, "damaged")
+	s.copyToQuarantine(ord, from, to, "damaged")
 	s.log.Warn("damaged bytes quarantined", "segment", ord, "offset", from, "bytes", to-from)
 }
 
-// copyOut saves bytes [from, to) of segment ord in the quarantine
+// copyToQuarantine saves bytes [from, to) of segment ord in the quarantine
 // directory, so that nothing recovery skips or cuts is destroyed.
-func (s *Spool) copyOut(ord uint32, from, to int64, kind string) {
+func (s *Spool) copyToQuarantine(ord uint32, from, to int64, kind string) {
 	f, err := os.Open(s.path(segName(ord)))
 	if err != nil {
 		s.log.Error("quarantine", "err", err)

@@ -27,9 +27,9 @@ func (s *Spool) appendLocked(b []byte) (uint32, error) {
 	return uint32(off), err
 }
 
-// maybeRotateLocked seals the active segment once it is full: it is
+// sealIfFullLocked seals the active segment once it is full: it is
 // fsynced (so everything in it is durable) and a new one started.
-func (s *Spool) maybeRotateLocked() error {
+func (s *Spool) sealIfFullLocked() error {
 	if s.active.Size() < s.opts.SegmentBytes {
 		return nil
 	}
@@ -41,7 +41,7 @@ func (s *Spool) maybeRotateLocked() error {
 		return err
 	}
 	s.stats.Fsyncs += old.Syncs()
-	s.readers[oldOrd] = old
+	s.sealed[oldOrd] = old
 	return nil
 }
 
@@ -52,7 +52,7 @@ func (s *Spool) createSegmentLocked(ord uint32) error {
 		return err
 	}
 	s.active, s.activeOrd = l, ord
-	s.segs = append(s.segs, ord)
+	s.segments = append(s.segments, ord)
 	_, err = s.appendLocked(s.startFrame())
 	return err
 }
@@ -84,20 +84,20 @@ func (s *Spool) resetActiveLocked() {
 // first: a done frame in a later segment may still refer to a record in an
 // earlier one, so an earlier segment never outlives a later one's removal.
 func (s *Spool) reclaimLocked() {
-	for len(s.segs) > 1 && s.segLive[s.segs[0]] == 0 {
-		ord := s.segs[0]
-		if f := s.readers[ord]; f != nil {
+	for len(s.segments) > 1 && s.liveBySegment[s.segments[0]] == 0 {
+		ord := s.segments[0]
+		if f := s.sealed[ord]; f != nil {
 			f.Close()
-			delete(s.readers, ord)
+			delete(s.sealed, ord)
 		}
 		if err := os.Remove(s.path(segName(ord))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("removing a drained segment", "segment", ord, "err", err)
 			return
 		}
-		delete(s.segLive, ord)
-		s.segs = s.segs[1:]
+		delete(s.liveBySegment, ord)
+		s.segments = s.segments[1:]
 	}
-	if len(s.segs) == 1 && s.records == 0 && s.active.Size() >= resetActiveAt {
+	if len(s.segments) == 1 && s.liveRecords == 0 && s.active.Size() >= resetActiveAt {
 		s.resetActiveLocked()
 	}
 }
@@ -107,14 +107,14 @@ func (s *Spool) segmentFileLocked(ord uint32) (segmentReader, error) {
 	if ord == s.activeOrd {
 		return s.active, nil
 	}
-	if f := s.readers[ord]; f != nil {
+	if f := s.sealed[ord]; f != nil {
 		return f, nil
 	}
 	f, err := os.Open(s.path(segName(ord)))
 	if err != nil {
 		return nil, err
 	}
-	s.readers[ord] = f
+	s.sealed[ord] = f
 	return f, nil
 }
 
@@ -134,9 +134,9 @@ func (s *Spool) closeFilesLocked() error {
 	if s.active != nil {
 		err = s.active.Close()
 	}
-	for ord, f := range s.readers {
+	for ord, f := range s.sealed {
 		f.Close()
-		delete(s.readers, ord)
+		delete(s.sealed, ord)
 	}
 	return err
 }

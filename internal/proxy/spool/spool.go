@@ -99,24 +99,24 @@ type Spool struct {
 	opts Options
 	log  *slog.Logger
 
-	reads atomic.Int64 // reads of records from segments, for tests of NextN
+	segmentReads atomic.Int64 // reads of records from segments, for tests of NextN
 
-	mu        sync.Mutex // guards fields below
-	closed    bool
-	segs      []uint32                 // segment ordinals on disk, oldest first; the last is active
-	segLive   map[uint32]int32         // live request records per segment
-	readers   map[uint32]segmentReader // sealed segments opened for reading
-	active    *framelog.Log
-	activeOrd uint32
-	nextSeq   uint64
-	queues    map[string]*queue
-	records   int64
-	bytes     int64
-	bodies    map[uint64]string // seq → body file, for live records that have one
-	unlinks   []pendingUnlink   // body files to remove once their done frame is durable
-	frame     []byte            // encoding buffer
-	evicted   []Finished        // since the last Sweep
-	stats     Stats             // Fsyncs: of sealed segments; the active one counts its own
+	mu             sync.Mutex // guards fields below
+	closed         bool
+	segments       []uint32                 // segment ordinals on disk, oldest first; the last is active
+	liveBySegment  map[uint32]int32         // live request records per segment
+	sealed         map[uint32]segmentReader // sealed segments opened for reading
+	active         *framelog.Log
+	activeOrd      uint32
+	nextSeq        uint64
+	queues         map[string]*queue // per route
+	liveRecords    int64             // queued and in flight, all routes
+	liveBytes      int64             // their frames and body files
+	bodies         map[uint64]string // seq → body file, for live records that have one
+	pendingUnlinks []pendingUnlink   // body files to remove once their done frame is durable
+	frameBuf       []byte            // Enqueue's encoding buffer
+	evicted        []Finished        // since the last Sweep
+	stats          Stats             // Fsyncs: of sealed segments; the active one counts its own
 }
 
 // Open opens (or creates) the spool in opts.Dir and recovers its state:
@@ -151,13 +151,13 @@ func Open(opts Options) (*Spool, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Spool{
-		opts:    opts,
-		log:     opts.Log.With("component", "spool"),
-		segLive: map[uint32]int32{},
-		readers: map[uint32]segmentReader{},
-		queues:  map[string]*queue{},
-		bodies:  map[uint64]string{},
-		nextSeq: 1,
+		opts:          opts,
+		log:           opts.Log.With("component", "spool"),
+		liveBySegment: map[uint32]int32{},
+		sealed:        map[uint32]segmentReader{},
+		queues:        map[string]*queue{},
+		bodies:        map[uint64]string{},
+		nextSeq:       1,
 	}
 	for _, d := range []string{opts.Dir, s.path("bodies"), s.path("quarantine")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -227,7 +227,7 @@ func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Segments = len(s.segs)
+	st.Segments = len(s.segments)
 	if s.active != nil {
 		st.Fsyncs += s.active.Syncs()
 	}

@@ -634,7 +634,7 @@ func TestLargeQueueIndexOffHeap(t *testing.T) {
 		if j := q.find(uint64(i + 1)); j != 0 {
 			t.Fatalf("entry %d at %d, want the front", i+1, j)
 		}
-		q.remove(0)
+		q.markDone(0)
 	}
 	if q.mem != nil || len(q.entries) != 0 {
 		t.Fatalf("drained queue keeps %d entries, mapped %v", len(q.entries), q.mem != nil)
@@ -701,7 +701,7 @@ func TestNextNAsNext(t *testing.T) {
 		copyDir(t, base, dir)
 		s := open(t, dir)
 		var got []*Record
-		calls, reads0 := 0, s.reads.Load()
+		calls, reads0 := 0, s.segmentReads.Load()
 		for {
 			calls++
 			recs, err := s.NextN("r", n)
@@ -726,7 +726,7 @@ func TestNextNAsNext(t *testing.T) {
 		}
 		// Neighbouring records come with one read: the other route's
 		// records and done frames between them do not split a batch.
-		if reads := s.reads.Load() - reads0; n > 1 && reads > int64(calls) {
+		if reads := s.segmentReads.Load() - reads0; n > 1 && reads > int64(calls) {
 			t.Fatalf("NextN(%d): %d reads for %d calls", n, reads, calls)
 		}
 		if st := s.Stats(); st.DamagedSpans != 0 {
