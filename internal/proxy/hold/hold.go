@@ -8,6 +8,16 @@
 // became usable (Released), the window passed (Expired), the client went away
 // (Canceled) or the queue was closed for shutdown or reconfiguration (Closed).
 //
+// Whether the route is usable is the route's to know, not the queue's: the
+// queue asks (the ready function given to NewQueue) when a request arrives,
+// and the route calls Release when it becomes usable:
+//
+//	route becomes usable:  ready() turns true, then Release()
+//	request arrives:       ready()? forward at once : wait for Release
+//
+// ready is read under the queue's lock and Release takes it, so a request
+// that arrives between the two is either not held or released.
+//
 // Lock order: Queue.mu, then Budget.mu.
 package hold
 
@@ -16,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
@@ -91,7 +100,7 @@ type Queue struct {
 	budget *Budget
 	limit  Limit
 	clock  clock.Clock
-	usable atomic.Bool
+	ready  func() bool // whether the route is usable now
 
 	mu       sync.Mutex // guards fields below
 	waiters  list.List  // of *waiter, oldest first
@@ -109,26 +118,19 @@ type waiter struct {
 	done    bool
 }
 
-// NewQueue returns a queue that starts usable.
-func NewQueue(b *Budget, l Limit, clk clock.Clock) *Queue {
-	q := &Queue{budget: b, limit: l, clock: clk}
-	q.usable.Store(true)
-	return q
+// NewQueue returns a route's queue, under the shared budget b and the
+// route's own limit l. ready reports whether the route is usable now; a
+// request that arrives while it is, is not held.
+func NewQueue(b *Budget, l Limit, clk clock.Clock, ready func() bool) *Queue {
+	return &Queue{budget: b, limit: l, clock: clk, ready: ready}
 }
 
-// Usable reports whether requests may be forwarded now. It is one atomic
-// load, for the hot path.
-func (q *Queue) Usable() bool { return q.usable.Load() }
-
-// SetUsable records the route's state; becoming usable releases every waiter
-// in arrival order.
-func (q *Queue) SetUsable(ok bool) {
+// Release ends every wait with Released, in arrival order. The route calls
+// it after it became usable (after ready turned true).
+func (q *Queue) Release() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.usable.Store(ok)
-	if ok {
-		q.finishAllLocked(Released)
-	}
+	q.finishAllLocked(Released)
 }
 
 // Close ends every wait with Closed; later waits return Closed at once.
@@ -175,8 +177,8 @@ func (q *Queue) Held() (requests int, bytes int64) {
 	return q.requests, q.bytes
 }
 
-// Wait holds a request of size bytes until the route is usable, max passes,
-// or ctx ends. It returns Released at once if the route is usable, and
+// Wait holds a request of size bytes until Release, max passes, or ctx
+// ends. It returns Released at once if the route is usable (ready), and
 // ErrFull if a limit refuses the request.
 func (q *Queue) Wait(ctx context.Context, size int64, max time.Duration) (Outcome, error) {
 	q.mu.Lock()
@@ -184,7 +186,7 @@ func (q *Queue) Wait(ctx context.Context, size int64, max time.Duration) (Outcom
 	case q.closed:
 		q.mu.Unlock()
 		return Closed, nil
-	case q.usable.Load():
+	case q.ready():
 		q.mu.Unlock()
 		return Released, nil
 	case max <= 0:

@@ -3,6 +3,7 @@ package hold
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,12 +16,32 @@ type waitResult struct {
 	i   int
 }
 
-func newTestQueue(global, route Limit) (*Queue, *Budget, *clock.Fake) {
+// testRoute is a route whose queue is tested: usable or not, as the test
+// sets it.
+type testRoute struct {
+	usable atomic.Bool
+	queue  *Queue
+}
+
+// setUsable is what a route does when its state changes.
+func (r *testRoute) setUsable(ok bool) {
+	r.usable.Store(ok)
+	if ok {
+		r.queue.Release()
+	}
+}
+
+func newTestRoute(b *Budget, route Limit, clk clock.Clock) *testRoute {
+	r := &testRoute{}
+	r.queue = NewQueue(b, route, clk, r.usable.Load)
+	return r
+}
+
+// newTestQueue is the queue of a route that is not usable.
+func newTestQueue(global, route Limit) (*testRoute, *Budget, *clock.Fake) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	b := NewBudget(global)
-	q := NewQueue(b, route, clk)
-	q.SetUsable(false)
-	return q, b, clk
+	return newTestRoute(b, route, clk), b, clk
 }
 
 func waitHeld(t *testing.T, q *Queue, n int) {
@@ -39,7 +60,8 @@ func waitHeld(t *testing.T, q *Queue, n int) {
 }
 
 func TestReleaseAll(t *testing.T) {
-	q, b, _ := newTestQueue(Limit{}, Limit{})
+	r, b, _ := newTestQueue(Limit{}, Limit{})
+	q := r.queue
 	res := make(chan waitResult, 5)
 	for i := range 5 {
 		go func() {
@@ -51,7 +73,7 @@ func TestReleaseAll(t *testing.T) {
 	if n, by := b.Held(); n != 5 || by != 50 {
 		t.Fatalf("budget holds %d requests, %d bytes", n, by)
 	}
-	q.SetUsable(true)
+	r.setUsable(true)
 	for range 5 {
 		r := <-res
 		if r.o != Released || r.err != nil {
@@ -64,7 +86,8 @@ func TestReleaseAll(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	q, _, clk := newTestQueue(Limit{}, Limit{})
+	r, _, clk := newTestQueue(Limit{}, Limit{})
+	q := r.queue
 	res := make(chan Outcome, 1)
 	go func() {
 		o, _ := q.Wait(context.Background(), 1, 30*time.Second)
@@ -90,7 +113,8 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestCancelAndClose(t *testing.T) {
-	q, _, _ := newTestQueue(Limit{}, Limit{})
+	r, _, _ := newTestQueue(Limit{}, Limit{})
+	q := r.queue
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan Outcome, 2)
 	go func() { o, _ := q.Wait(ctx, 1, time.Hour); res <- o }()
@@ -111,11 +135,14 @@ func TestCancelAndClose(t *testing.T) {
 }
 
 func TestImmediateOutcomes(t *testing.T) {
-	q, _, _ := newTestQueue(Limit{}, Limit{})
+	r, _, _ := newTestQueue(Limit{}, Limit{})
+	q := r.queue
 	if o, _ := q.Wait(context.Background(), 1, 0); o != Expired {
 		t.Errorf("zero window: %v, want expired", o)
 	}
-	q.SetUsable(true)
+	// Usable, and Release not called yet: the queue asks the route, so
+	// a request arriving in between is not held.
+	r.usable.Store(true)
 	if o, _ := q.Wait(context.Background(), 1, time.Hour); o != Released {
 		t.Errorf("usable: %v, want released", o)
 	}
@@ -135,7 +162,8 @@ func TestLimits(t *testing.T) {
 		{"too big alone", Limit{Bytes: 4}, Limit{}, 5, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			q, _, _ := newTestQueue(tt.global, tt.route)
+			r, _, _ := newTestQueue(tt.global, tt.route)
+			q := r.queue
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			for i := range tt.fits {
@@ -152,9 +180,7 @@ func TestLimits(t *testing.T) {
 func TestBudgetIsShared(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	b := NewBudget(Limit{Requests: 1})
-	q1, q2 := NewQueue(b, Limit{}, clk), NewQueue(b, Limit{}, clk)
-	q1.SetUsable(false)
-	q2.SetUsable(false)
+	q1, q2 := newTestRoute(b, Limit{}, clk).queue, newTestRoute(b, Limit{}, clk).queue
 	ctx, cancel := context.WithCancel(context.Background())
 	go q1.Wait(ctx, 1, time.Hour)
 	waitHeld(t, q1, 1)
@@ -169,7 +195,8 @@ func TestBudgetIsShared(t *testing.T) {
 }
 
 func TestFits(t *testing.T) {
-	q, _, _ := newTestQueue(Limit{Bytes: 100}, Limit{Requests: 1})
+	r, _, _ := newTestQueue(Limit{Bytes: 100}, Limit{Requests: 1})
+	q := r.queue
 	if !q.Fits(100) || q.Fits(101) {
 		t.Fatal("global byte limit not applied")
 	}

@@ -102,7 +102,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return true
 	}
 	for attempt := 0; ; attempt++ {
-		if !rt.queue.Usable() {
+		if !rt.usable.Load() {
 			if startWindow() {
 				if window <= 0 || respondAsync(r.Header) {
 					// Nothing to wait for, or the app asked not to wait

@@ -108,7 +108,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		n, b := rt.queue.Held()
 		ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(n), rt.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(heldBytesDesc, prometheus.GaugeValue, float64(b), rt.cfg.Name)
-		ch <- prometheus.MustNewConstMetric(routeUsableDesc, prometheus.GaugeValue, b2f(rt.queue.Usable()), rt.cfg.Name)
+		ch <- prometheus.MustNewConstMetric(routeUsableDesc, prometheus.GaugeValue, b2f(rt.usable.Load()), rt.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(upstreamDesc, prometheus.GaugeValue, b2f(rt.health.Reachable()), rt.cfg.Name, rt.cfg.Upstream)
 	}
 	for _, l := range c.s.links.Snapshot() {

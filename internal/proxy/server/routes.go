@@ -47,17 +47,16 @@ func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Not usable until evaluated with the links' state: neither a request
+	// nor the replay of the spool may go out before it.
 	rt := &routeRT{
 		cfg:      rc,
 		fwd:      fwd,
-		queue:    hold.NewQueue(s.budget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, s.clock),
 		count:    map[string]prometheus.Counter{},
 		duration: map[string]prometheus.Observer{},
 		linkOK:   true,
 	}
-	// Not usable until evaluated with the links' state: neither a request
-	// nor the replay of the spool may go out before it.
-	rt.queue.SetUsable(false)
+	rt.queue = hold.NewQueue(s.budget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, s.clock, rt.usable.Load)
 	prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
 	rt.health = health.New(rc.Name, rc.Probe, prober, s.clock, s.log, s.evaluate)
 	// Any dial that connects or response that arrives, a probe's or a
@@ -70,6 +69,15 @@ func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
 		rt.duration[d] = s.metrics.duration.WithLabelValues(rc.Name, d)
 	}
 	return rt, nil
+}
+
+// setUsable records whether the route is usable; becoming usable releases
+// the requests it holds. Evaluation calls it (under Server.evalMu).
+func (rt *routeRT) setUsable(ok bool) {
+	rt.usable.Store(ok)
+	if ok {
+		rt.queue.Release()
+	}
 }
 
 // startRoute runs the route's upstream health checks until ctx ends or the

@@ -88,7 +88,11 @@ type routeRT struct {
 	inflight atomic.Int64       // requests and deliveries using this route now
 	stop     context.CancelFunc // ends the health checks; set by startRoute
 
-	over atomic.Bool // over its metered budget, as last evaluated
+	// usable is whether requests may go out now: a link the route may use
+	// and a reachable upstream, as last evaluated. One atomic load, for the
+	// hot path; false until the first evaluation.
+	usable atomic.Bool
+	over   atomic.Bool // over its metered budget, as last evaluated
 
 	// guarded by Server.evalMu
 	linkOK bool
@@ -394,11 +398,11 @@ func (s *Server) evaluate() {
 			reason = "upstream unreachable: " + hs.LastError
 		}
 		usable := ok && hs.Reachable
-		if usable != rt.queue.Usable() {
+		if usable != rt.usable.Load() {
 			s.log.Info("route state", "route", rt.cfg.Name, "usable", usable, "reason", reason)
 		}
 		rt.reason = reason
-		rt.queue.SetUsable(usable)
+		rt.setUsable(usable)
 		if usable && s.sp != nil {
 			s.sp.replayer.Kick()
 		}
@@ -416,7 +420,7 @@ func (s *Server) routeStatus() []proxyv1.Route {
 		hs := rt.health.Status()
 		out = append(out, proxyv1.Route{
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
-			Usable: rt.queue.Usable(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
+			Usable: rt.usable.Load(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
 			Interface: rt.path.Interface, Link: rt.path.Link, Budget: s.budgetStatus(rt),
 			Hold:           rt.cfg.Offline.Hold.String(),
 			UpstreamHealth: proxyv1.Health{Reachable: hs.Reachable, Since: hs.Since, LastError: hs.LastError, Source: hs.Source},

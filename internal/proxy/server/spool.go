@@ -296,7 +296,7 @@ func (s *Server) replayTarget(name string) (replay.Target, bool) {
 		return replay.Target{}, false
 	}
 	return replay.Target{
-		Usable: rt.queue.Usable,
+		Usable: rt.usable.Load,
 		Forward: func(w http.ResponseWriter, r *http.Request) error {
 			rt.inflight.Add(1)
 			defer rt.inflight.Add(-1)
