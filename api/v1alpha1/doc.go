@@ -11,8 +11,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -20,8 +21,16 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "mesh.misaki.io", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the API's kinds with a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the API's kinds to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// addKnownTypes registers Route and RouteList under GroupVersion, with the
+// meta/v1 options types (ListOptions and the rest) a client sends with them.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &Route{}, &RouteList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

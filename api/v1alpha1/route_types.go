@@ -378,5 +378,3 @@ type RouteStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
-
-func init() { SchemeBuilder.Register(&Route{}, &RouteList{}) }
