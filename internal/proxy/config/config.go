@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -70,42 +69,6 @@ type Config struct {
 	// Routes map mesh host names to upstreams with an offline policy.
 	Routes []Route `yaml:"routes"`
 }
-
-// XDS configures the proxy as an xDS client of the controller.
-type XDS struct {
-	// Server is the controller's ADS address, host:port (gRPC over h2c,
-	// or TLS when caFile is set). Empty: routes come from this file.
-	Server string `yaml:"server"`
-	// Node is this proxy's id, namespace/pod. Default
-	// $POD_NAMESPACE/$POD_NAME, as the injected sidecar sets them, which
-	// misaki-proxy reads (Overrides.Node).
-	Node string `yaml:"node"`
-	// CAFile makes the connection TLS, trusting these roots.
-	CAFile string `yaml:"caFile"`
-	// Cache keeps the last accepted routes, so the proxy starts with them
-	// while the controller is unreachable. Default xds-routes.yaml in
-	// spool.dir.
-	Cache string `yaml:"cache"`
-	// Identity gets the proxy a certificate naming its pod from the
-	// controller, presented on the ADS connection (mutual TLS). Off unless
-	// identity.tokenFile is set; it needs caFile.
-	Identity XDSIdentity `yaml:"identity"`
-}
-
-// XDSIdentity configures the proxy's certificate from the controller's CA
-// (docs/control-plane.md, "Identity").
-type XDSIdentity struct {
-	// TokenFile is the pod's projected service-account token (audience
-	// misaki), read again for each request. Empty: no certificate.
-	TokenFile string `yaml:"tokenFile"`
-	// Server is the controller's certificate endpoint, host:port (HTTPS,
-	// verified against caFile). Default xds.server's host, port 15012.
-	Server string `yaml:"server"`
-}
-
-// DefaultXDSIdentityPort is the controller's certificate endpoint's port
-// when xds.identity.server is not set.
-const DefaultXDSIdentityPort = "15012"
 
 // Log configures logging.
 type Log struct {
@@ -579,16 +542,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Spool.Replay.Concurrency, DefaultReplayConcurrency)
 	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
 	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
-	if c.XDS.Server != "" {
-		if c.XDS.Cache == "" && c.Spool.Dir != "" {
-			c.XDS.Cache = filepath.Join(c.Spool.Dir, "xds-routes.yaml")
-		}
-		if id := &c.XDS.Identity; id.TokenFile != "" && id.Server == "" {
-			if host, _, err := net.SplitHostPort(c.XDS.Server); err == nil {
-				id.Server = net.JoinHostPort(host, DefaultXDSIdentityPort)
-			}
-		}
-	}
+	c.XDS.setDefaults(c.Spool.Dir)
 	c.DNS.setDefaults(c.Listen, c.Spool.Dir)
 	for i := range c.Routes {
 		r := &c.Routes[i]
@@ -758,32 +712,7 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if x := c.XDS; x.Server != "" {
-		if _, _, err := net.SplitHostPort(x.Server); err != nil {
-			bad("xds.server", "%q is not host:port: %v", x.Server, err)
-		}
-		if ns, pod, ok := strings.Cut(x.Node, "/"); !ok || ns == "" || pod == "" {
-			bad("xds.node", "%q is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME", x.Node)
-		}
-		if x.Cache == "" {
-			bad("xds.cache", "is not set and there is no spool.dir to keep it in; set one of them")
-		}
-		if c.Role != RoleEdge {
-			bad("xds.server", "is for the edge role")
-		}
-		if id := x.Identity; id.TokenFile != "" {
-			if x.CAFile == "" {
-				bad("xds.caFile", "is required with xds.identity: the proxy sends its token only to a controller it can authenticate; set the controller's CA bundle")
-			}
-			if _, _, err := net.SplitHostPort(id.Server); err != nil {
-				bad("xds.identity.server", "%q is not host:port: %v", id.Server, err)
-			}
-		} else if id.Server != "" {
-			bad("xds.identity.tokenFile", "is required with xds.identity.server: set the pod's projected service-account token")
-		}
-	} else if c.XDS.Identity != (XDSIdentity{}) {
-		bad("xds.identity", "needs xds.server: set the controller's ADS address")
-	}
+	c.XDS.validate(c.Role, bad)
 
 	routeNames := map[string]bool{}
 	hostOwner := map[string]Route{}
