@@ -2,6 +2,45 @@
 // their hold window wait here, across crashes and power-offs, until a link
 // the route may use returns.
 //
+// # Where things are
+//
+//   - spool.go: Options, Stats, the Spool type and its lock, Open, Close,
+//     and the read-only queries (Lookup, Attempts, Routes, Stats).
+//   - commit.go: the write path. Enqueue appends a request frame and,
+//     under SyncAlways, waits for the group commit; Run is the periodic
+//     fsync loop.
+//   - segment.go: the segment files: create one with its start frame,
+//     append, seal a full one, reclaim drained ones, cut the drained active
+//     one back, close.
+//   - body.go: body files: write one (stageBody), read one checked
+//     (OpenBody), remove one once its done frame is durable.
+//   - index.go: the in-memory index: a 32-byte entry per live request in
+//     per-route FIFO queues, off the heap when large, and the bookkeeping
+//     that ends a request (finishLocked, forgetLocked).
+//   - deliver.go: the delivery side: Next and NextN (one read for records
+//     close together), Finish, FinishAll, Retry, Cancel.
+//   - evict.go: what ends requests without delivery: per-route and total
+//     quotas with Reject or DropOldest (makeRoomLocked), and TTL expiry
+//     (Sweep).
+//   - recover.go: Open's scan of the segments: rebuild the index, cut a
+//     torn tail, quarantine damage, remove orphaned body files.
+//   - record.go: the on-disk encoding of the frames' payloads (request,
+//     done, attempt, start).
+//
+// # On disk
+//
+// In Options.Dir:
+//
+//	seg-NNNNNNNN.log   segments, NNNNNNNN the ordinal in hex; the highest is active
+//	bodies/            one file per body over InlineMax, named by 32 random hex digits
+//	quarantine/        seg-NNNNNNNN-OOOOOOOOOOOO.torn|damaged: bytes recovery cut or skipped, at offset O
+//
+// A segment is a sequence of framelog frames (12-byte header: magic "MS",
+// type, flags, length, CRC-32C; then the payload). Its first frame is a
+// start frame holding the next sequence number; after it come request
+// frames (a Record), done frames (sequence number and Outcome) and
+// attempt frames (sequence number), in the order they happened.
+//
 // # Design
 //
 // The spool is an append-only log cut into segment files (seg-NNNNNNNN.log,
@@ -60,4 +99,10 @@
 // least once: a done frame lost in a crash means the request is sent again,
 // with the same Idempotency-Key, and the cloud gateway answers the repeat
 // from its store.
+//
+// What it costs (docs/benchmarks.md, "Durable enqueue", on the benchmark
+// VM): 64 clients' 1 KiB POSTs were answered 202 by the proxy at 20,234
+// requests/s under SyncAlways, 21–26 requests sharing each fsync, and at
+// 30,137/s under SyncInterval; the disk's raw group-commit limit there
+// was 71,770/s.
 package spool
