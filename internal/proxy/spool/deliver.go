@@ -29,7 +29,8 @@ const readAhead = 1 << 20
 // together in a segment with one read: a replay batch costs one system
 // call, not one per record. A record that cannot be read back is damage
 // found late: counted, ended and skipped, never blocking the queue. It
-// returns fewer than n only when the route has no more queued.
+// returns fewer than n only when the route has no more queued, or the
+// spool closed while it read (those it read are returned, without error).
 func (s *Spool) NextN(route string, n int) ([]*Record, error) {
 	var recs []*Record
 	for len(recs) < n {

@@ -198,7 +198,8 @@ func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
 }
 
 // forgetLocked drops entry i of q, whose done frame is written, from the
-// index and the counts.
+// index and the counts; its body file, if any, is removed once that done
+// frame is durable, and segments left with no live record are reclaimed.
 func (s *Spool) forgetLocked(q *queue, i int, o Outcome) {
 	e := q.entries[i]
 	q.markDone(i)

@@ -20,7 +20,8 @@ const (
 	typeStart   = 4 // first frame of a segment: the next sequence number then
 
 	// maxPayload bounds a frame's length field: bodies larger than
-	// inlineMax are in body files, so a larger frame is damage.
+	// Options.InlineMax (at most maxPayload/2) are in body files, so a
+	// larger frame is damage.
 	maxPayload = 4 << 20
 )
 
@@ -47,7 +48,8 @@ type Record struct {
 	IdempotencyKey string
 	Callback       string
 	Header         http.Header
-	// Body is the body when it is stored inline (at most inlineMax bytes).
+	// Body is the body when it is stored inline (at most Options.InlineMax
+	// bytes).
 	Body []byte
 	// BodyFile names the body's file in the spool's bodies directory when
 	// it is stored apart; BodySize and BodyCRC describe it.

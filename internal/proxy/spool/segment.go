@@ -83,6 +83,8 @@ func (s *Spool) resetActiveLocked() {
 // reclaimLocked removes sealed segments with no live record, oldest
 // first: a done frame in a later segment may still refer to a record in an
 // earlier one, so an earlier segment never outlives a later one's removal.
+// Once the whole spool is drained, it cuts the active segment back too
+// (resetActiveLocked), if that holds resetActiveAt bytes or more.
 func (s *Spool) reclaimLocked() {
 	for len(s.segments) > 1 && s.liveBySegment[s.segments[0]] == 0 {
 		ord := s.segments[0]

@@ -33,13 +33,15 @@ type Options struct {
 	Dir string
 	// Sync is the fsync policy. Default SyncAlways.
 	Sync SyncPolicy
-	// SyncInterval is the fsync period under SyncInterval. Default 100ms.
+	// SyncInterval is Run's period: it fsyncs everything appended under
+	// SyncInterval, and done and attempt frames under either policy.
+	// Default 100ms.
 	SyncInterval time.Duration
 	// SegmentBytes is the size at which a segment file is sealed and a new
-	// one started. Default 64 MiB.
+	// one started. Default 64 MiB, at most 1 GiB.
 	SegmentBytes int64
 	// InlineMax is the largest body stored inside its record; larger
-	// bodies go to a file of their own. Default 64 KiB.
+	// bodies go to a file of their own. Default 64 KiB, at most 2 MiB.
 	InlineMax int
 	// MaxBytes and MaxRecords bound the whole spool; 0: no bound.
 	MaxBytes   int64
@@ -50,24 +52,29 @@ type Options struct {
 	Log *slog.Logger
 	// BeforeSync, if set, runs before every fsync of a segment, after the
 	// range that fsync covers is fixed. The replayer makes results durable
-	// there, so that a done frame is never on disk before its result.
+	// there, so that a done frame is never on disk before its result. It
+	// may run with the spool's lock held (a segment sealed, reset or
+	// closed), so it must not call the spool.
 	BeforeSync func() error
 	// Failpoint fails the segments' writes, fsyncs and truncations on
 	// purpose, for tests.
 	Failpoint framelog.Failpoint
 }
 
-// Stats are the spool's counters since Open (Damaged* and Torn* cover what
-// Open found).
+// Stats are the spool's counters since Open, which include what Open's
+// recovery found.
 type Stats struct {
 	Enqueued, Delivered, Failed, Expired, Cancelled, Evicted, Rejected int64
-	// DamagedSpans is how many damaged byte ranges recovery quarantined;
-	// DamagedBytes their total size.
+	// DamagedSpans is how many damaged byte ranges recovery skipped (copied
+	// to quarantine, or a frame whose payload does not decode), plus the
+	// records found unreadable later, on delivery; DamagedBytes is the
+	// size of the ranges recovery skipped.
 	DamagedSpans, DamagedBytes int64
 	// TornBytes is how many bytes of an unfinished last write were cut
 	// from the end of the newest segment (also copied to quarantine).
 	TornBytes int64
-	// MissingBodies counts records whose body file was gone or damaged.
+	// MissingBodies counts records whose body file could not be opened
+	// (OpenBody). A damaged body file fails its read instead.
 	MissingBodies int64
 	Fsyncs        int64
 	Segments      int
@@ -234,7 +241,8 @@ func (s *Spool) Stats() Stats {
 	return st
 }
 
-// Close fsyncs and closes the spool.
+// Close fsyncs and closes the spool, and removes the body files of
+// finished records whose done frames that fsync made durable.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
