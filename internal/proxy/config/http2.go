@@ -59,7 +59,7 @@ func (h *HTTP2Limits) setDefaults() {
 	}
 }
 
-func (h *HTTP2Limits) validate(bad func(field, format string, args ...any)) {
+func (h *HTTP2Limits) validate(bad report) {
 	if h.MaxConcurrentStreams < 0 || h.MaxConcurrentStreams > 1<<20 {
 		bad("limits.http2.maxConcurrentStreams", "%d must be between 1 and 1048576", h.MaxConcurrentStreams)
 	}

@@ -88,7 +88,7 @@ func (v *VehicleServices) setDefaults(maxBodyBytes ByteSize) {
 	setDefault(&v.MaxUpstreamConnections, DefaultUpstreamConns)
 }
 
-func (v *VehicleServices) validate(bad func(field, format string, args ...any)) {
+func (v *VehicleServices) validate(bad report) {
 	const f = "gateway.vehicleServices"
 	if strings.HasPrefix(v.ClusterDomain, "*.") || strings.HasSuffix(v.ClusterDomain, ".") || !validHost(v.ClusterDomain) {
 		bad(f+".clusterDomain", "%q is not a DNS name; write it like cluster.local", v.ClusterDomain)
