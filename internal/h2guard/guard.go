@@ -144,11 +144,14 @@ func (g *Guard) Collect(ch chan<- prometheus.Metric) { g.closes.Collect(ch) }
 // the HTTP/2 server as usual.
 func (g *Guard) ConfigureServer(hs *http.Server) error {
 	// x/net's Server is deprecated for net/http's own, which has no way to
-	// serve a wrapped TLS connection; from Go 1.27 it is a thin wrapper
-	// around net/http's. ConfigureServer also makes hs.Shutdown send its
+	// serve a wrapped TLS connection (it serves HTTP/2 over TLS only on a
+	// *tls.Conn it accepted); from Go 1.27 it is a thin wrapper around
+	// net/http's. ConfigureServer also makes hs.Shutdown send its
 	// connections GOAWAY.
-	h2 := &http2.Server{}                                 //nolint:staticcheck // see above
-	if err := http2.ConfigureServer(hs, h2); err != nil { //nolint:staticcheck // see above
+	//lint:ignore SA1019 net/http cannot serve HTTP/2 on a wrapped connection (see above)
+	h2 := &http2.Server{}
+	//lint:ignore SA1019 installs h2 in hs.TLSNextProto and hs.Shutdown (see above)
+	if err := http2.ConfigureServer(hs, h2); err != nil {
 		return err
 	}
 	serve := func(hs *http.Server, gc *conn, c net.Conn, h http.Handler, sawPreface bool) {
@@ -156,7 +159,7 @@ func (g *Guard) ConfigureServer(hs *http.Server) error {
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
 		}
-		//nolint:staticcheck // see above
+		//lint:ignore SA1019 serves HTTP/2 on the guarded connection (see above)
 		h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs, SawClientPreface: sawPreface})
 		// net/http closes the connection when this returns.
 		gc.drain()
