@@ -607,9 +607,8 @@ func TestAgentChartAPIServer(t *testing.T) {
 		t.Skip("starts a kube-apiserver")
 	}
 	env, cfg, _ := startEnv(t)
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if _, errOut, err := kubectl.Run("create", "namespace", agentNamespace); err != nil {
+	kubectl := adminKubectl(t, env)
+	if _, errOut, err := kubectl("create", "namespace", agentNamespace); err != nil {
 		t.Fatalf("kubectl create namespace: %v %s", err, readAll(errOut))
 	}
 	apply := func(t *testing.T, dryRun bool, set ...string) {
@@ -623,7 +622,7 @@ func TestAgentChartAPIServer(t *testing.T) {
 		if dryRun {
 			args = append(args, "--dry-run=server")
 		}
-		if _, errOut, err := kubectl.Run(args...); err != nil {
+		if _, errOut, err := kubectl(args...); err != nil {
 			t.Fatalf("the API server refuses the rendering: %v\n%s", err, readAll(errOut))
 		}
 	}

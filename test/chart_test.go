@@ -65,9 +65,8 @@ func TestChart(t *testing.T) {
 	}
 
 	env, _, _ := startEnv(t)
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if _, errOut, err := kubectl.Run("create", "namespace", "misaki-system"); err != nil {
+	kubectl := adminKubectl(t, env)
+	if _, errOut, err := kubectl("create", "namespace", "misaki-system"); err != nil {
 		t.Fatalf("kubectl create namespace: %v %s", err, readAll(errOut))
 	}
 	for name, set := range map[string][]string{
@@ -85,7 +84,7 @@ func TestChart(t *testing.T) {
 			if err := os.WriteFile(f, []byte(out), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, errOut, err := kubectl.Run("apply", "--dry-run=server", "-f", f); err != nil {
+			if _, errOut, err := kubectl("apply", "--dry-run=server", "-f", f); err != nil {
 				t.Fatalf("the API server refuses the rendering: %v\n%s", err, readAll(errOut))
 			}
 			docs := strings.Split(out, "\n---\n")
@@ -581,9 +580,8 @@ func TestHubChartAPIServer(t *testing.T) {
 		t.Skip("starts a kube-apiserver")
 	}
 	env, _, _ := startEnv(t)
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if _, errOut, err := kubectl.Run("create", "namespace", hubNamespace); err != nil {
+	kubectl := adminKubectl(t, env)
+	if _, errOut, err := kubectl("create", "namespace", hubNamespace); err != nil {
 		t.Fatalf("kubectl create namespace: %v %s", err, readAll(errOut))
 	}
 	for name, set := range map[string][]string{
@@ -597,7 +595,7 @@ func TestHubChartAPIServer(t *testing.T) {
 			if err := os.WriteFile(f, []byte(out), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, errOut, err := kubectl.Run("apply", "--dry-run=server", "-f", f); err != nil {
+			if _, errOut, err := kubectl("apply", "--dry-run=server", "-f", f); err != nil {
 				t.Fatalf("the API server refuses the rendering: %v\n%s", err, readAll(errOut))
 			}
 		})

@@ -152,12 +152,11 @@ func TestCheck(t *testing.T) {
 	}
 
 	// Install as a kubectl user does.
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if _, err := os.Stat(kubectl.Path); err != nil {
+	kubectl := adminKubectl(t, env)
+	if _, err := os.Stat(filepath.Join(env.BinaryAssetsDirectory, "kubectl")); err != nil {
 		t.Skipf("no kubectl in %s; run hack/kube-tools.sh", env.BinaryAssetsDirectory)
 	}
-	if _, errOut, err := kubectl.Run("apply", "-k", filepath.Join("..", "config")); err != nil {
+	if _, errOut, err := kubectl("apply", "-k", filepath.Join("..", "config")); err != nil {
 		t.Fatalf("kubectl apply -k config/: %v\n%s", err, readAll(errOut))
 	}
 	ports := freePorts(t, host, 4)

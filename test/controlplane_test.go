@@ -70,6 +70,27 @@ func startEnv(t *testing.T) (*envtest.Environment, *rest.Config, client.Client) 
 	return env, cfg, c
 }
 
+// kubectlFunc runs the assets directory's kubectl with args, as a user in
+// system:masters (the administrator envtest provisions for itself), and
+// returns what it printed.
+type kubectlFunc func(args ...string) (stdout, stderr io.Reader, err error)
+
+// adminKubectl provisions that user on env's kube-apiserver and returns its
+// kubectl.
+func adminKubectl(t *testing.T, env *envtest.Environment) kubectlFunc {
+	t.Helper()
+	user, err := env.AddUser(envtest.User{Name: "misaki-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatalf("add a kubectl user: %v", err)
+	}
+	k, err := user.Kubectl()
+	if err != nil {
+		t.Fatalf("write the kubectl user's kubeconfig: %v", err)
+	}
+	k.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
+	return k.Run
+}
+
 // startController runs the controller in-process, without the webhook;
 // the returned func stops it.
 func startController(t *testing.T, cfg *rest.Config, ln net.Listener) (stop func()) {

@@ -60,9 +60,8 @@ func TestInjection(t *testing.T) {
 	env, cfg, c := startEnv(t)
 	ctx := context.Background()
 
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if out, errOut, err := kubectl.Run("apply", "-k", filepath.Join("..", "config")); err != nil {
+	kubectl := adminKubectl(t, env)
+	if out, errOut, err := kubectl("apply", "-k", filepath.Join("..", "config")); err != nil {
 		t.Fatalf("kubectl apply -k config/: %v\n%s", err, readAll(errOut))
 	} else {
 		t.Logf("kubectl apply -k config/:\n%s", readAll(out))

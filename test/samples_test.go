@@ -141,12 +141,11 @@ func TestSamplesAcceptedByAPIServer(t *testing.T) {
 	env, _, c := startEnv(t)
 	ctx := context.Background()
 	create(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "samples"}})
-	kubectl := env.ControlPlane.KubeCtl()
-	kubectl.Path = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
-	if _, err := os.Stat(kubectl.Path); err != nil {
+	kubectl := adminKubectl(t, env)
+	if _, err := os.Stat(filepath.Join(env.BinaryAssetsDirectory, "kubectl")); err != nil {
 		t.Skipf("no kubectl in %s; run hack/kube-tools.sh", env.BinaryAssetsDirectory)
 	}
-	out, errOut, err := kubectl.Run("apply", "-n", "samples", "-k", samplesDir)
+	out, errOut, err := kubectl("apply", "-n", "samples", "-k", samplesDir)
 	if err != nil {
 		t.Fatalf("kubectl apply -k config/samples: %v\n%s", err, readAll(errOut))
 	}
