@@ -89,7 +89,6 @@ type Replayer struct {
 	mu       sync.Mutex // guards fields below
 	inFlight int
 	routes   map[string]*routeState
-	ctx      context.Context
 }
 
 type routeState struct {
@@ -118,10 +117,8 @@ func (p *Replayer) Kick() {
 }
 
 // Run delivers until ctx ends, then waits for deliveries in flight.
+// Callbacks run until ctx ends too.
 func (p *Replayer) Run(ctx context.Context) error {
-	p.mu.Lock()
-	p.ctx = ctx
-	p.mu.Unlock()
 	// Callbacks a crash left owed: read in the background, so that a large
 	// store of results does not delay the replay.
 	p.wg.Add(1)
@@ -145,7 +142,7 @@ func (p *Replayer) Run(ctx context.Context) error {
 	expire := true // the spool's TTL sweep walks every entry: once a second, not per kick
 	for {
 		if expire {
-			p.sweep()
+			p.sweep(ctx)
 			if now := p.o.Clock.Now(); now.After(resultsAt) {
 				p.o.Results.Sweep()
 				resultsAt = now.Add(time.Minute)
@@ -165,13 +162,13 @@ func (p *Replayer) Run(ctx context.Context) error {
 }
 
 // sweep records the requests the spool expired or evicted.
-func (p *Replayer) sweep() {
+func (p *Replayer) sweep(ctx context.Context) {
 	for _, f := range p.o.Spool.Sweep() {
 		state, reason := OutcomeExpired, "its TTL passed before a usable link returned"
 		if f.Outcome == spool.Evicted {
 			state, reason = OutcomeEvicted, "dropped to make room for newer requests (offline.eviction: drop-oldest)"
 		}
-		p.finish(&Result{ID: ID(f.Seq), Route: f.Route, State: state, Reason: reason, Attempts: f.Attempts}, nil)
+		p.finish(ctx, &Result{ID: ID(f.Seq), Route: f.Route, State: state, Reason: reason, Attempts: f.Attempts}, nil)
 	}
 }
 
@@ -300,7 +297,7 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 		}
 	}
 	if len(results) > 0 {
-		p.finishAll(results, func() error { return p.o.Spool.FinishAll(seqs, outcomes) })
+		p.finishAll(ctx, results, func() error { return p.o.Spool.FinishAll(seqs, outcomes) })
 	}
 }
 
@@ -346,7 +343,7 @@ func deliveryHeader(rec *spool.Record) http.Header {
 // settle records what came of one delivery: a result, or a retry.
 func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) {
 	if res, o := p.outcome(ctx, route, t, rec, cw, err); res != nil {
-		p.finish(res, func() error { return p.o.Spool.Finish(rec.Seq, o) })
+		p.finish(ctx, res, func() error { return p.o.Spool.Finish(rec.Seq, o) })
 	}
 }
 
@@ -486,16 +483,26 @@ func (p *Replayer) retry(route string, seq uint64, err error, status int) {
 }
 
 // finish stores a result, then ends the request in the spool (end may be
-// nil when the spool ended it itself). The result is written first: a
-// crash in between delivers the request again, and the gateway answers the
-// repeat, rather than losing its outcome.
-func (p *Replayer) finish(res *Result, end func() error) {
-	p.finishAll([]*Result{res}, end)
+// nil when the spool ended it itself), and starts its callback, which runs
+// until ctx (Run's) ends. The result is written first: a crash in between
+// delivers the request again, and the gateway answers the repeat, rather
+// than losing its outcome.
+func (p *Replayer) finish(ctx context.Context, res *Result, end func() error) {
+	p.finishAll(ctx, []*Result{res}, end)
 }
 
 // finishAll is finish for requests that ended together (a batch): their
 // results in one write, then their ends in one.
-func (p *Replayer) finishAll(results []*Result, end func() error) {
+func (p *Replayer) finishAll(ctx context.Context, results []*Result, end func() error) {
+	p.record(results, end)
+	for _, res := range results {
+		p.callback(ctx, res)
+	}
+}
+
+// record stores results, then ends their requests in the spool, and counts
+// them.
+func (p *Replayer) record(results []*Result, end func() error) {
 	now := p.o.Clock.Now()
 	for _, res := range results {
 		res.Finished = now
@@ -508,14 +515,8 @@ func (p *Replayer) finishAll(results []*Result, end func() error) {
 			p.o.Log.Warn("finishing spooled requests", "id", results[0].ID, "requests", len(results), "err", err)
 		}
 	}
-	p.mu.Lock()
-	ctx := p.ctx
-	p.mu.Unlock()
 	for _, res := range results {
 		p.o.OnOutcome(res.Route, res.State)
-		if ctx != nil {
-			p.callback(ctx, res)
-		}
 	}
 }
 
@@ -533,7 +534,10 @@ func (p *Replayer) Cancel(id string) error {
 	if err := p.o.Spool.Cancel(seq); err != nil {
 		return err
 	}
-	p.finish(&Result{ID: id, Route: route, State: OutcomeCancelled, Reason: "cancelled by DELETE /v1/requests/" + id, Attempts: attempts}, nil)
+	// Recorded only: the result has no callback to post (the spool's
+	// Lookup does not return the record's Misaki-Callback), and Cancel runs
+	// under an admin request's context, which ends with it.
+	p.record([]*Result{{ID: id, Route: route, State: OutcomeCancelled, Reason: "cancelled by DELETE /v1/requests/" + id, Attempts: attempts}}, nil)
 	return nil
 }
 
