@@ -126,50 +126,6 @@ type LinkScan struct {
 	PollInterval Duration `yaml:"pollInterval"`
 }
 
-// Spool fsync policies.
-const (
-	SyncAlways   = "always"
-	SyncInterval = "interval"
-)
-
-// Spool configures the durable queue and its replay.
-type Spool struct {
-	// Dir holds the spool's files, in the pod's volume. Required when any
-	// route spools.
-	Dir string `yaml:"dir"`
-	// Sync is always (a request is fsynced before its 202; concurrent
-	// requests share one fsync) or interval (fsync every syncInterval: a
-	// power loss may lose that interval's requests, a proxy crash none).
-	// Default always.
-	Sync string `yaml:"sync"`
-	// SyncInterval is the fsync period under sync: interval. Default 100ms.
-	SyncInterval Duration `yaml:"syncInterval"`
-	// MaxBytes bounds the whole spool on disk. Default 1GiB.
-	MaxBytes ByteSize `yaml:"maxBytes"`
-	// MaxRequests bounds the number of spooled requests. Default 1000000.
-	MaxRequests int `yaml:"maxRequests"`
-	// Retention is how long a finished request's outcome (and the
-	// upstream's response) can be read at /v1/requests/{id}. Default 24h.
-	Retention Duration `yaml:"retention"`
-	// MaxResponseBytes is the most of an upstream response body kept for
-	// /v1/requests/{id} and callbacks; longer bodies are cut and marked so.
-	// Default 1MiB.
-	MaxResponseBytes ByteSize `yaml:"maxResponseBytes"`
-	// Replay tunes delivery of the backlog.
-	Replay Replay `yaml:"replay"`
-}
-
-// Replay tunes how spooled requests are delivered once a link returns.
-type Replay struct {
-	// Concurrency is how many deliveries (a request, or a batch with
-	// offline.batch) are in flight at once, over all routes; live requests
-	// are never queued behind them. Default 16.
-	Concurrency int `yaml:"concurrency"`
-	// Backoff between attempts after a connection error, 5xx, 408 or 429.
-	// Default 1s to 5m, with full jitter.
-	Backoff Backoff `yaml:"backoff"`
-}
-
 // Roles.
 const (
 	RoleEdge    = "edge"
@@ -433,18 +389,10 @@ const (
 	DefaultProbeBackoffMax = 2 * time.Second
 	// MaxProbeBackoff caps probe.backoff.max: a route must not sit held
 	// for minutes after its upstream returned.
-	MaxProbeBackoff         = 30 * time.Second
-	DefaultSyncInterval     = 100 * time.Millisecond
-	DefaultSpoolBytes       = 1 << 30
-	DefaultSpoolRequests    = 1000000
-	DefaultRetention        = 24 * time.Hour
-	DefaultMaxResponseBytes = 1 << 20
+	MaxProbeBackoff = 30 * time.Second
 	// MaxBatch is the largest offline.batch.
-	MaxBatch                 = batch.MaxItems
-	DefaultReplayConcurrency = 16
-	DefaultReplayBackoffMin  = time.Second
-	DefaultReplayBackoffMax  = 5 * time.Minute
-	DefaultSpoolTTL          = 72 * time.Hour
+	MaxBatch        = batch.MaxItems
+	DefaultSpoolTTL = 72 * time.Hour
 )
 
 // SetDefaults fills every zero field with its documented default.
@@ -464,15 +412,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
 	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
 	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
-	setDefault(&c.Spool.Sync, SyncAlways)
-	setDefault(&c.Spool.SyncInterval, Duration(DefaultSyncInterval))
-	setDefault(&c.Spool.MaxBytes, DefaultSpoolBytes)
-	setDefault(&c.Spool.MaxRequests, DefaultSpoolRequests)
-	setDefault(&c.Spool.Retention, Duration(DefaultRetention))
-	setDefault(&c.Spool.MaxResponseBytes, DefaultMaxResponseBytes)
-	setDefault(&c.Spool.Replay.Concurrency, DefaultReplayConcurrency)
-	setDefault(&c.Spool.Replay.Backoff.Initial, Duration(DefaultReplayBackoffMin))
-	setDefault(&c.Spool.Replay.Backoff.Max, Duration(DefaultReplayBackoffMax))
+	c.Spool.setDefaults()
 	c.XDS.setDefaults(c.Spool.Dir)
 	c.DNS.setDefaults(c.Listen, c.Spool.Dir)
 	for i := range c.Routes {
@@ -580,23 +520,7 @@ func (c *Config) Validate() error {
 
 	c.DNS.validate(bad)
 
-	switch c.Spool.Sync {
-	case SyncAlways, SyncInterval:
-	default:
-		bad("spool.sync", "%q is not a policy; use always or interval", c.Spool.Sync)
-	}
-	if c.Spool.MaxBytes < 0 || c.Spool.MaxRequests < 0 || c.Spool.MaxResponseBytes < 0 {
-		bad("spool", "maxBytes, maxRequests and maxResponseBytes must not be negative")
-	}
-	if c.Spool.SyncInterval < 0 || c.Spool.Retention < 0 {
-		bad("spool", "syncInterval and retention must not be negative")
-	}
-	if c.Spool.Replay.Concurrency < 0 {
-		bad("spool.replay.concurrency", "must not be negative")
-	}
-	if c.Spool.Replay.Backoff.Max < c.Spool.Replay.Backoff.Initial {
-		bad("spool.replay.backoff.max", "%v is below backoff.initial %v; raise it", c.Spool.Replay.Backoff.Max, c.Spool.Replay.Backoff.Initial)
-	}
+	c.Spool.validate(bad)
 
 	linkNames := map[string]bool{}
 	for i, l := range c.Links {
