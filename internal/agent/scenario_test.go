@@ -72,7 +72,7 @@ func TestInstallUpgradePrune(t *testing.T) {
 	}
 	mine := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": "gadget-config", "namespace": "gadget"}, "data": map[string]any{"message": "mine"}}}
-	if err := e.kube.Patch(ctx, mine, client.Apply, client.FieldOwner("by-hand")); err != nil {
+	if err := e.kube.Apply(ctx, client.ApplyConfigurationFromUnstructured(mine), client.FieldOwner("by-hand")); err != nil {
 		t.Fatal(err)
 	}
 	e.start(agentOpts{})

@@ -400,8 +400,8 @@ func (a *Applier) probeConflicts(ctx context.Context, objs []*unstructured.Unstr
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c := o.DeepCopy()
-			err := a.c.Patch(ctx, c, client.Apply, client.DryRunAll, client.FieldOwner(FieldManager))
+			ac := client.ApplyConfigurationFromUnstructured(o.DeepCopy())
+			err := a.c.Apply(ctx, ac, client.DryRunAll, client.FieldOwner(FieldManager))
 			if apierrors.IsConflict(err) {
 				mu.Lock()
 				out[RefOf(o).ID()] = err.Error()
