@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -119,13 +118,6 @@ type HoldLimit struct {
 	Bytes ByteSize `yaml:"bytes"`
 }
 
-// LinkScan tunes the link monitor.
-type LinkScan struct {
-	// PollInterval is how often interfaces are rescanned when netlink events
-	// are unavailable, and as a safety net when they are. Default 5s.
-	PollInterval Duration `yaml:"pollInterval"`
-}
-
 // Roles.
 const (
 	RoleEdge    = "edge"
@@ -143,38 +135,6 @@ const (
 	EvictReject     = "reject"
 	EvictDropOldest = "drop-oldest"
 )
-
-// Link classes known to the proxy. Others are accepted if they are valid
-// names, so a fleet may add its own (for example "v2x").
-const (
-	ClassEthernet  = "ethernet"
-	ClassWiFi      = "wifi"
-	ClassCellular  = "cellular"
-	ClassSatellite = "satellite"
-)
-
-// Link is one network path of the vehicle.
-type Link struct {
-	// Name identifies the link in the admin API and metrics.
-	Name string `yaml:"name"`
-	// Match is a glob over kernel interface names (wlan*, wwan0). Empty means
-	// the link is driven only through the admin API (PUT /v1/links/{name}).
-	Match string `yaml:"match"`
-	// Class is ethernet, wifi, cellular, satellite or a name of your own.
-	Class string `yaml:"class"`
-	// Metered marks a link that costs per byte.
-	Metered bool `yaml:"metered"`
-	// Roaming marks a link roaming on a foreign network.
-	Roaming bool `yaml:"roaming"`
-}
-
-// LinkAgent locates the node link agent.
-type LinkAgent struct {
-	// Address is the agent's host:port. The injected sidecar gets it from
-	// $MISAKI_LINK_AGENT (the node's address, by the downward API). Empty:
-	// no agent; the proxy reads its own network namespace only.
-	Address string `yaml:"address"`
-}
 
 // Route maps host names to one upstream.
 type Route struct {
@@ -374,7 +334,6 @@ const (
 	DefaultMaxConnections    = 4096
 	DefaultHoldRequests      = 10000
 	DefaultHoldBytes         = 64 << 20
-	DefaultPollInterval      = 5 * time.Second
 	DefaultConnectTimeout    = 5 * time.Second
 	DefaultResponseHeader    = 60 * time.Second
 	DefaultUpstreamIdle      = 90 * time.Second
@@ -411,7 +370,7 @@ func (c *Config) SetDefaults() {
 	c.Gateway.setDefaults(c.Limits.MaxBodyBytes)
 	setDefault(&c.HoldLimit.Requests, DefaultHoldRequests)
 	setDefault(&c.HoldLimit.Bytes, DefaultHoldBytes)
-	setDefault(&c.LinkScan.PollInterval, Duration(DefaultPollInterval))
+	c.LinkScan.setDefaults()
 	c.Spool.setDefaults()
 	c.XDS.setDefaults(c.Spool.Dir)
 	c.DNS.setDefaults(c.Listen, c.Spool.Dir)
@@ -511,38 +470,19 @@ func (c *Config) Validate() error {
 	}{
 		{"limits.readHeaderTimeout", c.Limits.ReadHeaderTimeout},
 		{"limits.idleTimeout", c.Limits.IdleTimeout},
-		{"linkScan.pollInterval", c.LinkScan.PollInterval},
 	} {
 		if d.v < 0 {
 			bad(d.field, "must not be negative")
 		}
 	}
+	c.LinkScan.validate(bad)
 
 	c.DNS.validate(bad)
 
 	c.Spool.validate(bad)
 
-	linkNames := map[string]bool{}
-	for i, l := range c.Links {
-		f := fmt.Sprintf("links[%d]", i)
-		if !validName(l.Name) {
-			bad(f+".name", "%q is not a valid name; use lower-case letters, digits and '-' (at most 63)", l.Name)
-		} else if linkNames[l.Name] {
-			bad(f+".name", "%q is used by another link; names must be unique", l.Name)
-		}
-		linkNames[l.Name] = true
-		if !validName(l.Class) {
-			bad(f+".class", "%q is not a valid class; use ethernet, wifi, cellular, satellite or a lower-case name of your own", l.Class)
-		}
-		if _, err := path.Match(l.Match, ""); err != nil {
-			bad(f+".match", "%q is not a valid glob: %v", l.Match, err)
-		}
-	}
-	if a := c.LinkAgent.Address; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("linkAgent.address", "%q is not host:port (the node link agent's address): %v", a, err)
-		}
-	}
+	validateLinks(c.Links, bad)
+	c.LinkAgent.validate(bad)
 
 	c.XDS.validate(c.Role, bad)
 
