@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-
-	"github.com/misaki-io/misaki/internal/batch"
 )
 
 // Config is the whole proxy configuration.
@@ -130,12 +128,6 @@ const (
 	HTTP1Stdlib = "stdlib"
 )
 
-// Spool eviction policies.
-const (
-	EvictReject     = "reject"
-	EvictDropOldest = "drop-oldest"
-)
-
 // Route maps host names to one upstream.
 type Route struct {
 	// Name identifies the route in metrics, logs and the admin API.
@@ -208,12 +200,6 @@ type Timeouts struct {
 	Idle Duration `yaml:"idle"`
 }
 
-// What a gRPC call gets when its hold window passes (Offline.GRPC).
-const (
-	GRPCUnavailable = "unavailable"
-	GRPCSpool       = "spool"
-)
-
 // Probe types.
 const (
 	ProbeTCP  = "tcp"
@@ -245,84 +231,6 @@ type Backoff struct {
 	Max Duration `yaml:"max"`
 }
 
-// Policy values for metered and roaming links.
-const (
-	Allow = "allow"
-	Deny  = "deny"
-)
-
-// Offline is a route's policy when it has no usable link.
-type Offline struct {
-	// Hold is how long a request waits in memory for a usable link before the
-	// proxy answers 503. An app may ask for less with "Prefer: wait=N".
-	// Default 0: no holding.
-	Hold Duration `yaml:"hold"`
-	// Links are the link classes the route may use. Empty means any.
-	Links []string `yaml:"links"`
-	// Metered is allow or deny: whether metered links may carry the route.
-	// Default allow.
-	Metered string `yaml:"metered"`
-	// Roaming is allow or deny: whether roaming links may carry the route.
-	// Default allow.
-	Roaming string `yaml:"roaming"`
-	// HoldLimit bounds this route's held requests. Default: only the global limit.
-	HoldLimit HoldLimit `yaml:"holdLimit"`
-	// RetryAfter is the Retry-After sent with 503 answers. Default: the hold
-	// window, at least 1s.
-	RetryAfter Duration `yaml:"retryAfter"`
-	// Spool: when the hold window passes (or at once for "Prefer:
-	// respond-async"), the request is written to the spool and answered
-	// 202; it is delivered when a usable link returns. Needs spool.dir.
-	Spool bool `yaml:"spool"`
-	// UnsafeMethods are never spooled; they get 503 when the window
-	// passes. Default none: every method may be spooled.
-	UnsafeMethods []string `yaml:"unsafeMethods"`
-	// TTL is how long a spooled request may wait, by the wall clock
-	// (power-offs count). Default 72h.
-	TTL Duration `yaml:"ttl"`
-	// Priority orders replay across routes: higher first. Default 0.
-	Priority int `yaml:"priority"`
-	// Quota bounds this route's share of the spool. Default: only the
-	// spool's own bounds.
-	Quota SpoolQuota `yaml:"quota"`
-	// Eviction is reject (the app gets 507 with the reason) or drop-oldest
-	// (the route's oldest spooled requests are dropped, and counted, to
-	// make room). Default reject.
-	Eviction string `yaml:"eviction"`
-	// Batch, over 1, delivers spooled requests up to that many per
-	// exchange. The upstream must be a Misaki gateway. Default 0: one
-	// request per exchange.
-	Batch int `yaml:"batch"`
-	// Budget caps the bytes the route may send and receive over metered
-	// links; over it, the route treats metered links as unusable (its
-	// requests are held or spooled and replayed on an unmetered link)
-	// until the day or month turns. Needs spool.dir, where the counters
-	// are kept across restarts.
-	Budget Budget `yaml:"budget"`
-	// GRPC is what a gRPC call (content-type application/grpc) gets when
-	// its hold window passes: unavailable (default: grpc-status UNAVAILABLE,
-	// the call was not sent, never spooled) or spool (spooled like any
-	// request where the route spools, and answered grpc-status
-	// DEADLINE_EXCEEDED with its Misaki-Request-Id; see docs/proxy.md).
-	GRPC string `yaml:"grpc"`
-}
-
-// Budget is a route's allowance on metered links, counted in UTC days
-// and months. Zero: no limit for that period.
-type Budget struct {
-	Daily   ByteSize `yaml:"daily"`
-	Monthly ByteSize `yaml:"monthly"`
-}
-
-// Set reports whether the budget limits anything.
-func (b Budget) Set() bool { return b.Daily > 0 || b.Monthly > 0 }
-
-// SpoolQuota bounds one route's spooled requests.
-type SpoolQuota struct {
-	Bytes    ByteSize `yaml:"bytes"`
-	Requests int      `yaml:"requests"`
-}
-
 // Defaults, written once here and in docs/config.md.
 const (
 	DefaultListen            = "127.0.0.1:15001"
@@ -349,9 +257,6 @@ const (
 	// MaxProbeBackoff caps probe.backoff.max: a route must not sit held
 	// for minutes after its upstream returned.
 	MaxProbeBackoff = 30 * time.Second
-	// MaxBatch is the largest offline.batch.
-	MaxBatch        = batch.MaxItems
-	DefaultSpoolTTL = 72 * time.Hour
 )
 
 // SetDefaults fills every zero field with its documented default.
@@ -387,15 +292,7 @@ func (c *Config) SetDefaults() {
 		setDefault(&r.Probe.Timeout, Duration(DefaultProbeTimeout))
 		setDefault(&r.Probe.Backoff.Initial, Duration(DefaultBackoffInitial))
 		setDefault(&r.Probe.Backoff.Max, max(Duration(DefaultProbeBackoffMax), r.Probe.Backoff.Initial))
-		setDefault(&r.Offline.Metered, Allow)
-		setDefault(&r.Offline.Roaming, Allow)
-		setDefault(&r.Offline.RetryAfter, max(r.Offline.Hold, Duration(time.Second)))
-		setDefault(&r.Offline.TTL, Duration(DefaultSpoolTTL))
-		setDefault(&r.Offline.Eviction, EvictReject)
-		setDefault(&r.Offline.GRPC, GRPCUnavailable)
-		for j, m := range r.Offline.UnsafeMethods {
-			r.Offline.UnsafeMethods[j] = strings.ToUpper(m)
-		}
+		r.Offline.setDefaults()
 	}
 }
 
@@ -539,8 +436,6 @@ func (c *Config) Validate() error {
 			durationField{"probe.timeout", r.Probe.Timeout},
 			durationField{"probe.backoff.initial", r.Probe.Backoff.Initial},
 			durationField{"probe.backoff.max", r.Probe.Backoff.Max},
-			durationField{"offline.hold", r.Offline.Hold},
-			durationField{"offline.retryAfter", r.Offline.RetryAfter},
 		)...)
 		switch r.Probe.Type {
 		case ProbeTCP, ProbeNone:
@@ -557,48 +452,7 @@ func (c *Config) Validate() error {
 		if r.Probe.Backoff.Max.D() > MaxProbeBackoff {
 			bad(f+".probe.backoff.max", "%v is above the cap of %v; a down upstream is probed at least that often", r.Probe.Backoff.Max, MaxProbeBackoff)
 		}
-		for j, cl := range r.Offline.Links {
-			if !validName(cl) {
-				bad(fmt.Sprintf("%s.offline.links[%d]", f, j), "%q is not a link class; use ethernet, wifi, cellular, satellite or a class named in links", cl)
-			}
-		}
-		for _, p := range []struct{ field, v string }{{"offline.metered", r.Offline.Metered}, {"offline.roaming", r.Offline.Roaming}} {
-			if p.v != Allow && p.v != Deny {
-				bad(f+"."+p.field, "%q must be allow or deny", p.v)
-			}
-		}
-		if r.Offline.HoldLimit.Requests < 0 || r.Offline.HoldLimit.Bytes < 0 {
-			bad(f+".offline.holdLimit", "requests and bytes must not be negative")
-		}
-		if r.Offline.Budget.Daily < 0 || r.Offline.Budget.Monthly < 0 {
-			bad(f+".offline.budget", "must not be negative")
-		}
-		if r.Offline.Budget.Set() && c.Spool.Dir == "" {
-			bad(f+".offline.budget", "is set but spool.dir is not; the counters are kept there so that a restart does not reset them")
-		}
-		if r.Offline.Spool && c.Spool.Dir == "" {
-			bad(f+".offline.spool", "is true but spool.dir is not set; set spool.dir to a directory in the pod's volume")
-		}
-		if r.Offline.TTL < 0 {
-			bad(f+".offline.ttl", "must not be negative")
-		}
-		if r.Offline.Batch < 0 || r.Offline.Batch > MaxBatch {
-			bad(f+".offline.batch", "%d must be between 0 and %d", r.Offline.Batch, MaxBatch)
-		}
-		if r.Offline.Quota.Bytes < 0 || r.Offline.Quota.Requests < 0 {
-			bad(f+".offline.quota", "bytes and requests must not be negative")
-		}
-		if r.Offline.Eviction != EvictReject && r.Offline.Eviction != EvictDropOldest {
-			bad(f+".offline.eviction", "%q must be reject or drop-oldest", r.Offline.Eviction)
-		}
-		if r.Offline.GRPC != GRPCUnavailable && r.Offline.GRPC != GRPCSpool {
-			bad(f+".offline.grpc", "%q must be unavailable or spool", r.Offline.GRPC)
-		}
-		for j, m := range r.Offline.UnsafeMethods {
-			if m == "" || strings.ContainsFunc(m, func(c rune) bool { return c < 'A' || c > 'Z' }) {
-				bad(fmt.Sprintf("%s.offline.unsafeMethods[%d]", f, j), "%q is not an HTTP method; write it like DELETE", m)
-			}
-		}
+		r.Offline.validate(f+".offline", c.Spool.Dir, bad)
 	}
 	return errors.Join(errs...)
 }
