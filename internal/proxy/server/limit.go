@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // limitListener caps concurrent connections. Unlike x/net's LimitListener,
@@ -12,15 +14,17 @@ import (
 // an app learns at once why it was refused.
 type limitListener struct {
 	net.Listener
-	sem      chan struct{}
-	onReject func()
+	sem      chan struct{}      // a token per connection open
+	rejected prometheus.Counter // connections refused
 }
 
-func newLimitListener(l net.Listener, n int, onReject func()) net.Listener {
+// newLimitListener caps l at n connections (none when n is 0), counting
+// those it refuses in rejected.
+func newLimitListener(l net.Listener, n int, rejected prometheus.Counter) net.Listener {
 	if n <= 0 {
 		return l
 	}
-	return &limitListener{Listener: l, sem: make(chan struct{}, n), onReject: onReject}
+	return &limitListener{Listener: l, sem: make(chan struct{}, n), rejected: rejected}
 }
 
 const overloadResponse = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 41\r\n\r\nmisaki: too many connections; retry soon\n"
@@ -33,11 +37,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+			return &limitConn{Conn: c, sem: l.sem}, nil
 		default:
-			if l.onReject != nil {
-				l.onReject()
-			}
+			l.rejected.Inc()
 			go func() {
 				c.SetWriteDeadline(time.Now().Add(time.Second))
 				c.Write([]byte(overloadResponse))
@@ -47,10 +49,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+// limitConn gives its token back to the listener's sem when closed.
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once sync.Once
+	sem  chan struct{}
 }
 
 // NetConn returns the accepted connection.
@@ -58,6 +61,6 @@ func (c *limitConn) NetConn() net.Conn { return c.Conn }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() { <-c.sem })
 	return err
 }

@@ -286,12 +286,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	g.Go(func() error { return s.manageRoutes(gctx) })
 	if s.sp != nil {
-		g.Go(func() error {
-			err := s.runSpool(gctx, s.httpDone)
-			return err
-		})
+		g.Go(func() error { return s.runSpool(gctx, s.httpDone) })
 	}
-	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns.Inc)
+	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns)
 	// The mesh server: the lean HTTP/1.1 server in front of net/http, or
 	// net/http alone (http1Server: stdlib).
 	var meshSrv interface {
