@@ -34,21 +34,22 @@ import (
 )
 
 // Target is one route as the replayer uses it.
-type Target struct {
+type Target interface {
 	// Usable reports whether the route has a usable link now.
-	Usable func() bool
+	Usable() bool
 	// Forward sends r upstream and writes the answer to w (the forwarder's
 	// Forward with delivery "spooled").
-	Forward func(w http.ResponseWriter, r *http.Request) error
-	// NotSent reports whether Forward's error means the upstream was not
-	// reached, or gave no answer at all; Unreachable is then told, so the
-	// route stops being usable until the upstream answers again.
-	NotSent     func(error) bool
-	Unreachable func(error)
-	// Batch, when over 1, sends up to that many requests per exchange to
+	Forward(w http.ResponseWriter, r *http.Request) error
+	// Failed is told of a Forward error after which the request will be
+	// retried (not of one that came because the replayer is stopping).
+	// If the error means the upstream was not reached, or gave no answer
+	// at all, the route stops being usable until the upstream answers
+	// again.
+	Failed(err error)
+	// Batch, when over 1, is how many requests to send per exchange to
 	// the upstream, which must be a Misaki gateway (package batch).
 	// Requests whose body is in a file of its own go one by one.
-	Batch int
+	Batch() int
 }
 
 // Outcomes counted by OnOutcome.
@@ -200,7 +201,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 			if full {
 				return
 			}
-			recs, _ := p.o.Spool.NextN(rs.Route, max(t.Batch, 1))
+			recs, _ := p.o.Spool.NextN(rs.Route, max(t.Batch(), 1))
 			if len(recs) == 0 {
 				p.mu.Lock()
 				p.inFlight--
@@ -212,7 +213,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 				defer p.wg.Done()
 				var inline []*spool.Record
 				for _, rec := range recs {
-					if t.Batch > 1 && rec.BodyFile == "" {
+					if t.Batch() > 1 && rec.BodyFile == "" {
 						inline = append(inline, rec)
 					} else {
 						p.deliver(ctx, rs.Route, t, rec)
@@ -361,8 +362,8 @@ func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spo
 		p.retry(route, rec.Seq, errors.New("replay: the upstream answered grpc-status "+grpcStatus(cw.header)), cw.status)
 		return nil, 0
 	case err != nil || retryable(cw.status, cw.header):
-		if ctx.Err() == nil && t.NotSent != nil && t.NotSent(err) && t.Unreachable != nil {
-			t.Unreachable(err)
+		if err != nil && ctx.Err() == nil {
+			t.Failed(err)
 		}
 		p.retry(route, rec.Seq, err, cw.status)
 		return nil, 0

@@ -67,6 +67,11 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 	return m
 }
 
+// countSpoolOutcome counts what became of a spooled request.
+func (m *metrics) countSpoolOutcome(route, outcome string) {
+	m.spoolOutcomes.WithLabelValues(route, outcome).Inc()
+}
+
 var (
 	heldDesc = prometheus.NewDesc("misaki_proxy_held_requests",
 		"Requests held in memory now, by route.", []string{"route"}, nil)

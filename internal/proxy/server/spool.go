@@ -77,7 +77,7 @@ func (s *Server) openSpool() error {
 		Concurrency: c.Replay.Concurrency, BackoffMin: c.Replay.Backoff.Initial.D(), BackoffMax: c.Replay.Backoff.Max.D(),
 		MaxResponseBytes: int64(c.MaxResponseBytes), Clock: s.clock, Log: s.log.With("component", "replay"),
 		Callbacks: &http.Client{Timeout: 30 * time.Second},
-		OnOutcome: func(route, outcome string) { s.metrics.spoolOutcomes.WithLabelValues(route, outcome).Inc() },
+		OnOutcome: s.metrics.countSpoolOutcome,
 	})
 	return nil
 }
@@ -293,26 +293,39 @@ func (sp *spooling) Status() proxyv1.Spool {
 func (s *Server) replayTarget(name string) (replay.Target, bool) {
 	rt := s.set.Load().byName[name]
 	if rt == nil {
-		return replay.Target{}, false
+		return nil, false
 	}
-	return replay.Target{
-		Usable: rt.usable.Load,
-		Forward: func(w http.ResponseWriter, r *http.Request) error {
-			rt.inflight.Add(1)
-			defer rt.inflight.Add(-1)
-			return rt.fwd.Forward(w, r, deliverySpooled)
-		},
-		NotSent: func(err error) bool {
-			return errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse)
-		},
-		Unreachable: func(err error) {
-			if errors.Is(err, forward.ErrNoResponse) {
-				rt.health.Unanswered(err)
-			} else {
-				rt.health.Failed(err)
-			}
-			s.evaluate()
-		},
-		Batch: rt.cfg.Offline.Batch,
-	}, true
+	return replayRoute{s, rt}, true
 }
+
+// replayRoute is a route as the replayer delivers its spooled requests.
+type replayRoute struct {
+	s  *Server
+	rt *routeRT
+}
+
+var _ replay.Target = replayRoute{}
+
+func (r replayRoute) Usable() bool { return r.rt.usable.Load() }
+
+func (r replayRoute) Forward(w http.ResponseWriter, req *http.Request) error {
+	r.rt.inflight.Add(1)
+	defer r.rt.inflight.Add(-1)
+	return r.rt.fwd.Forward(w, req, deliverySpooled)
+}
+
+// Failed marks the upstream down when the delivery did not reach it, or
+// got no answer, as a live request's failure does, and re-evaluates.
+func (r replayRoute) Failed(err error) {
+	switch {
+	case errors.Is(err, forward.ErrNoResponse):
+		r.rt.health.Unanswered(err)
+	case errors.Is(err, forward.ErrNotSent):
+		r.rt.health.Failed(err)
+	default:
+		return
+	}
+	r.s.evaluate()
+}
+
+func (r replayRoute) Batch() int { return r.rt.cfg.Offline.Batch }
