@@ -165,3 +165,28 @@ func TestQueriesWhileLoading(t *testing.T) {
 		}
 	})
 }
+
+// A query that misses the cache while the file is loading, and whose
+// upstream fails, gets the file's answer even when the load ends between
+// the miss and the query's look at the load: the name is in the cache by
+// then. (It got SERVFAIL: the query took the load to be over before it
+// began, so nothing could have loaded its name.)
+func TestLoadEndsRightAfterAMiss(t *testing.T) {
+	dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	deadAddr := dead.LocalAddr().String()
+	dead.Close() // refused at once
+	s := New(Config{Upstreams: []string{deadAddr}})
+	endLoad := make(chan func(), 1)
+	var once sync.Once
+	s.onMiss = func() { once.Do(func() { (<-endLoad)() }) } // n100's miss: not loaded yet
+	addr, resume, wait := pausedLoad(t, s)
+	endLoad <- func() {
+		resume()
+		if n, err := wait(); err != nil || n != 1000 {
+			t.Errorf("load: %d, %v", n, err)
+		}
+	}
+	if r, err := exchangeA(addr, "n100.bench.test."); err != nil || aOf(r) != "10.1.2.3" {
+		t.Fatalf("a name the file holds, its load ended right after the miss, upstream down: %v %v, want the file's answer", r, err)
+	}
+}

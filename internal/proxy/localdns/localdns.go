@@ -139,6 +139,7 @@ type Server struct {
 
 	failpoint framelog.Failpoint // fails the cache file's writes on purpose (tests)
 	onLoad    func()             // called after each entry read from the cache file (tests)
+	onMiss    func()             // called when the full path misses the cache (tests)
 }
 
 // zone is a suffix (lower case, fully qualified) and its resolvers.
@@ -240,7 +241,14 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 		return s.meshAnswer(req, ms, opt), SourceMesh
 	}
 	key := cacheKey(q, do)
+	// Whether a load is on, taken before the lookup: a load that ends
+	// between a miss and a later look would seem never to have been on,
+	// and the name it put in the cache meanwhile would not be looked for.
+	loading := s.loadingDone()
 	h, cached := s.cache.get([]byte(key), s.cfg.Clock.Now(), nil)
+	if !cached && s.onMiss != nil {
+		s.onMiss()
+	}
 	if cached && h.fresh() {
 		if r := s.fromEntry(req, opt, h.msg, h.ttlLeft(), false); r != nil {
 			return r, SourceCache
@@ -251,10 +259,11 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
 	var res singleflight.Result
 	got := false // res is ch's
-	if loading := s.loadingDone(); loading != nil && !cached {
-		// The cache file is still loading, and may hold the name further
-		// on: whichever comes first of the upstream's answer and the end
-		// of the load, and the end of the load if the upstream fails.
+	if loading != nil && !cached {
+		// The cache file was loading at the miss, and may hold the name
+		// further on: whichever comes first of the upstream's answer and
+		// the end of the load, and the end of the load if the upstream
+		// fails.
 		select {
 		case res = <-ch:
 			got = true
