@@ -40,7 +40,9 @@ import (
 //
 //   - answered: with the right answer (a mesh name's address; a cached
 //     name's, from the cache file after a restart, even with the upstream
-//     stopped), or any reply for a name only the upstream can answer;
+//     stopped; a learnt name's, which the upstream answered once before
+//     the loop began), or any reply for a name only the upstream can
+//     answer;
 //   - refused: ICMP port unreachable, while no process was bound;
 //   - lost in a kill: no reply, sent from inFlight before the SIGKILL until
 //     the process was reaped (taken by the process killed, or queued on its
@@ -61,7 +63,7 @@ func TestDNSThroughKill9AndRestart(t *testing.T) {
 		every     = 10 * time.Millisecond  // per worker: 400 queries a second in all, under the kernel's ICMP rate limit (1,000 a second)
 		noReply   = 2 * time.Second        // Go's resolver waits 5 s
 		inFlight  = 500 * time.Millisecond // more than any answer takes: dns.timeout is 200ms, the load less
-		lifetime  = time.Second            // each process runs at least this long before its kill
+		lifetime  = time.Second            // each process runs at least this long before its kill, and until it has loaded the cache file
 		burst     = 1000
 	)
 	dir := t.TempDir()
@@ -87,7 +89,7 @@ func TestDNSThroughKill9AndRestart(t *testing.T) {
 		switch {
 		case q.Qtype != dns.TypeA:
 		case strings.HasSuffix(q.Name, ".learnt.example."):
-			m.Answer = a("192.0.2.1")
+			m.Answer = a(learntAddr)
 		case fmtSscanf(q.Name, "c%d.cached.example.", &i):
 			m.Answer = a(cachedAddr(i))
 		}
@@ -139,13 +141,28 @@ routes:
 		mu       sync.Mutex // guards queries
 		queries  []*query
 		replies  atomic.Int64
-		learnt   sync.Map // name → true once answered
 		stop     = make(chan struct{})
 		wg       sync.WaitGroup
 		upstream atomic.Bool
 		nextSeq  atomic.Int64
 	)
 	upstream.Store(true)
+
+	// The learnt names are answered once before the resolvers start, each
+	// asked until the upstream's answer comes: until then only the upstream
+	// has it, and on a loaded machine the proxy's query to it may take
+	// longer than dns.timeout, when SERVFAIL is the right reply. From then
+	// on the proxy has them, and every query for them must get the
+	// upstream's address.
+	for i := range learntNames {
+		m := new(dns.Msg)
+		m.SetQuestion(learntName(i), dns.TypeA)
+		waitFor(t, "the upstream's answer to "+learntName(i), func() bool {
+			r, err := exchangeOnce(addr, m, noReply)
+			return err == nil && hasA(r, learntAddr)
+		})
+	}
+
 	ask := func(seq int, burst bool) {
 		q := &query{burst: burst}
 		var qtype uint16 = dns.TypeA
@@ -161,7 +178,7 @@ routes:
 			}
 			q.kind, q.name, want = "cached", fmt.Sprintf("c%d.cached.example.", i), cachedAddr(i)
 		case 2:
-			q.kind, q.name, want = "learnt", fmt.Sprintf("l%d.learnt.example.", mrand.IntN(16)), "192.0.2.1"
+			q.kind, q.name, want = "learnt", learntName(mrand.IntN(learntNames)), learntAddr
 		default: // never cached: the upstream's, or SERVFAIL without it
 			q.kind, q.name, qtype = "upstream", fmt.Sprintf("u%d.fresh.example.", seq), dns.TypeTXT
 		}
@@ -184,9 +201,6 @@ routes:
 		case want == "" || hasA(r, want):
 			q.outcome = "answered"
 			replies.Add(1)
-			if q.kind == "learnt" {
-				learnt.Store(q.name, true)
-			}
 		default:
 			q.outcome = fmt.Sprintf("wrong: %s %s, want %s (upstream up: %v)", dns.RcodeToString[r.Rcode], r.Answer, want, upstream.Load())
 		}
@@ -216,22 +230,22 @@ routes:
 	}
 	defer finish()
 
-	// The learnt names are answered, then written to the cache file, before
-	// the first kill: after it, the file is all the proxy has of them.
-	waitFor(t, "the 16 learnt names to be answered", func() bool {
-		n := 0
-		learnt.Range(func(any, any) bool { n++; return true })
-		return n == 16
-	})
+	// The learnt names are written to the cache file before the first
+	// kill: after it, the file is all the proxy has of them.
 	waitFor(t, "the cache file to hold the learnt names", func() bool {
 		b, err := os.ReadFile(cacheFile)
-		for i := range 16 {
-			if err != nil || !bytes.Contains(b, fmt.Appendf(nil, "l%d.learnt.example./A/IN", i)) {
+		for i := range learntNames {
+			if err != nil || !bytes.Contains(b, []byte(learntName(i)+"/A/IN")) {
 				return false
 			}
 		}
 		return true
 	})
+
+	// Each process is killed once it has loaded the cache file (each
+	// restart's load is counted below), however long a loaded machine makes
+	// the load take.
+	loaded := func(p *runningProxy) bool { return strings.Contains(p.logs.String(), `"msg":"dns: cache loaded"`) }
 
 	// Each start, once bound ("listening"), gets a burst of queries.
 	startBurst := func() {
@@ -249,8 +263,8 @@ routes:
 	var killedAt, reapedAt []time.Time
 	for k := range kills {
 		since, before := time.Now(), replies.Load()
-		waitFor(t, "the proxy to answer 20 queries", func() bool {
-			return replies.Load() >= before+20 && time.Since(since) >= lifetime
+		waitFor(t, "the proxy to load the cache file and answer 20 queries", func() bool {
+			return replies.Load() >= before+20 && time.Since(since) >= lifetime && loaded(p)
 		})
 		if k == kills-offline {
 			up.Shutdown()
@@ -265,8 +279,8 @@ routes:
 		startBurst()
 	}
 	since, before := time.Now(), replies.Load()
-	waitFor(t, "the last proxy to answer 20 queries", func() bool {
-		return replies.Load() >= before+20 && time.Since(since) >= lifetime
+	waitFor(t, "the last proxy to load the cache file and answer 20 queries", func() bool {
+		return replies.Load() >= before+20 && time.Since(since) >= lifetime && loaded(p)
 	})
 	finish()
 
@@ -326,7 +340,7 @@ routes:
 			}
 		default:
 			if wrong++; wrong <= 20 {
-				t.Errorf("%s %s: %s", q.kind, q.name, q.outcome)
+				t.Errorf("%s %s: %s, sent at %s (kills at %v, loaded at %v)", q.kind, q.name, q.outcome, q.sent.Format("15:04:05.000"), timesOf(killedAt), timesOf(loadedAt))
 			}
 		}
 	}
@@ -384,6 +398,15 @@ func hasA(r *dns.Msg, ip string) bool {
 	}
 	return false
 }
+
+// The learnt names, l<i>.learnt.example. for i below learntNames: the
+// upstream's, answered with learntAddr, and in no cache file at first.
+const (
+	learntNames = 16
+	learntAddr  = "192.0.2.1"
+)
+
+func learntName(i int) string { return fmt.Sprintf("l%d.learnt.example.", i) }
 
 // cachedAddr is the address of c<i>.cached.example. in the cache file.
 func cachedAddr(i int) string { return fmt.Sprintf("198.51.%d.%d", 100+i/250%100, 1+i%250) }
