@@ -238,7 +238,7 @@ func safeMethod(m string) bool {
 
 // offline answers a request that could not be delivered within its hold
 // window: spooled (202) where the route allows it, else 503.
-func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *routeRT, body []byte, buffered bool, window time.Duration) {
+func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, window time.Duration) {
 	if ok, why := s.spoolable(rt, r); ok {
 		s.spoolRequest(w, r, rt, body, buffered)
 	} else {
@@ -255,7 +255,7 @@ type clientWatcher interface {
 // hold waits for rt to become usable. It reports proceed when the request
 // should be forwarded, and expired when the window passed (the caller spools
 // or answers); otherwise it has answered the app (or the app is gone).
-func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size int64, until time.Time) (proceed, expired bool) {
+func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *liveRoute, size int64, until time.Time) (proceed, expired bool) {
 	begin := s.clock.Now()
 	window := until.Sub(begin)
 	ctx := r.Context()
@@ -298,7 +298,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, rt *routeRT, size 
 
 // holdExpired answers a request whose hold window passed (or that had none)
 // and that is not spooled: 503 with Retry-After, and why not spooled.
-func (s *Server) holdExpired(w http.ResponseWriter, r *http.Request, rt *routeRT, window time.Duration, whyNotSpooled string) {
+func (s *Server) holdExpired(w http.ResponseWriter, r *http.Request, rt *liveRoute, window time.Duration, whyNotSpooled string) {
 	msg := "no usable link"
 	if window > 0 {
 		rt.count[outcomeHoldExpired].Inc()
@@ -315,7 +315,7 @@ func (s *Server) holdExpired(w http.ResponseWriter, r *http.Request, rt *routeRT
 // unavailable answers a request that was not sent: 503 with Retry-After,
 // or for a gRPC call grpc-status UNAVAILABLE, which a gRPC client may
 // retry safely.
-func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, rt *routeRT, what string) {
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, rt *liveRoute, what string) {
 	s.evalMu.Lock()
 	reason := rt.reason
 	s.evalMu.Unlock()
@@ -338,7 +338,7 @@ func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, rt *routeRT
 // CloseAmbiguous asked for on every chunked body, the only kind whose
 // framing can break (one of known length can only end early, when the app
 // has gone).
-func (s *Server) bodyError(w http.ResponseWriter, rt *routeRT, err error) {
+func (s *Server) bodyError(w http.ResponseWriter, rt *liveRoute, err error) {
 	if isTooLarge(err) {
 		rt.count[outcomeTooLarge].Inc()
 		http.Error(w, fmt.Sprintf("misaki: request body larger than the route's limit of %d bytes", rt.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)

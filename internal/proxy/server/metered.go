@@ -60,7 +60,7 @@ func limits(b config.Budget) budget.Limits {
 }
 
 // overBudget reports whether the route may not use metered links now.
-func (s *Server) overBudget(rt *routeRT) (bool, string) {
+func (s *Server) overBudget(rt *liveRoute) (bool, string) {
 	if s.ledger == nil || !rt.cfg.Offline.Budget.Set() {
 		return false, ""
 	}
@@ -143,7 +143,7 @@ func (s *Server) collectBudgets(ch chan<- prometheus.Metric) {
 		if b.Monthly > 0 {
 			ch <- prometheus.MustNewConstMetric(budgetLimitDesc, prometheus.GaugeValue, float64(b.Monthly), rt.cfg.Name, "month")
 		}
-		ch <- prometheus.MustNewConstMetric(budgetExceededDesc, prometheus.GaugeValue, b2f(st.Exceeded), rt.cfg.Name)
+		ch <- prometheus.MustNewConstMetric(budgetExceededDesc, prometheus.GaugeValue, oneIf(st.Exceeded), rt.cfg.Name)
 	}
 }
 
@@ -161,7 +161,7 @@ func restricted(p config.Offline) bool {
 
 // budgetStatus is the route's use of its metered allowance for
 // GET /v1/routes; nil when it has none.
-func (s *Server) budgetStatus(rt *routeRT) *proxyv1.Budget {
+func (s *Server) budgetStatus(rt *liveRoute) *proxyv1.Budget {
 	if s.ledger == nil || !rt.cfg.Offline.Budget.Set() {
 		return nil
 	}

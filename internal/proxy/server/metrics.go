@@ -113,21 +113,21 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		n, b := rt.queue.Held()
 		ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(n), rt.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(heldBytesDesc, prometheus.GaugeValue, float64(b), rt.cfg.Name)
-		ch <- prometheus.MustNewConstMetric(routeUsableDesc, prometheus.GaugeValue, b2f(rt.usable.Load()), rt.cfg.Name)
-		ch <- prometheus.MustNewConstMetric(upstreamDesc, prometheus.GaugeValue, b2f(rt.health.Reachable()), rt.cfg.Name, rt.cfg.Upstream)
+		ch <- prometheus.MustNewConstMetric(routeUsableDesc, prometheus.GaugeValue, oneIf(rt.usable.Load()), rt.cfg.Name)
+		ch <- prometheus.MustNewConstMetric(upstreamDesc, prometheus.GaugeValue, oneIf(rt.health.Reachable()), rt.cfg.Name, rt.cfg.Upstream)
 	}
 	for _, l := range c.s.links.Snapshot() {
-		ch <- prometheus.MustNewConstMetric(linkUpDesc, prometheus.GaugeValue, b2f(l.Up), l.Name, l.Class, l.Source)
-		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Metered), l.Name, "metered")
-		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, b2f(l.Roaming), l.Name, "roaming")
+		ch <- prometheus.MustNewConstMetric(linkUpDesc, prometheus.GaugeValue, oneIf(l.Up), l.Name, l.Class, l.Source)
+		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, oneIf(l.Metered), l.Name, "metered")
+		ch <- prometheus.MustNewConstMetric(linkFlagDesc, prometheus.GaugeValue, oneIf(l.Roaming), l.Name, "roaming")
 	}
 	if addr, connected := c.s.links.AgentStatus(); addr != "" {
-		ch <- prometheus.MustNewConstMetric(linkAgentDesc, prometheus.GaugeValue, b2f(connected), addr)
+		ch <- prometheus.MustNewConstMetric(linkAgentDesc, prometheus.GaugeValue, oneIf(connected), addr)
 	}
 	c.s.collectBudgets(ch)
-	if sp := c.s.sp; sp != nil {
+	if sp := c.s.spool; sp != nil {
 		now := c.s.clock.Now()
-		for _, rs := range sp.spool.Routes() {
+		for _, rs := range sp.store.Routes() {
 			ch <- prometheus.MustNewConstMetric(spoolDepthDesc, prometheus.GaugeValue, float64(rs.Records), rs.Route)
 			ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(rs.Bytes), rs.Route)
 			age := 0.0
@@ -136,7 +136,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(spoolAgeDesc, prometheus.GaugeValue, age, rs.Route)
 		}
-		st := sp.spool.Stats()
+		st := sp.store.Stats()
 		for _, e := range []struct {
 			name string
 			v    int64
@@ -147,7 +147,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func b2f(b bool) float64 {
+// oneIf is a gauge's value for b: 1 if true, else 0.
+func oneIf(b bool) float64 {
 	if b {
 		return 1
 	}

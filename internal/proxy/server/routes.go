@@ -21,12 +21,12 @@ import (
 // indexes. It is immutable once published; Apply publishes a new one.
 type routeSet struct {
 	table  *route.Table
-	routes []*routeRT
-	byName map[string]*routeRT
+	routes []*liveRoute
+	byName map[string]*liveRoute
 }
 
-func newRouteSet(routes []*routeRT) *routeSet {
-	set := &routeSet{routes: routes, byName: make(map[string]*routeRT, len(routes))}
+func newRouteSet(routes []*liveRoute) *routeSet {
+	set := &routeSet{routes: routes, byName: make(map[string]*liveRoute, len(routes))}
 	cfgs := make([]config.Route, len(routes))
 	for i, rt := range routes {
 		cfgs[i] = rt.cfg
@@ -38,7 +38,7 @@ func newRouteSet(routes []*routeRT) *routeSet {
 
 // newRoute builds a route's runtime. It reads the route's TLS files and
 // starts nothing: startRoute does.
-func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
+func (s *Server) newRoute(rc config.Route) (*liveRoute, error) {
 	tlsConf, err := forward.LoadTLS(rc)
 	if err != nil {
 		return nil, err
@@ -49,14 +49,14 @@ func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
 	}
 	// Not usable until evaluated with the links' state: neither a request
 	// nor the replay of the spool may go out before it.
-	rt := &routeRT{
+	rt := &liveRoute{
 		cfg:      rc,
 		fwd:      fwd,
 		count:    map[string]prometheus.Counter{},
 		duration: map[string]prometheus.Observer{},
 		linkOK:   true,
 	}
-	rt.queue = hold.NewQueue(s.budget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, s.clock, rt.usable.Load)
+	rt.queue = hold.NewQueue(s.holdBudget, hold.Limit{Requests: rc.Offline.HoldLimit.Requests, Bytes: int64(rc.Offline.HoldLimit.Bytes)}, s.clock, rt.usable.Load)
 	prober := health.NewProber(rc.Probe, fwd.Addr(), fwd.BaseURL(), fwd.Dial, fwd.Client())
 	rt.health = health.New(rc.Name, rc.Probe, prober, s.clock, s.log, s.evaluate)
 	// Any dial that connects or response that arrives, a probe's or a
@@ -73,7 +73,7 @@ func (s *Server) newRoute(rc config.Route) (*routeRT, error) {
 
 // setUsable records whether the route is usable; becoming usable releases
 // the requests it holds. Evaluation calls it (under Server.evalMu).
-func (rt *routeRT) setUsable(ok bool) {
+func (rt *liveRoute) setUsable(ok bool) {
 	rt.usable.Store(ok)
 	if ok {
 		rt.queue.Release()
@@ -82,7 +82,7 @@ func (rt *routeRT) setUsable(ok bool) {
 
 // startRoute runs the route's upstream health checks until ctx ends or the
 // route is retired and drained.
-func (s *Server) startRoute(ctx context.Context, wg *sync.WaitGroup, rt *routeRT) {
+func (s *Server) startRoute(ctx context.Context, wg *sync.WaitGroup, rt *liveRoute) {
 	ctx, rt.stop = context.WithCancel(ctx)
 	wg.Go(func() {
 		if err := rt.health.Run(ctx); err != nil && ctx.Err() == nil {
@@ -95,7 +95,7 @@ func (s *Server) startRoute(ctx context.Context, wg *sync.WaitGroup, rt *routeRT
 // lifecycles (manageRoutes).
 type applyReq struct {
 	set   *routeSet
-	fresh []*routeRT // routes of set that need starting
+	fresh []*liveRoute // routes of set that need starting
 	done  chan struct{}
 }
 
@@ -123,8 +123,8 @@ func (s *Server) Apply(ctx context.Context, routes []config.Route, endpoints map
 	}
 	cur := s.set.Load()
 	var (
-		rts   []*routeRT
-		fresh []*routeRT
+		rts   []*liveRoute
+		fresh []*liveRoute
 	)
 	for _, rc := range cfg.Routes {
 		if old := cur.byName[rc.Name]; old != nil && reflect.DeepEqual(old.cfg, rc) {
@@ -194,7 +194,7 @@ func (s *Server) manageRoutes(ctx context.Context) error {
 func (s *Server) reapRetired() {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
-	s.retired = slices.DeleteFunc(s.retired, func(rt *routeRT) bool {
+	s.retired = slices.DeleteFunc(s.retired, func(rt *liveRoute) bool {
 		if rt.inflight.Load() > 0 {
 			return false
 		}
@@ -206,6 +206,6 @@ func (s *Server) reapRetired() {
 
 // allRoutes is the current routes and the retired ones still draining;
 // the caller holds evalMu.
-func (s *Server) allRoutes() []*routeRT {
+func (s *Server) allRoutes() []*liveRoute {
 	return slices.Concat(s.set.Load().routes, s.retired)
 }

@@ -41,19 +41,19 @@ const ShutdownGrace = 10 * time.Second
 
 // Server is one edge proxy.
 type Server struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	clock   clock.Clock
-	reg     *prometheus.Registry
-	metrics *metrics
-	links   *link.Monitor
-	budget  *hold.Budget
-	ledger  *budget.Ledger // metered byte counts; nil unless a route has a budget
+	cfg        *config.Config
+	log        *slog.Logger
+	clock      clock.Clock
+	reg        *prometheus.Registry
+	metrics    *metrics
+	links      *link.Monitor
+	holdBudget *hold.Budget   // bounds what all routes hold together (holdLimit)
+	ledger     *budget.Ledger // metered byte counts; nil unless a route has a budget
 
 	set      atomic.Pointer[routeSet] // the routes requests are matched against
 	applyMu  sync.Mutex               // serialises Apply
 	applyCh  chan applyReq            // Apply -> manageRoutes
-	retired  []*routeRT               // replaced routes still draining; guarded by evalMu
+	retired  []*liveRoute             // replaced routes still draining; guarded by evalMu
 	dnsAddrs []netip.Addr             // what mesh names resolve to
 
 	dns   *localdns.Server // nil without dns.listen
@@ -62,7 +62,7 @@ type Server struct {
 
 	evalMu sync.Mutex // serialises evaluate
 
-	sp       *spooling     // nil unless some route spools; set by Run
+	spool    *spooling     // nil unless some route spools; set by Run
 	httpDone chan struct{} // closed once the mesh server has shut down
 
 	meshLn, adminLn net.Listener
@@ -74,8 +74,9 @@ type Server struct {
 	sockets *listenfd.Set // handed over by a supervisor or systemd; nil: bind
 }
 
-// routeRT is a route's runtime: its config and the parts that serve it.
-type routeRT struct {
+// liveRoute is a route as it runs: its config and the parts that serve it
+// (forwarder, upstream health, hold queue), with its state as last evaluated.
+type liveRoute struct {
 	cfg    config.Route
 	fwd    *forward.Upstream
 	health *health.Upstream
@@ -123,13 +124,13 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		clk = clock.Real{}
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		clock:   clk,
-		reg:     prometheus.NewRegistry(),
-		budget:  hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
-		applyCh: make(chan applyReq),
-		sockets: opt.Sockets,
+		cfg:        cfg,
+		log:        log,
+		clock:      clk,
+		reg:        prometheus.NewRegistry(),
+		holdBudget: hold.NewBudget(hold.Limit{Requests: cfg.HoldLimit.Requests, Bytes: int64(cfg.HoldLimit.Bytes)}),
+		applyCh:    make(chan applyReq),
+		sockets:    opt.Sockets,
 
 		httpDone: make(chan struct{}),
 	}
@@ -146,7 +147,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*Server, error) {
 		Help: "Client connections refused with 503 because limits.maxConnections was reached.",
 	})
 	s.reg.MustRegister(s.rejectedConns)
-	var rts []*routeRT
+	var rts []*liveRoute
 	for _, rc := range cfg.Routes {
 		rt, err := s.newRoute(rc)
 		if err != nil {
@@ -285,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.meter(gctx) })
 	g.Go(func() error { return s.trimAfterBursts(gctx) })
 	g.Go(func() error { return s.manageRoutes(gctx) })
-	if s.sp != nil {
+	if s.spool != nil {
 		g.Go(func() error { return s.runSpool(gctx, s.httpDone) })
 	}
 	meshLn := newLimitListener(s.meshLn, lim.MaxConnections, s.rejectedConns)
@@ -400,8 +401,8 @@ func (s *Server) evaluate() {
 		}
 		rt.reason = reason
 		rt.setUsable(usable)
-		if usable && s.sp != nil {
-			s.sp.replayer.Kick()
+		if usable && s.spool != nil {
+			s.spool.replayer.Kick()
 		}
 	}
 }
@@ -429,8 +430,8 @@ func (s *Server) routeStatus() []proxyv1.Route {
 
 // adminSpool is the spool the admin API serves: nil without one.
 func (s *Server) adminSpool() admin.Spool {
-	if s.sp == nil {
+	if s.spool == nil {
 		return nil
 	}
-	return s.sp
+	return s.spool
 }

@@ -35,7 +35,7 @@ const (
 // requests, and the replayer. It exists when some route spools. It serves
 // the admin API's /v1/spool and /v1/requests/{id}.
 type spooling struct {
-	spool    *spool.Spool
+	store    *spool.Spool
 	results  *replay.Results
 	replayer *replay.Replayer
 	dir      string // spool.dir
@@ -70,9 +70,9 @@ func (s *Server) openSpool() error {
 	if err != nil {
 		return fmt.Errorf("spool.dir: %w", err)
 	}
-	s.sp = &spooling{spool: sp, results: results, dir: c.Dir, clock: s.clock,
+	s.spool = &spooling{store: sp, results: results, dir: c.Dir, clock: s.clock,
 		requests: "http://" + s.AdminAddr() + "/v1/requests/"}
-	s.sp.replayer = replay.New(replay.Options{
+	s.spool.replayer = replay.New(replay.Options{
 		Spool: sp, Results: results, Targets: s.replayTarget,
 		Concurrency: c.Replay.Concurrency, BackoffMin: c.Replay.Backoff.Initial.D(), BackoffMax: c.Replay.Backoff.Max.D(),
 		MaxResponseBytes: int64(c.MaxResponseBytes), Clock: s.clock, Log: s.log.With("component", "replay"),
@@ -86,17 +86,17 @@ func (s *Server) openSpool() error {
 // and closes the spool once httpDone says no request can write to it.
 func (s *Server) runSpool(ctx context.Context, httpDone <-chan struct{}) error {
 	done := make(chan error, 1)
-	go func() { done <- s.sp.spool.Run(ctx) }()
-	err := s.sp.replayer.Run(ctx)
+	go func() { done <- s.spool.store.Run(ctx) }()
+	err := s.spool.replayer.Run(ctx)
 	<-done
 	<-httpDone
-	return errors.Join(err, s.sp.spool.Close(), s.sp.results.Close())
+	return errors.Join(err, s.spool.store.Close(), s.spool.results.Close())
 }
 
 // spoolable reports whether r may be spooled on rt, and if not, why.
-func (s *Server) spoolable(rt *routeRT, r *http.Request) (bool, string) {
+func (s *Server) spoolable(rt *liveRoute, r *http.Request) (bool, string) {
 	switch {
-	case !rt.cfg.Offline.Spool || s.sp == nil:
+	case !rt.cfg.Offline.Spool || s.spool == nil:
 		return false, ""
 	case slices.Contains(rt.cfg.Offline.UnsafeMethods, r.Method):
 		return false, fmt.Sprintf("%s is not spooled on this route (offline.unsafeMethods)", r.Method)
@@ -125,7 +125,7 @@ func respondAsync(h http.Header) bool {
 // spoolRequest writes r to the spool and answers 202, or answers why it
 // could not. body is the body already read (held requests); otherwise r.Body
 // is streamed to disk.
-func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeRT, body []byte, bodyRead bool) {
+func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, bodyRead bool) {
 	cb := r.Header.Get(headerCallback)
 	if cb != "" {
 		if u, err := url.Parse(cb); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -167,7 +167,7 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	if rt.cfg.Offline.Eviction == config.EvictDropOldest {
 		lim.Evict = spool.DropOldest
 	}
-	seq, err := s.sp.spool.Enqueue(rec, src, lim)
+	seq, err := s.spool.store.Enqueue(rec, src, lim)
 	if err != nil {
 		switch {
 		case isTooLarge(err):
@@ -189,16 +189,16 @@ func (s *Server) spoolRequest(w http.ResponseWriter, r *http.Request, rt *routeR
 	}
 	id := replay.ID(seq)
 	rt.count[outcomeSpooled].Inc()
-	s.sp.replayer.Kick()
+	s.spool.replayer.Kick()
 	w.Header().Set(headerRequestID, id)
-	w.Header().Set("Location", s.sp.requests+id)
+	w.Header().Set("Location", s.spool.requests+id)
 	w.Header().Set(forward.HeaderDelivery, deliverySpooled)
 	if isGRPC(r) {
 		// Accepted for later: not UNAVAILABLE, which clients retry (and a
 		// retry would be a second call). DEADLINE_EXCEEDED says the call
 		// did not complete in time and may still complete; the id in the
 		// trailers is where its answer will be.
-		writeGRPCStatus(w, grpcDeadlineExceeded, fmt.Sprintf("misaki: route %s: accepted for later delivery as request %s; its answer will be at %s", rt.cfg.Name, id, s.sp.requests+id),
+		writeGRPCStatus(w, grpcDeadlineExceeded, fmt.Sprintf("misaki: route %s: accepted for later delivery as request %s; its answer will be at %s", rt.cfg.Name, id, s.spool.requests+id),
 			grpcReasonSpooled, map[string]string{"route": rt.cfg.Name, "request-id": id})
 		return
 	}
@@ -226,8 +226,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // result of one that finished.
 func (sp *spooling) Request(id string) (proxyv1.Request, error) {
 	if seq, err := replay.ParseID(id); err == nil {
-		if st, route, ok := sp.spool.Lookup(seq); ok {
-			attempts, _ := sp.spool.Attempts(seq)
+		if st, route, ok := sp.store.Lookup(seq); ok {
+			attempts, _ := sp.store.Attempts(seq)
 			return proxyv1.Request{ID: id, Route: route, State: string(st), Attempts: attempts}, nil
 		}
 	}
@@ -267,7 +267,7 @@ func (sp *spooling) Cancel(id string) error {
 
 // Status serves GET /v1/spool.
 func (sp *spooling) Status() proxyv1.Spool {
-	st := sp.spool.Stats()
+	st := sp.store.Stats()
 	out := proxyv1.Spool{
 		Enabled: true, Dir: sp.dir, Routes: []proxyv1.SpoolRoute{},
 		Stats: proxyv1.SpoolStats{
@@ -278,7 +278,7 @@ func (sp *spooling) Status() proxyv1.Spool {
 		},
 	}
 	now := sp.clock.Now()
-	for _, rs := range sp.spool.Routes() {
+	for _, rs := range sp.store.Routes() {
 		r := proxyv1.SpoolRoute{Route: rs.Route, Priority: rs.Priority, Depth: rs.Records, Bytes: rs.Bytes, Delivering: rs.InFlight}
 		if !rs.Oldest.IsZero() {
 			r.OldestAge = max(0, now.Sub(rs.Oldest).Seconds())
@@ -301,7 +301,7 @@ func (s *Server) replayTarget(name string) (replay.Target, bool) {
 // replayRoute is a route as the replayer delivers its spooled requests.
 type replayRoute struct {
 	s  *Server
-	rt *routeRT
+	rt *liveRoute
 }
 
 var _ replay.Target = replayRoute{}

@@ -34,7 +34,7 @@ func (s *Server) trimAfterBursts(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		n, b := s.budget.Held()
+		n, b := s.holdBudget.Held()
 		if peakReqs, peakBytes, ok := tr.observe(s.clock.Now(), n, b, s.active.Load()); ok {
 			start := time.Now()
 			// Two collections: sync.Pool contents (net/http's per-connection
