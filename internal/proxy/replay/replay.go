@@ -83,9 +83,9 @@ type Options struct {
 
 // Replayer drains the spool.
 type Replayer struct {
-	o    Options
+	opts Options
 	kick chan struct{}
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // deliveries and callbacks in flight
 
 	mu       sync.Mutex // guards fields below
 	inFlight int
@@ -105,7 +105,7 @@ func New(o Options) *Replayer {
 	if o.OnOutcome == nil {
 		o.OnOutcome = func(string, string) {}
 	}
-	return &Replayer{o: o, kick: make(chan struct{}, 1), routes: map[string]*routeState{}}
+	return &Replayer{opts: o, kick: make(chan struct{}, 1), routes: map[string]*routeState{}}
 }
 
 // Kick asks the replayer to look at the spool now: after an enqueue, or a
@@ -125,13 +125,13 @@ func (p *Replayer) Run(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		owed := p.o.Results.Owed()
-		rep := p.o.Results.Report()
+		owed := p.opts.Results.Owed()
+		rep := p.opts.Results.Report()
 		if rep.DamagedFrames > 0 {
-			p.o.Log.Warn("damaged results skipped (each costs its own request's result)", "frames", rep.DamagedFrames, "bytes", rep.DamagedBytes)
+			p.opts.Log.Warn("damaged results skipped (each costs its own request's result)", "frames", rep.DamagedFrames, "bytes", rep.DamagedBytes)
 		}
 		for _, err := range rep.Unconverted {
-			p.o.Log.Error("a results file of the previous release was kept unconverted; its results are not found until it is", "err", err)
+			p.opts.Log.Error("a results file of the previous release was kept unconverted; its results are not found until it is", "err", err)
 		}
 		for _, r := range owed {
 			p.callback(ctx, r)
@@ -139,13 +139,13 @@ func (p *Replayer) Run(ctx context.Context) error {
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	resultsAt := p.o.Clock.Now().Add(time.Minute)
+	resultsAt := p.opts.Clock.Now().Add(time.Minute)
 	expire := true // the spool's TTL sweep walks every entry: once a second, not per kick
 	for {
 		if expire {
 			p.sweep(ctx)
-			if now := p.o.Clock.Now(); now.After(resultsAt) {
-				p.o.Results.Sweep()
+			if now := p.opts.Clock.Now(); now.After(resultsAt) {
+				p.opts.Results.Sweep()
 				resultsAt = now.Add(time.Minute)
 			}
 			expire = false
@@ -164,7 +164,7 @@ func (p *Replayer) Run(ctx context.Context) error {
 
 // sweep records the requests the spool expired or evicted.
 func (p *Replayer) sweep(ctx context.Context) {
-	for _, f := range p.o.Spool.Sweep() {
+	for _, f := range p.opts.Spool.Sweep() {
 		state, reason := OutcomeExpired, "its TTL passed before a usable link returned"
 		if f.Outcome == spool.Evicted {
 			state, reason = OutcomeEvicted, "dropped to make room for newer requests (offline.eviction: drop-oldest)"
@@ -175,12 +175,12 @@ func (p *Replayer) sweep(ctx context.Context) {
 
 // dispatch starts deliveries while there are free slots, by priority.
 func (p *Replayer) dispatch(ctx context.Context) {
-	now := p.o.Clock.Now()
-	for _, rs := range p.o.Spool.Routes() {
+	now := p.opts.Clock.Now()
+	for _, rs := range p.opts.Spool.Routes() {
 		if rs.Records-int64(rs.InFlight) <= 0 {
 			continue
 		}
-		t, ok := p.o.Targets(rs.Route)
+		t, ok := p.opts.Targets(rs.Route)
 		if !ok || !t.Usable() {
 			continue
 		}
@@ -193,7 +193,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 		}
 		for {
 			p.mu.Lock()
-			full := p.inFlight >= p.o.Concurrency
+			full := p.inFlight >= p.opts.Concurrency
 			if !full {
 				p.inFlight++
 			}
@@ -201,7 +201,7 @@ func (p *Replayer) dispatch(ctx context.Context) {
 			if full {
 				return
 			}
-			recs, _ := p.o.Spool.NextN(rs.Route, max(t.Batch(), 1))
+			recs, _ := p.opts.Spool.NextN(rs.Route, max(t.Batch(), 1))
 			if len(recs) == 0 {
 				p.mu.Lock()
 				p.inFlight--
@@ -242,7 +242,7 @@ func (p *Replayer) state(route string) *routeState {
 
 // deliver sends one spooled request and settles it.
 func (p *Replayer) deliver(ctx context.Context, route string, t Target, rec *spool.Record) {
-	cw := newCapture(p.o.MaxResponseBytes)
+	cw := newCapture(p.opts.MaxResponseBytes)
 	err := p.send(ctx, t, rec, cw)
 	p.settle(ctx, route, t, rec, cw, err)
 }
@@ -270,14 +270,14 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 	if errors.Is(err, errBatchAnswerTooLarge) {
 		// Retried as a batch it would be too large again: one by one,
 		// each answer is cut at spool.maxResponseBytes and kept.
-		p.o.Log.Info("the answer to a batch is too large; delivering its requests one by one", "route", route, "requests", len(sent), "err", err)
+		p.opts.Log.Info("the answer to a batch is too large; delivering its requests one by one", "route", route, "requests", len(sent), "err", err)
 		for _, rec := range sent {
 			p.deliver(ctx, route, t, rec)
 		}
 		return
 	}
 	if err != nil {
-		p.o.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(sent), "err", err)
+		p.opts.Log.Warn("batch delivery failed; its requests will be retried", "route", route, "requests", len(sent), "err", err)
 		for _, rec := range sent {
 			p.settle(ctx, route, t, rec, newCapture(0), err)
 		}
@@ -287,7 +287,7 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 	var seqs []uint64
 	var outcomes []spool.Outcome
 	for i, rec := range sent {
-		cw := newCapture(p.o.MaxResponseBytes)
+		cw := newCapture(p.opts.MaxResponseBytes)
 		for k, vs := range answers[i].Header {
 			cw.header[k] = vs
 		}
@@ -298,7 +298,7 @@ func (p *Replayer) deliverBatch(ctx context.Context, route string, t Target, rec
 		}
 	}
 	if len(results) > 0 {
-		p.finishAll(ctx, results, func() error { return p.o.Spool.FinishAll(seqs, outcomes) })
+		p.finishAll(ctx, results, func() error { return p.opts.Spool.FinishAll(seqs, outcomes) })
 	}
 }
 
@@ -313,7 +313,7 @@ func (p *Replayer) exchangeBatch(ctx context.Context, t Target, items []batch.It
 	}
 	req.Header.Set("Content-Type", ct)
 	req.ContentLength = int64(body.Len())
-	cw := newCapture(int64(len(items))*p.o.MaxResponseBytes + 1<<20)
+	cw := newCapture(int64(len(items))*p.opts.MaxResponseBytes + 1<<20)
 	if err := t.Forward(cw, req); err != nil {
 		return nil, err
 	}
@@ -344,7 +344,7 @@ func deliveryHeader(rec *spool.Record) http.Header {
 // settle records what came of one delivery: a result, or a retry.
 func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) {
 	if res, o := p.outcome(ctx, route, t, rec, cw, err); res != nil {
-		p.finish(ctx, res, func() error { return p.o.Spool.Finish(rec.Seq, o) })
+		p.finish(ctx, res, func() error { return p.opts.Spool.Finish(rec.Seq, o) })
 	}
 }
 
@@ -352,7 +352,7 @@ func (p *Replayer) settle(ctx context.Context, route string, t Target, rec *spoo
 // the request ends in the spool, or a nil result when it was put back for
 // a retry.
 func (p *Replayer) outcome(ctx context.Context, route string, t Target, rec *spool.Record, cw *capture, err error) (*Result, spool.Outcome) {
-	attempts, _ := p.o.Spool.Attempts(rec.Seq)
+	attempts, _ := p.opts.Spool.Attempts(rec.Seq)
 	attempts++
 	res := &Result{ID: ID(rec.Seq), Route: route, Attempts: attempts, Callback: rec.Callback}
 	switch {
@@ -394,7 +394,7 @@ var errBatchAnswerTooLarge = errors.New("replay: the answer to a batch is too la
 
 // send forwards rec, turning a handler abort into an error.
 func (p *Replayer) send(ctx context.Context, t Target, rec *spool.Record, w http.ResponseWriter) (err error) {
-	body, err := p.o.Spool.OpenBody(rec)
+	body, err := p.opts.Spool.OpenBody(rec)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnreadable, err)
 	}
@@ -463,24 +463,24 @@ func grpcRetryable(h http.Header) bool {
 // retry puts the request back at the head of its route, which waits a
 // backoff with full jitter before its next delivery.
 func (p *Replayer) retry(route string, seq uint64, err error, status int) {
-	if rerr := p.o.Spool.Retry(seq); rerr != nil {
-		p.o.Log.Warn("returning a request to the spool", "seq", seq, "err", rerr)
+	if rerr := p.opts.Spool.Retry(seq); rerr != nil {
+		p.opts.Log.Warn("returning a request to the spool", "seq", seq, "err", rerr)
 	}
 	p.mu.Lock()
 	st := p.state(route)
-	now := p.o.Clock.Now()
+	now := p.opts.Clock.Now()
 	d := st.notBefore.Sub(now)
 	if d <= 0 {
 		// Failures that come together (the deliveries in flight when the
 		// link went, a batch) count once.
 		st.failures++
-		d = min(p.o.BackoffMax, p.o.BackoffMin<<min(st.failures-1, 20))
+		d = min(p.opts.BackoffMax, p.opts.BackoffMin<<min(st.failures-1, 20))
 		d = time.Duration(rand.Int64N(int64(d) + 1))
 		st.notBefore = now.Add(d)
 	}
 	p.mu.Unlock()
-	p.o.OnOutcome(route, OutcomeRetried)
-	p.o.Log.Info("spooled request will be retried", "route", route, "id", ID(seq), "status", status, "err", err, "after", d.Round(time.Millisecond))
+	p.opts.OnOutcome(route, OutcomeRetried)
+	p.opts.Log.Info("spooled request will be retried", "route", route, "id", ID(seq), "status", status, "err", err, "after", d.Round(time.Millisecond))
 }
 
 // finish stores a result, then ends the request in the spool (end may be
@@ -504,20 +504,20 @@ func (p *Replayer) finishAll(ctx context.Context, results []*Result, end func() 
 // record stores results, then ends their requests in the spool, and counts
 // them.
 func (p *Replayer) record(results []*Result, end func() error) {
-	now := p.o.Clock.Now()
+	now := p.opts.Clock.Now()
 	for _, res := range results {
 		res.Finished = now
 	}
-	if err := p.o.Results.PutAll(results); err != nil {
-		p.o.Log.Error("storing spooled requests' results", "id", results[0].ID, "requests", len(results), "err", err)
+	if err := p.opts.Results.PutAll(results); err != nil {
+		p.opts.Log.Error("storing spooled requests' results", "id", results[0].ID, "requests", len(results), "err", err)
 	}
 	if end != nil {
 		if err := end(); err != nil {
-			p.o.Log.Warn("finishing spooled requests", "id", results[0].ID, "requests", len(results), "err", err)
+			p.opts.Log.Warn("finishing spooled requests", "id", results[0].ID, "requests", len(results), "err", err)
 		}
 	}
 	for _, res := range results {
-		p.o.OnOutcome(res.Route, res.State)
+		p.opts.OnOutcome(res.Route, res.State)
 	}
 }
 
@@ -527,12 +527,12 @@ func (p *Replayer) Cancel(id string) error {
 	if err != nil {
 		return spool.ErrNotFound
 	}
-	_, route, ok := p.o.Spool.Lookup(seq)
+	_, route, ok := p.opts.Spool.Lookup(seq)
 	if !ok {
 		return spool.ErrNotFound
 	}
-	attempts, _ := p.o.Spool.Attempts(seq)
-	if err := p.o.Spool.Cancel(seq); err != nil {
+	attempts, _ := p.opts.Spool.Attempts(seq)
+	if err := p.opts.Spool.Cancel(seq); err != nil {
 		return err
 	}
 	// Recorded only: the result has no callback to post (the spool's
@@ -546,43 +546,43 @@ func (p *Replayer) Cancel(id string) error {
 // backoff until the app accepts it (2xx), the result's retention ends, or
 // ctx ends. A restart picks owed callbacks up again (Results.Sweep).
 func (p *Replayer) callback(ctx context.Context, res *Result) {
-	if res.Callback == "" || res.CallbackDone || p.o.Callbacks == nil {
+	if res.Callback == "" || res.CallbackDone || p.opts.Callbacks == nil {
 		return
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		body, _ := json.Marshal(res)
-		backoff := p.o.BackoffMin
-		deadline := res.Finished.Add(p.o.Results.retention)
-		for attempt := 1; ctx.Err() == nil && p.o.Clock.Now().Before(deadline); attempt++ {
+		backoff := p.opts.BackoffMin
+		deadline := res.Finished.Add(p.opts.Results.retention)
+		for attempt := 1; ctx.Err() == nil && p.opts.Clock.Now().Before(deadline); attempt++ {
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, res.Callback, bytes.NewReader(body))
 			if err != nil {
-				p.o.Log.Warn("callback URL unusable", "id", res.ID, "url", res.Callback, "err", err)
+				p.opts.Log.Warn("callback URL unusable", "id", res.ID, "url", res.Callback, "err", err)
 				return
 			}
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Misaki-Request-Id", res.ID)
-			resp, err := p.o.Callbacks.Do(req)
+			resp, err := p.opts.Callbacks.Do(req)
 			if err == nil {
 				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 				if resp.StatusCode/100 == 2 {
 					res.CallbackDone = true
-					if err := p.o.Results.Put(res); err != nil {
-						p.o.Log.Warn("recording a callback", "id", res.ID, "err", err)
+					if err := p.opts.Results.Put(res); err != nil {
+						p.opts.Log.Warn("recording a callback", "id", res.ID, "err", err)
 					}
 					return
 				}
 				err = fmt.Errorf("status %d", resp.StatusCode)
 			}
-			p.o.Log.Info("callback failed, will retry", "id", res.ID, "attempt", attempt, "err", err)
+			p.opts.Log.Info("callback failed, will retry", "id", res.ID, "attempt", attempt, "err", err)
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(time.Duration(rand.Int64N(int64(backoff) + 1))):
 			}
-			backoff = min(backoff*2, p.o.BackoffMax)
+			backoff = min(backoff*2, p.opts.BackoffMax)
 		}
 	}()
 }
