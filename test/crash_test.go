@@ -32,12 +32,26 @@ func writePKI(t *testing.T) devpki.Files {
 // gateway binary. In the end every request the edge acknowledged (202, or
 // 200 when it was online) has reached the service exactly once, and no
 // request reached it twice. MISAKI_CRASH_KILLS sets the number of kills
-// (default 50; make test-soak runs more).
+// (default 50; make test-soak runs more). MISAKI_CRASH_SEED replays a run:
+// the test logs at its start the seed that picks each kill's moment, 0–39
+// ms into its burst of 16 requests. The same seed and MISAKI_CRASH_KILLS
+// give the same schedule: the same bursts, offline and online in turn, in
+// the same replay configs, each killed as long after it started (how far
+// the processes got by then is theirs).
 func TestSpoolThroughSIGKILL(t *testing.T) {
 	kills := 50
 	if v, err := strconv.Atoi(os.Getenv("MISAKI_CRASH_KILLS")); err == nil && v > 0 {
 		kills = v
 	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("MISAKI_CRASH_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("MISAKI_CRASH_SEED=%q: want a decimal uint64: %v", v, err)
+		}
+	}
+	t.Logf("seed %d: replay with MISAKI_CRASH_SEED=%d MISAKI_CRASH_KILLS=%d", seed, seed, kills)
+	killAfter := killSchedule(seed, kills)
 	pki := writePKI(t)
 
 	var mu sync.Mutex
@@ -62,7 +76,6 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 		edgeToGatewayYAML(spoolDir, replay, gw.mesh, pki, 8),
 	}
 
-	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	acked := map[string]bool{}
 	sent := 0
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -96,7 +109,7 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		time.Sleep(killAfter[kill])
 		edge.cmd.Process.Kill()
 		edge.cmd.Wait()
 		wg.Wait()
@@ -151,6 +164,18 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatal("no request was acknowledged: the test tested nothing")
 	}
+}
+
+// killSchedule is how long after each burst starts its kill comes: a
+// function of the seed alone, drawn before the run, so that nothing the
+// run does shifts it.
+func killSchedule(seed uint64, kills int) []time.Duration {
+	rng := mrand.New(mrand.NewPCG(seed, 7))
+	after := make([]time.Duration, kills)
+	for i := range after {
+		after[i] = time.Duration(rng.IntN(40)) * time.Millisecond
+	}
+	return after
 }
 
 func setLinkHTTP(t *testing.T, admin, name, state string) {
