@@ -139,7 +139,7 @@ type Server struct {
 
 	failpoint framelog.Failpoint // fails the cache file's writes on purpose (tests)
 	onLoad    func()             // called after each entry read from the cache file (tests)
-	onMiss    func()             // called when the full path misses the cache (tests)
+	onMiss    func()             // called when the full path misses the cache, once it has asked for the upstream's answer (tests)
 }
 
 // zone is a suffix (lower case, fully qualified) and its resolvers.
@@ -246,9 +246,6 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	// and the name it put in the cache meanwhile would not be looked for.
 	loading := s.loadingDone()
 	h, cached := s.cache.get([]byte(key), s.cfg.Clock.Now(), nil)
-	if !cached && s.onMiss != nil {
-		s.onMiss()
-	}
 	if cached && h.fresh() {
 		if r := s.fromEntry(req, opt, h.msg, h.ttlLeft(), false); r != nil {
 			return r, SourceCache
@@ -257,6 +254,9 @@ func (s *Server) answer(req *dns.Msg) (*dns.Msg, string) {
 	// Missing or expired: ask upstream; with a stale entry, wait only
 	// StaleAfter for it.
 	ch := s.flight.DoChan(key, func() (any, error) { return s.resolve(q, do, key) })
+	if !cached && s.onMiss != nil {
+		s.onMiss()
+	}
 	var res singleflight.Result
 	got := false // res is ch's
 	if loading != nil && !cached {

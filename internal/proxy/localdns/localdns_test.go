@@ -293,13 +293,18 @@ func TestOneQueryPerQuestion(t *testing.T) {
 		<-release
 		answerA(60)(w, r)
 	})
-	addr := serve(t, New(Config{Upstreams: []string{up.addr}, Timeout: 5 * time.Second}))
+	s := New(Config{Upstreams: []string{up.addr}, Timeout: 5 * time.Second})
+	var asked atomic.Int64
+	s.onMiss = func() { asked.Add(1) } // the client's query waits for the upstream's answer
+	addr := serve(t, s)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
 		go func() { defer wg.Done(); query(t, addr, "slow.example.", dns.TypeA, false) }()
 	}
-	time.Sleep(200 * time.Millisecond)
+	for asked.Load() < 20 { // all 20 wait, the upstream held: none can be answered from the cache
+		time.Sleep(time.Millisecond)
+	}
 	close(release)
 	wg.Wait()
 	if n := up.queries.Load(); n != 1 {
@@ -437,7 +442,7 @@ func TestStaleAfterTheTimer(t *testing.T) {
 	for clk.Timers() == 0 { // the client response timer is armed
 		time.Sleep(time.Millisecond)
 	}
-	select {
+	select { // the timer is the fake clock's: an answer now would come at once
 	case r := <-got:
 		t.Fatalf("answered before the timer fired: %v", r)
 	case <-time.After(100 * time.Millisecond):
