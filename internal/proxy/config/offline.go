@@ -133,9 +133,7 @@ func (o Offline) validate(f, spoolDir string, bad report) {
 			bad(f+"."+p.field, "%q must be allow or deny", p.v)
 		}
 	}
-	if o.HoldLimit.Requests < 0 || o.HoldLimit.Bytes < 0 {
-		bad(f+".holdLimit", "requests and bytes must not be negative")
-	}
+	o.HoldLimit.validate(f+".holdLimit", bad)
 	if o.Budget.Daily < 0 || o.Budget.Monthly < 0 {
 		bad(f+".budget", "must not be negative")
 	}
