@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/demo"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/testbin"
 )
 
 // TestOfflineHoldConfigIsValid checks that the proxy accepts the
@@ -45,23 +45,14 @@ func TestOfflineHoldConfigIsValid(t *testing.T) {
 var binDir string
 
 // binaries builds misaki-proxy and misaki-demo once, for the tests that
-// need them.
+// need them (from testbin's cache when nothing they link changed).
 var binaries = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "misaki-demo-test-")
 	if err != nil {
 		return "", err
 	}
 	binDir = dir
-	for _, pkg := range []string{
-		"github.com/misaki-io/misaki/cmd/misaki-proxy",
-		"github.com/misaki-io/misaki/cmd/misaki-demo",
-	} {
-		out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), pkg).CombinedOutput()
-		if err != nil {
-			return dir, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
-	return dir, nil
+	return dir, testbin.Build(dir, nil, "github.com/misaki-io/misaki/cmd/misaki-proxy", "github.com/misaki-io/misaki/cmd/misaki-demo")
 })
 
 func TestMain(m *testing.M) {

@@ -17,25 +17,25 @@ import (
 
 	"github.com/misaki-io/misaki/internal/demo/system"
 	"github.com/misaki-io/misaki/internal/localcluster"
+	"github.com/misaki-io/misaki/internal/testbin"
 )
 
 // binDir holds the binaries once built; TestMain removes it.
 var binDir string
 
+// binaries builds the story's five commands once, for the tests that need
+// them (from testbin's cache when nothing they link changed).
 var binaries = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "misaki-system-demo-test-")
 	if err != nil {
 		return "", err
 	}
 	binDir = dir
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	var pkgs []string
 	for _, c := range []string{"misaki-hub", "misaki-agent", "misaki-proxy", "misaki-controller", "misaki-demo"} {
-		args = append(args, "github.com/misaki-io/misaki/cmd/"+c)
+		pkgs = append(pkgs, "github.com/misaki-io/misaki/cmd/"+c)
 	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		return dir, fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return dir, nil
+	return dir, testbin.Build(dir, nil, pkgs...)
 })
 
 // Environment of the test binary re-executed as misaki-demo with-hosts
