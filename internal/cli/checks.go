@@ -338,7 +338,7 @@ func caBundleExpiry(b []byte) (time.Time, error) {
 func (c *checker) readyEndpoints(ctx context.Context, s *admissionregistrationv1.ServiceReference, port int32) (int, error) {
 	svc, err := c.kube.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
 	if err != nil {
-		return 0, fmt.Errorf("Service %s/%s: %w", s.Namespace, s.Name, err)
+		return 0, fmt.Errorf("get Service %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	portName, found := "", false
 	for _, p := range svc.Spec.Ports {
@@ -347,7 +347,7 @@ func (c *checker) readyEndpoints(ctx context.Context, s *admissionregistrationv1
 		}
 	}
 	if !found {
-		return 0, fmt.Errorf("Service %s/%s has no port %d", s.Namespace, s.Name, port)
+		return 0, fmt.Errorf("no port %d on Service %s/%s", port, s.Namespace, s.Name)
 	}
 	eps, err := c.kube.DiscoveryV1().EndpointSlices(s.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: discoveryv1.LabelServiceName + "=" + s.Name})
