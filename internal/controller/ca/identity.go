@@ -45,7 +45,7 @@ func (id Identity) check() error {
 		{"trust domain", id.TrustDomain}, {"namespace", id.Namespace}, {"pod", id.Pod}, {"service account", id.ServiceAccount},
 	} {
 		if f.v == "" || strings.ContainsAny(f.v, "/:") {
-			return fmt.Errorf("ca: identity: %s %q is empty or has / or :", f.name, f.v)
+			return fmt.Errorf("ca: identity: %s %q is empty or contains a slash or a colon", f.name, f.v)
 		}
 	}
 	return nil
