@@ -38,7 +38,7 @@ func (p *placed) routes(vehicleWorkload bool, opts Options) ([]*unstructured.Uns
 		if a, ok := u.GetAnnotations()[AnnotationOffline]; ok {
 			o, err := parseOffline(a)
 			if err != nil {
-				return nil, fmt.Errorf("Service %s/%s: annotation %s: %w; want a JSON offline policy such as {\"hold\":\"30s\",\"spool\":true}",
+				return nil, fmt.Errorf("service %s/%s: annotation %s: %w; want a JSON offline policy such as {\"hold\":\"30s\",\"spool\":true}",
 					ns, name, AnnotationOffline, err)
 			}
 			offline = o
@@ -57,7 +57,7 @@ func (p *placed) routes(vehicleWorkload bool, opts Options) ([]*unstructured.Uns
 		}
 		r, err := route(ns, name, p.dep.Deployment.Name, offline, opts)
 		if err != nil {
-			return nil, fmt.Errorf("Service %s/%s: route: %w", ns, name, err)
+			return nil, fmt.Errorf("service %s/%s: route: %w", ns, name, err)
 		}
 		out = append(out, r)
 	}
