@@ -27,6 +27,7 @@ package render
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -188,7 +189,7 @@ func Render(in Input) (*Output, error) {
 
 	// The zero Engine has no cluster: lookup answers an empty map, and
 	// DNS lookups are off.
-	files, err := engine.Engine{}.Render(ch, top)
+	files, err := engine.Engine{}.RenderWithContext(context.Background(), ch, top)
 	if err != nil {
 		return nil, fmt.Errorf("render: chart %s: templates: %w", name, err)
 	}

@@ -23,7 +23,7 @@ func validateSchema(ch *chart.Chart, values map[string]any) error {
 	var sb strings.Builder
 	if len(ch.Schema) > 0 {
 		if err := validateOne(values, ch.Schema); err != nil {
-			fmt.Fprintf(&sb, "%s:\n%s", ch.Name(), err)
+			fmt.Fprintf(&sb, "%s:\n%s\n", ch.Name(), err)
 		}
 	}
 	for _, sub := range ch.Dependencies() {
@@ -58,20 +58,20 @@ func validateOne(values map[string]any, schemaJSON []byte) (err error) {
 	}()
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
 	if err != nil {
-		return fmt.Errorf("values.schema.json: %w\n", err)
+		return fmt.Errorf("values.schema.json: %w", err)
 	}
 	c := jsonschema.NewCompiler()
 	c.UseLoader(offlineLoader{})
 	if err := c.AddResource(schemaURL, doc); err != nil {
-		return fmt.Errorf("values.schema.json: %w\n", err)
+		return fmt.Errorf("values.schema.json: %w", err)
 	}
 	s, err := c.Compile(schemaURL)
 	if err != nil {
-		return fmt.Errorf("values.schema.json: %w\n", err)
+		return fmt.Errorf("values.schema.json: %w", err)
 	}
 	if err := s.Validate(values); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "jsonschema validation failed with '"+schemaURL+"#'\n")
-		return errors.New(msg + "\n")
+		return errors.New(msg)
 	}
 	return nil
 }
