@@ -384,7 +384,7 @@ func TestBrowser(t *testing.T) {
 		e.shot(t, ctx, "chart")
 	})
 
-	ok = ok && t.Run("read-only", func(t *testing.T) {
+	_ = ok && t.Run("read-only", func(t *testing.T) {
 		rctx := ctx
 		run(t, rctx, "log out",
 			chromedp.Navigate(e.h.URL+"/ui/fleet"),
