@@ -190,30 +190,55 @@ func TestResponseFraming(t *testing.T) {
 // TestWatchClient: the watch ends the context when the client hangs up, and
 // hands back a pipelined byte intact when the client stays.
 func TestWatchClient(t *testing.T) {
+	watching := make(chan string, 1) // a request's path, once its client is watched
 	gone := make(chan bool, 1)
 	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.ReadAll(r.Body)
-		ctx, stop := w.(interface {
-			WatchClient(context.Context) (context.Context, func())
-		}).WatchClient(r.Context())
+		rw := w.(*responseWriter)
+		ctx, stop := rw.WatchClient(r.Context())
 		defer stop()
+		var read <-chan struct{}
+		var stay <-chan time.Time
+		switch r.URL.Path {
+		case "/leave": // until the client hangs up
+		case "/one": // until the watch has read the next request's first byte
+			read = rw.watch.done
+		default: // the client stays, and sends nothing more
+			stay = time.After(300 * time.Millisecond)
+		}
+		watching <- r.URL.Path
 		select {
 		case <-ctx.Done():
 			gone <- true
-		case <-time.After(300 * time.Millisecond):
-			fmt.Fprintf(w, "stayed %s", r.URL.Path)
+		case <-read:
+			fmt.Fprintf(w, "stayed %s %s", r.Method, r.URL.Path)
+		case <-stay:
+			fmt.Fprintf(w, "stayed %s %s", r.Method, r.URL.Path)
+		case <-time.After(10 * time.Second): // a failure: the test's own waits end sooner
+			fmt.Fprintf(w, "still watching %s", r.URL.Path)
 		}
 	}))
+	watched := func(path string) {
+		t.Helper()
+		select {
+		case got := <-watching:
+			if got != path {
+				t.Fatalf("%s watched, want %s", got, path)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s not watched", path)
+		}
+	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(c, "GET /leave HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	watched("/leave")
 	c.Close()
 	select {
 	case <-gone:
-	case <-time.After(3 * time.Second):
+	case <-time.After(5 * time.Second):
 		t.Fatal("the watch did not see the client leave")
 	}
 
@@ -223,10 +248,10 @@ func TestWatchClient(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond) // the first request is being watched
+	watched("/one")
 	io.WriteString(c, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
 	br := bufio.NewReader(c)
-	for _, want := range []string{"stayed /one", "stayed /two"} {
+	for _, want := range []string{"stayed GET /one", "stayed GET /two"} { // not "ET /two": the byte read ahead is handed back
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -271,10 +296,15 @@ func FuzzConnection(f *testing.F) {
 // pooled upstream connection through it).
 func TestBodyWithinReadHeaderTimeout(t *testing.T) {
 	var calls atomic.Int32
-	addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
 		echo(w, r)
-	}), func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+	})
+	// The split body on a server whose read-header timeout no loaded
+	// machine reaches between the two writes; the trickled one on a server
+	// with a short one, to wait for.
+	addr := start(t, h, func(s *Server) { s.ReadHeaderTimeout = time.Minute })
+	short := start(t, h, func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -282,7 +312,7 @@ func TestBodyWithinReadHeaderTimeout(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the client's pause, so that the body comes in two reads
 	io.WriteString(c, "world")
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -295,7 +325,7 @@ func TestBodyWithinReadHeaderTimeout(t *testing.T) {
 	}
 
 	began := time.Now()
-	got := raw(t, addr, "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+	got := raw(t, short, "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
 	if !strings.HasPrefix(got, "HTTP/1.1 408 ") || !strings.Contains(got, "Connection: close") {
 		t.Fatalf("trickled body: got %q, want 408 and close", got)
 	}
@@ -347,27 +377,43 @@ func TestNoLeakBetweenRequests(t *testing.T) {
 // A head that arrives in pieces is still the lean server's; one that stops
 // arriving is cut at the read-header timeout.
 func TestHeadInPieces(t *testing.T) {
-	addr := start(t, http.HandlerFunc(echo), func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+	// The pieces on a server whose read-header timeout no loaded machine
+	// reaches between them; the stalled head on a server with a short one,
+	// to wait for.
+	addr := start(t, http.HandlerFunc(echo), func(s *Server) { s.ReadHeaderTimeout = time.Minute })
+	short := start(t, http.HandlerFunc(echo), func(s *Server) { s.ReadHeaderTimeout = 300 * time.Millisecond })
+	get := func(c net.Conn, br *bufio.Reader, path string, pieces ...string) {
+		t.Helper()
+		for i, piece := range pieces {
+			if i > 0 {
+				time.Sleep(30 * time.Millisecond) // the client's pause, so that the head comes in pieces
+			}
+			io.WriteString(c, piece)
+		}
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.Header.Get("X-Server") != "lean" || !strings.HasPrefix(string(b), "GET "+path) {
+			t.Fatalf("got %q from %s, want the lean server's answer", b, resp.Header.Get("X-Server"))
+		}
+	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for _, piece := range []string{"GET /pieces HTTP/1.1\r\nHo", "st: x\r\n", "\r\n"} {
-		io.WriteString(c, piece)
-		time.Sleep(30 * time.Millisecond)
-	}
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
+	get(c, bufio.NewReader(c), "/pieces", "GET /pieces HTTP/1.1\r\nHo", "st: x\r\n", "\r\n")
+
+	c, err = net.Dial("tcp", short)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	if resp.Header.Get("X-Server") != "lean" || !strings.HasPrefix(string(b), "GET /pieces") {
-		t.Fatalf("got %q from %s, want the lean server's answer", b, resp.Header.Get("X-Server"))
-	}
-
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get(c, br, "/whole", "GET /whole HTTP/1.1\r\nHost: x\r\n\r\n") // then a head that stalls
 	began := time.Now()
 	io.WriteString(c, "GET /stalled HTTP/1.1\r\nHost: x\r\n")
 	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -381,9 +427,17 @@ func TestHeadInPieces(t *testing.T) {
 // The idle deadline is kept from one request to the next while it is far
 // enough away, so it can fire before a wait's own timeout; the wait must then
 // go on to the exact end, and close the connection there.
+//
+// The deadlines are the connection's, which no fake clock reaches, so real
+// time passes: the pauses are the client's. A pause that a loaded machine makes
+// longer must not turn the test's request into one past the wait's end:
+// request 3 comes 2.1 s into a 3 s wait (0.9 s to spare), and 0.3 s after
+// the kept deadline (request 1's, 3 s after it) fired. Request 2 comes
+// 1.2 s after request 1, with 1.8 s of that deadline left (it is kept
+// while 1.5 s or more are).
 func TestIdleTimeoutAfterKeptDeadline(t *testing.T) {
 	t.Parallel()
-	const idle = 2 * time.Second
+	const idle = 3 * time.Second
 	addr := start(t, http.HandlerFunc(echo), func(s *Server) { s.IdleTimeout = idle })
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -401,18 +455,18 @@ func TestIdleTimeoutAfterKeptDeadline(t *testing.T) {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
 	}
-	if err := get("/1"); err != nil { // idle deadline: t0 + 2s
+	if err := get("/1"); err != nil { // idle deadline: t0 + 3s
 		t.Fatal(err)
 	}
-	time.Sleep(600 * time.Millisecond)
-	if err := get("/2"); err != nil { // 1.4s left: the deadline is kept
+	time.Sleep(1200 * time.Millisecond)
+	if err := get("/2"); err != nil { // 1.8s left: the deadline is kept
 		t.Fatal(err)
 	}
-	time.Sleep(idle - 300*time.Millisecond) // past the kept deadline, within this wait's 2s
+	time.Sleep(2100 * time.Millisecond) // past the kept deadline, within this wait's 3s
+	began := time.Now()                 // before the request: the server's wait after it begins later
 	if err := get("/3"); err != nil {
-		t.Fatalf("request 1.7s into a 2s idle wait: %v", err)
+		t.Fatalf("request 2.1s into a 3s idle wait: %v", err)
 	}
-	began := time.Now()
 	c.SetReadDeadline(time.Now().Add(2 * idle))
 	if _, err := br.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("idle connection: %v, want it closed by the server", err)
@@ -434,7 +488,10 @@ func withTimeouts(readHeader, idle time.Duration) func(*Server) {
 // closedWithin reads from c until the server closes it and reports how long
 // after began that was. The bounds are loose (0.9x to 1.6x) for a loaded
 // machine; what they tell apart is one timeout from two, or from the idle
-// timeout.
+// timeout. The deadlines are the connection's, which no fake clock
+// reaches: the tests take a timeout of 2 s, so that a close 1.2 s late
+// still passes, and one that restarted the timeout at a hand-off 1.6 s in
+// (3.6 s) still fails.
 func closedWithin(t *testing.T, c net.Conn, began time.Time, timeout time.Duration) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(4 * timeout))
@@ -452,7 +509,7 @@ func closedWithin(t *testing.T, c net.Conn, began time.Time, timeout time.Durati
 // timeout, as net/http does, not kept for the idle timeout.
 func TestSilentConnectionClosedAtReadHeaderTimeout(t *testing.T) {
 	t.Parallel()
-	const timeout = 500 * time.Millisecond
+	const timeout = 2 * time.Second
 	addr := start(t, http.HandlerFunc(echo), withTimeouts(timeout, 20*time.Second))
 	began := time.Now()
 	c, err := net.Dial("tcp", addr)
@@ -469,7 +526,7 @@ func TestSilentConnectionClosedAtReadHeaderTimeout(t *testing.T) {
 // start (first request) or from the request's first byte (later ones).
 func TestSlowHeadCutAcrossHandOff(t *testing.T) {
 	t.Parallel()
-	const timeout = 500 * time.Millisecond
+	const timeout = 2 * time.Second
 	addr := start(t, http.HandlerFunc(echo), withTimeouts(timeout, 20*time.Second))
 	slowHead := func(t *testing.T, c net.Conn) {
 		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\nX-A: "+strings.Repeat("a", 2000))
