@@ -268,7 +268,8 @@ routes:
 }
 
 // TestAdminWithoutSpool: a proxy with no spool says so at GET /v1/spool,
-// and knows no request.
+// and knows no request. It sends nothing to the mesh listener, so it runs
+// on the default HTTP/1.1 server only.
 func TestAdminWithoutSpool(t *testing.T) {
 	up := newUpstream(t, nil)
 	p := startProxy(t, routeYAML(up.URL, ""), false)
