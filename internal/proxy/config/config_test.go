@@ -332,3 +332,19 @@ func TestOverrides(t *testing.T) {
 		t.Errorf("Parse took xds.node from the environment: %v", err)
 	}
 }
+
+// A size is written with the largest binary unit that divides it and
+// read back exactly.
+func TestByteSizeRoundTrip(t *testing.T) {
+	for in, want := range map[ByteSize]string{0: "0", 1000: "1000", 1024: "1KiB", 1536: "1536", 1536 << 10: "1536KiB", 64 << 20: "64MiB", 3 << 30: "3GiB", 1 << 62: "4294967296GiB", 10e6: "10000000"} {
+		v, err := in.MarshalYAML()
+		if err != nil || v != want {
+			t.Errorf("%d written as %v, %v; want %q", in, v, err, want)
+			continue
+		}
+		got, err := ParseByteSize(v.(string))
+		if err != nil || got != in {
+			t.Errorf("%d written as %q, read back as %d, %v", in, v, got, err)
+		}
+	}
+}

@@ -40,10 +40,10 @@ const DefaultGatewayGCPercent = 400
 type HoldLimit struct {
 	// Requests is the maximum number held at once. Default 10000 globally,
 	// unlimited (within the global limit) per route.
-	Requests int `yaml:"requests"`
+	Requests int `yaml:"requests,omitempty"`
 	// Bytes is the maximum memory held at once. Default 64MiB globally,
 	// unlimited (within the global limit) per route.
-	Bytes ByteSize `yaml:"bytes"`
+	Bytes ByteSize `yaml:"bytes,omitempty"`
 }
 
 // Defaults of the limits and holdLimit blocks.

@@ -231,18 +231,23 @@ func DecodeRoute(b []byte) (Route, error) {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return Route{}, err
 	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
+	return DecodeRouteNode(&doc)
+}
+
+// DecodeRouteNode is DecodeRoute for a YAML tree already parsed, or built
+// from another source of the same shape (the xDS client's TypedStruct).
+func DecodeRouteNode(n *yaml.Node) (Route, error) {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
 	}
-	if root.Kind != yaml.MappingNode {
+	if n.Kind != yaml.MappingNode {
 		return Route{}, errors.New("a route must be a mapping")
 	}
-	if err := checkFields(root, reflect.TypeFor[Route](), ""); err != nil {
+	if err := checkFields(n, reflect.TypeFor[Route](), ""); err != nil {
 		return Route{}, err
 	}
 	var r Route
-	if err := root.Decode(&r); err != nil {
+	if err := n.Decode(&r); err != nil {
 		return Route{}, err
 	}
 	return r, nil

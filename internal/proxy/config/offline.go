@@ -13,62 +13,62 @@ type Offline struct {
 	// Hold is how long a request waits in memory for a usable link before the
 	// proxy answers 503. An app may ask for less with "Prefer: wait=N".
 	// Default 0: no holding.
-	Hold Duration `yaml:"hold"`
+	Hold Duration `yaml:"hold,omitempty"`
 	// Links are the link classes the route may use. Empty means any.
-	Links []string `yaml:"links"`
+	Links []string `yaml:"links,omitempty"`
 	// Metered is allow or deny: whether metered links may carry the route.
 	// Default allow.
-	Metered string `yaml:"metered"`
+	Metered string `yaml:"metered,omitempty"`
 	// Roaming is allow or deny: whether roaming links may carry the route.
 	// Default allow.
-	Roaming string `yaml:"roaming"`
+	Roaming string `yaml:"roaming,omitempty"`
 	// HoldLimit bounds this route's held requests. Default: only the global limit.
-	HoldLimit HoldLimit `yaml:"holdLimit"`
+	HoldLimit HoldLimit `yaml:"holdLimit,omitempty"`
 	// RetryAfter is the Retry-After sent with 503 answers. Default: the hold
 	// window, at least 1s.
-	RetryAfter Duration `yaml:"retryAfter"`
+	RetryAfter Duration `yaml:"retryAfter,omitempty"`
 	// Spool: when the hold window passes (or at once for "Prefer:
 	// respond-async"), the request is written to the spool and answered
 	// 202; it is delivered when a usable link returns. Needs spool.dir.
-	Spool bool `yaml:"spool"`
+	Spool bool `yaml:"spool,omitempty"`
 	// UnsafeMethods are never spooled; they get 503 when the window
 	// passes. Default none: every method may be spooled.
-	UnsafeMethods []string `yaml:"unsafeMethods"`
+	UnsafeMethods []string `yaml:"unsafeMethods,omitempty"`
 	// TTL is how long a spooled request may wait, by the wall clock
 	// (power-offs count). Default 72h.
-	TTL Duration `yaml:"ttl"`
+	TTL Duration `yaml:"ttl,omitempty"`
 	// Priority orders replay across routes: higher first. Default 0.
-	Priority int `yaml:"priority"`
+	Priority int `yaml:"priority,omitempty"`
 	// Quota bounds this route's share of the spool. Default: only the
 	// spool's own bounds.
-	Quota SpoolQuota `yaml:"quota"`
+	Quota SpoolQuota `yaml:"quota,omitempty"`
 	// Eviction is reject (the app gets 507 with the reason) or drop-oldest
 	// (the route's oldest spooled requests are dropped, and counted, to
 	// make room). Default reject.
-	Eviction string `yaml:"eviction"`
+	Eviction string `yaml:"eviction,omitempty"`
 	// Batch, over 1, delivers spooled requests up to that many per
 	// exchange. The upstream must be a Misaki gateway. Default 0: one
 	// request per exchange.
-	Batch int `yaml:"batch"`
+	Batch int `yaml:"batch,omitempty"`
 	// Budget caps the bytes the route may send and receive over metered
 	// links; over it, the route treats metered links as unusable (its
 	// requests are held or spooled and replayed on an unmetered link)
 	// until the day or month turns. Needs spool.dir, where the counters
 	// are kept across restarts.
-	Budget Budget `yaml:"budget"`
+	Budget Budget `yaml:"budget,omitempty"`
 	// GRPC is what a gRPC call (content-type application/grpc) gets when
 	// its hold window passes: unavailable (default: grpc-status UNAVAILABLE,
 	// the call was not sent, never spooled) or spool (spooled like any
 	// request where the route spools, and answered grpc-status
 	// DEADLINE_EXCEEDED with its Misaki-Request-Id; see docs/proxy.md).
-	GRPC string `yaml:"grpc"`
+	GRPC string `yaml:"grpc,omitempty"`
 }
 
 // Budget is a route's allowance on metered links, counted in UTC days
 // and months. Zero: no limit for that period.
 type Budget struct {
-	Daily   ByteSize `yaml:"daily"`
-	Monthly ByteSize `yaml:"monthly"`
+	Daily   ByteSize `yaml:"daily,omitempty"`
+	Monthly ByteSize `yaml:"monthly,omitempty"`
 }
 
 // Set reports whether the budget limits anything.
@@ -76,8 +76,8 @@ func (b Budget) Set() bool { return b.Daily > 0 || b.Monthly > 0 }
 
 // SpoolQuota bounds one route's spooled requests.
 type SpoolQuota struct {
-	Bytes    ByteSize `yaml:"bytes"`
-	Requests int      `yaml:"requests"`
+	Bytes    ByteSize `yaml:"bytes,omitempty"`
+	Requests int      `yaml:"requests,omitempty"`
 }
 
 // Policy values for metered and roaming links.

@@ -10,76 +10,79 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// Route maps host names to one upstream.
+// Route maps host names to one upstream. It is the one model of a route,
+// whatever its source: routes: in the file, a Route object that the
+// controller sends over xDS, or the xDS client's cache. A zero field means
+// its default, so a route is written with the fields it sets only.
 type Route struct {
 	// Name identifies the route in metrics, logs and the admin API.
-	Name string `yaml:"name"`
+	Name string `yaml:"name,omitempty"`
 	// Hosts are the mesh names apps call (exact, or *.suffix wildcards).
-	Hosts []string `yaml:"hosts"`
+	Hosts []string `yaml:"hosts,omitempty"`
 	// Matches narrow the route to some requests of its hosts: a request
 	// matches when any entry matches. Empty: every request. A request to
 	// the route's hosts that no entry matches gets 404.
-	Matches []Match `yaml:"matches"`
+	Matches []Match `yaml:"matches,omitempty"`
 	// Upstream is http://, https:// (HTTP/2 or HTTP/1.1 by ALPN) or
 	// h2c:// (HTTP/2 without TLS, prior knowledge), with host and port.
-	Upstream string `yaml:"upstream"`
+	Upstream string `yaml:"upstream,omitempty"`
 	// TLS configures https:// upstreams.
-	TLS UpstreamTLS `yaml:"tls"`
+	TLS UpstreamTLS `yaml:"tls,omitempty"`
 	// Timeouts for the upstream exchange.
-	Timeouts Timeouts `yaml:"timeouts"`
+	Timeouts Timeouts `yaml:"timeouts,omitempty"`
 	// MaxBodyBytes caps request bodies on this route. Default limits.maxBodyBytes.
-	MaxBodyBytes ByteSize `yaml:"maxBodyBytes"`
+	MaxBodyBytes ByteSize `yaml:"maxBodyBytes,omitempty"`
 	// MaxUpstreamConnections caps concurrent connections to the upstream, as
 	// Envoy's circuit breaker does; requests past it wait for a free one.
 	// Default 1024.
-	MaxUpstreamConnections int `yaml:"maxUpstreamConnections"`
+	MaxUpstreamConnections int `yaml:"maxUpstreamConnections,omitempty"`
 	// Probe checks that the upstream is reachable.
-	Probe Probe `yaml:"probe"`
+	Probe Probe `yaml:"probe,omitempty"`
 	// Offline is what happens when the route has no usable link.
-	Offline Offline `yaml:"offline"`
+	Offline Offline `yaml:"offline,omitempty"`
 }
 
 // Match selects requests by path and headers; all of its parts must match.
 type Match struct {
 	// Path matches the request path exactly.
-	Path string `yaml:"path"`
+	Path string `yaml:"path,omitempty"`
 	// PathPrefix matches paths that start with it at a segment boundary:
 	// /api matches /api and /api/x, not /apix.
-	PathPrefix string `yaml:"pathPrefix"`
+	PathPrefix string `yaml:"pathPrefix,omitempty"`
 	// Headers must all be present with these exact values.
-	Headers []HeaderMatch `yaml:"headers"`
+	Headers []HeaderMatch `yaml:"headers,omitempty"`
 }
 
 // HeaderMatch is one header that must have one value.
 type HeaderMatch struct {
-	Name  string `yaml:"name"`
-	Value string `yaml:"value"`
+	Name  string `yaml:"name,omitempty"`
+	Value string `yaml:"value,omitempty"`
 }
 
 // UpstreamTLS configures TLS to an https:// upstream.
 type UpstreamTLS struct {
 	// CAFile is a PEM bundle of roots to trust instead of the system's.
-	CAFile string `yaml:"caFile"`
+	CAFile string `yaml:"caFile,omitempty"`
 	// ServerName overrides the name checked in the upstream's certificate.
-	ServerName string `yaml:"serverName"`
+	ServerName string `yaml:"serverName,omitempty"`
 	// CertFile and KeyFile are the proxy's client certificate (mTLS).
-	CertFile string `yaml:"certFile"`
-	KeyFile  string `yaml:"keyFile"`
+	CertFile string `yaml:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty"`
 }
 
 // Timeouts for one route's upstream exchanges.
 type Timeouts struct {
 	// Connect bounds dialing the upstream (TCP and TLS). Default 5s.
-	Connect Duration `yaml:"connect"`
+	Connect Duration `yaml:"connect,omitempty"`
 	// ResponseHeader bounds the wait for the upstream's response headers after
 	// the request is sent. Default 60s.
-	ResponseHeader Duration `yaml:"responseHeader"`
+	ResponseHeader Duration `yaml:"responseHeader,omitempty"`
 	// Request bounds the whole exchange, body streaming included, from the
 	// moment the request is forwarded; time spent held does not count.
 	// Default 0: no limit (streams and WebSockets may last).
-	Request Duration `yaml:"request"`
+	Request Duration `yaml:"request,omitempty"`
 	// Idle closes pooled upstream connections idle this long. Default 90s.
-	Idle Duration `yaml:"idle"`
+	Idle Duration `yaml:"idle,omitempty"`
 }
 
 // Probe types.
@@ -94,23 +97,23 @@ const (
 type Probe struct {
 	// Type is tcp (connect), http (GET Path, any status below 500) or none.
 	// Default tcp.
-	Type string `yaml:"type"`
+	Type string `yaml:"type,omitempty"`
 	// Path is the URL path for http probes. Default /.
-	Path string `yaml:"path"`
+	Path string `yaml:"path,omitempty"`
 	// Interval between probes while the upstream is reachable. Default 10s.
-	Interval Duration `yaml:"interval"`
+	Interval Duration `yaml:"interval,omitempty"`
 	// Timeout of one probe. Default 2s.
-	Timeout Duration `yaml:"timeout"`
+	Timeout Duration `yaml:"timeout,omitempty"`
 	// Backoff between probes while the upstream is unreachable.
-	Backoff Backoff `yaml:"backoff"`
+	Backoff Backoff `yaml:"backoff,omitempty"`
 }
 
 // Backoff is exponential with full jitter between Initial and Max.
 type Backoff struct {
 	// Initial delay after the first failure. Default 500ms.
-	Initial Duration `yaml:"initial"`
+	Initial Duration `yaml:"initial,omitempty"`
 	// Max delay. Default 10s.
-	Max Duration `yaml:"max"`
+	Max Duration `yaml:"max,omitempty"`
 }
 
 // Defaults and bounds of a route.

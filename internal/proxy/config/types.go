@@ -18,19 +18,28 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
+// ParseDuration parses a Go duration string: "30s", "1m30s", "500ms".
+func ParseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.Atoi(s); nerr == nil && s != "0" {
+			return 0, fmt.Errorf("%q has no unit; write it like %ss", s, s)
+		}
+		return 0, fmt.Errorf("%q is not a duration; write it like 30s, 1m30s or 500ms", s)
+	}
+	return Duration(v), nil
+}
+
 // UnmarshalYAML parses a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: want a duration like 30s, got a %s", n.Line, kindName(n.Kind))
 	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := ParseDuration(n.Value)
 	if err != nil {
-		if _, nerr := strconv.Atoi(n.Value); nerr == nil && n.Value != "0" {
-			return fmt.Errorf("line %d: %q has no unit; write it like %ss", n.Line, n.Value, n.Value)
-		}
-		return fmt.Errorf("line %d: %q is not a duration; write it like 30s, 1m30s or 500ms", n.Line, n.Value)
+		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
-	*d = Duration(v)
+	*d = v
 	return nil
 }
 
@@ -44,13 +53,16 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // (KiB, MiB, GiB, KB, MB, GB).
 type ByteSize int64
 
-var byteUnits = []struct {
+type byteUnit struct {
 	suffix string
 	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
 }
+
+// binaryUnits are the units MarshalYAML writes, smallest first.
+var binaryUnits = []byteUnit{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}}
+
+// byteUnits are the units ParseByteSize reads, in the order it tries them.
+var byteUnits = append(binaryUnits[:3:3], byteUnit{"KB", 1e3}, byteUnit{"MB", 1e6}, byteUnit{"GB", 1e9}, byteUnit{"B", 1})
 
 // ParseByteSize parses "64KiB", "10MB" or "1024".
 func ParseByteSize(s string) (ByteSize, error) {
@@ -80,6 +92,19 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*b = v
 	return nil
+}
+
+// MarshalYAML writes the size with the largest binary unit that divides
+// it ("64MiB", "1536KiB"), or in bytes ("1000"); ParseByteSize reads it
+// back exactly.
+func (b ByteSize) MarshalYAML() (any, error) {
+	for i := len(binaryUnits) - 1; i >= 0; i-- {
+		u := binaryUnits[i]
+		if b != 0 && int64(b)%u.mult == 0 {
+			return strconv.FormatInt(int64(b)/u.mult, 10) + u.suffix, nil
+		}
+	}
+	return strconv.FormatInt(int64(b), 10), nil
 }
 
 func kindName(k yaml.Kind) string {
