@@ -124,7 +124,8 @@ func TestFinish(t *testing.T) {
 		for _, size := range []int{1, 5, len(b)} { // finish's input in pieces of size
 			s := scanner{preface: len(clientPreface)}
 			s.scan(b[:cut], func(frame) bool { return true })
-			at, done := cut, false
+			at := cut
+			var done bool
 			for {
 				var n int
 				n, done = s.finish(b[at:min(at+size, len(b))])
