@@ -420,9 +420,10 @@ func notReached(w http.ResponseWriter, err error) {
 // fingerprint covers the method and target only (BodyUnknown), and a
 // repeat is matched on those.
 func (s *Server) complete(r *http.Request, key []byte, hb *hashingBody, h hash.Hash, rec *recorder, cut bool) {
-	fingerprint, bodyUnknown := []byte(nil), false
-	if hb != nil && !hb.drain() {
-		fingerprint, bodyUnknown = fingerprintHead(r).Sum(nil), true
+	var fingerprint []byte
+	bodyUnknown := hb != nil && !hb.drain()
+	if bodyUnknown {
+		fingerprint = fingerprintHead(r).Sum(nil)
 	} else {
 		fingerprint = h.Sum(nil)
 	}
