@@ -381,9 +381,9 @@ func TestChangedBytesRefused(t *testing.T) {
 	catalogtest.PushChart(t, host, "", catalogtest.ShuttleChart(t))
 
 	for _, tc := range []struct {
-		name    string
-		src     hubv1.ChartSource
-		republi func()
+		name      string
+		src       hubv1.ChartSource
+		republish func()
 	}{
 		{"http", hubv1.ChartSource{Name: "repo", Type: hubv1.SourceHTTP, URL: r.URL}, func() { r.Add(t, changed) }},
 		{"oci", hubv1.ChartSource{Name: "reg", Type: hubv1.SourceOCI, URL: "oci://" + host, Charts: []string{"shuttle"}, PlainHTTP: true},
@@ -400,7 +400,7 @@ func TestChangedBytesRefused(t *testing.T) {
 			if err := catalog.VerifyPinned(pinned, tc.src.Name, "shuttle", "1.0.0", ""); err != nil {
 				t.Fatalf("VerifyPinned without a pin: %v", err)
 			}
-			tc.republi()
+			tc.republish()
 			now, err := c.Fetch(ctx, tc.src, "shuttle", "1.0.0")
 			if err != nil {
 				t.Fatal(err)
