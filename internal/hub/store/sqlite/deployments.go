@@ -59,22 +59,8 @@ func startRollout(ctx context.Context, tx *sql.Tx, d hubv1.Deployment, spec, act
 		d.Name, d.Generation, spec, actor, micros(d.Created), micros(d.Updated)); err != nil {
 		return fmt.Errorf("keep generation %d: %w", d.Generation, err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE deployment = ? AND phase IN (?, ?)`,
-		d.Name, hubv1.RolloutProgressing, hubv1.RolloutPaused)
+	older, err := activeRollouts(ctx, tx, d.Name)
 	if err != nil {
-		return err
-	}
-	var older []hubv1.Rollout
-	for rows.Next() {
-		r, _, err := scanRollout(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		older = append(older, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, r := range older {
@@ -99,6 +85,26 @@ func startRollout(ctx context.Context, tx *sql.Tx, d hubv1.Deployment, spec, act
 		return fmt.Errorf("start rollout %d: %w", r.Generation, err)
 	}
 	return nil
+}
+
+// activeRollouts reads the deployment's rollouts still going (Progressing
+// or Paused), their rows closed before it returns so that tx can go on.
+func activeRollouts(ctx context.Context, tx *sql.Tx, deployment string) ([]hubv1.Rollout, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE deployment = ? AND phase IN (?, ?)`,
+		deployment, hubv1.RolloutProgressing, hubv1.RolloutPaused)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []hubv1.Rollout
+	for rows.Next() {
+		r, _, err := scanRollout(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // GetDeployment returns the named deployment, or store.ErrNotFound.

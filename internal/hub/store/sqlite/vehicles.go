@@ -224,34 +224,38 @@ func (s *Store) ListReported(ctx context.Context, ids []string) (map[string][]hu
 	const chunk = 500 // well under SQLite's limit on bound parameters
 	for len(ids) > 0 {
 		n := min(chunk, len(ids))
-		args := make([]any, n)
-		for i, id := range ids[:n] {
-			args[i] = id
+		if err := s.addReports(ctx, ids[:n], out); err != nil {
+			return nil, fmt.Errorf("sqlite: list reported: %w", err)
 		}
 		ids = ids[n:]
-		rows, err := s.r.QueryContext(ctx, `SELECT vehicle, body FROM reports WHERE vehicle IN (?`+strings.Repeat(", ?", n-1)+`) ORDER BY vehicle, half`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: list reported: %w", err)
-		}
-		for rows.Next() {
-			var id, body string
-			if err := rows.Scan(&id, &body); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: list reported: %w", err)
-			}
-			r, err := codec.DecodeReport(body)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: list reported: %s: %w", id, err)
-			}
-			out[id] = append(out[id], r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("sqlite: list reported: %w", err)
-		}
 	}
 	return out, nil
+}
+
+// addReports adds the reports of the vehicles ids, read in one query, to
+// out by vehicle.
+func (s *Store) addReports(ctx context.Context, ids []string, out map[string][]hubv1.Reported) error {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT vehicle, body FROM reports WHERE vehicle IN (?`+strings.Repeat(", ?", len(ids)-1)+`) ORDER BY vehicle, half`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			return err
+		}
+		r, err := codec.DecodeReport(body)
+		if err != nil {
+			return fmt.Errorf("%s: %w", id, err)
+		}
+		out[id] = append(out[id], r)
+	}
+	return rows.Err()
 }
 
 func (s *Store) reports(ctx context.Context, id string) ([]hubv1.Reported, error) {
