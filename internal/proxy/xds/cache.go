@@ -5,14 +5,14 @@ import (
 	"io"
 	"os"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/misaki-io/misaki/internal/framelog"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// SaveCache writes s to path crash-safely (framelog.WriteFile): a crash
-// leaves the old file or the new one, never a mix.
+// SaveCache writes s to path as YAML, crash-safely (framelog.WriteFile): a
+// crash leaves the old file or the new one, never a mix.
 func SaveCache(path string, s *Snapshot) error {
 	b, err := yaml.Marshal(s)
 	if err != nil {
@@ -26,7 +26,8 @@ func SaveCache(path string, s *Snapshot) error {
 
 // LoadCache reads the config SaveCache kept. A missing file returns nil
 // and no error: the proxy has never had a config from the controller.
-// The routes are decoded as strictly as the proxy's file.
+// The routes are decoded as strictly as the proxy's file, from the parsed
+// tree.
 func LoadCache(path string) (*Snapshot, error) {
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
@@ -44,12 +45,8 @@ func LoadCache(path string) (*Snapshot, error) {
 		return nil, fmt.Errorf("xds cache %s: %w", path, err)
 	}
 	s := &Snapshot{Versions: raw.Versions, Endpoints: raw.Endpoints}
-	for i, n := range raw.Routes {
-		nb, err := yaml.Marshal(&n)
-		if err != nil {
-			return nil, err
-		}
-		r, err := config.DecodeRoute(nb)
+	for i := range raw.Routes {
+		r, err := config.DecodeRouteNode(&raw.Routes[i])
 		if err != nil {
 			return nil, fmt.Errorf("xds cache %s: routes[%d]: %w", path, i, err)
 		}
