@@ -277,19 +277,35 @@ func TestClientCertificateRequired(t *testing.T) {
 // service act twice: the answer is stored, and the retry gets it.
 func TestAnswerStoredWhenVehicleLeaves(t *testing.T) {
 	p := newPKI(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
 	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
+		arrived <- struct{}{}
+		<-release // until the vehicle has gone
 		io.WriteString(w, "done")
 	})
 	g := startGateway(t, p, svc.URL, t.TempDir())
-	impatient := p.client(true)
-	impatient.Timeout = 50 * time.Millisecond
-	req, _ := http.NewRequest(http.MethodPost, "https://"+g.Addr()+"/v1/events", strings.NewReader("b"))
+	ctx, leave := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+g.Addr()+"/v1/events", strings.NewReader("b"))
 	req.Host = "telemetry.cloud.misaki"
 	req.Header.Set("Idempotency-Key", "gone")
-	if _, err := impatient.Do(req); err == nil {
-		t.Fatal("the impatient client got an answer")
+	left := make(chan error, 1)
+	go func() {
+		resp, err := p.client(true).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		left <- err
+	}()
+	select {
+	case <-arrived:
+	case err := <-left:
+		t.Fatalf("the request did not reach the service: %v", err)
 	}
+	leave() // the vehicle goes away while the service answers
+	if err := <-left; err == nil {
+		t.Fatal("the vehicle that left got an answer")
+	}
+	close(release)
 	var r answer
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if r = g.post(t, p.client(true), "gone", "b"); r.status != http.StatusConflict {
@@ -435,16 +451,23 @@ func TestServiceAnswersBeforeReadingTheBody(t *testing.T) {
 // and target only, and the vehicle's retry gets it instead of a 422.
 func TestBodyBrokenOffAfterTheAnswer(t *testing.T) {
 	p := newPKI(t)
-	answered := make(chan struct{}, 1)
 	svc := newService(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, "early")
-		select {
-		case answered <- struct{}{}:
-		default:
+	})
+	reached := make(chan struct{}, 1) // the service's answer reached the gateway
+	g := startGatewayConfig(t, p.GatewayYAML(t.TempDir(), svc.URL), func(s *Server) {
+		for _, f := range s.routes {
+			f.OnReach(func(answered bool) {
+				if answered {
+					select {
+					case reached <- struct{}{}:
+					default:
+					}
+				}
+			})
 		}
 	})
-	g := startGateway(t, p, svc.URL, t.TempDir())
 	conn, err := tls.Dial("tcp", g.Addr(), &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.clientCert}, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -452,12 +475,11 @@ func TestBodyBrokenOffAfterTheAnswer(t *testing.T) {
 	fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: telemetry.cloud.misaki\r\nIdempotency-Key: broken\r\nContent-Length: %d\r\n\r\n", 1<<20)
 	conn.Write([]byte(strings.Repeat("b", 200<<10)))
 	select {
-	case <-answered:
+	case <-reached:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the service never answered")
+		t.Fatal("the service's answer never reached the gateway")
 	}
-	time.Sleep(100 * time.Millisecond) // the answer reaches the gateway
-	conn.Close()                       // the rest of the body never comes
+	conn.Close() // the rest of the body never comes
 
 	var r answer
 	for deadline := time.Now().Add(5 * time.Second); ; {
