@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
@@ -474,8 +475,7 @@ func (p *Replayer) retry(route string, seq uint64, err error, status int) {
 		// Failures that come together (the deliveries in flight when the
 		// link went, a batch) count once.
 		st.failures++
-		d = min(p.opts.BackoffMax, p.opts.BackoffMin<<min(st.failures-1, 20))
-		d = time.Duration(rand.Int64N(int64(d) + 1))
+		d = p.backoff().Delay(st.failures-1, rand.Float64())
 		st.notBefore = now.Add(d)
 	}
 	p.mu.Unlock()
@@ -553,7 +553,7 @@ func (p *Replayer) callback(ctx context.Context, res *Result) {
 	go func() {
 		defer p.wg.Done()
 		body, _ := json.Marshal(res)
-		backoff := p.opts.BackoffMin
+		b := backoff.New(p.backoff(), p.opts.Clock)
 		deadline := res.Finished.Add(p.opts.Results.retention)
 		for attempt := 1; ctx.Err() == nil && p.opts.Clock.Now().Before(deadline); attempt++ {
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, res.Callback, bytes.NewReader(body))
@@ -577,14 +577,19 @@ func (p *Replayer) callback(ctx context.Context, res *Result) {
 				err = fmt.Errorf("status %d", resp.StatusCode)
 			}
 			p.opts.Log.Info("callback failed, will retry", "id", res.ID, "attempt", attempt, "err", err)
-			select {
-			case <-ctx.Done():
+			if b.Wait(ctx) != nil {
 				return
-			case <-time.After(time.Duration(rand.Int64N(int64(backoff) + 1))):
 			}
-			backoff = min(backoff*2, p.opts.BackoffMax)
 		}
 	}()
+}
+
+// backoff is the delay before a route's next delivery after a failure,
+// and between a callback's attempts: BackoffMin doubling to BackoffMax,
+// each delay drawn from [0, d] (full jitter: the vehicles of a fleet
+// that lost the same link do not come back in step).
+func (p *Replayer) backoff() backoff.Policy {
+	return backoff.Policy{Initial: p.opts.BackoffMin, Max: p.opts.BackoffMax, Multiplier: 2, Jitter: 1}
 }
 
 // ID formats a spool sequence number as a request id.
