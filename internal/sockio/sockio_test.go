@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -98,8 +100,22 @@ func TestReadDeadline(t *testing.T) {
 
 func TestWriteDeadline(t *testing.T) {
 	w, _ := pair(t) // the peer never reads: the buffers fill
-	w.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-	n, err := w.Write(make([]byte, 64<<20))
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := w.Write(make([]byte, 64<<20))
+		done <- result{n, err}
+	}()
+	// Once the buffers are full and the Write waits, the deadline passes.
+	// (Set before the Write, a short one could pass before its first
+	// byte on a loaded machine.)
+	waitParked(t, "TestWriteDeadline.func1")
+	w.SetWriteDeadline(time.Now())
+	r := <-done
+	n, err := r.n, r.err
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write into a full socket: %d bytes, %v; want a timeout", n, err)
 	}
@@ -119,8 +135,7 @@ func TestEOFAndReset(t *testing.T) {
 
 	w, p = pair(t)
 	p.SetLinger(0)
-	p.Close() // RST
-	time.Sleep(20 * time.Millisecond)
+	p.Close() // RST; the Read waits for it
 	if _, err := w.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("Read after a reset: %v, want ECONNRESET", err)
 	}
@@ -133,7 +148,7 @@ func TestCloseWakesBlockedRead(t *testing.T) {
 		_, err := w.Read(make([]byte, 1))
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitParked(t, "TestCloseWakesBlockedRead.func1")
 	w.Close()
 	select {
 	case err := <-done:
@@ -142,6 +157,23 @@ func TestCloseWakesBlockedRead(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not wake the blocked Read")
+	}
+}
+
+// waitParked waits until the goroutine running fn (a name in its stack)
+// waits on the network poller: blocked in a read.
+func waitParked(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, fn) && strings.Contains(g, "internal/poll.runtime_pollWait") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not waiting on the network poller", fn)
+		}
 	}
 }
 
