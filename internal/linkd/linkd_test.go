@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -194,6 +195,18 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// goroutineIn reports whether a goroutine's stack has every one of calls:
+// where it waits, when it waits.
+func goroutineIn(calls ...string) bool {
+	buf := make([]byte, 1<<20)
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if !slices.ContainsFunc(calls, func(c string) bool { return !strings.Contains(g, c) }) {
+			return true
+		}
+	}
+	return false
 }
 
 func link(s linkv1.Snapshot, name string) linkv1.Link {
@@ -500,15 +513,19 @@ func TestAgentOverrideNotLostToARescan(t *testing.T) {
 		}
 		set <- l
 	}()
-	// Give Set every chance to publish before the stale rescan does; with
-	// refreshes serialised it cannot, and waits for the release instead.
+	// Set publishes before the stale rescan does (the bug), or, with
+	// refreshes serialised, waits for the rescan to end.
 	var l linkv1.Link
 	returned := false
-	select {
-	case l = <-set:
-		returned = true
-	case <-time.After(50 * time.Millisecond):
-	}
+	eventually(t, "Set returns or waits for the rescan", func() bool {
+		select {
+		case l = <-set:
+			returned = true
+			return true
+		default:
+			return goroutineIn("linkd.(*Agent).Set(", "linkd.(*Agent).refresh(", "sync.(*Mutex).Lock(")
+		}
+	})
 	close(release)
 	if !returned {
 		l = <-set
