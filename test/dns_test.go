@@ -77,7 +77,9 @@ routes:
 	if _, err := os.Stat(filepath.Join(dir, "dns-cache")); err != nil {
 		t.Fatalf("no cache file after shutdown: %v\n%s", err, p.logs.String())
 	}
-	time.Sleep(2500 * time.Millisecond) // past the answer's TTL
+	// Real time passes (the proxy binary runs on the wall clock) beyond the
+	// answer's TTL (2 s): the answer after the restart is a stale one.
+	time.Sleep(2500 * time.Millisecond)
 	p = startProxyBinary(t, cfg)
 	out := dig(t, p.dns, "www.example.com", "A")
 	if !strings.Contains(out, "192.0.2.1") || !strings.Contains(out, "EDE: 3 (Stale Answer)") {
@@ -165,6 +167,8 @@ routes:
 	calls("online")
 
 	up.Shutdown() // offline: the resolver is gone
+	// Real time passes (the proxy binary runs on the wall clock) beyond the
+	// answer's TTL (1 s): the offline answers below are stale ones.
 	time.Sleep(1200 * time.Millisecond)
 	resolves("offline", "www.example.com", "192.0.2.7")
 	resolves("offline", "inventory.mesh", "127.0.0.1")

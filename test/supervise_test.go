@@ -110,7 +110,9 @@ routes:
 			if k < kills-2 {
 				// A crash: restarted at once. The last two kills come
 				// sooner after a start, as in a crash loop, and the
-				// second of them waits for the restart backoff.
+				// second of them waits for the restart backoff. The
+				// supervisor counts the run on its wall clock: real time
+				// passes here, the scenario, not a wait for anything.
 				time.Sleep(time.Until(up.Add(supervise.StableRun)))
 			}
 			a.randomMoment()
