@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +31,7 @@ const (
 	// host that carries the Misaki route fields Envoy has no field for
 	// (the offline policy, probe, limits, upstream URL and TLS), as a
 	// TypedStruct of RouteOptionsType whose value is shaped like an entry
-	// of routes: in the proxy's file.
+	// of routes: in the proxy's file (routeoptions.go).
 	RouteOptionsKey  = "misaki.io/route"
 	RouteOptionsType = "type.misaki.io/misaki.route.v1alpha1.RouteOptions"
 )
@@ -262,11 +261,7 @@ func routeOptions(a *anypb.Any) (config.Route, error) {
 	if !strings.HasSuffix(ts.GetTypeUrl(), "/misaki.route.v1alpha1.RouteOptions") {
 		return config.Route{}, fmt.Errorf("holds a %s, want %s", ts.GetTypeUrl(), RouteOptionsType)
 	}
-	js, err := json.Marshal(ts.GetValue().AsMap())
-	if err != nil {
-		return config.Route{}, err
-	}
-	return config.DecodeRoute(js)
+	return decodeRouteOptions(ts.GetValue())
 }
 
 // addrs lists a load assignment's endpoints that may take traffic
