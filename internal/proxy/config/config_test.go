@@ -348,3 +348,19 @@ func TestByteSizeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A duration is written in its shortest form and read back exactly.
+func TestDurationRoundTrip(t *testing.T) {
+	for in, want := range map[time.Duration]string{0: "0s", 500 * time.Millisecond: "500ms", 30 * time.Second: "30s", 90 * time.Second: "1m30s",
+		2 * time.Minute: "2m", 48 * time.Hour: "48h", 90 * time.Minute: "1h30m", time.Hour + 5*time.Second: "1h0m5s", 1500 * time.Microsecond: "1.5ms"} {
+		v, err := Duration(in).MarshalYAML()
+		if err != nil || v != want {
+			t.Errorf("%v written as %v, %v; want %q", in, v, err, want)
+			continue
+		}
+		got, err := ParseDuration(v.(string))
+		if err != nil || got != Duration(in) {
+			t.Errorf("%v written as %q, read back as %v, %v", in, v, got, err)
+		}
+	}
+}

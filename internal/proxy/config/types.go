@@ -43,8 +43,18 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML writes the duration string.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+// MarshalYAML writes the duration string without zero minutes and
+// seconds after a larger unit: "48h", "2m", "1h30m", "1m30s".
+func (d Duration) MarshalYAML() (any, error) {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s, nil
+}
 
 // MarshalText lets JSON show durations as strings.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

@@ -94,7 +94,7 @@ func TestRouteOptionsWireForm(t *testing.T) {
 	const want = `{"maxBodyBytes":"8MiB","maxUpstreamConnections":64,` +
 		`"offline":{"batch":64,"budget":{"daily":"50MiB","monthly":"1GiB"},"eviction":"drop-oldest","grpc":"spool","hold":"30s",` +
 		`"holdLimit":{"bytes":"4MiB","requests":200},"links":["wifi","ethernet"],"metered":"deny","priority":-100,` +
-		`"quota":{"bytes":"10000000","requests":50000},"retryAfter":"15s","roaming":"allow","spool":true,"ttl":"48h0m0s",` +
+		`"quota":{"bytes":"10000000","requests":50000},"retryAfter":"15s","roaming":"allow","spool":true,"ttl":"48h",` +
 		`"unsafeMethods":["DELETE","PATCH"]},` +
 		`"probe":{"backoff":{"initial":"250ms","max":"3s"},"interval":"5s","path":"/healthz","timeout":"1s","type":"http"},` +
 		`"timeouts":{"idle":"1m30s","responseHeader":"30s"},` +
