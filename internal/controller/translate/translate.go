@@ -3,10 +3,11 @@
 // It is pure: no client, no clock, no I/O; golden files under testdata/
 // pin its output.
 //
-// Every Route goes through the proxy's own config model on the way
-// (config.DecodeRoute and Config.WithRoutes), so a Route the controller
-// accepts is one the proxy accepts: a proxy NACK then means a version skew,
-// not a Route the controller should have refused.
+// Every Route goes through the proxy's own route model on the way
+// (proxyRoute, then Config.WithRoutes to validate it and xds.RouteOptions
+// to write it), so a Route the controller accepts is one the proxy
+// accepts: a proxy NACK then means a version skew, not a Route the
+// controller should have refused.
 //
 // The resources, for a namespace:
 //
@@ -20,9 +21,7 @@
 package translate
 
 import (
-	"encoding/json"
 	"fmt"
-	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -44,7 +43,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,57 +168,23 @@ var validator = func() *config.Config {
 func route(in Input, r meshv1.Route) (translated, error) {
 	var t translated
 	clusterName := in.Namespace + "/" + r.Name
-	opts, upstream, err := options(in, r, &t)
+	pr, err := proxyRoute(in, r)
 	if err != nil {
 		return t, err
-	}
-	// Connect and request timeouts travel in Envoy's fields, not in opts;
-	// the proxy's validation sees them all.
-	full := maps.Clone(opts)
-	if tt := r.Spec.Timeouts; tt != nil {
-		m, _ := full["timeouts"].(map[string]any)
-		m = maps.Clone(m)
-		if m == nil {
-			m = map[string]any{}
-		}
-		if tt.Connect != "" {
-			m["connect"] = string(tt.Connect)
-		}
-		if tt.Request != "" {
-			m["request"] = string(tt.Request)
-		}
-		full["timeouts"] = m
-	}
-	js, err := json.Marshal(full)
-	if err != nil {
-		return t, err
-	}
-	pr, err := config.DecodeRoute(js)
-	if err != nil {
-		return t, err
-	}
-	pr.Name = r.Name
-	for _, h := range r.Spec.Hosts {
-		pr.Hosts = append(pr.Hosts, string(h))
-	}
-	for _, m := range r.Spec.Matches {
-		cm := config.Match{Path: m.Path, PathPrefix: m.PathPrefix}
-		for _, h := range m.Headers {
-			cm.Headers = append(cm.Headers, config.HeaderMatch{Name: h.Name, Value: h.Value})
-		}
-		pr.Matches = append(pr.Matches, cm)
 	}
 	checked, err := validator.WithRoutes([]config.Route{pr})
 	if err != nil {
 		return t, err
 	}
-	pr = checked.Routes[0]
-
-	st, err := structpb.NewStruct(opts)
+	// The options carry what the Route sets, not the defaults: a proxy
+	// takes those from its own config (limits.maxBodyBytes).
+	opts, err := xds.RouteOptions(pr)
 	if err != nil {
 		return t, err
 	}
-	ts, err := pack(&xdstypev3.TypedStruct{TypeUrl: xds.RouteOptionsType, Value: st})
+	pr = checked.Routes[0]
+
+	ts, err := pack(&xdstypev3.TypedStruct{TypeUrl: xds.RouteOptionsType, Value: opts})
 	if err != nil {
 		return t, err
 	}
@@ -262,7 +226,7 @@ func route(in Input, r meshv1.Route) (translated, error) {
 		}
 		t.cla = serviceEndpoints(in, r, clusterName, &t)
 	} else {
-		u, _ := url.Parse(upstream) // validated above
+		u, _ := url.Parse(pr.Upstream) // validated above
 		port := u.Port()
 		if port == "" {
 			port = map[string]string{"https": "443"}[u.Scheme]
@@ -277,74 +241,6 @@ func route(in Input, r meshv1.Route) (translated, error) {
 	}
 	t.cluster = c
 	return t, nil
-}
-
-// options is the TypedStruct's value: the Route's fields shaped as an
-// entry of routes: in the proxy's file, less those carried in Envoy's
-// own fields (name, hosts, matches, timeouts.request, timeouts.connect).
-func options(in Input, r meshv1.Route, t *translated) (map[string]any, string, error) {
-	spec := r.Spec
-	upstream := spec.Destination.URL
-	if s := spec.Destination.Service; s != nil {
-		scheme := s.Protocol
-		if scheme == "" {
-			scheme = "http"
-			if svc := findService(in, s.Name); svc != nil {
-				for _, p := range svc.Spec.Ports {
-					if p.Port == s.Port && p.AppProtocol != nil && (*p.AppProtocol == "kubernetes.io/h2c" || *p.AppProtocol == "grpc") {
-						scheme = "h2c"
-					}
-				}
-			}
-		}
-		upstream = fmt.Sprintf("%s://%s.%s.svc:%d", scheme, s.Name, in.Namespace, s.Port)
-	}
-	fields := map[string]any{"upstream": upstream}
-	add := func(key string, v any) error {
-		if v == nil {
-			return nil
-		}
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		var m any
-		if err := json.Unmarshal(b, &m); err != nil {
-			return err
-		}
-		if mm, ok := m.(map[string]any); ok && len(mm) == 0 {
-			return nil
-		}
-		fields[key] = m
-		return nil
-	}
-	var errs []error
-	if spec.Timeouts != nil {
-		tt := *spec.Timeouts
-		tt.Connect, tt.Request = "", "" // in the Cluster and the RouteAction
-		errs = append(errs, add("timeouts", tt))
-	}
-	if spec.MaxBodyBytes != nil {
-		errs = append(errs, add("maxBodyBytes", *spec.MaxBodyBytes))
-	}
-	if spec.MaxUpstreamConnections != nil {
-		errs = append(errs, add("maxUpstreamConnections", *spec.MaxUpstreamConnections))
-	}
-	if spec.Probe != nil {
-		errs = append(errs, add("probe", spec.Probe))
-	}
-	if spec.Offline != nil {
-		errs = append(errs, add("offline", spec.Offline))
-	}
-	if spec.Destination.TLS != nil {
-		errs = append(errs, add("tls", spec.Destination.TLS))
-	}
-	for _, err := range errs {
-		if err != nil {
-			return nil, "", err
-		}
-	}
-	return fields, upstream, nil
 }
 
 func findService(in Input, name string) *corev1.Service {

@@ -191,3 +191,20 @@ func TestSameInputSameBytes(t *testing.T) {
 		}
 	}
 }
+
+// A duration or size the API server lets through (its patterns do not
+// bound them) but the proxy cannot hold makes the Route Invalid, naming
+// the spec field.
+func TestUnparsableValuesNameTheField(t *testing.T) {
+	r := meshv1.Route{Spec: meshv1.RouteSpec{Hosts: []meshv1.Host{"a.mesh"}, Destination: meshv1.Destination{URL: "http://10.0.0.1:80"},
+		Timeouts: &meshv1.Timeouts{Idle: "99999999999h"},
+		Offline:  &meshv1.Offline{Quota: &meshv1.Limit{Bytes: "99999999999GiB"}}}}
+	r.Name = "big"
+	out := Namespace(Input{Namespace: "apps", Routes: []meshv1.Route{r}})
+	res := out.Results["big"]
+	for _, want := range []string{`spec.timeouts.idle: "99999999999h" is not a duration`, `spec.offline.quota.bytes: "99999999999GiB" is not a size`} {
+		if res.Reason != meshv1.ReasonInvalid || !strings.Contains(res.Message, want) {
+			t.Errorf("result %+v, want Invalid saying %q", res, want)
+		}
+	}
+}
