@@ -88,11 +88,15 @@ generate: ## Regenerate the CRD, deepcopy and RBAC from api/ and the controller'
 kube-tools: ## Build (once) and print the etcd + kube-apiserver directory the control-plane tests use
 	@bash hack/kube-tools.sh
 
+LINT_BIN ?= $(HOME)/.cache/misaki/bin
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, staticcheck and golangci-lint's checks in .golangci.yml (docs/decisions/0006-lint.md); the linters are built once
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@MISAKI_LINT_BIN="$(LINT_BIN)" bash hack/lint-tools.sh
+	@# Both run, so that one pass lists every finding.
+	st=0; $(LINT_BIN)/staticcheck $(PKGS) || st=1; $(LINT_BIN)/golangci-lint run $(PKGS) || st=1; exit $$st
 
 .PHONY: demo
 demo: build ## The whole system on loopback: hub, cloud + 2 vehicle clusters, agents, gateway, proxies, a rollout story, checks (docs/demo.md)
