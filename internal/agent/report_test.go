@@ -35,27 +35,36 @@ func (h *reportHub) Report(_ context.Context, _ string, r hubv1.Reported) error 
 // gets the newest of each half, once.
 func TestReporterLatestWins(t *testing.T) {
 	h := &reportHub{down: true}
-	p := NewReporter(h, clock.Real{}, backoff.Policy{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	pol := backoff.Policy{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}
+	p := NewReporter(h, clk, pol, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.Run(ctx)
 	for rev := int64(1); rev <= 5; rev++ {
 		p.Set("car-1", hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: rev})
 	}
-	time.Sleep(50 * time.Millisecond) // a few refused attempts
+	// A refused attempt: the reporter waits out its backoff.
+	waitUntil(t, "the reporter to back off", func() bool { return clk.Timers() == 1 })
 	h.mu.Lock()
 	h.down = false
 	h.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Pending() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("reports still pending 5s after the hub returned")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	clk.Advance(pol.Max)
+	waitUntil(t, "the reports sent once the hub returned", func() bool { return p.Pending() == 0 })
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.got) != 1 || h.got[0] != 5 {
 		t.Errorf("the hub got revisions %v, want [5]", h.got)
+	}
+}
+
+// waitUntil polls cond, which the code under test makes true without a
+// signal, for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
 	}
 }
