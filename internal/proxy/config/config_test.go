@@ -364,3 +364,28 @@ func TestDurationRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Header names in matches are case-insensitive and kept in lower case,
+// as xDS carries them; WithRoutes leaves the routes it is given as they
+// were.
+func TestHeaderNamesLowerCase(t *testing.T) {
+	c, err := Parse([]byte("routes: [{name: r, hosts: [a.mesh], upstream: \"http://x:1\", matches: [{headers: [{name: X-Probe, value: Yes}]}], offline: {unsafeMethods: [delete]}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Routes[0].Matches[0].Headers[0]; h != (HeaderMatch{Name: "x-probe", Value: "Yes"}) {
+		t.Errorf("header match %+v, want the name in lower case and the value as written", h)
+	}
+	given := []Route{{Name: "r", Hosts: []string{"a.mesh"}, Upstream: "http://x:1",
+		Matches: []Match{{Headers: []HeaderMatch{{Name: "X-Probe", Value: "yes"}}}}, Offline: Offline{UnsafeMethods: []string{"delete"}}}}
+	n, err := c.WithRoutes(given)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if given[0].Matches[0].Headers[0].Name != "X-Probe" || given[0].Offline.UnsafeMethods[0] != "delete" {
+		t.Errorf("WithRoutes changed the routes it was given: %+v", given[0])
+	}
+	if r := n.Routes[0]; r.Matches[0].Headers[0].Name != "x-probe" || r.Offline.UnsafeMethods[0] != "DELETE" {
+		t.Errorf("WithRoutes: %+v", r)
+	}
+}

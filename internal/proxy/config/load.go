@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -264,8 +263,7 @@ func (c *Config) WithRoutes(routes []Route) (*Config, error) {
 	}
 	n.Routes = make([]Route, len(routes))
 	for i, r := range routes {
-		r.Offline.UnsafeMethods = slices.Clone(r.Offline.UnsafeMethods)
-		n.Routes[i] = r
+		n.Routes[i] = r.clone()
 	}
 	n.SetDefaults()
 	if err := n.Validate(); err != nil {

@@ -49,7 +49,9 @@ type Match struct {
 	// PathPrefix matches paths that start with it at a segment boundary:
 	// /api matches /api and /api/x, not /apix.
 	PathPrefix string `yaml:"pathPrefix,omitempty"`
-	// Headers must all be present with these exact values.
+	// Headers must all be present with these exact values. Names are
+	// case-insensitive; SetDefaults writes them in lower case, as HTTP/2
+	// and xDS do.
 	Headers []HeaderMatch `yaml:"headers,omitempty"`
 }
 
@@ -149,7 +151,23 @@ func (r *Route) setDefaults(maxBodyBytes ByteSize) {
 	setDefault(&r.Probe.Timeout, Duration(DefaultProbeTimeout))
 	setDefault(&r.Probe.Backoff.Initial, Duration(DefaultBackoffInitial))
 	setDefault(&r.Probe.Backoff.Max, max(Duration(DefaultProbeBackoffMax), r.Probe.Backoff.Initial))
+	for i := range r.Matches {
+		for j := range r.Matches[i].Headers {
+			h := &r.Matches[i].Headers[j]
+			h.Name = strings.ToLower(h.Name)
+		}
+	}
 	r.Offline.setDefaults()
+}
+
+// clone is r with its own copies of what setDefaults writes in place.
+func (r Route) clone() Route {
+	r.Matches = slices.Clone(r.Matches)
+	for i := range r.Matches {
+		r.Matches[i].Headers = slices.Clone(r.Matches[i].Headers)
+	}
+	r.Offline.UnsafeMethods = slices.Clone(r.Offline.UnsafeMethods)
+	return r
 }
 
 // validateRoutes checks the routes: unique names, hosts that are names
