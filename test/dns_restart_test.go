@@ -62,7 +62,7 @@ func TestDNSThroughKill9AndRestart(t *testing.T) {
 		workers   = 4
 		every     = 10 * time.Millisecond  // per worker: 400 queries a second in all, under the kernel's ICMP rate limit (1,000 a second)
 		noReply   = 2 * time.Second        // Go's resolver waits 5 s
-		inFlight  = 500 * time.Millisecond // more than any answer takes: dns.timeout is 200ms, the load less
+		inFlight  = 500 * time.Millisecond // more than any answer takes once the load is over, as it is at each kill: dns.timeout is 200ms
 		lifetime  = time.Second            // each process runs at least this long before its kill, and until it has loaded the cache file
 		burst     = 1000
 	)
