@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -249,9 +247,9 @@ func TestHeldStreamsAreAnsweredAtTheWindow(t *testing.T) {
 			}
 		})
 		t.Run("HTTP/2 upload with no end", func(t *testing.T) {
-			tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, addr)
-			}}
+			// HTTP/2 with prior knowledge (h2c), net/http's own.
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			tr.Protocols.SetUnencryptedHTTP2(true)
 			defer tr.CloseIdleConnections()
 			pr, pw := io.Pipe()
 			defer pw.Close()
@@ -265,8 +263,8 @@ func TestHeldStreamsAreAnsweredAtTheWindow(t *testing.T) {
 				t.Fatalf("held upload: %v", err)
 			}
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusServiceUnavailable {
-				t.Fatalf("held upload: %d", resp.StatusCode)
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.ProtoMajor != 2 {
+				t.Fatalf("held upload: %d over %s, want 503 over HTTP/2", resp.StatusCode, resp.Proto)
 			}
 		})
 	})
