@@ -223,18 +223,10 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// DecodeRoute decodes one entry of routes: from YAML or JSON, rejecting
-// fields no route has. It sets no defaults; WithRoutes does.
-func DecodeRoute(b []byte) (Route, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return Route{}, err
-	}
-	return DecodeRouteNode(&doc)
-}
-
-// DecodeRouteNode is DecodeRoute for a YAML tree already parsed, or built
-// from another source of the same shape (the xDS client's TypedStruct).
+// DecodeRouteNode decodes one entry of routes: from a YAML tree, parsed
+// from text (the xDS client's cache) or built from another source of the
+// same shape (the xDS client's TypedStruct), rejecting fields no route
+// has. It sets no defaults; WithRoutes does.
 func DecodeRouteNode(n *yaml.Node) (Route, error) {
 	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
