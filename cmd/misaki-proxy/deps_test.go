@@ -1,0 +1,26 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestOneYAMLLibrary: the sidecar reads its file, its xDS cache and the
+// route options with go.yaml.in/yaml/v3 only; another YAML library would
+// be a second parser of the same files (and some 200 KB of binary).
+func TestOneYAMLLibrary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	var yaml []string
+	for _, p := range strings.Fields(string(out)) {
+		if strings.Contains(strings.ToLower(p), "yaml") {
+			yaml = append(yaml, p)
+		}
+	}
+	if len(yaml) != 1 || yaml[0] != "go.yaml.in/yaml/v3" {
+		t.Errorf("misaki-proxy links %v, want go.yaml.in/yaml/v3 alone", yaml)
+	}
+}
