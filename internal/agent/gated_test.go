@@ -59,6 +59,11 @@ type tap struct {
 
 func (p *tap) Report(ctx context.Context, vehicle string, r hubv1.Reported) error {
 	err := p.Hub.Report(ctx, vehicle, r)
+	if ctx.Err() != nil {
+		// The agent gave this report up (a newer one replaced it, or it
+		// stopped): not a report the hub refused.
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sent = append(p.sent, r)
