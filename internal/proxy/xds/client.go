@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net/http"
 	"reflect"
 	"strings"
@@ -36,6 +35,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/xds/identity"
@@ -58,7 +58,8 @@ type Options struct {
 	// naming its pod from the controller and presents it on the ADS
 	// connection (mutual TLS). It needs CAFile.
 	Identity IdentityOptions
-	// Clock times certificate renewals. Default the real clock.
+	// Clock times certificate renewals and reconnections. Default the
+	// real clock.
 	Clock clock.Clock
 	// Cache is the file the last applied config is kept in.
 	Cache string
@@ -66,8 +67,10 @@ type Options struct {
 	Apply ApplyFunc
 	// Log receives connection and config events.
 	Log *slog.Logger
-	// BackoffMin and BackoffMax bound the wait between reconnections
-	// (full jitter). Defaults 500ms and 30s.
+	// BackoffMin and BackoffMax bound the wait between reconnections:
+	// BackoffMin doubling to BackoffMax, each wait drawn from [d/2, d]
+	// (equal jitter: the proxies of a cluster that lost the controller do
+	// not come back in step). Defaults 500ms and 30s.
 	BackoffMin, BackoffMax time.Duration
 	// Version is sent to the server as the user agent's version.
 	Version string
@@ -101,6 +104,9 @@ func New(o Options, applied *Snapshot) (*Client, error) {
 	}
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 30 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
 	}
 	c := &Client{o: o, applied: applied}
 	var roots *identity.Roots
@@ -148,9 +154,9 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 func (c *Client) run(ctx context.Context) error {
-	wait := time.Duration(0)
+	b := backoff.New(backoff.Policy{Initial: c.o.BackoffMin, Max: c.o.BackoffMax, Multiplier: 2, Jitter: 0.5}, c.o.Clock)
 	for {
-		start := time.Now()
+		start := c.o.Clock.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -163,16 +169,13 @@ func (c *Client) run(ctx context.Context) error {
 				tr.CloseIdleConnections()
 			}
 		}
-		if time.Since(start) > time.Minute {
-			wait = 0 // the stream was healthy for a while: start over
+		if c.o.Clock.Now().Sub(start) > time.Minute {
+			b.Reset() // the stream was healthy for a while: start over
 		}
-		wait = min(max(2*wait, c.o.BackoffMin), c.o.BackoffMax)
-		d := rand.N(wait) + c.o.BackoffMin/2
+		d := b.Next()
 		c.o.Log.Warn("xds: stream to controller ended; serving the last applied config", "server", c.o.Server, "err", err, "retry_in", d.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, c.o.Clock, d) != nil {
 			return nil
-		case <-time.After(d):
 		}
 	}
 }
