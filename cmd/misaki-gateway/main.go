@@ -27,7 +27,7 @@ func main() {
 	}) {
 		args = append([]string{"--role", "gateway"}, args...)
 	}
-	if err := cli.Run(ctx, args, os.Stdout, os.Stderr); err != nil {
+	if err := cli.RunAs(ctx, "misaki-gateway", args, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "misaki-gateway:", err)
 		os.Exit(1)
 	}

@@ -33,7 +33,14 @@ var Version = "dev"
 
 // Run runs misaki-proxy with args (without the program name) until ctx ends.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("misaki-proxy", flag.ContinueOnError)
+	return RunAs(ctx, "misaki-proxy", args, stdout, stderr)
+}
+
+// RunAs is Run for the program named program (misaki-gateway is the same
+// program with the shared store linked in): the name its usage, version
+// and logs give.
+func RunAs(ctx context.Context, program string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(program, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "path to the YAML configuration (see docs/config.md)")
 	check := fs.Bool("check", false, "validate the configuration and exit")
@@ -43,7 +50,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	http1 := fs.String("http1-server", "", "lean or stdlib: the edge's HTTP/1.1 server; overrides the config's http1Server")
 	supervised := fs.Bool("supervise", false, "edge: bind the listening sockets here and run the proxy as a child that is restarted when it dies, the sockets kept open meanwhile (docs/proxy.md, Supervisor)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: misaki-proxy --config FILE [--role edge|gateway] [--supervise] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n")
+		fmt.Fprintf(stderr, "Usage: %s --config FILE [--role edge|gateway] [--supervise] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n", program)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -53,7 +60,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *version {
-		fmt.Fprintln(stdout, "misaki-proxy", Version)
+		fmt.Fprintln(stdout, program, Version)
 		return nil
 	}
 	var cfg *config.Config
@@ -106,7 +113,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: use json or text", *logFormat)
 	}
-	log := slog.New(h).With("app", "misaki-proxy", "role", cfg.Role)
+	log := slog.New(h).With("app", program, "role", cfg.Role)
 	var sockets *listenfd.Set // from the supervisor, or systemd
 	if cfg.Role == config.RoleEdge {
 		if sockets, err = listenfd.FromEnv(); err != nil {

@@ -78,3 +78,17 @@ func TestXDSNodeFromEnv(t *testing.T) {
 		})
 	}
 }
+
+// --version names the program it runs as: misaki-gateway is the same
+// program under its own name.
+func TestVersionNamesTheProgram(t *testing.T) {
+	for _, program := range []string{"misaki-proxy", "misaki-gateway"} {
+		var out, errOut strings.Builder
+		if err := RunAs(context.Background(), program, []string{"--version"}, &out, &errOut); err != nil {
+			t.Fatalf("%s --version: %v", program, err)
+		}
+		if got, want := out.String(), program+" "+Version+"\n"; got != want {
+			t.Errorf("%s --version printed %q, want %q", program, got, want)
+		}
+	}
+}
