@@ -106,7 +106,7 @@ func Handler(o Options) http.Handler {
 			writeError(w, http.StatusBadRequest, err.Error())
 		default:
 			o.Log.Info("link set by admin API", "link", st.Name, "state", ov.State, "up", st.Up)
-			writeJSON(w, http.StatusOK, linkOf(st))
+			writeJSON(w, http.StatusOK, st)
 		}
 	})
 	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
@@ -143,10 +143,7 @@ func links(l Links) proxyv1.Links {
 	snap := l.Snapshot()
 	var out proxyv1.Links
 	if snap != nil {
-		out.Links = make([]proxyv1.Link, len(snap))
-		for i, st := range snap {
-			out.Links[i] = linkOf(st)
-		}
+		out.Links = snap
 	}
 	if a, ok := l.(AgentStatuser); ok {
 		if addr, connected := a.AgentStatus(); addr != "" {
@@ -154,18 +151,6 @@ func links(l Links) proxyv1.Links {
 		}
 	}
 	return out
-}
-
-// linkOf is a link's state as the admin API shows it.
-func linkOf(st link.State) proxyv1.Link {
-	l := proxyv1.Link{
-		Name: st.Name, Class: st.Class, Metered: st.Metered, Roaming: st.Roaming, Up: st.Up,
-		Source: st.Source, Steer: st.Steer, Reason: st.Reason, Agent: st.Agent, Since: st.Since,
-	}
-	for _, i := range st.Interfaces {
-		l.Interfaces = append(l.Interfaces, proxyv1.Interface{Name: i.Name, Up: i.Up, Running: i.Running, Addrs: i.Addrs})
-	}
-	return l
 }
 
 // noSpool is the spool of a proxy that runs without one: disabled, and no

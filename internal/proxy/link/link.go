@@ -30,32 +30,14 @@ import (
 	"sync"
 	"time"
 
-	linkv1 "github.com/misaki-io/misaki/api/link/v1"
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// State is one link's view, as shown at GET /v1/links.
-type State struct {
-	Name    string `json:"name"`
-	Class   string `json:"class"`
-	Metered bool   `json:"metered"`
-	Roaming bool   `json:"roaming"`
-	Up      bool   `json:"up"`
-	// Source says what decided Up: kernel, admin (an override) or config
-	// (a link with no interface glob).
-	Source     string      `json:"source"`
-	Interfaces []Interface `json:"interfaces,omitempty"`
-	// Steer is how a socket leaves by the link, for links the node link
-	// agent reports with policy routing.
-	Steer *linkv1.Steer `json:"steer,omitempty"`
-	// Reason says why the agent holds a link down.
-	Reason string `json:"reason,omitempty"`
-	// Agent marks a link of the node, reported by the node link agent: its
-	// interfaces are the host's, not the proxy's.
-	Agent bool      `json:"agent,omitempty"`
-	Since time.Time `json:"since"`
-}
+// State is one link's view: the admin API's wire type itself (GET
+// /v1/links serves it as it is), so the two cannot drift apart.
+type State = proxyv1.Link
 
 // Path is how a route's new upstream connections must leave: by an
 // interface of the proxy's own namespace (SO_BINDTODEVICE), or by the
@@ -81,17 +63,13 @@ func (p Path) Steered() bool {
 	return p.Blocked || p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{}
 }
 
-// Interface is a kernel interface matched by a link's glob.
-type Interface struct {
-	Name    string   `json:"name"`
-	Up      bool     `json:"up"`
-	Running bool     `json:"running"`
-	Addrs   []string `json:"addrs,omitempty"`
-}
+// Interface is a kernel interface matched by a link's glob, as the admin
+// API shows it.
+type Interface = proxyv1.Interface
 
 // Usable reports whether the interface can carry traffic: administratively
 // up, with carrier, and with an address that is not link-local.
-func (i Interface) Usable() bool { return i.Up && i.Running && len(i.Addrs) > 0 }
+func Usable(i Interface) bool { return i.Up && i.Running && len(i.Addrs) > 0 }
 
 // Override is what the connectivity manager sets with PUT /v1/links/{name}.
 type Override struct {
@@ -248,7 +226,7 @@ func (m *Monitor) applyLocked(ifs []Interface) bool {
 			for _, i := range ifs {
 				if ok, _ := path.Match(l.cfg.Match, i.Name); ok {
 					next.Interfaces = append(next.Interfaces, i)
-					next.Up = next.Up || i.Usable()
+					next.Up = next.Up || Usable(i)
 				}
 			}
 		}

@@ -110,7 +110,7 @@ func TestScanKernelSeesLoopback(t *testing.T) {
 	}
 	for _, i := range ifs {
 		if i.Name == "lo" {
-			if !i.Usable() {
+			if !Usable(i) {
 				t.Fatalf("lo not usable: %+v", i)
 			}
 			return

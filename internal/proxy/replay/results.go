@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,37 +16,20 @@ import (
 	"sync"
 	"time"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/framelog"
 )
 
-// Result is a finished spooled request as the app sees it at
-// GET /v1/requests/{id}.
-type Result struct {
-	ID    string `json:"id"`
-	Route string `json:"route"`
-	// State is delivered (the upstream answered 1xx–3xx), failed (a final
-	// 4xx, or a request that could not be read back), expired (its TTL
-	// passed first), cancelled or evicted.
-	State    string    `json:"state"`
-	Reason   string    `json:"reason,omitempty"`
-	Finished time.Time `json:"finished"`
-	Attempts int       `json:"attempts"`
-	// Response is the upstream's answer, when there was one.
-	Response *Response `json:"response,omitempty"`
-	// Callback is where the result is POSTed; CallbackDone says it was
-	// accepted (2xx).
-	Callback     string `json:"callback,omitempty"`
-	CallbackDone bool   `json:"callbackDone,omitempty"`
-}
+// Result is a finished spooled request: the admin API's wire type itself,
+// as GET /v1/requests/{id} serves it, the callback POSTs it and the
+// results files hold it (JSON). Its State is delivered (the upstream
+// answered 1xx–3xx), failed (a final 4xx, or a request that could not be
+// read back), expired (its TTL passed first), cancelled or evicted.
+type Result = proxyv1.Request
 
-// Response is an upstream answer kept for the app.
-type Response struct {
-	Status int         `json:"status"`
-	Header http.Header `json:"headers"`
-	// Body is the body, cut at spool.maxResponseBytes (Truncated says so).
-	Body      []byte `json:"body"`
-	Truncated bool   `json:"truncated,omitempty"`
-}
+// Response is an upstream answer kept for the app, cut at
+// spool.maxResponseBytes (Truncated says so).
+type Response = proxyv1.Response
 
 // Results keeps finished requests' outcomes for the retention period, in
 // append-only framelog files each holding the results of 4,096

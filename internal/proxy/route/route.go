@@ -229,7 +229,7 @@ func pathOf(l link.State) (link.Path, bool) {
 		return p, true
 	}
 	for _, i := range l.Interfaces {
-		if i.Usable() {
+		if link.Usable(i) {
 			p.Interface = i.Name
 			return p, true
 		}

@@ -238,19 +238,7 @@ func (sp *spooling) Request(id string) (proxyv1.Request, error) {
 	case err != nil:
 		return proxyv1.Request{}, err
 	}
-	return requestOf(res), nil
-}
-
-// requestOf is a finished request's result as the admin API shows it.
-func requestOf(res *replay.Result) proxyv1.Request {
-	req := proxyv1.Request{
-		ID: res.ID, Route: res.Route, State: res.State, Reason: res.Reason, Finished: res.Finished,
-		Attempts: res.Attempts, Callback: res.Callback, CallbackDone: res.CallbackDone,
-	}
-	if r := res.Response; r != nil {
-		req.Response = &proxyv1.Response{Status: r.Status, Header: r.Header, Body: r.Body, Truncated: r.Truncated}
-	}
-	return req
+	return *res, nil
 }
 
 // Cancel serves DELETE /v1/requests/{id}.
