@@ -37,15 +37,15 @@ test: lint ## Run every test with the race detector (as CI does)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@# Race builds read and write sockets through syscall.Read/Write
 	@# (internal/sockio); the release build's raw calls are tested here.
-	$(GO) test -count=1 ./internal/sockio/ ./internal/proxy/h1/ ./internal/proxy/forward/ ./internal/proxy/server/
+	$(GO) test -count=1 ./internal/sockio/ ./internal/proxy/h1/ ./internal/forward/ ./internal/proxy/server/
 
 .PHONY: test-soak
 test-soak: ## Long runs: 1,000 SIGKILLs of the edge binary mid-spool, and 5 minutes of each frame log, spool, head, batch and DNS fuzzer
 	MISAKI_CRASH_KILLS=1000 $(GO) test -count=1 -timeout 30m -run TestSpoolThroughSIGKILL -v ./test/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 5m ./internal/proxy/spool/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 5m ./internal/framelog/
-	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 5m ./internal/proxy/httphead/
-	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 5m ./internal/proxy/httphead/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 5m ./internal/httphead/
+	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 5m ./internal/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 5m ./internal/batch/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 5m ./internal/proxy/localdns/
 
@@ -60,8 +60,8 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzConnection -fuzztime $${FUZZTIME:-60s} ./internal/proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $${FUZZTIME:-60s} ./internal/proxy/spool/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime $${FUZZTIME:-60s} ./internal/framelog/
-	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
-	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-60s} ./internal/proxy/httphead/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-60s} ./internal/httphead/
+	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-60s} ./internal/httphead/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $${FUZZTIME:-60s} ./internal/batch/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $${FUZZTIME:-60s} ./internal/proxy/localdns/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime $${FUZZTIME:-60s} ./internal/h2guard/

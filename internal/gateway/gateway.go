@@ -47,11 +47,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/misaki-io/misaki/internal/batch"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/gateway/idem"
 	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
-	"github.com/misaki-io/misaki/internal/proxy/route"
+	"github.com/misaki-io/misaki/internal/routematch"
 )
 
 // Outcomes, the "outcome" label of misaki_gateway_requests_total.
@@ -72,7 +72,7 @@ type Server struct {
 	log    *slog.Logger
 	now    func() time.Time
 	tls    *tls.Config
-	table  *route.Table
+	table  *routematch.Table
 	routes []*forward.Upstream
 	store  idem.Store // opened by Run (store.go)
 	// replica names this run in the shared store's claims.
@@ -126,7 +126,7 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
 		replica: newReplicaName(),
-		table:   route.NewTable(cfg.Routes),
+		table:   routematch.NewTable(cfg.Routes),
 		static:  newStaticHosts(cfg.Routes),
 		slots:   make(chan struct{}, batchItemsInFlight),
 		reg:     prometheus.NewRegistry(),

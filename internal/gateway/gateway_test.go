@@ -18,8 +18,8 @@ import (
 
 	"github.com/misaki-io/misaki/internal/batch"
 	"github.com/misaki-io/misaki/internal/devpki"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 )
 
 // pki is a throwaway fleet PKI (devpki) as files, with the client side

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/gateway/idem"
 	"github.com/misaki-io/misaki/internal/gateway/idem/postgres"
 	"github.com/misaki-io/misaki/internal/pgtest"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 )
 
 // withPostgres links the shared store for the test, as a build with the

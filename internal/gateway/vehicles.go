@@ -25,8 +25,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 )
 
 // HeaderOriginNamespace carries, to a vehicle service, the namespace the
@@ -328,7 +328,7 @@ func newStaticHosts(routes []config.Route) staticHosts {
 }
 
 // has reports whether a route serves host (which may carry a port and a
-// trailing dot), as route.Table matches hosts.
+// trailing dot), as routematch.Table matches hosts.
 func (h staticHosts) has(host string) bool {
 	if hp, _, err := net.SplitHostPort(host); err == nil {
 		host = hp

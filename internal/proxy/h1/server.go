@@ -31,7 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/proxy/httphead"
+	"github.com/misaki-io/misaki/internal/httphead"
 	"github.com/misaki-io/misaki/internal/sockio"
 )
 

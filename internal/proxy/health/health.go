@@ -6,7 +6,6 @@ package health
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -249,15 +248,4 @@ func (u *Upstream) Run(ctx context.Context) error {
 // to zero).
 func probeBackoff(b config.Backoff) backoff.Policy {
 	return backoff.Policy{Initial: b.Initial.D(), Max: b.Max.D(), Multiplier: 2, Jitter: 0.5}
-}
-
-// IsDialError reports whether err is a failure to connect (refused, timed
-// out, no route, DNS), as opposed to a failure after the request was sent.
-func IsDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
@@ -105,7 +106,7 @@ func TestTCPProber(t *testing.T) {
 		t.Fatalf("listening: %v", err)
 	}
 	ln.Close()
-	if err := p.Probe(context.Background()); err == nil || !IsDialError(err) {
+	if err := p.Probe(context.Background()); err == nil || !forward.IsDialError(err) {
 		t.Fatalf("closed: %v, want a dial error", err)
 	}
 }

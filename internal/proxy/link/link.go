@@ -17,7 +17,8 @@
 // the node link agent (misaki-linkd) is a fourth source: with an agent
 // address set, the monitor watches the agent's stream (agent.go) and adds
 // every link the agent classified, with the routing that steers a socket
-// onto it (Path). Its own configured links keep working beside them.
+// onto it (its mark and source port range; route.Steer turns them into a
+// forward.Path). Its own configured links keep working beside them.
 package link
 
 import (
@@ -38,30 +39,6 @@ import (
 // State is one link's view: the admin API's wire type itself (GET
 // /v1/links serves it as it is), so the two cannot drift apart.
 type State = proxyv1.Link
-
-// Path is how a route's new upstream connections must leave: by an
-// interface of the proxy's own namespace (SO_BINDTODEVICE), or by the
-// agent's policy routing (SO_MARK where the proxy may set it, and a source
-// port in the link's range, which survives the pod's veth). The zero Path
-// lets the kernel's routing table choose.
-type Path struct {
-	// Link is the link's name; Metered its flag, for byte budgets.
-	Link      string
-	Metered   bool
-	Interface string
-	Mark      uint32
-	Ports     [2]uint16
-	// Blocked refuses new connections: the route may not take any link
-	// that is up. The hold queue keeps requests back; this stops the ones
-	// already past it (a replay that started a moment before the link
-	// went) from leaving by whatever the kernel prefers.
-	Blocked bool
-}
-
-// Steered reports whether the path pins connections to one link.
-func (p Path) Steered() bool {
-	return p.Blocked || p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{}
-}
 
 // Interface is a kernel interface matched by a link's glob, as the admin
 // API shows it.

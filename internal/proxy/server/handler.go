@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
 	"github.com/misaki-io/misaki/internal/uuidv7"
 )

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/forward"
 )
 
 // inFlightCatcher stands between a re-sent request and the app. A request

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/misaki-io/misaki/internal/proxy/forward"
+	"github.com/misaki-io/misaki/internal/forward"
 )
 
 // A request re-sent after its first attempt got no response may reach the

@@ -10,17 +10,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
-	"github.com/misaki-io/misaki/internal/proxy/route"
+	"github.com/misaki-io/misaki/internal/routematch"
 )
 
 // routeSet is one generation of the routes: the table and the runtimes it
 // indexes. It is immutable once published; Apply publishes a new one.
 type routeSet struct {
-	table  *route.Table
+	table  *routematch.Table
 	routes []*liveRoute
 	byName map[string]*liveRoute
 }
@@ -32,7 +32,7 @@ func newRouteSet(routes []*liveRoute) *routeSet {
 		cfgs[i] = rt.cfg
 		set.byName[rt.cfg.Name] = rt
 	}
-	set.table = route.NewTable(cfgs)
+	set.table = routematch.NewTable(cfgs)
 	return set
 }
 

@@ -21,11 +21,11 @@ import (
 
 	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/h2guard"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/budget"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/h1"
 	"github.com/misaki-io/misaki/internal/proxy/health"
 	"github.com/misaki-io/misaki/internal/proxy/hold"
@@ -98,7 +98,7 @@ type liveRoute struct {
 	// guarded by Server.evalMu
 	linkOK bool
 	reason string
-	path   link.Path // how the route's connections leave; zero when the kernel chooses
+	path   forward.Path // how the route's connections leave; zero when the kernel chooses
 }
 
 // Options are optional dependencies; the zero value uses real ones.

@@ -16,9 +16,9 @@ import (
 
 	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/admin"
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/forward"
 	"github.com/misaki-io/misaki/internal/proxy/replay"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
 	"github.com/misaki-io/misaki/internal/uuidv7"

@@ -53,8 +53,6 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/proxy/config"
-	"github.com/misaki-io/misaki/internal/proxy/health"
-	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
 // Response headers Misaki adds.
@@ -93,11 +91,11 @@ var ErrNoLink = errors.New("forward: no link the route may use is up")
 type Upstream struct {
 	target     *url.URL // scheme http or https
 	dialer     *net.Dialer
-	endpoints  atomic.Pointer[[]string]  // host:port to dial instead of the target's; nil or empty: the target
-	next       atomic.Uint32             // round-robin position in endpoints
-	path       atomic.Pointer[link.Path] // how new connections leave; nil or zero lets the kernel choose
-	meter      meter                     // bytes of connections on metered links
-	h1         *h1Pool                   // the fast path's pool; nil unless the upstream is http://
+	endpoints  atomic.Pointer[[]string] // host:port to dial instead of the target's; nil or empty: the target
+	next       atomic.Uint32            // round-robin position in endpoints
+	path       atomic.Pointer[Path]     // how new connections leave; nil or zero lets the kernel choose
+	meter      meter                    // bytes of connections on metered links
+	h1         *h1Pool                  // the fast path's pool; nil unless the upstream is http://
 	transport  *http.Transport
 	proxy      *httputil.ReverseProxy
 	reqTimeout time.Duration
@@ -277,20 +275,44 @@ func (f *Upstream) SetEndpoints(eps []string) {
 // SetPath makes new upstream connections leave by p (the zero Path lets
 // the kernel's routing table choose) and drops idle connections made the
 // other way. It reports whether the choice changed.
-func (f *Upstream) SetPath(p link.Path) bool {
+func (f *Upstream) SetPath(p Path) bool {
 	old := f.path.Swap(&p)
-	if (old == nil && p == link.Path{}) || (old != nil && *old == p) {
+	if (old == nil && p == Path{}) || (old != nil && *old == p) {
 		return false
 	}
 	f.Close()
 	return true
 }
 
+// Path is how a route's new upstream connections must leave: by an
+// interface of the proxy's own namespace (SO_BINDTODEVICE), or by the
+// agent's policy routing (SO_MARK where the proxy may set it, and a source
+// port in the link's range, which survives the pod's veth). The zero Path
+// lets the kernel's routing table choose.
+type Path struct {
+	// Link is the link's name; Metered its flag, for byte budgets.
+	Link      string
+	Metered   bool
+	Interface string
+	Mark      uint32
+	Ports     [2]uint16
+	// Blocked refuses new connections: the route may not take any link
+	// that is up. The hold queue keeps requests back; this stops the ones
+	// already past it (a replay that started a moment before the link
+	// went) from leaving by whatever the kernel prefers.
+	Blocked bool
+}
+
+// Steered reports whether the path pins connections to one link.
+func (p Path) Steered() bool {
+	return p.Blocked || p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{}
+}
+
 // pathKey carries the path Dial read to control.
 type pathKey struct{}
 
 func (f *Upstream) control(ctx context.Context, network, _ string, c syscall.RawConn) error {
-	p, _ := ctx.Value(pathKey{}).(*link.Path)
+	p, _ := ctx.Value(pathKey{}).(*Path)
 	switch {
 	case p == nil:
 		return nil
@@ -412,7 +434,7 @@ func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	// about the upstream, even when it ended in the middle of a dial.
 	if a != nil && r.Context().Err() == nil {
 		switch {
-		case health.IsDialError(err) && (a.body == nil || !a.body.touched.Load()):
+		case IsDialError(err) && (a.body == nil || !a.body.touched.Load()):
 			a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
 			return
 		case noResponse(err) && resendable(r):
@@ -460,6 +482,17 @@ func noResponse(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err)
+}
+
+// IsDialError reports whether err is a failure to connect (refused, timed
+// out, no route, DNS), as opposed to a failure after the request was sent.
+func IsDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
 }
 
 func isTimeout(err error) bool {

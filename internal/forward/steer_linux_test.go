@@ -17,8 +17,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/misaki-io/misaki/internal/proxy/link"
 )
 
 // portsSeen is an upstream on loopback that records the source port of
@@ -95,7 +93,7 @@ func TestSteerBindsASourcePortInRange(t *testing.T) {
 	up := newPortsSeen(t, nil)
 	f := newForwarder(t, up.URL, nil)
 	ports := freshRange(t, 16)
-	if !f.SetPath(link.Path{Link: "modem", Mark: 0x4d5a0001, Ports: ports}) {
+	if !f.SetPath(Path{Link: "modem", Mark: 0x4d5a0001, Ports: ports}) {
 		t.Fatal("SetPath reported no change")
 	}
 	app := front(t, f)
@@ -125,10 +123,10 @@ func TestSteerBindsASourcePortInRange(t *testing.T) {
 	}
 
 	// Back to the kernel's choice: an ephemeral port.
-	if !f.SetPath(link.Path{}) {
+	if !f.SetPath(Path{}) {
 		t.Fatal("SetPath to the zero path reported no change")
 	}
-	if f.SetPath(link.Path{}) {
+	if f.SetPath(Path{}) {
 		t.Fatal("SetPath to the same path reported a change")
 	}
 	do(t, http.MethodGet, app+"/x", nil, "")
@@ -157,7 +155,7 @@ func TestSteerPortRange(t *testing.T) {
 				}
 				defer up.Close()
 				f := newForwarder(t, "http://"+up.Addr().String(), nil)
-				f.SetPath(link.Path{Link: "modem", Ports: ports(tc.width)})
+				f.SetPath(Path{Link: "modem", Ports: ports(tc.width)})
 				var conns []net.Conn
 				defer func() {
 					for _, c := range conns {
@@ -246,7 +244,7 @@ func TestSteerWithoutCapNetAdmin(t *testing.T) {
 	up := newPortsSeen(t, nil)
 	f := newForwarder(t, up.URL, nil)
 	ports := freshRange(t, 16)
-	f.SetPath(link.Path{Link: "modem", Mark: 0x4d5a0001, Ports: ports})
+	f.SetPath(Path{Link: "modem", Mark: 0x4d5a0001, Ports: ports})
 	type result struct {
 		c   net.Conn
 		err error
@@ -328,7 +326,7 @@ func TestMeteredBytes(t *testing.T) {
 		t.Fatalf("before any connection: %v", n)
 	}
 
-	f.SetPath(link.Path{Link: "modem", Metered: true})
+	f.SetPath(Path{Link: "modem", Metered: true})
 	for _, size := range []int{1000, 100 << 10} { // the fast path, then ReverseProxy
 		body := strings.Repeat("b", size)
 		if resp, b := do(t, http.MethodPost, app+"/upload", nil, body); resp.StatusCode != 200 || len(b) != respSize {
@@ -354,7 +352,7 @@ func TestMeteredBytes(t *testing.T) {
 	}
 
 	// Over an unmetered link, nothing.
-	f.SetPath(link.Path{Link: "wifi"})
+	f.SetPath(Path{Link: "wifi"})
 	f.MeteredBytes() // what the metered connections carried until the switch
 	do(t, http.MethodPost, app+"/upload", nil, strings.Repeat("d", 5000))
 	f.Close()
@@ -368,7 +366,7 @@ func TestMeteredBytes(t *testing.T) {
 func TestMeteredBytesConcurrent(t *testing.T) {
 	up := newPortsSeen(t, nil)
 	f := newForwarder(t, up.URL, nil)
-	f.SetPath(link.Path{Link: "modem", Metered: true})
+	f.SetPath(Path{Link: "modem", Metered: true})
 	app := front(t, f)
 	var total int64
 	done := make(chan struct{})
@@ -425,7 +423,7 @@ func TestMeteredBytesConcurrent(t *testing.T) {
 func TestBlockedPathRefusesDials(t *testing.T) {
 	up := newPortsSeen(t, nil)
 	f := newForwarder(t, up.URL, nil)
-	f.SetPath(link.Path{Blocked: true})
+	f.SetPath(Path{Blocked: true})
 	if c, err := f.Dial(context.Background(), "tcp", f.Addr()); !errors.Is(err, ErrNoLink) {
 		if c != nil {
 			c.Close()

@@ -14,8 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/misaki-io/misaki/internal/proxy/health"
-	"github.com/misaki-io/misaki/internal/proxy/httphead"
+	"github.com/misaki-io/misaki/internal/httphead"
 	"github.com/misaki-io/misaki/internal/sockio"
 )
 
@@ -322,7 +321,7 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 				// while waiting for a connection: not the upstream's fault.
 				return f.fail(w, r, ctx.Err())
 			}
-			if health.IsDialError(err) {
+			if IsDialError(err) {
 				return fmt.Errorf("%w: %w", ErrNotSent, err)
 			}
 			return f.fail(w, r, err)
