@@ -30,6 +30,7 @@ import (
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
 	"github.com/misaki-io/misaki/internal/cli"
 	"github.com/misaki-io/misaki/internal/controller"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestCheck runs misaki check against a real kube-apiserver and etcd with
@@ -230,7 +231,7 @@ func TestCheck(t *testing.T) {
 	ctrl := startControllerBinary(t, "--kubeconfig", kubeconfig, "--namespace", "misaki-system", "--log-level", "debug",
 		"--xds-addr", addr(xdsPort), "--metrics-addr", addr(metricsPort), "--probe-addr", addr(probesPort),
 		"--webhook-addr", addr(webhookPort), "--injector-config", injectorFile)
-	waitUntil(t, 60*time.Second, "the controller binary's /readyz", func() bool {
+	waitfor.Within(t, 60*time.Second, "the controller binary's /readyz", func() bool {
 		resp, err := http.Get("http://" + addr(probesPort) + "/readyz")
 		if err != nil {
 			return false
@@ -246,7 +247,7 @@ func TestCheck(t *testing.T) {
 			Offline: &meshv1.Offline{Hold: "5s"}}})
 	startProxyBinary(t, fmt.Sprintf("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nspool: {dir: %s}\nxds: {server: %s, node: apps/events-client-1}\n",
 		t.TempDir(), addr(xdsPort)))
-	waitUntil(t, 30*time.Second, "a connected proxy in the controller's metrics and the Route Accepted", func() bool {
+	waitfor.Within(t, 30*time.Second, "a connected proxy in the controller's metrics and the Route Accepted", func() bool {
 		resp, err := http.Get("http://" + addr(metricsPort) + "/metrics")
 		if err != nil {
 			return false
@@ -353,17 +354,6 @@ func freePorts(t *testing.T, host string, n int) []int32 {
 		ln.Close()
 	}
 	return out
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("within %v: %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 var (

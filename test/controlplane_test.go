@@ -23,6 +23,7 @@ import (
 
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
 	"github.com/misaki-io/misaki/internal/controller"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // kubeAssets is the directory with etcd and kube-apiserver that
@@ -249,7 +250,7 @@ xds: {server: %s, node: apps/echo-client-1}
 	took := waitCall(t, p.mesh, "echo.mesh", "/v1/x", 200, "a /v1/x")
 	t.Logf("route created -> the proxy routes by it: %v", took)
 
-	waitFor(t, "Route status Accepted", func() bool {
+	waitfor.True(t, "Route status Accepted", func() bool {
 		var r meshv1.Route
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "apps", Name: "echo"}, &r); err != nil {
 			return false

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/devpki"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 func writePKI(t *testing.T) devpki.Files {
@@ -118,7 +119,7 @@ func TestSpoolThroughSIGKILL(t *testing.T) {
 	// A last start, online: the backlog drains through the gateway.
 	edge := startProxyBinary(t, edgeCfgs[1])
 	setLinkHTTP(t, edge.admin, "wlan", "up")
-	waitFor(t, "the spool to drain", func() bool {
+	waitfor.True(t, "the spool to drain", func() bool {
 		resp, err := http.Get("http://" + edge.admin + "/v1/spool")
 		if err != nil {
 			return false

@@ -22,6 +22,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/misaki-io/misaki/internal/framelog"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestDNSThroughKill9AndRestart resolves names through the binary's DNS
@@ -157,7 +158,7 @@ routes:
 	for i := range learntNames {
 		m := new(dns.Msg)
 		m.SetQuestion(learntName(i), dns.TypeA)
-		waitFor(t, "the upstream's answer to "+learntName(i), func() bool {
+		waitfor.True(t, "the upstream's answer to "+learntName(i), func() bool {
 			r, err := exchangeOnce(addr, m, noReply)
 			return err == nil && hasA(r, learntAddr)
 		})
@@ -232,7 +233,7 @@ routes:
 
 	// The learnt names are written to the cache file before the first
 	// kill: after it, the file is all the proxy has of them.
-	waitFor(t, "the cache file to hold the learnt names", func() bool {
+	waitfor.True(t, "the cache file to hold the learnt names", func() bool {
 		b, err := os.ReadFile(cacheFile)
 		for i := range learntNames {
 			if err != nil || !bytes.Contains(b, []byte(learntName(i)+"/A/IN")) {
@@ -263,7 +264,7 @@ routes:
 	var killedAt, reapedAt []time.Time
 	for k := range kills {
 		since, before := time.Now(), replies.Load()
-		waitFor(t, "the proxy to load the cache file and answer 20 queries", func() bool {
+		waitfor.True(t, "the proxy to load the cache file and answer 20 queries", func() bool {
 			return replies.Load() >= before+20 && time.Since(since) >= lifetime && loaded(p)
 		})
 		if k == kills-offline {
@@ -279,7 +280,7 @@ routes:
 		startBurst()
 	}
 	since, before := time.Now(), replies.Load()
-	waitFor(t, "the last proxy to load the cache file and answer 20 queries", func() bool {
+	waitfor.True(t, "the last proxy to load the cache file and answer 20 queries", func() bool {
 		return replies.Load() >= before+20 && time.Since(since) >= lifetime && loaded(p)
 	})
 	finish()

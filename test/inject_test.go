@@ -30,6 +30,7 @@ import (
 	"github.com/misaki-io/misaki/internal/controller"
 	"github.com/misaki-io/misaki/internal/controller/certs"
 	"github.com/misaki-io/misaki/internal/controller/inject"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestInjection installs Misaki as a kubectl user does (kubectl apply -k
@@ -151,7 +152,7 @@ func TestInjection(t *testing.T) {
 	})
 
 	var sec corev1.Secret
-	waitFor(t, "the webhook certificate rotated and its CA in the webhook configuration", func() bool {
+	waitfor.True(t, "the webhook certificate rotated and its CA in the webhook configuration", func() bool {
 		if c.Get(ctx, client.ObjectKey{Namespace: "misaki-system", Name: "misaki-webhook-tls"}, &sec) != nil ||
 			bytes.Equal(sec.Data[certs.KeyCert], oldData[certs.KeyCert]) {
 			return false
@@ -268,7 +269,7 @@ func TestInjection(t *testing.T) {
 		t.Fatalf("the startup probe's port %q is not declared", probe.Port.StrVal)
 	}
 	health := fmt.Sprintf("http://%s:%d%s", pods.ip, sidecar.Ports[i].ContainerPort, probe.Path)
-	waitFor(t, "the sidecar's startup probe", func() bool {
+	waitfor.True(t, "the sidecar's startup probe", func() bool {
 		resp, err := http.Get(health)
 		if err != nil {
 			return false
@@ -351,7 +352,7 @@ func kubeletIdentity(t *testing.T, c client.Client, env *envtest.Environment, po
 			writeFile(t, filepath.Join(dir, p.Path), tr.Status.Token)
 		case src.ConfigMap != nil:
 			var cm corev1.ConfigMap
-			waitFor(t, "the ConfigMap "+src.ConfigMap.Name+" in "+pod.Namespace, func() bool {
+			waitfor.True(t, "the ConfigMap "+src.ConfigMap.Name+" in "+pod.Namespace, func() bool {
 				return c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: src.ConfigMap.Name}, &cm) == nil
 			})
 			for _, item := range src.ConfigMap.Items {

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestRealLinkCut cuts a real link: a veth pair whose vehicle end sits in this
@@ -57,7 +59,7 @@ routes:
 	}
 	waitLink := func(up bool) {
 		t.Helper()
-		waitFor(t, fmt.Sprintf("link wlan up=%v (netlink events not seen)", up), func() bool {
+		waitfor.True(t, fmt.Sprintf("link wlan up=%v (netlink events not seen)", up), func() bool {
 			var body struct {
 				Links []struct {
 					Name string `json:"name"`
@@ -90,7 +92,7 @@ routes:
 		resp, body, err := get("during-cut")
 		done <- res{resp, body, err}
 	}()
-	waitFor(t, "request held after the link went down", func() bool { return heldRequests(t, p.admin) == 1 })
+	waitfor.True(t, "request held after the link went down", func() bool { return heldRequests(t, p.admin) == 1 })
 	if hits.Load() != 1 {
 		t.Fatalf("upstream saw %d requests during the cut", hits.Load())
 	}

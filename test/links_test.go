@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // vehicleNode is a vehicle's node as network namespaces: the node (the
@@ -139,7 +141,7 @@ func (v *vehicleNode) startLinkd(cfg string) *logBuffer {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return dialInNetns(ctx, v.node.path(), network, addr)
 	}}}
-	waitFor(v.t, "misaki-linkd healthy", func() bool {
+	waitfor.True(v.t, "misaki-linkd healthy", func() bool {
 		resp, err := c.Get("http://" + v.linkdAddr + "/healthz")
 		if err != nil {
 			return false
@@ -319,7 +321,7 @@ func TestNodeLinkAgentSteersPodTraffic(t *testing.T) {
 		cloudRoute("telemetry", "{hold: 20s}"),
 		cloudRoute("video", "{hold: 1s, spool: true, links: [wifi]}")))
 
-	waitFor(t, "video steered onto the node's Wi-Fi", func() bool {
+	waitfor.True(t, "video steered onto the node's Wi-Fi", func() bool {
 		r := v.route(p, "video")
 		return r.Usable && r.Link == "wifi"
 	})
@@ -355,7 +357,7 @@ func TestNodeLinkAgentSteersPodTraffic(t *testing.T) {
 	// the video's bytes.
 	modemBefore := v.received("wwanc")
 	v.wifiDown()
-	waitFor(t, "the proxy sees Wi-Fi down", func() bool { return !v.route(p, "video").Usable })
+	waitfor.True(t, "the proxy sees Wi-Fi down", func() bool { return !v.route(p, "video").Usable })
 	video := bytes.Repeat([]byte("v"), 256<<10)
 	if code, d := v.request(p, "POST", "video.cloud", "v2", video); code != 202 || d != "spooled" {
 		t.Fatalf("video during the outage: %d %s; want 202 spooled", code, d)
@@ -383,14 +385,14 @@ func TestNodeLinkAgentSteersPodTraffic(t *testing.T) {
 	// spool drains over Wi-Fi.
 	wifiBefore := v.received("wlanc")
 	v.wifiUp()
-	waitFor(t, "the spooled video delivered", func() bool { from, _ := v.from("v2"); return from != "" })
+	waitfor.True(t, "the spooled video delivered", func() bool { from, _ := v.from("v2"); return from != "" })
 	if from, n := v.from("v2"); from != wlanAddr || n != len(video) {
 		t.Fatalf("the spooled video came from %s with %d bytes; want Wi-Fi %s with %d", from, n, wlanAddr, len(video))
 	}
 	if d := v.received("wlanc") - wifiBefore; d < int64(len(video)) {
 		t.Fatalf("Wi-Fi carried %d bytes; the video alone is %d", d, len(video))
 	}
-	waitFor(t, "the spool empty", func() bool { return v.spooled(p) == 0 })
+	waitfor.True(t, "the spool empty", func() bool { return v.spooled(p) == 0 })
 }
 
 // TestNodeLinkAgentMeteredBudget: a bulk route may use any link but has a
@@ -406,7 +408,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 	v.startLinkd(linkdConfig)
 	cfg := v.proxyConfig(t.TempDir(), cloudRoute("bulk", "{hold: 1s, spool: true, budget: {daily: 64KiB}}"))
 	p := v.startProxy(cfg)
-	waitFor(t, "bulk steered onto Wi-Fi, the unmetered link", func() bool {
+	waitfor.True(t, "bulk steered onto Wi-Fi, the unmetered link", func() bool {
 		r := v.route(p, "bulk")
 		return r.Usable && r.Link == "wifi"
 	})
@@ -420,7 +422,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 
 	// Only the modem: the route spends its allowance there, then stops.
 	v.wifiDown()
-	waitFor(t, "bulk steered onto the modem", func() bool { return v.route(p, "bulk").Link == "modem" })
+	waitfor.True(t, "bulk steered onto the modem", func() bool { return v.route(p, "bulk").Link == "modem" })
 	for _, id := range []string{"b2", "b3"} {
 		if code, d := v.request(p, "POST", "bulk.cloud", id, chunk); code != 200 || d != "direct" {
 			t.Fatalf("bulk %s over the modem: %d %s", id, code, d)
@@ -429,7 +431,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 			t.Fatalf("bulk %s came from %q; want the modem", id, from)
 		}
 	}
-	waitFor(t, "the allowance spent", func() bool {
+	waitfor.True(t, "the allowance spent", func() bool {
 		r := v.route(p, "bulk")
 		return !r.Usable && r.Budget != nil && r.Budget.Exceeded && strings.Contains(r.Reason, "budget")
 	})
@@ -444,7 +446,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 	p.cmd.Process.Signal(os.Interrupt)
 	p.cmd.Wait()
 	p = v.startProxy(cfg)
-	waitFor(t, "the restarted proxy connected to the agent", func() bool {
+	waitfor.True(t, "the restarted proxy connected to the agent", func() bool {
 		var body struct {
 			Links []struct{ Name string } `json:"links"`
 		}
@@ -457,7 +459,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 
 	// Wi-Fi returns: the spooled request goes over Wi-Fi.
 	v.wifiUp()
-	waitFor(t, "the spooled bulk request delivered", func() bool { from, _ := v.from("b4"); return from != "" })
+	waitfor.True(t, "the spooled bulk request delivered", func() bool { from, _ := v.from("b4"); return from != "" })
 	if from, _ := v.from("b4"); from != wlanAddr {
 		t.Fatalf("the spooled request came from %q; want Wi-Fi", from)
 	}
@@ -466,7 +468,7 @@ func TestNodeLinkAgentMeteredBudget(t *testing.T) {
 	// access point): the agent's probe finds out, and the route neither
 	// uses Wi-Fi nor overspends on the modem.
 	v.run("ip", "netns", "exec", v.cloud.name, "nft", `table ip portal { chain in { type filter hook input priority 0; iifname "wlanc" drop; }; }`)
-	waitFor(t, "the proxy sees Wi-Fi down by the agent's probe", func() bool {
+	waitfor.True(t, "the proxy sees Wi-Fi down by the agent's probe", func() bool {
 		var body struct {
 			Links []struct {
 				Name, Reason string
@@ -542,7 +544,7 @@ func TestNetworkManagerDispatcher(t *testing.T) {
 		t.Fatal("no wifi link")
 		return
 	}
-	waitFor(t, "Wi-Fi up by the agent's own view", func() bool { up, _, _ := wifi(); return up })
+	waitfor.True(t, "Wi-Fi up by the agent's own view", func() bool { up, _, _ := wifi(); return up })
 
 	dispatch("4 (full)", "wlan0", "up")
 	if up, metered, source := wifi(); !up || !metered || source != "kernel" {

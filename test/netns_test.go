@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"testing"
-	"time"
 
 	"github.com/misaki-io/misaki/internal/netnstest"
 )
@@ -76,17 +75,4 @@ func (n *cloudNS) serve(addr string, h http.Handler) net.Addr {
 	go srv.Serve(ln)
 	n.t.Cleanup(func() { srv.Close() })
 	return ln.Addr()
-}
-
-// waitFor polls cond every 10ms for up to 5s, and fails the test naming what
-// did not happen.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("within 5s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

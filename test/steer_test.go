@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestRouteSteeredOntoAllowedLink builds two real links to a cloud
@@ -94,7 +96,7 @@ routes:
 		}
 		return ""
 	}
-	waitFor(t, "video route steered onto "+wifi, func() bool { return steered() == wifi })
+	waitfor.True(t, "video route steered onto "+wifi, func() bool { return steered() == wifi })
 
 	if code, d := get("telemetry.cloud", "t1"); code != 200 || d != "direct" || source("t1") != cellNet+".1" {
 		t.Fatalf("telemetry: %d %s from %q; want the kernel's choice, cellular %s.1", code, d, source("t1"), cellNet)
@@ -107,13 +109,13 @@ routes:
 	// request sent before the proxy sees the link go is already in flight on
 	// the Wi-Fi connection and rides on it; the test sends after.)
 	ip("link", "set", wifi, "down")
-	waitFor(t, "the proxy sees Wi-Fi go down", func() bool { return steered() == "" })
+	waitfor.True(t, "the proxy sees Wi-Fi go down", func() bool { return steered() == "" })
 	done := make(chan [2]string, 1)
 	go func() {
 		code, d := get("video.cloud", "v2")
 		done <- [2]string{fmt.Sprint(code), d}
 	}()
-	waitFor(t, "video request held while only cellular is up", func() bool { return heldRequests(t, p.admin) == 1 })
+	waitfor.True(t, "video request held while only cellular is up", func() bool { return heldRequests(t, p.admin) == 1 })
 	if code, _ := get("telemetry.cloud", "t2"); code != 200 || source("t2") != cellNet+".1" {
 		t.Fatalf("telemetry during the Wi-Fi outage: %d from %q", code, source("t2"))
 	}

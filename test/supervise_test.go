@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/misaki-io/misaki/internal/proxy/supervise"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestSupervisedProxyThroughSIGKILL is issue 16's item 13 measured: an app
@@ -169,7 +170,7 @@ routes:
 		syscall.Kill(pid, syscall.SIGKILL)
 		sp.wait(t, "proxy exited; restarting it", pid)
 		sp.wait(t, "listening", 0)
-		waitFor(t, "the spooled request to reach the upstream after the restart", func() bool {
+		waitfor.True(t, "the spooled request to reach the upstream after the restart", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return spooled["spooled-1"] > 0
@@ -347,7 +348,7 @@ func (a *app) waitServed(t *testing.T, n int) {
 	a.mu.Lock()
 	want := a.ok + n
 	a.mu.Unlock()
-	waitFor(t, fmt.Sprintf("%d requests served", n), func() bool {
+	waitfor.True(t, fmt.Sprintf("%d requests served", n), func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.ok >= want
@@ -604,7 +605,7 @@ routes:
 			if supervised {
 				pid := childOf(t, p.cmd.Process.Pid)
 				syscall.Kill(pid, syscall.SIGKILL)
-				waitFor(t, "the child to die and be reaped", func() bool {
+				waitfor.True(t, "the child to die and be reaped", func() bool {
 					_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
 					return err != nil
 				})

@@ -36,6 +36,7 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/xds"
 	"github.com/misaki-io/misaki/internal/proxy/xds/identity"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestXDSIdentity runs the controller with --xds-auth mtls against a real
@@ -101,7 +102,7 @@ func TestXDSIdentity(t *testing.T) {
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "root-cert.pem")
 	var bundle string
-	waitFor(t, "the CA bundle in namespaces a and b", func() bool {
+	waitfor.True(t, "the CA bundle in namespaces a and b", func() bool {
 		var cmA, cmB corev1.ConfigMap
 		if c.Get(ctx, client.ObjectKey{Namespace: "a", Name: ca.RootCertConfigMap}, &cmA) != nil ||
 			c.Get(ctx, client.ObjectKey{Namespace: "b", Name: ca.RootCertConfigMap}, &cmB) != nil {
@@ -191,7 +192,7 @@ xds: {server: %q, node: a/client, caFile: %s, identity: {tokenFile: %s, server: 
 	for _, node := range []string{"a/other", "b/client"} {
 		cl, logs := newClient(node, tokenA)
 		stop := run(cl)
-		waitFor(t, node+" refused", func() bool {
+		waitfor.True(t, node+" refused", func() bool {
 			return strings.Contains(logs.String(), "PermissionDenied") || strings.Contains(logs.String(), "grpc-status 7")
 		})
 		stop()

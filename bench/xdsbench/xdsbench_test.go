@@ -38,6 +38,7 @@ import (
 	"github.com/misaki-io/misaki/internal/controller"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/xds"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 func envInt(name string, def int) int {
@@ -243,7 +244,7 @@ func BenchmarkControlPlane(b *testing.B) {
 		defer conn.Close()
 		go lightProxy(runCtx, conn, node, func(n, gen int) { f.record(i, n, gen) })
 	}
-	waitUntil(b, "every proxy has every route", 2*time.Minute, func() bool { return f.fullN.Load() == int64(proxies) })
+	waitfor.Within(b, 2*time.Minute, "every proxy has every route", func() bool { return f.fullN.Load() == int64(proxies) })
 	var fulls []time.Duration
 	for _, t := range f.full {
 		fulls = append(fulls, t.Sub(t0))
@@ -275,7 +276,7 @@ func BenchmarkControlPlane(b *testing.B) {
 		if err := g.Wait(); err != nil {
 			b.Fatal(err)
 		}
-		waitUntil(b, fmt.Sprintf("every proxy has generation %d", gen), time.Minute, func() bool { return f.genN[gen].Load() == int64(proxies) })
+		waitfor.Within(b, time.Minute, fmt.Sprintf("every proxy has generation %d", gen), func() bool { return f.genN[gen].Load() == int64(proxies) })
 		f.mu.Lock()
 		for i := range proxies {
 			lat = append(lat, f.seen[i][gen].Sub(issued[i%namespaces]))
@@ -294,17 +295,6 @@ func pct(d []time.Duration, p int) time.Duration {
 	i := (len(d)*p + 99) / 100
 	i = min(max(i-1, 0), len(d)-1)
 	return d[i].Round(time.Millisecond)
-}
-
-func waitUntil(b *testing.B, what string, limit time.Duration, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // rss is the process's resident and peak resident memory.

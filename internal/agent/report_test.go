@@ -11,6 +11,7 @@ import (
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
 	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // reportHub records the reports it takes and refuses them while down.
@@ -45,26 +46,15 @@ func TestReporterLatestWins(t *testing.T) {
 		p.Set("car-1", hubv1.Reported{Half: hubv1.HalfVehicle, AppliedRevision: rev})
 	}
 	// A refused attempt: the reporter waits out its backoff.
-	waitUntil(t, "the reporter to back off", func() bool { return clk.Timers() == 1 })
+	waitfor.True(t, "the reporter to back off", func() bool { return clk.Timers() == 1 })
 	h.mu.Lock()
 	h.down = false
 	h.mu.Unlock()
 	clk.Advance(pol.Max)
-	waitUntil(t, "the reports sent once the hub returned", func() bool { return p.Pending() == 0 })
+	waitfor.True(t, "the reports sent once the hub returned", func() bool { return p.Pending() == 0 })
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.got) != 1 || h.got[0] != 5 {
 		t.Errorf("the hub got revisions %v, want [5]", h.got)
-	}
-}
-
-// waitUntil polls cond, which the code under test makes true without a
-// signal, for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/misaki-io/misaki/internal/linkd/config"
 	"github.com/misaki-io/misaki/internal/linkd/hostnet"
 	"github.com/misaki-io/misaki/internal/linkd/policyroute"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -181,19 +182,6 @@ func waitSnap(t *testing.T, a *Agent, what string, ok func(linkv1.Snapshot) bool
 		case <-deadline.C:
 			t.Fatalf("%s: not published; the agent's view is %+v", what, s)
 		}
-	}
-}
-
-// eventually waits for cond, which the agent's goroutines make true
-// without publishing anything (a timer armed, a probe dialled).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: did not happen", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -517,7 +505,7 @@ func TestAgentOverrideNotLostToARescan(t *testing.T) {
 	// refreshes serialised, waits for the rescan to end.
 	var l linkv1.Link
 	returned := false
-	eventually(t, "Set returns or waits for the rescan", func() bool {
+	waitfor.True(t, "Set returns or waits for the rescan", func() bool {
 		select {
 		case l = <-set:
 			returned = true
@@ -535,7 +523,7 @@ func TestAgentOverrideNotLostToARescan(t *testing.T) {
 	}
 	// The rescan is over once the main loop waits again on its timer.
 	clk := a.o.Clock.(*clock.Fake)
-	eventually(t, "the rescan ends", func() bool { return clk.Timers() == 1 })
+	waitfor.True(t, "the rescan ends", func() bool { return clk.Timers() == 1 })
 	s, _ := a.Snapshot()
 	if wifi := link(s, "wifi"); wifi.Up || wifi.Source != "override" {
 		t.Fatalf("a rescan that began before the override published over it: wifi %+v (Set returned early: %v)", wifi, returned)
@@ -617,7 +605,7 @@ func TestAgentProbes(t *testing.T) {
 
 	// The gateway stops answering over the modem: down, with the reason.
 	h.setReach("modem", errors.New("connection refused"))
-	eventually(t, "the prober waits", idle)
+	waitfor.True(t, "the prober waits", idle)
 	clk.Advance(interval)
 	s = w.snapshot(t)
 	m := link(s, "modem")
@@ -632,14 +620,14 @@ func TestAgentProbes(t *testing.T) {
 	// Probes with the same answers publish nothing, even when a rescan
 	// takes their new timings: the next line is the next change.
 	for range 3 {
-		eventually(t, "the prober waits", idle)
+		waitfor.True(t, "the prober waits", idle)
 		n, _ := h.dialCount()
 		clk.Advance(interval)
-		eventually(t, "both links probed again", func() bool { c, _ := h.dialCount(); return c >= n+2 })
+		waitfor.True(t, "both links probed again", func() bool { c, _ := h.dialCount(); return c >= n+2 })
 		h.poke()
 	}
 	h.setReach("modem", nil)
-	eventually(t, "the prober waits", idle)
+	waitfor.True(t, "the prober waits", idle)
 	clk.Advance(interval)
 	s = w.snapshot(t)
 	if m := link(s, "modem"); s.Version != v+2 || !m.Up || m.Reason != "" {
@@ -659,7 +647,7 @@ func TestAgentHeartbeats(t *testing.T) {
 	w.snapshot(t)
 	for range 2 {
 		// Timers: the rescan and the stream's heartbeat.
-		eventually(t, "the stream waits", func() bool { return clk.Timers() == 2 })
+		waitfor.True(t, "the stream waits", func() bool { return clk.Timers() == 2 })
 		clk.Advance(Heartbeat)
 		if l := w.next(t); l != "" {
 			t.Fatalf("heartbeat: %q", l)

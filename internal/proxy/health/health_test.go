@@ -16,6 +16,7 @@ import (
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,7 +59,7 @@ func TestProbeFailureAndRecovery(t *testing.T) {
 	fail.Store(true)
 	u.Kick()
 	<-probes
-	waitUntil(t, func() bool { return !u.Reachable() })
+	waitfor.True(t, "the upstream unreachable", func() bool { return !u.Reachable() })
 	if s := u.Status(); s.LastError != "refused" || s.Source != "probe" {
 		t.Fatalf("status %+v", s)
 	}
@@ -69,7 +70,7 @@ func TestProbeFailureAndRecovery(t *testing.T) {
 	}
 	clk.Advance(time.Second)
 	<-probes
-	waitUntil(t, func() bool { return flips.Load() == 2 })
+	waitfor.True(t, "two changes of reachability", func() bool { return flips.Load() == 2 })
 	if !u.Reachable() {
 		t.Fatal("not reachable after a successful probe")
 	}
@@ -88,7 +89,7 @@ func TestPassiveFailureWithoutProber(t *testing.T) {
 		t.Fatal("a failed dial must mark the upstream unreachable at once")
 	}
 	// After the backoff step real requests may try again.
-	waitUntil(t, func() bool {
+	waitfor.True(t, "the upstream reachable again after the backoff step", func() bool {
 		clk.Advance(time.Second)
 		return u.Reachable()
 	})
@@ -108,17 +109,6 @@ func TestTCPProber(t *testing.T) {
 	ln.Close()
 	if err := p.Probe(context.Background()); err == nil || !forward.IsDialError(err) {
 		t.Fatalf("closed: %v, want a dial error", err)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // recordingClock is a fake clock that remembers each delay asked of it.
@@ -51,13 +53,13 @@ func TestProbeBackoffCappedByDefault(t *testing.T) {
 
 	var longest time.Duration
 	for n := int32(1); n <= 15; n++ {
-		waitUntil(t, func() bool { return clk.Timers() == 1 })
+		waitfor.True(t, "the next probe's timer armed", func() bool { return clk.Timers() == 1 })
 		d := clk.last()
 		if n > 1 {
 			longest = max(longest, d)
 		}
 		clk.Advance(d)
-		waitUntil(t, func() bool { return probes.Load() == n })
+		waitfor.True(t, fmt.Sprintf("probe %d sent", n), func() bool { return probes.Load() == n })
 	}
 	if longest > config.DefaultProbeBackoffMax || longest < cfg.Backoff.Initial.D()/2 {
 		t.Fatalf("longest wait between probes of a down upstream %v, want at most %v", longest, config.DefaultProbeBackoffMax)

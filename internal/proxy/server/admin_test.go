@@ -16,6 +16,7 @@ import (
 
 	linkv1 "github.com/misaki-io/misaki/api/link/v1"
 	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // TestAdminAPIAndMetrics drives traffic through every outcome the issue names
@@ -255,7 +256,7 @@ routes:
 			t.Fatal("no callback")
 		}
 		decodeExactly(t, "the callback", b, &req, "id route state finished attempts response.status response.headers response.body callback")
-		waitFor(t, "the callback recorded", func() bool {
+		waitfor.True(t, "the callback recorded", func() bool {
 			_, b = admin("GET", "/v1/requests/"+acc.ID, "")
 			return strings.Contains(string(b), `"callbackDone": true`)
 		})

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // A full disk under the spool, end to end: the app gets a clear 507, every
@@ -65,7 +67,7 @@ func TestDiskFullThroughHTTP(t *testing.T) {
 		// The link returns: every acknowledged request reaches the upstream
 		// once, and the refused one never does.
 		p.setLink(t, "wlan", "up")
-		waitFor(t, "every acknowledged request delivered", func() bool { return up.total() >= len(acked) })
+		waitfor.True(t, "every acknowledged request delivered", func() bool { return up.total() >= len(acked) })
 		for _, id := range acked {
 			if n := up.count(id); n != 1 {
 				t.Fatalf("%s reached the upstream %d times, want once", id, n)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misaki-io/misaki/internal/waitfor"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -210,7 +211,7 @@ func TestGRPCTimeoutShortenedByHold(t *testing.T) {
 			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "telemetry"})
 			done <- err
 		}()
-		waitFor(t, "the call held", func() bool { return p.held(t, "telemetry") == 1 })
+		waitfor.True(t, "the call held", func() bool { return p.held(t, "telemetry") == 1 })
 		time.Sleep(time.Second) // the outage: the call stays held this long
 		held := time.Since(start)
 		p.setLink(t, "wlan", "up")

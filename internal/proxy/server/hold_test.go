@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 func routeYAML(upstreamURL, extra string) string {
@@ -65,7 +67,7 @@ func TestOutageShorterThanHoldDeliversEveryRequestOnce(t *testing.T) {
 				results[i] = p.send(context.Background(), "telemetry.cloud.misaki", fmt.Sprint("r", i), nil, body)
 			})
 		}
-		waitFor(t, "all requests held", func() bool { return p.held(t, "telemetry") == n })
+		waitfor.True(t, "all requests held", func() bool { return p.held(t, "telemetry") == n })
 		if got := up.total(); got != 1 {
 			t.Fatalf("upstream saw %d requests during the outage, want only the one before it", got)
 		}
@@ -161,7 +163,7 @@ func TestClientGoneWhileHeldIsNeverForwarded(t *testing.T) {
 		done := p.sendHeld(t, ctx, "gone", nil, []byte("body"))
 		cancel()
 		<-done
-		waitFor(t, "proxy noticed the client left", func() bool { return p.held(t, "telemetry") == 0 })
+		waitfor.True(t, "proxy noticed the client left", func() bool { return p.held(t, "telemetry") == 0 })
 		p.setLink(t, "wlan", "up")
 		if r := p.send(context.Background(), "telemetry.cloud.misaki", "next", nil, nil); r.status != 200 {
 			t.Fatalf("next: %d", r.status)
@@ -194,7 +196,7 @@ func TestHoldLimitAnswers503AtOnce(t *testing.T) {
 		for i := range 2 {
 			wg.Go(func() { p.send(context.Background(), "telemetry.cloud.misaki", fmt.Sprint("h", i), nil, nil) })
 		}
-		waitFor(t, "two held", func() bool { return p.held(t, "telemetry") == 2 })
+		waitfor.True(t, "two held", func() bool { return p.held(t, "telemetry") == 2 })
 		r := p.send(context.Background(), "telemetry.cloud.misaki", "third", nil, nil)
 		if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "hold limit") {
 			t.Fatalf("third: %d %q retry-after=%q", r.status, r.body, r.header.Get("Retry-After"))

@@ -18,6 +18,7 @@ import (
 
 	linkv1 "github.com/misaki-io/misaki/api/link/v1"
 	"github.com/misaki-io/misaki/internal/proxy/budget"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // meteredYAML: a route with a daily allowance on metered links, and two
@@ -97,7 +98,7 @@ func TestMeteredBudget(t *testing.T) {
 			}
 		}
 		// The meter reads the connections every second of the proxy's clock.
-		waitFor(t, "the route over its allowance", func() bool {
+		waitfor.True(t, "the route over its allowance", func() bool {
 			p.clock.Advance(meterInterval)
 			return !p.route(t, "video").Usable
 		})
@@ -143,7 +144,7 @@ func TestMeteredBudget(t *testing.T) {
 
 		// A new day starts the count again.
 		p.clock.Advance(24 * time.Hour)
-		waitFor(t, "the route usable on a new day", func() bool {
+		waitfor.True(t, "the route usable on a new day", func() bool {
 			p.clock.Advance(meterInterval)
 			return p.route(t, "video").Usable
 		})
@@ -172,7 +173,7 @@ func TestMeteredBytesOfTheShutdownGrace(t *testing.T) {
 		<-arrived
 		stopped := make(chan struct{})
 		go func() { p.stop(); close(stopped) }()
-		waitFor(t, "the proxy shutting down", func() bool { return p.stopping.Load() })
+		waitfor.True(t, "the proxy shutting down", func() bool { return p.stopping.Load() })
 		close(release)
 		if r := <-got; r.status != 200 || len(r.body) != size {
 			t.Fatalf("the request in flight at shutdown: %d, %d bytes", r.status, len(r.body))
@@ -303,7 +304,7 @@ routes:
 		}
 
 		agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = false, "no carrier" })
-		waitFor(t, "the route steered onto the modem", func() bool { return p.route(t, "telemetry").Link == "modem" })
+		waitfor.True(t, "the route steered onto the modem", func() bool { return p.route(t, "telemetry").Link == "modem" })
 		if res := p.send(t.Context(), "telemetry.cloud.misaki", "2", nil, nil); res.status != 200 || !in(lastPort(), modemPorts) {
 			t.Fatalf("over the modem: %d from port %d, want %v", res.status, lastPort(), modemPorts)
 		}
@@ -314,7 +315,7 @@ routes:
 			t.Fatalf("with Wi-Fi and the modem down (the satellite not allowed): %+v", r)
 		}
 		agent.set(func(s *linkv1.Snapshot) { s.Links[0].Up, s.Links[0].Reason = true, "" })
-		waitFor(t, "the route back on Wi-Fi", func() bool { r := p.route(t, "telemetry"); return r.Usable && r.Link == "wifi" })
+		waitfor.True(t, "the route back on Wi-Fi", func() bool { r := p.route(t, "telemetry"); return r.Usable && r.Link == "wifi" })
 		if res := p.send(t.Context(), "telemetry.cloud.misaki", "3", nil, nil); res.status != 200 || !in(lastPort(), wifiPorts) {
 			t.Fatalf("back over Wi-Fi: %d from port %d, want %v", res.status, lastPort(), wifiPorts)
 		}

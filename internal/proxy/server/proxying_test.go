@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 func simpleRoute(upstreamURL, extra string) string {
@@ -306,7 +307,7 @@ limits: {maxHeaderBytes: 4KiB, maxBodyBytes: 1KiB, readHeaderTimeout: 300ms}
 				if held {
 					// A streaming body is held unread; the limit applies when
 					// it streams upstream once the route is usable.
-					waitFor(t, "the request held", func() bool { return p.held(t, "svc") == 1 })
+					waitfor.True(t, "the request held", func() bool { return p.held(t, "svc") == 1 })
 					p.setLink(t, "wlan", "up")
 				}
 				a := <-done

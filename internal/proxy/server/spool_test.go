@@ -17,6 +17,7 @@ import (
 	"github.com/misaki-io/misaki/internal/proxy/link"
 	"github.com/misaki-io/misaki/internal/proxy/spool"
 	"github.com/misaki-io/misaki/internal/uuidv7"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // spoolYAML is a telemetry route that holds for 30s, then spools.
@@ -59,7 +60,7 @@ func (p *proxy) spoolOne(t *testing.T, id string, hdr map[string]string, body []
 func waitState(t *testing.T, loc, state string) map[string]any {
 	t.Helper()
 	var m map[string]any
-	waitFor(t, "state "+state+" at "+loc, func() bool {
+	waitfor.True(t, "state "+state+" at "+loc, func() bool {
 		_, m = getJSON(t, loc)
 		return m["state"] == state
 	})
@@ -282,7 +283,7 @@ func TestSpoolCallback(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no callback")
 		}
-		waitFor(t, "callback recorded", func() bool {
+		waitfor.True(t, "callback recorded", func() bool {
 			_, m := getJSON(t, "http://"+p.admin+"/v1/requests/"+id)
 			return m["callbackDone"] == true
 		})
@@ -345,7 +346,7 @@ routes:
 		t.Fatalf("the upstream saw %d requests before the first link scan", n)
 	}
 	releaseOnce.Do(func() { close(release) })
-	waitFor(t, "the backlog delivered once wlan0 is seen", func() bool { return up.count("backlog") == 1 })
+	waitfor.True(t, "the backlog delivered once wlan0 is seen", func() bool { return up.count("backlog") == 1 })
 }
 
 // A 409 with Retry-After (the gateway's answer while an earlier delivery of

@@ -26,6 +26,7 @@ import (
 	"github.com/misaki-io/misaki/internal/controller/translate"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/xds"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // adsServer is go-control-plane's real ADS server on loopback, recording
@@ -133,7 +134,7 @@ func TestClientAgainstGoControlPlane(t *testing.T) {
 	if len(got) != 1 || got[0].Name != "a" || got[0].Upstream != "http://10.0.0.1:80" || got[0].Offline.Hold != config.Duration(3*time.Second) {
 		t.Fatalf("v1 applied %+v", got)
 	}
-	waitUntil(t, "the kept config", func() bool {
+	waitfor.True(t, "the kept config", func() bool {
 		s, err := xds.LoadCache(cache)
 		return err == nil && s != nil && len(s.Routes) == 1 && s.Routes[0].Name == "a"
 	})
@@ -150,7 +151,7 @@ func TestClientAgainstGoControlPlane(t *testing.T) {
 	vh.Routes = []*routev3.Route{second, vh.Routes[0]}
 	bad.Resources[resource.RouteType] = []types.Resource{rc}
 	ads.set(t, "v2", bad.Resources)
-	waitUntil(t, "a NACK", func() bool { return len(ads.nacked()) > 0 })
+	waitfor.True(t, "a NACK", func() bool { return len(ads.nacked()) > 0 })
 	if n := ads.nacked()[0]; !strings.Contains(n, "one destination") || !strings.Contains(n, "RouteConfiguration") {
 		t.Errorf("NACK = %q, want the reason, for the route configuration", n)
 	}
@@ -172,16 +173,5 @@ func TestClientAgainstGoControlPlane(t *testing.T) {
 	}
 	if got[1].Name != "b" || got[1].Upstream != "http://10.0.0.2:80" {
 		t.Errorf("v3 applied %+v", got)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("within 10s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/misaki-io/misaki/internal/hub/store"
 	"github.com/misaki-io/misaki/internal/hub/store/storetest"
 	"github.com/misaki-io/misaki/internal/pgtest"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // server is one PostgreSQL server for the package's tests; each store gets
@@ -92,19 +93,6 @@ func listeners(t *testing.T, s *Store) []int32 {
 	return pids
 }
 
-// waitFor polls cond every 10 ms until it holds (or fails the test after
-// 10 s): for states of the server that no event announces.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func newVehicle(t *testing.T, s store.Store, id string) {
 	t.Helper()
 	if err := s.CreateVehicle(t.Context(), hubv1.Vehicle{ID: id, Created: time.Now()}); err != nil {
@@ -174,7 +162,7 @@ func testReplicas(t *testing.T, srv *server) {
 		if err := b.pool.QueryRow(t.Context(), `SELECT pg_terminate_backend($1)`, pids[0]).Scan(&killed); err != nil || !killed {
 			t.Fatalf("terminate listener %d: %v, %v", pids[0], killed, err)
 		}
-		waitFor(t, "the killed listener gone", func() bool {
+		waitfor.True(t, "the killed listener gone", func() bool {
 			for _, p := range listeners(t, b) {
 				if p == pids[0] {
 					return false
@@ -223,7 +211,7 @@ func testReconnectCatchesUp(t *testing.T, srv *server) {
 		}
 	}()
 	srv.exec(t, `SELECT pg_terminate_backend($1)`, pids[0])
-	waitFor(t, "the killed listener gone", func() bool { return len(listeners(t, a)) == 0 }) // b's, seen from a
+	waitfor.True(t, "the killed listener gone", func() bool { return len(listeners(t, a)) == 0 }) // b's, seen from a
 	if err := a.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +253,7 @@ func testHealthCheck(t *testing.T, srv *server) {
 		t.Fatal(err)
 	}
 	pids := listeners(t, b)
-	waitFor(t, "a health check on the listener", func() bool {
+	waitfor.True(t, "a health check on the listener", func() bool {
 		var q string
 		err := a.pool.QueryRow(t.Context(), `SELECT query FROM pg_stat_activity WHERE pid = $1`, pids[0]).Scan(&q)
 		return err == nil && q == "SELECT 1"

@@ -1,0 +1,45 @@
+// Package waitfor is how tests wait for a state that the code under test
+// reaches without announcing it (a server ready, a timer armed, a probe
+// dialled, a row written): they poll a condition, never sleep for a fixed
+// time. One helper, so that every test polls the same way and a failure
+// names what did not happen.
+//
+// Polls start 1 ms apart and back off to 20 ms: a condition that holds
+// soon is seen at once, and an expensive one (an HTTP request, a SQL
+// query) is not run in a tight loop. The limit is generous, because the
+// suite runs under the race detector on a loaded 2-core machine; it costs
+// nothing when the condition holds.
+package waitfor
+
+import (
+	"testing"
+	"time"
+)
+
+// Timeout is how long True waits.
+const Timeout = 10 * time.Second
+
+// The poll interval: first, and its cap.
+const (
+	firstPoll = time.Millisecond
+	maxPoll   = 20 * time.Millisecond
+)
+
+// True polls cond until it holds, and fails t, naming what, if it does
+// not hold within Timeout.
+func True(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	Within(t, Timeout, what, cond)
+}
+
+// Within is True with another limit.
+func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for poll := firstPoll; !cond(); poll = min(2*poll, maxPoll) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(poll)
+	}
+}

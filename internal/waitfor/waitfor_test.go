@@ -1,0 +1,48 @@
+package waitfor
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTrueReturnsOnceTheConditionHolds(t *testing.T) {
+	var polls atomic.Int32
+	True(t, "the third poll", func() bool { return polls.Add(1) >= 3 })
+	if n := polls.Load(); n != 3 {
+		t.Errorf("polled %d times, want 3", n)
+	}
+}
+
+// recorder is a testing.TB whose Fatalf records the message and stops the
+// calling goroutine, as the real one does.
+type recorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	panic(r)
+}
+
+func TestWithinFailsNamingWhat(t *testing.T) {
+	r := &recorder{TB: t}
+	start := time.Now()
+	func() {
+		defer func() {
+			if p := recover(); p != r {
+				t.Fatalf("Within did not fail: %v", p)
+			}
+		}()
+		Within(r, 30*time.Millisecond, "the light to turn green", func() bool { return false })
+	}()
+	if took := time.Since(start); took < 30*time.Millisecond {
+		t.Errorf("gave up after %v, before its limit", took)
+	}
+	if r.msg != "not within 30ms: the light to turn green" {
+		t.Errorf("message %q", r.msg)
+	}
+}
