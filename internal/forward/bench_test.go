@@ -19,14 +19,11 @@ func BenchmarkForward(b *testing.B) {
 	defer up.Close()
 	for _, path := range []string{"fast", "reverseproxy"} {
 		b.Run(path, func(b *testing.B) {
-			f, err := New(benchRoute(up.URL), nil, quiet)
+			f, err := New(benchRoute(up.URL), Options{Log: quiet, NoFastPath: path == "reverseproxy"})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer f.Close()
-			if path == "reverseproxy" {
-				f.h1 = nil
-			}
 			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				f.Forward(w, r, "direct")
 			}))

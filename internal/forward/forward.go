@@ -5,8 +5,9 @@
 //
 // A request takes one of two paths, chosen per request by Forward:
 //
-//	                      http:// upstream, no Upgrade, Expect or Trailer,
-//	                      no body or one of known length up to 16 KiB
+//	                      http:// upstream, fast path not switched off,
+//	                      no Upgrade, Expect or Trailer, no body or one of
+//	                      known length up to 16 KiB
 //	Forward ─┬─ yes ──> the fast path (h1.go): the request written straight
 //	         │          onto a pooled connection (h1Pool), the answer read on
 //	         │          the calling goroutine, sockets read and written with
@@ -18,9 +19,12 @@
 // ReverseProxy already does the hop-by-hop, trailer, flushing and upgrade
 // work correctly; the fast path does exactly what it would for the requests
 // it takes (same headers both ways, compared by TestFastPathMatchesReverseProxy)
-// without its per-request clones, contexts and goroutine hand-offs. Neither
-// path can be switched off by configuration; which one a request took is
-// visible to neither the app nor the upstream.
+// without its per-request clones, contexts and goroutine hand-offs. Which
+// one a request took is visible to neither the app nor the upstream. The
+// fast path can be switched off (Options.NoFastPath; config
+// http1Upstream: stdlib, or --http1-upstream stdlib), which sends every
+// request the second way: the way to rule it out when something looks
+// wrong, as http1Server: stdlib does for the lean server.
 //
 // Both paths share the upstream's dialer, so both are steered onto the
 // link the route may use (SO_BINDTODEVICE, or the node link agent's mark
@@ -150,8 +154,22 @@ type bufferPool struct{ pool sync.Pool }
 func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
 func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
-// New returns a forwarder for route r. tlsConf comes from LoadTLS.
-func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, error) {
+// Options are what a forwarder takes beside its route.
+type Options struct {
+	// TLS is the client configuration for an https:// upstream, from
+	// LoadTLS; nil for the others.
+	TLS *tls.Config
+	// Log is where the forwarder logs, with its component and route added.
+	Log *slog.Logger
+	// NoFastPath sends every request through ReverseProxy and
+	// http.Transport, the fast path's requests too (config
+	// http1Upstream: stdlib): the way to rule the fast path out.
+	NoFastPath bool
+}
+
+// New returns a forwarder for route r.
+func New(r config.Route, o Options) (*Upstream, error) {
+	tlsConf, log := o.TLS, o.Log
 	u, err := url.Parse(r.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: upstream: %w", r.Name, err)
@@ -191,7 +209,7 @@ func New(r config.Route, tlsConf *tls.Config, log *slog.Logger) (*Upstream, erro
 		respHeaderTimeout: r.Timeouts.ResponseHeader.D(),
 		log:               log.With("component", "forward", "route", r.Name),
 	}
-	if u.Scheme == "http" {
+	if u.Scheme == "http" && !o.NoFastPath {
 		f.h1 = &h1Pool{addr: f.Addr(), dial: f.Dial, idleTTL: r.Timeouts.Idle.D(),
 			slots: make(chan struct{}, r.MaxUpstreamConnections)}
 	}
@@ -437,7 +455,11 @@ func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		case IsDialError(err) && (a.body == nil || !a.body.touched.Load()):
 			a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
 			return
-		case noResponse(err) && resendable(r):
+		case (noResponse(err) || IsDialError(err)) && resendable(r):
+			// A dial error after the body was read is the Transport's
+			// own second try: a reused connection took the request and
+			// closed unanswered, and the new connection failed. The
+			// upstream may have seen the request; nothing answered it.
 			a.err = fmt.Errorf("%w: %w", ErrNoResponse, err)
 			return
 		}
@@ -481,8 +503,19 @@ func (f *Upstream) writeError(w http.ResponseWriter, r *http.Request, err error)
 func noResponse(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err)
+		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err) ||
+		errors.Is(err, net.ErrClosed) || err.Error() == errServerClosedIdle
 }
+
+// errServerClosedIdle is the text of net/http's unexported error for a
+// connection the upstream closed while the Transport was still writing a
+// request on it, with no byte of a response read: a relay or NAT that
+// accepts and closes at once. The Transport does not try such a request
+// again on a new connection (it does only on a reused one), so it reaches
+// the caller. When the close lands during the write instead, the
+// Transport has closed the socket under its writer, and the write fails
+// with net.ErrClosed.
+const errServerClosedIdle = "http: server closed idle connection"
 
 // IsDialError reports whether err is a failure to connect (refused, timed
 // out, no route, DNS), as opposed to a failure after the request was sent.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -33,12 +35,17 @@ func front(t *testing.T, f *Upstream) string {
 
 func newForwarder(t *testing.T, upstreamURL string, mod func(*config.Route)) *Upstream {
 	t.Helper()
+	return newForwarderWith(t, upstreamURL, mod, Options{Log: quiet})
+}
+
+func newForwarderWith(t *testing.T, upstreamURL string, mod func(*config.Route), o Options) *Upstream {
+	t.Helper()
 	c := config.Config{Routes: []config.Route{{Name: "r", Hosts: []string{"svc.mesh"}, Upstream: upstreamURL}}}
 	c.SetDefaults()
 	if mod != nil {
 		mod(&c.Routes[0])
 	}
-	f, err := New(c.Routes[0], nil, quiet)
+	f, err := New(c.Routes[0], o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +95,11 @@ func TestFastPathMatchesReverseProxy(t *testing.T) {
 	}))
 	defer up.Close()
 	fast := newForwarder(t, up.URL, nil)
-	slow := newForwarder(t, up.URL, nil)
-	slow.h1 = nil // force ReverseProxy
+	// The switch users have: every request through ReverseProxy.
+	slow := newForwarderWith(t, up.URL, nil, Options{Log: quiet, NoFastPath: true})
+	if slow.h1 != nil {
+		t.Fatal("NoFastPath built the fast path's pool")
+	}
 	fastURL, slowURL := front(t, fast), front(t, slow)
 
 	cases := []struct {
@@ -167,7 +177,7 @@ func TestFastPathReusesAndRecoversConnections(t *testing.T) {
 	// The upstream drops its idle connections (as a keep-alive timeout does):
 	// the pooled one is found dead and a new one is dialed, for a POST too.
 	up.CloseClientConnections()
-	waitUntil(t, func() bool {
+	waitfor.True(t, "the pooled connection seen dead", func() bool {
 		f.h1.mu.Lock()
 		defer f.h1.mu.Unlock()
 		return len(f.h1.idle) == 1 && !alive(f.h1.idle[0].c)
@@ -329,17 +339,6 @@ func TestFastPathDialFailureLeavesBodyForRetry(t *testing.T) {
 	}
 }
 
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func benchRoute(upstreamURL string) config.Route {
 	c := config.Config{Routes: []config.Route{{Name: "r", Hosts: []string{"svc.mesh"}, Upstream: upstreamURL}}}
 	c.SetDefaults()
@@ -371,10 +370,8 @@ func TestUpstreamConnectionCap(t *testing.T) {
 			}
 			up.Start()
 			defer up.Close()
-			f := newForwarder(t, up.URL, func(r *config.Route) { r.MaxUpstreamConnections = 2 })
-			if path == "reverseproxy" {
-				f.h1 = nil
-			}
+			f := newForwarderWith(t, up.URL, func(r *config.Route) { r.MaxUpstreamConnections = 2 },
+				Options{Log: quiet, NoFastPath: path == "reverseproxy"})
 			url := front(t, f)
 			errs := make(chan string, 10)
 			for i := range 10 {
@@ -441,5 +438,106 @@ func TestEndpointsChangeWhileConnectionBusy(t *testing.T) {
 		if _, body := do(t, "GET", url+"/", nil, ""); body != "b" {
 			t.Fatalf("after the endpoints changed: %q, want b (a connection to the old endpoint was reused)", body)
 		}
+	}
+}
+
+// TestDeadPooledConnectionThenRefused: a pooled connection takes a
+// request and closes unanswered, and the upstream then refuses new
+// connections. A request that may be sent again (Idempotency-Key, its body
+// offered again by GetBody) comes back as an error the caller holds and
+// retries, on both paths, with nothing written to the app; net/http's
+// Transport tries it once more itself, and that try's failed dial is not a
+// 502.
+func TestDeadPooledConnectionThenRefused(t *testing.T) {
+	for _, path := range []string{"fast", "reverseproxy"} {
+		t.Run(path, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if req, err = http.ReadRequest(br); err == nil {
+					io.Copy(io.Discard, req.Body)
+				}
+				ln.Close() // nothing listens when the proxy dials again
+				c.Close()
+			}()
+			f := newForwarderWith(t, "http://"+ln.Addr().String(), nil, Options{Log: quiet, NoFastPath: path == "reverseproxy"})
+			post := func(body string) (*httptest.ResponseRecorder, error) {
+				r := httptest.NewRequest(http.MethodPost, "http://svc.mesh/readings", strings.NewReader(body))
+				r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+				r.Header.Set("Idempotency-Key", "k-"+body)
+				w := httptest.NewRecorder()
+				return w, f.Forward(w, r, "direct")
+			}
+			if w, err := post("first"); err != nil || w.Code != 200 {
+				t.Fatalf("first request: %v, status %d", err, w.Code)
+			}
+			w, err := post("second")
+			<-served
+			if !errors.Is(err, ErrNoResponse) && !errors.Is(err, ErrNotSent) {
+				t.Fatalf("second request: %v (status %d written): want ErrNoResponse or ErrNotSent", err, w.Code)
+			}
+			if w.Body.Len() != 0 || len(w.Header()) != 0 {
+				t.Errorf("wrote %d %v %q to the app", w.Code, w.Header(), w.Body)
+			}
+		})
+	}
+}
+
+var addrs = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+
+// TestClosedAtOnce: the upstream's side (a relay, a NAT) accepts every
+// connection and closes it at once. A request that may be sent again comes
+// back as an error the caller holds and retries, on both paths, never a
+// 502: however the race between the request's write and the close falls,
+// net/http's Transport reports EOF, a reset or "server closed idle
+// connection", and the fast path EOF or a reset.
+func TestClosedAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, path := range []string{"fast", "reverseproxy"} {
+		t.Run(path, func(t *testing.T) {
+			f := newForwarderWith(t, "http://"+ln.Addr().String(), nil, Options{Log: quiet, NoFastPath: path == "reverseproxy"})
+			seen := map[string]int{} // the failures, less their addresses
+			defer func() { t.Logf("failures: %v", seen) }()
+			for i := range 50 {
+				body := fmt.Sprintf("reading %d", i)
+				r := httptest.NewRequest(http.MethodPost, "http://svc.mesh/readings", strings.NewReader(body))
+				r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+				r.Header.Set("Idempotency-Key", fmt.Sprint("k", i))
+				w := httptest.NewRecorder()
+				err := f.Forward(w, r, "direct")
+				if !errors.Is(err, ErrNoResponse) && !errors.Is(err, ErrNotSent) {
+					t.Fatalf("request %d: %v (status %d written): want ErrNoResponse or ErrNotSent", i, err, w.Code)
+				}
+				seen[addrs.ReplaceAllString(err.Error(), "ADDR")]++
+			}
+		})
 	}
 }

@@ -74,7 +74,10 @@ type Server struct {
 	tls    *tls.Config
 	table  *routematch.Table
 	routes []*forward.Upstream
-	store  idem.Store // opened by Run (store.go)
+	// noFastPath sends every request to an upstream through
+	// http.Transport (http1Upstream: stdlib), vehicle services' too.
+	noFastPath bool
+	store      idem.Store // opened by Run (store.go)
 	// replica names this run in the shared store's claims.
 	replica string
 	// static are the routes' hosts; vs serves cloud Service names no
@@ -125,11 +128,12 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
-		replica: newReplicaName(),
-		table:   routematch.NewTable(cfg.Routes),
-		static:  newStaticHosts(cfg.Routes),
-		slots:   make(chan struct{}, batchItemsInFlight),
-		reg:     prometheus.NewRegistry(),
+		replica:    newReplicaName(),
+		noFastPath: cfg.HTTP1Upstream == config.HTTP1Stdlib,
+		table:      routematch.NewTable(cfg.Routes),
+		static:     newStaticHosts(cfg.Routes),
+		slots:      make(chan struct{}, batchItemsInFlight),
+		reg:        prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_gateway_requests_total",
 			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, forbidden, error).",
@@ -149,7 +153,7 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 		if err != nil {
 			return nil, err
 		}
-		f, err := forward.New(rc, tlsConf, log)
+		f, err := forward.New(rc, forward.Options{TLS: tlsConf, Log: log, NoFastPath: s.noFastPath})
 		if err != nil {
 			return nil, err
 		}

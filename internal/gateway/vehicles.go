@@ -159,7 +159,7 @@ func (v *vehicleServices) build(s *Server) func(upstreamKey) (*vehicleUpstream, 
 		fwd, err := forward.New(config.Route{
 			Name: routeVehicleServices, Upstream: raw, Timeouts: v.cfg.Timeouts,
 			MaxBodyBytes: v.cfg.MaxBodyBytes, MaxUpstreamConnections: v.cfg.MaxUpstreamConnections,
-		}, nil, s.log)
+		}, forward.Options{Log: s.log, NoFastPath: s.noFastPath})
 		if err != nil {
 			return nil, err
 		}

@@ -48,6 +48,7 @@ func RunAs(ctx context.Context, program string, args []string, stdout, stderr io
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	role := fs.String("role", "", "edge or gateway; overrides the config's role")
 	http1 := fs.String("http1-server", "", "lean or stdlib: the edge's HTTP/1.1 server; overrides the config's http1Server")
+	http1Up := fs.String("http1-upstream", "", "lean or stdlib: the HTTP/1.1 client to http:// upstreams; overrides the config's http1Upstream")
 	supervised := fs.Bool("supervise", false, "edge: bind the listening sockets here and run the proxy as a child that is restarted when it dies, the sockets kept open meanwhile (docs/proxy.md, Supervisor)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s --config FILE [--role edge|gateway] [--supervise] [--check]\n\nMisaki's offline-aware edge proxy, or (--role gateway) its cloud gateway.\n\n", program)
@@ -86,6 +87,12 @@ func RunAs(ctx context.Context, program string, args []string, stdout, stderr io
 		cfg.HTTP1Server = *http1
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("--http1-server: %w", err)
+		}
+	}
+	if *http1Up != "" {
+		cfg.HTTP1Upstream = *http1Up
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("--http1-upstream: %w", err)
 		}
 	}
 	if a := os.Getenv(LinkAgentEnv); a != "" && cfg.LinkAgent.Address == "" && cfg.Role == config.RoleEdge {

@@ -9,20 +9,24 @@ import (
 	"testing"
 )
 
-// --http1-server overrides the config's http1Server and is validated as it is.
-func TestHTTP1ServerFlag(t *testing.T) {
+// --http1-server and --http1-upstream override the config's http1Server
+// and http1Upstream, and are validated as they are.
+func TestHTTP1Flags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "proxy.yaml")
-	if err := os.WriteFile(path, []byte("http1Server: lean\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("http1Server: lean\nhttp1Upstream: lean\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ flag, err string }{
-		{"stdlib", ""},
-		{"lean", ""},
-		{"nginx", `--http1-server: http1Server: "nginx" is not an HTTP/1.1 server; use lean or stdlib`},
+	for _, tc := range []struct{ flag, value, err string }{
+		{"--http1-server", "stdlib", ""},
+		{"--http1-server", "lean", ""},
+		{"--http1-server", "nginx", `--http1-server: http1Server: "nginx" is not an HTTP/1.1 server; use lean or stdlib`},
+		{"--http1-upstream", "stdlib", ""},
+		{"--http1-upstream", "lean", ""},
+		{"--http1-upstream", "curl", `--http1-upstream: http1Upstream: "curl" is not an HTTP/1.1 client; use lean or stdlib`},
 	} {
-		t.Run(tc.flag, func(t *testing.T) {
+		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			err := Run(context.Background(), []string{"--config", path, "--http1-server", tc.flag, "--check"}, &out, &errOut)
+			err := Run(context.Background(), []string{"--config", path, tc.flag, tc.value, "--check"}, &out, &errOut)
 			switch {
 			case tc.err == "" && err != nil:
 				t.Fatalf("got %v", err)

@@ -30,6 +30,12 @@ type Config struct {
 	// net/http; the default) or stdlib (net/http for every connection).
 	// The gateway always uses net/http. The --http1-server flag overrides it.
 	HTTP1Server string `yaml:"http1Server"`
+	// HTTP1Upstream is the HTTP/1.1 client to http:// upstreams, in both
+	// roles: lean (internal/forward's fast path for small requests of
+	// known length, net/http's Transport for the rest; the default) or
+	// stdlib (net/http's Transport for every request). The
+	// --http1-upstream flag overrides it.
+	HTTP1Upstream string `yaml:"http1Upstream"`
 	// Admin is the address of the admin API (/healthz, /readyz, /metrics, /v1/...).
 	Admin string `yaml:"admin"`
 	// Health, when set, serves only GET /healthz and /readyz, for probes

@@ -46,6 +46,9 @@ func TestIssueExampleParsesWithDefaults(t *testing.T) {
 	if c.HTTP1Server != HTTP1Lean {
 		t.Errorf("http1Server %q, want the default %q", c.HTTP1Server, HTTP1Lean)
 	}
+	if c.HTTP1Upstream != HTTP1Lean {
+		t.Errorf("http1Upstream %q, want the default %q", c.HTTP1Upstream, HTTP1Lean)
+	}
 	if c.Limits.MaxConnections != DefaultMaxConnections || c.HoldLimit.Requests != DefaultHoldRequests {
 		t.Errorf("defaults not set: %+v %+v", c.Limits, c.HoldLimit)
 	}
@@ -72,10 +75,12 @@ func TestValidation(t *testing.T) {
 		{"two documents", route("") + "---\nlisten: x\n", []string{"more than one YAML document"}},
 		{"unknown top-level field", "lsiten: 1.2.3.4:5\n", []string{`lsiten: unknown field (line 1); did you mean "listen"?`}},
 		{"unknown nested field", route("    offline: {hodl: 3s}\n"), []string{`routes[0].offline.hodl: unknown field`, `did you mean "hold"?`}},
-		{"unknown far field", "zzzzzz: 1\n", []string{"known fields here: role, listen, http1Server, admin"}},
+		{"unknown far field", "zzzzzz: 1\n", []string{"known fields here: role, listen, http1Server, http1Upstream, admin"}},
 		{"bad listen", "listen: nope\n", []string{"listen:", "not host:port"}},
 		{"stdlib HTTP/1.1 server", "http1Server: stdlib\n", nil},
 		{"bad HTTP/1.1 server", "http1Server: nginx\n", []string{`http1Server: "nginx" is not an HTTP/1.1 server; use lean or stdlib`}},
+		{"stdlib HTTP/1.1 upstream client", "http1Upstream: stdlib\n", nil},
+		{"bad HTTP/1.1 upstream client", "http1Upstream: curl\n", []string{`http1Upstream: "curl" is not an HTTP/1.1 client; use lean or stdlib`}},
 		{"same listen and admin", "listen: 127.0.0.1:1\nadmin: 127.0.0.1:1\n", []string{"admin: must differ from listen"}},
 		{"bad log level", "log: {level: loud}\n", []string{"log.level"}},
 		{"duration without unit", route("    offline: {hold: 30}\n"), []string{`"30" has no unit; write it like 30s`}},

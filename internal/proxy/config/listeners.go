@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// HTTP/1.1 servers for the edge's listen address (http1Server).
+// HTTP/1.1 servers for the edge's listen address (http1Server), and
+// clients to http:// upstreams (http1Upstream).
 const (
 	HTTP1Lean   = "lean"
 	HTTP1Stdlib = "stdlib"
@@ -18,15 +19,18 @@ const (
 )
 
 // setListenerDefaults fills the addresses the proxy listens on (listen,
-// admin; health has none) and the HTTP/1.1 server of listen.
+// admin; health has none), the HTTP/1.1 server of listen and the HTTP/1.1
+// client to upstreams.
 func (c *Config) setListenerDefaults() {
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.HTTP1Server, HTTP1Lean)
+	setDefault(&c.HTTP1Upstream, HTTP1Lean)
 	setDefault(&c.Admin, DefaultAdmin)
 }
 
-// validateListeners checks listen, http1Server, admin and health: each a
-// host:port, none on another's port (unless both ask for any port, :0).
+// validateListeners checks listen, http1Server, http1Upstream, admin and
+// health: each address a host:port, none on another's port (unless both ask
+// for any port, :0).
 func (c *Config) validateListeners(bad report) {
 	checkAddr := func(field, addr string) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -36,6 +40,9 @@ func (c *Config) validateListeners(bad report) {
 	checkAddr("listen", c.Listen)
 	if c.HTTP1Server != HTTP1Lean && c.HTTP1Server != HTTP1Stdlib {
 		bad("http1Server", "%q is not an HTTP/1.1 server; use lean or stdlib", c.HTTP1Server)
+	}
+	if c.HTTP1Upstream != HTTP1Lean && c.HTTP1Upstream != HTTP1Stdlib {
+		bad("http1Upstream", "%q is not an HTTP/1.1 client; use lean or stdlib", c.HTTP1Upstream)
 	}
 	checkAddr("admin", c.Admin)
 	if c.Listen == c.Admin && !strings.HasSuffix(c.Listen, ":0") {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // upstream is a real HTTP server on loopback that counts requests by their
@@ -86,18 +87,23 @@ links:
   - {name: modem, class: cellular, metered: true}
 `
 
-// http1Server is one of the mesh listener's two HTTP/1.1 servers (config
-// http1Server): "lean", Misaki's own (internal/proxy/h1) in front of
-// net/http, which takes every connection the lean one hands over; or
-// "stdlib", net/http alone. One suite runs on both: every test that sends
-// requests to the mesh listener runs once per server (onEachServer).
+// http1Server is one of the proxy's two HTTP/1.1 paths, each a server on
+// the mesh listener (config http1Server) with a client to the upstream
+// (config http1Upstream): "lean", Misaki's own server (internal/proxy/h1)
+// in front of net/http, which takes every connection the lean one hands
+// over, and forward's fast path in front of http.Transport, which takes
+// every request the fast path does not; or "stdlib", net/http alone on both
+// sides. One suite runs on both: every test that sends requests to the
+// mesh listener runs once per path (onEachServer).
 type http1Server string
 
 // http1Servers are both, in the order their subtests run.
 var http1Servers = []http1Server{config.HTTP1Lean, config.HTTP1Stdlib}
 
-// yaml is the config line that chooses the server.
-func (h http1Server) yaml() string { return "http1Server: " + string(h) + "\n" }
+// yaml is the config lines that choose the server and the upstream client.
+func (h http1Server) yaml() string {
+	return "http1Server: " + string(h) + "\nhttp1Upstream: " + string(h) + "\n"
+}
 
 // start is startProxy on this server.
 func (h http1Server) start(t testing.TB, yaml string, fake bool) *proxy {
@@ -105,7 +111,7 @@ func (h http1Server) start(t testing.TB, yaml string, fake bool) *proxy {
 	return startProxy(t, h.yaml()+yaml, fake)
 }
 
-// onEachServer runs test once per HTTP/1.1 server, as the subtests "lean"
+// onEachServer runs test once per HTTP/1.1 path, as the subtests "lean"
 // and "stdlib".
 func onEachServer(t *testing.T, test func(t *testing.T, srv http1Server)) {
 	t.Helper()
@@ -156,7 +162,7 @@ func startProxy(t testing.TB, yaml string, fake bool) *proxy {
 		})
 	}
 	t.Cleanup(p.stop)
-	waitFor(t, "ready", func() bool {
+	waitfor.True(t, "ready", func() bool {
 		resp, err := http.Get("http://" + p.admin + "/readyz")
 		if err != nil {
 			return false
@@ -196,7 +202,7 @@ func (p *proxy) sendHeld(t *testing.T, ctx context.Context, id string, hdr map[s
 	before := p.held(t, "telemetry")
 	done := make(chan result, 1)
 	go func() { done <- p.send(ctx, "telemetry.cloud.misaki", id, hdr, body) }()
-	waitFor(t, "request "+id+" held", func() bool { return p.held(t, "telemetry") == before+1 })
+	waitfor.True(t, "request "+id+" held", func() bool { return p.held(t, "telemetry") == before+1 })
 	return done
 }
 
@@ -255,19 +261,6 @@ func (p *proxy) send(ctx context.Context, host, id string, hdr map[string]string
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return result{status: resp.StatusCode, body: string(b), header: resp.Header, err: err, duration: time.Since(start)}
-}
-
-// waitFor polls cond until it holds or 10 s pass. It synchronises on
-// observable state, never on a fixed sleep.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // newUpstreamOn starts a counting upstream on a given address.
