@@ -175,14 +175,18 @@ type SpoolStats struct {
 	Evicted   int64 `json:"Evicted"`
 	// Rejected counts requests refused for a quota.
 	Rejected int64 `json:"Rejected"`
-	// DamagedSpans is how many damaged byte ranges recovery found at
-	// start (and quarantined), DamagedBytes their size.
+	// DamagedSpans is how many damaged byte ranges recovery skipped at
+	// start (copied to quarantine, or a frame whose payload does not
+	// decode), plus the requests found unreadable later, on delivery.
+	// DamagedBytes is the size of the ranges recovery skipped.
 	DamagedSpans int64 `json:"DamagedSpans"`
 	DamagedBytes int64 `json:"DamagedBytes"`
-	// TornBytes is how many bytes of an unfinished last write were cut off
-	// at start.
+	// TornBytes is how many bytes of an unfinished last write were cut
+	// from the end of the newest segment at start (also copied to
+	// quarantine).
 	TornBytes int64 `json:"TornBytes"`
-	// MissingBodies counts requests whose body file was gone or damaged.
+	// MissingBodies counts requests whose body file could not be opened.
+	// A damaged body file fails its read instead, and its request fails.
 	MissingBodies int64 `json:"MissingBodies"`
 	Fsyncs        int64 `json:"Fsyncs"`
 	Segments      int   `json:"Segments"`

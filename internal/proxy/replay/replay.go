@@ -165,12 +165,12 @@ func (p *Replayer) Run(ctx context.Context) error {
 
 // sweep records the requests the spool expired or evicted.
 func (p *Replayer) sweep(ctx context.Context) {
-	for _, f := range p.opts.Spool.Sweep() {
+	for _, d := range p.opts.Spool.Sweep() {
 		state, reason := OutcomeExpired, "its TTL passed before a usable link returned"
-		if f.Outcome == spool.Evicted {
+		if d.Outcome == spool.Evicted {
 			state, reason = OutcomeEvicted, "dropped to make room for newer requests (offline.eviction: drop-oldest)"
 		}
-		p.finish(ctx, &Result{ID: ID(f.Seq), Route: f.Route, State: state, Reason: reason, Attempts: f.Attempts}, nil)
+		p.finish(ctx, &Result{ID: ID(d.Seq), Route: d.Route, State: state, Reason: reason, Attempts: d.Attempts}, nil)
 	}
 }
 

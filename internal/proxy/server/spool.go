@@ -258,12 +258,7 @@ func (sp *spooling) Status() proxyv1.Spool {
 	st := sp.store.Stats()
 	out := proxyv1.Spool{
 		Enabled: true, Dir: sp.dir, Routes: []proxyv1.SpoolRoute{},
-		Stats: proxyv1.SpoolStats{
-			Enqueued: st.Enqueued, Delivered: st.Delivered, Failed: st.Failed, Expired: st.Expired,
-			Cancelled: st.Cancelled, Evicted: st.Evicted, Rejected: st.Rejected,
-			DamagedSpans: st.DamagedSpans, DamagedBytes: st.DamagedBytes, TornBytes: st.TornBytes,
-			MissingBodies: st.MissingBodies, Fsyncs: st.Fsyncs, Segments: st.Segments,
-		},
+		Stats: st,
 	}
 	now := sp.clock.Now()
 	for _, rs := range sp.store.Routes() {

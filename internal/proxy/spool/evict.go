@@ -52,15 +52,16 @@ func (s *Spool) makeRoomLocked(route string, size int64, lim Limits) error {
 			return err
 		}
 		e := q.entries[i]
-		s.evicted = append(s.evicted, Finished{Seq: e.seq, Route: route, Outcome: Evicted, Attempts: int(e.attempts)})
+		s.evicted = append(s.evicted, Dropped{Seq: e.seq, Route: route, Outcome: Evicted, Attempts: int(e.attempts)})
 		s.finishLocked(q, i, Evicted)
 		err = fits()
 	}
 	return nil
 }
 
-// Finished is a record the spool ended by itself.
-type Finished struct {
+// Dropped is a record the spool ended by itself, undelivered: its TTL
+// passed (Expired) or drop-oldest made room for a newer one (Evicted).
+type Dropped struct {
 	Seq      uint64
 	Route    string
 	Outcome  Outcome // Expired or Evicted
@@ -69,7 +70,7 @@ type Finished struct {
 
 // Sweep ends every queued record whose TTL has passed, and returns those
 // and the records drop-oldest evicted since the last call.
-func (s *Spool) Sweep() []Finished {
+func (s *Spool) Sweep() []Dropped {
 	now := uint32(s.opts.Now().Unix())
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -79,7 +80,7 @@ func (s *Spool) Sweep() []Finished {
 		start := len(done)
 		for _, e := range q.entries {
 			if e.state == stateQueued && e.exp != 0 && e.exp <= now {
-				done = append(done, Finished{Seq: e.seq, Route: q.route, Outcome: Expired, Attempts: int(e.attempts)})
+				done = append(done, Dropped{Seq: e.seq, Route: q.route, Outcome: Expired, Attempts: int(e.attempts)})
 			}
 		}
 		for _, f := range done[start:] {

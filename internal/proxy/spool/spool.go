@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/framelog"
 )
 
@@ -62,23 +63,9 @@ type Options struct {
 }
 
 // Stats are the spool's counters since Open, which include what Open's
-// recovery found.
-type Stats struct {
-	Enqueued, Delivered, Failed, Expired, Cancelled, Evicted, Rejected int64
-	// DamagedSpans is how many damaged byte ranges recovery skipped (copied
-	// to quarantine, or a frame whose payload does not decode), plus the
-	// records found unreadable later, on delivery; DamagedBytes is the
-	// size of the ranges recovery skipped.
-	DamagedSpans, DamagedBytes int64
-	// TornBytes is how many bytes of an unfinished last write were cut
-	// from the end of the newest segment (also copied to quarantine).
-	TornBytes int64
-	// MissingBodies counts records whose body file could not be opened
-	// (OpenBody). A damaged body file fails its read instead.
-	MissingBodies int64
-	Fsyncs        int64
-	Segments      int
-}
+// recovery found: the admin API's wire type itself (GET /v1/spool serves
+// it as it is), where each counter is described.
+type Stats = proxyv1.SpoolStats
 
 // RouteStats describe one route's backlog.
 type RouteStats struct {
@@ -122,7 +109,7 @@ type Spool struct {
 	bodies         map[uint64]string // seq → body file, for live records that have one
 	pendingUnlinks []pendingUnlink   // body files to remove once their done frame is durable
 	frameBuf       []byte            // Enqueue's encoding buffer
-	evicted        []Finished        // since the last Sweep
+	evicted        []Dropped         // since the last Sweep
 	stats          Stats             // Fsyncs: of sealed segments; the active one counts its own
 }
 
