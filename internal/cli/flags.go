@@ -34,7 +34,7 @@ func (e *env) globalFlags(fs *flag.FlagSet) {
 	fs.StringVar(&e.g.token, "token", e.g.token, "an operator token (overrides the config file)")
 	fs.StringVar(&e.g.caFile, "ca-file", e.g.caFile, "PEM `file` of the CA that signed the hub's certificate (overrides the config file)")
 	fs.StringVar(&e.g.config, "config", e.g.config, "the config `file` (default $MISAKI_CONFIG, else ~/.config/misaki/config.yaml)")
-	fs.DurationVar(&e.g.timeout, "request-timeout", e.g.timeout, "how long one request to the hub may take")
+	fs.DurationVar(&e.g.timeout, "request-timeout", e.g.timeout, "how long one request may take: to the hub, or for check to the Kubernetes API server")
 	fs.StringVar(&e.g.output, "output", e.g.output, "output `format`: table, json or yaml")
 	fs.StringVar(&e.g.output, "o", e.g.output, "")
 }

@@ -103,10 +103,10 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 	if now == nil {
 		now = time.Now
 	}
-	g := cfg.Gateway
-	if g.Idempotency.Postgres != nil && openPostgres == nil {
-		return nil, errNoPostgres
+	if err := CheckBinary(cfg); err != nil {
+		return nil, err
 	}
+	g := cfg.Gateway
 	cert, err := tls.LoadX509KeyPair(g.TLS.CertFile, g.TLS.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("gateway.tls: %w", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/gateway/idem"
+	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
 // SharedStore is what the shared store (idem/postgres) is opened with.
@@ -43,6 +44,17 @@ func UseSharedStore(open func(ctx context.Context, o SharedStore) (idem.Store, e
 // PostgresTag is the build tag that links the shared store into
 // misaki-proxy.
 const PostgresTag = "misaki_postgres"
+
+// CheckBinary reports whether this binary can run the gateway cfg asks
+// for: a shared store needs one that links it. New checks it, and so does
+// --check, so that a configuration misaki-proxy would refuse at start is
+// not called ok.
+func CheckBinary(cfg *config.Config) error {
+	if cfg.Role == config.RoleGateway && cfg.Gateway.Idempotency.Postgres != nil && openPostgres == nil {
+		return errNoPostgres
+	}
+	return nil
+}
 
 // errNoPostgres is New's error for gateway.idempotency.postgres in a
 // binary without the shared store.

@@ -103,6 +103,9 @@ func RunAs(ctx context.Context, program string, args []string, stdout, stderr io
 		}
 	}
 	if *check {
+		if err := gateway.CheckBinary(cfg); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "%s: ok (%d routes, %d links)\n", *cfgPath, len(cfg.Routes), len(cfg.Links))
 		return nil
 	}

@@ -96,3 +96,27 @@ func TestVersionNamesTheProgram(t *testing.T) {
 		}
 	}
 }
+
+// --check refuses what the start would: misaki-proxy links no PostgreSQL,
+// so a gateway on the shared store is not ok here (misaki-gateway's test
+// binary links it).
+func TestCheckRefusesTheSharedStoreWithoutIt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	yaml := "role: gateway\ngateway:\n  tls: {certFile: c.pem, keyFile: k.pem, clientCAFile: ca.pem}\n  idempotency: {postgres: {dsn: \"postgres://gw@db/keys\"}}\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), []string{"--config", path, "--check"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "misaki-gateway") {
+		t.Fatalf("--check: %v (printed %q), want the error that names misaki-gateway", err, out.String())
+	}
+	local := strings.Replace(yaml, `{postgres: {dsn: "postgres://gw@db/keys"}}`, "{dir: "+dir+"}", 1)
+	if err := os.WriteFile(path, []byte(local), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), []string{"--config", path, "--check"}, &out, &errOut); err != nil {
+		t.Fatalf("--check of a local store: %v", err)
+	}
+}
