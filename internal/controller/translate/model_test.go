@@ -9,8 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	yamlv3 "go.yaml.in/yaml/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -70,15 +68,7 @@ func TestOneRouteModel(t *testing.T) {
 			slices.SortFunc(routes, func(a, b config.Route) int { return strings.Compare(a.Name, b.Name) })
 			got, err := yamlv3.Marshal(map[string][]config.Route{"routes": routes})
 			must(t, err)
-			golden := "testdata/" + tc.name + ".model.golden"
-			if *update {
-				must(t, os.WriteFile(golden, got, 0o644))
-			}
-			want, err := os.ReadFile(golden)
-			must(t, err)
-			if d := cmp.Diff(string(want), string(got)); d != "" {
-				t.Errorf("%s differs (-want +got; go test -update to accept):\n%s", golden, d)
-			}
+			checkGolden(t, "testdata/"+tc.name+".model.golden", got)
 		})
 	}
 }
@@ -88,15 +78,7 @@ func TestOneRouteModel(t *testing.T) {
 // sets; the routes by name.
 func decodeAsProxy(t *testing.T, out Output) map[string]config.Route {
 	t.Helper()
-	byType := map[string][]*anypb.Any{}
-	for typ, rs := range out.Resources {
-		for _, r := range rs {
-			a, err := anypb.New(r.(proto.Message))
-			must(t, err)
-			byType[typ] = append(byType[typ], a)
-		}
-	}
-	decoded, _, err := xds.Decode(byType)
+	decoded, _, err := xds.Decode(published(t, out))
 	if err != nil {
 		t.Fatalf("the proxy would NACK: %v", err)
 	}

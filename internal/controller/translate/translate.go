@@ -206,7 +206,7 @@ func route(in Input, r meshv1.Route) (translated, error) {
 			rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: strings.TrimSuffix(m.PathPrefix, "/")}
 		}
 		for _, h := range m.Headers {
-			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: strings.ToLower(h.Name),
+			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: h.Name,
 				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value}}}})
 		}

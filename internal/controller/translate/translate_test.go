@@ -69,6 +69,34 @@ func must(t *testing.T, err error) {
 }
 
 // render prints the output as stable JSON: resources by type, then results.
+// published is out's resources as the proxy receives them: each packed in
+// an Any, by type URL.
+func published(t *testing.T, out Output) map[string][]*anypb.Any {
+	t.Helper()
+	byType := map[string][]*anypb.Any{}
+	for typ, rs := range out.Resources {
+		for _, r := range rs {
+			a, err := anypb.New(r.(proto.Message))
+			must(t, err)
+			byType[typ] = append(byType[typ], a)
+		}
+	}
+	return byType
+}
+
+// checkGolden compares got with the golden file (rewritten with -update).
+func checkGolden(t *testing.T, golden string, got []byte) {
+	t.Helper()
+	if *update {
+		must(t, os.WriteFile(golden, got, 0o644))
+	}
+	want, err := os.ReadFile(golden)
+	must(t, err)
+	if d := cmp.Diff(string(want), string(got)); d != "" {
+		t.Errorf("%s differs (-want +got; go test -update to accept):\n%s", golden, d)
+	}
+}
+
 func render(t *testing.T, out Output) []byte {
 	var buf bytes.Buffer
 	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
@@ -97,16 +125,7 @@ func TestGolden(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(f), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
 			out := Namespace(readInput(t, f))
-			got := render(t, out)
-			golden := strings.TrimSuffix(f, ".in.yaml") + ".golden"
-			if *update {
-				must(t, os.WriteFile(golden, got, 0o644))
-			}
-			want, err := os.ReadFile(golden)
-			must(t, err)
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("%s differs (-want +got; go test -update to accept):\n%s", golden, diff)
-			}
+			checkGolden(t, strings.TrimSuffix(f, ".in.yaml")+".golden", render(t, out))
 		})
 	}
 }
@@ -116,15 +135,7 @@ func TestGolden(t *testing.T) {
 // the routes it would apply against the Routes.
 func TestProxyAcceptsWhatIsPublished(t *testing.T) {
 	out := Namespace(readInput(t, "testdata/routes.in.yaml"))
-	byType := map[string][]*anypb.Any{}
-	for typ, rs := range out.Resources {
-		for _, r := range rs {
-			a, err := anypb.New(r.(proto.Message))
-			must(t, err)
-			byType[typ] = append(byType[typ], a)
-		}
-	}
-	routes, eps, err := xds.Decode(byType)
+	routes, eps, err := xds.Decode(published(t, out))
 	if err != nil {
 		t.Fatalf("the proxy would NACK: %v", err)
 	}

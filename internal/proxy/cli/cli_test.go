@@ -63,7 +63,9 @@ func TestXDSNodeFromEnv(t *testing.T) {
 		name, xds, pod, ns, err string
 	}{
 		{"from the environment", "}", "p1", "apps", ""},
-		{"from the file", ", node: apps/p2}", "p1", "other", ""},
+		// The environment alone would give "/p1", which is refused: only
+		// the file's node can make this pass.
+		{"from the file", ", node: apps/p2}", "p1", "", ""},
 		{"pod without namespace", "}", "p1", "", `xds.node: "/p1" is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME`},
 		{"neither", "}", "", "apps", `xds.node: "" is not namespace/pod; set it, or POD_NAMESPACE and POD_NAME`},
 	} {

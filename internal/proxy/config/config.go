@@ -3,11 +3,12 @@
 // errors name the field and the fix.
 //
 // The zero value of every field means its documented default; SetDefaults is
-// the one place that fills them in, and Validate does no I/O. Each section
-// of the file has its own source file here, with its type, its defaults and
-// its checks (listeners.go, limits.go, links.go, routes.go, offline.go,
-// spool.go, dns.go, xds.go, gateway.go); SetDefaults and Validate call them
-// in turn. The package reads no environment: what comes from outside the
+// the one place that fills them in, and Validate does no I/O. Each large
+// section of the file has its own source file here, with its type, its
+// defaults and its checks (listeners.go, limits.go, http2.go, links.go,
+// routes.go, offline.go, spool.go, dns.go, xds.go, gateway.go,
+// vehicleservices.go; log is in this file, load.go decodes); SetDefaults
+// and Validate call them in turn. The package reads no environment: what comes from outside the
 // file (flags, the pod's variables) is given as Overrides.
 package config
 

@@ -139,15 +139,12 @@ func (d DNS) validate(bad report) {
 		}
 		checkServers("dns.zones."+zone, servers)
 	}
-	for _, dd := range []struct {
-		field string
-		v     Duration
-	}{
+	for _, dd := range []durationField{
 		{"dns.timeout", d.Timeout}, {"dns.staleAfter", d.StaleAfter}, {"dns.maxStale", d.MaxStale},
 		{"dns.maxTTL", d.MaxTTL}, {"dns.maxNegativeTTL", d.MaxNegativeTTL}, {"dns.saveInterval", d.SaveInterval},
 	} {
 		if dd.v <= 0 {
-			bad(dd.field, "must be positive")
+			bad(dd.name, "must be positive")
 		}
 	}
 	if d.MinTTL < 0 || d.MinTTL > d.MaxTTL {

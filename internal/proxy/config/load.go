@@ -13,17 +13,7 @@ import (
 )
 
 // Load reads, defaults and validates the YAML file at path.
-func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	c, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
-}
+func Load(path string) (*Config, error) { return LoadWith(path, Overrides{}) }
 
 // LoadWith is Load with settings from outside the file applied before
 // defaults and validation.

@@ -82,8 +82,9 @@ type Config struct {
 // staleTTL is the TTL of a stale answer (RFC 8767 §4 recommends 30 s).
 const staleTTL = 30
 
-// The defaults of Config, which the proxy's configuration (the dns block)
-// takes too.
+// The defaults of Config. The proxy's configuration states the same
+// defaults for its dns block (internal/proxy/config/dns.go), and a test
+// there keeps the two equal.
 const (
 	DefaultTimeout    = 2 * time.Second
 	DefaultStaleAfter = 1800 * time.Millisecond // RFC 8767 §5's client response timer

@@ -56,10 +56,6 @@ func decodeRouteOptions(s *structpb.Struct) (config.Route, error) {
 // a sequence as a list, a scalar by its tag.
 func protoValue(n *yaml.Node) (*structpb.Value, error) {
 	switch n.Kind {
-	case yaml.DocumentNode:
-		if len(n.Content) == 1 {
-			return protoValue(n.Content[0])
-		}
 	case yaml.MappingNode:
 		s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(n.Content)/2)}
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -95,7 +91,7 @@ func protoValue(n *yaml.Node) (*structpb.Value, error) {
 			return structpb.NewNullValue(), nil
 		}
 	}
-	return nil, fmt.Errorf("a %s node (tag %s) has no protobuf value", kindName(n.Kind), n.ShortTag())
+	return nil, fmt.Errorf("YAML tag %s has no protobuf value", n.ShortTag())
 }
 
 // yamlNode is the YAML tree of a protobuf value, the inverse of
@@ -126,20 +122,5 @@ func yamlNode(v *structpb.Value) *yaml.Node {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!float", Value: strconv.FormatFloat(k.NumberValue, 'g', -1, 64)}
 	default:
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
-	}
-}
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.DocumentNode:
-		return "document"
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "sequence"
-	case yaml.AliasNode:
-		return "alias"
-	default:
-		return "scalar"
 	}
 }
