@@ -186,7 +186,9 @@ type SpoolStats struct {
 	// quarantine).
 	TornBytes int64 `json:"TornBytes"`
 	// MissingBodies counts requests whose body file could not be opened.
-	// A damaged body file fails its read instead, and its request fails.
+	// A damaged body file is not counted: its checksum fails the read at
+	// the body's end, and the delivery is tried again like any other that
+	// got no answer, until the request's TTL.
 	MissingBodies int64 `json:"MissingBodies"`
 	Fsyncs        int64 `json:"Fsyncs"`
 	Segments      int   `json:"Segments"`

@@ -93,12 +93,12 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, links(o.Links))
 	})
 	mux.HandleFunc("PUT /v1/links/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var ov proxyv1.LinkOverride
+		var ov link.Override
 		if code, err := decodeJSON(w, r, &ov); err != nil {
 			writeError(w, code, fmt.Sprintf(`body must be one JSON object like {"state":"down"} (state up, down or auto; optional metered, roaming): %v`, err))
 			return
 		}
-		st, err := o.Links.Set(r.PathValue("name"), link.Override{State: ov.State, Metered: ov.Metered, Roaming: ov.Roaming})
+		st, err := o.Links.Set(r.PathValue("name"), ov)
 		switch {
 		case errors.Is(err, link.ErrUnknownLink):
 			writeError(w, http.StatusNotFound, err.Error())
@@ -140,11 +140,7 @@ func Handler(o Options) http.Handler {
 // links is GET /v1/links: the links, and the node link agent when Links
 // knows of one.
 func links(l Links) proxyv1.Links {
-	snap := l.Snapshot()
-	var out proxyv1.Links
-	if snap != nil {
-		out.Links = snap
-	}
+	out := proxyv1.Links{Links: l.Snapshot()}
 	if a, ok := l.(AgentStatuser); ok {
 		if addr, connected := a.AgentStatus(); addr != "" {
 			out.Agent = &proxyv1.Agent{Address: addr, Connected: connected}

@@ -29,7 +29,8 @@ type Limits struct {
 	Daily, Monthly int64
 }
 
-// Usage is one route's count, as the admin API shows it.
+// Usage is one route's count, as the ledger file (budgets.json) stores it;
+// the admin API shows it as proxyv1.Budget.
 type Usage struct {
 	Day          string `json:"day"`   // UTC date the daily count is for, 2006-01-02
 	Month        string `json:"month"` // UTC month the monthly count is for, 2006-01

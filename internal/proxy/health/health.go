@@ -13,22 +13,16 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	proxyv1 "github.com/misaki-io/misaki/api/proxy/v1"
 	"github.com/misaki-io/misaki/internal/backoff"
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 )
 
-// Status is an upstream's reachability as shown in the admin API.
-type Status struct {
-	Reachable bool      `json:"reachable"`
-	Since     time.Time `json:"since"`
-	// LastError is the most recent probe or dial failure while unreachable.
-	LastError string `json:"lastError,omitempty"`
-	// Source says what set the state: start, probe or request.
-	Source string `json:"source"`
-}
+// Status is an upstream's reachability: the admin API's wire type itself
+// (GET /v1/routes shows it as upstreamHealth).
+type Status = proxyv1.Health
 
 // Prober performs one active check.
 type Prober interface {

@@ -48,14 +48,9 @@ type Interface = proxyv1.Interface
 // up, with carrier, and with an address that is not link-local.
 func Usable(i Interface) bool { return i.Up && i.Running && len(i.Addrs) > 0 }
 
-// Override is what the connectivity manager sets with PUT /v1/links/{name}.
-type Override struct {
-	// State is up, down or auto (back to the kernel's view).
-	State string `json:"state"`
-	// Metered and Roaming, when present, replace the configured flags.
-	Metered *bool `json:"metered,omitempty"`
-	Roaming *bool `json:"roaming,omitempty"`
-}
+// Override is what the connectivity manager sets with PUT /v1/links/{name}:
+// the admin API's wire type itself.
+type Override = proxyv1.LinkOverride
 
 // ErrUnknownLink is returned by Set for a name no link has.
 var ErrUnknownLink = fmt.Errorf("link: unknown link")

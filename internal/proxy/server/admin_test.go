@@ -145,11 +145,12 @@ func TestHealthAddressServesOnlyProbes(t *testing.T) {
 	}
 }
 
-// TestAdminWireTypes pins the admin API's contract: the live answer of
-// every endpoint decodes into its type in api/proxy/v1 with no unknown
-// field, and that value encodes back to the same JSON. A field served but
-// missing from the type, or in the type but served otherwise (a name, an
-// omitempty), fails here. The proxy has links of every kind (config, a
+// TestAdminWireTypes pins the admin API's contract. The key paths listed
+// for each endpoint are the contract: a key renamed, dropped or newly
+// omitted fails here. The live answer also decodes into its type in
+// api/proxy/v1 with no unknown field and encodes back to the same JSON;
+// since the proxy serves those very types that part cannot fail today, and
+// it guards a handler that one day writes a map or another struct. The proxy has links of every kind (config, a
 // glob, the node link agent's), a route with a budget that spools, and a
 // spooled request with a callback, so that the optional fields are served.
 func TestAdminWireTypes(t *testing.T) {

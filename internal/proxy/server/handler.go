@@ -176,18 +176,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, forward.ErrNoResponse) {
 			resent = true
 		}
-		if errors.Is(err, forward.ErrNotSent) || errors.Is(err, forward.ErrNoResponse) {
-			// Not delivered, and nothing written to the app: the
-			// upstream could not be reached, or closed or stayed silent
-			// before answering. Mark it down (this re-evaluates the
-			// route) and treat the request as the route's offline policy
-			// says: held while the window lasts, then spooled or 503.
-			if errors.Is(err, forward.ErrNoResponse) {
-				rt.health.Unanswered(err)
-			} else {
-				rt.health.Failed(err)
-			}
-			s.evaluate()
+		if s.notDelivered(rt, err) {
+			// Nothing written to the app, and the route re-evaluated
+			// with its upstream down: treat the request as the route's
+			// offline policy says, held while the window lasts, then
+			// spooled or 503.
 			startWindow()
 			if attempt+1 < maxNotSentRetries && s.clock.Now().Before(holdUntil) {
 				continue

@@ -415,13 +415,12 @@ func (s *Server) routeStatus() []proxyv1.Route {
 	out := make([]proxyv1.Route, 0, len(routes))
 	for _, rt := range routes {
 		n, b := rt.queue.Held()
-		hs := rt.health.Status()
 		out = append(out, proxyv1.Route{
 			Name: rt.cfg.Name, Hosts: rt.cfg.Hosts, Upstream: rt.cfg.Upstream,
 			Usable: rt.usable.Load(), Reason: rt.reason, Links: rt.cfg.Offline.Links,
 			Interface: rt.path.Interface, Link: rt.path.Link, Budget: s.budgetStatus(rt),
 			Hold:           rt.cfg.Offline.Hold.String(),
-			UpstreamHealth: proxyv1.Health{Reachable: hs.Reachable, Since: hs.Since, LastError: hs.LastError, Source: hs.Source},
+			UpstreamHealth: rt.health.Status(),
 			HeldRequests:   n, HeldBytes: b,
 		})
 	}

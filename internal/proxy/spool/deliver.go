@@ -227,7 +227,7 @@ func (s *Spool) FinishAll(seqs []uint64, outcomes []Outcome) error {
 		}
 	}
 	if len(frames) > 0 {
-		if _, err := s.appendLocked(frames); err != nil {
+		if err := s.appendLocked(frames); err != nil {
 			s.log.Warn("recording finished requests", "seq", seqs[found[0]], "requests", len(found), "err", err)
 		}
 	}
@@ -260,7 +260,7 @@ func (s *Spool) Retry(seq uint64) error {
 	if e.attempts < 1<<16-1 {
 		e.attempts++
 	}
-	if _, err := s.appendLocked(framelog.AppendFrame(nil, typeAttempt, appendAttempt(nil, seq))); err != nil {
+	if err := s.appendLocked(framelog.AppendFrame(nil, typeAttempt, appendAttempt(nil, seq))); err != nil {
 		s.log.Warn("recording an attempt", "seq", seq, "err", err)
 	}
 	return nil

@@ -191,7 +191,7 @@ func (s *Spool) findLocked(seq uint64) (*queue, int) {
 // index, and segments nothing lives in any more are removed, oldest first.
 func (s *Spool) finishLocked(q *queue, i int, o Outcome) {
 	e := q.entries[i]
-	if _, err := s.appendLocked(framelog.AppendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
+	if err := s.appendLocked(framelog.AppendFrame(nil, typeDone, appendDone(nil, e.seq, o))); err != nil {
 		s.log.Warn("recording a finished request", "seq", e.seq, "err", err)
 	}
 	s.forgetLocked(q, i, o)

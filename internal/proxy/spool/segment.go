@@ -19,12 +19,12 @@ type segmentReader interface {
 
 func segName(ord uint32) string { return fmt.Sprintf("seg-%08x.log", ord) }
 
-// appendLocked writes b at the end of the active segment and returns its
-// offset. On failure (disk full) the segment is cut back, so a later
-// append starts on a frame boundary.
-func (s *Spool) appendLocked(b []byte) (uint32, error) {
-	off, _, err := s.active.Append(b)
-	return uint32(off), err
+// appendLocked writes b at the end of the active segment. On failure
+// (disk full) the segment is cut back, so a later append starts on a frame
+// boundary.
+func (s *Spool) appendLocked(b []byte) error {
+	_, _, err := s.active.Append(b)
+	return err
 }
 
 // sealIfFullLocked seals the active segment once it is full: it is
@@ -53,8 +53,7 @@ func (s *Spool) createSegmentLocked(ord uint32) error {
 	}
 	s.active, s.activeOrd = l, ord
 	s.segments = append(s.segments, ord)
-	_, err = s.appendLocked(s.startFrame())
-	return err
+	return s.appendLocked(s.startFrame())
 }
 
 // startFrame is a segment's first frame: the next sequence number, so that
