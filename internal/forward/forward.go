@@ -46,6 +46,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -321,11 +322,6 @@ type Path struct {
 	Blocked bool
 }
 
-// Steered reports whether the path pins connections to one link.
-func (p Path) Steered() bool {
-	return p.Blocked || p.Interface != "" || p.Mark != 0 || p.Ports != [2]uint16{}
-}
-
 // pathKey carries the path Dial read to control.
 type pathKey struct{}
 
@@ -368,13 +364,19 @@ type attempt struct {
 	delivery string
 	body     *trackedBody
 	err      error
+	// connected and answered are the Transport's own account (its
+	// ClientTrace) of whether this request got a connection, and whether
+	// a byte of a response arrived on it, over all its tries.
+	connected, answered atomic.Bool
 }
 
 // Forward proxies r to the upstream and writes the response to w, marked
-// with delivery (direct or held). It returns nil once a response (or an
-// error status) was written; an error wrapping ErrNotSent when nothing was
-// sent or written and the request may be retried; or another error that was
-// already answered with 502/504.
+// with delivery (direct or held). It returns nil once a response was
+// written. Otherwise, with nothing written to the app and the request fit
+// to be tried again by the caller: an error wrapping ErrNotSent (nothing was
+// sent) or ErrNoResponse (sent, perhaps, and nothing answered). Otherwise an
+// error already answered: ErrBadBody (the app's body broke: 400), or
+// another (413 for a body over its limit, 504 for a timeout, 502).
 func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery string) error {
 	if f.fastEligible(r) {
 		return f.forwardFast(w, r, delivery)
@@ -385,6 +387,10 @@ func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery stri
 		r.Body = a.body
 	}
 	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn:              func(httptrace.GotConnInfo) { a.connected.Store(true) },
+		GotFirstResponseByte: func() { a.answered.Store(true) },
+	})
 	if f.reqTimeout > 0 && r.Header.Get("Upgrade") == "" {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.reqTimeout)
@@ -452,14 +458,17 @@ func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	// about the upstream, even when it ended in the middle of a dial.
 	if a != nil && r.Context().Err() == nil {
 		switch {
-		case IsDialError(err) && (a.body == nil || !a.body.touched.Load()):
+		case isDialError(err) && (a.body == nil || !a.body.touched.Load()):
 			a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
 			return
-		case (noResponse(err) || IsDialError(err)) && resendable(r):
-			// A dial error after the body was read is the Transport's
-			// own second try: a reused connection took the request and
-			// closed unanswered, and the new connection failed. The
-			// upstream may have seen the request; nothing answered it.
+		case !a.answered.Load() && (a.connected.Load() || noResponse(err)) && resendable(r) && a.bodyErr() == nil:
+			// A connection took the request and no byte of a
+			// response came back, however the Transport words it
+			// (closed, reset, silent past the response-header
+			// timeout, its own second try failing to dial, a close
+			// during the write): the upstream may have seen the
+			// request; nothing answered it. Without a connection,
+			// noResponse tells a handshake cut off from a refusal.
 			a.err = fmt.Errorf("%w: %w", ErrNoResponse, err)
 			return
 		}
@@ -497,29 +506,20 @@ func (f *Upstream) writeError(w http.ResponseWriter, r *http.Request, err error)
 	}
 }
 
-// noResponse reports whether a round trip failed with nothing of a response
-// received: the connection closed or reset, or silence past the
-// response-header timeout. A malformed response is not one of them.
+// noResponse reports whether a failure before the Transport had a
+// connection (in a TLS handshake) was the upstream closing, resetting or
+// staying silent, as opposed to refusing the handshake.
 func noResponse(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err) ||
-		errors.Is(err, net.ErrClosed) || err.Error() == errServerClosedIdle
+		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err)
 }
 
-// errServerClosedIdle is the text of net/http's unexported error for a
-// connection the upstream closed while the Transport was still writing a
-// request on it, with no byte of a response read: a relay or NAT that
-// accepts and closes at once. The Transport does not try such a request
-// again on a new connection (it does only on a reused one), so it reaches
-// the caller. When the close lands during the write instead, the
-// Transport has closed the socket under its writer, and the write fails
-// with net.ErrClosed.
 const errServerClosedIdle = "http: server closed idle connection"
 
-// IsDialError reports whether err is a failure to connect (refused, timed
+// isDialError reports whether err is a failure to connect (refused, timed
 // out, no route, DNS), as opposed to a failure after the request was sent.
-func IsDialError(err error) bool {
+func isDialError(err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true

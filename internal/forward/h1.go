@@ -321,7 +321,13 @@ func (f *Upstream) forwardFast(w http.ResponseWriter, r *http.Request, delivery 
 				// while waiting for a connection: not the upstream's fault.
 				return f.fail(w, r, ctx.Err())
 			}
-			if IsDialError(err) {
+			if isDialError(err) {
+				if attempt > 0 {
+					// The first attempt went out on a pooled
+					// connection that closed unanswered: the upstream
+					// may have seen the request.
+					return fmt.Errorf("%w: %w", ErrNoResponse, err)
+				}
 				return fmt.Errorf("%w: %w", ErrNotSent, err)
 			}
 			return f.fail(w, r, err)

@@ -74,16 +74,12 @@ type Server struct {
 	tls    *tls.Config
 	table  *routematch.Table
 	routes []*forward.Upstream
-	// noFastPath sends every request to an upstream through
-	// http.Transport (http1Upstream: stdlib), vehicle services' too.
-	noFastPath bool
-	store      idem.Store // opened by Run (store.go)
+	store  idem.Store // opened by Run (store.go)
 	// replica names this run in the shared store's claims.
 	replica string
-	// static are the routes' hosts; vs serves cloud Service names no
-	// route serves (vehicles.go), nil unless gateway.vehicleServices is set.
-	static staticHosts
-	vs     *vehicleServices
+	// vs serves cloud Service names no route serves (table.ServesHost;
+	// vehicles.go), nil unless gateway.vehicleServices is set.
+	vs *vehicleServices
 	// vehicleEndpoints, for tests only, gives the addresses a vehicle
 	// service's upstream (its host:port) dials instead of resolving it.
 	vehicleEndpoints func(addr string) []string
@@ -128,12 +124,10 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
-		replica:    newReplicaName(),
-		noFastPath: cfg.HTTP1Upstream == config.HTTP1Stdlib,
-		table:      routematch.NewTable(cfg.Routes),
-		static:     newStaticHosts(cfg.Routes),
-		slots:      make(chan struct{}, batchItemsInFlight),
-		reg:        prometheus.NewRegistry(),
+		replica: newReplicaName(),
+		table:   routematch.NewTable(cfg.Routes),
+		slots:   make(chan struct{}, batchItemsInFlight),
+		reg:     prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "misaki_gateway_requests_total",
 			Help: "Requests from vehicles by route and outcome (forwarded, no_key, replayed, conflict, mismatch, no_route, forbidden, error).",
@@ -153,7 +147,7 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Server, e
 		if err != nil {
 			return nil, err
 		}
-		f, err := forward.New(rc, forward.Options{TLS: tlsConf, Log: log, NoFastPath: s.noFastPath})
+		f, err := forward.New(rc, forward.Options{TLS: tlsConf, Log: log, NoFastPath: cfg.NoFastPath()})
 		if err != nil {
 			return nil, err
 		}
@@ -325,7 +319,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The routes' hosts are theirs even when no route's matches take the
 	// request: vehicle services only get names no route serves.
-	if s.vs != nil && !s.static.has(r.Host) && s.vs.serve(s, w, r, id) {
+	if s.vs != nil && !s.table.ServesHost(r.Host) && s.vs.serve(s, w, r, id) {
 		return
 	}
 	s.requests.WithLabelValues("", outcomeNoRoute).Inc()

@@ -15,7 +15,6 @@ import (
 	"container/list"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -159,7 +158,7 @@ func (v *vehicleServices) build(s *Server) func(upstreamKey) (*vehicleUpstream, 
 		fwd, err := forward.New(config.Route{
 			Name: routeVehicleServices, Upstream: raw, Timeouts: v.cfg.Timeouts,
 			MaxBodyBytes: v.cfg.MaxBodyBytes, MaxUpstreamConnections: v.cfg.MaxUpstreamConnections,
-		}, forward.Options{Log: s.log, NoFastPath: s.noFastPath})
+		}, forward.Options{Log: s.log, NoFastPath: s.cfg.NoFastPath()})
 		if err != nil {
 			return nil, err
 		}
@@ -302,45 +301,4 @@ func (c *upstreamCache) closeAll() {
 	for e := c.lru.Front(); e != nil; e = e.Next() {
 		e.Value.(*vehicleUpstream).fwd.Close()
 	}
-}
-
-// staticHosts are the hosts the routes serve: a request for one of them is
-// the routes' (answered 404 if no route's matches take it), never a vehicle
-// service's.
-type staticHosts struct {
-	exact    map[string]bool
-	suffixes []string // ".example.com" for *.example.com
-}
-
-func newStaticHosts(routes []config.Route) staticHosts {
-	h := staticHosts{exact: map[string]bool{}}
-	for _, r := range routes {
-		for _, host := range r.Hosts {
-			host = strings.ToLower(host)
-			if s, ok := strings.CutPrefix(host, "*"); ok {
-				h.suffixes = append(h.suffixes, s)
-			} else {
-				h.exact[host] = true
-			}
-		}
-	}
-	return h
-}
-
-// has reports whether a route serves host (which may carry a port and a
-// trailing dot), as routematch.Table matches hosts.
-func (h staticHosts) has(host string) bool {
-	if hp, _, err := net.SplitHostPort(host); err == nil {
-		host = hp
-	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if h.exact[host] {
-		return true
-	}
-	for _, s := range h.suffixes {
-		if strings.HasSuffix(host, s) && len(host) > len(s) {
-			return true
-		}
-	}
-	return false
 }

@@ -506,12 +506,12 @@ func TestVehicleServicesProtocol(t *testing.T) {
 func TestVehicleUpstreamsAreBounded(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	var made []string
-	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: func() time.Time { return now }}
-	s.vehicleEndpoints = func(addr string) []string { made = append(made, addr); return []string{"127.0.0.1:1"} }
 	c, err := config.Parse([]byte("role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x}, vehicleServices: {maxUpstreams: 2}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &Server{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: func() time.Time { return now }}
+	s.vehicleEndpoints = func(addr string) []string { made = append(made, addr); return []string{"127.0.0.1:1"} }
 	v := newVehicleServices(*c.Gateway.VehicleServices, s)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(v.upstreams.dropped)
@@ -569,11 +569,11 @@ func TestVehicleUpstreamsAreBounded(t *testing.T) {
 
 // Requests arriving together for an upstream not yet made share one.
 func TestVehicleUpstreamMadeOnce(t *testing.T) {
-	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	c, err := config.Parse([]byte("role: gateway\ngateway: {tls: {certFile: c, keyFile: k, clientCAFile: ca}, idempotency: {dir: /x}, vehicleServices: {}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &Server{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	v := newVehicleServices(*c.Gateway.VehicleServices, s)
 	got := make([]*vehicleUpstream, 16)
 	var wg sync.WaitGroup

@@ -80,6 +80,22 @@ func (t *Table) Match(host, path string, h http.Header) int {
 	return -1
 }
 
+// ServesHost reports whether any route serves host (which may carry a port
+// and a trailing dot), whatever the request's path and headers: the
+// gateway leaves such a host to the routes, never to a vehicle's service.
+func (t *Table) ServesHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(stripPort(host), "."))
+	if len(t.exact[host]) > 0 {
+		return true
+	}
+	for _, w := range t.wild {
+		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *Table) first(routes []int, path string, h http.Header) int {
 	for _, i := range routes {
 		if t.matchesRequest(i, path, h) {

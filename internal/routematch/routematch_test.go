@@ -70,3 +70,20 @@ func TestStripPort(t *testing.T) {
 		t.Errorf("stripPort without a port allocates %v times", n)
 	}
 }
+
+// ServesHost is Match's host lookup without the path and headers: a host
+// some route serves, however the request is cased, ported or dotted.
+func TestServesHost(t *testing.T) {
+	tb := NewTable([]config.Route{
+		{Name: "a", Hosts: []string{"api.cloud.misaki", "*.svc.misaki"}, Matches: []config.Match{{PathPrefix: "/only"}}},
+	})
+	for host, want := range map[string]bool{
+		"api.cloud.misaki": true, "API.Cloud.Misaki:443": true, "api.cloud.misaki.": true,
+		"x.svc.misaki": true, "a.b.svc.misaki:80": true,
+		"svc.misaki": false, "other.cloud.misaki": false, "api": false, "": false,
+	} {
+		if got := tb.ServesHost(host); got != want {
+			t.Errorf("ServesHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

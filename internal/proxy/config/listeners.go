@@ -18,6 +18,10 @@ const (
 	DefaultAdmin  = "127.0.0.1:15000"
 )
 
+// NoFastPath reports whether requests to http:// upstreams all go through
+// net/http's Transport (http1Upstream: stdlib), for forward.Options.
+func (c *Config) NoFastPath() bool { return c.HTTP1Upstream == HTTP1Stdlib }
+
 // setListenerDefaults fills the addresses the proxy listens on (listen,
 // admin; health has none), the HTTP/1.1 server of listen and the HTTP/1.1
 // client to upstreams.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
-	"github.com/misaki-io/misaki/internal/forward"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/waitfor"
 )
@@ -107,7 +106,8 @@ func TestTCPProber(t *testing.T) {
 		t.Fatalf("listening: %v", err)
 	}
 	ln.Close()
-	if err := p.Probe(context.Background()); err == nil || !forward.IsDialError(err) {
+	var op *net.OpError
+	if err := p.Probe(context.Background()); !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("closed: %v, want a dial error", err)
 	}
 }

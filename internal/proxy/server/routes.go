@@ -43,7 +43,7 @@ func (s *Server) newRoute(rc config.Route) (*liveRoute, error) {
 	if err != nil {
 		return nil, err
 	}
-	fwd, err := forward.New(rc, forward.Options{TLS: tlsConf, Log: s.log, NoFastPath: s.cfg.HTTP1Upstream == config.HTTP1Stdlib})
+	fwd, err := forward.New(rc, forward.Options{TLS: tlsConf, Log: s.log, NoFastPath: s.cfg.NoFastPath()})
 	if err != nil {
 		return nil, err
 	}
