@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/misaki-io/misaki/internal/agent/facts"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // agentChart is charts/misaki-agent; its tests render it into
@@ -658,13 +659,7 @@ func TestAgentChartAPIServer(t *testing.T) {
 	}
 	poll := func(t *testing.T, what string, f func() error) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for err := f(); err != nil; err = f() {
-			if time.Now().After(deadline) {
-				t.Fatalf("within 30s: %s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitfor.NoError(t, 30*time.Second, what, f)
 	}
 
 	// Rules without escalate: the agent can read nodes, and cannot apply a

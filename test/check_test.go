@@ -30,6 +30,7 @@ import (
 	meshv1 "github.com/misaki-io/misaki/api/v1alpha1"
 	"github.com/misaki-io/misaki/internal/cli"
 	"github.com/misaki-io/misaki/internal/controller"
+	"github.com/misaki-io/misaki/internal/testbin"
 	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
@@ -375,10 +376,7 @@ func startControllerBinary(t *testing.T, args ...string) *runningController {
 	t.Helper()
 	controllerBinOnce.Do(func() {
 		controllerBin = filepath.Join(binDir, "misaki-controller")
-		out, err := exec.Command("go", "build", "-o", controllerBin, "github.com/misaki-io/misaki/cmd/misaki-controller").CombinedOutput()
-		if err != nil {
-			controllerBinErr = fmt.Errorf("build misaki-controller: %v\n%s", err, out)
-		}
+		controllerBinErr = testbin.Build(binDir, nil, "github.com/misaki-io/misaki/cmd/misaki-controller")
 	})
 	if controllerBinErr != nil {
 		t.Fatal(controllerBinErr)

@@ -337,20 +337,16 @@ func TestControllerProbesWithoutWebhook(t *testing.T) {
 	probe.Close() // the manager binds the address itself
 	runController(t, cfg, controller.Options{XDSListener: xds, WebhookAddr: "0", ProbeAddr: addr})
 	for _, path := range []string{"/healthz", "/readyz"} {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		waitfor.NoError(t, 30*time.Second, "GET "+path, func() error {
 			resp, err := http.Get("http://" + addr + path)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-				err = fmt.Errorf("status %d", resp.StatusCode)
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("GET %s: %v", path, err)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %d", resp.StatusCode)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 }

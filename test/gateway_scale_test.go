@@ -25,6 +25,7 @@ import (
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/gateway/idem/postgres"
 	"github.com/misaki-io/misaki/internal/pgtest"
+	"github.com/misaki-io/misaki/internal/testbin"
 )
 
 // TestGatewayReplicasOnPostgres runs three gateway replicas (the real
@@ -241,9 +242,8 @@ routes:
 func buildGatewayWithPostgres(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/misaki-io/misaki/cmd/misaki-gateway")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build misaki-gateway: %v\n%s", err, out)
+	if err := testbin.Build(dir, nil, "github.com/misaki-io/misaki/cmd/misaki-gateway"); err != nil {
+		t.Fatal(err)
 	}
 	return filepath.Join(dir, "misaki-gateway")
 }

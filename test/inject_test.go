@@ -280,16 +280,10 @@ func TestInjection(t *testing.T) {
 
 	// The app resolves the Route's host through the pod's nameserver ...
 	var meshIP string
-	deadline := time.Now().Add(30 * time.Second)
-	for meshIP == "" {
+	waitfor.Within(t, 30*time.Second, "echo.mesh resolving through the proxy", func() bool {
 		meshIP = resolveInNetns(t, pods.ns.path(), client1.Spec.DNSConfig.Nameservers[0]+":53", "echo.mesh.")
-		if meshIP == "" {
-			if time.Now().After(deadline) {
-				t.Fatal("echo.mesh did not resolve through the proxy")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+		return meshIP != ""
+	})
 	// ... and calls it as plain http://echo.mesh/.
 	app := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		_, port, _ := net.SplitHostPort(addr)

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -185,18 +184,6 @@ func waitSnap(t *testing.T, a *Agent, what string, ok func(linkv1.Snapshot) bool
 	}
 }
 
-// goroutineIn reports whether a goroutine's stack has every one of calls:
-// where it waits, when it waits.
-func goroutineIn(calls ...string) bool {
-	buf := make([]byte, 1<<20)
-	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if !slices.ContainsFunc(calls, func(c string) bool { return !strings.Contains(g, c) }) {
-			return true
-		}
-	}
-	return false
-}
-
 func link(s linkv1.Snapshot, name string) linkv1.Link {
 	for _, l := range s.Links {
 		if l.Name == name {
@@ -326,11 +313,11 @@ func TestAgentPublishesChanges(t *testing.T) {
 	// The routing holds each link's usable interfaces. A link that went
 	// down is published before the routing is synced, so the check waits
 	// (up to 10 s) for the sync that follows the snapshot.
-	routeMismatch := func(want map[string][]string) string {
+	routeMismatch := func(want map[string][]string) error {
 		s, _ := a.Snapshot()
 		got := h.lastRoute()
 		if len(got) != len(s.Links) {
-			return fmt.Sprintf("Route got %d links, want %d", len(got), len(s.Links))
+			return fmt.Errorf("Route got %d links, want %d", len(got), len(s.Links))
 		}
 		for i, pl := range got {
 			l := s.Links[i]
@@ -340,25 +327,15 @@ func TestAgentPublishesChanges(t *testing.T) {
 			}
 			if pl.Name != l.Name || pl.Mark != l.Steer.Mark || pl.Table != l.Steer.Table || pl.Ports != l.Steer.Ports ||
 				!slices.Equal(names, want[l.Name]) {
-				return fmt.Sprintf("Route's link %d: %s mark %#x table %d ports %v ifaces %v; want %s %+v ifaces %v",
+				return fmt.Errorf("Route's link %d: %s mark %#x table %d ports %v ifaces %v; want %s %+v ifaces %v",
 					i, pl.Name, pl.Mark, pl.Table, pl.Ports, names, l.Name, l.Steer, want[l.Name])
 			}
 		}
-		return ""
+		return nil
 	}
 	checkRoute := func(want map[string][]string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			msg := routeMismatch(want)
-			if msg == "" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal(msg)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitfor.NoError(t, 10*time.Second, "the routing holds each link's usable interfaces", func() error { return routeMismatch(want) })
 	}
 	checkRoute(map[string][]string{"wifi": {"wlan0"}, "modem": {"wwan0"}})
 
@@ -511,7 +488,7 @@ func TestAgentOverrideNotLostToARescan(t *testing.T) {
 			returned = true
 			return true
 		default:
-			return goroutineIn("linkd.(*Agent).Set(", "linkd.(*Agent).refresh(", "sync.(*Mutex).Lock(")
+			return waitfor.GoroutineIn("linkd.(*Agent).Set(", "linkd.(*Agent).refresh(", "sync.(*Mutex).Lock(")
 		}
 	})
 	close(release)

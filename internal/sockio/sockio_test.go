@@ -7,12 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // pair returns a wrapped and a plain end of one loopback TCP connection.
@@ -164,17 +164,9 @@ func TestCloseWakesBlockedRead(t *testing.T) {
 // waits on the network poller: blocked in a read.
 func waitParked(t *testing.T, fn string) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, fn) && strings.Contains(g, "internal/poll.runtime_pollWait") {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is not waiting on the network poller", fn)
-		}
-	}
+	waitfor.True(t, fn+" waiting on the network poller", func() bool {
+		return waitfor.GoroutineIn(fn, "internal/poll.runtime_pollWait")
+	})
 }
 
 type outer struct {

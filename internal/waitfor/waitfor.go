@@ -1,8 +1,10 @@
 // Package waitfor is how tests wait for a state that the code under test
 // reaches without announcing it (a server ready, a timer armed, a probe
 // dialled, a row written): they poll a condition, never sleep for a fixed
-// time. One helper, so that every test polls the same way and a failure
-// names what did not happen.
+// time. One package, so that every test polls the same way and a failure
+// names what did not happen (True, Within), and why when the check can say
+// (NoError). GoroutineIn is the condition for "the code under test is now
+// waiting there".
 //
 // Polls start 1 ms apart and back off to 20 ms: a condition that holds
 // soon is seen at once, and an expensive one (an HTTP request, a SQL
@@ -12,6 +14,9 @@
 package waitfor
 
 import (
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,4 +47,35 @@ func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(poll)
 	}
+}
+
+// NoError is Within for a check that says why it does not hold yet: it
+// polls f until it returns nil, and the failure ends with f's last error.
+func NoError(t testing.TB, limit time.Duration, what string, f func() error) {
+	t.Helper()
+	var last error
+	deadline := time.Now().Add(limit)
+	for poll := firstPoll; ; poll = min(2*poll, maxPoll) {
+		if last = f(); last == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s: %v", limit, what, last)
+		}
+		time.Sleep(poll)
+	}
+}
+
+// GoroutineIn reports whether some goroutine's stack has every one of
+// calls in it (function names as runtime.Stack prints them, or its state
+// from the header, such as "[chan receive]"): where code
+// under test waits, when it is waiting there. Use it as True's condition.
+func GoroutineIn(calls ...string) bool {
+	buf := make([]byte, 1<<20)
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if !slices.ContainsFunc(calls, func(c string) bool { return !strings.Contains(g, c) }) {
+			return true
+		}
+	}
+	return false
 }

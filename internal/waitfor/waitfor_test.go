@@ -1,6 +1,7 @@
 package waitfor
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -46,3 +47,38 @@ func TestWithinFailsNamingWhat(t *testing.T) {
 		t.Errorf("message %q", r.msg)
 	}
 }
+
+func TestNoErrorNamesTheLastError(t *testing.T) {
+	var polls int
+	NoError(t, Timeout, "the second poll", func() error {
+		if polls++; polls < 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	r := &recorder{TB: t}
+	func() {
+		defer func() {
+			if p := recover(); p != r {
+				t.Fatalf("NoError did not fail: %v", p)
+			}
+		}()
+		NoError(r, 20*time.Millisecond, "the door to open", func() error { return errors.New("locked") })
+	}()
+	if r.msg != "not within 20ms: the door to open: locked" {
+		t.Errorf("message %q", r.msg)
+	}
+}
+
+func TestGoroutineIn(t *testing.T) {
+	parked := make(chan struct{})
+	defer close(parked)
+	go func() { parkHere(parked) }()
+	True(t, "the goroutine parked in parkHere", func() bool { return GoroutineIn("[chan receive]", "waitfor.parkHere(") })
+	if GoroutineIn("waitfor.parkHere(", "no.such.Function(") {
+		t.Error("GoroutineIn matched a call no stack has")
+	}
+}
+
+//go:noinline
+func parkHere(c chan struct{}) { <-c }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/framelog"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 // upstream is a real DNS server on loopback (UDP and TCP on one port)
@@ -302,9 +303,8 @@ func TestOneQueryPerQuestion(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); query(t, addr, "slow.example.", dns.TypeA, false) }()
 	}
-	for asked.Load() < 20 { // all 20 wait, the upstream held: none can be answered from the cache
-		time.Sleep(time.Millisecond)
-	}
+	// All 20 wait, the upstream held: none can be answered from the cache.
+	waitfor.True(t, "all 20 queries waiting on the upstream", func() bool { return asked.Load() == 20 })
 	close(release)
 	wg.Wait()
 	if n := up.queries.Load(); n != 1 {
@@ -439,9 +439,7 @@ func TestStaleAfterTheTimer(t *testing.T) {
 
 	got := make(chan *dns.Msg)
 	go func() { got <- query(t, addr, "www.example.", dns.TypeA, true) }()
-	for clk.Timers() == 0 { // the client response timer is armed
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.True(t, "the client response timer armed", func() bool { return clk.Timers() > 0 })
 	select { // the timer is the fake clock's: an answer now would come at once
 	case r := <-got:
 		t.Fatalf("answered before the timer fired: %v", r)

@@ -18,6 +18,7 @@ import (
 	"github.com/misaki-io/misaki/internal/clock"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/proxy/listenfd"
+	"github.com/misaki-io/misaki/internal/waitfor"
 )
 
 func TestDelay(t *testing.T) {
@@ -142,13 +143,7 @@ func TestSupervisor(t *testing.T) {
 	}
 	waitTimer := func() {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for clk.Timers() != 1 {
-			if time.Now().After(deadline) {
-				t.Fatal("the supervisor did not wait before restarting")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitfor.True(t, "the supervisor waiting before restarting", func() bool { return clk.Timers() == 1 })
 	}
 
 	a := next()
