@@ -515,8 +515,6 @@ func noResponse(err error) bool {
 		errors.Is(err, syscall.ECONNABORTED) || isTimeout(err)
 }
 
-const errServerClosedIdle = "http: server closed idle connection"
-
 // isDialError reports whether err is a failure to connect (refused, timed
 // out, no route, DNS), as opposed to a failure after the request was sent.
 func isDialError(err error) bool {
