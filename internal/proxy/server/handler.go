@@ -123,7 +123,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// held request costs its headers only.
 			proceed, expired := s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil)
 			if expired {
-				s.offline(w, r, rt, body, buffered, window)
+				s.offline(w, r, rt, body, buffered, window, "")
 				return
 			}
 			if !proceed {
@@ -158,8 +158,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// response: ask again after its Retry-After, within the window.
 			startWindow()
 			wait := min(catcher.retryAfter, holdUntil.Sub(s.clock.Now()))
-			if wait <= 0 || attempt+1 >= maxNotSentRetries {
-				s.offline(w, r, rt, body, buffered, window)
+			if wait <= 0 {
+				s.offline(w, r, rt, body, buffered, window, "")
+				return
+			}
+			if attempt+1 >= maxNotSentRetries {
+				s.offline(w, r, rt, body, buffered, window, fmt.Sprintf("%d attempts got no response: the gateway was still answering an earlier one", maxNotSentRetries))
 				return
 			}
 			t := s.clock.NewTimer(wait)
@@ -182,13 +186,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// offline policy says, held while the window lasts, then
 			// spooled or 503.
 			startWindow()
-			if attempt+1 < maxNotSentRetries && s.clock.Now().Before(holdUntil) {
-				continue
+			if !s.clock.Now().Before(holdUntil) {
+				s.offline(w, r, rt, body, buffered, window, "")
+				return
 			}
-			// The window is over, or the upstream keeps passing probes
-			// yet failing requests.
-			s.offline(w, r, rt, body, buffered, window)
-			return
+			if attempt+1 >= maxNotSentRetries {
+				// The upstream keeps passing probes yet failing requests.
+				// The answer names the last failure itself: the route's
+				// reason may already be cleared by the next probe.
+				s.offline(w, r, rt, body, buffered, window, fmt.Sprintf("%d attempts were not delivered; the last: %v", maxNotSentRetries, err))
+				return
+			}
+			continue
 		}
 		switch {
 		case err == nil:
@@ -230,11 +239,20 @@ func safeMethod(m string) bool {
 }
 
 // offline answers a request that could not be delivered within its hold
-// window: spooled (202) where the route allows it, else 503.
-func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, window time.Duration) {
-	if ok, why := s.spoolable(rt, r); ok {
+// window, or within maxNotSentRetries attempts (gaveUp says why; empty when
+// the window passed): spooled (202) where the route allows it, else 503.
+func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, window time.Duration, gaveUp string) {
+	ok, why := s.spoolable(rt, r)
+	switch {
+	case ok:
 		s.spoolRequest(w, r, rt, body, buffered)
-	} else {
+	case gaveUp != "":
+		rt.count[outcomeGaveUp].Inc()
+		if why != "" {
+			gaveUp += "; " + why
+		}
+		s.unavailable(w, r, rt, gaveUp)
+	default:
 		s.holdExpired(w, r, rt, window, why)
 	}
 }

@@ -10,6 +10,7 @@ const (
 	outcomeHeld          = "held"           // forwarded after waiting for a link
 	outcomeHoldExpired   = "hold_expired"   // 503: the hold window passed
 	outcomeHoldFull      = "hold_full"      // 503: a hold limit was reached
+	outcomeGaveUp        = "gave_up"        // 503: maxNotSentRetries attempts were not delivered
 	outcomeUnavailable   = "unavailable"    // 503: no usable link and no hold window
 	outcomeClientGone    = "client_gone"    // the client left while held; not forwarded
 	outcomeUpstreamError = "upstream_error" // 502/504 from the proxy
@@ -22,7 +23,7 @@ const (
 	outcomeBadRequest    = "bad_request"    // 400: a malformed body (connection closed)
 )
 
-var allOutcomes = []string{outcomeDirect, outcomeHeld, outcomeHoldExpired, outcomeHoldFull,
+var allOutcomes = []string{outcomeDirect, outcomeHeld, outcomeHoldExpired, outcomeHoldFull, outcomeGaveUp,
 	outcomeUnavailable, outcomeClientGone, outcomeUpstreamError, outcomeTooLarge, outcomeShutdown,
 	outcomeSpooled, outcomeSpoolFull, outcomeSpoolRefused, outcomeBadRequest}
 
