@@ -2,12 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/misaki-io/misaki/internal/deadaddr"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -152,12 +152,7 @@ func TestWriteChecks(t *testing.T) {
 // Without a reachable cluster the first check fails with a hint, the
 // others are skipped, and the exit status is 1; -o json still lists them.
 func TestCheckWithoutCluster(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "https://" + ln.Addr().String()
-	ln.Close()
+	closed := "https://" + deadaddr.TCP(t)
 	kubeconfig := writeKubeconfig(t, "c", map[string]string{"c": closed})
 
 	code, out, errOut := runCLI(t, "", "check")

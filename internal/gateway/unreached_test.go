@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/deadaddr"
 )
 
 // A service the gateway cannot reach, or that closes the connection before
@@ -14,12 +16,7 @@ import (
 // service.
 func TestServiceNotReachedIsNotAnEmpty200(t *testing.T) {
 	p := newPKI(t)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "http://" + closed.Addr().String()
-	closed.Close()
+	refused := "http://" + deadaddr.TCP(t)
 
 	// Accepts each connection, reads the request and closes without a word.
 	mute, err := net.Listen("tcp", "127.0.0.1:0")

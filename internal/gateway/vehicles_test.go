@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/misaki-io/misaki/internal/batch"
+	"github.com/misaki-io/misaki/internal/deadaddr"
 	"github.com/misaki-io/misaki/internal/devpki"
 	"github.com/misaki-io/misaki/internal/promtest"
 	"github.com/misaki-io/misaki/internal/proxy/config"
@@ -207,12 +207,7 @@ type vehicleWorld struct {
 func newVehicleWorld(t *testing.T, section string) *vehicleWorld {
 	t.Helper()
 	w := &vehicleWorld{fleet: newFleet(t), alpha: newBackend(t, "alpha"), bravo: newBackend(t, "bravo"), static: newBackend(t, "static")}
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.unknownAddress = closed.Addr().String()
-	closed.Close()
+	w.unknownAddress = deadaddr.TCP(t)
 	services := map[string]string{
 		"api.misaki-v-alpha.svc.cluster.local:8080": w.alpha.addr(),
 		"api.misaki-v-alpha.svc.cluster.local:80":   w.alpha.addr(),

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/deadaddr"
 	"github.com/misaki-io/misaki/internal/proxy/config"
 	"github.com/misaki-io/misaki/internal/waitfor"
 )
@@ -263,8 +263,8 @@ func (p *proxy) send(ctx context.Context, host, id string, hdr map[string]string
 	return result{status: resp.StatusCode, body: string(b), header: resp.Header, err: err, duration: time.Since(start)}
 }
 
-// newUpstreamOn starts a counting upstream on a given address.
-func newUpstreamOn(t *testing.T, addr string) *upstream {
+// newUpstreamOn starts a counting upstream on the port dead held refused.
+func newUpstreamOn(t *testing.T, dead *deadaddr.Socket) *upstream {
 	t.Helper()
 	u := &upstream{seen: map[string]int{}}
 	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -274,7 +274,7 @@ func newUpstreamOn(t *testing.T, addr string) *upstream {
 		io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "hello %s", r.Header.Get("X-Req-Id"))
 	}))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := dead.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
