@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	hubv1 "github.com/misaki-io/misaki/api/hub/v1"
+	"github.com/misaki-io/misaki/internal/deadaddr"
 	"github.com/misaki-io/misaki/internal/hub/catalog"
 	"github.com/misaki-io/misaki/internal/hub/catalog/catalogtest"
 )
@@ -500,9 +501,7 @@ func TestValidateSource(t *testing.T) {
 func TestBadSources(t *testing.T) {
 	ctx := t.Context()
 	c := newCatalog(t, catalog.Options{Timeout: 10 * time.Second})
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closedURL := closed.URL
-	closed.Close()
+	closedURL := "http://" + deadaddr.TCP(t)
 	notARepo := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(notARepo.Close)
 	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
