@@ -486,6 +486,25 @@ func TestRollout(t *testing.T) {
 			chromedp.Navigate(fmt.Sprintf("%s/ui/deployments/shuttle/rollouts/%d", e.h.URL, dep.Generation)),
 			chromedp.WaitVisible(css("#resume-button")),
 		)
+		// The paused rollout does not change: the live part's refreshes
+		// (a tick each second) are answered 204 and replace nothing, so
+		// the button pressed below is the one released (CI once lost the
+		// click to a swap between the two).
+		run(t, ctx, "refreshes that change nothing",
+			until(`(() => {
+				document.querySelector('#rollout-live').misakiKept = true;
+				window.misakiRefreshes = [];
+				document.body.addEventListener('htmx:beforeOnLoad', (e) => {
+					if (e.detail.elt.id === 'rollout-live') window.misakiRefreshes.push(e.detail.xhr.status);
+				});
+				return true;
+			})()`),
+			until(`window.misakiRefreshes.length >= 2`),
+		)
+		if got := get(t, ctx, "after two refreshes", chromedp.Evaluate[string](
+			`JSON.stringify({kept: document.querySelector('#rollout-live').misakiKept === true, statuses: window.misakiRefreshes})`)); !strings.HasPrefix(got, `{"kept":true,"statuses":[204,204`) {
+			t.Fatalf("after two refreshes of the unchanged page: %s, want the same element and 204s", got)
+		}
 		run(t, ctx, "resume",
 			chromedp.SendKeys(css("#resume-reason"), "car-02 is in the workshop"),
 			chromedp.Click(css("#resume-button")),

@@ -2,6 +2,8 @@ package ui
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -112,11 +114,12 @@ var funcs = template.FuncMap{
 		}
 		return strings.Join(parts, ", ")
 	},
-	"join":   strings.Join,
-	"states": func() []string { return rolloutStates },
-	"path":   url.PathEscape,
-	"lower":  strings.ToLower,
-	"list":   func(xs ...string) []string { return xs },
+	"join":        strings.Join,
+	"states":      func() []string { return rolloutStates },
+	"path":        url.PathEscape,
+	"liveVersion": func() string { return liveVersionSlot },
+	"lower":       strings.ToLower,
+	"list":        func(xs ...string) []string { return xs },
 	"halfOf": func(hs []halfStatus, half string) *halfStatus {
 		for i := range hs {
 			if hs[i].Half == half {
@@ -146,6 +149,23 @@ func ago(now time.Time, t *time.Time) string {
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
+// A page's live part (the element htmx re-fetches on the /ui/events
+// stream's "change" and "tick") sends the version of the page it came from
+// in the LiveVersionHeader request header; the template puts it there with
+// hx-headers and {{liveVersion}}. When the page rendered now has that same
+// version, the answer is 204 No Content, which htmx does not swap. So a
+// refresh that changes nothing replaces nothing: the reader's focus, a text
+// selection, a click in progress (the press and release landing on two
+// different buttons, and so no click) and screen readers, which would
+// announce a role="status" banner again each time it was replaced.
+//
+// The version is a hash of the whole rendered page, with a fixed slot where
+// the version goes: it changes exactly when some byte of the page does.
+const (
+	LiveVersionHeader = "Misaki-Live-Version"
+	liveVersionSlot   = "live-version-slot-000000000000000"
+)
+
 // render writes the page template name with p (tmpl "layout": the whole
 // page).
 func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, name string, p page) {
@@ -171,10 +191,20 @@ func (s *Server) renderPart(w http.ResponseWriter, r *http.Request, code int, na
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	out := buf.Bytes()
 	w.Header().Set("Cache-Control", "no-store")
+	if bytes.Contains(out, []byte(liveVersionSlot)) {
+		sum := sha256.Sum256(out)
+		v := hex.EncodeToString(sum[:16])
+		if code == http.StatusOK && r.Header.Get("HX-Request") != "" && r.Header.Get(LiveVersionHeader) == v {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		out = bytes.ReplaceAll(out, []byte(liveVersionSlot), []byte(v))
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	w.Write(out)
 }
 
 type errorData struct {

@@ -292,6 +292,55 @@ func TestSession(t *testing.T) {
 	})
 }
 
+var liveVersionRE = regexp.MustCompile(`hx-headers='\{"Misaki-Live-Version": "([0-9a-f]{32})"\}'`)
+
+func liveVersion(t *testing.T, page string) string {
+	t.Helper()
+	m := liveVersionRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no live version in the page:\n%s", page)
+	}
+	return m[1]
+}
+
+// A live part's refresh that would change nothing is answered 204 (htmx
+// swaps nothing); one after a change gets the page, with a new version. A
+// full page load always gets the page.
+func TestLiveRefreshOnlyWhenChanged(t *testing.T) {
+	h := hubtest.Start(t, hub.Config{})
+	register(t, h, "car", 2, map[string]string{"fleet": "eu"})
+	b := newBrowserish(t, h)
+	b.login(h.Token)
+	refresh := func(v string) (*http.Response, string) {
+		return b.do("GET", "/ui/fleet", nil, map[string]string{"HX-Request": "true", ui.LiveVersionHeader: v})
+	}
+
+	_, page := b.do("GET", "/ui/fleet", nil, nil)
+	v1 := liveVersion(t, page)
+	if resp, body := refresh(v1); resp.StatusCode != http.StatusNoContent || body != "" {
+		t.Fatalf("refresh of an unchanged page: %d %q, want 204 and no body", resp.StatusCode, body)
+	}
+	if resp, _ := b.do("GET", "/ui/fleet", nil, map[string]string{ui.LiveVersionHeader: v1}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a full page load with the version: %d, want 200", resp.StatusCode)
+	}
+	if resp, page := refresh("0123456789abcdef0123456789abcdef"); resp.StatusCode != http.StatusOK || liveVersion(t, page) != v1 {
+		t.Fatalf("refresh with another version: %d, version %q, want 200 and %s", resp.StatusCode, liveVersion(t, page), v1)
+	}
+
+	h.Admin(t, http.StatusOK, "PATCH", "/v1/vehicles/car-002", hubv1.VehiclePatch{Labels: map[string]string{"fleet": "us"}}, nil)
+	resp, page := refresh(v1)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "fleet=us") {
+		t.Fatalf("refresh after a change: %d, want 200 with the new label:\n%s", resp.StatusCode, page)
+	}
+	v2 := liveVersion(t, page)
+	if v2 == v1 {
+		t.Fatalf("the version did not change with the page: %s", v2)
+	}
+	if resp, _ := refresh(v2); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("refresh with the new version: %d, want 204", resp.StatusCode)
+	}
+}
+
 // The session key is made once and read back; a damaged one is refused.
 func TestLoadOrCreateKey(t *testing.T) {
 	p := t.TempDir() + "/keys/ui-session.key"
