@@ -114,12 +114,14 @@ var funcs = template.FuncMap{
 		}
 		return strings.Join(parts, ", ")
 	},
-	"join":        strings.Join,
-	"states":      func() []string { return rolloutStates },
-	"path":        url.PathEscape,
-	"liveVersion": func() string { return liveVersionSlot },
-	"lower":       strings.ToLower,
-	"list":        func(xs ...string) []string { return xs },
+	"join":   strings.Join,
+	"states": func() []string { return rolloutStates },
+	"path":   url.PathEscape,
+	"liveVersionAttr": func() template.HTMLAttr {
+		return template.HTMLAttr(`hx-headers='{"` + LiveVersionHeader + `": "` + liveVersionSlot + `"}'`)
+	},
+	"lower": strings.ToLower,
+	"list":  func(xs ...string) []string { return xs },
 	"halfOf": func(hs []halfStatus, half string) *halfStatus {
 		for i := range hs {
 			if hs[i].Half == half {
@@ -151,8 +153,8 @@ func ago(now time.Time, t *time.Time) string {
 
 // A page's live part (the element htmx re-fetches on the /ui/events
 // stream's "change" and "tick") sends the version of the page it came from
-// in the LiveVersionHeader request header; the template puts it there with
-// hx-headers and {{liveVersion}}. When the page rendered now has that same
+// in the LiveVersionHeader request header: the element has {{liveVersionAttr}}
+// among its attributes, which is hx-headers naming that header. When the page rendered now has that same
 // version, the answer is 204 No Content, which htmx does not swap. So a
 // refresh that changes nothing replaces nothing: the reader's focus, a text
 // selection, a click in progress (the press and release landing on two
