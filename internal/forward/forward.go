@@ -458,7 +458,10 @@ func (f *Upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	// about the upstream, even when it ended in the middle of a dial.
 	if a != nil && r.Context().Err() == nil {
 		switch {
-		case isDialError(err) && (a.body == nil || !a.body.touched.Load()):
+		case isDialError(err) && !a.connected.Load() && (a.body == nil || !a.body.touched.Load()):
+			// The first dial failed. (A failed dial after a connection
+			// is the Transport's own second try: the first may have
+			// reached the upstream.)
 			a.err = fmt.Errorf("%w: %w", ErrNotSent, err)
 			return
 		case !a.answered.Load() && (a.connected.Load() || noResponse(err)) && resendable(r) && a.bodyErr() == nil:

@@ -443,15 +443,22 @@ func TestEndpointsChangeWhileConnectionBusy(t *testing.T) {
 
 // TestDeadPooledConnectionThenRefused: a pooled connection takes a
 // request and closes unanswered, and the upstream then refuses new
-// connections. A request that may be sent again (Idempotency-Key, its body
-// offered again by GetBody) comes back as ErrNoResponse (the upstream may
+// connections. A request that may be sent again (a GET, or a POST with an
+// Idempotency-Key and its body offered again by GetBody) comes back as
+// ErrNoResponse (the upstream may
 // have seen it), which the caller holds and retries, on both paths, with
 // nothing written to the app. Both paths try it once more on a new
 // connection first, and that try's failed dial is neither a 502 nor
 // ErrNotSent.
 func TestDeadPooledConnectionThenRefused(t *testing.T) {
-	for _, path := range []string{"fast", "reverseproxy"} {
-		t.Run(path, func(t *testing.T) {
+	for _, tc := range []struct{ path, method string }{
+		{"fast", http.MethodPost}, {"reverseproxy", http.MethodPost},
+		// No body to touch: only the connection tells the refused
+		// redial from a first dial.
+		{"fast", http.MethodGet}, {"reverseproxy", http.MethodGet},
+	} {
+		path := tc.path
+		t.Run(path+"/"+tc.method, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -477,17 +484,20 @@ func TestDeadPooledConnectionThenRefused(t *testing.T) {
 				c.Close()
 			}()
 			f := newForwarderWith(t, "http://"+ln.Addr().String(), nil, Options{Log: quiet, NoFastPath: path == "reverseproxy"})
-			post := func(body string) (*httptest.ResponseRecorder, error) {
+			send := func(body string) (*httptest.ResponseRecorder, error) {
 				r := httptest.NewRequest(http.MethodPost, "http://svc.mesh/readings", strings.NewReader(body))
 				r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
 				r.Header.Set("Idempotency-Key", "k-"+body)
+				if tc.method == http.MethodGet {
+					r = httptest.NewRequest(http.MethodGet, "http://svc.mesh/readings?"+body, nil)
+				}
 				w := httptest.NewRecorder()
 				return w, f.Forward(w, r, "direct")
 			}
-			if w, err := post("first"); err != nil || w.Code != 200 {
+			if w, err := send("first"); err != nil || w.Code != 200 {
 				t.Fatalf("first request: %v, status %d", err, w.Code)
 			}
-			w, err := post("second")
+			w, err := send("second")
 			<-served
 			if !errors.Is(err, ErrNoResponse) {
 				t.Fatalf("second request: %v (status %d written): want ErrNoResponse", err, w.Code)
