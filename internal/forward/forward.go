@@ -368,6 +368,7 @@ type attempt struct {
 	// ClientTrace) of whether this request got a connection, and whether
 	// a byte of a response arrived on it, over all its tries.
 	connected, answered atomic.Bool
+	trace               httptrace.ClientTrace // here, not allocated apart
 }
 
 // Forward proxies r to the upstream and writes the response to w, marked
@@ -387,10 +388,9 @@ func (f *Upstream) Forward(w http.ResponseWriter, r *http.Request, delivery stri
 		r.Body = a.body
 	}
 	ctx := context.WithValue(r.Context(), attemptKey{}, a)
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn:              func(httptrace.GotConnInfo) { a.connected.Store(true) },
-		GotFirstResponseByte: func() { a.answered.Store(true) },
-	})
+	a.trace.GotConn = func(httptrace.GotConnInfo) { a.connected.Store(true) }
+	a.trace.GotFirstResponseByte = func() { a.answered.Store(true) }
+	ctx = httptrace.WithClientTrace(ctx, &a.trace)
 	if f.reqTimeout > 0 && r.Header.Get("Upgrade") == "" {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.reqTimeout)
