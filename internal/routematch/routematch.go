@@ -27,7 +27,8 @@ type wildcard struct {
 	route  int
 }
 
-// NewTable indexes the routes' hosts (already validated: lower-case).
+// NewTable indexes the routes' hosts, lower-cased (config validation
+// lower-cases them already; a table built another way gets the same keys).
 func NewTable(routes []config.Route) *Table {
 	t := &Table{exact: map[string][]int{}, matches: make([][]config.Match, len(routes))}
 	for i, r := range routes {
@@ -58,22 +59,28 @@ func stripPort(host string) string {
 	return host
 }
 
+// canonical is host as the table keys it: no port, no trailing dot,
+// lower-case. (strings.ToLower returns a host with no upper-case letter
+// as it is, without allocating.)
+func canonical(host string) string {
+	return strings.ToLower(strings.TrimSuffix(stripPort(host), "."))
+}
+
+// covers reports whether the wildcard serves host (canonical): a name
+// under its suffix, not the suffix itself.
+func (w wildcard) covers(host string) bool {
+	return len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix)
+}
+
 // Match returns the index of the route serving a request to host (which
 // may carry a port and a trailing dot) with path and headers h, or -1.
 func (t *Table) Match(host, path string, h http.Header) int {
-	host = stripPort(host)
-	host = strings.TrimSuffix(host, ".")
+	host = canonical(host)
 	if i := t.first(t.exact[host], path, h); i >= 0 {
 		return i
 	}
-	if hasUpper(host) {
-		host = strings.ToLower(host)
-		if i := t.first(t.exact[host], path, h); i >= 0 {
-			return i
-		}
-	}
 	for _, w := range t.wild {
-		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) && t.matchesRequest(w.route, path, h) {
+		if w.covers(host) && t.matchesRequest(w.route, path, h) {
 			return w.route
 		}
 	}
@@ -84,16 +91,8 @@ func (t *Table) Match(host, path string, h http.Header) int {
 // and a trailing dot), whatever the request's path and headers: the
 // gateway leaves such a host to the routes, never to a vehicle's service.
 func (t *Table) ServesHost(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(stripPort(host), "."))
-	if len(t.exact[host]) > 0 {
-		return true
-	}
-	for _, w := range t.wild {
-		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) {
-			return true
-		}
-	}
-	return false
+	host = canonical(host)
+	return len(t.exact[host]) > 0 || slices.ContainsFunc(t.wild, func(w wildcard) bool { return w.covers(host) })
 }
 
 func (t *Table) first(routes []int, path string, h http.Header) int {
@@ -144,13 +143,4 @@ func hasPathPrefix(path, prefix string) bool {
 	}
 	rest := path[len(prefix):]
 	return rest == "" || rest[0] == '/' || rest[0] == '?'
-}
-
-func hasUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			return true
-		}
-	}
-	return false
 }
