@@ -170,7 +170,6 @@ type Options struct {
 
 // New returns a forwarder for route r.
 func New(r config.Route, o Options) (*Upstream, error) {
-	tlsConf, log := o.TLS, o.Log
 	u, err := url.Parse(r.Upstream)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: upstream: %w", r.Name, err)
@@ -186,7 +185,7 @@ func New(r config.Route, o Options) (*Upstream, error) {
 		ResponseHeaderTimeout: r.Timeouts.ResponseHeader.D(),
 		TLSHandshakeTimeout:   r.Timeouts.Connect.D(),
 		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       tlsConf,
+		TLSClientConfig:       o.TLS,
 		// A proxy must not add Accept-Encoding and decode on the app's behalf.
 		DisableCompression: true,
 	}
@@ -208,7 +207,7 @@ func New(r config.Route, o Options) (*Upstream, error) {
 		transport:         tr,
 		reqTimeout:        r.Timeouts.Request.D(),
 		respHeaderTimeout: r.Timeouts.ResponseHeader.D(),
-		log:               log.With("component", "forward", "route", r.Name),
+		log:               o.Log.With("component", "forward", "route", r.Name),
 	}
 	if u.Scheme == "http" && !o.NoFastPath {
 		f.h1 = &h1Pool{addr: f.Addr(), dial: f.Dial, idleTTL: r.Timeouts.Idle.D(),

@@ -68,7 +68,6 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// render prints the output as stable JSON: resources by type, then results.
 // published is out's resources as the proxy receives them: each packed in
 // an Any, by type URL.
 func published(t *testing.T, out Output) map[string][]*anypb.Any {
@@ -97,6 +96,7 @@ func checkGolden(t *testing.T, golden string, got []byte) {
 	}
 }
 
+// render prints the output as stable JSON: resources by type, then results.
 func render(t *testing.T, out Output) []byte {
 	var buf bytes.Buffer
 	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {

@@ -217,6 +217,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// notDelivered reports whether err says the request was not delivered
+// (forward.ErrNotSent: the upstream could not be reached; ErrNoResponse:
+// it closed or stayed silent before answering). If so it marks the route's
+// upstream down and re-evaluates the route, for a live request and a
+// replayed one alike.
+func (s *Server) notDelivered(rt *liveRoute, err error) bool {
+	switch {
+	case errors.Is(err, forward.ErrNoResponse):
+		rt.health.Unanswered(err)
+	case errors.Is(err, forward.ErrNotSent):
+		rt.health.Failed(err)
+	default:
+		return false
+	}
+	s.evaluate()
+	return true
+}
+
 // bodyGetter returns a GetBody over b. It is a function of its own so that
 // the handler's body variable is not captured (and moved to the heap) on
 // the path that never needs it.

@@ -301,22 +301,4 @@ func (r replayRoute) Forward(w http.ResponseWriter, req *http.Request) error {
 // got no answer, as a live request's failure does (notDelivered).
 func (r replayRoute) Failed(err error) { r.s.notDelivered(r.rt, err) }
 
-// notDelivered reports whether err says the request was not delivered
-// (forward.ErrNotSent: the upstream could not be reached; ErrNoResponse:
-// it closed or stayed silent before answering). If so it marks the route's
-// upstream down and re-evaluates the route, for a live request and a
-// replayed one alike.
-func (s *Server) notDelivered(rt *liveRoute, err error) bool {
-	switch {
-	case errors.Is(err, forward.ErrNoResponse):
-		rt.health.Unanswered(err)
-	case errors.Is(err, forward.ErrNotSent):
-		rt.health.Failed(err)
-	default:
-		return false
-	}
-	s.evaluate()
-	return true
-}
-
 func (r replayRoute) Batch() int { return r.rt.cfg.Offline.Batch }
