@@ -584,11 +584,15 @@ routes:
 			}
 			first := make(chan error, 1)
 			go func() {
-				for {
+				// Not waitfor: this goroutine may not call t.Fatal.
+				for deadline := time.Now().Add(waitfor.Timeout); ; time.Sleep(5 * time.Millisecond) {
 					if _, err := os.Stat(admin); err == nil { // the last bound
 						break
 					}
-					time.Sleep(5 * time.Millisecond)
+					if time.Now().After(deadline) {
+						first <- fmt.Errorf("%s was not bound within %v", admin, waitfor.Timeout)
+						return
+					}
 				}
 				first <- get(mesh, "api.mesh", "/")
 			}()

@@ -32,10 +32,11 @@ type Socket struct {
 // ends, unless Listen has taken it.
 func New(t testing.TB) *Socket {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatalf("deadaddr: socket: %v", err)
 	}
+	unix.CloseOnExec(fd) // SOCK_CLOEXEC is Linux's; this is every Unix's
 	s := &Socket{fd: fd}
 	t.Cleanup(func() {
 		if s.fd >= 0 {

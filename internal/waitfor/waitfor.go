@@ -40,12 +40,8 @@ func True(t testing.TB, what string, cond func() bool) {
 // Within is True with another limit.
 func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for poll := firstPoll; !cond(); poll = min(2*poll, maxPoll) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", limit, what)
-		}
-		time.Sleep(poll)
+	if !poll(limit, cond) {
+		t.Fatalf("not within %v: %s", limit, what)
 	}
 }
 
@@ -54,16 +50,21 @@ func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
 func NoError(t testing.TB, limit time.Duration, what string, f func() error) {
 	t.Helper()
 	var last error
-	deadline := time.Now().Add(limit)
-	for poll := firstPoll; ; poll = min(2*poll, maxPoll) {
-		if last = f(); last == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s: %v", limit, what, last)
-		}
-		time.Sleep(poll)
+	if !poll(limit, func() bool { last = f(); return last == nil }) {
+		t.Fatalf("not within %v: %s: %v", limit, what, last)
 	}
+}
+
+// poll calls cond until it holds (true) or limit has passed (false).
+func poll(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for wait := firstPoll; !cond(); wait = min(2*wait, maxPoll) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait)
+	}
+	return true
 }
 
 // GoroutineIn reports whether some goroutine's stack has every one of

@@ -119,13 +119,14 @@ func TestQueriesWhileLoading(t *testing.T) {
 		got := make(chan result, 1)
 		go func() { r, err := exchangeA(addr, "n100.bench.test."); got <- result{r, err} }()
 		// The query is in: the upstream has failed it.
-		for testutil.ToFloat64(s.m.upstreamFailures) < 1 {
+		waitfor.True(t, "the query failed upstream", func() bool {
 			select {
 			case res := <-got:
 				t.Fatalf("answered before the load went on: %v %v", res.r, res.err)
-			case <-time.After(5 * time.Millisecond):
+			default:
 			}
-		}
+			return testutil.ToFloat64(s.m.upstreamFailures) >= 1
+		})
 		resume()
 		if res := <-got; res.err != nil || aOf(res.r) != "10.1.2.3" {
 			t.Fatalf("a name not loaded yet, upstream down: %v %v, want the file's answer", res.r, res.err)

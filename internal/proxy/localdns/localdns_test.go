@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"net"
 	"net/netip"
@@ -451,15 +452,13 @@ func TestStaleAfterTheTimer(t *testing.T) {
 		t.Fatalf("after the timer: %v", r)
 	}
 	close(release)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitfor.NoError(t, 5*time.Second, "the refresh in the cache", func() error {
 		r := query(t, addr, "www.example.", dns.TypeA, true)
-		if _, stale := ede(r); !stale && len(r.Answer) == 1 && r.Answer[0].Header().Ttl == 600 {
-			break
+		if _, stale := ede(r); stale || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 600 {
+			return fmt.Errorf("answer %v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the refresh did not reach the cache: %v", r)
-		}
-	}
+		return nil
+	})
 }
 
 // The generation moves when answers are cached, not when they are served
