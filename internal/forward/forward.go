@@ -356,6 +356,10 @@ func (f *Upstream) Close() {
 	}
 }
 
+// FastPath reports whether plain-HTTP/1.1 requests may take the fast path:
+// an http:// upstream, and Options.NoFastPath not set.
+func (f *Upstream) FastPath() bool { return f.h1 != nil }
+
 type attemptKey struct{}
 
 // attempt carries per-request state between Forward and the ReverseProxy hooks.

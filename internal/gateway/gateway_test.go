@@ -496,3 +496,18 @@ func TestBodyBrokenOffAfterTheAnswer(t *testing.T) {
 		t.Fatalf("the service saw the request %d times", n)
 	}
 }
+
+// http1Upstream reaches the gateway's forwarders: "stdlib" takes the fast
+// path away from an http:// route, "lean" (the default) keeps it.
+func TestHTTP1UpstreamReachesTheForwarders(t *testing.T) {
+	p := newPKI(t)
+	for _, tc := range []struct {
+		line string
+		fast bool
+	}{{"", true}, {"http1Upstream: stdlib\n", false}, {"http1Upstream: lean\n", true}} {
+		g := startGatewayConfig(t, tc.line+p.GatewayYAML(t.TempDir(), "http://127.0.0.1:1"), nil)
+		if len(g.routes) != 1 || g.routes[0].FastPath() != tc.fast {
+			t.Errorf("%q: %d routes, fast path %v, want %v", tc.line, len(g.routes), len(g.routes) > 0 && g.routes[0].FastPath(), tc.fast)
+		}
+	}
+}

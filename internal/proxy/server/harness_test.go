@@ -105,10 +105,18 @@ func (h http1Server) yaml() string {
 	return "http1Server: " + string(h) + "\nhttp1Upstream: " + string(h) + "\n"
 }
 
-// start is startProxy on this server.
+// start is startProxy on this server. It checks that the upstream client
+// is the one chosen: every http:// route's forwarder has the fast path on
+// "lean" only.
 func (h http1Server) start(t testing.TB, yaml string, fake bool) *proxy {
 	t.Helper()
-	return startProxy(t, h.yaml()+yaml, fake)
+	p := startProxy(t, h.yaml()+yaml, fake)
+	for _, rt := range p.allRoutes() {
+		if strings.HasPrefix(rt.cfg.Upstream, "http://") && rt.fwd.FastPath() != (h == config.HTTP1Lean) {
+			t.Fatalf("route %s: fast path %v with http1Upstream: %s", rt.cfg.Name, rt.fwd.FastPath(), h)
+		}
+	}
+	return p
 }
 
 // onEachServer runs test once per HTTP/1.1 path, as the subtests "lean"
