@@ -335,7 +335,7 @@ func TestAgentPublishesChanges(t *testing.T) {
 	}
 	checkRoute := func(want map[string][]string) {
 		t.Helper()
-		waitfor.NoError(t, 10*time.Second, "the routing holds each link's usable interfaces", func() error { return routeMismatch(want) })
+		waitfor.NoError(t, waitfor.Timeout, "the routing holds each link's usable interfaces", func() error { return routeMismatch(want) })
 	}
 	checkRoute(map[string][]string{"wifi": {"wlan0"}, "modem": {"wwan0"}})
 
