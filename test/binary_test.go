@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 func TestBinaryRejectsBadConfigNamingTheField(t *testing.T) {
@@ -34,10 +36,6 @@ func TestBinaryCheckFlag(t *testing.T) {
 // TestEdgeImportsNoHeavyDependencies keeps the sidecar small: its binary must
 // not link Kubernetes, Helm or SQL drivers (as Tailscale's deptest does).
 func TestEdgeImportsNoHeavyDependencies(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/misaki-io/misaki/cmd/misaki-proxy").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	banned := []string{"k8s.io/", "sigs.k8s.io/", "helm.sh/", "database/sql", "github.com/jackc/", "github.com/lib/pq", "modernc.org/sqlite", "github.com/mattn/go-sqlite3",
 		// The xDS client speaks gRPC through net/http and decodes Envoy's
 		// messages with its own subsets (internal/proxy/xds explains).
@@ -45,7 +43,7 @@ func TestEdgeImportsNoHeavyDependencies(t *testing.T) {
 		// Netlink is the node link agent's (misaki-linkd); the proxy's own
 		// link monitor reads it with x/sys.
 		"github.com/vishvananda/"}
-	for _, pkg := range strings.Fields(string(out)) {
+	for _, pkg := range depstest.Of(t, "github.com/misaki-io/misaki/cmd/misaki-proxy") {
 		for _, b := range banned {
 			if strings.HasPrefix(pkg, b) {
 				t.Errorf("misaki-proxy depends on %s", pkg)

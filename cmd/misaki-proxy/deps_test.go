@@ -1,21 +1,18 @@
 package main
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 // TestOneYAMLLibrary: the sidecar reads its file, its xDS cache and the
 // route options with go.yaml.in/yaml/v3 only; another YAML library would
 // be a second parser of the same files (and some 200 KB of binary).
 func TestOneYAMLLibrary(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
-	}
 	var yaml []string
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range depstest.Of(t) {
 		if strings.Contains(strings.ToLower(p), "yaml") {
 			yaml = append(yaml, p)
 		}

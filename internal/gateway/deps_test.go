@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 // TestImportsNoEdgePackage: the gateway and the edge share what both use
@@ -13,11 +14,7 @@ import (
 // neutral packages it links hold to the same rule, so a change to the
 // edge's servers, links or spool cannot reach the gateway unseen.
 func TestImportsNoEdgePackage(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
-	}
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range depstest.Of(t) {
 		if strings.HasPrefix(p, "github.com/misaki-io/misaki/internal/proxy/") && p != "github.com/misaki-io/misaki/internal/proxy/config" {
 			t.Errorf("the gateway links the edge's %s", p)
 		}

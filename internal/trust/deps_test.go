@@ -1,19 +1,16 @@
 package trust
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 // TestNoHubImports: the vehicle agent links this package, so it must not
 // pull in the hub.
 func TestNoHubImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
-	}
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range depstest.Of(t) {
 		if strings.HasPrefix(p, "github.com/misaki-io/misaki/internal/hub") {
 			t.Errorf("imports %s", p)
 		}

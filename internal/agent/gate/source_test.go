@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/misaki-io/misaki/internal/clock"
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 var t0 = time.Date(2026, 12, 4, 21, 0, 0, 0, time.UTC)
@@ -200,11 +200,7 @@ func TestOpen(t *testing.T) {
 // TestImports: the hub imports this package to check gates, and the
 // package is the vehicle agent's too: no Kubernetes, Helm or SQL.
 func TestImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
-	}
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range depstest.Of(t) {
 		for _, banned := range []string{"k8s.io/", "sigs.k8s.io/", "helm.sh/", "database/sql", "github.com/misaki-io/misaki/internal/hub"} {
 			if strings.HasPrefix(p, banned) {
 				t.Errorf("imports %s", p)

@@ -1,9 +1,10 @@
 package identity
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/misaki-io/misaki/internal/depstest"
 )
 
 // TestNoHubServerImports: the vehicle agent links this package, so of the
@@ -11,11 +12,7 @@ import (
 // vehicle's identity, VehicleID; standard library and internal/durable),
 // never the hub's server, store or renderer.
 func TestNoHubServerImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
-	}
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range depstest.Of(t) {
 		if (p == "github.com/misaki-io/misaki/internal/hub" || strings.HasPrefix(p, "github.com/misaki-io/misaki/internal/hub/")) &&
 			p != "github.com/misaki-io/misaki/internal/hub/enrol" {
 			t.Errorf("imports %s", p)
