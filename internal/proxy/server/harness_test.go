@@ -111,7 +111,7 @@ func (h http1Server) yaml() string {
 func (h http1Server) start(t testing.TB, yaml string, fake bool) *proxy {
 	t.Helper()
 	p := startProxy(t, h.yaml()+yaml, fake)
-	for _, rt := range p.allRoutes() {
+	for _, rt := range p.set.Load().routes {
 		if strings.HasPrefix(rt.cfg.Upstream, "http://") && rt.fwd.FastPath() != (h == config.HTTP1Lean) {
 			t.Fatalf("route %s: fast path %v with http1Upstream: %s", rt.cfg.Name, rt.fwd.FastPath(), h)
 		}
