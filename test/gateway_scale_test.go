@@ -57,10 +57,12 @@ func TestGatewayReplicasOnPostgres(t *testing.T) {
 		t.Skip("builds misaki-gateway and runs three replicas on a real PostgreSQL server")
 	}
 	const claimTTL = 6 * time.Second
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
 	dsn := pgtest.Start(t)
 	bin := buildGatewayWithPostgres(t)
+	// The clock starts after the build, which can take minutes on a fresh
+	// machine under the race detector.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
 	pki, err := devpki.Write(t.TempDir(), "VIN-scale")
 	if err != nil {
 		t.Fatal(err)

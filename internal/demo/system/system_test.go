@@ -82,14 +82,18 @@ func etcdOld(dir string) bool {
 }
 
 // demo returns the command that runs misaki-demo system with its temporary
-// directory under tmp.
-func demo(t *testing.T, ctx context.Context, tmp string, args ...string) *exec.Cmd {
+// directory under tmp, and the context that kills it after timeout. The
+// clock starts once the binaries are built: on a fresh machine, building
+// them under the race detector can take longer than the story.
+func demo(t *testing.T, timeout time.Duration, tmp string, args ...string) (*exec.Cmd, context.Context) {
 	t.Helper()
 	as := assets(t)
 	dir, err := binaries()
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
 	crd, err := filepath.Abs("../../../config/crd/mesh.misaki.io_routes.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +102,7 @@ func demo(t *testing.T, ctx context.Context, tmp string, args ...string) *exec.C
 		"--bin-dir", dir, "--assets", as, "--crd", crd}, args...)...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.WaitDelay = 30 * time.Second
-	return cmd
+	return cmd, ctx
 }
 
 // TestSystemDemo runs the whole demo: three clusters, the hub, the agents,
@@ -110,10 +114,8 @@ func TestSystemDemo(t *testing.T) {
 		t.Skip("runs three clusters and the whole story for about a minute and a half")
 	}
 	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
 	var out bytes.Buffer
-	cmd := demo(t, ctx, tmp, "--speed", "0.4")
+	cmd, _ := demo(t, 5*time.Minute, tmp, "--speed", "0.4")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
@@ -147,9 +149,7 @@ func TestSystemDemoInterrupt(t *testing.T) {
 		t.Skip("runs three clusters")
 	}
 	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := demo(t, ctx, tmp, "--skip-mesh")
+	cmd, ctx := demo(t, 3*time.Minute, tmp, "--skip-mesh")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
