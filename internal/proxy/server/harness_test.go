@@ -196,6 +196,25 @@ func (p *proxy) setLink(t *testing.T, name, state string) {
 	}
 }
 
+// runClock advances the proxy's fake clock a second every millisecond
+// until the test ends, so that every timer the proxy arms is due at once.
+func (p *proxy) runClock(t *testing.T) {
+	stop := make(chan struct{})
+	var done sync.WaitGroup
+	done.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				p.clock.Advance(time.Second)
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop); done.Wait() })
+}
+
 // offline takes every test link down: no route has a usable link.
 func (p *proxy) offline(t *testing.T) {
 	t.Helper()

@@ -266,19 +266,7 @@ func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
 		p := srv.start(t, cfg, true)
 		// Without a prober the upstream is retried after each backoff step; drive
 		// the fake clock so every retry is due at once.
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					p.clock.Advance(time.Second)
-					time.Sleep(time.Millisecond)
-				}
-			}
-		}()
+		p.runClock(t)
 		r := p.send(context.Background(), "telemetry.cloud.misaki", "r", nil, nil)
 		// The body names the last failure itself, not the route's reason,
 		// which the next probe may already have cleared (CI saw that once
@@ -286,6 +274,9 @@ func TestUpstreamThatPassesProbesButRefusesRequests(t *testing.T) {
 		if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" ||
 			!strings.Contains(r.body, "8 attempts were not delivered; the last: ") || !strings.Contains(r.body, "connection refused") {
 			t.Fatalf("status %d %q, want 503 with Retry-After after the retries, naming the last failure", r.status, r.body)
+		}
+		if m := p.metrics(t); !strings.Contains(m, `misaki_proxy_requests_total{outcome="gave_up",route="telemetry"} 1`) {
+			t.Errorf("/metrics does not count the request as gave_up:\n%s", m)
 		}
 	})
 }
