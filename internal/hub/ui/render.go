@@ -153,13 +153,14 @@ func ago(now time.Time, t *time.Time) string {
 
 // A page's live part (the element htmx re-fetches on the /ui/events
 // stream's "change" and "tick") sends the version of the page it came from
-// in the LiveVersionHeader request header: the element has {{liveVersionAttr}}
-// among its attributes, which is hx-headers naming that header. When the page rendered now has that same
-// version, the answer is 204 No Content, which htmx does not swap. So a
-// refresh that changes nothing replaces nothing: the reader's focus, a text
-// selection, a click in progress (the press and release landing on two
-// different buttons, and so no click) and screen readers, which would
-// announce a role="status" banner again each time it was replaced.
+// in the LiveVersionHeader request header: the element carries
+// {{liveVersionAttr}}, an hx-headers attribute naming that header. When the
+// page rendered now has that same version, the answer is 204 No Content,
+// which htmx does not swap. So a refresh that changes nothing replaces
+// nothing: the reader's focus, a text selection, a click in progress (the
+// press and release landing on two different buttons, and so no click) and
+// screen readers, which would announce a role="status" banner again each
+// time it was replaced.
 //
 // The version is a hash of the whole rendered page, with a fixed slot where
 // the version goes: it changes exactly when some byte of the page does.
