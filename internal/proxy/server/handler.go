@@ -123,7 +123,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// held request costs its headers only.
 			proceed, expired := s.hold(w, r, rt, int64(len(body))+headerSize(r), holdUntil)
 			if expired {
-				s.offline(w, r, rt, body, buffered, window, "")
+				s.offline(w, r, rt, body, buffered, window)
 				return
 			}
 			if !proceed {
@@ -159,11 +159,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			startWindow()
 			wait := min(catcher.retryAfter, holdUntil.Sub(s.clock.Now()))
 			if wait <= 0 {
-				s.offline(w, r, rt, body, buffered, window, "")
+				s.offline(w, r, rt, body, buffered, window)
 				return
 			}
 			if attempt+1 >= maxNotSentRetries {
-				s.offline(w, r, rt, body, buffered, window, fmt.Sprintf("%d attempts got no response: the gateway was still answering an earlier one", maxNotSentRetries))
+				s.gaveUp(w, r, rt, body, buffered, fmt.Sprintf("%d attempts got no response: the gateway was still answering an earlier one", maxNotSentRetries))
 				return
 			}
 			t := s.clock.NewTimer(wait)
@@ -187,14 +187,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// spooled or 503.
 			startWindow()
 			if !s.clock.Now().Before(holdUntil) {
-				s.offline(w, r, rt, body, buffered, window, "")
+				s.offline(w, r, rt, body, buffered, window)
 				return
 			}
 			if attempt+1 >= maxNotSentRetries {
 				// The upstream keeps passing probes yet failing requests.
 				// The answer names the last failure itself: the route's
 				// reason may already be cleared by the next probe.
-				s.offline(w, r, rt, body, buffered, window, fmt.Sprintf("%d attempts were not delivered; the last: %v", maxNotSentRetries, err))
+				s.gaveUp(w, r, rt, body, buffered, fmt.Sprintf("%d attempts were not delivered; the last: %v", maxNotSentRetries, err))
 				return
 			}
 			continue
@@ -257,22 +257,29 @@ func safeMethod(m string) bool {
 }
 
 // offline answers a request that could not be delivered within its hold
-// window, or within maxNotSentRetries attempts (gaveUp says why; empty when
-// the window passed): spooled (202) where the route allows it, else 503.
-func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, window time.Duration, gaveUp string) {
-	ok, why := s.spoolable(rt, r)
-	switch {
-	case ok:
+// window: spooled (202) where the route allows it, else 503.
+func (s *Server) offline(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, window time.Duration) {
+	if ok, why := s.spoolable(rt, r); ok {
 		s.spoolRequest(w, r, rt, body, buffered)
-	case gaveUp != "":
-		rt.count[outcomeGaveUp].Inc()
-		if why != "" {
-			gaveUp += "; " + why
-		}
-		s.unavailable(w, r, rt, gaveUp)
-	default:
+	} else {
 		s.holdExpired(w, r, rt, window, why)
 	}
+}
+
+// gaveUp answers a request that maxNotSentRetries attempts did not deliver
+// (reason says how) while its hold window lasts: spooled (202) where the
+// route allows it, else 503.
+func (s *Server) gaveUp(w http.ResponseWriter, r *http.Request, rt *liveRoute, body []byte, buffered bool, reason string) {
+	ok, why := s.spoolable(rt, r)
+	if ok {
+		s.spoolRequest(w, r, rt, body, buffered)
+		return
+	}
+	rt.count[outcomeGaveUp].Inc()
+	if why != "" {
+		reason += "; " + why
+	}
+	s.unavailable(w, r, rt, reason)
 }
 
 // clientWatcher is implemented by response writers whose request context does
